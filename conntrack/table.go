@@ -1,0 +1,665 @@
+// Package conntrack tracks PPTP control connections and the calls (GRE flows)
+// they set up, for the gateway's userspace GRE NAT.
+//
+// A control connection is keyed by its inside 4-tuple as the gateway's
+// NFQUEUE hook sees it (after kernel de-NAT): inside IP:port <-> peer IP:port,
+// one of the ports being 1723. Each call is reachable in O(1) from both
+// directions of GRE:
+//
+//	outbound (inside -> peer): OutKey{InsideIP, PeerIP, PeerCallID}   (the GRE key the inside host sends)
+//	inbound  (peer -> public): InKey{PublicIP, PeerIP, OutsideCallID} (the GRE key the peer sends)
+//
+// The inbound key is unique by construction (nat allocates OutsideCallID per
+// (PublicIP, PeerIP)), so it doubles as the primary key: the bounded LRU
+// (hashicorp/golang-lru/v2 simplelru) is keyed by InKey and every removal,
+// whatever its cause (LRU eviction, idle expiry, call clear, control stop),
+// goes through the LRU's eviction callback, which cleans the outbound index,
+// the connection's call list and reports the removal (nat releases the
+// outside call ID into quarantine there).
+//
+// # Locking
+//
+// One mutex, Table.mu, guards everything in a Table. Lock order across
+// packages: nat.Engine's control mutex -> Table.mu -> nat.Allocator.mu. The
+// OnCallRemoved callback runs with Table.mu held and must not call back into
+// the Table (nat's callback only takes the allocator lock, which is below).
+//
+// Why not sharded locks (as gVisor's conntrack does)? The table is fed by one
+// NFQUEUE reader goroutine, so the lock is uncontended in practice; critical
+// sections are one or two map operations; and the global LRU bound needs one
+// recency list anyway, which sharding would split into per-shard bounds.
+// If profiling ever shows contention, the natural split is per NFQUEUE queue
+// (one Table per queue), not per hash bucket.
+package conntrack
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// Default timeouts.
+const (
+	DefaultGREUnreplied = 30 * time.Second
+	DefaultGREReplied   = 180 * time.Second
+	DefaultControl      = time.Hour
+	DefaultQuarantine   = 2 * time.Minute
+	// ClosingTimeout is the idle timeout of a control connection after its
+	// calls were stopped (Stop-Control-Connection, FIN or RST): long enough
+	// for the remaining reply and FIN/ACK exchange to pass the helper.
+	ClosingTimeout = 10 * time.Second
+	// DefaultMaxCalls bounds the call table (and, separately, the control
+	// connection table) when the configuration gives no maximum.
+	DefaultMaxCalls = 4096
+)
+
+// Timeouts are the idle timeouts per state. Zero fields take the defaults;
+// a negative Quarantine disables quarantine.
+type Timeouts struct {
+	GREUnreplied time.Duration // call established, GRE not yet seen in both directions (default 30s)
+	GREReplied   time.Duration // GRE seen in both directions (default 180s)
+	Control      time.Duration // idle control connection; also calls still waiting for their reply (default 1h)
+	Quarantine   time.Duration // how long nat holds a released outside call ID back (default 2m)
+}
+
+// WithDefaults returns t with zero fields replaced by the defaults.
+func (t Timeouts) WithDefaults() Timeouts {
+	if t.GREUnreplied <= 0 {
+		t.GREUnreplied = DefaultGREUnreplied
+	}
+	if t.GREReplied <= 0 {
+		t.GREReplied = DefaultGREReplied
+	}
+	if t.Control <= 0 {
+		t.Control = DefaultControl
+	}
+	if t.Quarantine == 0 {
+		t.Quarantine = DefaultQuarantine
+	}
+	if t.Quarantine < 0 {
+		t.Quarantine = 0
+	}
+	return t
+}
+
+// ConnKey identifies a control connection by its inside 4-tuple.
+type ConnKey struct {
+	InsideIP, PeerIP     [4]byte
+	InsidePort, PeerPort uint16
+}
+
+// OutKey finds a call from an outbound GRE packet (src, dst, key).
+type OutKey struct {
+	InsideIP, PeerIP [4]byte
+	PeerCallID       uint16
+}
+
+// InKey finds a call from an inbound GRE packet (dst, src, key).
+type InKey struct {
+	PublicIP, PeerIP [4]byte
+	OutsideCallID    uint16
+}
+
+// CallState is the state of a tracked call.
+type CallState uint8
+
+const (
+	// CallRequested: the call ID was mapped, the call is not set up yet (no GRE).
+	CallRequested CallState = iota
+	// CallUnreplied: set up (OCRP/ICCN), GRE not yet seen in both directions.
+	CallUnreplied
+	// CallReplied: GRE seen in both directions.
+	CallReplied
+)
+
+func (s CallState) String() string {
+	switch s {
+	case CallRequested:
+		return "requested"
+	case CallUnreplied:
+		return "unreplied"
+	case CallReplied:
+		return "replied"
+	}
+	return "unknown"
+}
+
+// Removal reasons reported to Config.OnCallRemoved and counted in Stats.
+const (
+	ReasonEvicted     = "evicted"         // LRU bound reached
+	ReasonExpired     = "expired"         // idle timeout
+	ReasonCleared     = "cleared"         // Call-Clear-Request / Call-Disconnect-Notify / failed setup
+	ReasonStopped     = "control_stopped" // Stop-Control-Connection, FIN, RST
+	ReasonConnRemoved = "conn_removed"    // its control connection was evicted, expired or replaced
+	ReasonReplaced    = "replaced"        // a newer call took over its outbound key
+	ReasonPurged      = "purged"          // Table.Purge
+)
+
+// Errors.
+var (
+	ErrConnGone   = errors.New("conntrack: control connection no longer tracked")
+	ErrCallExists = errors.New("conntrack: call already tracked")
+	ErrNoCall     = errors.New("conntrack: no such call")
+)
+
+// Conn is a tracked control connection. Exported fields are set at creation
+// and never change; the rest is guarded by the Table.
+type Conn struct {
+	Key      ConnKey
+	PublicIP [4]byte
+	// Forward: the inside party is a server reached through a port forward
+	// (the peer opened the connection).
+	Forward bool
+	Created time.Time
+	// Data belongs to the caller (nat keeps its helper state here). The
+	// Table never reads or writes it; the caller synchronises access.
+	Data any
+
+	lastSeen time.Time
+	calls    []*Call
+	closing  bool
+	dead     bool
+}
+
+// Call is a tracked call. Exported identity fields never change after
+// creation, except PeerCallID which is set once by Establish.
+type Call struct {
+	conn                       *Conn
+	InsideIP, PublicIP, PeerIP [4]byte
+	InsideCallID               uint16
+	OutsideCallID              uint16
+	PeerCallID                 uint16
+	Created                    time.Time
+
+	state                              CallState
+	lastSeen                           time.Time
+	seenOut, seenIn                    bool
+	pktsOut, pktsIn, bytesOut, bytesIn uint64
+}
+
+func (c *Call) inKey() InKey { return InKey{c.PublicIP, c.PeerIP, c.OutsideCallID} }
+func (c *Call) outKey() OutKey {
+	return OutKey{c.InsideIP, c.PeerIP, c.PeerCallID}
+}
+
+// Config configures a Table.
+type Config struct {
+	Timeouts Timeouts
+	MaxCalls int // bound of the call table; 0 => DefaultMaxCalls
+	MaxConns int // bound of the control connection table; 0 => MaxCalls
+	// OnCallRemoved is called, with the table lock held, for every call that
+	// leaves the table. It must not call into the Table.
+	OnCallRemoved func(c *Call, reason string)
+}
+
+// Stats are removal counters.
+type Stats struct {
+	CallsEvicted, CallsExpired, ConnsEvicted, ConnsExpired uint64
+}
+
+// Table is the connection and call table. All methods are safe for
+// concurrent use.
+type Table struct {
+	clk      Clock
+	to       Timeouts
+	onRemove func(*Call, string)
+
+	mu    sync.Mutex
+	conns *simplelru.LRU[ConnKey, *Conn]
+	calls *simplelru.LRU[InKey, *Call] // primary store and inbound index
+	out   map[OutKey]*Call             // outbound index (established calls only)
+	// reason is the removal reason passed to the eviction callbacks; empty
+	// means the LRU evicted on its own because it was full.
+	reason string
+	stats  Stats
+}
+
+// New returns an empty table. clk nil means SystemClock.
+func New(cfg Config, clk Clock) *Table {
+	if clk == nil {
+		clk = SystemClock{}
+	}
+	if cfg.MaxCalls <= 0 {
+		cfg.MaxCalls = DefaultMaxCalls
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = cfg.MaxCalls
+	}
+	t := &Table{
+		clk:      clk,
+		to:       cfg.Timeouts.WithDefaults(),
+		onRemove: cfg.OnCallRemoved,
+		out:      make(map[OutKey]*Call),
+	}
+	// NewLRU only fails for size <= 0, excluded above.
+	t.calls, _ = simplelru.NewLRU[InKey, *Call](cfg.MaxCalls, t.callEvicted)
+	t.conns, _ = simplelru.NewLRU[ConnKey, *Conn](cfg.MaxConns, t.connEvicted)
+	return t
+}
+
+// Timeouts returns the effective timeouts (defaults applied).
+func (t *Table) Timeouts() Timeouts { return t.to }
+
+// callEvicted is the single exit path of a call. t.mu is held.
+func (t *Table) callEvicted(_ InKey, c *Call) {
+	reason := t.reason
+	if reason == "" {
+		reason = ReasonEvicted
+		t.stats.CallsEvicted++
+	}
+	if c.state != CallRequested {
+		if k := c.outKey(); t.out[k] == c {
+			delete(t.out, k)
+		}
+	}
+	if cn := c.conn; cn != nil {
+		for i, x := range cn.calls {
+			if x == c {
+				last := len(cn.calls) - 1
+				cn.calls[i] = cn.calls[last]
+				cn.calls[last] = nil
+				cn.calls = cn.calls[:last]
+				break
+			}
+		}
+	}
+	if t.onRemove != nil {
+		t.onRemove(c, reason)
+	}
+}
+
+// connEvicted is the single exit path of a control connection. t.mu is held.
+func (t *Table) connEvicted(_ ConnKey, cn *Conn) {
+	if t.reason == "" {
+		t.stats.ConnsEvicted++
+	}
+	cn.dead = true
+	saved := t.reason
+	t.reason = ReasonConnRemoved
+	for len(cn.calls) > 0 {
+		c := cn.calls[len(cn.calls)-1]
+		if !t.calls.Remove(c.inKey()) {
+			// Not in the LRU (cannot happen); unlink by hand to end the loop.
+			cn.calls = cn.calls[:len(cn.calls)-1]
+		}
+	}
+	t.reason = saved
+}
+
+func (t *Table) removeCall(c *Call, reason string) {
+	saved := t.reason
+	t.reason = reason
+	t.calls.Remove(c.inKey())
+	t.reason = saved
+}
+
+func (t *Table) removeConn(cn *Conn, reason string) {
+	saved := t.reason
+	t.reason = reason
+	t.conns.Remove(cn.Key)
+	t.reason = saved
+}
+
+func (t *Table) callTimeout(c *Call) time.Duration {
+	switch c.state {
+	case CallUnreplied:
+		return t.to.GREUnreplied
+	case CallReplied:
+		return t.to.GREReplied
+	}
+	return t.to.Control
+}
+
+func (t *Table) connTimeout(cn *Conn) time.Duration {
+	if cn.closing {
+		return min(ClosingTimeout, t.to.Control)
+	}
+	return t.to.Control
+}
+
+func (t *Table) callExpired(c *Call, now time.Time) bool {
+	return now.Sub(c.lastSeen) > t.callTimeout(c)
+}
+
+func (t *Table) connExpired(cn *Conn, now time.Time) bool {
+	return now.Sub(cn.lastSeen) > t.connTimeout(cn)
+}
+
+// ---- control connections ----
+
+// AddConn starts tracking a control connection, replacing (and removing the
+// calls of) any connection with the same key.
+func (t *Table) AddConn(k ConnKey, publicIP [4]byte, forward bool) *Conn {
+	now := t.clk.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.conns.Peek(k); ok {
+		t.removeConn(old, ReasonReplaced)
+	}
+	cn := &Conn{Key: k, PublicIP: publicIP, Forward: forward, Created: now, lastSeen: now}
+	t.conns.Add(k, cn)
+	return cn
+}
+
+// LookupConn finds a control connection and marks it active. An idle-expired
+// connection is removed (with its calls) and not returned.
+func (t *Table) LookupConn(k ConnKey) (*Conn, bool) {
+	now := t.clk.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cn, ok := t.conns.Get(k)
+	if !ok {
+		return nil, false
+	}
+	if t.connExpired(cn, now) {
+		t.stats.ConnsExpired++
+		t.removeConn(cn, ReasonExpired)
+		return nil, false
+	}
+	cn.lastSeen = now
+	return cn, true
+}
+
+// RemoveConn stops tracking cn and its calls.
+func (t *Table) RemoveConn(cn *Conn, reason string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cn.dead {
+		return
+	}
+	t.removeConn(cn, reason)
+}
+
+// StopConn removes all calls of cn and lets cn itself expire after
+// ClosingTimeout (Stop-Control-Connection, FIN, RST).
+func (t *Table) StopConn(cn *Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(cn.calls) > 0 {
+		t.removeCall(cn.calls[len(cn.calls)-1], ReasonStopped)
+	}
+	cn.closing = true
+}
+
+// RefreshCalls marks cn and all its calls active now: a control-channel Echo
+// keeps the calls of that control connection alive.
+func (t *Table) RefreshCalls(cn *Conn) {
+	now := t.clk.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cn.dead {
+		return
+	}
+	cn.lastSeen = now
+	t.conns.Get(cn.Key)
+	for _, c := range cn.calls {
+		c.lastSeen = now
+		t.calls.Get(c.inKey())
+	}
+}
+
+// ---- calls ----
+
+// AddCall tracks a new call of cn in state CallRequested: the inside host's
+// call ID insideID is seen by the peer as outsideID. The caller (nat) owns
+// outsideID's allocation; OnCallRemoved hands it back.
+func (t *Table) AddCall(cn *Conn, insideID, outsideID uint16) error {
+	now := t.clk.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cn.dead {
+		return ErrConnGone
+	}
+	c := &Call{
+		conn:          cn,
+		InsideIP:      cn.Key.InsideIP,
+		PublicIP:      cn.PublicIP,
+		PeerIP:        cn.Key.PeerIP,
+		InsideCallID:  insideID,
+		OutsideCallID: outsideID,
+		Created:       now,
+		lastSeen:      now,
+	}
+	if t.calls.Contains(c.inKey()) {
+		return ErrCallExists
+	}
+	for _, x := range cn.calls {
+		if x.InsideCallID == insideID {
+			return ErrCallExists
+		}
+	}
+	cn.calls = append(cn.calls, c)
+	t.calls.Add(c.inKey(), c)
+	return nil
+}
+
+func (cn *Conn) byInside(id uint16) *Call {
+	for _, c := range cn.calls {
+		if c.InsideCallID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+func (cn *Conn) byOutside(id uint16) *Call {
+	for _, c := range cn.calls {
+		if c.OutsideCallID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// OutsideOf returns the outside call ID of cn's call with inside ID id.
+func (t *Table) OutsideOf(cn *Conn, id uint16) (uint16, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := cn.byInside(id); c != nil {
+		return c.OutsideCallID, true
+	}
+	return 0, false
+}
+
+// InsideOf returns the inside call ID of cn's call with outside ID id.
+func (t *Table) InsideOf(cn *Conn, id uint16) (uint16, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := cn.byOutside(id); c != nil {
+		return c.InsideCallID, true
+	}
+	return 0, false
+}
+
+// Establish records the peer's call ID of cn's call insideID and installs
+// the outbound GRE index: the call is set up and GRE may flow. A different
+// call holding the same outbound key (the peer reused its call ID before we
+// saw the old call's clear) is removed.
+func (t *Table) Establish(cn *Conn, insideID, peerID uint16) error {
+	now := t.clk.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := cn.byInside(insideID)
+	if c == nil {
+		return ErrNoCall
+	}
+	if c.state != CallRequested {
+		if c.PeerCallID == peerID {
+			return nil
+		}
+		if k := c.outKey(); t.out[k] == c {
+			delete(t.out, k)
+		}
+	}
+	c.PeerCallID = peerID
+	k := c.outKey()
+	if old := t.out[k]; old != nil && old != c {
+		t.removeCall(old, ReasonReplaced)
+	}
+	c.state = CallUnreplied
+	c.seenIn, c.seenOut = false, false
+	c.lastSeen = now
+	t.out[k] = c
+	t.calls.Get(c.inKey())
+	return nil
+}
+
+// RemoveCall removes cn's call with inside ID insideID.
+func (t *Table) RemoveCall(cn *Conn, insideID uint16, reason string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := cn.byInside(insideID)
+	if c == nil {
+		return false
+	}
+	t.removeCall(c, reason)
+	return true
+}
+
+// ---- GRE fast path (no allocations) ----
+
+// Outbound accounts an outbound GRE packet of n bytes and returns the public
+// address to use as its source.
+func (t *Table) Outbound(k OutKey, n int) (publicIP [4]byte, ok bool) {
+	now := t.clk.Now()
+	t.mu.Lock()
+	c := t.out[k]
+	if c == nil {
+		t.mu.Unlock()
+		return publicIP, false
+	}
+	if t.callExpired(c, now) {
+		t.stats.CallsExpired++
+		t.removeCall(c, ReasonExpired)
+		t.mu.Unlock()
+		return publicIP, false
+	}
+	t.calls.Get(c.inKey())
+	c.lastSeen = now
+	c.pktsOut++
+	c.bytesOut += uint64(n)
+	c.seenOut = true
+	if c.seenIn {
+		c.state = CallReplied
+	}
+	publicIP = c.PublicIP
+	t.mu.Unlock()
+	return publicIP, true
+}
+
+// Inbound accounts an inbound GRE packet of n bytes and returns the inside
+// address and call ID to deliver it to. Calls not yet set up do not match.
+func (t *Table) Inbound(k InKey, n int) (insideIP [4]byte, insideID uint16, ok bool) {
+	now := t.clk.Now()
+	t.mu.Lock()
+	c, found := t.calls.Get(k)
+	if !found || c.state == CallRequested {
+		t.mu.Unlock()
+		return insideIP, 0, false
+	}
+	if t.callExpired(c, now) {
+		t.stats.CallsExpired++
+		t.removeCall(c, ReasonExpired)
+		t.mu.Unlock()
+		return insideIP, 0, false
+	}
+	c.lastSeen = now
+	c.pktsIn++
+	c.bytesIn += uint64(n)
+	c.seenIn = true
+	if c.seenOut {
+		c.state = CallReplied
+	}
+	insideIP, insideID = c.InsideIP, c.InsideCallID
+	t.mu.Unlock()
+	return insideIP, insideID, true
+}
+
+// ---- maintenance and introspection ----
+
+// Sweep removes every idle-expired call and control connection and returns
+// how many calls and connections it removed.
+func (t *Table) Sweep() (calls, conns int) {
+	now := t.clk.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range t.calls.Values() {
+		if t.callExpired(c, now) {
+			t.stats.CallsExpired++
+			t.removeCall(c, ReasonExpired)
+			calls++
+		}
+	}
+	for _, cn := range t.conns.Values() {
+		if t.connExpired(cn, now) {
+			t.stats.ConnsExpired++
+			n := len(cn.calls)
+			t.removeConn(cn, ReasonExpired)
+			calls += n
+			conns++
+		}
+	}
+	return calls, conns
+}
+
+// Purge removes everything.
+func (t *Table) Purge() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	saved := t.reason
+	t.reason = ReasonPurged
+	t.calls.Purge()
+	t.conns.Purge()
+	t.reason = saved
+}
+
+// CallSnapshot is a copy of a call's state.
+type CallSnapshot struct {
+	InsideIP, PublicIP, PeerIP              [4]byte
+	InsidePort, PeerPort                    uint16
+	InsideCallID, OutsideCallID, PeerCallID uint16
+	Forward                                 bool
+	State                                   CallState
+	Created                                 time.Time
+	Idle                                    time.Duration
+	PktsOut, PktsIn, BytesOut, BytesIn      uint64
+}
+
+// Snapshot copies every call, most recently used first.
+func (t *Table) Snapshot() []CallSnapshot {
+	now := t.clk.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	vals := t.calls.Values() // oldest first
+	out := make([]CallSnapshot, 0, len(vals))
+	for i := len(vals) - 1; i >= 0; i-- {
+		c := vals[i]
+		s := CallSnapshot{
+			InsideIP: c.InsideIP, PublicIP: c.PublicIP, PeerIP: c.PeerIP,
+			InsideCallID: c.InsideCallID, OutsideCallID: c.OutsideCallID, PeerCallID: c.PeerCallID,
+			State: c.state, Created: c.Created, Idle: now.Sub(c.lastSeen),
+			PktsOut: c.pktsOut, PktsIn: c.pktsIn, BytesOut: c.bytesOut, BytesIn: c.bytesIn,
+		}
+		if c.conn != nil {
+			s.InsidePort, s.PeerPort, s.Forward = c.conn.Key.InsidePort, c.conn.Key.PeerPort, c.conn.Forward
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Len returns the number of tracked control connections and calls.
+func (t *Table) Len() (conns, calls int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.conns.Len(), t.calls.Len()
+}
+
+// Stats returns the removal counters.
+func (t *Table) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.stats
+}
