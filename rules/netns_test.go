@@ -1,0 +1,168 @@
+package rules
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// testNetns creates a fresh named network namespace with a random name and
+// returns its name and an open handle; both are cleaned up with the test.
+func testNetns(t *testing.T) (string, netns.NsHandle) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft(8) to inspect the ruleset: apt-get install nftables")
+	}
+	var r [2]byte
+	rand.Read(r[:])
+	name := "pgr" + hex.EncodeToString(r[:])
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return name, h
+}
+
+func nsRun(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
+func nsListTable(ns, table string) (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "ip", table).CombinedOutput()
+	return string(out), err
+}
+
+func TestInstallNetns(t *testing.T) {
+	ns, h := testNetns(t)
+	// An unrelated table that must survive everything we do.
+	nsRun(t, ns, "nft", "add table ip other; add chain ip other c { type filter hook prerouting priority 0; }; add rule ip other c ip protocol gre counter")
+	// A stale table of ours, as a crashed run would leave it.
+	nsRun(t, ns, "nft", "add table ip pgt; add chain ip pgt stale_chain { type filter hook input priority 0; }")
+
+	for _, tc := range []struct {
+		name string
+		plan Plan
+		want []string
+		not  []string
+	}{
+		{
+			name: "defaults",
+			plan: Plan{Table: "pgt", WAN: "wan0", LAN: []string{"lan0"}, Queue: 47, FailOpen: true, MSS: MSSClamp{Mode: MSSAuto}},
+			want: []string{
+				"chain raw_prerouting", "type filter hook prerouting priority raw", "ip protocol gre notrack",
+				"chain raw_output", "type filter hook output priority raw",
+				"chain queue_prerouting", "type filter hook prerouting priority -50",
+				"chain queue_output", "type filter hook output priority -50",
+				"ip protocol gre queue num 47 bypass",
+				"tcp dport 1723 queue num 47 bypass", "tcp sport 1723 queue num 47 bypass",
+				"tcp flags syn tcp option maxseg size set rt mtu",
+				`oifname "wan0" masquerade`,
+			},
+			not: []string{"stale_chain", "snat", "dnat"},
+		},
+		{
+			name: "snat-forward-fixedmss-failclosed",
+			plan: Plan{Table: "pgt", WAN: "wan0", Queue: 5, FailOpen: false, MSS: MSSClamp{Mode: MSSFixed, Value: 1400},
+				PublicAddr: netip.MustParseAddr("203.0.113.7"),
+				Forwards:   []Forward{{Port: 1723, To: "10.0.1.5"}, {Port: 1724, To: "10.0.1.6"}}},
+			want: []string{
+				`oifname "wan0" snat to 203.0.113.7`,
+				`iifname "wan0" tcp dport 1723 dnat to 10.0.1.5`,
+				`iifname "wan0" tcp dport 1724 dnat to 10.0.1.6:1723`,
+				"tcp option maxseg size set 1400",
+				"queue num 5\n",
+			},
+			not: []string{"masquerade", "bypass", "rt mtu"},
+		},
+		{
+			name: "mss-off",
+			plan: Plan{Table: "pgt", WAN: "wan0", Queue: 47, FailOpen: true, MSS: MSSClamp{Mode: MSSOff}},
+			want: []string{"masquerade"},
+			not:  []string{"mss_forward", "maxseg"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.plan.NetNS = int(h)
+			in, err := Install(tc.plan)
+			if err != nil {
+				t.Fatalf("Install: %v", err)
+			}
+			t.Logf("queue implementation: %s, replaced stale: %v", in.QueueImpl, in.ReplacedStale)
+			if !in.ReplacedStale {
+				t.Errorf("ReplacedStale = false, but table pgt existed before")
+			}
+			out, err := nsListTable(ns, "pgt")
+			if err != nil {
+				t.Fatalf("nft list: %v: %s", err, out)
+			}
+			// nft prints an xtables target as "queue ..." too (in
+			// comment-free form since 1.0); normalize the two spellings.
+			norm := normalizeQueue(out)
+			for _, w := range tc.want {
+				if !strings.Contains(norm, w) {
+					t.Errorf("ruleset lacks %q:\n%s", w, out)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(norm, n) {
+					t.Errorf("ruleset has %q:\n%s", n, out)
+				}
+			}
+			// Leave a table behind for the next subtest to replace.
+			if tc.name != "mss-off" {
+				return
+			}
+			if err := in.Remove(); err != nil {
+				t.Fatalf("Remove: %v", err)
+			}
+			if out, err := nsListTable(ns, "pgt"); err == nil {
+				t.Errorf("table still there after Remove:\n%s", out)
+			}
+			if err := in.Remove(); err != nil {
+				t.Errorf("second Remove: %v", err)
+			}
+		})
+	}
+	if out, err := nsListTable(ns, "other"); err != nil || !strings.Contains(out, "ip protocol gre counter") {
+		t.Errorf("unrelated table damaged: %v\n%s", err, out)
+	}
+	if out := nsRun(t, ns, "nft", "list", "tables"); strings.Contains(out, "_probe") {
+		t.Errorf("probe table left behind:\n%s", out)
+	}
+}
+
+// normalizeQueue rewrites the spellings nft versions use for a queue
+// statement ("queue flags bypass to 47", "queue to 47") to the one nft 1.0.6
+// prints for both the native expression and the xtables target
+// ("queue num 47 bypass").
+var queueRE = regexp.MustCompile(`queue (flags bypass )?to (\d+)`)
+
+func normalizeQueue(s string) string {
+	return queueRE.ReplaceAllStringFunc(s, func(m string) string {
+		sm := queueRE.FindStringSubmatch(m)
+		if sm[1] != "" {
+			return "queue num " + sm[2] + " bypass"
+		}
+		return "queue num " + sm[2]
+	})
+}

@@ -1,0 +1,438 @@
+package rules
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
+)
+
+// The ruleset Install programs, all in one table `ip <Plan.Table>` so other
+// rulesets are never touched (shown as `nft list table ip pptpgw` prints it;
+// "queue" is the native expression or the xtables NFQUEUE target):
+//
+//	chain raw_prerouting   { type filter hook prerouting priority raw (-300)
+//	    ip protocol gre notrack }                  // 1. GRE bypasses conntrack/NAT
+//	chain raw_output       { type filter hook output priority raw (-300)
+//	    ip protocol gre notrack }
+//	chain nat_prerouting   { type nat hook prerouting priority dstnat (-100)
+//	    iifname WAN tcp dport P dnat to X[:1723] } // 2. forwards (only if any)
+//	chain queue_prerouting { type filter hook prerouting priority -50
+//	    ip protocol gre queue num N [bypass]       // 3. after de-NAT: the engine
+//	    tcp dport 1723 queue num N [bypass]        //    sees inside addresses
+//	    tcp sport 1723 queue num N [bypass] }
+//	chain queue_output     { type filter hook output priority -50 (same 3 rules) }
+//	chain mss_forward      { type filter hook forward priority mangle (-150)
+//	    tcp flags syn tcp option maxseg size set rt mtu | V }  // unless off
+//	chain nat_postrouting  { type nat hook postrouting priority srcnat (100)
+//	    oifname WAN masquerade | snat to PUBLIC }  // 4. everything else: kernel NAT
+
+// Chain names and priorities.
+const (
+	ChainRawPrerouting   = "raw_prerouting"
+	ChainRawOutput       = "raw_output"
+	ChainNATPrerouting   = "nat_prerouting"
+	ChainQueuePrerouting = "queue_prerouting"
+	ChainQueueOutput     = "queue_output"
+	ChainMSSForward      = "mss_forward"
+	ChainNATPostrouting  = "nat_postrouting"
+
+	PriorityQueue = -50 // after conntrack (-200) and dstnat (-100)
+)
+
+// QueueImpl says how packets are sent to NFQUEUE.
+type QueueImpl string
+
+const (
+	// QueueAuto probes the kernel and prefers QueueNative.
+	QueueAuto QueueImpl = ""
+	// QueueNative is nft's own `queue` expression (CONFIG_NFT_QUEUE).
+	QueueNative QueueImpl = "nft-queue"
+	// QueueXT is the xtables NFQUEUE target (rev 3) run by nft_compat, as
+	// iptables-nft emits it.
+	QueueXT QueueImpl = "xt-NFQUEUE"
+)
+
+// Plan is everything Install needs; build it with NewPlan.
+type Plan struct {
+	Table      string
+	WAN        string
+	LAN        []string   // informational: no rule depends on it
+	PublicAddr netip.Addr // invalid: masquerade on WAN
+	Queue      uint16
+	FailOpen   bool // NFQUEUE bypass
+	MSS        MSSClamp
+	Forwards   []Forward
+	// QueueImpl forces an implementation; QueueAuto probes the kernel.
+	QueueImpl QueueImpl
+	// NetNS is an open fd of the network namespace to program; 0 means the
+	// caller's.
+	NetNS int
+}
+
+// NewPlan derives the Plan from a validated Config.
+func NewPlan(c *Config) Plan {
+	return Plan{
+		Table:      c.Table,
+		WAN:        c.WAN,
+		LAN:        append([]string(nil), c.LAN...),
+		PublicAddr: c.PublicAddr(),
+		Queue:      c.Queue,
+		FailOpen:   c.FailOpen,
+		MSS:        c.MSSClamp,
+		Forwards:   append([]Forward(nil), c.Forwards...),
+	}
+}
+
+// Installed is a ruleset Install put in the kernel.
+type Installed struct {
+	Plan Plan
+	// QueueImpl is the queue implementation in use (never QueueAuto).
+	QueueImpl QueueImpl
+	// ReplacedStale is true if a table of the same name existed (left by a
+	// crashed run) and was replaced.
+	ReplacedStale bool
+
+	conn *nftables.Conn
+}
+
+// Install programs plan's table in one atomic batch, replacing a stale table
+// of the same name. The kernel either takes the whole ruleset or none of it.
+func Install(plan Plan) (*Installed, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(plan.NetNS))
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return InstallConn(c, plan)
+}
+
+// InstallConn is Install over a given connection (tests use a fake one).
+func InstallConn(c *nftables.Conn, plan Plan) (*Installed, error) {
+	if err := plan.check(); err != nil {
+		return nil, err
+	}
+	impl := plan.QueueImpl
+	if impl == QueueAuto {
+		native, err := ProbeNativeQueue(c, plan.Table)
+		if err != nil {
+			return nil, err
+		}
+		impl = QueueXT
+		if native {
+			impl = QueueNative
+		}
+	}
+	stale, err := tableExists(c, plan.Table)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: plan.Table}
+	// add+delete+add: deletes a stale table without failing when there is
+	// none, all inside the one batch.
+	c.AddTable(t)
+	c.DelTable(t)
+	addRules(c, c.AddTable(t), plan, impl)
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("nftables: install table ip %s: %w", plan.Table, explain(err))
+	}
+	return &Installed{Plan: plan, QueueImpl: impl, ReplacedStale: stale, conn: c}, nil
+}
+
+// Remove deletes the table. Removing a table that is already gone is not an
+// error.
+func (in *Installed) Remove() error {
+	return removeTable(in.conn, in.Plan.Table)
+}
+
+// RemoveTable deletes table `ip name` in the caller's network namespace, for
+// leftovers of a crashed run; a missing table is not an error.
+func RemoveTable(name string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	return removeTable(c, name)
+}
+
+func removeTable(c *nftables.Conn, name string) error {
+	c.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: name})
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("nftables: delete table ip %s: %w", name, explain(err))
+	}
+	return nil
+}
+
+// ProbeNativeQueue reports whether the kernel has nft's `queue` expression:
+// it sends one batch that adds a scratch table with a queue rule in a regular
+// (unhooked) chain and deletes it again. The kernel answers ENOENT for an
+// unknown expression and rolls the batch back; on success the table is gone
+// at the end of the batch. Either way nothing is left behind and no packet
+// ever sees the rule.
+func ProbeNativeQueue(c *nftables.Conn, table string) (bool, error) {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: probeName(table)}
+	c.AddTable(t)
+	ch := c.AddChain(&nftables.Chain{Name: "probe", Table: t})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		&expr.Queue{Num: 0, Total: 1, Flag: expr.QueueFlagBypass},
+	}})
+	c.DelTable(t)
+	err := c.Flush()
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.EOPNOTSUPP):
+		return false, nil
+	default:
+		return false, fmt.Errorf("nftables: probe for queue expression: %w", explain(err))
+	}
+}
+
+func probeName(table string) string { return table + "_probe" }
+
+func tableExists(c *nftables.Conn, name string) (bool, error) {
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range ts {
+		if t.Name == name {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// explain adds a hint to the errors people hit most.
+func explain(err error) error {
+	switch {
+	case errors.Is(err, unix.EPERM), errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w (needs root or CAP_NET_ADMIN)", err)
+	}
+	return err
+}
+
+func (p Plan) check() error {
+	if !tableRE.MatchString(p.Table) {
+		return fmt.Errorf("rules: bad table name %q", p.Table)
+	}
+	if !ifnameRE.MatchString(p.WAN) {
+		return fmt.Errorf("rules: bad wan interface name %q", p.WAN)
+	}
+	if p.PublicAddr.IsValid() && !p.PublicAddr.Is4() {
+		return fmt.Errorf("rules: public address %s is not IPv4", p.PublicAddr)
+	}
+	for _, f := range p.Forwards {
+		if !f.Addr().Is4() || f.Port == 0 {
+			return fmt.Errorf("rules: bad forward %d -> %q", f.Port, f.To)
+		}
+	}
+	switch p.QueueImpl {
+	case QueueAuto, QueueNative, QueueXT:
+	default:
+		return fmt.Errorf("rules: unknown queue implementation %q", p.QueueImpl)
+	}
+	return nil
+}
+
+// addRules queues the chains and rules of plan into table t.
+func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
+	chain := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio int32) *nftables.Chain {
+		return c.AddChain(&nftables.Chain{
+			Name: name, Table: t, Type: typ, Hooknum: hook,
+			Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prio)),
+		})
+	}
+	rule := func(ch *nftables.Chain, ex ...[]expr.Any) {
+		var all []expr.Any
+		for _, e := range ex {
+			all = append(all, e...)
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: all})
+	}
+
+	// 1. GRE skips conntrack, so the kernel never NATs or tracks it.
+	for _, h := range []struct {
+		name string
+		hook *nftables.ChainHook
+	}{{ChainRawPrerouting, nftables.ChainHookPrerouting}, {ChainRawOutput, nftables.ChainHookOutput}} {
+		rule(chain(h.name, nftables.ChainTypeFilter, h.hook, -300), MatchGRE(), []expr.Any{&expr.Notrack{}})
+	}
+
+	// 2. Published PPTP servers.
+	if len(p.Forwards) > 0 {
+		ch := chain(ChainNATPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100)
+		for _, f := range p.Forwards {
+			rule(ch, MatchIfname(expr.MetaKeyIIFNAME, p.WAN), MatchTCPPort(false, f.Port), DNAT(f.Addr(), f.Port))
+		}
+	}
+
+	// 3. PPTP control and all GRE to the engine, both for forwarded and
+	// router-originated packets.
+	q := QueueExprs(impl, p.Queue, p.FailOpen)
+	for _, h := range []struct {
+		name string
+		hook *nftables.ChainHook
+	}{{ChainQueuePrerouting, nftables.ChainHookPrerouting}, {ChainQueueOutput, nftables.ChainHookOutput}} {
+		ch := chain(h.name, nftables.ChainTypeFilter, h.hook, PriorityQueue)
+		rule(ch, MatchGRE(), q)
+		rule(ch, MatchTCPPort(false, PPTPPort), q)
+		rule(ch, MatchTCPPort(true, PPTPPort), q)
+	}
+
+	if p.MSS.Mode != MSSOff {
+		ch := chain(ChainMSSForward, nftables.ChainTypeFilter, nftables.ChainHookForward, -150)
+		rule(ch, MatchTCPSyn(), SetMSS(p.MSS))
+	}
+
+	// 4. Everything else: kernel NAT on the WAN.
+	ch := chain(ChainNATPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100)
+	if p.PublicAddr.IsValid() {
+		rule(ch, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), SNAT(p.PublicAddr))
+	} else {
+		rule(ch, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), []expr.Any{&expr.Masq{}})
+	}
+}
+
+// The expression builders below emit exactly what nft(8) 1.0.6 emits for the
+// same rule text (checked byte for byte by the golden tests).
+
+// MatchGRE is `ip protocol gre`.
+func MatchGRE() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 9, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_GRE}},
+	}
+}
+
+// MatchTCPPort is `tcp dport P` (or `tcp sport P` if src).
+func MatchTCPPort(src bool, port uint16) []expr.Any {
+	off := uint32(2)
+	if src {
+		off = 0
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
+}
+
+// MatchIfname is `iifname NAME` / `oifname NAME` (key MetaKeyIIFNAME or
+// MetaKeyOIFNAME): an exact match on the 16-byte, NUL-padded name.
+func MatchIfname(key expr.MetaKey, name string) []expr.Any {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b},
+	}
+}
+
+// MatchTCPSyn is `tcp flags syn` (SYN set, whatever else is).
+func MatchTCPSyn() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02}, Xor: []byte{0x00}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x00}},
+	}
+}
+
+// SetMSS is `tcp option maxseg size set rt mtu` (auto) or `... set V`. The
+// kernel only ever lowers the MSS option, never raises it.
+func SetMSS(m MSSClamp) []expr.Any {
+	write := &expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 2 /* maxseg */, Offset: 2, Len: 2, SourceRegister: 1}
+	if m.Mode == MSSFixed {
+		return []expr.Any{
+			&expr.Immediate{Register: 1, Data: binaryutil.BigEndian.PutUint16(m.Value)},
+			write,
+		}
+	}
+	return []expr.Any{
+		&expr.Rt{Register: 1, Key: expr.RtTCPMSS},
+		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
+		write,
+	}
+}
+
+// SNAT is `snat to ADDR`.
+func SNAT(a netip.Addr) []expr.Any {
+	b := a.As4()
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: b[:]},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1},
+	}
+}
+
+// DNAT is `dnat to ADDR` when the public port is 1723, else
+// `dnat to ADDR:1723`: the server behind always listens on 1723, so the
+// engine (which looks at port 1723 after dstnat) sees its control stream.
+func DNAT(a netip.Addr, publicPort uint16) []expr.Any {
+	b := a.As4()
+	if publicPort == PPTPPort {
+		return []expr.Any{
+			&expr.Immediate{Register: 1, Data: b[:]},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1},
+		}
+	}
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: b[:]},
+		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(PPTPPort)},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1,
+			RegProtoMin: 2, RegProtoMax: 2, Specified: true},
+	}
+}
+
+// QueueExprs is `queue num N [bypass]`: the native expression or the xtables
+// NFQUEUE target.
+func QueueExprs(impl QueueImpl, num uint16, bypass bool) []expr.Any {
+	if impl == QueueNative {
+		q := &expr.Queue{Num: num, Total: 1}
+		if bypass {
+			q.Flag = expr.QueueFlagBypass
+		}
+		return []expr.Any{q}
+	}
+	info := xt.Unknown(NFQInfoV3(num, bypass))
+	return []expr.Any{&expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}}
+}
+
+// NFQInfoV3 is struct xt_NFQ_info_v3 (linux/netfilter/xt_NFQUEUE.h) in host
+// byte order, padded to 8 bytes as nft_compat requires:
+//
+//	__u16 queuenum; __u16 queues_total; __u16 flags; (2 bytes padding)
+//
+// queues_total must be at least 1; flag 0x1 is NFQ_FLAG_BYPASS.
+func NFQInfoV3(num uint16, bypass bool) []byte {
+	b := make([]byte, 8)
+	binary.NativeEndian.PutUint16(b[0:], num)
+	binary.NativeEndian.PutUint16(b[2:], 1)
+	if bypass {
+		binary.NativeEndian.PutUint16(b[4:], 0x1)
+	}
+	return b
+}
+
+// EnableIPForward sets net.ipv4.ip_forward=1 in the caller's network
+// namespace (the /proc/sys view follows the thread's netns).
+func EnableIPForward() error {
+	const p = "/proc/sys/net/ipv4/ip_forward"
+	b, err := os.ReadFile(p)
+	if err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enable ip_forward: %w", err)
+	}
+	return nil
+}
