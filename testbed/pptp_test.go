@@ -1,0 +1,24 @@
+package testbed
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// pptp-linux in the gateway namespace (203.0.113.1) calls pptpd on the WAN
+// segment directly: no NAT, the reference behaviour.
+func TestPPTPLinuxToPPTPDDirect(t *testing.T) {
+	topo := NewT(t, Config{Clients: 0})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	d, err := topo.StartPPTPD(ctx, PPTPDConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := RunPPTPClients(ctx, topo, []*NS{topo.GW}, ServerIP, 50, nil)
+	t.Logf("result:\n%s", res)
+	if !res.OK() {
+		t.Fatalf("round trip failed; pptpd output: %s; fakeppp log: %s", d.Proc.Output(), d.FakePPPLog())
+	}
+}
