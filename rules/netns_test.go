@@ -166,3 +166,44 @@ func normalizeQueue(s string) string {
 		return "queue num " + sm[2]
 	})
 }
+
+// The ruleset CONFIG.md shows for example.yaml is what Install really
+// programs (modulo nft's comment lines and blank lines).
+func TestConfigDocRulesetNetns(t *testing.T) {
+	ns, h := testNetns(t)
+	c, err := Load("example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPlan(c)
+	p.NetNS = int(h)
+	in, err := Install(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Remove() })
+	out, err := nsListTable(ns, p.Table)
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	doc, err := os.ReadFile("CONFIG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, _ := strings.Cut(string(doc), "## What the daemon installs")
+	_, block, _ := strings.Cut(after, "```\n")
+	block, _, _ = strings.Cut(block, "```")
+	clean := func(s string) string {
+		var keep []string
+		for _, l := range strings.Split(normalizeQueue(s), "\n") {
+			l = strings.TrimSpace(l)
+			if l != "" && !strings.HasPrefix(l, "#") {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	if got, want := clean(out), clean(block); got != want {
+		t.Errorf("CONFIG.md ruleset differs from the installed one:\n--- installed\n%s\n--- CONFIG.md\n%s", got, want)
+	}
+}

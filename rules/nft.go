@@ -370,7 +370,7 @@ func SNAT(a netip.Addr) []expr.Any {
 	b := a.As4()
 	return []expr.Any{
 		&expr.Immediate{Register: 1, Data: b[:]},
-		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 	}
 }
 
@@ -382,14 +382,14 @@ func DNAT(a netip.Addr, publicPort uint16) []expr.Any {
 	if publicPort == PPTPPort {
 		return []expr.Any{
 			&expr.Immediate{Register: 1, Data: b[:]},
-			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 		}
 	}
 	return []expr.Any{
 		&expr.Immediate{Register: 1, Data: b[:]},
 		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(PPTPPort)},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1,
-			RegProtoMin: 2, RegProtoMax: 2, Specified: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1,
+			RegProtoMin: 2, Specified: true},
 	}
 }
 
