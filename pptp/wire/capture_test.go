@@ -128,10 +128,10 @@ func tsharkFields(m Message) map[string]string {
 	case *ICRP:
 		f["pptp.call_id"], f["pptp.peer_call_id"] = u(m.CallID), u(m.PeerCallID)
 		f["pptp.in_result"], f["pptp.error"] = u(m.Result), u(m.Error)
-		f["pptp.packet_receive_window_size"], f["pptp.packet_transmit_delay"] = u(m.RecvWindow), u(m.TransmitDelay)
+		f["pptp.packet_receive_window_size"], f["pptp.packet_processing_delay"] = u(m.RecvWindow), u(m.TransmitDelay)
 	case *ICCN:
 		f["pptp.peer_call_id"], f["pptp.connect_speed"] = u(m.PeerCallID), u(m.ConnectSpeed)
-		f["pptp.packet_receive_window_size"], f["pptp.packet_transmit_delay"] = u(m.RecvWindow), u(m.TransmitDelay)
+		f["pptp.packet_receive_window_size"], f["pptp.packet_processing_delay"] = u(m.RecvWindow), u(m.TransmitDelay)
 		f["pptp.framing_type"] = u(m.FramingType)
 	case *CCRQ:
 		f["pptp.call_id"] = u(m.CallID)
@@ -148,6 +148,11 @@ func tsharkFields(m Message) map[string]string {
 		// tshark prints BASE_HEX fields as 0x%08x.
 		f["pptp.send_accm"] = "0x" + strconv.FormatUint(uint64(m.SendACCM)|1<<32, 16)[1:]
 		f["pptp.receive_accm"] = "0x" + strconv.FormatUint(uint64(m.RecvACCM)|1<<32, 16)[1:]
+	}
+	for k, v := range f {
+		if i := strings.IndexByte(v, 0); i >= 0 && strings.HasPrefix(k, "pptp.") {
+			f[k] = v[:i] // tshark shows strings up to the first NUL
+		}
 	}
 	return f
 }
