@@ -1,0 +1,201 @@
+package rules
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/florianl/go-nfqueue/v2"
+	vnl "github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// inNetns runs f on an OS thread switched into h; sockets f creates stay in
+// that namespace.
+func inNetns(t *testing.T, h netns.NsHandle, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	if err := netns.Set(h); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			panic("cannot return to the original netns: " + err.Error())
+		}
+	}()
+	f()
+}
+
+// greSockets returns a raw GRE socket to send with and one that receives
+// every GRE packet delivered locally.
+func greSockets(t *testing.T, h netns.NsHandle) (tx, rx int) {
+	inNetns(t, h, func() {
+		var err error
+		if tx, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_GRE); err != nil {
+			t.Fatal(err)
+		}
+		if rx, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_GRE); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { unix.Close(tx); unix.Close(rx) })
+	tv := unix.NsecToTimeval((300 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	return tx, rx
+}
+
+// sendGRE sends one enhanced-GRE-looking packet to 127.0.0.1 and reports
+// whether rx received it (within its 300ms receive timeout) and the send
+// error.
+func sendGRE(tx, rx int, key uint16) (delivered bool, sendErr error) {
+	pkt := []byte{0x30, 0x01, 0x88, 0x0b, 0x00, 0x00, byte(key >> 8), byte(key)}
+	sendErr = unix.Sendto(tx, pkt, 0, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := unix.Recvfrom(rx, buf, 0)
+		if err != nil {
+			return false, sendErr
+		}
+		// buf holds the IP header + GRE; match our key.
+		if n >= 28 && buf[9] == unix.IPPROTO_GRE && buf[26] == byte(key>>8) && buf[27] == byte(key) {
+			return true, sendErr
+		}
+	}
+}
+
+// TestQueueDataPathNetns checks the installed rules on real packets: GRE and
+// TCP 1723 reach the NFQUEUE (output and prerouting hooks), the bypass flag
+// lets them pass with no listener, and fail-closed drops them.
+func TestQueueDataPathNetns(t *testing.T) {
+	ns, h := testNetns(t)
+	nsRun(t, ns, "ip", "link", "set", "lo", "up")
+	const q = 47
+	plan := Plan{Table: "pgdp", WAN: "pgnone0", Queue: q, FailOpen: true, MSS: MSSClamp{Mode: MSSOff}, NetNS: int(h)}
+	in, err := Install(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Remove() })
+	tx, rx := greSockets(t, h)
+
+	// 1. Fail-open, nobody on the queue: the packet passes.
+	if ok, err := sendGRE(tx, rx, 1); !ok {
+		t.Fatalf("fail-open without listener: GRE not delivered (send: %v)", err)
+	}
+
+	// 2. A listener on the queue sees GRE twice (queue_output, then
+	// queue_prerouting on lo) and TCP 1723 both ways.
+	nf, err := nfqueue.Open(&nfqueue.Config{NfQueue: q, MaxPacketLen: 128, MaxQueueLen: 64,
+		Copymode: nfqueue.NfQnlCopyPacket, NetNS: int(h), WriteTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nf.Close()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err = nf.RegisterWithErrorFunc(ctx, func(a nfqueue.Attribute) int {
+		if a.Payload != nil && len(*a.Payload) >= 24 {
+			p := *a.Payload
+			mu.Lock()
+			switch {
+			case p[9] == unix.IPPROTO_GRE:
+				seen["gre"]++
+			case p[9] == unix.IPPROTO_TCP && p[20] == 0x06 && p[21] == 0xbb:
+				seen["tcp sport 1723"]++
+			case p[9] == unix.IPPROTO_TCP && p[22] == 0x06 && p[23] == 0xbb:
+				seen["tcp dport 1723"]++
+			default:
+				seen["other"]++
+			}
+			mu.Unlock()
+		}
+		nf.SetVerdict(*a.PacketID, nfqueue.NfAccept)
+		return 0
+	}, func(e error) int { return 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := sendGRE(tx, rx, 2); !ok {
+		t.Fatalf("with listener (accepting): GRE not delivered (send: %v)", err)
+	}
+	inNetns(t, h, func() {
+		l, err := net.Listen("tcp4", "127.0.0.1:1723")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			if c, err := l.Accept(); err == nil {
+				c.Write([]byte("x"))
+				c.Close()
+			}
+		}()
+		c, err := net.DialTimeout("tcp4", "127.0.0.1:1723", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, 1)
+		if _, err := c.Read(b); err != nil {
+			t.Errorf("TCP 1723 through the queue: %v", err)
+		}
+		c.Close()
+	})
+	mu.Lock()
+	got := map[string]int{}
+	for k, v := range seen {
+		got[k] = v
+	}
+	mu.Unlock()
+	if got["gre"] != 2 || got["tcp dport 1723"] < 2 || got["tcp sport 1723"] < 2 || got["other"] != 0 {
+		t.Errorf("queued packets = %v, want gre:2 (output+prerouting), tcp both ways >=2 each, no other", got)
+	}
+	cancel()
+	nf.Close()
+
+	// GRE was notracked, TCP 1723 was tracked (so the lookup itself works).
+	nh, err := vnl.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	flows, err := nh.ConntrackTableList(vnl.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	protos := map[uint8]int{}
+	for _, f := range flows {
+		protos[f.Forward.Protocol]++
+	}
+	t.Logf("conntrack: %v", protos)
+	if protos[unix.IPPROTO_GRE] != 0 || protos[unix.IPPROTO_TCP] == 0 {
+		t.Errorf("conntrack entries by protocol = %v, want no GRE (notrack) and the TCP 1723 connection", protos)
+	}
+
+	// 3. Fail-closed, nobody on the queue: dropped.
+	plan.FailOpen = false
+	in2, err := Install(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in2.ReplacedStale {
+		t.Error("second Install did not report replacing the existing table")
+	}
+	if ok, _ := sendGRE(tx, rx, 3); ok {
+		t.Error("fail-closed without listener: GRE was delivered")
+	}
+}
