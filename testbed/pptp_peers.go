@@ -246,3 +246,5 @@ func RunPPTPClients(ctx context.Context, t *Topology, clients []*NS, server neti
 	}
 	return res
 }
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }

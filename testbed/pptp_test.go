@@ -22,3 +22,23 @@ func TestPPTPLinuxToPPTPDDirect(t *testing.T) {
 		t.Fatalf("round trip failed; pptpd output: %s; fakeppp log: %s", d.Proc.Output(), d.FakePPPLog())
 	}
 }
+
+// Six pptp-linux clients behind Linux's own PPTP helper + masquerade call one
+// pptpd at once.
+func TestPPTPLinuxX6ThroughKernelHelper(t *testing.T) {
+	topo := NewT(t, Config{Clients: 6})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := topo.KernelHelper(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := topo.StartPPTPD(ctx, PPTPDConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := RunPPTPClients(ctx, topo, topo.Clients, ServerIP, 50, nil)
+	t.Logf("kernel helper, 6 clients:\n%s", res)
+	if !res.OK() {
+		t.Fatalf("round trip failed; pptpd output: %s; fakeppp log: %s\nconntrack:\n%s", d.Proc.Output(), d.FakePPPLog(), topo.Conntrack())
+	}
+}
