@@ -1,8 +1,12 @@
 package rules
 
 import (
+	"errors"
+	"net"
+
 	"crypto/rand"
 	"encoding/hex"
+	"github.com/google/nftables"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -205,5 +209,89 @@ func TestConfigDocRulesetNetns(t *testing.T) {
 	}
 	if got, want := clean(out), clean(block); got != want {
 		t.Errorf("CONFIG.md ruleset differs from the installed one:\n--- installed\n%s\n--- CONFIG.md\n%s", got, want)
+	}
+}
+
+func TestResolveNetns(t *testing.T) {
+	ns, h := testNetns(t)
+	nsRun(t, ns, "ip", "link", "add", "pgw0", "type", "veth", "peer", "name", "pgw0p") // no dummy module here
+	nsRun(t, ns, "ip", "link", "add", "pgl0", "type", "veth", "peer", "name", "pgl0p") // no dummy module here
+	nsRun(t, ns, "ip", "link", "add", "pgl1", "type", "veth", "peer", "name", "pgl1p") // no dummy module here
+	c := Default()
+	c.WAN, c.LAN = "pgw0", []string{"pgl0", "pgl1"}
+	var r *Resolved
+	var err error
+	inNetns(t, h, func() { r, err = Resolve(c) })
+	if err == nil || !errors.Is(err, ErrNoIPv4) {
+		t.Fatalf("WAN without address: Resolve = %+v, %v", r, err)
+	}
+	nsRun(t, ns, "ip", "addr", "add", "2001:db8::5/64", "dev", "pgw0")
+	nsRun(t, ns, "ip", "addr", "add", "203.0.113.5/24", "dev", "pgw0")
+	inNetns(t, h, func() { r, err = Resolve(c) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := func(name string) uint32 {
+		var i *net.Interface
+		inNetns(t, h, func() { i, err = net.InterfaceByName(name) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return uint32(i.Index)
+	}
+	if r.PublicIP.String() != "203.0.113.5" || r.WANIndex != idx("pgw0") || len(r.LANIndex) != 2 ||
+		r.LANIndex[0] != idx("pgl0") || r.LANIndex[1] != idx("pgl1") {
+		t.Errorf("Resolve = %+v", r)
+	}
+	c.PublicAddress = "198.51.100.9"
+	inNetns(t, h, func() { r, err = Resolve(c) })
+	if err != nil || r.PublicIP.String() != "198.51.100.9" {
+		t.Errorf("with public_address: %+v, %v", r, err)
+	}
+	c.LAN = []string{"pgl0", "pgnope9"}
+	inNetns(t, h, func() { r, err = Resolve(c) })
+	if err == nil || err.Error() != `lan interface "pgnope9": no such interface` {
+		t.Errorf("unknown lan: %v", err)
+	}
+	c.WAN = "pgnope8"
+	inNetns(t, h, func() { r, err = Resolve(c) })
+	if err == nil || err.Error() != `wan interface "pgnope8": no such interface` {
+		t.Errorf("unknown wan: %v", err)
+	}
+}
+
+func TestEnableIPForwardNetns(t *testing.T) {
+	ns, h := testNetns(t)
+	nsRun(t, ns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+	var err error
+	inNetns(t, h, func() { err = EnableIPForward() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(nsRun(t, ns, "sysctl", "-n", "net.ipv4.ip_forward")); got != "1" {
+		t.Errorf("ip_forward in the netns = %s after EnableIPForward", got)
+	}
+}
+
+// ProbeNativeQueue agrees with nft(8) about whether the kernel has the queue
+// expression, and leaves nothing behind.
+func TestProbeNativeQueueNetns(t *testing.T) {
+	ns, h := testNetns(t)
+	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	native, err := ProbeNativeQueue(c, "pgprobe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nftOK := exec.Command("ip", "netns", "exec", ns, "nft",
+		"add table ip pgq; add chain ip pgq c; add rule ip pgq c queue num 1; delete table ip pgq").Run() == nil
+	if native != nftOK {
+		t.Errorf("ProbeNativeQueue = %v, nft accepts a queue rule: %v", native, nftOK)
+	}
+	t.Logf("kernel has native queue expression: %v", native)
+	if out := nsRun(t, ns, "nft", "list", "tables"); strings.TrimSpace(out) != "" {
+		t.Errorf("probe left tables behind:\n%s", out)
 	}
 }
