@@ -10,8 +10,8 @@ import (
 // Resolved is what the data path needs to know about the configured
 // interfaces, looked up in the caller's network namespace.
 type Resolved struct {
-	WANIndex  uint32
-	LANIndex  []uint32 // in Config.LAN order
+	WANIndex uint32
+	LANIndex []uint32 // in Config.LAN order
 	// PublicIP is public_address if set, else the WAN's first IPv4 address
 	// (what masquerade will use for new connections).
 	PublicIP netip.Addr
