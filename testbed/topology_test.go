@@ -116,3 +116,21 @@ func TestTopologyPartialSetupCleansUp(t *testing.T) {
 		t.Fatalf("gateway namespace left behind after failed New")
 	}
 }
+
+// iperf3 through plain kernel masquerade: the runner works and parses.
+func TestIperfKernelMasquerade(t *testing.T) {
+	topo := NewT(t, Config{Clients: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := topo.KernelMasquerade(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := RunIperf(ctx, topo, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kernel masquerade: %.2f Gbit/s, %d retransmits", r.Gbps, r.Retransmits)
+	if r.Gbps <= 0 || r.Seconds < 0.9 {
+		t.Fatalf("implausible iperf3 result %+v", r)
+	}
+}

@@ -1,0 +1,146 @@
+package testbed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Gateway is a running `pptpgw run` in the gateway namespace.
+type Gateway struct {
+	Bin    string
+	Socket string // admin socket
+	NS     *NS
+	Proc   *Proc
+}
+
+// ReadyTimeout bounds how long StartGateway waits for the ready log line.
+const ReadyTimeout = 5 * time.Second
+
+// BuildGateway builds ./cmd/pptpgw of the module rooted at moduleDir into dir
+// and returns the binary's path (for tests: moduleDir is "..").
+func BuildGateway(ctx context.Context, moduleDir, dir string) (string, error) {
+	bin := filepath.Join(dir, "pptpgw")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/pptpgw")
+	cmd.Dir = moduleDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/pptpgw: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// StartGateway runs `BIN run --wan WANIf --lan LANIf --admin-socket SOCK
+// [extra...]` in the gateway namespace and waits (ReadyTimeout) for its
+// msg=ready log line. The topology's Close stops it if the caller does not.
+func (t *Topology) StartGateway(ctx context.Context, bin string, extra ...string) (*Gateway, error) {
+	sock := filepath.Join(t.Dir, "pptpgw-admin.sock")
+	args := append([]string{"run", "--wan", t.WANIf, "--lan", t.LANIf, "--admin-socket", sock}, extra...)
+	p, err := t.Start(t.GW.Command(ctx, bin, args...))
+	if err != nil {
+		return nil, fmt.Errorf("start pptpgw: %w", err)
+	}
+	g := &Gateway{Bin: bin, Socket: sock, NS: t.GW, Proc: p}
+	t.OnClose(func() error { _ = g.Stop(); return nil })
+	deadline := time.After(ReadyTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !isReady(p.Output()) {
+		select {
+		case <-p.Done():
+			return nil, fmt.Errorf("pptpgw exited before ready: %v\n%s", p.Wait(0), p.Output())
+		case <-deadline:
+			_ = p.Stop(2 * time.Second)
+			return nil, fmt.Errorf("pptpgw not ready after %v:\n%s", ReadyTimeout, p.Output())
+		case <-tick.C:
+		}
+	}
+	return g, nil
+}
+
+func isReady(log string) bool {
+	return strings.Contains(log, "msg=ready") || strings.Contains(log, `"msg":"ready"`)
+}
+
+// Stop sends SIGTERM and waits up to 3s (then SIGKILL). It returns the exit
+// error, nil for a clean exit.
+func (g *Gateway) Stop() error {
+	select {
+	case <-g.Proc.Done():
+		return g.Proc.Wait(0)
+	default:
+	}
+	// SIGTERM to the process itself (ip netns exec execs into pptpgw).
+	_ = g.Proc.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.Proc.Done():
+		return g.Proc.Wait(0)
+	case <-time.After(3 * time.Second):
+		g.Proc.Signal(syscall.SIGKILL)
+		<-g.Proc.Done()
+		return fmt.Errorf("pptpgw did not exit within 3s of SIGTERM")
+	}
+}
+
+// Log returns what the gateway logged so far.
+func (g *Gateway) Log() string { return g.Proc.Output() }
+
+// Call is one row of `pptpgw calls --json`.
+type Call struct {
+	InsideIP      string  `json:"inside_ip"`
+	InsidePort    uint16  `json:"inside_port"`
+	PublicIP      string  `json:"public_ip"`
+	PublicPort    uint16  `json:"public_port"`
+	PeerIP        string  `json:"peer_ip"`
+	InsideCallID  uint16  `json:"inside_call_id"`
+	OutsideCallID uint16  `json:"outside_call_id"`
+	PeerCallID    uint16  `json:"peer_call_id"`
+	State         string  `json:"state"`
+	IdleSeconds   float64 `json:"idle_seconds"`
+	PktsOut       uint64  `json:"pkts_out"`
+	PktsIn        uint64  `json:"pkts_in"`
+	BytesOut      uint64  `json:"bytes_out"`
+	BytesIn       uint64  `json:"bytes_in"`
+}
+
+// CallsReport is the whole of `pptpgw calls --json`.
+type CallsReport struct {
+	Calls    []Call            `json:"calls"`
+	Counters map[string]uint64 `json:"counters"`
+}
+
+// Calls runs `BIN calls --json --admin-socket SOCK` and parses it.
+func (g *Gateway) Calls(ctx context.Context) (CallsReport, error) {
+	var r CallsReport
+	cmd := g.NS.Command(ctx, g.Bin, "calls", "--json", "--admin-socket", g.Socket)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return r, fmt.Errorf("pptpgw calls: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("pptpgw calls --json: %w: %q", err, out)
+	}
+	return r, nil
+}
+
+// CallsTable runs `BIN calls` (the human table) and returns its output.
+func (g *Gateway) CallsTable(ctx context.Context) (string, error) {
+	out, err := g.NS.Output(ctx, g.Bin, "calls", "--admin-socket", g.Socket)
+	return string(out), err
+}
+
+// DistinctOutsideIDs returns how many distinct outside call IDs the calls
+// use per (public IP, peer IP) pair, summed.
+func (r CallsReport) DistinctOutsideIDs() int {
+	seen := map[string]bool{}
+	for _, c := range r.Calls {
+		seen[fmt.Sprintf("%s|%s|%d", c.PublicIP, c.PeerIP, c.OutsideCallID)] = true
+	}
+	return len(seen)
+}

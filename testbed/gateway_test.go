@@ -1,0 +1,268 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var gwBuild struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if gwBuild.dir != "" {
+		os.RemoveAll(gwBuild.dir)
+	}
+	os.Exit(code)
+}
+
+// gatewayBinary builds ./cmd/pptpgw once per test binary. It skips the test
+// when the build fails because the gateway is not all there yet (missing
+// package or command), and fails it on any other build error.
+func gatewayBinary(t *testing.T) string {
+	t.Helper()
+	RequireRoot(t)
+	gwBuild.once.Do(func() {
+		gwBuild.dir, gwBuild.err = os.MkdirTemp("", "pptpgw-bin-")
+		if gwBuild.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		gwBuild.bin, gwBuild.err = BuildGateway(ctx, "..", gwBuild.dir)
+	})
+	if err := gwBuild.err; err != nil {
+		msg := err.Error()
+		for _, missing := range []string{"is not in std", "cannot find package", "no Go files", "undefined: cmdRun", "no required module provides"} {
+			if strings.Contains(msg, missing) {
+				t.Skipf("pptpgw gateway not buildable yet (its `run` or a package it needs is missing): %v", err)
+			}
+		}
+		t.Fatalf("building pptpgw: %v", err)
+	}
+	return gwBuild.bin
+}
+
+// Six pptp-linux clients behind pptpgw call one pptpd at once: every client
+// gets exactly its own frames back and `pptpgw calls --json` shows six live
+// calls with distinct outside call IDs. The same run through Linux's helper
+// is logged for comparison.
+func TestGatewayPPTPLinuxX6(t *testing.T) {
+	bin := gatewayBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	const n = 6
+
+	// Reference: Linux's helper, same scenario.
+	{
+		topo := NewT(t, Config{Clients: n})
+		if err := topo.KernelHelper(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := topo.StartPPTPD(ctx, PPTPDConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		res := RunPPTPClients(ctx, topo, topo.Clients, ServerIP, 50, nil)
+		t.Logf("kernel helper, %d pptp-linux clients: ok=%v\n%s", n, res.OK(), res)
+		topo.Close()
+	}
+
+	topo := NewT(t, Config{Clients: n})
+	d, err := topo.StartPPTPD(ctx, PPTPDConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep CallsReport
+	var repErr error
+	res := RunPPTPClients(ctx, topo, topo.Clients, ServerIP, 50, func() { rep, repErr = gw.Calls(ctx) })
+	t.Logf("pptpgw, %d pptp-linux clients: ok=%v\n%s", n, res.OK(), res)
+	if !res.OK() {
+		t.Errorf("round trip through pptpgw failed; pptpd: %s\nfakeppp: %s\ngateway log:\n%s", d.Proc.Output(), d.FakePPPLog(), gw.Log())
+	}
+	if repErr != nil {
+		t.Fatalf("pptpgw calls --json: %v", repErr)
+	}
+	t.Logf("calls: %s", fmtCalls(rep))
+	checkCalls(t, rep, n, n)
+	if err := gw.Stop(); err != nil {
+		t.Errorf("pptpgw did not stop cleanly on SIGTERM: %v\n%s", err, gw.Log())
+	}
+}
+
+// checkCalls asserts want live calls from wantInside distinct inside
+// addresses, with distinct outside call IDs toward the server.
+func checkCalls(t *testing.T, rep CallsReport, want, wantInside int) {
+	t.Helper()
+	if len(rep.Calls) != want {
+		t.Fatalf("pptpgw calls: %d calls, want %d", len(rep.Calls), want)
+	}
+	inside := map[string]bool{}
+	for _, c := range rep.Calls {
+		inside[c.InsideIP] = true
+		if c.PublicIP != GWWANIP.String() || c.PeerIP != ServerIP.String() {
+			t.Errorf("call %+v: want public %s peer %s", c, GWWANIP, ServerIP)
+		}
+	}
+	if len(inside) != wantInside {
+		t.Errorf("calls from %d inside addresses, want %d", len(inside), wantInside)
+	}
+	if got := rep.DistinctOutsideIDs(); got != want {
+		t.Errorf("%d distinct outside call IDs for %d calls", got, want)
+	}
+}
+
+func fmtCalls(rep CallsReport) string {
+	var b strings.Builder
+	for _, c := range rep.Calls {
+		fmt.Fprintf(&b, "\n  %s call %#04x -> %s call %#04x -> %s (peer call %#04x) %s out=%d in=%d",
+			c.InsideIP, c.InsideCallID, c.PublicIP, c.OutsideCallID, c.PeerIP, c.PeerCallID, c.State, c.PktsOut, c.PktsIn)
+	}
+	fmt.Fprintf(&b, "\n  counters: %v", rep.Counters)
+	return b.String()
+}
+
+// Two mini PNSes, each with three calls on one control connection and the
+// same call IDs: through pptpgw every call works; through Linux's helper
+// (same run) only the first call of each connection does.
+func TestGatewayMultiCall(t *testing.T) {
+	bin := gatewayBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	cfg := MultiCallConfig{Clients: 2, Calls: 3, Frames: 20}
+
+	kt := NewT(t, Config{Clients: 2})
+	if err := kt.KernelHelper(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kres := RunMultiCall(ctx, kt, cfg)
+	t.Logf("kernel helper, 2 PNS x 3 calls: ok=%v\n%s", kres.OK(), kres)
+	kt.Close()
+
+	topo := NewT(t, Config{Clients: 2})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep CallsReport
+	var repErr error
+	cfg.Hold = func() { rep, repErr = gw.Calls(ctx) }
+	res := RunMultiCall(ctx, topo, cfg)
+	t.Logf("pptpgw, 2 PNS x 3 calls: ok=%v\n%s", res.OK(), res)
+	if !res.OK() {
+		t.Errorf("multi-call through pptpgw failed; gateway log:\n%s", gw.Log())
+	}
+	if repErr != nil {
+		t.Fatalf("pptpgw calls --json: %v", repErr)
+	}
+	t.Logf("calls: %s", fmtCalls(rep))
+	checkCalls(t, rep, 6, 2)
+	if kres.OK() {
+		t.Logf("note: the kernel helper handled multi-call this time")
+	}
+}
+
+// Control messages split inside their call-ID fields (and a segment holding
+// the tail of one message and the head of the next): pptpgw must reassemble
+// and rewrite; Linux's helper (same run) loses the calls.
+func TestGatewaySplitControl(t *testing.T) {
+	bin := gatewayBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+
+	kt := NewT(t, Config{Clients: 2})
+	if err := kt.KernelHelper(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kres := RunSplitControl(ctx, kt, nil)
+	t.Logf("kernel helper, split control: ok=%v\n%s", kres.OK(), kres)
+	kt.Close()
+
+	topo := NewT(t, Config{Clients: 2})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep CallsReport
+	var repErr error
+	res := RunSplitControl(ctx, topo, func() { rep, repErr = gw.Calls(ctx) })
+	t.Logf("pptpgw, split control: ok=%v\n%s", res.OK(), res)
+	if !res.OK() {
+		t.Errorf("split control through pptpgw failed; gateway log:\n%s", gw.Log())
+	}
+	if repErr != nil {
+		t.Fatalf("pptpgw calls --json: %v", repErr)
+	}
+	t.Logf("calls: %s", fmtCalls(rep))
+	checkCalls(t, rep, 4, 2)
+}
+
+// Bulk TCP through pptpgw (kernel masquerade path, PPTP rules installed)
+// reaches at least 0.95 of plain kernel masquerade, measured in the same run.
+func TestGatewayIperf(t *testing.T) {
+	bin := gatewayBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topo := NewT(t, Config{Clients: 1})
+	measure := func(name string) IperfResult {
+		r, err := RunIperf(ctx, topo, 3)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Logf("%s: %.2f Gbit/s (%d retransmits)", name, r.Gbps, r.Retransmits)
+		return r
+	}
+	var kernel, gwBest float64
+	for attempt := 0; attempt < 2; attempt++ {
+		if err := topo.KernelMasquerade(ctx); err != nil {
+			t.Fatal(err)
+		}
+		kernel = max(kernel, measure("kernel masquerade").Gbps)
+		if err := topo.KernelReset(ctx); err != nil {
+			t.Fatal(err)
+		}
+		gw, err := topo.StartGateway(ctx, bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gwBest = max(gwBest, measure("pptpgw").Gbps)
+		if err := gw.Stop(); err != nil {
+			t.Errorf("pptpgw stop: %v", err)
+		}
+		if gwBest >= 0.95*kernel {
+			break
+		}
+		// Shared 2-core machine: one noisy sample gets one more try each.
+	}
+	ratio := gwBest / kernel
+	t.Logf("pptpgw / kernel masquerade = %.3f", ratio)
+	if ratio < 0.95 {
+		t.Fatalf("pptpgw %.2f Gbit/s is %.3f of kernel masquerade %.2f Gbit/s, want >= 0.95", gwBest, ratio, kernel)
+	}
+}
+
+// The demo runs end to end with the built gateway.
+func TestDemo(t *testing.T) {
+	bin := gatewayBinary(t)
+	var out bytes.Buffer
+	if err := Demo(context.Background(), bin, &out); err != nil {
+		t.Fatalf("demo: %v\noutput:\n%s", err, out.String())
+	}
+	t.Logf("demo output:\n%s", out.String())
+	if !strings.Contains(out.String(), "3 live calls, 3 distinct outside call IDs") {
+		t.Fatalf("demo did not show 3 calls with distinct outside IDs:\n%s", out.String())
+	}
+}

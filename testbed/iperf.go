@@ -1,0 +1,75 @@
+package testbed
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// IperfResult is one bounded iperf3 TCP run.
+type IperfResult struct {
+	Gbps        float64 `json:"gbps"` // received throughput
+	Retransmits int     `json:"retransmits"`
+	Seconds     float64 `json:"seconds"`
+}
+
+// IperfPort is the port the iperf3 server listens on.
+const IperfPort = 5201
+
+// RunIperf runs one iperf3 TCP test of secs seconds (default 3) from client
+// namespace 0 to an iperf3 server (one-off, -1) on the server namespace, and
+// returns the receiver's throughput. Whatever sits in the gateway (kernel
+// masquerade, pptpgw) is measured.
+func RunIperf(ctx context.Context, t *Topology, secs int) (IperfResult, error) {
+	var r IperfResult
+	if secs <= 0 {
+		secs = 3
+	}
+	if len(t.Clients) == 0 {
+		return r, fmt.Errorf("iperf3 needs a client namespace")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+10)*time.Second)
+	defer cancel()
+	srv, err := t.Start(t.Server.Command(ctx, "iperf3", "-s", "-1", "-B", t.Server.IP.String(), "-p", strconv.Itoa(IperfPort)))
+	if err != nil {
+		return r, fmt.Errorf("iperf3 server: %w", err)
+	}
+	defer srv.Stop(time.Second)
+	if err := t.Server.WaitListening(IperfPort, 3*time.Second); err != nil {
+		return r, fmt.Errorf("iperf3 server: %w: %s", err, srv.Output())
+	}
+	out, err := t.Clients[0].Command(ctx, "iperf3", "-c", t.Server.IP.String(), "-p", strconv.Itoa(IperfPort),
+		"-t", strconv.Itoa(secs), "-J").Output()
+	if err != nil {
+		return r, fmt.Errorf("iperf3 client: %w: %s", err, out)
+	}
+	return parseIperf(out)
+}
+
+func parseIperf(out []byte) (IperfResult, error) {
+	var j struct {
+		End struct {
+			SumSent struct {
+				Retransmits int `json:"retransmits"`
+			} `json:"sum_sent"`
+			SumReceived struct {
+				Seconds       float64 `json:"seconds"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(out, &j); err != nil {
+		return IperfResult{}, fmt.Errorf("iperf3 -J: %w", err)
+	}
+	if j.Error != "" {
+		return IperfResult{}, fmt.Errorf("iperf3: %s", j.Error)
+	}
+	if j.End.SumReceived.BitsPerSecond <= 0 {
+		return IperfResult{}, fmt.Errorf("iperf3: no throughput in result")
+	}
+	return IperfResult{Gbps: j.End.SumReceived.BitsPerSecond / 1e9, Retransmits: j.End.SumSent.Retransmits,
+		Seconds: j.End.SumReceived.Seconds}, nil
+}
