@@ -14,36 +14,23 @@ import (
 //	|        Supported Bits         |
 //	+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //
-// Supported Bits as a big-endian uint32: H (stateless) 0x01000000,
-// S (56-bit) 0x80, M (128-bit) 0x40, L (40-bit) 0x20, D (obsolete) 0x10,
-// C (MPPC compression) 0x01.
+// Supported Bits as a big-endian uint32 (mppe.Options): H (stateless)
+// 0x01000000, M (56-bit) 0x80, S (128-bit) 0x40, L (40-bit) 0x20,
+// D (obsolete) 0x10, C (MPPC compression) 0x01 - the values pppd and
+// Windows use.
 const (
-	ccpMPPE                 = 18
-	mppeH            uint32 = 0x01000000
-	mppeS            uint32 = 0x80
-	mppeM            uint32 = 0x40
-	mppeL            uint32 = 0x20
-	mppeStrengthBits        = mppeS | mppeM | mppeL
+	ccpMPPE        = mppe.OptionType
+	mppeH   uint32 = uint32(mppe.OptH)
 )
 
-func strengthBit(s mppe.Strength) uint32 {
-	switch s {
-	case mppe.Bits40:
-		return mppeL
-	case mppe.Bits56:
-		return mppeS
-	case mppe.Bits128:
-		return mppeM
-	}
-	return 0
-}
+func strengthBit(s mppe.Strength) uint32 { return uint32(mppe.StrengthBit(s)) }
 
+// bitStrength is the strongest strength offered in b (b must offer one).
 func bitStrength(b uint32) mppe.Strength {
-	switch {
-	case b&mppeM != 0:
-		return mppe.Bits128
-	case b&mppeS != 0:
-		return mppe.Bits56
+	for _, s := range []mppe.Strength{mppe.Bits128, mppe.Bits56, mppe.Bits40} {
+		if b&strengthBit(s) != 0 {
+			return s
+		}
 	}
 	return mppe.Bits40
 }
@@ -88,17 +75,10 @@ func (c *ccp) offer() uint32 {
 // if we do not allow stateful). ok is false if nothing is in common.
 func (c *ccp) choose(peer uint32) (uint32, bool) {
 	common := peer & c.allowStrength
-	var b uint32
-	switch {
-	case common&mppeM != 0:
-		b = mppeM
-	case common&mppeS != 0:
-		b = mppeS
-	case common&mppeL != 0:
-		b = mppeL
-	default:
+	if common == 0 {
 		return 0, false
 	}
+	b := strengthBit(bitStrength(common))
 	if (peer&mppeH != 0 && c.allowH) || !c.allowStateful {
 		b |= mppeH
 	}

@@ -37,7 +37,7 @@ func (c *fakeClock) Advance(d time.Duration) time.Time {
 // seeded is a deterministic io.Reader for Config.Rand.
 type seeded struct{ r *rand.ChaCha8 }
 
-func newSeeded(seed byte) io.Reader { return seeded{rand.NewChaCha8([32]byte{seed})} }
+func newSeeded(seed byte) io.Reader         { return seeded{rand.NewChaCha8([32]byte{seed})} }
 func (s seeded) Read(b []byte) (int, error) { return s.r.Read(b) }
 
 var quietLog = slog.New(slog.DiscardHandler)
