@@ -1,0 +1,292 @@
+package nat
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"pptpgw/conntrack"
+	"pptpgw/helper"
+	"pptpgw/pptp/wire"
+)
+
+const (
+	wanIf = 2
+	lanIf = 3
+)
+
+func newEngine(t testing.TB, mod func(*EngineConfig)) (*Engine, *conntrack.FakeClock) {
+	t.Helper()
+	clk := conntrack.NewFakeClock(time.Time{})
+	cfg := EngineConfig{
+		PublicIP: netip.AddrFrom4(pubIP), WANIf: wanIf, LANIfs: []uint32{lanIf}, MaxCalls: 100,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	return NewEngine(cfg, clk), clk
+}
+
+// addCall tracks an established call without going through the control
+// channel: inside host ip:sport, its call ID insideID, the server's peerID.
+// It returns the outside call ID.
+func addCall(t testing.TB, e *Engine, ip [4]byte, sport, insideID, peerID uint16) uint16 {
+	t.Helper()
+	k := conntrack.ConnKey{InsideIP: ip, PeerIP: server, InsidePort: sport, PeerPort: 1723}
+	cn, ok := e.table.LookupConn(k)
+	var c *ctl
+	if ok {
+		c = cn.Data.(*ctl)
+	} else {
+		cn = e.table.AddConn(k, pubIP, false)
+		c = &ctl{cn: cn}
+		c.hc = helper.NewConn(&mapper{e, c}, helper.Config{})
+		cn.Data = c
+	}
+	m := &mapper{e, c}
+	out, err := m.AllocOutside(insideID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Event(helper.Event{Kind: helper.CallEstablished, InsideID: insideID, OutsideID: out, PeerID: peerID})
+	return out
+}
+
+func process(e *Engine, b []byte, inIf uint32, hook Hook) (Verdict, string) {
+	return e.Process(&Packet{ID: 1, Data: b, InIf: inIf, Hook: hook})
+}
+
+func u32p(v uint32) *uint32 { return &v }
+
+func TestGRETranslation(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	out := addCall(t, e, lanA, 40000, 7, 555)
+	routerOut := addCall(t, e, pubIP, 40001, 7, 556) // router-originated call, same inside ID
+
+	for _, tc := range []struct {
+		name   string
+		in     []byte
+		inIf   uint32
+		hook   Hook
+		v      Verdict
+		reason string
+		want   []byte // nil: unchanged
+	}{
+		{"out", mkGRE(t, lanA, server, 555, greOpt{}), lanIf, Prerouting, Accept, ReasonGREOut,
+			mkGRE(t, pubIP, server, 555, greOpt{})},
+		{"out-seq-ack-options", mkGRE(t, lanA, server, 555, greOpt{seq: u32p(1), ack: u32p(9), ipOptions: true, id: 77}),
+			lanIf, Prerouting, Accept, ReasonGREOut,
+			mkGRE(t, pubIP, server, 555, greOpt{seq: u32p(1), ack: u32p(9), ipOptions: true, id: 77})},
+		{"in", mkGRE(t, server, pubIP, out, greOpt{seq: u32p(3)}), wanIf, Prerouting, Accept, ReasonGREIn,
+			mkGRE(t, server, lanA, 7, greOpt{seq: u32p(3)})},
+		{"in-ack-only", mkGRE(t, server, pubIP, out, greOpt{ack: u32p(3), payload: []byte{}}), wanIf, Prerouting, Accept, ReasonGREIn,
+			mkGRE(t, server, lanA, 7, greOpt{ack: u32p(3), payload: []byte{}})},
+		{"router-out", mkGRE(t, pubIP, server, 556, greOpt{}), 0, Output, Accept, ReasonGREOut, nil},
+		{"router-in", mkGRE(t, server, pubIP, routerOut, greOpt{}), wanIf, Prerouting, Accept, ReasonGREIn,
+			mkGRE(t, server, pubIP, 7, greOpt{})},
+		{"out-unknown-peer-id", mkGRE(t, lanA, server, 554, greOpt{}), lanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"out-other-host", mkGRE(t, lanB, server, 555, greOpt{}), lanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"out-from-wan-side", mkGRE(t, lanA, server, 555, greOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"in-unknown-id", mkGRE(t, server, pubIP, out+1, greOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"in-other-peer", mkGRE(t, [4]byte{198, 51, 100, 8}, pubIP, out, greOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"in-inside-key", mkGRE(t, server, pubIP, 7, greOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"first-fragment", mkGRE(t, lanA, server, 555, greOpt{flagsFrag: 0x2000}), lanIf, Prerouting, Drop, ReasonGREFragment, nil},
+		{"last-fragment", mkGRE(t, server, pubIP, out, greOpt{flagsFrag: 0x0010}), wanIf, Prerouting, Drop, ReasonGREFragment, nil},
+		{"unknown-iface", mkGRE(t, lanA, server, 555, greOpt{}), 9, Prerouting, Accept, ReasonUnknownIface, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := append([]byte(nil), tc.in...)
+			v, r := process(e, tc.in, tc.inIf, tc.hook)
+			if v != tc.v || r != tc.reason {
+				t.Fatalf("verdict %v %q, want %v %q", v, r, tc.v, tc.reason)
+			}
+			want := tc.want
+			if want == nil {
+				want = orig
+			}
+			if !bytes.Equal(tc.in, want) {
+				t.Fatalf("got  % x\nwant % x", tc.in, want)
+			}
+			checkSums(t, tc.in)
+		})
+	}
+	calls := e.Calls()
+	if len(calls) != 2 {
+		t.Fatalf("calls: %+v", calls)
+	}
+	for _, c := range calls {
+		if c.InsideIP == netip.AddrFrom4(lanA) && (c.PktsOut != 2 || c.PktsIn != 2 || c.State != "replied" || c.BytesOut == 0) {
+			t.Fatalf("call counters %+v", c)
+		}
+	}
+	cs := e.Counters()
+	if cs[ReasonGREOut] != 3 || cs[ReasonGREIn] != 3 || cs[ReasonGRENoCall] != 6 || cs[ReasonGREFragment] != 2 {
+		t.Fatalf("counters %v", cs)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	gre := mkGRE(t, lanA, server, 555, greOpt{})
+	tcp := mkTCP(t, lanA, server, 40000, 1723, nil, tcpOpt{ack: true})
+	mut := func(b []byte, f func(b []byte)) []byte { b = append([]byte(nil), b...); f(b); return b }
+	udp := mut(gre, func(b []byte) { b[9] = 17 })
+	udp = mut(udp, func(b []byte) { IPv4(b).SetChecksum(IPv4(b).CalculateChecksum()) })
+	for _, tc := range []struct {
+		name   string
+		b      []byte
+		strict Verdict // lenient => Accept unless noted
+		reason string
+		always Verdict
+		fixed  bool // verdict does not depend on the mode
+	}{
+		{"truncated-ip", gre[:12], Drop, ReasonIPMalformed, 0, false},
+		{"ipv6-version", mut(gre, func(b []byte) { b[0] = 0x60 }), Drop, ReasonIPMalformed, 0, false},
+		{"total-length-too-big", mut(gre, func(b []byte) { b[2] = 0xff }), Drop, ReasonIPMalformed, 0, false},
+		{"tcp-bad-offset", mut(tcp, func(b []byte) { b[20+12] = 0xf0 }), Drop, ReasonTCPMalformed, 0, false},
+		{"tcp-short", mut(tcp, func(b []byte) { b[3] = 30 })[:30], Drop, ReasonTCPMalformed, 0, false},
+		{"tcp-fragment", mut(tcp, func(b []byte) { b[6] = 0x20 }), Drop, ReasonTCPFragment, 0, false},
+		{"gre-version0", mut(gre, func(b []byte) { b[21] = 0 }), Drop, ReasonGREMalformed, Drop, true},
+		{"gre-checksum-bit", mut(gre, func(b []byte) { b[20] |= 0x80 }), Drop, ReasonGREMalformed, Drop, true},
+		{"gre-no-key", mut(gre, func(b []byte) { b[20] &^= 0x20 }), Drop, ReasonGREMalformed, Drop, true},
+		{"gre-proto-ip", mut(gre, func(b []byte) { b[22], b[23] = 0x08, 0x00 }), Drop, ReasonGREMalformed, Drop, true},
+		{"gre-short", mut(gre, func(b []byte) { b[3] = 24 })[:24], Drop, ReasonGREMalformed, Drop, true},
+		{"udp", udp, Accept, ReasonNotPPTP, Accept, true},
+		{"tcp-other-port", mkTCP(t, lanA, server, 40000, 443, []byte("x"), tcpOpt{}), Accept, ReasonNotPPTP, Accept, true},
+	} {
+		for _, strict := range []bool{true, false} {
+			e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = strict })
+			addCall(t, e, lanA, 40000, 7, 555)
+			b := append([]byte(nil), tc.b...)
+			v, r := process(e, b, lanIf, Prerouting)
+			want := Accept
+			if tc.fixed {
+				want = tc.always
+			} else if strict {
+				want = tc.strict
+			}
+			if v != want || r != tc.reason {
+				t.Errorf("%s strict=%v: %v %q, want %v %q", tc.name, strict, v, r, want, tc.reason)
+			}
+			if !bytes.Equal(b, tc.b) {
+				t.Errorf("%s: packet modified", tc.name)
+			}
+			if e.Counters()[tc.reason] != 1 {
+				t.Errorf("%s: counter %q = %d", tc.name, tc.reason, e.Counters()[tc.reason])
+			}
+		}
+	}
+}
+
+func TestGRETimeoutsAndEviction(t *testing.T) {
+	e, clk := newEngine(t, func(c *EngineConfig) {
+		c.MaxCalls = 2
+		c.Timeouts.Quarantine = time.Minute
+	})
+	o1 := addCall(t, e, lanA, 40000, 1, 501)
+	o2 := addCall(t, e, lanA, 40000, 2, 502)
+	pk := PoolKey{pubIP, server}
+	// Call 1 is used, so call 2 is the LRU victim when call 3 arrives.
+	if v, _ := process(e, mkGRE(t, lanA, server, 501, greOpt{}), lanIf, Prerouting); v != Accept {
+		t.Fatal("call 1")
+	}
+	o3 := addCall(t, e, lanA, 40000, 3, 503)
+	if o1 == o2 || o2 == o3 || o1 == o3 {
+		t.Fatalf("outside IDs not distinct: %d %d %d", o1, o2, o3)
+	}
+	if v, r := process(e, mkGRE(t, server, pubIP, o2, greOpt{}), wanIf, Prerouting); v != Drop || r != ReasonGRENoCall {
+		t.Fatalf("evicted call still translated: %v %s", v, r)
+	}
+	if used, q := e.alloc.InUse(pk); used != 2 || q != 1 {
+		t.Fatalf("allocator: %d used, %d quarantined; eviction must release the ID", used, q)
+	}
+	if e.Counters()["calls_evicted"] != 1 {
+		t.Fatalf("counters %v", e.Counters())
+	}
+
+	// Call 1 has seen outbound only: unreplied timeout (30s).
+	clk.Advance(conntrack.DefaultGREUnreplied + time.Second)
+	if v, _ := process(e, mkGRE(t, lanA, server, 501, greOpt{}), lanIf, Prerouting); v != Drop {
+		t.Fatal("unreplied call outlived its timeout")
+	}
+	// Call 3 gets traffic both ways, then survives 179s but not 181s.
+	o3b := addCall(t, e, lanB, 40001, 3, 503)
+	process(e, mkGRE(t, lanB, server, 503, greOpt{}), lanIf, Prerouting)
+	process(e, mkGRE(t, server, pubIP, o3b, greOpt{}), wanIf, Prerouting)
+	clk.Advance(conntrack.DefaultGREReplied - time.Second)
+	e.Tick()
+	if v, _ := process(e, mkGRE(t, lanB, server, 503, greOpt{}), lanIf, Prerouting); v != Accept {
+		t.Fatal("replied call expired early")
+	}
+	clk.Advance(conntrack.DefaultGREReplied + time.Second)
+	e.Tick()
+	if _, calls := e.table.Len(); calls != 0 {
+		t.Fatalf("%d calls left after every timeout", calls)
+	}
+	clk.Advance(time.Minute)
+	e.Tick()
+	if used, q := e.alloc.InUse(pk); used != 0 || q != 0 {
+		t.Fatalf("allocator after quarantine: %d used, %d quarantined", used, q)
+	}
+}
+
+func TestNoAllocsGRE(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	out := addCall(t, e, lanA, 40000, 7, 555)
+	outT := mkGRE(t, lanA, server, 555, greOpt{seq: u32p(1), payload: make([]byte, 1400)})
+	inT := mkGRE(t, server, pubIP, out, greOpt{seq: u32p(1), payload: make([]byte, 1400)})
+	buf := make([]byte, len(outT))
+	p := &Packet{Data: buf}
+	for name, f := range map[string]func(){
+		"out": func() {
+			copy(buf, outT)
+			*p = Packet{Data: buf, InIf: lanIf}
+			if v, _ := e.Process(p); v != Accept {
+				t.Fatal("out not accepted")
+			}
+		},
+		"in": func() {
+			copy(buf, inT)
+			*p = Packet{Data: buf, InIf: wanIf}
+			if v, _ := e.Process(p); v != Accept {
+				t.Fatal("in not accepted")
+			}
+		},
+		"no-call": func() {
+			copy(buf, inT)
+			buf[20+7]++ // wrong key
+			*p = Packet{Data: buf, InIf: wanIf}
+			e.Process(p)
+		},
+	} {
+		if n := testing.AllocsPerRun(1000, f); n != 0 {
+			t.Errorf("%s: %v allocs per packet", name, n)
+		}
+	}
+}
+
+func benchGRE(b *testing.B, inbound bool) {
+	e := NewEngine(EngineConfig{PublicIP: netip.AddrFrom4(pubIP), WANIf: wanIf, LANIfs: []uint32{lanIf}}, conntrack.SystemClock{})
+	out := addCall(b, e, lanA, 40000, 7, 555)
+	tmpl := mkGRE(b, lanA, server, 555, greOpt{seq: u32p(1), ack: u32p(1), payload: make([]byte, 1400)})
+	inIf := uint32(lanIf)
+	if inbound {
+		tmpl = mkGRE(b, server, pubIP, out, greOpt{seq: u32p(1), ack: u32p(1), payload: make([]byte, 1400)})
+		inIf = wanIf
+	}
+	buf := make([]byte, len(tmpl))
+	b.SetBytes(int64(len(tmpl)))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf[:40], tmpl) // headers only: the rewrite touches nothing beyond
+		p := Packet{Data: buf, InIf: inIf}
+		if v, _ := e.Process(&p); v != Accept {
+			b.Fatal("not accepted")
+		}
+	}
+}
+
+func BenchmarkGREOut(b *testing.B) { benchGRE(b, false) }
+func BenchmarkGREIn(b *testing.B)  { benchGRE(b, true) }
+
+var _ = wire.ControlPort
