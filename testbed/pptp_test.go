@@ -2,24 +2,45 @@ package testbed
 
 import (
 	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
 
 // pptp-linux in the gateway namespace (203.0.113.1) calls pptpd on the WAN
-// segment directly: no NAT, the reference behaviour.
+// segment directly: no NAT, the reference behaviour. pptpd's "pppd" is once
+// the go-built testbed/cmd/fakeppp and once this test binary re-executed.
 func TestPPTPLinuxToPPTPDDirect(t *testing.T) {
-	topo := NewT(t, Config{Clients: 0})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	d, err := topo.StartPPTPD(ctx, PPTPDConfig{})
-	if err != nil {
-		t.Fatal(err)
+	RequireRoot(t)
+	bin := filepath.Join(t.TempDir(), "fakeppp")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/fakeppp").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./testbed/cmd/fakeppp: %v\n%s", err, out)
 	}
-	res := RunPPTPClients(ctx, topo, []*NS{topo.GW}, ServerIP, 50, nil)
-	t.Logf("result:\n%s", res)
-	if !res.OK() {
-		t.Fatalf("round trip failed; pptpd output: %s; fakeppp log: %s", d.Proc.Output(), d.FakePPPLog())
+	for name, fake := range map[string]string{"built": bin, "reexec": ""} {
+		t.Run(name, func(t *testing.T) {
+			topo := NewT(t, Config{Clients: 0})
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			d, err := topo.StartPPTPD(ctx, PPTPDConfig{FakePPP: fake})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := RunPPTPClients(ctx, topo, []*NS{topo.GW}, ServerIP, 50, nil)
+			t.Logf("result:\n%s", res)
+			if !res.OK() {
+				t.Fatalf("round trip failed; pptpd output: %s; fakeppp log: %s", d.Proc.Output(), d.FakePPPLog())
+			}
+			// pptpd's fakeppp logs when its pty closes (after pptp is stopped).
+			deadline := time.Now().Add(2 * time.Second)
+			for !strings.Contains(d.FakePPPLog(), "echoed=") && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !strings.Contains(d.FakePPPLog(), "fakeppp server") {
+				t.Errorf("fakeppp server left no log line: %q", d.FakePPPLog())
+			}
+		})
 	}
 }
 
