@@ -86,6 +86,21 @@ type Config struct {
 	// line it was set on, for error messages; file is the config's path.
 	lines map[string]int
 	file  string
+	// loaded holds the values the file set for the keys command-line flags
+	// usually override, so a line number is only quoted for a value that
+	// still comes from the file.
+	loaded map[string]string
+}
+
+// flagKeys are the keys `pptpgw run` has flags for.
+func (c *Config) flagKeys() map[string]string {
+	return map[string]string{
+		"wan":          c.WAN,
+		"lan":          strings.Join(c.LAN, ","),
+		"table":        c.Table,
+		"queue":        strconv.Itoa(int(c.Queue)),
+		"admin_socket": c.AdminSocket,
+	}
 }
 
 // Timeouts are the idle timeouts, as YAML duration strings ("30s", "2m").
@@ -248,6 +263,7 @@ func Parse(b []byte) (*Config, error) {
 		c.lines = map[string]int{}
 		collectLines(&root, "", c.lines)
 	}
+	c.loaded = c.flagKeys()
 	return c, nil
 }
 
@@ -321,7 +337,13 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, a ...any) {
 		fe := &FieldError{Field: field, Msg: fmt.Sprintf(format, a...), File: c.file}
-		if c.lines != nil {
+		top := field
+		if i := strings.IndexAny(top, ".["); i > 0 {
+			top = top[:i]
+		}
+		if v, ok := c.loaded[top]; ok && v != c.flagKeys()[top] {
+			fe.File = "" // set by a flag, not by the file
+		} else if c.lines != nil {
 			fe.Line = c.lines[field]
 			if fe.Line == 0 {
 				// "lan[1]" unknown? fall back to its parent key.

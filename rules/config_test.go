@@ -293,3 +293,43 @@ func TestConfigDocCoversFields(t *testing.T) {
 		t.Errorf("CONFIG.md does not embed example.yaml verbatim")
 	}
 }
+
+// A value a flag replaced after Load is not blamed on the file's line.
+func TestValidateFlagOverrideHasNoLine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gw.yaml")
+	os.WriteFile(p, []byte("lan: [eth1]\nwan: eth0\ntable: \"9bad\"\n"), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WAN = "bad/name" // as --wan would
+	err = c.Validate()
+	if err == nil || !strings.Contains(err.Error(), "\nwan: \"bad/name\" is not a valid interface name") && !strings.HasPrefix(err.Error(), "wan: \"bad/name\"") {
+		t.Errorf("overridden wan: %v", err)
+	}
+	if !strings.Contains(err.Error(), p+":3: table:") {
+		t.Errorf("table from the file should keep its line: %v", err)
+	}
+}
+
+// FuzzParse: no input makes Parse or Validate panic, and whatever Parse
+// accepts and Validate passes yields a Plan that passes Plan.check.
+func FuzzParse(f *testing.F) {
+	ex, _ := os.ReadFile("example.yaml")
+	f.Add(ex)
+	f.Add([]byte("wan: a\nlan: [b]\nmss_clamp: 1400\nforwards: [{port: 1, to: 10.0.0.1}]\n"))
+	f.Add([]byte("timeouts: {hold: 1h}\nqueue: 65535\n"))
+	f.Add([]byte("&a [*a]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil {
+			return
+		}
+		if c.Validate() != nil {
+			return
+		}
+		if err := NewPlan(c).check(); err != nil {
+			t.Fatalf("valid config gives a bad plan: %v\n%s", err, b)
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -435,4 +436,15 @@ func EnableIPForward() error {
 		return fmt.Errorf("enable ip_forward: %w", err)
 	}
 	return nil
+}
+
+// LogValue lets callers log an Installed directly with slog.
+func (in *Installed) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("table", "ip "+in.Plan.Table),
+		slog.Int("queue", int(in.Plan.Queue)),
+		slog.String("queue_impl", string(in.QueueImpl)),
+		slog.Bool("fail_open", in.Plan.FailOpen),
+		slog.Bool("replaced_stale", in.ReplacedStale),
+	)
 }
