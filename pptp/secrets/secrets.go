@@ -149,6 +149,7 @@ func (s *Secrets) Lookup(client, server string) (secret string, ips []string, ok
 
 // Find is Lookup returning the whole entry.
 func (s *Secrets) Find(client, server string) (Entry, bool) {
+	anyServer := server == "" || Wildcard(server)
 	best, bestScore := -1, -1
 	for i, e := range s.Entries {
 		score := 0
@@ -160,6 +161,7 @@ func (s *Secrets) Find(client, server string) (Entry, bool) {
 			continue
 		}
 		switch {
+		case anyServer:
 		case e.Server == server:
 			score++
 		case Wildcard(e.Server):

@@ -91,6 +91,16 @@ bob other bob-other
 			t.Errorf("Lookup(%q,%q) = %q %v %v, want %q %v", tc.client, tc.server, sec, ips, ok, tc.want, tc.ips)
 		}
 	}
+	// A nameless server ("*" or "") accepts any server column; the client
+	// must still match.
+	for _, srv := range []string{"*", ""} {
+		if sec, _, ok := s.Lookup("bob", srv); !ok || sec != "bob-other" {
+			t.Errorf("Lookup(bob, %q) = %q %v", srv, sec, ok)
+		}
+		if sec, _, ok := s.Lookup("alice", srv); !ok || sec != "alice-any" {
+			t.Errorf("Lookup(alice, %q) = %q %v, want the first alice entry", srv, sec, ok)
+		}
+	}
 	s2, _ := Parse([]byte("alice pptpd pw\n"))
 	if _, _, ok := s2.Lookup("bob", "pptpd"); ok {
 		t.Error("unknown client matched")
