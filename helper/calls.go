@@ -1,0 +1,200 @@
+package helper
+
+import (
+	"encoding/binary"
+
+	"pptpgw/pptp/wire"
+)
+
+// The call state machine. Which party is inside does not matter: the
+// inside party's ID (InsideID/OutsideID) is the one the gateway
+// translates, the outside party's own ID is PeerID.
+//
+//	outgoing call (PNS asks PAC):  OCRQ ->requested; OCRP ok ->established, else failed
+//	incoming call (PAC asks PNS):  ICRQ ->requested; ICRP ok ->replied, else failed;
+//	                               ICCN ->established
+//	clearing:                      CCRQ ->clearing (CallCleared); CDN ->removed (CallCleared
+//	                               unless already sent)
+//	the whole connection:          StopCCRQ/StopCCRP/FIN/RST ->ControlStopped, all calls gone
+
+// complete runs the state machine for the message just completed in s.
+// After ControlStopped there are no calls left to report on.
+func (c *Conn) complete(s *stream, dir Dir) {
+	if c.stopped {
+		return
+	}
+	k := s.keep[:]
+	u16 := func(off int) uint16 { return binary.BigEndian.Uint16(k[off:]) }
+	out := dir == Outbound
+	switch t := s.typ; t {
+	case wire.StopCtrlConnRequest, wire.StopCtrlConnReply:
+		c.stop(t)
+	case wire.EchoRequest, wire.EchoReply:
+		c.m.Event(Event{Kind: EchoSeen, Msg: t})
+	case wire.OutgoingCallRequest, wire.IncomingCallRequest:
+		if out {
+			if !s.fieldOK {
+				return
+			}
+			c.setCall(call{inside: s.fieldOld, outside: s.fieldNew, hasInside: true, state: StateRequested})
+			c.m.Event(Event{Kind: CallRequested, Msg: t, InsideID: s.fieldOld, OutsideID: s.fieldNew})
+			return
+		}
+		peer := u16(12)
+		c.setCall(call{peer: peer, hasPeer: true, state: StateRequested})
+		c.m.Event(Event{Kind: CallRequested, Msg: t, PeerID: peer})
+	case wire.OutgoingCallReply, wire.IncomingCallReply:
+		res := k[16]
+		var cl call
+		var idx int
+		if out { // the inside party answers: own ID = inside, peer ID = outside party's
+			if !s.fieldOK {
+				return
+			}
+			cl = call{inside: s.fieldOld, outside: s.fieldNew, peer: u16(14), hasInside: true, hasPeer: true}
+			idx = c.findPeer(cl.peer)
+		} else { // the outside party answers: its own ID = peer, Peer's Call ID = ours
+			if !s.fieldOK {
+				return
+			}
+			cl = call{inside: s.fieldNew, outside: s.fieldOld, peer: u16(12), hasInside: true, hasPeer: true}
+			idx = c.findInside(cl.inside)
+		}
+		ev := Event{Msg: t, InsideID: cl.inside, OutsideID: cl.outside, PeerID: cl.peer, Result: res}
+		ok := (t == wire.OutgoingCallReply && res == wire.OCRPResultConnected) ||
+			(t == wire.IncomingCallReply && res == wire.ICRPResultConnect)
+		switch {
+		case !ok:
+			c.removeCall(idx)
+			ev.Kind = CallFailed
+			c.m.Event(ev)
+		case t == wire.OutgoingCallReply:
+			cl.state = StateEstablished
+			c.putCall(idx, cl)
+			ev.Kind = CallEstablished
+			c.m.Event(ev)
+		default: // ICRP "connect": the call is up once the PAC sends ICCN
+			cl.state = StateReplied
+			c.putCall(idx, cl)
+		}
+	case wire.IncomingCallConnected:
+		var idx int
+		if out { // inside PAC: Peer's Call ID is the outside PNS's own
+			idx = c.findPeer(u16(12))
+		} else {
+			if !s.fieldOK {
+				return
+			}
+			idx = c.findInside(s.fieldNew)
+		}
+		if idx < 0 {
+			return
+		}
+		cl := &c.calls[idx]
+		cl.state = StateEstablished
+		c.m.Event(Event{Kind: CallEstablished, Msg: t, InsideID: cl.inside, OutsideID: cl.outside, PeerID: cl.peer})
+	case wire.CallClearRequest, wire.CallDisconnectNotify:
+		var idx int
+		ev := Event{Kind: CallCleared, Msg: t}
+		if t == wire.CallDisconnectNotify {
+			ev.Result = k[14]
+		}
+		if out { // our own ID, translated
+			if !s.fieldOK {
+				return
+			}
+			idx = c.findInside(s.fieldOld)
+			ev.InsideID, ev.OutsideID = s.fieldOld, s.fieldNew
+		} else { // the outside party's own ID
+			idx = c.findPeer(u16(12))
+			if idx < 0 {
+				return
+			}
+			ev.InsideID, ev.OutsideID = c.calls[idx].inside, c.calls[idx].outside
+		}
+		if idx >= 0 {
+			ev.PeerID = c.calls[idx].peer
+			already := c.calls[idx].state == StateClearing
+			if t == wire.CallClearRequest {
+				c.calls[idx].state = StateClearing
+			} else {
+				c.removeCall(idx)
+			}
+			if already {
+				return
+			}
+		}
+		c.m.Event(ev)
+	}
+}
+
+// stop reports ControlStopped once and forgets all calls.
+func (c *Conn) stop(t wire.MsgType) {
+	if c.stopped {
+		return
+	}
+	c.stopped = true
+	c.calls = c.calls[:0]
+	c.m.Event(Event{Kind: ControlStopped, Msg: t})
+}
+
+func (c *Conn) findInside(id uint16) int {
+	for i := range c.calls {
+		if c.calls[i].hasInside && c.calls[i].inside == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (c *Conn) findPeer(id uint16) int {
+	for i := range c.calls {
+		if c.calls[i].hasPeer && c.calls[i].peer == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// setCall records a new call, replacing one with the same ID (a repeated
+// request).
+func (c *Conn) setCall(cl call) {
+	idx := -1
+	if cl.hasInside {
+		idx = c.findInside(cl.inside)
+	} else {
+		idx = c.findPeer(cl.peer)
+	}
+	c.putCall(idx, cl)
+}
+
+func (c *Conn) putCall(idx int, cl call) {
+	if idx >= 0 {
+		c.calls[idx] = cl
+		return
+	}
+	if len(c.calls) >= maxCalls {
+		return // still translated by the Mapper, just not tracked here
+	}
+	c.calls = append(c.calls, cl)
+}
+
+func (c *Conn) removeCall(idx int) {
+	if idx < 0 {
+		return
+	}
+	last := len(c.calls) - 1
+	c.calls[idx] = c.calls[last]
+	c.calls = c.calls[:last]
+}
+
+// Call reports the state of the call whose inside ID is insideID.
+func (c *Conn) Call(insideID uint16) (CallState, bool) {
+	if i := c.findInside(insideID); i >= 0 {
+		return c.calls[i].state, true
+	}
+	return 0, false
+}
+
+// NumCalls returns how many calls the Conn tracks.
+func (c *Conn) NumCalls() int { return len(c.calls) }

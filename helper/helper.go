@@ -1,0 +1,649 @@
+// Package helper is the PPTP control-connection ALG of the gateway: it
+// follows both byte streams of one TCP 1723 connection, rewrites call IDs in
+// place and reports the call state machine to a Mapper.
+//
+// A segment's way through Process:
+//
+//  1. SYN starts a direction's stream (next expected seq = ISN+1); a
+//     direction first seen without SYN is passed untouched (lenient) or
+//     dropped (strict), reason "no_syn".
+//  2. Bytes beyond the next expected seq: Drop "out_of_order" (TCP resends).
+//  3. Bytes before it (a retransmission, or the old part of an overlapping
+//     segment): the patches remembered for those stream positions are
+//     applied again, so the resent bytes carry the same rewrite.
+//  4. New bytes feed the message reassembler: 12 header bytes are
+//     collected (across segments) and checked with wire.PeekHeader; a bad
+//     header drops the segment (strict) or stops parsing the direction
+//     (lenient). Then the message body is skipped, keeping its first
+//     bytes for the event fields.
+//  5. The call-ID field due for rewriting (Outbound: the sender's own Call
+//     ID, inside->outside; Inbound: the Peer's Call ID, outside->inside) is
+//     rewritten in place as soon as both of its bytes are seen. If a segment
+//     ends between the two bytes, it is held (Verdict Hold) and patched and
+//     released when the next byte arrives.
+//  6. At the end of each message the call state machine advances and
+//     Events go to the Mapper.
+//
+// Process does not allocate in the steady state (echoes, retransmissions,
+// rewrites of known calls); a call record is allocated when a call starts.
+package helper
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"pptpgw/pptp/wire"
+)
+
+// Dir is the direction of a segment relative to the gateway's inside.
+type Dir uint8
+
+const (
+	Outbound Dir = iota // sent by the inside party
+	Inbound             // sent by the outside party
+)
+
+func (d Dir) String() string {
+	if d == Outbound {
+		return "out"
+	}
+	return "in"
+}
+
+// Verdict is what to do with a segment.
+type Verdict uint8
+
+const (
+	Accept Verdict = iota
+	Drop
+	Hold // keep the packet; a later Process call releases it (Result.Released)
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Accept:
+		return "accept"
+	case Drop:
+		return "drop"
+	case Hold:
+		return "hold"
+	}
+	return "verdict?"
+}
+
+// Reasons: constant strings, so callers can count them. An Accept of a
+// plain in-order segment has no reason.
+const (
+	ReasonNoSYN          = "no_syn"          // direction not seen from its SYN: untouched (lenient) / dropped
+	ReasonOutOfOrder     = "out_of_order"    // starts beyond the next expected byte: dropped
+	ReasonRetransmission = "retransmission"  // only bytes already seen: remembered patches re-applied
+	ReasonHistoryLost    = "history_lost"    // retransmits bytes older than the patch memory
+	ReasonSplitCallID    = "split_call_id"   // Hold: segment ends inside a call-ID field
+	ReasonHeldDuplicate  = "held_duplicate"  // a copy of the held segment: dropped
+	ReasonBadMagic       = "bad_magic"       // malformed: magic cookie
+	ReasonBadLength      = "bad_length"      // malformed: length is not the type's fixed length
+	ReasonUnknownType    = "unknown_type"    // malformed: control message type not 1..15
+	ReasonNotControl     = "not_control"     // malformed: PPTP message type is not 1 (control)
+	ReasonDesynced       = "desynced"        // lenient: direction no longer parsed after malformed input
+	ReasonUnknownCallID  = "unknown_call_id" // call ID with no mapping: left as is
+	ReasonAllocFailed    = "alloc_failed"    // Mapper could not allocate an outside ID: left as is
+	ReasonUnexpectedSYN  = "unexpected_syn"  // SYN with another ISN on a running stream
+	ReasonRSTNotInSeq    = "rst_not_in_seq"  // RST whose seq is not the next expected: no teardown
+	ReasonBadDir         = "bad_dir"         // Dir out of range (caller bug)
+)
+
+// Patch is one rewritten byte: Off is an offset into the payload it
+// belongs to (Result.Patches: the payload passed to Process;
+// Result.ReleasedPatches: the held payload).
+type Patch struct {
+	Off      int
+	Old, New byte
+}
+
+// EventKind classifies an Event.
+type EventKind uint8
+
+const (
+	CallRequested   EventKind = iota + 1 // OCRQ/ICRQ seen (IDs known so far)
+	CallEstablished                      // successful OCRP, or ICCN: expect GRE now
+	CallFailed                           // unsuccessful OCRP/ICRP
+	CallCleared                          // CCRQ or CDN
+	ControlStopped                       // StopCCRQ/StopCCRP, FIN or RST (once per Conn)
+	EchoSeen                             // Echo-Request or Echo-Reply: the connection is alive
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case CallRequested:
+		return "requested"
+	case CallEstablished:
+		return "established"
+	case CallFailed:
+		return "failed"
+	case CallCleared:
+		return "cleared"
+	case ControlStopped:
+		return "stopped"
+	case EchoSeen:
+		return "echo"
+	}
+	return "event?"
+}
+
+// Event reports a step of a call (or of the control connection) to the
+// Mapper. InsideID/OutsideID are the inside party's call ID before/after
+// translation; PeerID is the outside party's own call ID. Fields not known
+// at that step are 0 (e.g. an inbound OCRQ only has PeerID). Result is the
+// message's Result Code, where it has one.
+type Event struct {
+	Kind                        EventKind
+	Msg                         wire.MsgType
+	InsideID, OutsideID, PeerID uint16
+	Result                      uint8
+}
+
+// Mapper translates call IDs of one control connection and receives its
+// events. Process calls it synchronously.
+type Mapper interface {
+	// AllocOutside returns the outside ID for a new inside call ID; for an
+	// ID it already maps (a repeated request) it should return the same.
+	AllocOutside(insideID uint16) (outsideID uint16, err error)
+	OutsideOf(insideID uint16) (uint16, bool)
+	InsideOf(outsideID uint16) (uint16, bool)
+	Event(ev Event)
+}
+
+// Config is the per-connection policy.
+type Config struct {
+	// Strict drops malformed input and segments of a stream not seen from
+	// its SYN; lenient passes them untouched and stops parsing.
+	Strict bool
+}
+
+// Result of one Process call. Patches and ReleasedPatches point into the
+// Conn and are valid until its next Process call.
+type Result struct {
+	Verdict Verdict
+	Reason  string
+	Patches []Patch
+	// Released: the segment held by an earlier Hold is complete, patched in
+	// place (ReleasedPatches, offsets into that payload) and may be sent.
+	Released        bool
+	ReleasedPatches []Patch
+}
+
+// CallState is where a call is in its state machine.
+type CallState uint8
+
+const (
+	StateRequested   CallState = iota + 1 // OCRQ/ICRQ seen
+	StateReplied                          // ICRP "connect" seen, waiting for ICCN
+	StateEstablished                      // OCRP "connected" / ICCN seen
+	StateClearing                         // CCRQ seen, waiting for CDN
+)
+
+func (s CallState) String() string {
+	switch s {
+	case StateRequested:
+		return "requested"
+	case StateReplied:
+		return "replied"
+	case StateEstablished:
+		return "established"
+	case StateClearing:
+		return "clearing"
+	}
+	return "state?"
+}
+
+const (
+	// ringSize bounds the remembered patches per direction (each rewritten
+	// call ID costs at most two).
+	ringSize = 64
+	// keepLen is how many leading bytes of each message are kept: enough
+	// for every field the state machine reads (the last is OCRP/ICRP's
+	// Error Code at 17).
+	keepLen = 20
+	// maxCalls bounds the call records per connection.
+	maxCalls = 1024
+)
+
+type mode uint8
+
+const (
+	modeUnsynced mode = iota // no SYN seen
+	modeSynced
+	modeDesynced // lenient, after malformed input: passed untouched
+	modePoisoned // strict, after malformed input: new bytes dropped
+)
+
+type memo struct {
+	seq      uint32
+	old, new byte
+}
+
+// fieldKind says how a message's rewritten call-ID field is mapped.
+type fieldKind uint8
+
+const (
+	fieldNone    fieldKind = iota
+	fieldAlloc             // outbound request/reply: a new inside ID
+	fieldOutside           // outbound CCRQ/CDN: a known inside ID
+	fieldInside            // inbound Peer's Call ID
+)
+
+// stream is one direction of the control connection.
+type stream struct {
+	mode mode
+	isn  uint32
+	next uint32 // next expected stream seq
+
+	// The message being reassembled.
+	msgSeq uint32 // stream seq of its first byte
+	keep   [keepLen]byte
+	have   int // bytes of it consumed
+	length int // 0 until the header is complete and valid
+	typ    wire.MsgType
+	field  int // offset of the call-ID field to rewrite, -1 if none
+	kind   fieldKind
+	// Outcome of the field's rewrite, for the state machine.
+	fieldOld, fieldNew uint16
+	fieldOK            bool
+
+	// pending: the field's first byte (at pendSeq == next-1) is seen, the
+	// second is not.
+	pending bool
+	pendSeq uint32
+	held    []byte // the segment holding the pending byte, if kept
+	heldSeq uint32
+	heldAge uint64 // Conn.holdClock at hold time
+
+	badSeq    uint32 // modePoisoned: first byte of the malformed message
+	badReason string
+
+	ring     [ringSize]memo
+	ringLen  int
+	ringNext int
+	floor    uint32 // with hasFloor: patches before floor were forgotten
+	hasFloor bool
+}
+
+type call struct {
+	inside, outside, peer uint16
+	hasInside, hasPeer    bool
+	state                 CallState
+}
+
+// Conn is the ALG state of one PPTP control connection. It is not safe for
+// concurrent use.
+type Conn struct {
+	m       Mapper
+	cfg     Config
+	dirs    [2]stream
+	calls   []call
+	stopped bool
+
+	holdClock  uint64
+	patches    []Patch
+	relPatches []Patch
+	res        Result
+	patchBuf   [8]Patch
+	relBuf     [4]Patch
+}
+
+// NewConn returns the ALG state for a new control connection.
+func NewConn(m Mapper, cfg Config) *Conn {
+	c := &Conn{m: m, cfg: cfg}
+	c.patches = c.patchBuf[:0]
+	c.relPatches = c.relBuf[:0]
+	return c
+}
+
+// Serial-number comparisons of TCP sequence numbers.
+func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
+func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
+
+// Process handles one TCP segment of the control connection in direction
+// dir: seq is the segment's sequence number, syn/fin/rst its flags and
+// payload its TCP payload, which may be rewritten in place. With Verdict
+// Hold the Conn keeps payload (the caller must own it and keep the packet)
+// until a later Result reports Released, or ExpireHeld.
+func (c *Conn) Process(dir Dir, seq uint32, syn, fin, rst bool, payload []byte) Result {
+	c.patches = c.patches[:0]
+	c.relPatches = c.relPatches[:0]
+	c.res = Result{}
+	if dir > Inbound {
+		return Result{Verdict: Drop, Reason: ReasonBadDir}
+	}
+	s := &c.dirs[dir]
+	if syn {
+		switch {
+		case s.mode == modeUnsynced:
+			s.mode, s.isn, s.next, s.msgSeq = modeSynced, seq, seq+1, seq+1
+		case seq != s.isn:
+			c.reason(ReasonUnexpectedSYN)
+		}
+		seq++ // the SYN occupies one sequence number
+	}
+	if s.mode == modeUnsynced {
+		if fin || rst {
+			c.stop(0)
+		}
+		if len(payload) == 0 {
+			return c.result()
+		}
+		c.reason(ReasonNoSYN)
+		if c.cfg.Strict {
+			c.res.Verdict = Drop
+		}
+		return c.result()
+	}
+	if rst {
+		if seq == s.next || s.mode != modeSynced {
+			c.stop(0)
+		} else {
+			c.reason(ReasonRSTNotInSeq)
+		}
+		return c.result()
+	}
+	if len(payload) > 0 {
+		c.data(s, dir, seq, payload)
+	}
+	if fin && c.res.Verdict != Drop {
+		c.stop(0)
+	}
+	return c.result()
+}
+
+func (c *Conn) result() Result {
+	r := c.res
+	if len(c.patches) > 0 {
+		r.Patches = c.patches
+	}
+	if len(c.relPatches) > 0 {
+		r.ReleasedPatches = c.relPatches
+	}
+	return r
+}
+
+// reason records why; the first reason of a segment wins, except that a
+// drop reason replaces an informational one.
+func (c *Conn) reason(r string) {
+	if c.res.Reason == "" {
+		c.res.Reason = r
+	}
+}
+
+func (c *Conn) drop(r string) {
+	if c.res.Verdict != Drop {
+		c.res.Reason = r
+	}
+	c.res.Verdict = Drop
+}
+
+// data handles the payload bytes [seq, seq+len(p)) of stream s.
+func (c *Conn) data(s *stream, dir Dir, seq uint32, p []byte) {
+	end := seq + uint32(len(p))
+	if s.mode == modeDesynced && seqLT(s.next, seq) {
+		s.next = end
+		c.reason(ReasonDesynced)
+		return
+	}
+	if seqLT(s.next, seq) {
+		c.drop(ReasonOutOfOrder)
+		return
+	}
+	// Old bytes [seq, min(end, next)): re-apply what was done to them.
+	oldEnd := end
+	if seqLT(s.next, end) {
+		oldEnd = s.next
+	}
+	if seqLT(seq, oldEnd) {
+		if s.hasFloor && seqLT(seq, s.floor) {
+			if c.cfg.Strict {
+				c.drop(ReasonHistoryLost)
+				return
+			}
+			c.reason(ReasonHistoryLost)
+		}
+		c.reapply(s, seq, oldEnd, p)
+	}
+	if seqLE(end, s.next) {
+		// Nothing new. A copy of the segment ending in a split field must
+		// wait for the field too.
+		if s.pending && seqLE(seq, s.pendSeq) && seqLT(s.pendSeq, end) {
+			if s.held != nil {
+				c.drop(ReasonHeldDuplicate)
+				return
+			}
+			c.hold(s, seq, p)
+			return
+		}
+		c.reason(ReasonRetransmission)
+		return
+	}
+	switch s.mode {
+	case modeDesynced:
+		s.next = end
+		c.reason(ReasonDesynced)
+		return
+	case modePoisoned:
+		c.drop(s.badReason)
+		return
+	}
+	c.parse(s, dir, seq, p, int(s.next-seq))
+}
+
+func (c *Conn) hold(s *stream, seq uint32, p []byte) {
+	c.holdClock++
+	s.held, s.heldSeq, s.heldAge = p, seq, c.holdClock
+	if c.res.Verdict != Drop {
+		c.res.Verdict = Hold
+		c.res.Reason = ReasonSplitCallID
+	}
+}
+
+// reapply re-applies the remembered patches that fall in [seq, end).
+func (c *Conn) reapply(s *stream, seq, end uint32, p []byte) {
+	for i := 0; i < s.ringLen; i++ {
+		m := &s.ring[i]
+		if seqLE(seq, m.seq) && seqLT(m.seq, end) {
+			off := int(m.seq - seq)
+			if p[off] == m.old {
+				p[off] = m.new
+				c.patches = append(c.patches, Patch{Off: off, Old: m.old, New: m.new})
+			}
+		}
+	}
+}
+
+func (s *stream) remember(seq uint32, old, new byte) {
+	if s.ringLen == ringSize {
+		s.floor, s.hasFloor = s.ring[s.ringNext].seq+1, true
+	} else {
+		s.ringLen++
+	}
+	s.ring[s.ringNext] = memo{seq: seq, old: old, new: new}
+	s.ringNext = (s.ringNext + 1) % ringSize
+}
+
+// parse feeds p[start:] (the new bytes, p starting at stream seq seq) to
+// the reassembler.
+func (c *Conn) parse(s *stream, dir Dir, seq uint32, p []byte, start int) {
+	i := start
+	for i < len(p) {
+		if s.have < wire.HeaderLen {
+			n := min(wire.HeaderLen-s.have, len(p)-i)
+			copy(s.keep[s.have:], p[i:i+n])
+			s.have += n
+			i += n
+			if s.have < wire.HeaderLen {
+				break
+			}
+			length, typ, err := wire.PeekHeader(s.keep[:wire.HeaderLen])
+			if err != nil {
+				c.malformed(s, err)
+				if s.mode == modeDesynced {
+					s.next = seq + uint32(len(p))
+				}
+				return
+			}
+			s.length, s.typ = length, typ
+			s.field, s.kind = fieldOf(dir, typ)
+			continue
+		}
+		n := min(s.length-s.have, len(p)-i)
+		if s.have < keepLen {
+			copy(s.keep[s.have:], p[i:i+min(n, keepLen-s.have)])
+		}
+		if f := s.field; f >= 0 {
+			switch {
+			case s.have <= f && f+1 < s.have+n: // both bytes here
+				c.rewrite(s, seq+uint32(i+f-s.have), seq, p)
+			case s.have <= f && f < s.have+n: // first byte ends the segment
+				s.pending, s.pendSeq = true, seq+uint32(i+f-s.have)
+			case s.pending && s.have == f+1: // second byte starts this chunk
+				c.rewrite(s, s.pendSeq, seq, p)
+			}
+		}
+		s.have += n
+		i += n
+		if s.have == s.length {
+			c.complete(s, dir)
+			s.have, s.length, s.field, s.kind = 0, 0, -1, fieldNone
+			s.msgSeq = seq + uint32(i)
+		}
+	}
+	s.next = seq + uint32(len(p))
+	if s.pending {
+		if s.held != nil { // cannot happen: the old hold completed first
+			c.drop(ReasonHeldDuplicate)
+			return
+		}
+		c.hold(s, seq, p)
+	}
+}
+
+// fieldOf returns the call-ID field a message in direction dir has
+// rewritten, per the symmetric rule: outbound the sender's own Call ID
+// (inside->outside), inbound the Peer's Call ID (outside->inside).
+func fieldOf(dir Dir, t wire.MsgType) (int, fieldKind) {
+	if dir == Outbound {
+		off, ok := wire.CallIDOffset(t)
+		if !ok {
+			return -1, fieldNone
+		}
+		if t == wire.CallClearRequest || t == wire.CallDisconnectNotify {
+			return off, fieldOutside
+		}
+		return off, fieldAlloc
+	}
+	if off, ok := wire.PeerCallIDOffset(t); ok {
+		return off, fieldInside
+	}
+	return -1, fieldNone
+}
+
+// malformed handles a bad header of the message starting at s.msgSeq.
+func (c *Conn) malformed(s *stream, err error) {
+	r := ReasonBadLength
+	switch {
+	case errors.Is(err, wire.ErrBadMagic):
+		r = ReasonBadMagic
+	case errors.Is(err, wire.ErrUnknownType):
+		r = ReasonUnknownType
+	case errors.Is(err, wire.ErrNotControl):
+		r = ReasonNotControl
+	}
+	if c.cfg.Strict {
+		// Nothing from the bad message on goes through: the stream stays
+		// at its first byte, every resend of it is dropped again.
+		s.mode, s.badSeq, s.badReason = modePoisoned, s.msgSeq, r
+		s.next = s.msgSeq
+		c.drop(r)
+		return
+	}
+	s.mode = modeDesynced
+	c.res.Reason = r
+}
+
+// rewrite maps the field whose first byte is at stream seq first (its two
+// bytes are in s.keep) and patches it wherever it is: in p (starting at
+// stream seq seq) and in the held segment.
+func (c *Conn) rewrite(s *stream, first, seq uint32, p []byte) {
+	f := s.field
+	old := binary.BigEndian.Uint16(s.keep[f:])
+	s.fieldOld, s.fieldNew, s.fieldOK = old, old, false
+	var nv uint16
+	var ok bool
+	switch s.kind {
+	case fieldAlloc:
+		var err error
+		nv, err = c.m.AllocOutside(old)
+		ok = err == nil
+		if !ok {
+			c.reason(ReasonAllocFailed)
+		}
+	case fieldOutside:
+		if nv, ok = c.m.OutsideOf(old); !ok {
+			c.reason(ReasonUnknownCallID)
+		}
+	case fieldInside:
+		if nv, ok = c.m.InsideOf(old); !ok {
+			c.reason(ReasonUnknownCallID)
+		}
+	}
+	s.pending = false
+	if ok {
+		s.fieldNew, s.fieldOK = nv, true
+		ob := [2]byte{byte(old >> 8), byte(old)}
+		nb := [2]byte{byte(nv >> 8), byte(nv)}
+		for k := range uint32(2) {
+			if ob[k] == nb[k] {
+				continue
+			}
+			bs := first + k
+			s.remember(bs, ob[k], nb[k])
+			if seqLE(seq, bs) && seqLT(bs, seq+uint32(len(p))) {
+				if off := int(bs - seq); p[off] == ob[k] {
+					p[off] = nb[k]
+					c.patches = append(c.patches, Patch{Off: off, Old: ob[k], New: nb[k]})
+				}
+			}
+			// A resend may carry the byte too: patch both copies.
+			if s.held != nil && seqLE(s.heldSeq, bs) && seqLT(bs, s.heldSeq+uint32(len(s.held))) {
+				if off := int(bs - s.heldSeq); s.held[off] == ob[k] {
+					s.held[off] = nb[k]
+					c.relPatches = append(c.relPatches, Patch{Off: off, Old: ob[k], New: nb[k]})
+				}
+			}
+		}
+	}
+	if s.held != nil {
+		s.held = nil
+		c.res.Released = true
+	}
+}
+
+// ExpireHeld gives up on the oldest held segment: the Conn forgets it and
+// the caller decides its fate (lenient: send it unpatched; strict: drop
+// it, and TCP resends it). The split field is still completed when its
+// second byte arrives, and a resent copy of its first byte is patched. It
+// reports whether a segment was held.
+func (c *Conn) ExpireHeld() (released bool) {
+	var oldest *stream
+	for i := range c.dirs {
+		s := &c.dirs[i]
+		if s.held != nil && (oldest == nil || s.heldAge < oldest.heldAge) {
+			oldest = s
+		}
+	}
+	if oldest == nil {
+		return false
+	}
+	oldest.held = nil
+	return true
+}
+
+// Held reports whether a segment of direction dir is held.
+func (c *Conn) Held(dir Dir) bool { return dir <= Inbound && c.dirs[dir].held != nil }

@@ -1,0 +1,159 @@
+package helper
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+
+)
+
+func conversations(t testing.TB) []conversation {
+	return []conversation{captureConversation(t, "long"), captureConversation(t, "clear"), pnsInside(), pacInside()}
+}
+
+// TestConversations runs each conversation unsplit and checks the bytes
+// that leave the gateway and the events, written out by hand.
+func TestConversations(t *testing.T) {
+	want := map[string]string{
+		// pptp-linux -> pptpd: call ID 0x9dff (inside) -> 0x6200; pptpd's call ID 0.
+		"long": `requested Outgoing-Call-Request in=0x9dff out=0x6200 peer=0x0 res=0
+established Outgoing-Call-Reply in=0x9dff out=0x6200 peer=0x0 res=1
+echo Echo-Request in=0x0 out=0x0 peer=0x0 res=0
+echo Echo-Reply in=0x0 out=0x0 peer=0x0 res=0
+echo Echo-Request in=0x0 out=0x0 peer=0x0 res=0
+echo Echo-Reply in=0x0 out=0x0 peer=0x0 res=0
+echo Echo-Request in=0x0 out=0x0 peer=0x0 res=0
+echo Echo-Reply in=0x0 out=0x0 peer=0x0 res=0
+stopped MsgType(0) in=0x0 out=0x0 peer=0x0 res=0
+`,
+		// Echo-Request and Call-Clear-Request in one segment; pptpd's FIN;
+		// pptp-linux's second CCRQ, after the stop, adds no event.
+		"clear": `requested Outgoing-Call-Request in=0x5e6d out=0xa192 peer=0x0 res=0
+established Outgoing-Call-Reply in=0x5e6d out=0xa192 peer=0x0 res=1
+echo Echo-Request in=0x0 out=0x0 peer=0x0 res=0
+cleared Call-Clear-Request in=0x5e6d out=0xa192 peer=0x0 res=0
+echo Echo-Reply in=0x0 out=0x0 peer=0x0 res=0
+stopped MsgType(0) in=0x0 out=0x0 peer=0x0 res=0
+`,
+		"pns-inside": `requested Outgoing-Call-Request in=0x101 out=0xfefe peer=0x0 res=0
+requested Outgoing-Call-Request in=0x202 out=0xfdfd peer=0x0 res=0
+requested Outgoing-Call-Request in=0x303 out=0xfcfc peer=0x0 res=0
+echo Echo-Request in=0x0 out=0x0 peer=0x0 res=0
+established Outgoing-Call-Reply in=0x101 out=0xfefe peer=0x7001 res=1
+failed Outgoing-Call-Reply in=0x202 out=0xfdfd peer=0x7002 res=4
+echo Echo-Reply in=0x0 out=0x0 peer=0x0 res=0
+established Outgoing-Call-Reply in=0x303 out=0xfcfc peer=0x7003 res=1
+requested Incoming-Call-Request in=0x0 out=0x0 peer=0x7004 res=0
+established Incoming-Call-Connected in=0x404 out=0xfbfb peer=0x7004 res=0
+cleared Call-Clear-Request in=0x101 out=0xfefe peer=0x7001 res=0
+cleared Call-Clear-Request in=0x404 out=0xfbfb peer=0x7004 res=0
+cleared Call-Disconnect-Notify in=0x303 out=0xfcfc peer=0x7003 res=1
+stopped Stop-Control-Connection-Request in=0x0 out=0x0 peer=0x0 res=0
+`,
+		"pac-inside": `requested Outgoing-Call-Request in=0x0 out=0x0 peer=0x6001 res=0
+established Outgoing-Call-Reply in=0xa0a out=0xf5f5 peer=0x6001 res=1
+requested Incoming-Call-Request in=0xb0b out=0xf4f4 peer=0x0 res=0
+established Incoming-Call-Connected in=0xb0b out=0xf4f4 peer=0x6002 res=0
+cleared Call-Clear-Request in=0xa0a out=0xf5f5 peer=0x6001 res=0
+cleared Call-Disconnect-Notify in=0xb0b out=0xf4f4 peer=0x6002 res=3
+stopped MsgType(0) in=0x0 out=0x0 peer=0x0 res=0
+`,
+	}
+	for _, cv := range conversations(t) {
+		t.Run(cv.name, func(t *testing.T) {
+			r := newRunner(t, cv, Config{Strict: true})
+			out := r.run(cv, whole)
+			for i, tn := range cv.turns {
+				if !bytes.Equal(out[i], tn.want()) {
+					t.Errorf("turn %d (%v): left the gateway\n% x\nwant\n% x", i, tn.dir, out[i], tn.want())
+				}
+			}
+			if got := eventsString(r.m.events); got != want[cv.name] {
+				t.Errorf("events:\n%s\nwant:\n%s", got, want[cv.name])
+			}
+			if n := r.c.NumCalls(); n != 0 {
+				t.Errorf("%d calls left after the connection stopped", n)
+			}
+		})
+	}
+}
+
+// reference runs cv unsplit: the output and events every split must match.
+func reference(t *testing.T, cv conversation) ([][]byte, string) {
+	r := newRunner(t, cv, Config{Strict: true})
+	return r.run(cv, whole), eventsString(r.m.events)
+}
+
+func checkSplit(t *testing.T, cv conversation, sp splitter, label string, want [][]byte, wantEv string) {
+	t.Helper()
+	r := newRunner(t, cv, Config{Strict: true})
+	got := r.run(cv, sp)
+	for i := range got {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("%s: turn %d differs from the unsplit rewrite\n% x\nwant\n% x", label, i, got[i], want[i])
+		}
+	}
+	if ev := eventsString(r.m.events); ev != wantEv {
+		t.Fatalf("%s: events\n%s\nwant\n%s", label, ev, wantEv)
+	}
+}
+
+// TestSplitEveryBoundary cuts each turn once at every byte boundary, and
+// also into 1-byte segments.
+func TestSplitEveryBoundary(t *testing.T) {
+	for _, cv := range conversations(t) {
+		t.Run(cv.name, func(t *testing.T) {
+			want, wantEv := reference(t, cv)
+			for ti, tn := range cv.turns {
+				for k := 1; k < len(tn.inside); k++ {
+					sp := func(i, n int) []int {
+						if i == ti {
+							return []int{k, n - k}
+						}
+						return []int{n}
+					}
+					checkSplit(t, cv, sp, "turn "+itoa(ti)+" cut at "+itoa(k), want, wantEv)
+				}
+			}
+			bytewise := func(_, n int) []int {
+				l := make([]int, n)
+				for i := range l {
+					l[i] = 1
+				}
+				if n == 0 {
+					return []int{0}
+				}
+				return l
+			}
+			checkSplit(t, cv, bytewise, "1-byte segments", want, wantEv)
+		})
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestSplitRandom cuts every turn at random boundaries.
+func TestSplitRandom(t *testing.T) {
+	for _, cv := range conversations(t) {
+		t.Run(cv.name, func(t *testing.T) {
+			want, wantEv := reference(t, cv)
+			for seed := range uint64(300) {
+				rng := rand.New(rand.NewPCG(seed, 7))
+				sp := func(_, n int) []int {
+					var l []int
+					for n > 0 {
+						k := 1 + rng.IntN(min(n, 40))
+						l = append(l, k)
+						n -= k
+					}
+					if len(l) == 0 {
+						l = []int{0}
+					}
+					return l
+				}
+				checkSplit(t, cv, sp, "random seed", want, wantEv)
+			}
+		})
+	}
+}
