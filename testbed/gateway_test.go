@@ -227,7 +227,7 @@ func TestGatewayIperf(t *testing.T) {
 		return r
 	}
 	var kernel, gwBest float64
-	for attempt := 0; attempt < 2; attempt++ {
+	for attempt := 0; attempt < 3; attempt++ {
 		if err := topo.KernelMasquerade(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -246,7 +246,7 @@ func TestGatewayIperf(t *testing.T) {
 		if gwBest >= 0.95*kernel {
 			break
 		}
-		// Shared 2-core machine: one noisy sample gets one more try each.
+		// Shared 2-core machine: compare best against best, up to 3 samples each.
 	}
 	ratio := gwBest / kernel
 	t.Logf("pptpgw / kernel masquerade = %.3f", ratio)
