@@ -100,6 +100,7 @@ func (c *Config) flagKeys() map[string]string {
 		"table":        c.Table,
 		"queue":        strconv.Itoa(int(c.Queue)),
 		"admin_socket": c.AdminSocket,
+		"log_level":    c.LogLevel,
 	}
 }
 

@@ -49,17 +49,18 @@ func greSockets(t *testing.T, h netns.NsHandle) (tx, rx int) {
 		}
 	})
 	t.Cleanup(func() { unix.Close(tx); unix.Close(rx) })
-	tv := unix.NsecToTimeval((300 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
 	return tx, rx
 }
 
 // sendGRE sends one enhanced-GRE-looking packet to 127.0.0.1 and reports
-// whether rx received it (within its 300ms receive timeout) and the send
-// error.
-func sendGRE(tx, rx int, key uint16) (delivered bool, sendErr error) {
+// whether rx received it within wait, and the send error. (A generous wait
+// for packets that must arrive, since the machine may be busy; a short one
+// where the packet must not.)
+func sendGRE(tx, rx int, key uint16, wait time.Duration) (delivered bool, sendErr error) {
+	tv := unix.NsecToTimeval(wait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return false, err
+	}
 	pkt := []byte{0x30, 0x01, 0x88, 0x0b, 0x00, 0x00, byte(key >> 8), byte(key)}
 	sendErr = unix.Sendto(tx, pkt, 0, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
 	buf := make([]byte, 1500)
@@ -91,7 +92,7 @@ func TestQueueDataPathNetns(t *testing.T) {
 	tx, rx := greSockets(t, h)
 
 	// 1. Fail-open, nobody on the queue: the packet passes.
-	if ok, err := sendGRE(tx, rx, 1); !ok {
+	if ok, err := sendGRE(tx, rx, 1, 3*time.Second); !ok {
 		t.Fatalf("fail-open without listener: GRE not delivered (send: %v)", err)
 	}
 
@@ -129,7 +130,7 @@ func TestQueueDataPathNetns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := sendGRE(tx, rx, 2); !ok {
+	if ok, err := sendGRE(tx, rx, 2, 3*time.Second); !ok {
 		t.Fatalf("with listener (accepting): GRE not delivered (send: %v)", err)
 	}
 	inNetns(t, h, func() {
@@ -195,7 +196,7 @@ func TestQueueDataPathNetns(t *testing.T) {
 	if !in2.ReplacedStale {
 		t.Error("second Install did not report replacing the existing table")
 	}
-	if ok, _ := sendGRE(tx, rx, 3); ok {
+	if ok, _ := sendGRE(tx, rx, 3, 300*time.Millisecond); ok {
 		t.Error("fail-closed without listener: GRE was delivered")
 	}
 }

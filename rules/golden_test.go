@@ -444,3 +444,24 @@ func TestCaptureGolden(t *testing.T) {
 	write("golden-nft.hex", strings.TrimSpace(string(ver))+": nft -f testdata/golden.nft", nftRules)
 	write("golden-xt.hex", strings.TrimSpace(string(xver))+": -t mangle -A PREROUTING -p 47 -j NFQUEUE --queue-num 47 --queue-bypass, then without --queue-bypass", xtRules)
 }
+
+// BenchmarkInstallFake measures building and marshalling the whole ruleset
+// (what Install does besides the kernel round trips).
+func BenchmarkInstallFake(b *testing.B) {
+	p := goldenPlans(QueueXT)[0]
+	c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+		if len(req) > 0 && req[0].Header.Flags&netlink.Dump != 0 {
+			return nil, nil
+		}
+		return req, nil
+	}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := InstallConn(c, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -216,6 +216,9 @@ func explain(err error) error {
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%w (needs root or CAP_NET_ADMIN)", err)
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("%w (the kernel lacks an nftables expression this ruleset uses: "+
+			"nft_compat + xt_NFQUEUE or nft_queue, nft_nat/nft_masq, nft_ct (notrack), nft_rt, nft_exthdr)", err)
 	}
 	return err
 }
