@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
-
 )
 
 func conversations(t testing.TB) []conversation {
