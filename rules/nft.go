@@ -38,15 +38,19 @@ import (
 
 // Chain names and priorities.
 const (
-	ChainRawPrerouting   = "raw_prerouting"
-	ChainRawOutput       = "raw_output"
-	ChainNATPrerouting   = "nat_prerouting"
-	ChainQueuePrerouting = "queue_prerouting"
-	ChainQueueOutput     = "queue_output"
-	ChainMSSForward      = "mss_forward"
-	ChainNATPostrouting  = "nat_postrouting"
+	ChainRawPrerouting    = "raw_prerouting"
+	ChainRawOutput        = "raw_output"
+	ChainNATPrerouting    = "nat_prerouting"
+	ChainQueuePrerouting  = "queue_prerouting"
+	ChainQueueOutput      = "queue_output"
+	ChainQueuePostrouting = "queue_postrouting"
+	ChainMSSForward       = "mss_forward"
+	ChainNATPostrouting   = "nat_postrouting"
 
 	PriorityQueue = -50 // after conntrack (-200) and dstnat (-100)
+	// PriorityQueuePost queues outbound GRE after srcnat (100); GRE is
+	// notracked, so the kernel NAT never touches it anyway.
+	PriorityQueuePost = 300
 )
 
 // QueueImpl says how packets are sent to NFQUEUE.
@@ -278,18 +282,24 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		}
 	}
 
-	// 3. PPTP control and all GRE to the engine, both for forwarded and
-	// router-originated packets.
+	// 3. PPTP control and GRE to the engine. GRE from the WAN is queued in
+	// prerouting, before routing, so that the engine's new destination (the
+	// inside host) is what gets routed. GRE to the WAN is queued in
+	// postrouting, after routing, like SNAT: rewriting its source to the
+	// gateway's own address before routing would make it a martian (a
+	// local source address arriving on a LAN interface) and the kernel would
+	// drop it. Router-originated GRE passes postrouting too, so output only
+	// needs the control connection.
 	q := QueueExprs(impl, p.Queue, p.FailOpen)
-	for _, h := range []struct {
-		name string
-		hook *nftables.ChainHook
-	}{{ChainQueuePrerouting, nftables.ChainHookPrerouting}, {ChainQueueOutput, nftables.ChainHookOutput}} {
-		ch := chain(h.name, nftables.ChainTypeFilter, h.hook, PriorityQueue)
-		rule(ch, MatchGRE(), q)
-		rule(ch, MatchTCPPort(false, PPTPPort), q)
-		rule(ch, MatchTCPPort(true, PPTPPort), q)
-	}
+	pre := chain(ChainQueuePrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, PriorityQueue)
+	rule(pre, MatchIfname(expr.MetaKeyIIFNAME, p.WAN), MatchGRE(), q)
+	rule(pre, MatchTCPPort(false, PPTPPort), q)
+	rule(pre, MatchTCPPort(true, PPTPPort), q)
+	out := chain(ChainQueueOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, PriorityQueue)
+	rule(out, MatchTCPPort(false, PPTPPort), q)
+	rule(out, MatchTCPPort(true, PPTPPort), q)
+	post := chain(ChainQueuePostrouting, nftables.ChainTypeFilter, nftables.ChainHookPostrouting, PriorityQueuePost)
+	rule(post, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), MatchGRE(), q)
 
 	if p.MSS.Mode != MSSOff {
 		ch := chain(ChainMSSForward, nftables.ChainTypeFilter, nftables.ChainHookForward, -150)
@@ -369,7 +379,8 @@ func SetMSS(m MSSClamp) []expr.Any {
 	}
 }
 
-// SNAT is `snat to ADDR`.
+// SNAT is `snat to ADDR`. Like nft, only the min registers are sent for a
+// single address/port; the kernel takes max = min.
 func SNAT(a netip.Addr) []expr.Any {
 	b := a.As4()
 	return []expr.Any{
