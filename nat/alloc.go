@@ -166,9 +166,8 @@ func (a *Allocator) Release(k PoolKey, id uint16) bool {
 		p.clear(&p.busy, id)
 	}
 	p.drain(now)
-	if p.inUse == 0 && len(p.fifo) == 0 {
-		delete(a.pools, k)
-	}
+	// Empty pools are forgotten by Tick, not here: a pool that empties and
+	// refills at once (one call at a time) would be reallocated each time.
 	return true
 }
 

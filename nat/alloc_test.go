@@ -111,6 +111,10 @@ func TestAllocForgetsEmptyPools(t *testing.T) {
 	a := NewAllocator(AllocatorConfig{Quarantine: time.Minute}, clk)
 	id, _ := a.Alloc(pk1)
 	a.Release(pk1, id)
+	a.Tick()
+	if len(a.pools) != 1 {
+		t.Fatal("pool with a quarantined ID forgotten")
+	}
 	clk.Advance(time.Minute)
 	a.Tick()
 	if len(a.pools) != 0 {

@@ -290,3 +290,44 @@ func BenchmarkGREOut(b *testing.B) { benchGRE(b, false) }
 func BenchmarkGREIn(b *testing.B)  { benchGRE(b, true) }
 
 var _ = wire.ControlPort
+
+// TestEngineConcurrent runs GRE, control segments, Tick and Calls at once
+// (meaningful under -race).
+func TestEngineConcurrent(t *testing.T) {
+	e, clk := newEngine(t, nil)
+	out := addCall(t, e, lanA, 40000, 7, 555)
+	outT := mkGRE(t, lanA, server, 555, greOpt{})
+	inT := mkGRE(t, server, pubIP, out, greOpt{})
+	done := make(chan struct{})
+	for _, tmpl := range [][]byte{outT, inT} {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 2000 {
+				b := append([]byte(nil), tmpl...)
+				inIf := uint32(lanIf)
+				if IPv4(b).DestinationAddress() == pubIP {
+					inIf = wanIf
+				}
+				if v, r := e.Process(&Packet{Data: b, InIf: inIf}); v != Accept {
+					t.Errorf("%v %s", v, r)
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		defer func() { done <- struct{}{} }()
+		c := newClient(t, e, lanB, 40001)
+		c.startControl()
+		for i := range 50 {
+			c.call(uint16(100+i), uint16(700+i))
+			clk.Advance(time.Millisecond)
+			e.Tick()
+			e.Calls()
+			e.Counters()
+		}
+	}()
+	for range 3 {
+		<-done
+	}
+}

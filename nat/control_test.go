@@ -1,0 +1,407 @@
+package nat
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"pptpgw/conntrack"
+	"pptpgw/helper"
+	"pptpgw/pptp/wire"
+)
+
+// client simulates one PPTP control connection seen by the gateway: an
+// inside PNS at ip:port talking to the server at server:1723.
+type client struct {
+	t       testing.TB
+	e       *Engine
+	ip      [4]byte
+	port    uint16
+	seqOut  uint32 // next seq from the inside party
+	seqIn   uint32 // next seq from the server
+	lastOut []byte // last packet after Process
+	nextID  uint32
+}
+
+func newClient(t testing.TB, e *Engine, ip [4]byte, port uint16) *client {
+	c := &client{t: t, e: e, ip: ip, port: port, seqOut: 1000, seqIn: 90000, nextID: 1}
+	c.send(true, nil, tcpOpt{syn: true}, Accept)
+	c.send(false, nil, tcpOpt{syn: true, ack: true}, Accept)
+	c.send(true, nil, tcpOpt{ack: true}, Accept)
+	return c
+}
+
+// send runs one segment through the engine and checks the verdict and the
+// checksums of the result. It returns the processed packet.
+func (c *client) send(out bool, payload []byte, o tcpOpt, want Verdict) []byte {
+	c.t.Helper()
+	var b []byte
+	c.nextID++
+	p := Packet{ID: c.nextID}
+	if out {
+		o.seq = c.seqOut
+		b = mkTCP(c.t, c.ip, server, c.port, 1723, payload, o)
+		p.InIf = lanIf
+	} else {
+		o.seq = c.seqIn
+		b = mkTCP(c.t, server, c.ip, 1723, c.port, payload, o)
+		p.InIf = wanIf
+	}
+	adv := uint32(len(payload))
+	if o.syn || o.fin {
+		adv++
+	}
+	if out {
+		c.seqOut += adv
+	} else {
+		c.seqIn += adv
+	}
+	p.Data = b
+	v, r := c.e.Process(&p)
+	if v != want {
+		c.t.Fatalf("segment (out=%v, %d bytes): verdict %v %q, want %v", out, len(payload), v, r, want)
+	}
+	checkSums(c.t, p.Data)
+	c.lastOut = p.Data
+	return p.Data
+}
+
+// msg sends one whole control message and returns the payload as it left.
+func (c *client) msg(out bool, m wire.Message) []byte {
+	c.t.Helper()
+	pkt := c.send(out, m.Append(nil), tcpOpt{ack: true, psh: true}, Accept)
+	return TCP(IPv4(pkt).Payload()).Payload()
+}
+
+func u16at(b []byte, off int) uint16 { return binary.BigEndian.Uint16(b[off:]) }
+
+// diffOnly checks that got differs from want only in the two bytes at off.
+func diffOnly(t testing.TB, got, want []byte, off int) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("length %d, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if i != off && i != off+1 && got[i] != want[i] {
+			t.Fatalf("byte %d changed: % x -> % x", i, want[i], got[i])
+		}
+	}
+}
+
+func (c *client) startControl() {
+	c.t.Helper()
+	c.msg(true, &wire.SCCRQ{ProtocolVersion: 0x100, FramingCaps: 1, BearerCaps: 1, Hostname: "pns"})
+	c.msg(false, &wire.SCCRP{ProtocolVersion: 0x100, Result: 1, FramingCaps: 1, BearerCaps: 1, Hostname: "pac"})
+}
+
+// call places an outgoing call with inside call ID insideID; the server
+// answers with its own ID peerID. It returns the outside call ID.
+func (c *client) call(insideID, peerID uint16) uint16 {
+	c.t.Helper()
+	req := &wire.OCRQ{CallID: insideID, CallSerial: 1, MinBPS: 2400, MaxBPS: 10000000, BearerType: 3, FramingType: 3, RecvWindow: 64}
+	got := c.msg(true, req)
+	outside := u16at(got, 12)
+	diffOnly(c.t, got, req.Append(nil), 12)
+	rep := &wire.OCRP{CallID: peerID, PeerCallID: outside, Result: 1, ConnectSpeed: 10000000, RecvWindow: 64}
+	got = c.msg(false, rep)
+	if u16at(got, 14) != insideID {
+		c.t.Fatalf("OCRP Peer's Call ID %d, want inside ID %d", u16at(got, 14), insideID)
+	}
+	diffOnly(c.t, got, rep.Append(nil), 14)
+	return outside
+}
+
+func gre(t testing.TB, e *Engine, b []byte, inIf uint32) (Verdict, []byte) {
+	t.Helper()
+	v, _ := e.Process(&Packet{Data: b, InIf: inIf})
+	if v == Accept {
+		checkSums(t, b)
+	}
+	return v, b
+}
+
+// TestTwoClientsSameCallID: two inside clients use the same call ID (and the
+// same source port) towards the same server. They get distinct outside IDs
+// and each gets only its own GRE back.
+func TestTwoClientsSameCallID(t *testing.T) {
+	e, clk := newEngine(t, nil)
+	a := newClient(t, e, lanA, 40000)
+	b := newClient(t, e, lanB, 40000)
+	a.startControl()
+	b.startControl()
+	outA := a.call(1, 500)
+	outB := b.call(1, 501)
+	if outA == outB {
+		t.Fatalf("both clients got outside call ID %d", outA)
+	}
+
+	// GRE out: src becomes the public address, key (server's ID) unchanged.
+	for _, tc := range []struct {
+		c    *client
+		peer uint16
+	}{{a, 500}, {b, 501}} {
+		v, p := gre(t, e, mkGRE(t, tc.c.ip, server, tc.peer, greOpt{}), lanIf)
+		if want := mkGRE(t, pubIP, server, tc.peer, greOpt{}); v != Accept || !bytes.Equal(p, want) {
+			t.Fatalf("GRE out from %v: %v\n got % x\nwant % x", tc.c.ip, v, p, want)
+		}
+	}
+	// GRE in: routed back to the right client with its own call ID.
+	for _, tc := range []struct {
+		outside uint16
+		to      [4]byte
+	}{{outA, lanA}, {outB, lanB}} {
+		v, p := gre(t, e, mkGRE(t, server, pubIP, tc.outside, greOpt{seq: u32p(5)}), wanIf)
+		if want := mkGRE(t, server, tc.to, 1, greOpt{seq: u32p(5)}); v != Accept || !bytes.Equal(p, want) {
+			t.Fatalf("GRE in key %d: %v\n got % x\nwant % x", tc.outside, v, p, want)
+		}
+	}
+	calls := e.Calls()
+	if len(calls) != 2 {
+		t.Fatalf("calls %+v", calls)
+	}
+	for i, want := range []struct {
+		ip      [4]byte
+		outside uint16
+		peer    uint16
+	}{{lanA, outA, 500}, {lanB, outB, 501}} {
+		c := calls[i]
+		if c.InsideIP != netip.AddrFrom4(want.ip) || c.InsideCallID != 1 || c.OutsideCallID != want.outside ||
+			c.PeerCallID != want.peer || c.PublicIP != netip.AddrFrom4(pubIP) || c.PeerIP != netip.AddrFrom4(server) ||
+			c.InsidePort != 40000 || c.State != "replied" || c.PktsOut != 1 || c.PktsIn != 1 {
+			t.Fatalf("call %d: %+v", i, c)
+		}
+	}
+
+	// Echo on A's control connection keeps A's call alive; B's call times out.
+	for range 4 {
+		clk.Advance(60 * time.Second)
+		a.msg(false, &wire.EchoRQ{ID: 1})
+		a.msg(true, &wire.EchoRP{ID: 1, Result: 1})
+		e.Tick()
+	}
+	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outA, greOpt{}), wanIf); v != Accept {
+		t.Fatal("A's call expired despite Echo")
+	}
+	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outB, greOpt{}), wanIf); v != Drop {
+		t.Fatal("B's call outlived the replied timeout")
+	}
+
+	// A clears its call: CCRQ carries the inside ID out, CDN the server's ID in.
+	got := a.msg(true, &wire.CCRQ{CallID: 1})
+	if u16at(got, 12) != outA {
+		t.Fatalf("CCRQ call ID %d, want %d", u16at(got, 12), outA)
+	}
+	a.msg(false, &wire.CDN{CallID: 500, Result: 3})
+	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outA, greOpt{}), wanIf); v != Drop {
+		t.Fatal("GRE after Call-Disconnect-Notify still translated")
+	}
+	if used, q := e.alloc.InUse(PoolKey{pubIP, server}); used != 0 || q != 2 {
+		t.Fatalf("allocator: %d used, %d quarantined", used, q)
+	}
+
+	// Several calls on one control connection, then FIN stops them all.
+	o1, o2 := a.call(2, 600), a.call(3, 601)
+	if o1 == o2 || o1 == outA {
+		t.Fatalf("outside IDs %d %d (old %d)", o1, o2, outA)
+	}
+	if _, calls := e.table.Len(); calls != 2 {
+		t.Fatalf("%d calls", calls)
+	}
+	a.send(true, nil, tcpOpt{fin: true, ack: true}, Accept)
+	if _, calls := e.table.Len(); calls != 0 {
+		t.Fatalf("%d calls after FIN", calls)
+	}
+	a.send(false, nil, tcpOpt{fin: true, ack: true}, Accept)
+	a.send(true, nil, tcpOpt{ack: true}, Accept)
+	cs := e.Counters()
+	if cs["calls_established"] != 4 || cs["calls_mapped"] != 4 || cs[ReasonCtlNew] != 2 {
+		t.Fatalf("counters %v", cs)
+	}
+}
+
+type released struct {
+	id   uint32
+	data []byte
+	v    Verdict
+}
+
+func collect(e *Engine) *[]released {
+	var rs []released
+	e.SetReleaser(func(id uint32, data []byte, v Verdict) {
+		rs = append(rs, released{id, append([]byte(nil), data...), v})
+	})
+	return &rs
+}
+
+// TestHoldSplitCallID: an OCRQ split right after the first byte of its Call
+// ID. The first segment is held and released, patched, with the second.
+func TestHoldSplitCallID(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	rs := collect(e)
+	a := newClient(t, e, lanA, 40000)
+	a.startControl()
+	req := (&wire.OCRQ{CallID: 0x0102, CallSerial: 9, RecvWindow: 16}).Append(nil)
+	first := a.send(true, req[:13], tcpOpt{ack: true}, Hold)
+	heldID := a.nextID
+	if len(*rs) != 0 {
+		t.Fatal("released too early")
+	}
+	second := a.send(true, req[13:], tcpOpt{ack: true}, Accept)
+	if len(*rs) != 1 || (*rs)[0].id != heldID || (*rs)[0].v != Accept {
+		t.Fatalf("releases %+v", *rs)
+	}
+	rel := (*rs)[0].data
+	checkSums(t, rel)
+	_ = first
+	msg := append(append([]byte(nil), TCP(IPv4(rel).Payload()).Payload()...), TCP(IPv4(second).Payload()).Payload()...)
+	calls := e.Calls()
+	if len(calls) != 1 || u16at(msg, 12) != calls[0].OutsideCallID {
+		t.Fatalf("reassembled call ID %d, calls %+v", u16at(msg, 12), calls)
+	}
+	diffOnly(t, msg, req, 12)
+	if e.Counters()[ReasonCtlReleased] != 1 {
+		t.Fatalf("counters %v", e.Counters())
+	}
+}
+
+func TestHoldExpires(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		e, clk := newEngine(t, func(c *EngineConfig) { c.Strict = strict })
+		rs := collect(e)
+		a := newClient(t, e, lanA, 40000)
+		a.startControl()
+		req := (&wire.OCRQ{CallID: 0x0102}).Append(nil)
+		a.send(true, req[:13], tcpOpt{ack: true}, Hold)
+		orig := mkTCP(t, lanA, server, 40000, 1723, req[:13], tcpOpt{ack: true, seq: a.seqOut - 13})
+		clk.Advance(DefaultHoldTimeout - time.Millisecond)
+		e.Tick()
+		if len(*rs) != 0 {
+			t.Fatal("hold expired early")
+		}
+		clk.Advance(2 * time.Millisecond)
+		e.Tick()
+		want := Accept
+		if strict {
+			want = Drop
+		}
+		if len(*rs) != 1 || (*rs)[0].v != want {
+			t.Fatalf("strict=%v: releases %+v", strict, *rs)
+		}
+		if !strict && !bytes.Equal((*rs)[0].data, orig) {
+			t.Fatalf("lenient expiry must send the segment unmodified")
+		}
+		if e.Counters()[ReasonCtlHoldExpire] != 1 || e.Counters()["ctl_holding"] != 0 {
+			t.Fatalf("counters %v", e.Counters())
+		}
+	}
+}
+
+func TestControlUntracked(t *testing.T) {
+	seg := func(src, dst [4]byte, sp, dp uint16, pl []byte, o tcpOpt) []byte {
+		return mkTCP(t, src, dst, sp, dp, pl, o)
+	}
+	echo := (&wire.EchoRQ{ID: 1}).Append(nil)
+	for _, tc := range []struct {
+		name   string
+		strict bool
+		b      []byte
+		inIf   uint32
+		v      Verdict
+		reason string
+	}{
+		{"midstream-data-strict", true, seg(lanA, server, 4000, 1723, echo, tcpOpt{ack: true}), lanIf, Drop, ReasonCtlNoConn},
+		{"midstream-data-lenient", false, seg(lanA, server, 4000, 1723, echo, tcpOpt{ack: true}), lanIf, Accept, ReasonCtlPickup},
+		{"midstream-ack-strict", true, seg(lanA, server, 4000, 1723, nil, tcpOpt{ack: true}), lanIf, Accept, ReasonCtlEmpty},
+		{"inbound-syn-not-forwarded", true, seg(server, lanA, 4000, 1723, nil, tcpOpt{syn: true}), wanIf, Accept, ReasonCtlUntracked},
+		{"syn-from-wan-to-client-port", true, seg(server, lanA, 1723, 4000, nil, tcpOpt{syn: true}), wanIf, Accept, ReasonCtlEmpty},
+	} {
+		e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = tc.strict })
+		orig := append([]byte(nil), tc.b...)
+		v, r := process(e, tc.b, tc.inIf, Prerouting)
+		if v != tc.v || r != tc.reason {
+			t.Errorf("%s: %v %q, want %v %q", tc.name, v, r, tc.v, tc.reason)
+		}
+		if !bytes.Equal(orig, tc.b) {
+			t.Errorf("%s: modified", tc.name)
+		}
+	}
+}
+
+// TestForward: a PPTP server inside, published by a port forward (the kernel
+// DNATs; the engine sees the inside server address). Roles are reversed: the
+// outside client calls in, the inside server's call IDs are translated.
+func TestForward(t *testing.T) {
+	pac := [4]byte{10, 0, 0, 9}
+	cl := [4]byte{198, 51, 100, 20}
+	e, _ := newEngine(t, func(c *EngineConfig) {
+		c.Forwards = []Forward{{Port: 1723, InsideIP: netip.AddrFrom4(pac)}}
+	})
+	seq := map[bool]uint32{true: 500, false: 7000} // out (server) / in (client)
+	send := func(out bool, pl []byte, o tcpOpt) []byte {
+		t.Helper()
+		o.seq = seq[out]
+		var b []byte
+		var inIf uint32 = wanIf
+		if out {
+			b, inIf = mkTCP(t, pac, cl, 1723, 50000, pl, o), lanIf
+		} else {
+			b = mkTCP(t, cl, pac, 50000, 1723, pl, o)
+		}
+		seq[out] += uint32(len(pl))
+		if o.syn {
+			seq[out]++
+		}
+		v, r := process(e, b, inIf, Prerouting)
+		if v != Accept {
+			t.Fatalf("verdict %v %q", v, r)
+		}
+		checkSums(t, b)
+		return TCP(IPv4(b).Payload()).Payload()
+	}
+	send(false, nil, tcpOpt{syn: true})
+	send(true, nil, tcpOpt{syn: true, ack: true})
+	send(false, (&wire.OCRQ{CallID: 77}).Append(nil), tcpOpt{ack: true})
+	rep := send(true, (&wire.OCRP{CallID: 5, PeerCallID: 77, Result: 1}).Append(nil), tcpOpt{ack: true})
+	outside := u16at(rep, 12)
+	calls := e.Calls()
+	if len(calls) != 1 || calls[0].OutsideCallID != outside || calls[0].InsideCallID != 5 || calls[0].PeerCallID != 77 ||
+		calls[0].InsideIP != netip.AddrFrom4(pac) || calls[0].PublicPort != 1723 || calls[0].InsidePort != 1723 {
+		t.Fatalf("calls %+v (outside %d)", calls, outside)
+	}
+	// GRE from the inside server (key = client's ID 77) goes out from the public address.
+	if v, p := gre(t, e, mkGRE(t, pac, cl, 77, greOpt{}), lanIf); v != Accept || !bytes.Equal(p, mkGRE(t, pubIP, cl, 77, greOpt{})) {
+		t.Fatalf("forward GRE out: %v", v)
+	}
+	if v, p := gre(t, e, mkGRE(t, cl, pubIP, outside, greOpt{}), wanIf); v != Accept || !bytes.Equal(p, mkGRE(t, cl, pac, 5, greOpt{})) {
+		t.Fatalf("forward GRE in: %v", v)
+	}
+}
+
+func BenchmarkControlEcho(b *testing.B) {
+	e := NewEngine(EngineConfig{PublicIP: netip.AddrFrom4(pubIP), WANIf: wanIf, LANIfs: []uint32{lanIf}}, conntrack.SystemClock{})
+	c := newClient(b, e, lanA, 40000)
+	c.startControl()
+	echo := (&wire.EchoRQ{ID: 1}).Append(nil)
+	tmpl := mkTCP(b, lanA, server, 40000, 1723, echo, tcpOpt{ack: true, seq: c.seqOut})
+	buf := make([]byte, len(tmpl))
+	seq := c.seqOut
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf, tmpl)
+		seg := TCP(IPv4(buf).Payload())
+		var o, n [4]byte
+		copy(o[:], seg[TCPSeqNumOffset:])
+		binary.BigEndian.PutUint32(n[:], seq)
+		seg.SetChecksum(UpdateAddr(seg.Checksum(), o, n))
+		copy(seg[TCPSeqNumOffset:], n[:])
+		seq += uint32(len(echo))
+		p := Packet{Data: buf, InIf: lanIf}
+		if v, r := e.Process(&p); v != Accept {
+			b.Fatalf("%v %s", v, r)
+		}
+	}
+}
+
+var _ = helper.Outbound
