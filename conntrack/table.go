@@ -60,7 +60,7 @@ const (
 type Timeouts struct {
 	GREUnreplied time.Duration // call established, GRE not yet seen in both directions (default 30s)
 	GREReplied   time.Duration // GRE seen in both directions (default 180s)
-	Control      time.Duration // idle control connection; also calls still waiting for their reply (default 1h)
+	Control      time.Duration // idle control connection (no segment, no GRE of its calls); calls waiting for their reply (default 1h)
 	Quarantine   time.Duration // how long nat holds a released outside call ID back (default 2m)
 }
 
@@ -538,6 +538,7 @@ func (t *Table) Outbound(k OutKey, n int) (publicIP [4]byte, ok bool) {
 	}
 	t.calls.Get(c.inKey())
 	c.lastSeen = now
+	c.conn.lastSeen = now // a live call keeps its control connection alive
 	c.pktsOut++
 	c.bytesOut += uint64(n)
 	c.seenOut = true
@@ -566,6 +567,7 @@ func (t *Table) Inbound(k InKey, n int) (insideIP [4]byte, insideID uint16, ok b
 		return insideIP, 0, false
 	}
 	c.lastSeen = now
+	c.conn.lastSeen = now
 	c.pktsIn++
 	c.bytesIn += uint64(n)
 	c.seenIn = true

@@ -368,3 +368,17 @@ func BenchmarkOutbound(b *testing.B) {
 		tb.Outbound(k, 100)
 	}
 }
+
+func TestGREKeepsControlAlive(t *testing.T) {
+	tb, clk, rm := newTable(t, Config{})
+	cn := setup(t, tb)
+	for range 270 { // 90 minutes of GRE without a control segment
+		clk.Advance(20 * time.Second)
+		tb.Outbound(OutKey{inside, peer, 55}, 1)
+		tb.Inbound(InKey{public, peer, 1000}, 1)
+		tb.Sweep()
+	}
+	if _, ok := tb.LookupConn(cn.Key); !ok || len(*rm) != 0 {
+		t.Fatalf("control connection of a live call expired: %v", *rm)
+	}
+}

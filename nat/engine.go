@@ -453,7 +453,9 @@ func (e *Engine) ctlFor(k conntrack.ConnKey, out, opening bool, dataLen int) (*c
 	creator := (clientInside && out) || (serverInside && !out)
 	cn, ok := e.table.LookupConn(k)
 	if ok && !(opening && creator) {
-		return cn.Data.(*ctl), 0, ""
+		if c, _ := cn.Data.(*ctl); c != nil {
+			return c, 0, ""
+		}
 	}
 	if !clientInside && !serverInside {
 		v, r := e.count(Accept, rCtlUntracked)
