@@ -3,6 +3,7 @@ package rules
 import (
 	"context"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"testing"
@@ -83,7 +84,7 @@ func TestQueueDataPathNetns(t *testing.T) {
 	ns, h := testNetns(t)
 	nsRun(t, ns, "ip", "link", "set", "lo", "up")
 	const q = 47
-	plan := Plan{Table: "pgdp", WAN: "pgnone0", Queue: q, FailOpen: true, MSS: MSSClamp{Mode: MSSOff}, NetNS: int(h)}
+	plan := Plan{Table: "pgdp", WAN: "lo", PublicAddr: netip.MustParseAddr("127.0.0.1"), Queue: q, FailOpen: true, MSS: MSSClamp{Mode: MSSOff}, NetNS: int(h)}
 	in, err := Install(plan)
 	if err != nil {
 		t.Fatal(err)
@@ -96,8 +97,8 @@ func TestQueueDataPathNetns(t *testing.T) {
 		t.Fatalf("fail-open without listener: GRE not delivered (send: %v)", err)
 	}
 
-	// 2. A listener on the queue sees GRE twice (queue_output, then
-	// queue_prerouting on lo) and TCP 1723 both ways.
+	// 2. A listener on the queue sees GRE twice (queue_postrouting out of
+	// lo, the "WAN" here, then queue_prerouting into lo) and TCP 1723 both ways.
 	nf, err := nfqueue.Open(&nfqueue.Config{NfQueue: q, MaxPacketLen: 128, MaxQueueLen: 64,
 		Copymode: nfqueue.NfQnlCopyPacket, NetNS: int(h), WriteTimeout: time.Second})
 	if err != nil {
@@ -163,7 +164,7 @@ func TestQueueDataPathNetns(t *testing.T) {
 	}
 	mu.Unlock()
 	if got["gre"] != 2 || got["tcp dport 1723"] < 2 || got["tcp sport 1723"] < 2 || got["other"] != 0 {
-		t.Errorf("queued packets = %v, want gre:2 (output+prerouting), tcp both ways >=2 each, no other", got)
+		t.Errorf("queued packets = %v, want gre:2 (postrouting+prerouting), tcp both ways >=2 each, no other", got)
 	}
 	cancel()
 	nf.Close()

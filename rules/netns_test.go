@@ -80,7 +80,9 @@ func TestInstallNetns(t *testing.T) {
 				"chain raw_output", "type filter hook output priority raw",
 				"chain queue_prerouting", "type filter hook prerouting priority -50",
 				"chain queue_output", "type filter hook output priority -50",
-				"ip protocol gre queue num 47 bypass",
+				"chain queue_postrouting", "type filter hook postrouting priority 300",
+				`iifname "wan0" ip protocol gre queue num 47 bypass`,
+				`oifname "wan0" ip protocol gre queue num 47 bypass`,
 				"tcp dport 1723 queue num 47 bypass", "tcp sport 1723 queue num 47 bypass",
 				"tcp flags syn tcp option maxseg size set rt mtu",
 				`oifname "wan0" masquerade`,
@@ -195,7 +197,7 @@ func comparable(nftOut string) (text string, hasQueue bool) {
 }
 
 // checkQueueTargets reads the queue chains back over netlink (independent of
-// nft's libxtables) and checks each holds 3 rules ending in the queue
+// nft's libxtables) and checks each holds its rules ending in the queue
 // statement for num/bypass, whatever the implementation.
 func checkQueueTargets(t *testing.T, h netns.NsHandle, p Plan, impl QueueImpl) {
 	t.Helper()
@@ -204,13 +206,13 @@ func checkQueueTargets(t *testing.T, h netns.NsHandle, p Plan, impl QueueImpl) {
 		t.Fatal(err)
 	}
 	tbl := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: p.Table}
-	for _, chain := range []string{ChainQueuePrerouting, ChainQueueOutput} {
+	for chain, want := range map[string]int{ChainQueuePrerouting: 3, ChainQueueOutput: 2, ChainQueuePostrouting: 1} {
 		rs, err := c.GetRules(tbl, &nftables.Chain{Name: chain, Table: tbl})
 		if err != nil {
 			t.Fatalf("GetRules %s: %v", chain, err)
 		}
-		if len(rs) != 3 {
-			t.Errorf("%s: %d rules, want 3", chain, len(rs))
+		if len(rs) != want {
+			t.Errorf("%s: %d rules, want %d", chain, len(rs), want)
 		}
 		for i, r := range rs {
 			last := r.Exprs[len(r.Exprs)-1]

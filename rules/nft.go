@@ -27,10 +27,12 @@ import (
 //	chain nat_prerouting   { type nat hook prerouting priority dstnat (-100)
 //	    iifname WAN tcp dport P dnat to X[:1723] } // 2. forwards (only if any)
 //	chain queue_prerouting { type filter hook prerouting priority -50
-//	    ip protocol gre queue num N [bypass]       // 3. after de-NAT: the engine
-//	    tcp dport 1723 queue num N [bypass]        //    sees inside addresses
+//	    iifname WAN ip protocol gre queue num N [bypass] // 3. after de-NAT: the
+//	    tcp dport 1723 queue num N [bypass]        //    engine sees inside addresses
 //	    tcp sport 1723 queue num N [bypass] }
-//	chain queue_output     { type filter hook output priority -50 (same 3 rules) }
+//	chain queue_output     { type filter hook output priority -50 (the 2 tcp rules) }
+//	chain queue_postrouting { type filter hook postrouting priority 300
+//	    oifname WAN ip protocol gre queue num N [bypass] } // outbound GRE, after routing
 //	chain mss_forward      { type filter hook forward priority mangle (-150)
 //	    tcp flags syn tcp option maxseg size set rt mtu | V }  // unless off
 //	chain nat_postrouting  { type nat hook postrouting priority srcnat (100)
