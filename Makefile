@@ -1,0 +1,38 @@
+# pptpgw: `make demo` and `make test` are the two quick-start commands.
+# Both install what is missing (Debian packages, as root) before they run.
+
+GO      ?= $(shell command -v go || echo /usr/local/go/bin/go)
+PKGS    := pptp-linux pptpd iperf3 nftables tshark iproute2
+BIN     := bin/pptpgw
+
+.PHONY: all deps build demo test bench fuzz clean
+
+all: build
+
+# deps installs the third-party peers and tools the tests and the demo use.
+deps:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build:
+	$(GO) build -o $(BIN) ./cmd/pptpgw
+
+# demo: 3 pptp-linux clients behind the gateway call one pptpd (needs root).
+demo: deps build
+	./$(BIN) demo
+
+# test: every unit, fuzz-seed, and (as root) network-namespace integration test.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+# bench: the performance table of the README (needs root).
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	./$(BIN) bench
+
+clean:
+	rm -rf bin

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"pptpgw/testbed"
+)
+
+// benchRow is one measured case of `pptpgw bench`.
+type benchRow struct {
+	Case   string `json:"case"`
+	Kernel string `json:"kernel"` // Linux's helper (or plain masquerade for bulk TCP)
+	PPTPGW string `json:"pptpgw"`
+}
+
+func cmdBench(args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	clients := fs.Int("clients", 6, "pptp-linux clients behind the gateway")
+	frames := fs.Int("frames", 200, "frames each client sends through its call")
+	secs := fs.Int("seconds", 5, "length of each iperf3 run")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: pptpgw bench [flags]
+
+Measures pptpgw against Linux's own PPTP helper (nf_conntrack_pptp/nf_nat_pptp,
+'ct helper "pptp"' + masquerade) in one run, in throwaway network namespaces:
+  - N pptp-linux clients behind one address calling one pptpd at once,
+  - several calls on one control connection (Go mini PNS/PAC),
+  - control messages split across TCP segments inside the call-ID field,
+  - bulk TCP (iperf3) through the gateway vs plain kernel masquerade.
+Every load is bounded in count and time. Needs root, pptp-linux, pptpd, iperf3.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "pptpgw bench: needs root (it creates network namespaces); try sudo")
+		return 1
+	}
+	if *clients < 1 || *clients > testbed.MaxClients || *frames < 1 || *secs < 1 || *secs > 60 {
+		fmt.Fprintf(os.Stderr, "pptpgw bench: need 1 <= clients <= %d, frames >= 1, 1 <= seconds <= 60\n", testbed.MaxClients)
+		return 2
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw bench:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	rows, err := runBench(ctx, self, *clients, *frames, *secs)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw bench:", err)
+		return 1
+	}
+	if *asJSON {
+		json.NewEncoder(os.Stdout).Encode(rows)
+	} else {
+		printBench(os.Stdout, rows)
+	}
+	return 0
+}
+
+func runBench(ctx context.Context, self string, clients, frames, secs int) ([]benchRow, error) {
+	type side struct {
+		ppp, multi, split, bulk string
+	}
+	var k, g side
+
+	// Linux's helper first, then pptpgw, each in a fresh topology.
+	run := func(useGW bool, s *side) error {
+		topo, err := testbed.New(testbed.Config{Clients: clients})
+		if err != nil {
+			return err
+		}
+		defer topo.Close()
+		if useGW {
+			gw, err := topo.StartGateway(ctx, self)
+			if err != nil {
+				return err
+			}
+			defer gw.Stop()
+		} else if err := topo.KernelMasquerade(ctx); err != nil {
+			return err
+		}
+		r, err := testbed.RunIperf(ctx, topo, secs)
+		if err != nil {
+			return fmt.Errorf("iperf3: %w", err)
+		}
+		s.bulk = fmt.Sprintf("%.2f Gbit/s", r.Gbps)
+		if !useGW {
+			if err := topo.KernelReset(ctx); err != nil {
+				return err
+			}
+			if err := topo.KernelHelper(ctx); err != nil {
+				return err
+			}
+		}
+		if _, err := topo.StartPPTPD(ctx, testbed.PPTPDConfig{}); err != nil {
+			return err
+		}
+		res := testbed.RunPPTPClients(ctx, topo, topo.Clients, testbed.ServerIP, frames, nil)
+		s.ppp = pppSummary(res, frames)
+		mc := testbed.RunMultiCall(ctx, topo, testbed.MultiCallConfig{Clients: 2, Calls: 3, Frames: 20})
+		s.multi = callsSummary(mc)
+		s.split = callsSummary(testbed.RunSplitControl(ctx, topo, nil))
+		return nil
+	}
+	if err := run(false, &k); err != nil {
+		return nil, fmt.Errorf("kernel helper run: %w", err)
+	}
+	if err := run(true, &g); err != nil {
+		return nil, fmt.Errorf("pptpgw run: %w", err)
+	}
+	return []benchRow{
+		{fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), k.ppp, g.ppp},
+		{"2 control connections x 3 calls each (same call IDs)", k.multi, g.multi},
+		{"control messages split inside the call-ID field", k.split, g.split},
+		{fmt.Sprintf("bulk TCP, iperf3 %ds (kernel column: plain masquerade)", secs), k.bulk, g.bulk},
+	}, nil
+}
+
+// pppSummary says how many clients got all their frames back, with none of
+// another client's, and the aggregate echoed-frame rate.
+func pppSummary(r testbed.PPTPClientsResult, frames int) string {
+	ok, good, cross := 0, 0, 0
+	var longest float64
+	for _, s := range r.Summaries {
+		if s.OK() {
+			ok++
+		}
+		good += s.Good
+		cross += s.Foreign
+		longest = max(longest, s.Seconds)
+	}
+	out := fmt.Sprintf("%d/%d clients ok, %d/%d frames back", ok, len(r.Summaries)+len(r.Errors),
+		good, frames*(len(r.Summaries)+len(r.Errors)))
+	if cross > 0 {
+		out += fmt.Sprintf(", %d cross-talk", cross)
+	}
+	if longest > 0 {
+		out += fmt.Sprintf(", %.0f frames/s", float64(good)/longest)
+	}
+	return out
+}
+
+func callsSummary(r testbed.MultiCallResult) string {
+	total, ok := 0, 0
+	for _, p := range r.PNS {
+		for _, c := range p.Calls {
+			total++
+			if c.Replied && c.Result == 1 && c.Good == c.Want && c.Foreign == 0 {
+				ok++
+			}
+		}
+	}
+	return fmt.Sprintf("%d/%d calls ok", ok, total)
+}
+
+func printBench(w io.Writer, rows []benchRow) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CASE\tLINUX HELPER\tPPTPGW")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Case, r.Kernel, r.PPTPGW)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"text/tabwriter"
+)
+
+const defaultAdminSocket = "/run/pptpgw/admin.sock"
+
+// callJSON is one row of `pptpgw calls --json`.
+type callJSON struct {
+	InsideIP      string  `json:"inside_ip"`
+	InsidePort    uint16  `json:"inside_port"`
+	PublicIP      string  `json:"public_ip"`
+	PublicPort    uint16  `json:"public_port,omitempty"`
+	PeerIP        string  `json:"peer_ip"`
+	InsideCallID  uint16  `json:"inside_call_id"`
+	OutsideCallID uint16  `json:"outside_call_id"`
+	PeerCallID    uint16  `json:"peer_call_id"`
+	State         string  `json:"state"`
+	IdleSeconds   float64 `json:"idle_seconds"`
+	PktsOut       uint64  `json:"pkts_out"`
+	PktsIn        uint64  `json:"pkts_in"`
+	BytesOut      uint64  `json:"bytes_out"`
+	BytesIn       uint64  `json:"bytes_in"`
+}
+
+// callsReply is the whole answer to the admin command "calls".
+type callsReply struct {
+	Calls    []callJSON        `json:"calls"`
+	Counters map[string]uint64 `json:"counters"`
+}
+
+func cmdCalls(args []string) int {
+	fs := flag.NewFlagSet("calls", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	sock := fs.String("admin-socket", defaultAdminSocket, "admin socket of the running gateway")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: pptpgw calls [--json] [--admin-socket PATH]
+
+Lists the live PPTP calls of a running 'pptpgw run': for each call the inside
+client and its call ID, the outside call ID the gateway put on the wire, the
+server's call ID, the state, how long it has been idle and packet/byte counters
+in both directions. --json also prints the gateway's drop/pass counters.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	b, err := queryAdmin(*sock, "calls")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw calls:", err)
+		return 1
+	}
+	if *asJSON {
+		os.Stdout.Write(b)
+		return 0
+	}
+	var r callsReply
+	if err := json.Unmarshal(b, &r); err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw calls: bad answer from daemon:", err)
+		return 1
+	}
+	printCalls(os.Stdout, r.Calls)
+	return 0
+}
+
+func printCalls(w io.Writer, calls []callJSON) {
+	sort.Slice(calls, func(i, j int) bool {
+		if calls[i].InsideIP != calls[j].InsideIP {
+			return calls[i].InsideIP < calls[j].InsideIP
+		}
+		return calls[i].InsideCallID < calls[j].InsideCallID
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSIDE\tCALL-ID\tOUTSIDE\tCALL-ID\tSERVER\tCALL-ID\tSTATE\tIDLE\tPKTS OUT/IN\tBYTES OUT/IN")
+	for _, c := range calls {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%s\t%.1fs\t%d/%d\t%d/%d\n",
+			c.InsideIP, c.InsideCallID, c.PublicIP, c.OutsideCallID, c.PeerIP, c.PeerCallID,
+			c.State, c.IdleSeconds, c.PktsOut, c.PktsIn, c.BytesOut, c.BytesIn)
+	}
+	tw.Flush()
+	if len(calls) == 0 {
+		fmt.Fprintln(w, "(no live calls)")
+	}
+}
+
+// flagExit maps a flag parsing error to an exit code: --help is success.
+func flagExit(err error) int {
+	if err == flag.ErrHelp {
+		return 0
+	}
+	return 2
+}

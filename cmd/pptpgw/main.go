@@ -1,0 +1,66 @@
+// Command pptpgw is a PPTP-aware NAT gateway (run), a userspace PPTP server
+// (serve) and a network-namespace testbed (demo, bench).
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// subcommand is one verb of the pptpgw binary.
+type subcommand struct {
+	name  string
+	short string
+	run   func(args []string) int
+}
+
+func subcommands() []subcommand {
+	return []subcommand{
+		{"run", "run the PPTP-aware NAT gateway (NFQUEUE + nftables)", cmdRun},
+		{"calls", "list the live PPTP calls of a running gateway", cmdCalls},
+		{"serve", "run the userspace PPTP server (PAC) with TUN", cmdServe},
+		{"sessions", "list the live sessions of a running server", cmdSessions},
+		{"demo", "build a namespace topology: 3 clients behind the gateway call one server", cmdDemo},
+		{"bench", "measure pptpgw against Linux's PPTP helper and masquerade in namespaces", cmdBench},
+		{"version", "print the version", cmdVersion},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `pptpgw: PPTP through NAT and at the network edge, properly.
+
+Usage:
+  pptpgw <command> [flags]
+
+Commands:
+`)
+	for _, c := range subcommands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.short)
+	}
+	fmt.Fprintf(w, "\nRun 'pptpgw <command> --help' for the flags of a command.\n")
+}
+
+func main() {
+	os.Exit(dispatch(os.Args[1:]))
+}
+
+func dispatch(args []string) int {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(os.Stdout)
+		return 0
+	}
+	for _, c := range subcommands() {
+		if c.name == args[0] {
+			return c.run(args[1:])
+		}
+	}
+	fmt.Fprintf(os.Stderr, "pptpgw: unknown command %q\n\n", args[0])
+	usage(os.Stderr)
+	return 2
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/mdlayher/netlink"
+
+	"pptpgw/nat"
+)
+
+// Netfilter hook numbers as NFQUEUE reports them (NF_INET_*).
+const (
+	nfInetLocalOut    = 3
+	nfInetPostRouting = 4
+)
+
+// queue binds one NFQUEUE number and feeds every packet to the engine.
+//
+// A packet's way through the gateway:
+//  1. nftables (table installed by rules.Install) notracks GRE; it queues TCP
+//     1723 in prerouting/output at priority -50, after conntrack has undone
+//     the kernel's masquerade, so both directions show inside addresses; GRE
+//     from the WAN in prerouting (before routing: DNAT-like) and GRE to the
+//     WAN in postrouting (after routing: SNAT-like).
+//  2. The kernel hands the packet to this socket; onPacket wraps it as a
+//     nat.Packet with its ingress/egress interface and hook.
+//  3. nat.Engine.Process rewrites it in place (GRE: IPs and key; TCP 1723: call
+//     IDs inside the control messages via the helper ALG) and decides.
+//  4. The verdict goes back with the rewritten bytes; a held control segment
+//     is answered later through the engine's releaser.
+//  5. Everything else never leaves the kernel (masquerade in postrouting).
+type queue struct {
+	nf     *nfqueue.Nfqueue
+	engine *nat.Engine
+	log    *slog.Logger
+
+	recvErrors    atomic.Uint64
+	verdictErrors atomic.Uint64
+}
+
+func openQueue(num uint16, failOpen bool, engine *nat.Engine, log *slog.Logger) (*queue, error) {
+	cfg := nfqueue.Config{
+		NfQueue:      num,
+		MaxPacketLen: 0xffff,
+		MaxQueueLen:  4096,
+		Copymode:     nfqueue.NfQnlCopyPacket,
+	}
+	if failOpen {
+		// When userspace falls behind and the queue is full, the kernel
+		// accepts instead of dropping (fail-open, like --queue-bypass).
+		cfg.Flags = nfqueue.NfQaCfgFlagFailOpen
+	}
+	nf, err := nfqueue.Open(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open NFQUEUE %d: %w", num, err)
+	}
+	// Keep running when the kernel reports ENOBUFS (we dropped behind).
+	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
+		log.Debug("NoENOBUFS not available", "err", err)
+	}
+	q := &queue{nf: nf, engine: engine, log: log}
+	engine.SetReleaser(func(id uint32, data []byte, v nat.Verdict) {
+		q.verdict(id, data, v)
+	})
+	return q, nil
+}
+
+// start registers the callback; packets flow once it returns nil.
+func (q *queue) start(ctx context.Context) error {
+	return q.nf.RegisterWithErrorFunc(ctx, q.onPacket, func(err error) int {
+		var op *netlink.OpError
+		if errors.As(err, &op) && (op.Timeout() || op.Temporary()) {
+			return 0
+		}
+		if ctx.Err() != nil {
+			return 1
+		}
+		q.recvErrors.Add(1)
+		q.log.Warn("nfqueue receive error", "err", err)
+		return 0
+	})
+}
+
+func (q *queue) onPacket(a nfqueue.Attribute) int {
+	if a.PacketID == nil {
+		return 0
+	}
+	id := *a.PacketID
+	if a.Payload == nil {
+		q.verdict(id, nil, nat.Accept)
+		return 0
+	}
+	p := nat.Packet{ID: id, Data: *a.Payload, Hook: nat.Prerouting}
+	if a.InDev != nil {
+		p.InIf = *a.InDev
+	}
+	if a.OutDev != nil {
+		p.OutIf = *a.OutDev
+	}
+	// Router-originated packets: control segments queued in output, GRE in
+	// postrouting with no ingress interface. Forwarded GRE in postrouting
+	// still carries its LAN ingress interface, which tells the direction.
+	if a.Hook != nil && (*a.Hook == nfInetLocalOut || (*a.Hook == nfInetPostRouting && p.InIf == 0)) {
+		p.Hook = nat.Output
+	}
+	v, _ := q.engine.Process(&p)
+	if v != nat.Hold {
+		q.verdict(id, p.Data, v)
+	}
+	return 0
+}
+
+func (q *queue) verdict(id uint32, data []byte, v nat.Verdict) {
+	var err error
+	switch {
+	case v == nat.Drop:
+		err = q.nf.SetVerdict(id, nfqueue.NfDrop)
+	case data != nil:
+		err = q.nf.SetVerdictModPacket(id, nfqueue.NfAccept, data)
+	default:
+		err = q.nf.SetVerdict(id, nfqueue.NfAccept)
+	}
+	if err != nil {
+		q.verdictErrors.Add(1)
+		q.log.Debug("nfqueue verdict failed", "id", id, "err", err)
+	}
+}
+
+func (q *queue) close() error { return q.nf.Close() }
