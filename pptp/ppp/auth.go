@@ -166,12 +166,18 @@ func (a *authState) serverPAP(p ctlPacket) {
 		return
 	}
 	d := p.data
-	if len(d) < 1 || int(d[0])+2 > len(d) || int(d[0])+2+int(d[d[0]+1]) > len(d) {
+	if len(d) < 1 || int(d[0])+2 > len(d) {
 		s.count(ReasonBadAuthPacket)
 		return
 	}
-	user := string(d[1 : 1+d[0]])
-	pw := d[2+int(d[0]) : 2+int(d[0])+int(d[1+d[0]])]
+	ul := int(d[0])
+	pl := int(d[1+ul])
+	if 2+ul+pl > len(d) {
+		s.count(ReasonBadAuthPacket)
+		return
+	}
+	user := string(d[1 : 1+ul])
+	pw := d[2+ul : 2+ul+pl]
 	if a.done {
 		if user == a.user {
 			a.papReply(papAck, p.id, "Access granted")
@@ -213,7 +219,8 @@ func (a *authState) serverCHAP(p ctlPacket) {
 		s.count(ReasonBadAuthPacket)
 		return
 	}
-	val, name := d[1:1+d[0]], string(d[1+d[0]:])
+	vl := int(d[0])
+	val, name := d[1:1+vl], string(d[1+vl:])
 	if a.done { // retransmitted Response: our Success was lost
 		if name == a.user {
 			s.endCtl(append(s.beginCtl(ProtoCHAP, chapSuccess, p.id), a.success...))
@@ -340,7 +347,7 @@ func (a *authState) clientCHAP(p ctlPacket) {
 			s.count(ReasonBadAuthPacket)
 			return
 		}
-		val := d[1 : 1+d[0]]
+		val := d[1 : 1+int(d[0])]
 		if a.method == AuthMSCHAPv2 && len(val) != 16 {
 			s.count(ReasonBadAuthPacket)
 			return

@@ -33,9 +33,13 @@ const (
 // txState is what SendIP needs, published atomically when the network
 // layer comes up; nil means down.
 type txState struct {
-	enc     *mppe.Encrypter // nil = plain (MPPE not negotiated and not required)
-	peerMRU int
+	enc *mppe.Encrypter // nil = plain (MPPE not negotiated and not required)
+	mtu int             // largest IP packet the peer's MRU takes
 }
+
+// mppeOverhead is what MPPE adds inside the peer's MRU: the MPPE header and
+// the encrypted protocol field (RFC 3078 §3; pppd lowers the MTU by 4 too).
+const mppeOverhead = mppe.HeaderLen + 2
 
 // Session is one PPP link, server or client role, over any transport that
 // carries whole PPP frames (GRE for PPTP, async HDLC on a pty).
@@ -96,12 +100,11 @@ type Session struct {
 	onIP      atomic.Pointer[func([]byte)]
 	resetSent atomic.Bool
 
-	txMu      sync.Mutex
-	enc       *mppe.Encrypter // under mu (for Reset-Request); also published in tx
-	txBuf     []byte
-	txScratch []byte
-	rxMu      sync.Mutex
-	rxBuf     []byte
+	txMu  sync.Mutex
+	enc   *mppe.Encrypter // under mu (for Reset-Request); also published in tx
+	txBuf []byte
+	rxMu  sync.Mutex
+	rxBuf []byte
 
 	cnt                                counters
 	pktsIn, pktsOut, bytesIn, bytesOut atomic.Uint64
@@ -123,18 +126,17 @@ func NewSession(cfg Config, send func(frame []byte)) *Session {
 		cfg.Logger = slog.Default()
 	}
 	s := &Session{
-		cfg:       cfg,
-		send:      send,
-		log:       cfg.Logger.With("ppp_role", cfg.Role.String()),
-		out:       make([]byte, 0, 1600),
-		reply:     make([]byte, 0, 256),
-		nakBuf:    make([]byte, 0, 256),
-		tmp:       make([]byte, 0, 256),
-		upCh:      make(chan struct{}),
-		doneCh:    make(chan struct{}),
-		txBuf:     make([]byte, 0, 2048),
-		txScratch: make([]byte, 0, 2048),
-		rxBuf:     make([]byte, 0, 2048),
+		cfg:    cfg,
+		send:   send,
+		log:    cfg.Logger.With("ppp_role", cfg.Role.String()),
+		out:    make([]byte, 0, 1600),
+		reply:  make([]byte, 0, 256),
+		nakBuf: make([]byte, 0, 256),
+		tmp:    make([]byte, 0, 256),
+		upCh:   make(chan struct{}),
+		doneCh: make(chan struct{}),
+		txBuf:  make([]byte, 0, 2048),
+		rxBuf:  make([]byte, 0, 2048),
 	}
 	s.lcp.init(s)
 	s.auth.s = s
@@ -400,7 +402,7 @@ func (s *Session) networkChanged() {
 	if s.mppeActive {
 		enc = s.enc
 	}
-	s.tx.Store(&txState{enc: enc, peerMRU: s.peerMRU()})
+	s.tx.Store(&txState{enc: enc, mtu: s.mtuLocked()})
 	s.plainRxOK.Store(!s.mppeActive && !s.cfg.RequireMPPE)
 	s.ipUp.Store(true)
 	if !s.isUp {
@@ -416,6 +418,15 @@ func (s *Session) setDown() {
 	s.ipUp.Store(false)
 	s.tx.Store(nil)
 	s.plainRxOK.Store(false)
+}
+
+// mtuLocked is the largest IPv4 packet SendIP accepts: the peer's MRU less
+// the MPPE overhead when MPPE is on or may come on.
+func (s *Session) mtuLocked() int {
+	if s.mppeActive || s.mppePossible || s.cfg.RequireMPPE {
+		return s.peerMRU() - mppeOverhead
+	}
+	return s.peerMRU()
 }
 
 func (s *Session) peerAddr() netip.Addr {
@@ -599,7 +610,7 @@ func (s *Session) SendIP(pkt []byte) error {
 	if tx == nil {
 		return ErrNotUp
 	}
-	if len(pkt)+frameProtoLen > tx.peerMRU {
+	if len(pkt) > tx.mtu {
 		s.count(ReasonTooBig)
 		return ErrTooBig
 	}
@@ -610,12 +621,18 @@ func (s *Session) SendIP(pkt []byte) error {
 		s.send(b)
 		s.txBuf = b[:0]
 	} else {
-		sc := append(s.txScratch[:0], byte(ProtoIP>>8), byte(ProtoIP))
-		sc = append(sc, pkt...)
-		b := append(s.txBuf[:0], byte(ProtoMPPE>>8), byte(ProtoMPPE))
-		b = tx.enc.Encrypt(b, sc)
+		// txBuf: [00 FD][MPPE header][00 21][pkt]; the plaintext is put in
+		// place and encrypted there (mppe.Encrypter's in-place form).
+		const off = frameProtoLen + mppe.HeaderLen
+		b := s.txBuf[:0]
+		if n := off + frameProtoLen + len(pkt); cap(b) < n {
+			b = make([]byte, 0, n)
+		}
+		b = append(b, byte(ProtoMPPE>>8), byte(ProtoMPPE), 0, 0, byte(ProtoIP>>8), byte(ProtoIP))
+		b = append(b, pkt...)
+		b = tx.enc.Encrypt(b[:frameProtoLen], b[off:])
 		s.send(b)
-		s.txBuf, s.txScratch = b[:0], sc[:0]
+		s.txBuf = b[:0]
 	}
 	s.txMu.Unlock()
 	s.pktsOut.Add(1)
@@ -678,6 +695,7 @@ type Info struct {
 	MPPEStrength mppe.Strength
 	Stateless    bool
 	PeerMRU      int
+	MTU          int // largest IPv4 packet SendIP takes (PeerMRU less MPPE overhead); for the TUN MTU / MSS clamp
 	PktsIn       uint64
 	PktsOut      uint64
 	BytesIn      uint64
@@ -693,7 +711,7 @@ func (s *Session) Info() Info {
 	in := Info{
 		Role: s.cfg.Role, State: s.stateLocked(), Username: s.auth.user, Auth: s.auth.method,
 		LocalIP: s.ipcp.localAddr(), PeerIP: s.peerAddr(),
-		MPPE: s.mppeActive, Stateless: s.stateless, PeerMRU: s.peerMRU(),
+		MPPE: s.mppeActive, Stateless: s.stateless, PeerMRU: s.peerMRU(), MTU: s.mtuLocked(),
 		PktsIn: s.pktsIn.Load(), PktsOut: s.pktsOut.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 		Started: s.startedAt, UpSince: s.upAt, Reason: s.reason,
 	}
