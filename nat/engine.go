@@ -86,6 +86,10 @@ type EngineConfig struct {
 // DefaultHoldTimeout is the default EngineConfig.HoldTimeout.
 const DefaultHoldTimeout = 300 * time.Millisecond
 
+// SummaryInterval is the minimum time between two "dropped packets" log
+// lines; the packet path itself never logs.
+const SummaryInterval = 10 * time.Second
+
 // Reasons returned by Process and counted in Counters. Helper verdicts come
 // back with the helper's own reason string, counted as "helper_" + reason.
 const (
@@ -184,6 +188,11 @@ type Engine struct {
 	ctlMu         sync.Mutex
 	holds         []*heldPkt
 	helperReasons map[string]uint64
+
+	// Drop summary logging (Tick only): logs are rate-limited to one line
+	// per SummaryInterval listing the drop reasons that grew.
+	lastSummary time.Time
+	lastDrops   [numReasons]uint64
 }
 
 // ctl is the engine's state of one control connection (conntrack.Conn.Data).
@@ -549,8 +558,9 @@ func (e *Engine) release(rel []release) {
 }
 
 // Tick expires held packets (lenient: released unmodified; strict: dropped),
-// idle calls and control connections, and quarantined call IDs. Call it
-// periodically (e.g. every 100ms: it bounds how late a hold expires).
+// idle calls and control connections, and quarantined call IDs, and logs
+// the rate-limited drop summary. Call it periodically from one goroutine
+// (e.g. every 100ms: it bounds how late a hold expires).
 func (e *Engine) Tick() {
 	now := e.clk.Now()
 	var rel []release
@@ -575,6 +585,31 @@ func (e *Engine) Tick() {
 	e.release(rel)
 	e.table.Sweep()
 	e.alloc.Tick()
+	e.logDrops(now)
+}
+
+// dropReasons are the reasons logged in the periodic drop summary.
+var dropReasons = [...]reason{rGRENoCall, rGREMalformed, rGREFragment, rCtlNoConn, rCtlHoldExpire,
+	rIPMalformed, rTCPMalformed, rTCPFragment, rCallIDsOut}
+
+// logDrops logs, at most once per SummaryInterval, how many packets were
+// dropped (or malformed) per reason since the last line. Only Tick calls it.
+func (e *Engine) logDrops(now time.Time) {
+	if now.Sub(e.lastSummary) < SummaryInterval {
+		return
+	}
+	e.lastSummary = now
+	var attrs []any
+	for _, r := range dropReasons {
+		n := e.counters[r].Load()
+		if d := n - e.lastDrops[r]; d > 0 {
+			attrs = append(attrs, reasonNames[r], d)
+		}
+		e.lastDrops[r] = n
+	}
+	if len(attrs) > 0 {
+		e.log.Warn("pptp packets dropped or malformed since last report", attrs...)
+	}
 }
 
 // Calls returns a snapshot of the tracked calls, ordered by inside address

@@ -2,7 +2,9 @@ package nat
 
 import (
 	"bytes"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -329,5 +331,30 @@ func TestEngineConcurrent(t *testing.T) {
 	}()
 	for range 3 {
 		<-done
+	}
+}
+
+func TestDropSummaryLog(t *testing.T) {
+	var buf bytes.Buffer
+	e, clk := newEngine(t, func(c *EngineConfig) {
+		c.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+	})
+	e.Tick() // first summary: nothing dropped yet
+	for range 3 {
+		process(e, mkGRE(t, server, pubIP, 4, greOpt{}), wanIf, Prerouting)
+	}
+	e.Tick()
+	if buf.Len() != 0 {
+		t.Fatalf("logged before the interval: %s", buf.String())
+	}
+	clk.Advance(SummaryInterval)
+	e.Tick()
+	if got := buf.String(); !strings.Contains(got, "gre_no_call=3") || strings.Count(got, "\n") != 1 {
+		t.Fatalf("summary: %q", got)
+	}
+	clk.Advance(SummaryInterval)
+	e.Tick()
+	if strings.Count(buf.String(), "\n") != 1 {
+		t.Fatalf("logged without new drops: %q", buf.String())
 	}
 }
