@@ -429,3 +429,27 @@ func TestNoAllocs(t *testing.T) {
 		t.Fatalf("%d events", r.m.nEvents)
 	}
 }
+
+// A full-sized segment of Call-Clear-Requests (the densest rewrite) can be
+// resent and gets every patch back.
+func TestResendFullSegment(t *testing.T) {
+	cv := pnsInside()
+	r := start(t, cv, Config{Strict: true}, 2)
+	var inside []byte
+	for i := range 1460 / 16 {
+		id := 0x1000 + uint16(i)
+		r.m.AllocOutside(id)
+		inside = (&wire.CCRQ{CallID: id}).Append(inside)
+	}
+	want := outsideView(Outbound, inside)
+	p := bytes.Clone(inside)
+	seq := r.seq[Outbound]
+	if res := r.process(Outbound, seq, false, p); res.Verdict != Accept || !bytes.Equal(p, want) {
+		t.Fatalf("first: %+v", res)
+	}
+	p = bytes.Clone(inside)
+	res := r.process(Outbound, seq, false, p)
+	if res.Verdict != Accept || res.Reason != ReasonRetransmission || !bytes.Equal(p, want) || len(res.Patches) != 2*91 {
+		t.Fatalf("resend: %v %q, %d patches", res.Verdict, res.Reason, len(res.Patches))
+	}
+}

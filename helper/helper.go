@@ -198,8 +198,10 @@ func (s CallState) String() string {
 
 const (
 	// ringSize bounds the remembered patches per direction (each rewritten
-	// call ID costs at most two).
-	ringSize = 64
+	// call ID costs at most two): 2 KiB, enough for a full 1460-byte
+	// segment of the smallest rewritten message (CCRQ, 16 bytes: 91 IDs)
+	// plus the ones before it.
+	ringSize = 256
 	// keepLen is how many leading bytes of each message are kept: enough
 	// for every field the state machine reads (the last is OCRP/ICRP's
 	// Error Code at 17).
