@@ -24,7 +24,8 @@ const (
 	ReasonNakLoop          // negotiation did not converge
 	ReasonNotUp            // data frame before the network is up
 	ReasonPlainWithMPPE    // unencrypted IP while MPPE is on
-	ReasonDecrypt          // MPPE decryption failed
+	ReasonDecrypt          // MPPE packet malformed or undecryptable
+	ReasonMPPELate         // MPPE coherency count not ahead: late, duplicated or replayed
 	ReasonMPPEReset        // MPPE lost sync, CCP Reset-Request sent
 	ReasonTooBig           // packet larger than the peer's MRU
 	ReasonEchoTimeout
@@ -56,6 +57,7 @@ var reasonNames = [reasonCount]string{
 	ReasonNotUp:            "not_up",
 	ReasonPlainWithMPPE:    "plain_ip_with_mppe",
 	ReasonDecrypt:          "mppe_decrypt",
+	ReasonMPPELate:         "mppe_late_or_replayed",
 	ReasonMPPEReset:        "mppe_reset_request_sent",
 	ReasonTooBig:           "too_big",
 	ReasonEchoTimeout:      "echo_timeout",

@@ -359,6 +359,8 @@ func (l *lcp) extCode(code, id byte, data []byte) bool {
 		l.echoPending = 0
 	case codeDiscard:
 		l.s.count(ReasonDiscard)
+	case codeIdentification, codeTimeRemaining:
+		// RFC 1570, informational (Windows sends its version string): ignore.
 	default:
 		return false
 	}

@@ -389,3 +389,41 @@ func TestGarbageFrames(t *testing.T) {
 		p.srv.Input(f)
 	}
 }
+
+func TestLowerDownAndIdentification(t *testing.T) {
+	clk, s, c := newConfigs()
+	p := upPair(t, s, c, clk)
+	// RFC 1570 Identification, as Windows sends: ignored, not Code-Rejected.
+	var replies int
+	p.drop = func(fromServer bool, f []byte) bool { replies++; return false }
+	p.srv.Input(ctlFrame(ProtoLCP, codeIdentification, 4, append([]byte{1, 2, 3, 4}, "MSRASV5.20"...)...))
+	p.pump()
+	if replies != 0 {
+		t.Fatalf("%d replies to Identification", replies)
+	}
+	in := p.srv.Info()
+	if in.PeerACCM != 0xFFFFFFFF || in.PeerPFC || in.PeerACFC {
+		t.Errorf("our client asked for no ACCM/PFC/ACFC: %+v", in)
+	}
+	p.srv.LowerDown("control connection lost")
+	if !isClosed(p.srv.Done()) || p.srv.Info().Reason != "control connection lost" || len(p.released) != 1 {
+		t.Fatalf("LowerDown: done=%v reason %q released %v", isClosed(p.srv.Done()), p.srv.Info().Reason, p.released)
+	}
+	if err := p.srv.SendIP(ipPacket(40, 1)); err != ErrNotUp {
+		t.Fatalf("SendIP after LowerDown: %v", err)
+	}
+	p.srv.LowerDown("again") // idempotent
+	p.srv.Close("again")
+	p.srv.Tick(clk.Advance(time.Hour))
+}
+
+// A pppd peer's ACCM/PFC/ACFC are reported for the HDLC framer.
+func TestPeerFramingOptions(t *testing.T) {
+	clk := newClock()
+	r := newRawPeer(t, serverConfig(clk))
+	openLCP(t, r, unhex(t, "02 06 00 0a 00 00 05 06 2b 3a eb 57 07 02 08 02"))
+	in := r.s.Info()
+	if in.PeerACCM != 0x000a0000 || !in.PeerPFC || !in.PeerACFC {
+		t.Fatalf("%+v", in)
+	}
+}

@@ -15,21 +15,23 @@ const (
 
 // Control packet codes shared by LCP, IPCP and CCP (RFC 1661 §5).
 const (
-	codeConfReq   = 1
-	codeConfAck   = 2
-	codeConfNak   = 3
-	codeConfRej   = 4
-	codeTermReq   = 5
-	codeTermAck   = 6
-	codeCodeRej   = 7
-	codeProtoRej  = 8  // LCP only
-	codeEchoReq   = 9  // LCP only
-	codeEchoRep   = 10 // LCP only
-	codeDiscard   = 11 // LCP only
-	codeResetReq  = 14 // CCP only (RFC 1962 §5)
-	codeResetAck  = 15 // CCP only
-	cpHeaderLen   = 4
-	frameProtoLen = 2
+	codeConfReq        = 1
+	codeConfAck        = 2
+	codeConfNak        = 3
+	codeConfRej        = 4
+	codeTermReq        = 5
+	codeTermAck        = 6
+	codeCodeRej        = 7
+	codeProtoRej       = 8  // LCP only
+	codeEchoReq        = 9  // LCP only
+	codeEchoRep        = 10 // LCP only
+	codeDiscard        = 11 // LCP only
+	codeIdentification = 12 // LCP only (RFC 1570)
+	codeTimeRemaining  = 13 // LCP only (RFC 1570)
+	codeResetReq       = 14 // CCP only (RFC 1962 §5)
+	codeResetAck       = 15 // CCP only
+	cpHeaderLen        = 4
+	frameProtoLen      = 2
 )
 
 // A control packet (RFC 1661 §5):

@@ -511,9 +511,12 @@ func (s *Session) inputMPPE(info []byte) {
 	}
 	if err != nil {
 		s.rxMu.Unlock()
-		if errors.Is(err, mppe.ErrNeedReset) {
+		switch {
+		case errors.Is(err, mppe.ErrNeedReset):
 			s.requestReset()
-		} else {
+		case errors.Is(err, mppe.ErrLate):
+			s.count(ReasonMPPELate)
+		default:
 			s.count(ReasonDecrypt)
 		}
 		return
@@ -695,7 +698,10 @@ type Info struct {
 	MPPEStrength mppe.Strength
 	Stateless    bool
 	PeerMRU      int
-	MTU          int // largest IPv4 packet SendIP takes (PeerMRU less MPPE overhead); for the TUN MTU / MSS clamp
+	PeerACCM     uint32 // async map the peer asked for (0xFFFFFFFF if none): for HDLC framing
+	PeerPFC      bool   // the peer accepts compressed protocol fields
+	PeerACFC     bool   // the peer accepts frames without FF 03
+	MTU          int    // largest IPv4 packet SendIP takes (PeerMRU less MPPE overhead); for the TUN MTU / MSS clamp
 	PktsIn       uint64
 	PktsOut      uint64
 	BytesIn      uint64
@@ -717,6 +723,13 @@ func (s *Session) Info() Info {
 	}
 	if s.mppeActive {
 		in.MPPEStrength = s.strength
+	}
+	in.PeerACCM = 0xFFFFFFFF
+	if s.lcp.f.state == stOpened {
+		if s.lcp.his.hasACCM {
+			in.PeerACCM = s.lcp.his.accm
+		}
+		in.PeerPFC, in.PeerACFC = s.lcp.his.pfc, s.lcp.his.acfc
 	}
 	if s.cfg.Role == Client {
 		for i, ok := range s.ipcp.askDNS {

@@ -1,6 +1,7 @@
 package ppp
 
 import (
+	"encoding/binary"
 	"fmt"
 	"testing"
 
@@ -83,5 +84,40 @@ func TestMatrixUpAndExchange(t *testing.T) {
 				t.Errorf("SendIP after close: %v", err)
 			}
 		})
+	}
+}
+
+// The peer renegotiates LCP mid-session: authentication, CCP and IPCP run
+// again, the address is kept, data flows again with fresh MPPE state.
+func TestLCPRenegotiation(t *testing.T) {
+	for _, stateless := range []bool{true, false} {
+		clk, s, c := newConfigs()
+		s.AllowStateless, s.AllowStateful = stateless, !stateless
+		p := newPairClk(t, clk, s, c)
+		var cliReq []byte
+		challenges := 0
+		p.drop = func(fromServer bool, f []byte) bool {
+			if fromServer && binary.BigEndian.Uint16(f) == ProtoCHAP && f[2] == chapChallenge {
+				challenges++
+			}
+			if !fromServer && cliReq == nil && binary.BigEndian.Uint16(f) == ProtoLCP && f[2] == codeConfReq {
+				cliReq = append([]byte(nil), f...)
+			}
+			return false
+		}
+		p.start()
+		if !p.runUntil(30, p.bothUp) {
+			t.Fatal("not up")
+		}
+		p.exchange(t, 50, 100)
+		p.srv.Input(cliReq)
+		running := func() bool { return p.srv.State() == "Running" && p.cli.State() == "Running" }
+		if !p.runUntil(30, running) {
+			t.Fatalf("not running again: %s %s %v %v", p.srv.State(), p.cli.State(), p.srv.Counters(), p.cli.Counters())
+		}
+		p.exchange(t, 300, 100)
+		if p.allocs != 1 || len(p.released) != 0 || challenges != 2 {
+			t.Fatalf("allocs %d released %v challenges %d", p.allocs, p.released, challenges)
+		}
 	}
 }
