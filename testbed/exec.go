@@ -90,6 +90,11 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 // Wait waits for exit up to d and returns its error (or a timeout error).
 func (p *Proc) Wait(d time.Duration) error {
 	select {
+	case <-p.done: // checked first: with d == 0 both cases could be ready
+		return p.err
+	default:
+	}
+	select {
 	case <-p.done:
 		return p.err
 	case <-time.After(d):
