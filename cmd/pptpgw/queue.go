@@ -43,23 +43,33 @@ type queue struct {
 	verdictErrors atomic.Uint64
 }
 
-func openQueue(num uint16, failOpen bool, engine *nat.Engine, log *slog.Logger) (*queue, error) {
+// queueLen is how many packets the kernel keeps waiting for a verdict.
+// Bursts beyond it are dropped, deliberately not accepted: fail-open on
+// overflow (NFQA_CFG_F_FAIL_OPEN) would let GRE leave untranslated, with
+// an inside source address. Fail-open when no daemon is bound is the
+// rule's bypass flag (rules.Plan.FailOpen), which is a different thing.
+const queueLen = 8192
+
+// queueSocketBuffer is the netlink receive buffer: a burst of queueLen
+// full-size packets must fit, or the kernel reports ENOBUFS and drops.
+const queueSocketBuffer = 16 << 20
+
+func openQueue(num uint16, engine *nat.Engine, log *slog.Logger) (*queue, error) {
 	cfg := nfqueue.Config{
 		NfQueue:      num,
 		MaxPacketLen: 0xffff,
-		MaxQueueLen:  4096,
+		MaxQueueLen:  queueLen,
 		Copymode:     nfqueue.NfQnlCopyPacket,
-	}
-	if failOpen {
-		// When userspace falls behind and the queue is full, the kernel
-		// accepts instead of dropping (fail-open, like --queue-bypass).
-		cfg.Flags = nfqueue.NfQaCfgFlagFailOpen
 	}
 	nf, err := nfqueue.Open(&cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open NFQUEUE %d: %w", num, err)
 	}
-	// Keep running when the kernel reports ENOBUFS (we dropped behind).
+	if err := nf.Con.SetReadBuffer(queueSocketBuffer); err != nil {
+		log.Warn("cannot enlarge the NFQUEUE socket buffer; bursts may be dropped", "err", err)
+	}
+	// Keep running when the kernel reports ENOBUFS (we fell behind); the
+	// lost packets are retransmitted by their senders.
 	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
 		log.Debug("NoENOBUFS not available", "err", err)
 	}

@@ -153,7 +153,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 
 	// Bind the queue before the rules exist so that no packet is ever
 	// queued to a socket nobody reads (fail-closed would drop it).
-	q, err := openQueue(cfg.Queue, cfg.FailOpen, engine, log)
+	q, err := openQueue(cfg.Queue, engine, log)
 	if err != nil {
 		return err
 	}
