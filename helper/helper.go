@@ -436,13 +436,16 @@ func (c *Conn) data(s *stream, dir Dir, seq uint32, p []byte) {
 	c.parse(s, dir, seq, p, int(s.next-seq))
 }
 
+// hold keeps p, the segment ending in the pending field's first byte. A
+// segment dropped anyway is not kept: its resend will be.
 func (c *Conn) hold(s *stream, seq uint32, p []byte) {
+	if c.res.Verdict == Drop {
+		return
+	}
 	c.holdClock++
 	s.held, s.heldSeq, s.heldAge = p, seq, c.holdClock
-	if c.res.Verdict != Drop {
-		c.res.Verdict = Hold
-		c.res.Reason = ReasonSplitCallID
-	}
+	c.res.Verdict = Hold
+	c.res.Reason = ReasonSplitCallID
 }
 
 // reapply re-applies the remembered patches that fall in [seq, end).

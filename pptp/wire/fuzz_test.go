@@ -13,6 +13,13 @@ func FuzzDecode(f *testing.F) {
 		f.Add(m.Append(nil))
 	}
 	f.Add([]byte{0, 16, 0, 1, 0x1a, 0x2b, 0x3c, 0x4d, 0, 5, 0xff, 0xff, 1, 2, 3, 4})
+	for _, name := range []string{"long", "clear"} {
+		for _, s := range loadSegments(f, name) {
+			for _, m := range splitMessages(f, s.Payload) {
+				f.Add(m)
+			}
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
 		n, typ, perr := PeekHeader(b)
