@@ -97,3 +97,71 @@ func TestTsharkDissectsAllTypes(t *testing.T) {
 		compareFields(t, "synthetic", names, row, ms[i])
 	}
 }
+
+// TestTsharkDissectsGRE checks enhanced GRE headers built by Append
+// against Wireshark's GRE dissector.
+func TestTsharkDissectsGRE(t *testing.T) {
+	tshark, err := exec.LookPath("tshark")
+	if err != nil {
+		t.Skip("tshark not installed")
+	}
+	hs := []GREHeader{
+		{CallID: 0x1234, PayloadLen: 4, HasSeq: true, Seq: 7},
+		{CallID: 0xbeef, HasAck: true, Ack: 0x01020304},
+		{CallID: 1, PayloadLen: 4, HasSeq: true, Seq: 0xfffffffe, HasAck: true, Ack: 9},
+	}
+	path := filepath.Join(t.TempDir(), "gre.pcap")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := pcapgo.NewWriter(f)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeRaw); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hs {
+		pkt := h.Append(nil)
+		if h.PayloadLen > 0 {
+			pkt = append(pkt, 0xff, 0x03, 0xc0, 0x21)
+		}
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolGRE,
+			SrcIP: net.IP{203, 0, 113, 1}, DstIP: net.IP{203, 0, 113, 2}}
+		buf := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+			ip, gopacket.Payload(pkt)); err != nil {
+			t.Fatal(err)
+		}
+		ci := gopacket.CaptureInfo{CaptureLength: len(buf.Bytes()), Length: len(buf.Bytes())}
+		if err := w.WritePacket(ci, buf.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(tshark, "-r", path, "-T", "fields", "-E", "separator=|",
+		"-e", "gre.flags.version", "-e", "gre.proto", "-e", "gre.key.payload_length", "-e", "gre.key.call_id",
+		"-e", "gre.sequence_number", "-e", "gre.ack_number")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tshark: %v: %s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != len(hs) {
+		t.Fatalf("tshark: %d lines:\n%s", len(lines), out)
+	}
+	for i, h := range hs {
+		want := []string{"1", "0x880b", strconv.Itoa(int(h.PayloadLen)), strconv.Itoa(int(h.CallID)), "", ""}
+		if h.HasSeq {
+			want[4] = strconv.FormatUint(uint64(h.Seq), 10)
+		}
+		if h.HasAck {
+			want[5] = strconv.FormatUint(uint64(h.Ack), 10)
+		}
+		if got := strings.Split(lines[i], "|"); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("%+v: tshark %q, want %q", h, got, want)
+		}
+	}
+}
