@@ -102,6 +102,40 @@ func (p *Proc) Wait(d time.Duration) error {
 	}
 }
 
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Threads describes what each thread of the process is blocked in
+// (state and kernel wait channel from /proc), for diagnosing hangs.
+func (p *Proc) Threads() string {
+	if p.Cmd.Process == nil {
+		return ""
+	}
+	dir := fmt.Sprintf("/proc/%d/task", p.Cmd.Process.Pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		stat, _ := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		wchan, _ := os.ReadFile(filepath.Join(dir, e.Name(), "wchan"))
+		st := "?"
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+			st = string(stat[i+2])
+		}
+		fmt.Fprintf(&b, "tid %s state %s wchan %s\n", e.Name(), st, wchan)
+	}
+	return b.String()
+}
+
 // Signal sends sig to the process group.
 func (p *Proc) Signal(sig syscall.Signal) {
 	if p.Cmd.Process != nil {

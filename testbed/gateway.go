@@ -44,6 +44,7 @@ func (t *Topology) StartGateway(ctx context.Context, bin string, extra ...string
 	if err != nil {
 		return nil, fmt.Errorf("start pptpgw: %w", err)
 	}
+	started := time.Now()
 	g := &Gateway{Bin: bin, Socket: sock, NS: t.GW, Proc: p}
 	t.OnClose(func() error { _ = g.Stop(); return nil })
 	deadline := time.After(ReadyTimeout)
@@ -54,8 +55,10 @@ func (t *Topology) StartGateway(ctx context.Context, bin string, extra ...string
 		case <-p.Done():
 			return nil, fmt.Errorf("pptpgw exited before ready: %v\n%s", p.Wait(0), p.Output())
 		case <-deadline:
+			threads := p.Threads()
 			_ = p.Stop(2 * time.Second)
-			return nil, fmt.Errorf("pptpgw not ready after %v:\n%s", ReadyTimeout, p.Output())
+			return nil, fmt.Errorf("pptpgw not ready %v after start (threads then:\n%s)\nlog:\n%s",
+				time.Since(started).Round(time.Millisecond), threads, p.Output())
 		case <-tick.C:
 		}
 	}
@@ -69,10 +72,8 @@ func isReady(log string) bool {
 // Stop sends SIGTERM and waits up to 3s (then SIGKILL). It returns the exit
 // error, nil for a clean exit.
 func (g *Gateway) Stop() error {
-	select {
-	case <-g.Proc.Done():
+	if g.Proc.Exited() {
 		return g.Proc.Wait(0)
-	default:
 	}
 	// SIGTERM to the process itself (ip netns exec execs into pptpgw).
 	_ = g.Proc.Cmd.Process.Signal(syscall.SIGTERM)
