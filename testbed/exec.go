@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"pptpgw/testbed/fakeppp"
@@ -202,4 +203,37 @@ func FakePPPPath(dir, bin string, env ...string) (string, error) {
 
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// toolPackages names the Debian package that provides each external tool.
+var toolPackages = map[string]string{
+	"ip": "iproute2", "unshare": "util-linux", "nft": "nftables", "iperf3": "iperf3",
+	"pptp": "pptp-linux", "pptpd": "pptpd", "pptpctrl": "pptpd", "go": "golang",
+}
+
+// CheckTools returns an error naming every missing tool and the Debian
+// package to install for it.
+func CheckTools(tools ...string) error {
+	var missing []string
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			if _, err := os.Stat("/usr/sbin/" + t); err == nil {
+				continue // sbin not on PATH for a plain user shell
+			}
+			missing = append(missing, fmt.Sprintf("%s (apt-get install %s)", t, toolPackages[t]))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("missing tools: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// NeedTools fails tb (it does not skip: the testbed's tools are part of the
+// test environment) if a tool is missing.
+func NeedTools(tb testing.TB, tools ...string) {
+	tb.Helper()
+	if err := CheckTools(tools...); err != nil {
+		tb.Fatal(err)
+	}
 }

@@ -30,6 +30,9 @@ func RunIperf(ctx context.Context, t *Topology, secs int) (IperfResult, error) {
 	if len(t.Clients) == 0 {
 		return r, fmt.Errorf("iperf3 needs a client namespace")
 	}
+	if err := CheckTools("iperf3"); err != nil {
+		return r, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+10)*time.Second)
 	defer cancel()
 	srv, err := t.Start(t.Server.Command(ctx, "iperf3", "-s", "-1", "-B", t.Server.IP.String(), "-p", strconv.Itoa(IperfPort)))

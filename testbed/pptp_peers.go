@@ -74,6 +74,9 @@ type PPTPDConfig struct {
 // returning once it listens on tcp/1723. pptpd forks /usr/sbin/pptpctrl per
 // control connection, which runs FAKEPPP on the call's pty.
 func (t *Topology) StartPPTPD(ctx context.Context, cfg PPTPDConfig) (*PPTPD, error) {
+	if err := CheckTools("pptpd", "pptpctrl"); err != nil {
+		return nil, err
+	}
 	if cfg.NS == nil {
 		cfg.NS = t.Server
 	}
@@ -133,6 +136,9 @@ type PPTPClient struct {
 // gets a private tmpfs there (its own mount namespace via unshare -m inside
 // `ip netns exec`).
 func (t *Topology) StartPPTPClient(ctx context.Context, n *NS, server netip.Addr) (*PPTPClient, error) {
+	if err := CheckTools("pptp", "unshare"); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll("/run/pptp", 0o755); err != nil { // mount point; stays empty on the host
 		return nil, err
 	}

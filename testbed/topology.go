@@ -109,6 +109,7 @@ func RequireRoot(tb testing.TB) {
 func NewT(tb testing.TB, cfg Config) *Topology {
 	tb.Helper()
 	RequireRoot(tb)
+	NeedTools(tb, "ip", "nft")
 	t, err := New(cfg)
 	if err != nil {
 		tb.Fatalf("testbed: %v", err)
