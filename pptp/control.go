@@ -1,0 +1,317 @@
+package pptp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"pptpgw/pptp/gre"
+	"pptpgw/pptp/wire"
+)
+
+// readMessage reads exactly one control message from r into buf (>= 220 bytes).
+func readMessage(r io.Reader, buf []byte) (wire.Message, error) {
+	if _, err := io.ReadFull(r, buf[:wire.HeaderLen]); err != nil {
+		return nil, err
+	}
+	n, _, err := wire.PeekHeader(buf[:wire.HeaderLen])
+	if err != nil {
+		return nil, err
+	}
+	if n > len(buf) || n < wire.HeaderLen {
+		return nil, wire.ErrBadLength
+	}
+	if _, err := io.ReadFull(r, buf[wire.HeaderLen:n]); err != nil {
+		return nil, err
+	}
+	return wire.Decode(buf[:n])
+}
+
+type ctrlState uint8
+
+const (
+	ctrlIdle        ctrlState = iota // waiting for SCCRQ
+	ctrlEstablished                  // SCCRP sent
+	ctrlClosing                      // StopCCRQ sent or received
+)
+
+// ctrlConn is one control connection, PAC side. Lock order: Server.mu, then ctrlConn.mu.
+type ctrlConn struct {
+	srv    *Server
+	c      net.Conn
+	peer   netip.AddrPort
+	peerIP netip.Addr
+	wmu    sync.Mutex // serialises writes
+	wbuf   []byte
+
+	mu       sync.Mutex
+	state    ctrlState
+	started  time.Time
+	lastRx   time.Time
+	echoID   uint32
+	echoSent time.Time           // zero: no Echo-Request outstanding
+	calls    map[uint16]*session // by our call ID
+	closed   bool
+}
+
+func (cc *ctrlConn) logAttrs() []any { return []any{"peer", cc.peer.String()} }
+
+func (cc *ctrlConn) send(m wire.Message) error {
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	cc.wbuf = m.Append(cc.wbuf[:0])
+	_ = cc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := cc.c.Write(cc.wbuf)
+	return err
+}
+
+func (cc *ctrlConn) run() {
+	s := cc.srv
+	defer func() {
+		cc.closeAll("control connection closed")
+		cc.close()
+		s.dropConn(cc)
+	}()
+	buf := make([]byte, 256)
+	for {
+		m, err := readMessage(cc.c, buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				reason := "ctrl_read_error"
+				switch {
+				case errors.Is(err, wire.ErrBadMagic), errors.Is(err, wire.ErrBadLength),
+					errors.Is(err, wire.ErrUnknownType), errors.Is(err, wire.ErrNotControl):
+					reason = "ctrl_bad_message"
+				}
+				s.count(reason)
+				s.log.Warn("control connection error", append(cc.logAttrs(), "err", err)...)
+			}
+			return
+		}
+		cc.mu.Lock()
+		cc.lastRx = s.cfg.Now()
+		cc.echoSent = time.Time{} // any traffic proves the peer alive
+		cc.mu.Unlock()
+		if !cc.handle(m) {
+			return
+		}
+	}
+}
+
+// handle processes one message; false closes the connection.
+func (cc *ctrlConn) handle(m wire.Message) bool {
+	s := cc.srv
+	cc.mu.Lock()
+	state := cc.state
+	cc.mu.Unlock()
+	if state == ctrlIdle && m.Type() != wire.StartCtrlConnRequest {
+		s.count("ctrl_not_started")
+		s.log.Warn("control message before SCCRQ", append(cc.logAttrs(), "type", m.Type().String())...)
+		return false
+	}
+	switch m := m.(type) {
+	case *wire.SCCRQ:
+		if state != ctrlIdle {
+			s.count("ctrl_duplicate_sccrq")
+			return true
+		}
+		rep := &wire.SCCRP{ProtocolVersion: wire.ProtocolVersion, Result: wire.SCCRPResultOK,
+			FramingCaps: wire.FramingAsync | wire.FramingSync, BearerCaps: wire.BearerAnalog | wire.BearerDigital,
+			MaxChannels: uint16(min(s.cfg.MaxSessions, 65535)), FirmwareRevision: 1, Hostname: s.cfg.Hostname, Vendor: "pptpgw"}
+		if m.ProtocolVersion>>8 != 1 {
+			rep.Result = wire.SCCRPResultBadProtocolVer
+			_ = cc.send(rep)
+			s.count("ctrl_bad_version")
+			return false
+		}
+		if err := cc.send(rep); err != nil {
+			return false
+		}
+		cc.mu.Lock()
+		cc.state = ctrlEstablished
+		cc.mu.Unlock()
+		s.log.Debug("control connection started", append(cc.logAttrs(), "host", m.Hostname, "vendor", m.Vendor)...)
+	case *wire.OCRQ:
+		cc.outgoingCall(m)
+	case *wire.ICRP:
+		// We never send ICRQ (no dial-in lines), so any ICRP is for an unknown call.
+		s.count("ctrl_unexpected_icrp")
+	case *wire.ICRQ, *wire.ICCN:
+		// PNS -> PAC direction only carries ICRP; an ICRQ/ICCN from the PNS is a role error.
+		s.count("ctrl_wrong_direction")
+	case *wire.SLI:
+		// ACCMs are meaningless for our synchronous PPP over GRE; accept and count.
+		s.count("ctrl_set_link_info")
+	case *wire.EchoRQ:
+		_ = cc.send(&wire.EchoRP{ID: m.ID, Result: wire.EchoRPResultOK})
+	case *wire.EchoRP:
+		// handled by the lastRx/echoSent reset above
+	case *wire.CCRQ:
+		ss := cc.findByPeerID(m.CallID)
+		if ss == nil {
+			s.count("ctrl_ccrq_unknown_call")
+			// Still confirm: the PNS wants the call gone.
+			_ = cc.send(&wire.CDN{CallID: 0, Result: wire.CDNResultGeneralError, Error: wire.ErrorBadCallID})
+			return true
+		}
+		ss.end("call clear request", true, wire.CDNResultRequest)
+	case *wire.CDN:
+		s.count("ctrl_unexpected_cdn")
+	case *wire.WEN:
+		s.count("ctrl_wan_error_notify")
+	case *wire.StopCCRQ:
+		cc.closeAll("stop control connection request")
+		_ = cc.send(&wire.StopCCRP{Result: wire.StopCCRPResultOK})
+		return false
+	case *wire.StopCCRP:
+		return false
+	default:
+		s.count("ctrl_unexpected")
+	}
+	return true
+}
+
+func (cc *ctrlConn) findByPeerID(peerID uint16) *session {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for _, ss := range cc.calls {
+		if ss.peerID == peerID {
+			return ss
+		}
+	}
+	return nil
+}
+
+func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
+	s := cc.srv
+	reject := func(reason string, code uint8) {
+		s.count(reason)
+		s.log.Warn("outgoing call refused", append(cc.logAttrs(), "reason", reason, "peer_call_id", m.CallID)...)
+		_ = cc.send(&wire.OCRP{PeerCallID: m.CallID, Result: wire.OCRPResultGeneralError, Error: code})
+	}
+	cc.mu.Lock()
+	n := len(cc.calls)
+	cc.mu.Unlock()
+	if n >= s.cfg.MaxCallsPerConn {
+		reject("call_limit_conn", wire.ErrorNoResource)
+		return
+	}
+	if cc.findByPeerID(m.CallID) != nil {
+		reject("call_duplicate_peer_id", wire.ErrorBadCallID)
+		return
+	}
+	s.mu.Lock()
+	full := len(s.sessions) >= s.cfg.MaxSessions || s.closed
+	s.mu.Unlock()
+	if full {
+		reject("call_limit_global", wire.ErrorNoResource)
+		return
+	}
+	call, err := s.mux.RegisterAuto(gre.CallConfig{Peer: cc.peerIP, PeerID: m.CallID, PeerWindow: m.RecvWindow})
+	if err != nil {
+		reject("call_id_exhausted", wire.ErrorNoResource)
+		return
+	}
+	ss := newSession(s, cc, call, m.CallID)
+	cc.mu.Lock()
+	cc.calls[call.LocalID()] = ss
+	cc.mu.Unlock()
+	s.mu.Lock()
+	s.sessions[ss] = struct{}{}
+	s.mu.Unlock()
+	speed := m.MaxBPS
+	if speed == 0 {
+		speed = 100_000_000
+	}
+	if err := cc.send(&wire.OCRP{CallID: call.LocalID(), PeerCallID: m.CallID, Result: wire.OCRPResultConnected,
+		ConnectSpeed: speed, RecvWindow: s.mux.Config().RecvWindow, PhysChannelID: uint32(call.LocalID())}); err != nil {
+		ss.end("control write failed", false, 0)
+		return
+	}
+	s.count("calls_started")
+	ss.start()
+}
+
+// removeCall forgets a call (the session ended).
+func (cc *ctrlConn) removeCall(ss *session) {
+	cc.mu.Lock()
+	delete(cc.calls, ss.call.LocalID())
+	cc.mu.Unlock()
+}
+
+// closeAll ends every call of the connection without CDNs (the connection is going away).
+func (cc *ctrlConn) closeAll(reason string) {
+	cc.mu.Lock()
+	cc.state = ctrlClosing
+	list := make([]*session, 0, len(cc.calls))
+	for _, ss := range cc.calls {
+		list = append(list, ss)
+	}
+	cc.mu.Unlock()
+	for _, ss := range list {
+		ss.end(reason, false, 0)
+	}
+}
+
+// shutdown is the server-initiated close: Stop-Control-Connection-Request, then close.
+func (cc *ctrlConn) shutdown(reason uint8) {
+	cc.closeAll("server shutdown")
+	_ = cc.send(&wire.StopCCRQ{Reason: reason})
+	cc.close()
+}
+
+// close closes the TCP connection; it reports whether this call did it.
+func (cc *ctrlConn) close() bool {
+	cc.mu.Lock()
+	already := cc.closed
+	cc.closed = true
+	cc.mu.Unlock()
+	if !already {
+		cc.c.Close()
+	}
+	return !already
+}
+
+// tick enforces the first-message timeout and the echo keepalive (RFC 2637 §2.4: an
+// Echo-Request after EchoIdle without traffic, close after EchoTimeout more).
+func (cc *ctrlConn) tick(now time.Time) {
+	s := cc.srv
+	cc.mu.Lock()
+	state, started, lastRx, echoSent, closed := cc.state, cc.started, cc.lastRx, cc.echoSent, cc.closed
+	cc.mu.Unlock()
+	if closed {
+		return
+	}
+	switch {
+	case state == ctrlIdle && now.Sub(started) >= s.cfg.FirstMessageTimeout:
+		if !cc.close() {
+			return
+		}
+		s.count("ctrl_first_message_timeout")
+		s.log.Warn("control connection: no SCCRQ in time", append(cc.logAttrs(), "timeout", s.cfg.FirstMessageTimeout)...)
+	case state != ctrlEstablished:
+	case !echoSent.IsZero() && now.Sub(echoSent) >= s.cfg.EchoTimeout:
+		cc.closeAll("echo timeout")
+		if !cc.close() {
+			return
+		}
+		s.count("ctrl_echo_timeout")
+		s.log.Warn("control connection: no Echo-Reply", cc.logAttrs()...)
+	case echoSent.IsZero() && now.Sub(lastRx) >= s.cfg.EchoIdle:
+		cc.mu.Lock()
+		cc.echoID++
+		id := cc.echoID
+		cc.echoSent = now
+		cc.mu.Unlock()
+		s.count("ctrl_echo_sent")
+		if err := cc.send(&wire.EchoRQ{ID: id}); err != nil {
+			cc.close()
+		}
+	}
+}
+
+func (cc *ctrlConn) String() string { return fmt.Sprintf("ctrl %s", cc.peer) }

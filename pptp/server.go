@@ -1,0 +1,502 @@
+// Package pptp is a PPTP (RFC 2637) server (PAC side) and client (PNS side) that runs
+// entirely in userspace: control channel over TCP 1723, enhanced GRE (package pptp/gre),
+// PPP with MS-CHAPv2 and MPPE (package pptp/ppp) and a shared TUN device (pptp/tun).
+//
+// The way of a packet through the server:
+//
+//  1. The client's GRE packet arrives on the raw socket; gre.Mux finds the call by
+//     (client IP, our call ID), checks seq/ack and hands the PPP frame over in order.
+//  2. The call's ppp.Session decrypts (MPPE) and hands out the IPv4 packet (onPeerIP).
+//  3. onPeerIP answers a DHCPINFORM itself when split routes are configured, drops
+//     packets whose source is not the session's address, clamps the MSS of TCP SYNs and
+//     writes the packet to the TUN device; the kernel routes it on.
+//  4. The kernel routes replies to the session's /32 route on the TUN; Server.readNet
+//     finds the session by destination address, clamps MSS, and ppp.Session.SendIP
+//     encrypts and sends it through gre.Call.Send (sequence number + piggybacked ack).
+package pptp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"pptpgw/pptp/dhcpinform"
+	"pptpgw/pptp/gre"
+	"pptpgw/pptp/mppe"
+	"pptpgw/pptp/ppp"
+	"pptpgw/pptp/wire"
+)
+
+// Net is the kernel side of the server: the shared TUN device (tun.Device implements
+// it). Tests use an in-memory implementation.
+type Net interface {
+	ReadPacket(b []byte) (int, error)
+	WritePacket(pkt []byte) error
+	AddRoute(dst, src netip.Addr) error
+	DelRoute(dst netip.Addr) error
+}
+
+// Credentials looks up a user's secret and allowed addresses (pppd chap-secrets
+// semantics; *secrets.Secrets implements it).
+type Credentials interface {
+	Lookup(client, server string) (secret string, ips []string, ok bool)
+}
+
+// Config of a Server. Zero values mean the documented defaults.
+type Config struct {
+	Listen string // TCP listen address, default ":1723"
+
+	PoolStart, PoolEnd netip.Addr // inclusive IPv4 pool for clients (required)
+	// LocalIP is the server's own tunnel address, announced in IPCP and put on the TUN.
+	// Default: the address just below PoolStart.
+	LocalIP netip.Addr
+	DNS     []netip.Addr // IPCP 129/131 and DHCPINFORM option 6
+	// SplitRoutes, when set, are pushed to clients that send a DHCPINFORM (Windows),
+	// as options 121 and 249.
+	SplitRoutes []netip.Prefix
+
+	// Auth methods accepted in preference order; default [MS-CHAPv2].
+	Auth []ppp.AuthMethod
+	// AllowUnencrypted lets sessions without MPPE in (default: MPPE required).
+	AllowUnencrypted bool
+	MPPEStrengths    []mppe.Strength // default [128]
+	// StatelessOnly / StatefulOnly restrict MPPE modes (default both, stateless preferred).
+	StatelessOnly, StatefulOnly bool
+	MRU                         uint16 // default 1400
+
+	Secrets    Credentials
+	ServerName string // server column matched in chap-secrets; default "*" (any)
+
+	MaxConns          int // control connections in total, default 1024
+	MaxConnsPerSource int // control connections per source IP, default 256
+	MaxSessions       int // calls in total, default = pool size
+	MaxCallsPerConn   int // default 256
+
+	FirstMessageTimeout time.Duration // SCCRQ must arrive within, default 10 s
+	EchoIdle            time.Duration // control Echo-Request after this idle time, default 60 s
+	EchoTimeout         time.Duration // close when no Echo-Reply within, default 60 s
+	PPPEcho             time.Duration // LCP echo interval, default 30 s (0 < means off)
+
+	GRE gre.Config // window, reorder timeout, ack delay
+
+	Hostname string // SCCRP host name, default "pptpgw"
+
+	Now    func() time.Time // default time.Now; injected into GRE and PPP too
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.Listen == "" {
+		c.Listen = ":1723"
+	}
+	if !c.PoolStart.Is4() || !c.PoolEnd.Is4() || c.PoolEnd.Less(c.PoolStart) {
+		return errors.New("pptp: pool start/end must be IPv4 with start <= end")
+	}
+	if !c.LocalIP.IsValid() {
+		c.LocalIP = c.PoolStart.Prev()
+		if !c.LocalIP.IsValid() || c.LocalIP.As4()[3] == 0 {
+			return fmt.Errorf("pptp: no address below pool start %s for the server: set the local IP", c.PoolStart)
+		}
+	}
+	if len(c.Auth) == 0 {
+		c.Auth = []ppp.AuthMethod{ppp.AuthMSCHAPv2}
+	}
+	if len(c.MPPEStrengths) == 0 {
+		c.MPPEStrengths = []mppe.Strength{mppe.Bits128}
+	}
+	if c.MRU == 0 {
+		c.MRU = ppp.DefaultMRU
+	}
+	if c.ServerName == "" {
+		c.ServerName = "*"
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 1024
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = 256
+	}
+	if c.MaxCallsPerConn == 0 {
+		c.MaxCallsPerConn = 256
+	}
+	if c.FirstMessageTimeout == 0 {
+		c.FirstMessageTimeout = 10 * time.Second
+	}
+	if c.EchoIdle == 0 {
+		c.EchoIdle = 60 * time.Second
+	}
+	if c.EchoTimeout == 0 {
+		c.EchoTimeout = 60 * time.Second
+	}
+	if c.PPPEcho == 0 {
+		c.PPPEcho = 30 * time.Second
+	}
+	if c.Hostname == "" {
+		c.Hostname = "pptpgw"
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.GRE.Now == nil {
+		c.GRE.Now = c.Now
+	}
+	if c.GRE.Logger == nil {
+		c.GRE.Logger = c.Logger
+	}
+	return nil
+}
+
+// MSS is the TCP MSS clamped on the tunnel: MRU - 40 (IPv4+TCP) - 4 (MPPE header and
+// the encrypted PPP protocol field).
+func (c *Config) MSS() uint16 { return c.MRU - 40 - 4 }
+
+// Server is a PPTP access concentrator.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	mux  *gre.Mux
+	net  Net
+	pool *Pool
+
+	mu        sync.Mutex
+	ln        net.Listener
+	conns     map[*ctrlConn]struct{}
+	perSource map[netip.Addr]int
+	sessions  map[*session]struct{}
+	closed    bool
+
+	byAddr sync.Map // netip.Addr -> *session (data path, read-mostly)
+
+	counters sync.Map // reason -> *atomic.Uint64
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// NewServer makes a server that uses greConn for GRE and n for IP packets. It does
+// not listen yet: see ListenAndServe / Serve.
+func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if cfg.Secrets == nil {
+		return nil, errors.New("pptp: no secrets")
+	}
+	pool, err := NewPool(cfg.PoolStart, cfg.PoolEnd)
+	if err != nil {
+		return nil, err
+	}
+	if pool.Contains(cfg.LocalIP) {
+		return nil, fmt.Errorf("pptp: local IP %s is inside the pool", cfg.LocalIP)
+	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = int(binary.BigEndian.Uint32(cfg.PoolEnd.AsSlice())-binary.BigEndian.Uint32(cfg.PoolStart.AsSlice())) + 1
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, mux: gre.NewMux(greConn, cfg.GRE), net: n, pool: pool,
+		conns: map[*ctrlConn]struct{}{}, perSource: map[netip.Addr]int{}, sessions: map[*session]struct{}{},
+		stop: make(chan struct{}),
+	}
+	return s, nil
+}
+
+// Config is the effective configuration.
+func (s *Server) Config() Config { return s.cfg }
+
+// GRE is the server's GRE mux (counters).
+func (s *Server) GRE() *gre.Mux { return s.mux }
+
+func (s *Server) count(reason string) {
+	v, ok := s.counters.Load(reason)
+	if !ok {
+		v, _ = s.counters.LoadOrStore(reason, new(atomic.Uint64))
+	}
+	v.(*atomic.Uint64).Add(1)
+}
+
+// Counters returns the server's event and drop counters, GRE ones prefixed "gre_".
+func (s *Server) Counters() map[string]uint64 {
+	out := map[string]uint64{}
+	s.counters.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	for k, v := range s.mux.Counters() {
+		out["gre_"+k] = v
+	}
+	return out
+}
+
+// ListenAndServe listens on cfg.Listen and serves until ctx is done or Close.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts control connections on ln and runs the GRE, TUN and timer loops.
+// It returns after ctx is done or Close was called, with everything torn down.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("pptp: server closed")
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); _ = s.mux.Serve() }()
+	go func() { defer s.wg.Done(); s.mux.RunTicker(10*time.Millisecond, s.stop) }()
+	go s.readNet() // ends when the caller closes the Net
+	go func() { defer s.wg.Done(); s.runTimers() }()
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.Close()
+		case <-s.stop:
+		}
+	}()
+	s.log.Info("pptp server listening", "addr", ln.Addr().String(), "local_ip", s.cfg.LocalIP,
+		"pool", s.cfg.PoolStart.String()+"-"+s.cfg.PoolEnd.String())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			s.Close()
+			s.wg.Wait()
+			if ctx.Err() != nil || s.isClosed() {
+				return nil
+			}
+			return err
+		}
+		s.accept(c)
+	}
+}
+
+func (s *Server) isClosed() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.closed }
+
+// Close stops listening, ends every session and control connection, and closes the
+// GRE socket. The Net is not closed (the caller owns it) but its routes are removed.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.stop)
+	ln := s.ln
+	conns := make([]*ctrlConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	for _, c := range conns {
+		c.shutdown(wire.StopReasonLocalShutdown)
+	}
+	s.mux.Close()
+	return nil
+}
+
+func (s *Server) accept(c net.Conn) {
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	src := ap.Addr().Unmap()
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		c.Close()
+		return
+	case len(s.conns) >= s.cfg.MaxConns:
+		s.mu.Unlock()
+		s.count("conn_limit_global")
+		s.log.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
+		c.Close()
+		return
+	case s.perSource[src] >= s.cfg.MaxConnsPerSource:
+		s.mu.Unlock()
+		s.count("conn_limit_source")
+		s.log.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.cfg.MaxConnsPerSource)
+		c.Close()
+		return
+	}
+	now := s.cfg.Now()
+	cc := &ctrlConn{srv: s, c: c, peer: ap, peerIP: src, started: now, lastRx: now, calls: map[uint16]*session{}}
+	s.conns[cc] = struct{}{}
+	s.perSource[src]++
+	s.mu.Unlock()
+	s.count("conns_accepted")
+	go cc.run()
+}
+
+func (s *Server) dropConn(cc *ctrlConn) {
+	s.mu.Lock()
+	if _, ok := s.conns[cc]; ok {
+		delete(s.conns, cc)
+		if s.perSource[cc.peerIP]--; s.perSource[cc.peerIP] <= 0 {
+			delete(s.perSource, cc.peerIP)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// Tick runs the control-connection timers (first message, echo) and PPP timers once,
+// at the given time. A running server calls it every 100 ms; tests call it with a fake clock.
+func (s *Server) Tick(now time.Time) {
+	s.mu.Lock()
+	conns := make([]*ctrlConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	sessions := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.tick(now)
+	}
+	for _, ss := range sessions {
+		ss.ppp.Tick(now)
+	}
+}
+
+func (s *Server) runTimers() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.Tick(s.cfg.Now())
+		}
+	}
+}
+
+// readNet is step 4 of the packet's way: kernel -> session.
+func (s *Server) readNet() {
+	buf := make([]byte, 65536)
+	mss := s.cfg.MSS()
+	for {
+		n, err := s.net.ReadPacket(buf)
+		if err != nil {
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, errNetClosed) {
+				return
+			}
+			s.count("net_read_error")
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		pkt := buf[:n]
+		if n < 20 || pkt[0]>>4 != 4 {
+			s.count("net_not_ipv4")
+			continue
+		}
+		v, ok := s.byAddr.Load(netip.AddrFrom4([4]byte(pkt[16:20])))
+		if !ok {
+			s.count("net_no_session")
+			continue
+		}
+		ClampMSS(pkt, mss)
+		ss := v.(*session)
+		if err := ss.ppp.SendIP(pkt); err != nil {
+			ss.countOnce("send_ip_failed", err)
+		}
+	}
+}
+
+// allocIP gives the user its static address from chap-secrets, else a pool address.
+func (s *Server) allocIP(user string) (netip.Addr, error) {
+	if _, ips, ok := s.cfg.Secrets.Lookup(user, s.cfg.ServerName); ok {
+		for _, ip := range ips {
+			a, err := netip.ParseAddr(ip)
+			if err != nil || !a.Is4() {
+				continue // "*" or a range/name we do not support: use the pool
+			}
+			if !s.pool.Take(a) {
+				return netip.Addr{}, fmt.Errorf("pptp: static address %s of %q in use", a, user)
+			}
+			return a, nil
+		}
+	}
+	return s.pool.Alloc()
+}
+
+func (s *Server) lookupPassword(user string) (string, bool) {
+	secret, _, ok := s.cfg.Secrets.Lookup(user, s.cfg.ServerName)
+	return secret, ok
+}
+
+// SessionInfo is one row of `pptpgw sessions`.
+type SessionInfo struct {
+	User          string    `json:"user"`
+	Peer          string    `json:"peer"`
+	LocalCallID   uint16    `json:"local_call_id"`
+	PeerCallID    uint16    `json:"peer_call_id"`
+	Address       string    `json:"address"`
+	State         string    `json:"state"`
+	Auth          string    `json:"auth"`
+	Encryption    string    `json:"encryption"`
+	BytesIn       uint64    `json:"bytes_in"`
+	BytesOut      uint64    `json:"bytes_out"`
+	PacketsIn     uint64    `json:"packets_in"`
+	PacketsOut    uint64    `json:"packets_out"`
+	Started       time.Time `json:"started"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+}
+
+// Sessions lists live sessions, oldest first.
+func (s *Server) Sessions() []SessionInfo {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		list = append(list, ss)
+	}
+	s.mu.Unlock()
+	out := make([]SessionInfo, 0, len(list))
+	for _, ss := range list {
+		out = append(out, ss.info(now))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Started.Equal(out[j].Started) {
+			return out[i].Started.Before(out[j].Started)
+		}
+		return out[i].LocalCallID < out[j].LocalCallID
+	})
+	return out
+}
+
+var errNetClosed = errors.New("pptp: net closed")
+
+// answerDHCP handles a DHCPINFORM from the client when split routes are configured.
+func (s *Server) answerDHCP(pkt []byte) ([]byte, bool) {
+	if len(s.cfg.SplitRoutes) == 0 {
+		return nil, false
+	}
+	if !dhcpinform.IsDHCPRequest(pkt) {
+		return nil, false
+	}
+	return dhcpinform.Answer(pkt, s.cfg.LocalIP, s.cfg.SplitRoutes, s.cfg.DNS)
+}

@@ -1,0 +1,255 @@
+package pptp
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"pptpgw/pptp/gre"
+	"pptpgw/pptp/ppp"
+	"pptpgw/pptp/wire"
+)
+
+// hdlcAddrCtrl is the PPP address and control field (FF 03) put in front of every frame
+// we send over GRE: without ACFC negotiated (we never request it) RFC 1662 wants it, and
+// LCP frames must always carry it.
+var hdlcAddrCtrl = []byte{0xff, 0x03}
+
+// session glues one call: gre.Call <-> ppp.Session (Server role) <-> Net.
+type session struct {
+	srv     *Server
+	cc      *ctrlConn
+	call    *gre.Call
+	ppp     *ppp.Session
+	peerID  uint16
+	started time.Time
+
+	mu      sync.Mutex
+	user    string
+	addr    netip.Addr // allocated address (released on end)
+	routed  bool
+	ended   bool
+	logged  map[string]bool
+	spoofed atomic.Uint64
+	endOnce sync.Once
+	endCh   chan struct{}
+}
+
+func newSession(s *Server, cc *ctrlConn, call *gre.Call, peerID uint16) *session {
+	ss := &session{srv: s, cc: cc, call: call, peerID: peerID, started: s.cfg.Now(), logged: map[string]bool{}, endCh: make(chan struct{})}
+	cfg := ppp.Config{
+		Role:           ppp.Server,
+		MRU:            s.cfg.MRU,
+		Auth:           s.cfg.Auth,
+		RequireMPPE:    !s.cfg.AllowUnencrypted,
+		MPPEStrengths:  s.cfg.MPPEStrengths,
+		AllowStateless: !s.cfg.StatefulOnly,
+		AllowStateful:  !s.cfg.StatelessOnly,
+		LocalIP:        s.cfg.LocalIP,
+		AllocIP:        ss.allocIP,
+		DNS:            s.cfg.DNS,
+		Lookup:         ss.lookup,
+		Name:           s.cfg.Hostname,
+		EchoInterval:   s.cfg.PPPEcho,
+		Now:            s.cfg.Now,
+		Logger:         s.log.With("peer", cc.peer.String(), "call_id", call.LocalID()),
+	}
+	if cfg.EchoInterval < 0 {
+		cfg.EchoInterval = 0
+	}
+	ss.ppp = ppp.NewSession(cfg, func(frame []byte) {
+		if err := call.SendPrefixed(hdlcAddrCtrl, frame); err != nil && err != gre.ErrWindowFull {
+			ss.countOnce("gre_send_failed", err)
+		}
+	})
+	ss.ppp.OnIP(ss.onPeerIP)
+	call.SetHandler(ss.ppp.Input)
+	return ss
+}
+
+func (ss *session) lookup(user string) (string, bool) {
+	ss.mu.Lock()
+	ss.user = user
+	ss.mu.Unlock()
+	return ss.srv.lookupPassword(user)
+}
+
+func (ss *session) allocIP(user string) (netip.Addr, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.addr.IsValid() { // IPCP renegotiation: keep the address
+		return ss.addr, nil
+	}
+	a, err := ss.srv.allocIP(user)
+	if err != nil {
+		ss.srv.count("pool_exhausted")
+		return a, err
+	}
+	ss.addr = a
+	return a, nil
+}
+
+// countOnce counts a data-path failure and logs only its first occurrence per session.
+func (ss *session) countOnce(reason string, err error) {
+	ss.srv.count(reason)
+	ss.mu.Lock()
+	first := !ss.logged[reason]
+	ss.logged[reason] = true
+	ss.mu.Unlock()
+	if first {
+		ss.srv.log.Warn("session data path failure (logged once)", "peer", ss.cc.peer.String(),
+			"call_id", ss.call.LocalID(), "user", ss.user, "reason", reason, "err", err)
+	}
+}
+
+func (ss *session) start() {
+	ss.ppp.Start()
+	go ss.watch()
+}
+
+// watch installs the route when PPP is up and cleans up when it is done.
+func (ss *session) watch() {
+	select {
+	case <-ss.ppp.Up():
+		if !ss.up() {
+			return
+		}
+	case <-ss.ppp.Done():
+		ss.end("ppp ended", true, wire.CDNResultGeneralError)
+		return
+	case <-ss.endCh:
+		return
+	}
+	select {
+	case <-ss.ppp.Done():
+		ss.end("ppp ended", true, wire.CDNResultRequest)
+	case <-ss.endCh:
+	}
+}
+
+func (ss *session) up() bool {
+	s := ss.srv
+	ss.mu.Lock()
+	addr, ended := ss.addr, ss.ended
+	ss.mu.Unlock()
+	if ended {
+		return false
+	}
+	if !addr.IsValid() {
+		ss.end("ppp up without an address", true, wire.CDNResultGeneralError)
+		return false
+	}
+	if err := s.net.AddRoute(addr, s.cfg.LocalIP); err != nil {
+		ss.countOnce("route_add_failed", err)
+		ss.end("route setup failed", true, wire.CDNResultGeneralError)
+		return false
+	}
+	ss.mu.Lock()
+	ss.routed = true
+	ss.mu.Unlock()
+	s.byAddr.Store(addr, ss)
+	s.count("sessions_up")
+	info := ss.ppp.Info()
+	s.log.Info("session up", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(), "peer_call_id", ss.peerID,
+		"user", info.Username, "address", addr, "auth", info.Auth.String(), "encryption", encryptionString(info))
+	return true
+}
+
+// onPeerIP is step 3 of the packet's way: client -> kernel.
+func (ss *session) onPeerIP(pkt []byte) {
+	s := ss.srv
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		ss.countOnce("peer_not_ipv4", nil)
+		return
+	}
+	if reply, ok := s.answerDHCP(pkt); ok {
+		s.count("dhcpinform_answered")
+		if err := ss.ppp.SendIP(reply); err != nil {
+			ss.countOnce("send_ip_failed", err)
+		}
+		return
+	}
+	ss.mu.Lock()
+	addr := ss.addr
+	ss.mu.Unlock()
+	if netip.AddrFrom4([4]byte(pkt[12:16])) != addr {
+		ss.spoofed.Add(1)
+		ss.countOnce("peer_spoofed_source", nil)
+		return
+	}
+	ClampMSS(pkt, s.cfg.MSS())
+	if err := s.net.WritePacket(pkt); err != nil {
+		ss.countOnce("net_write_failed", err)
+	}
+}
+
+// end tears the session down once: PPP terminate, CDN (when asked), route, address,
+// GRE call, bookkeeping.
+func (ss *session) end(reason string, cdn bool, result uint8) {
+	ss.endOnce.Do(func() {
+		s := ss.srv
+		ss.mu.Lock()
+		ss.ended = true
+		addr, routed, user := ss.addr, ss.routed, ss.user
+		ss.mu.Unlock()
+		close(ss.endCh)
+		ss.ppp.Close(reason)
+		// Give the LCP Terminate-Request a chance to leave before the call goes.
+		if routed {
+			s.byAddr.CompareAndDelete(addr, ss)
+			if err := s.net.DelRoute(addr); err != nil {
+				s.log.Warn("route delete failed", "address", addr, "err", err)
+			}
+		}
+		if addr.IsValid() {
+			s.pool.Release(addr)
+		}
+		st := ss.call.Stats()
+		ss.call.Close()
+		ss.cc.removeCall(ss)
+		s.mu.Lock()
+		delete(s.sessions, ss)
+		s.mu.Unlock()
+		if cdn {
+			_ = ss.cc.send(&wire.CDN{CallID: ss.call.LocalID(), Result: result})
+		}
+		s.count("sessions_ended")
+		s.log.Info("session ended", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(), "user", user,
+			"address", addr, "reason", reason, "bytes_in", st.RxBytes, "bytes_out", st.TxBytes,
+			"uptime", s.cfg.Now().Sub(ss.started).Round(time.Millisecond).String())
+	})
+}
+
+func (ss *session) info(now time.Time) SessionInfo {
+	st := ss.call.Stats()
+	pi := ss.ppp.Info()
+	ss.mu.Lock()
+	addr, user := ss.addr, ss.user
+	ss.mu.Unlock()
+	if pi.Username != "" {
+		user = pi.Username
+	}
+	si := SessionInfo{
+		User: user, Peer: ss.cc.peer.String(), LocalCallID: ss.call.LocalID(), PeerCallID: ss.peerID,
+		State: ss.ppp.State(), Auth: pi.Auth.String(), Encryption: encryptionString(pi),
+		BytesIn: st.RxBytes, BytesOut: st.TxBytes, PacketsIn: st.RxPackets, PacketsOut: st.TxPackets,
+		Started: ss.started, UptimeSeconds: now.Sub(ss.started).Seconds(),
+	}
+	if addr.IsValid() {
+		si.Address = addr.String()
+	}
+	return si
+}
+
+func encryptionString(in ppp.Info) string {
+	if !in.MPPE {
+		return "none"
+	}
+	mode := "stateful"
+	if in.Stateless {
+		mode = "stateless"
+	}
+	return fmt.Sprintf("mppe-%d-%s", int(in.MPPEStrength), mode)
+}
