@@ -99,8 +99,31 @@ func TestGatewayPPTPLinuxX6(t *testing.T) {
 	}
 	t.Logf("calls: %s", fmtCalls(rep))
 	checkCalls(t, rep, n, n)
+	waitNoCalls(t, gw)
 	if err := gw.Stop(); err != nil {
 		t.Errorf("pptpgw did not stop cleanly on SIGTERM: %v\n%s", err, gw.Log())
+	}
+}
+
+// waitNoCalls waits (up to 3s) for the gateway to drop every call once the
+// peers have hung up (pptp-linux killed: FIN; mini PNS: CCRQ/CDN + StopCCRQ).
+func waitNoCalls(t *testing.T, gw *Gateway) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		rep, err := gw.Calls(ctx)
+		if err != nil {
+			t.Fatalf("pptpgw calls --json: %v", err)
+		}
+		if len(rep.Calls) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls still listed 3s after the peers hung up: %s", fmtCalls(rep))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -171,6 +194,7 @@ func TestGatewayMultiCall(t *testing.T) {
 	}
 	t.Logf("calls: %s", fmtCalls(rep))
 	checkCalls(t, rep, 6, 2)
+	waitNoCalls(t, gw)
 	if kres.OK() {
 		t.Logf("note: the kernel helper handled multi-call this time")
 	}
@@ -209,6 +233,7 @@ func TestGatewaySplitControl(t *testing.T) {
 	}
 	t.Logf("calls: %s", fmtCalls(rep))
 	checkCalls(t, rep, 4, 2)
+	waitNoCalls(t, gw)
 }
 
 // Bulk TCP through pptpgw (kernel masquerade path, PPTP rules installed)
