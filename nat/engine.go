@@ -24,6 +24,10 @@ type Hook uint8
 const (
 	Prerouting Hook = iota // forwarded or locally destined packets
 	Output                 // router-originated packets
+	// Postrouting: packets queued after routing on their way out of the
+	// WAN, forwarded or router-originated. The kernel reports no ingress
+	// interface there; they are outbound by construction.
+	Postrouting
 )
 
 // Verdict is the Engine's decision on a packet.
@@ -287,8 +291,8 @@ func (e *Engine) malformed(r reason) (Verdict, string) {
 
 // direction reports whether p travels outbound (from the inside party).
 func (e *Engine) direction(p *Packet) (outbound, known bool) {
-	if p.Hook == Output {
-		return true, true // router-originated: the router is the inside party
+	if p.Hook == Output || p.Hook == Postrouting {
+		return true, true // leaving through the WAN (or router-originated)
 	}
 	if p.InIf == e.wan {
 		return false, true
@@ -308,7 +312,8 @@ func (e *Engine) direction(p *Packet) (outbound, known bool) {
 //
 // A packet's way through the engine:
 //  1. Validate the IPv4 header (IsValid); decide the direction from the hook
-//     and ingress interface: LAN or Output => outbound, WAN => inbound.
+//     and ingress interface: LAN, Output or Postrouting => outbound, WAN =>
+//     inbound.
 //  2. GRE (47), outbound: look the call up by (src, dst, key = peer's call
 //     ID), rewrite src to the public address. Inbound: look it up by
 //     (dst = public, src = peer, key = outside call ID), rewrite dst to the

@@ -79,15 +79,15 @@ func TestInstallNetns(t *testing.T) {
 				"chain raw_prerouting", "type filter hook prerouting priority raw", "ip protocol gre notrack",
 				"chain raw_output", "type filter hook output priority raw",
 				"chain queue_prerouting", "type filter hook prerouting priority -50",
-				"chain queue_output", "type filter hook output priority -50",
-				"chain queue_postrouting", "type filter hook postrouting priority 300",
+				"chain queue_postrouting", "type filter hook postrouting priority -50",
 				`iifname "wan0" ip protocol gre queue num 47 bypass`,
+				`iifname "wan0" tcp dport 1723 queue num 47 bypass`, `iifname "wan0" tcp sport 1723 queue num 47 bypass`,
 				`oifname "wan0" ip protocol gre queue num 47 bypass`,
-				"tcp dport 1723 queue num 47 bypass", "tcp sport 1723 queue num 47 bypass",
+				`oifname "wan0" tcp dport 1723 queue num 47 bypass`, `oifname "wan0" tcp sport 1723 queue num 47 bypass`,
 				"tcp flags syn tcp option maxseg size set rt mtu",
 				`oifname "wan0" masquerade`,
 			},
-			not: []string{"stale_chain", "snat", "dnat"},
+			not: []string{"stale_chain", "snat", "dnat", "queue_output"},
 		},
 		{
 			name: "snat-forward-fixedmss-failclosed",
@@ -206,7 +206,7 @@ func checkQueueTargets(t *testing.T, h netns.NsHandle, p Plan, impl QueueImpl) {
 		t.Fatal(err)
 	}
 	tbl := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: p.Table}
-	for chain, want := range map[string]int{ChainQueuePrerouting: 3, ChainQueueOutput: 2, ChainQueuePostrouting: 1} {
+	for chain, want := range map[string]int{ChainQueuePrerouting: 3, ChainQueuePostrouting: 3} {
 		rs, err := c.GetRules(tbl, &nftables.Chain{Name: chain, Table: tbl})
 		if err != nil {
 			t.Fatalf("GetRules %s: %v", chain, err)

@@ -27,12 +27,11 @@ import (
 //	chain nat_prerouting   { type nat hook prerouting priority dstnat (-100)
 //	    iifname WAN tcp dport P dnat to X[:1723] } // 2. forwards (only if any)
 //	chain queue_prerouting { type filter hook prerouting priority -50
-//	    iifname WAN ip protocol gre queue num N [bypass] // 3. after de-NAT: the
-//	    tcp dport 1723 queue num N [bypass]        //    engine sees inside addresses
-//	    tcp sport 1723 queue num N [bypass] }
-//	chain queue_output     { type filter hook output priority -50 (the 2 tcp rules) }
-//	chain queue_postrouting { type filter hook postrouting priority 300
-//	    oifname WAN ip protocol gre queue num N [bypass] } // outbound GRE, after routing
+//	    iifname WAN ip protocol gre queue num N [bypass] // 3. from the WAN, after
+//	    iifname WAN tcp dport 1723 queue num N [bypass]  //    de-NAT, before routing
+//	    iifname WAN tcp sport 1723 queue num N [bypass] }
+//	chain queue_postrouting { type filter hook postrouting priority -50
+//	    oifname WAN ... (same 3 rules) }               //    to the WAN: after routing, before SNAT
 //	chain mss_forward      { type filter hook forward priority mangle (-150)
 //	    tcp flags syn tcp option maxseg size set rt mtu | V }  // unless off
 //	chain nat_postrouting  { type nat hook postrouting priority srcnat (100)
@@ -44,15 +43,13 @@ const (
 	ChainRawOutput        = "raw_output"
 	ChainNATPrerouting    = "nat_prerouting"
 	ChainQueuePrerouting  = "queue_prerouting"
-	ChainQueueOutput      = "queue_output"
 	ChainQueuePostrouting = "queue_postrouting"
 	ChainMSSForward       = "mss_forward"
 	ChainNATPostrouting   = "nat_postrouting"
 
-	PriorityQueue = -50 // after conntrack (-200) and dstnat (-100)
-	// PriorityQueuePost queues outbound GRE after srcnat (100); GRE is
-	// notracked, so the kernel NAT never touches it anyway.
-	PriorityQueuePost = 300
+	// PriorityQueue: in prerouting after conntrack (-200) and dstnat
+	// (-100); in postrouting before srcnat (100).
+	PriorityQueue = -50
 )
 
 // QueueImpl says how packets are sent to NFQUEUE.
@@ -284,24 +281,32 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		}
 	}
 
-	// 3. PPTP control and GRE to the engine. GRE from the WAN is queued in
-	// prerouting, before routing, so that the engine's new destination (the
-	// inside host) is what gets routed. GRE to the WAN is queued in
-	// postrouting, after routing, like SNAT: rewriting its source to the
-	// gateway's own address before routing would make it a martian (a
-	// local source address arriving on a LAN interface) and the kernel would
-	// drop it. Router-originated GRE passes postrouting too, so output only
-	// needs the control connection.
+	// 3. PPTP control and GRE crossing the WAN go to the engine; PPTP
+	// between inside networks is none of its business. Packets from the
+	// WAN are queued in prerouting, before routing and after conntrack has
+	// undone the kernel's NAT (-100), so the engine sees inside addresses
+	// and its new GRE destination (the inside host) is what gets routed.
+	// Packets to the WAN are queued in postrouting, after routing and
+	// before the kernel's SNAT (100), like SNAT itself: giving GRE the
+	// gateway's own source address before routing would make it a martian
+	// (a local source arriving on a LAN port) that the kernel drops.
+	// Router-originated PPTP leaves through postrouting too, so no output
+	// chain is needed (and none queues a packet twice).
 	q := QueueExprs(impl, p.Queue, p.FailOpen)
-	pre := chain(ChainQueuePrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, PriorityQueue)
-	rule(pre, MatchIfname(expr.MetaKeyIIFNAME, p.WAN), MatchGRE(), q)
-	rule(pre, MatchTCPPort(false, PPTPPort), q)
-	rule(pre, MatchTCPPort(true, PPTPPort), q)
-	out := chain(ChainQueueOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, PriorityQueue)
-	rule(out, MatchTCPPort(false, PPTPPort), q)
-	rule(out, MatchTCPPort(true, PPTPPort), q)
-	post := chain(ChainQueuePostrouting, nftables.ChainTypeFilter, nftables.ChainHookPostrouting, PriorityQueuePost)
-	rule(post, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), MatchGRE(), q)
+	for _, h := range []struct {
+		name  string
+		hook  *nftables.ChainHook
+		iface expr.MetaKey
+	}{
+		{ChainQueuePrerouting, nftables.ChainHookPrerouting, expr.MetaKeyIIFNAME},
+		{ChainQueuePostrouting, nftables.ChainHookPostrouting, expr.MetaKeyOIFNAME},
+	} {
+		ch := chain(h.name, nftables.ChainTypeFilter, h.hook, PriorityQueue)
+		wan := MatchIfname(h.iface, p.WAN)
+		rule(ch, wan, MatchGRE(), q)
+		rule(ch, wan, MatchTCPPort(false, PPTPPort), q)
+		rule(ch, wan, MatchTCPPort(true, PPTPPort), q)
+	}
 
 	if p.MSS.Mode != MSSOff {
 		ch := chain(ChainMSSForward, nftables.ChainTypeFilter, nftables.ChainHookForward, -150)

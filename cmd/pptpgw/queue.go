@@ -22,11 +22,11 @@ const (
 // queue binds one NFQUEUE number and feeds every packet to the engine.
 //
 // A packet's way through the gateway:
-//  1. nftables (table installed by rules.Install) notracks GRE; it queues TCP
-//     1723 in prerouting/output at priority -50, after conntrack has undone
-//     the kernel's masquerade, so both directions show inside addresses; GRE
-//     from the WAN in prerouting (before routing: DNAT-like) and GRE to the
-//     WAN in postrouting (after routing: SNAT-like).
+//  1. nftables (table installed by rules.Install) notracks GRE and queues
+//     TCP 1723 and GRE crossing the WAN: from the WAN in prerouting (after
+//     conntrack undid the masquerade, before routing: DNAT-like), to the WAN
+//     in postrouting (after routing, before the kernel's SNAT: SNAT-like), so
+//     the engine sees inside addresses in both directions.
 //  2. The kernel hands the packet to this socket; onPacket wraps it as a
 //     nat.Packet with its ingress/egress interface and hook.
 //  3. nat.Engine.Process rewrites it in place (GRE: IPs and key; TCP 1723: call
@@ -112,11 +112,15 @@ func (q *queue) onPacket(a nfqueue.Attribute) int {
 	if a.OutDev != nil {
 		p.OutIf = *a.OutDev
 	}
-	// Router-originated packets: control segments queued in output, GRE in
-	// postrouting with no ingress interface. Forwarded GRE in postrouting
-	// still carries its LAN ingress interface, which tells the direction.
-	if a.Hook != nil && (*a.Hook == nfInetLocalOut || (*a.Hook == nfInetPostRouting && p.InIf == 0)) {
-		p.Hook = nat.Output
+	if a.Hook != nil {
+		switch *a.Hook {
+		case nfInetLocalOut:
+			p.Hook = nat.Output
+		case nfInetPostRouting:
+			// Queued on the way out of the WAN; the kernel gives no
+			// ingress interface here, and none is needed.
+			p.Hook = nat.Postrouting
+		}
 	}
 	v, _ := q.engine.Process(&p)
 	if v != nat.Hold {
