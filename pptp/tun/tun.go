@@ -27,6 +27,7 @@ type Device struct {
 	f    *os.File
 	name string
 	link netlink.Link
+	nl   *netlink.Handle // bound to the namespace Open ran in, usable from any thread
 }
 
 // Open creates (or attaches to) the TUN device name with IFF_TUN|IFF_NO_PI, sets its MTU
@@ -51,25 +52,28 @@ func Open(name string, mtu int) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name()}
-	link, err := netlink.LinkByName(d.name)
-	if err != nil {
+	if d.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
 		d.f.Close()
+		return nil, fmt.Errorf("tun: netlink: %w", err)
+	}
+	link, err := d.nl.LinkByName(d.name)
+	if err != nil {
+		d.Close()
 		return nil, fmt.Errorf("tun: %s: %w", d.name, err)
 	}
 	d.link = link
 	if mtu > 0 {
-		if err := netlink.LinkSetMTU(link, mtu); err != nil {
+		if err := d.nl.LinkSetMTU(link, mtu); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("tun: set mtu: %w", err)
 		}
 	}
-	if err := netlink.LinkSetUp(link); err != nil {
+	if err := d.nl.LinkSetUp(link); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("tun: up: %w", err)
 	}
 	return d, nil
 }
-
 
 // Name is the interface name.
 func (d *Device) Name() string { return d.name }
@@ -87,13 +91,29 @@ func (d *Device) WritePacket(b []byte) error {
 }
 
 // Close closes the device; a non-persistent TUN disappears with its routes.
-func (d *Device) Close() error { return d.f.Close() }
+func (d *Device) Close() error {
+	err := d.f.Close()
+	d.nl.Close()
+	return err
+}
 
 // AddAddr puts local/32 on the device.
 func (d *Device) AddAddr(local netip.Addr) error {
 	a := &netlink.Addr{IPNet: host(local)}
-	if err := netlink.AddrReplace(d.link, a); err != nil {
+	if err := d.nl.AddrReplace(d.link, a); err != nil {
 		return fmt.Errorf("tun: addr %s: %w", local, err)
+	}
+	return nil
+}
+
+// AddPrefixRoute routes a whole prefix into the device (client side: the networks
+// behind the server).
+func (d *Device) AddPrefixRoute(p netip.Prefix) error {
+	bits := p.Addr().BitLen()
+	r := &netlink.Route{LinkIndex: d.Index(), Dst: &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)},
+		Scope: netlink.SCOPE_LINK}
+	if err := d.nl.RouteReplace(r); err != nil {
+		return fmt.Errorf("tun: route %s: %w", p, err)
 	}
 	return nil
 }
@@ -105,7 +125,7 @@ func (d *Device) AddRoute(dst, src netip.Addr) error {
 	if src.IsValid() {
 		r.Src = src.AsSlice()
 	}
-	if err := netlink.RouteReplace(r); err != nil {
+	if err := d.nl.RouteReplace(r); err != nil {
 		return fmt.Errorf("tun: route %s: %w", dst, err)
 	}
 	return nil
@@ -114,7 +134,7 @@ func (d *Device) AddRoute(dst, src netip.Addr) error {
 // DelRoute removes the dst/32 route; a missing route is not an error.
 func (d *Device) DelRoute(dst netip.Addr) error {
 	r := &netlink.Route{LinkIndex: d.Index(), Dst: host(dst), Scope: netlink.SCOPE_LINK}
-	if err := netlink.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := d.nl.RouteDel(r); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("tun: del route %s: %w", dst, err)
 	}
 	return nil
