@@ -292,3 +292,56 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo did not show 3 calls with distinct outside IDs:\n%s", out.String())
 	}
 }
+
+// Malformed control messages and GRE for calls nobody set up: pptpgw keeps
+// running, forwards no stray GRE either way, counts the drops, and a normal
+// call works afterwards. Linux's helper (same run, logged) NATs stray GRE
+// like any other IP protocol.
+func TestGatewayBadInput(t *testing.T) {
+	bin := gatewayBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	kt := NewT(t, Config{Clients: 2})
+	if err := kt.KernelHelper(ctx); err != nil {
+		t.Fatal(err)
+	}
+	kres := RunBadInput(ctx, kt)
+	t.Logf("kernel helper: control_sent=%d reached_pac=%d, stray GRE out=%d in=%d, reached PAC=%d, reached clients=%d, call after ok=%v",
+		kres.ControlSent, kres.PACBadControl, kres.GRESentOut, kres.GRESentIn, kres.PACUnknownGRE, kres.ClientsGotGRE, kres.After.OK())
+	kt.Close()
+
+	topo := NewT(t, Config{Clients: 2})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := RunBadInput(ctx, topo)
+	t.Logf("pptpgw: control_sent=%d reached_pac=%d, stray GRE out=%d in=%d, reached PAC=%d, reached clients=%d, call after ok=%v",
+		res.ControlSent, res.PACBadControl, res.GRESentOut, res.GRESentIn, res.PACUnknownGRE, res.ClientsGotGRE, res.After.OK())
+	if res.Error != "" {
+		t.Fatal(res.Error)
+	}
+	if gw.Proc.Exited() {
+		t.Fatalf("pptpgw exited on bad input:\n%s", gw.Log())
+	}
+	if res.PACUnknownGRE != 0 || res.ClientsGotGRE != 0 {
+		t.Errorf("stray GRE forwarded: %d reached the server, %d reached clients", res.PACUnknownGRE, res.ClientsGotGRE)
+	}
+	if !res.After.OK() {
+		t.Errorf("a normal call after the bad input failed: %s\n%s", res.After, gw.Log())
+	}
+	rep, err := gw.Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("counters: %v", rep.Counters)
+	if n := rep.Counters["gre_no_call"]; n < uint64(res.GRESentOut+res.GRESentIn) {
+		t.Errorf("gre_no_call = %d, want >= %d stray GRE counted", n, res.GRESentOut+res.GRESentIn)
+	}
+	for _, k := range []string{"helper_bad_magic", "helper_bad_length", "helper_unknown_type"} {
+		if rep.Counters[k] < 1 {
+			t.Errorf("counter %s = %d, want the malformed message counted", k, rep.Counters[k])
+		}
+	}
+}
