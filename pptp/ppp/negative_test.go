@@ -427,3 +427,36 @@ func TestPeerFramingOptions(t *testing.T) {
 		t.Fatalf("%+v", in)
 	}
 }
+
+// No IP before CCP is Opened when MPPE is required, even with IPCP Opened.
+func TestNoIPBeforeCCP(t *testing.T) {
+	clk, s, c := newConfigs()
+	p := newPairClk(t, clk, s, c)
+	p.drop = func(fromServer bool, f []byte) bool { return binary.BigEndian.Uint16(f) == ProtoCCP }
+	p.start()
+	p.runUntil(3, func() bool { return p.srv.ipcp.f.state == stOpened && p.cli.ipcp.f.state == stOpened })
+	if p.srv.ipcp.f.state != stOpened {
+		t.Fatalf("IPCP not opened: %s", p.srv.ipcp.f.state)
+	}
+	if isClosed(p.srv.Up()) || p.srv.State() != "Network" {
+		t.Fatalf("up without CCP: %s", p.srv.State())
+	}
+	if err := p.srv.SendIP(ipPacket(60, 1)); err != ErrNotUp {
+		t.Fatalf("server SendIP: %v", err)
+	}
+	if err := p.cli.SendIP(ipPacket(60, 1)); err != ErrNotUp {
+		t.Fatalf("client SendIP: %v", err)
+	}
+	p.srv.Input(append([]byte{0x00, 0x21}, ipPacket(60, 2)...))
+	p.srv.Input(append([]byte{0x00, 0xFD, 0x90, 0x00}, ipPacket(60, 2)...))
+	if len(p.gotSrv) != 0 {
+		t.Fatal("IP delivered before CCP")
+	}
+	// CCP never completes: the restart counter runs out and the server gives up.
+	if !p.runUntil(60, func() bool { return isClosed(p.srv.Done()) }) {
+		t.Fatalf("server still %s", p.srv.State())
+	}
+	if r := p.srv.Info().Reason; r != "CCP failed and MPPE is required" {
+		t.Errorf("reason %q", r)
+	}
+}
