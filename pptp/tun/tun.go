@@ -108,10 +108,14 @@ func (d *Device) AddAddr(local netip.Addr) error {
 
 // AddPrefixRoute routes a whole prefix into the device (client side: the networks
 // behind the server).
-func (d *Device) AddPrefixRoute(p netip.Prefix) error {
+// src, when valid, is the preferred source address.
+func (d *Device) AddPrefixRoute(p netip.Prefix, src netip.Addr) error {
 	bits := p.Addr().BitLen()
 	r := &netlink.Route{LinkIndex: d.Index(), Dst: &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), bits)},
 		Scope: netlink.SCOPE_LINK}
+	if src.IsValid() {
+		r.Src = src.AsSlice()
+	}
 	if err := d.nl.RouteReplace(r); err != nil {
 		return fmt.Errorf("tun: route %s: %w", p, err)
 	}
