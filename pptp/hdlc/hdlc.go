@@ -131,6 +131,8 @@ type Stats struct {
 	Short   uint64 // frames dropped for being shorter than the FCS (not empty flag pairs)
 	TooLong uint64 // frames dropped for exceeding MaxFrame
 	Aborted uint64 // frames dropped because of an escape directly before a flag (RFC 1662 §4.4.1 abort)
+	// Discarded counts unescaped control bytes dropped per the receive ACCM.
+	Discarded uint64
 }
 
 // Decoder reassembles frames from an async byte stream. Bytes received before
@@ -140,6 +142,10 @@ type Stats struct {
 type Decoder struct {
 	// MaxFrame bounds the unescaped frame length; 0 means DefaultMaxFrame.
 	MaxFrame int
+	// ACCM is the receive Async-Control-Character-Map: an unescaped byte
+	// n < 0x20 whose bit is set was inserted by the line, not the peer, and
+	// is discarded (RFC 1662 §7.1). Zero (the default) keeps every byte.
+	ACCM uint32
 
 	buf      []byte
 	esc      bool
@@ -174,6 +180,8 @@ func (d *Decoder) FeedFunc(b []byte, fn func(frame []byte)) {
 			// discard until the next flag
 		case c == Escape:
 			d.esc = true
+		case c < 0x20 && d.ACCM&(1<<c) != 0 && !d.esc:
+			d.stats.Discarded++
 		default:
 			if d.esc {
 				c ^= EscapeXOR

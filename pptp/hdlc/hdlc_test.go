@@ -258,3 +258,24 @@ func BenchmarkDecode(b *testing.B) {
 		d.FeedFunc(enc, fn)
 	}
 }
+
+// Control characters the line inserted unescaped (here XON/XOFF) are dropped
+// when the receive ACCM flags them, and kept otherwise.
+func TestDecoderReceiveACCM(t *testing.T) {
+	frame := []byte{0xFF, 0x03, 0x11, 0x41}
+	enc := Encode(frame) // 0x11 is escaped by the default ACCM
+	noisy := append([]byte{enc[0], 0x13}, enc[1:]...)
+	noisy = append(noisy[:len(noisy)-1], 0x11, Flag)
+	d := Decoder{ACCM: 1<<0x11 | 1<<0x13}
+	fs := d.Feed(noisy)
+	if len(fs) != 1 || !bytes.Equal(fs[0], frame) {
+		t.Fatalf("frames % x", fs)
+	}
+	if s := d.Stats(); s.Discarded != 2 || s.BadFCS != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	var plain Decoder
+	if fs := plain.Feed(noisy); len(fs) != 0 || plain.Stats().BadFCS != 1 {
+		t.Fatalf("without receive ACCM the inserted bytes must break the FCS: %q %+v", fs, plain.Stats())
+	}
+}
