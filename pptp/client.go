@@ -124,25 +124,9 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		return nil, err
 	}
 	c.call = call
-	// The server starts LCP right after its OCRP, possibly before we have read it:
-	// keep early frames and replay them once our PPP session exists.
-	var early struct {
-		sync.Mutex
-		frames [][]byte
-		sess   *ppp.Session
-	}
-	call.SetHandler(func(p []byte) {
-		early.Lock()
-		if early.sess == nil {
-			if len(early.frames) < 16 {
-				early.frames = append(early.frames, append([]byte(nil), p...))
-			}
-			early.Unlock()
-			return
-		}
-		early.Unlock()
-		early.sess.Input(p)
-	})
+	// The server starts LCP right after its OCRP, possibly before we have read it.
+	var gate inputGate
+	call.SetHandler(gate.input)
 	if err := c.send(&wire.OCRQ{CallID: call.LocalID(), CallSerial: call.LocalID(), MinBPS: 300, MaxBPS: 100_000_000,
 		BearerType: wire.BearerAnalog | wire.BearerDigital, FramingType: wire.FramingSync,
 		RecvWindow: c.mux.Config().RecvWindow}); err != nil {
@@ -174,14 +158,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	go c.readControl()
 	go c.timers()
 	c.sess.Start()
-	early.Lock()
-	early.sess = c.sess
-	for _, f := range early.frames {
-		c.sess.Input(f)
-	}
-	early.frames = nil
-	early.Unlock()
-	call.SetHandler(c.sess.Input)
+	gate.start(c.sess.Input)
 	select {
 	case <-c.sess.Up():
 	case <-c.sess.Done():

@@ -343,10 +343,14 @@ func TestNetnsGoClientPAP(t *testing.T) {
 	if in := c.Session().Info(); in.Auth != ppp.AuthPAP || in.MPPE {
 		t.Fatalf("negotiated %+v", in)
 	}
+	t0 := time.Now()
 	r.clientTUN(t, c, c.Session(), r.topo.Prefix+"c0")
 	nsPing(t, r.topo.GW, nsHost)
+	t.Logf("ping %v", time.Since(t0))
 	r.tcpRoundTrip(t, r.tcpEcho(t), 64<<10)
+	t.Logf("tcp %v", time.Since(t0))
 	must(t, c.Close())
+	t.Logf("close %v", time.Since(t0))
 }
 
 // TestNetnsPPTPLinux: Debian's pptp-linux does control + GRE; the Go PPP client speaks

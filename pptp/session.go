@@ -35,6 +35,7 @@ type session struct {
 	spoofed atomic.Uint64
 	endOnce sync.Once
 	endCh   chan struct{}
+	gate    inputGate
 }
 
 func newSession(s *Server, cc *ctrlConn, call *gre.Call, peerID uint16) *session {
@@ -65,7 +66,7 @@ func newSession(s *Server, cc *ctrlConn, call *gre.Call, peerID uint16) *session
 		}
 	})
 	ss.ppp.OnIP(ss.onPeerIP)
-	call.SetHandler(ss.ppp.Input)
+	call.SetHandler(ss.gate.input)
 	return ss
 }
 
@@ -106,6 +107,7 @@ func (ss *session) countOnce(reason string, err error) {
 
 func (ss *session) start() {
 	ss.ppp.Start()
+	ss.gate.start(ss.ppp.Input)
 	go ss.watch()
 }
 
