@@ -460,3 +460,29 @@ func TestNoIPBeforeCCP(t *testing.T) {
 		t.Errorf("reason %q", r)
 	}
 }
+
+// A server that never assigns an address: the client gives up instead of
+// running with 0.0.0.0.
+func TestClientNeedsAddress(t *testing.T) {
+	clk := newClock()
+	cfg := clientConfig(clk)
+	cfg.RequireMPPE = false
+	r := newRawPeer(t, cfg)
+	r.s.Start()
+	req := r.take()[0]
+	r.s.Input(ctlFrame(ProtoLCP, codeConfAck, req[3], req[6:]...))
+	r.s.Input(ctlFrame(ProtoLCP, codeConfReq, 1, 5, 6, 1, 2, 3, 4)) // no auth
+	for i := 0; i < 100 && !isClosed(r.s.Done()); i++ {
+		for _, f := range r.take() {
+			if binary.BigEndian.Uint16(f) == ProtoIPCP && f[2] == codeConfReq {
+				// Ack 0.0.0.0 as is, and ask to be acked ourselves.
+				r.s.Input(ctlFrame(ProtoIPCP, codeConfAck, f[3], f[6:]...))
+				r.s.Input(ctlFrame(ProtoIPCP, codeConfReq, byte(i), 3, 6, 10, 9, 0, 1))
+			}
+		}
+		r.s.Tick(clk.Advance(time.Second))
+	}
+	if !isClosed(r.s.Done()) || isClosed(r.s.Up()) || r.s.Info().Reason != "no IP address assigned" {
+		t.Fatalf("done=%v up=%v reason %q", isClosed(r.s.Done()), isClosed(r.s.Up()), r.s.Info().Reason)
+	}
+}
