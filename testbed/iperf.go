@@ -10,9 +10,11 @@ import (
 
 // IperfResult is one bounded iperf3 TCP run.
 type IperfResult struct {
-	Gbps        float64 `json:"gbps"` // received throughput
-	Retransmits int     `json:"retransmits"`
-	Seconds     float64 `json:"seconds"`
+	Gbps        float64   `json:"gbps"`      // received throughput over the whole run
+	PeakGbps    float64   `json:"peak_gbps"` // best 1-second interval
+	Intervals   []float64 `json:"intervals"` // Gbit/s per interval
+	Retransmits int       `json:"retransmits"`
+	Seconds     float64   `json:"seconds"`
 }
 
 // IperfPort is the port the iperf3 server listens on.
@@ -53,6 +55,11 @@ func RunIperf(ctx context.Context, t *Topology, secs int) (IperfResult, error) {
 
 func parseIperf(out []byte) (IperfResult, error) {
 	var j struct {
+		Intervals []struct {
+			Sum struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum"`
+		} `json:"intervals"`
 		End struct {
 			SumSent struct {
 				Retransmits int `json:"retransmits"`
@@ -73,6 +80,12 @@ func parseIperf(out []byte) (IperfResult, error) {
 	if j.End.SumReceived.BitsPerSecond <= 0 {
 		return IperfResult{}, fmt.Errorf("iperf3: no throughput in result")
 	}
-	return IperfResult{Gbps: j.End.SumReceived.BitsPerSecond / 1e9, Retransmits: j.End.SumSent.Retransmits,
-		Seconds: j.End.SumReceived.Seconds}, nil
+	r := IperfResult{Gbps: j.End.SumReceived.BitsPerSecond / 1e9, Retransmits: j.End.SumSent.Retransmits,
+		Seconds: j.End.SumReceived.Seconds}
+	for _, iv := range j.Intervals {
+		g := iv.Sum.BitsPerSecond / 1e9
+		r.Intervals = append(r.Intervals, g)
+		r.PeakGbps = max(r.PeakGbps, g)
+	}
+	return r, nil
 }
