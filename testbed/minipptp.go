@@ -270,12 +270,18 @@ type PNSResult struct {
 }
 
 // OK reports that every call was set up and all its frames came back, with no cross-talk.
+// OK reports whether the call was connected and carried all its frames
+// back, and only its own.
+func (c PNSCall) OK() bool {
+	return c.Replied && c.Result == 1 && c.Good == c.Want && c.Foreign == 0
+}
+
 func (r PNSResult) OK() bool {
 	if !r.ControlUp || r.Error != "" || len(r.Calls) == 0 {
 		return false
 	}
 	for _, c := range r.Calls {
-		if !c.Replied || c.Result != 1 || c.Good != c.Want || c.Foreign != 0 {
+		if !c.OK() {
 			return false
 		}
 	}

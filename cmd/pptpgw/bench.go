@@ -222,7 +222,7 @@ func callsSummary(r testbed.MultiCallResult) string {
 	for _, p := range r.PNS {
 		for _, c := range p.Calls {
 			total++
-			if c.Replied && c.Result == 1 && c.Good == c.Want && c.Foreign == 0 {
+			if c.OK() {
 				ok++
 			}
 		}
