@@ -19,7 +19,7 @@
 //
 // Sending: Call.Send prepends the header with the next sequence number and piggybacks a
 // pending acknowledgement. When there is nothing to send, Tick sends an ack-only packet
-// after AckDelay, or immediately once half of our advertised window is unacknowledged.
+// after AckDelay, or immediately once a quarter of our advertised window is unacknowledged.
 package gre
 
 import (
@@ -83,7 +83,7 @@ const (
 	ReasonUnknownCall = "unknown_call" // no call for (peer, call ID)
 	ReasonDuplicate   = "duplicate"    // seq already delivered: replay or duplicate
 	ReasonOutOfWindow = "out_of_window"
-	ReasonLate        = "late"        // arrived after the reorder timeout skipped it
+	ReasonLate        = "late"         // arrived after the reorder timeout skipped it
 	ReasonReorderFull = "reorder_full" // reorder buffer overflow forced a skip
 	ReasonWindowFull  = "send_window_full"
 	ReasonClosed      = "closed"
@@ -105,8 +105,9 @@ type Mux struct {
 	conn PacketConn
 	cfg  Config
 
-	mu    sync.RWMutex
-	calls map[key]*Call
+	mu     sync.RWMutex
+	calls  map[key]*Call
+	nextID uint16
 
 	counters sync.Map // reason -> *atomic.Uint64
 	rxPkts   atomic.Uint64
@@ -161,6 +162,33 @@ func (m *Mux) Register(cc CallConfig) (*Call, error) {
 		return nil, ErrCallExists
 	}
 	m.calls[k] = c
+	return c, nil
+}
+
+// RegisterAuto registers a call with a free, nonzero local call ID (unique across all
+// peers of this Mux, so it also works for a client multiplexing many calls to one server).
+func (m *Mux) RegisterAuto(cc CallConfig) (*Call, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	used := make(map[uint16]bool, len(m.calls))
+	for k := range m.calls {
+		used[k.id] = true
+	}
+	if len(used) >= 65535 {
+		return nil, errors.New("gre: no free call ID")
+	}
+	for {
+		m.nextID++
+		if m.nextID != 0 && !used[m.nextID] {
+			break
+		}
+	}
+	cc.LocalID = m.nextID
+	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow)}
+	if cc.Handler != nil {
+		c.handler.Store(&cc.Handler)
+	}
+	m.calls[key{cc.Peer, cc.LocalID}] = c
 	return c, nil
 }
 
@@ -278,8 +306,8 @@ type Call struct {
 
 	rxMu      sync.Mutex
 	haveRecv  bool
-	lastRecv  uint32 // highest seq delivered
-	reorder   []held // sorted by seq
+	lastRecv  uint32        // highest seq delivered
+	reorder   []held        // sorted by seq
 	ackShared atomic.Uint64 // bit 32: pending; low 32: ack value to send
 	unacked   uint32        // delivered packets not yet acknowledged (rxMu)
 	ackSince  time.Time     // when the oldest unacknowledged delivery happened (rxMu)
@@ -296,13 +324,29 @@ type Call struct {
 }
 
 // LocalID is our call ID. PeerID is the peer's.
-func (c *Call) LocalID() uint16   { return c.localID }
-func (c *Call) PeerID() uint16    { return c.peerID }
-func (c *Call) Peer() netip.Addr  { return c.peer }
+func (c *Call) LocalID() uint16     { return c.localID }
+func (c *Call) PeerID() uint16      { return c.peerID }
+func (c *Call) Peer() netip.Addr    { return c.peer }
 func (c *Call) SetPeerID(id uint16) { c.txMu.Lock(); c.peerID = id; c.txMu.Unlock() }
 
 // SetPeerWindow sets the peer's advertised receive window (0 = unlimited).
 func (c *Call) SetPeerWindow(w uint16) { c.txMu.Lock(); c.peerWindow = uint32(w); c.txMu.Unlock() }
+
+// InFlight is the number of data packets sent and not yet acknowledged, and the peer's
+// window (0 = unlimited). A sender that can wait (a benchmark, a client with its own
+// queue) waits while inflight >= window instead of having Send drop.
+func (c *Call) InFlight() (inflight, window uint32) {
+	c.txMu.Lock()
+	defer c.txMu.Unlock()
+	return c.inflightLocked(), c.peerWindow
+}
+
+func (c *Call) inflightLocked() uint32 {
+	if c.gotAck {
+		return c.nextSeq - c.peerAcked - 1
+	}
+	return c.nextSeq
+}
 
 // SetHandler sets the function receiving in-order payloads.
 func (c *Call) SetHandler(f func(payload []byte)) { c.handler.Store(&f) }
@@ -346,31 +390,30 @@ func seqLess(a, b uint32) bool { return int32(a-b) < 0 }
 // Send transmits one payload (a PPP frame) with the next sequence number, piggybacking a
 // pending acknowledgement. It fails with ErrWindowFull when the peer's advertised window
 // is exhausted (the packet is dropped and counted: PPP recovers like from any loss).
-func (c *Call) Send(payload []byte) error {
+func (c *Call) Send(payload []byte) error { return c.SendPrefixed(nil, payload) }
+
+// SendPrefixed is Send of prefix+payload without the caller concatenating them
+// (e.g. the PPP address and control bytes FF 03 before a frame).
+func (c *Call) SendPrefixed(prefix, payload []byte) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
 	c.txMu.Lock()
 	if c.peerWindow != 0 {
-		// Packets in flight: sent but not acknowledged.
-		var inflight uint32
-		if c.gotAck {
-			inflight = c.nextSeq - c.peerAcked - 1
-		} else {
-			inflight = c.nextSeq
-		}
-		if inflight >= c.peerWindow {
+		if c.inflightLocked() >= c.peerWindow {
 			c.txMu.Unlock()
 			c.count(ReasonWindowFull)
 			return ErrWindowFull
 		}
 	}
-	h := wire.GREHeader{CallID: c.peerID, PayloadLen: uint16(len(payload)), HasSeq: true, Seq: c.nextSeq}
+	n := len(prefix) + len(payload)
+	h := wire.GREHeader{CallID: c.peerID, PayloadLen: uint16(n), HasSeq: true, Seq: c.nextSeq}
 	if v := c.ackShared.Load(); v>>32 != 0 && c.ackShared.CompareAndSwap(v, v&0xffffffff) {
 		h.HasAck, h.Ack = true, uint32(v)
 	}
 	c.nextSeq++
 	b := h.Append(c.txBuf[:0])
+	b = append(b, prefix...)
 	b = append(b, payload...)
 	c.txBuf = b
 	err := c.mux.conn.WritePacket(b, c.peer)
@@ -379,7 +422,7 @@ func (c *Call) Send(payload []byte) error {
 		return err
 	}
 	c.txPkts.Add(1)
-	c.txBytes.Add(uint64(len(payload)))
+	c.txBytes.Add(uint64(n))
 	return nil
 }
 
@@ -502,10 +545,10 @@ func (c *Call) deliver(seq uint32, payload []byte, now time.Time) {
 	if f := c.handler.Load(); f != nil {
 		(*f)(payload)
 	}
-	// Half the window unacknowledged: acknowledge now rather than stall the peer.
+	// A quarter of the window unacknowledged: acknowledge now rather than stall the peer.
 	if v := c.ackShared.Load(); v>>32 == 0 {
 		c.unacked = 0 // the handler's reply carried it
-	} else if c.unacked >= uint32(c.mux.cfg.RecvWindow)/2 {
+	} else if c.unacked >= max(uint32(c.mux.cfg.RecvWindow)/4, 1) {
 		if c.ackShared.CompareAndSwap(v, v&0xffffffff) {
 			c.sendAckOnly(uint32(v))
 		}

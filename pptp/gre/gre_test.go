@@ -216,8 +216,8 @@ func TestAckOnlyAfterDelayAndPiggyback(t *testing.T) {
 	}
 }
 
-func TestAckImmediateAtHalfWindow(t *testing.T) {
-	r := newRig(t, Config{RecvWindow: 8, AckDelay: time.Hour})
+func TestAckImmediateAtQuarterWindow(t *testing.T) {
+	r := newRig(t, Config{RecvWindow: 16, AckDelay: time.Hour})
 	r.in(0, 1, 2)
 	if hs := r.conn.take(); len(hs) != 0 {
 		t.Fatal("early ack")
@@ -225,7 +225,7 @@ func TestAckImmediateAtHalfWindow(t *testing.T) {
 	r.in(3)
 	hs := r.conn.take()
 	if len(hs) != 1 || hs[0].Ack != 3 {
-		t.Fatalf("half-window ack: %+v", hs)
+		t.Fatalf("quarter-window ack: %+v", hs)
 	}
 }
 
@@ -373,5 +373,5 @@ func BenchmarkCallReceiveSend(b *testing.B) {
 type discard struct{}
 
 func (discard) ReadPacket([]byte) (int, netip.Addr, error) { select {} }
-func (discard) WritePacket([]byte, netip.Addr) error        { return nil }
+func (discard) WritePacket([]byte, netip.Addr) error       { return nil }
 func (discard) Close() error                               { return nil }

@@ -11,8 +11,8 @@ import (
 // block: when the reader is more than depth packets behind, packets are dropped like on
 // a congested link. For tests and benchmarks.
 func Pipe(addrA, addrB netip.Addr, depth int) (a, b PacketConn) {
-	ab := make(chan []byte, depth)
-	ba := make(chan []byte, depth)
+	ab := make(chan *[]byte, depth)
+	ba := make(chan *[]byte, depth)
 	done := make(chan struct{})
 	var once sync.Once
 	closeFn := func() { once.Do(func() { close(done) }) }
@@ -25,18 +25,20 @@ var errPipeClosed = errors.New("gre: pipe closed")
 
 type pipeEnd struct {
 	local, peer netip.Addr
-	in, out     chan []byte
+	in, out     chan *[]byte
 	done        chan struct{}
 	close       func()
-	pool        sync.Pool
 }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 func (p *pipeEnd) ReadPacket(b []byte) (int, netip.Addr, error) {
 	select {
 	case <-p.done:
 		return 0, netip.Addr{}, errPipeClosed
 	case pkt := <-p.in:
-		n := copy(b, pkt)
+		n := copy(b, *pkt)
+		bufPool.Put(pkt)
 		return n, p.peer, nil
 	}
 }
@@ -50,10 +52,12 @@ func (p *pipeEnd) WritePacket(b []byte, dst netip.Addr) error {
 	if dst != p.peer {
 		return nil // nobody there
 	}
-	pkt := append([]byte(nil), b...)
+	pkt := bufPool.Get().(*[]byte)
+	*pkt = append((*pkt)[:0], b...)
 	select {
 	case p.out <- pkt:
 	default: // congested: drop
+		bufPool.Put(pkt)
 	}
 	return nil
 }
