@@ -35,7 +35,7 @@ func benchThroughput(b *testing.B, stateless bool) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	ping(b, c, localIP, 100) // the server side is up too
+	ping(b, c, localIP, 100)                                   // the server side is up too
 	pkt := udpPacket(c.Session().Info().LocalIP, behind, 1396) // MRU 1400 - 4 bytes MPPE
 	base := r.net.written.Load()
 	var sent, lost uint64

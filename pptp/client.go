@@ -228,8 +228,13 @@ func (c *Client) Session() *ppp.Session { return c.sess }
 func (c *Client) LocalCallID() uint16 { return c.call.LocalID() }
 func (c *Client) PeerCallID() uint16  { return c.peerCallID }
 
-// SendIP sends one IPv4 packet through the tunnel.
-func (c *Client) SendIP(pkt []byte) error { return c.sess.SendIP(pkt) }
+// SendIP sends one IPv4 packet through the tunnel. It waits up to 100 ms for the
+// server's GRE receive window (backpressure instead of loss; a dropped packet would
+// also cost stateful MPPE a reset).
+func (c *Client) SendIP(pkt []byte) error {
+	c.call.WaitWindow(100 * time.Millisecond)
+	return c.sess.SendIP(pkt)
+}
 
 // OnIP sets the receiver of IPv4 packets from the tunnel.
 func (c *Client) OnIP(f func(pkt []byte)) { c.sess.OnIP(f) }

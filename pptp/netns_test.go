@@ -131,7 +131,7 @@ func newNSRig(t *testing.T, mod func(*Config)) *nsRig {
 	var ln net.Listener
 	must(t, topo.Server.Do(func() error {
 		var err error
-		if r.srvTUN, err = tun.Open(p+"t0", 1400); err != nil {
+		if r.srvTUN, err = tun.Open(p+"t0", 1396); err != nil {
 			return err
 		}
 		if greConn, err = gre.ListenRaw(netip.Addr{}); err != nil {
@@ -208,7 +208,7 @@ func (r *nsRig) clientTUN(t testing.TB, c IPConn, s *ppp.Session, name string) {
 	var dev *tun.Device
 	must(t, r.topo.GW.Do(func() error {
 		var err error
-		dev, err = tun.Open(name, 1400)
+		dev, err = tun.Open(name, 1396)
 		return err
 	}))
 	t.Cleanup(func() { dev.Close() })
@@ -449,4 +449,47 @@ func TestNetns100SessionsOneAddress(t *testing.T) {
 	}
 	wg.Wait()
 	waitFor(t, func() bool { return len(r.srv.Sessions()) == 0 && r.srv.pool.InUse() == 0 })
+}
+
+// TestNetnsIperf3 measures one session's TCP throughput with iperf3 through the real
+// data path (kernel TCP -> client TUN -> Go client PPP/MPPE -> raw GRE -> veth ->
+// server raw GRE -> server PPP/MPPE -> server TUN -> kernel forward -> host). Opt-in:
+//
+//	PPTPGW_IPERF=1 go test ./pptp -run TestNetnsIperf3 -v
+//
+// PPTPGW_IPERF_MODE=stateful selects stateful MPPE (default stateless).
+func TestNetnsIperf3(t *testing.T) {
+	if os.Getenv("PPTPGW_IPERF") == "" {
+		t.Skip("set PPTPGW_IPERF=1 to run the iperf3 throughput measurement")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Skip("iperf3 not installed")
+	}
+	r := newNSRig(t, nil)
+	mux := r.gwMux(t)
+	stateful := os.Getenv("PPTPGW_IPERF_MODE") == "stateful"
+	c, err := r.goClient(t, mux, "alice", "s3cret pass", func(cc *ClientConfig) {
+		cc.StatelessOnly, cc.StatefulOnly = !stateful, stateful
+	})
+	must(t, err)
+	defer c.Close()
+	r.clientTUN(t, c, c.Session(), r.topo.Prefix+"c0")
+	nsPing(t, r.topo.GW, nsHost)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := exec.CommandContext(ctx, "ip", "netns", "exec", r.topo.Prefix+"-h", "iperf3", "-s", "-1", "-B", nsHost.String())
+	must(t, srv.Start())
+	defer srv.Wait()
+	time.Sleep(300 * time.Millisecond)
+	secs := os.Getenv("PPTPGW_IPERF_SECONDS")
+	if secs == "" {
+		secs = "5"
+	}
+	out, err := r.topo.GW.Output(ctx, "iperf3", "-c", nsHost.String(), "-t", secs, "-f", "m")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Logf("MPPE-128 %s, %s:\n%s", map[bool]string{true: "stateful", false: "stateless"}[stateful], c.Session().Info().State, out)
+	t.Logf("client call %+v", c.call.Stats())
+	t.Logf("server counters %v", r.srv.Counters())
 }

@@ -418,8 +418,13 @@ func (s *Server) readNet() {
 			s.count("net_no_session")
 			continue
 		}
-		ClampMSS(pkt, mss)
 		ss := v.(*session)
+		if !ss.call.WindowOpen() {
+			// Drop before encrypting: no coherency-count gap for stateful MPPE.
+			s.count("net_peer_window_full")
+			continue
+		}
+		ClampMSS(pkt, mss)
 		if err := ss.ppp.SendIP(pkt); err != nil {
 			ss.countOnce("send_ip_failed", err)
 		}

@@ -301,7 +301,10 @@ func runServe(ctx context.Context, cfg pptp.Config, tunName, adminSock string, l
 	if mru == 0 {
 		mru = ppp.DefaultMRU
 	}
-	dev, err := tun.Open(tunName, mru)
+	// The TUN MTU is the largest IP packet a session carries: MRU minus the MPPE
+	// header and encrypted protocol field, so the kernel fragments or sends
+	// "fragmentation needed" instead of us dropping oversize packets.
+	dev, err := tun.Open(tunName, mru-4)
 	if err != nil {
 		return err
 	}

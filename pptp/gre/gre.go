@@ -44,7 +44,7 @@ type PacketConn interface {
 // Config of a Mux. Zero values pick the defaults documented per field.
 type Config struct {
 	// RecvWindow is the receive window we advertise (OCRP/OCRQ) and enforce: packets more
-	// than this many ahead of the last delivered one are dropped. Default 64.
+	// than this many ahead of the last delivered one are dropped. Default 256.
 	RecvWindow uint16
 	// ReorderTimeout is how long an early packet waits for the gap before it to fill.
 	// 0 disables the reorder buffer: early packets are delivered at once and late ones dropped.
@@ -61,7 +61,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.RecvWindow == 0 {
-		c.RecvWindow = 64
+		c.RecvWindow = 256
 	}
 	if c.ReorderMax == 0 {
 		c.ReorderMax = 16
@@ -152,7 +152,7 @@ type CallConfig struct {
 // Register creates a Call. The handler may be set later with SetHandler.
 func (m *Mux) Register(cc CallConfig) (*Call, error) {
 	k := key{cc.Peer, cc.LocalID}
-	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow)}
+	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow), ackCh: make(chan struct{}, 1)}
 	if cc.Handler != nil {
 		c.handler.Store(&cc.Handler)
 	}
@@ -184,7 +184,7 @@ func (m *Mux) RegisterAuto(cc CallConfig) (*Call, error) {
 		}
 	}
 	cc.LocalID = m.nextID
-	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow)}
+	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow), ackCh: make(chan struct{}, 1)}
 	if cc.Handler != nil {
 		c.handler.Store(&cc.Handler)
 	}
@@ -318,6 +318,7 @@ type Call struct {
 	gotAck     bool
 	peerWindow uint32
 	txBuf      []byte
+	ackCh      chan struct{} // signalled when an ack opens the window
 
 	txPkts, txBytes, rxPkts, rxBytes, ackOnly atomic.Uint64
 	drops                                     sync.Map
@@ -346,6 +347,34 @@ func (c *Call) inflightLocked() uint32 {
 		return c.nextSeq - c.peerAcked - 1
 	}
 	return c.nextSeq
+}
+
+// WindowOpen reports whether Send would pass the peer's window now. Senders that
+// encrypt statefully check it BEFORE encrypting: a packet dropped after encryption is a
+// coherency-count gap that costs the peer a CCP reset, one dropped before is just loss.
+func (c *Call) WindowOpen() bool {
+	in, w := c.InFlight()
+	return w == 0 || in < w
+}
+
+// WaitWindow waits up to d for the peer's window to open (an acknowledgement to
+// arrive) and reports whether it is open.
+func (c *Call) WaitWindow(d time.Duration) bool {
+	if c.WindowOpen() {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ackCh:
+			if c.WindowOpen() {
+				return true
+			}
+		case <-t.C:
+			return c.WindowOpen()
+		}
+	}
 }
 
 // SetHandler sets the function receiving in-order payloads.
@@ -449,6 +478,10 @@ func (c *Call) receive(h *wire.GREHeader, payload []byte) {
 		// Only move forward and never beyond what we sent.
 		if (!c.gotAck || seqLess(c.peerAcked, h.Ack)) && seqLess(h.Ack, c.nextSeq) {
 			c.peerAcked, c.gotAck = h.Ack, true
+			select {
+			case c.ackCh <- struct{}{}:
+			default:
+			}
 		}
 		c.txMu.Unlock()
 	}
