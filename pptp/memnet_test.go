@@ -151,9 +151,12 @@ type rig struct {
 	done      chan struct{}
 }
 
-func newRig(t testing.TB, mod func(*Config)) *rig {
+func newRig(t testing.TB, mod func(*Config), wrapClient ...func(gre.PacketConn) gre.PacketConn) *rig {
 	t.Helper()
 	a, b := gre.Pipe(loopback, loopback, 1024)
+	for _, w := range wrapClient {
+		b = w(b)
+	}
 	n := newMemNet(localIP, behind)
 	cfg := Config{PoolStart: poolStart, PoolEnd: poolEnd, Secrets: mapSecrets{"alice": "s3cret pass", "bob": "hunter2"},
 		DNS: []netip.Addr{netip.MustParseAddr("10.8.0.1")}}
@@ -222,4 +225,21 @@ func ping(t testing.TB, c interface {
 			t.Fatalf("no echo reply from %s", dst)
 		}
 	}
+}
+
+// lossyConn drops every nth packet the client sends after the first skip packets.
+type lossyConn struct {
+	gre.PacketConn
+	n       int
+	skip    atomic.Int64
+	count   atomic.Int64
+	dropped atomic.Int64
+}
+
+func (l *lossyConn) WritePacket(b []byte, dst netip.Addr) error {
+	if c := l.count.Add(1); c > l.skip.Load() && c%int64(l.n) == 0 {
+		l.dropped.Add(1)
+		return nil
+	}
+	return l.PacketConn.WritePacket(b, dst)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"pptpgw/pptp/gre"
 	"strings"
 	"sync"
 	"testing"
@@ -384,4 +385,28 @@ func TestLocalIPDefaultAndPool(t *testing.T) {
 		t.Fatal("release")
 	}
 	_ = context.Background
+}
+
+// TestLossRecovery: with every 7th client GRE packet lost after setup, both MPPE modes
+// keep carrying traffic (stateful through CCP Reset-Request/Ack and the flushed bit).
+func TestLossRecovery(t *testing.T) {
+	for _, stateless := range []bool{true, false} {
+		lc := &lossyConn{n: 7}
+		lc.skip.Store(1 << 30)
+		r := newRig(t, nil, func(p gre.PacketConn) gre.PacketConn { lc.PacketConn = p; return lc })
+		c, err := r.dial(t, "alice", "s3cret pass", func(cc *ClientConfig) { cc.StatelessOnly, cc.StatefulOnly = stateless, !stateless })
+		if err != nil {
+			t.Fatal(err)
+		}
+		ping(t, c, behind, 100)
+		lc.skip.Store(lc.count.Load())
+		for i := range 40 {
+			ping(t, c, behind, 100+i)
+		}
+		if lc.dropped.Load() == 0 {
+			t.Fatal("nothing lost")
+		}
+		t.Logf("stateless=%v: %d lost, all pings answered; server %v", stateless, lc.dropped.Load(), r.srv.Counters())
+		c.Close()
+	}
 }
