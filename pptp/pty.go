@@ -18,15 +18,16 @@ import (
 // GRE, we do PPP, MS-CHAPv2, MPPE and IP. No TUN is needed: callers send raw IP packets
 // with SendIP and get replies through OnIP.
 type PTYClient struct {
-	cfg  ClientConfig
-	rw   io.ReadWriter
-	sess *ppp.Session
-	enc  hdlc.Encoder
-	wmu  sync.Mutex
-	wbuf []byte
-	done chan struct{}
-	once sync.Once
-	dec  hdlc.Decoder
+	cfg    ClientConfig
+	rw     io.ReadWriter
+	sess   *ppp.Session
+	enc    hdlc.Encoder
+	wmu    sync.Mutex
+	wbuf   []byte
+	rawBuf []byte
+	done   chan struct{}
+	once   sync.Once
+	dec    hdlc.Decoder
 }
 
 // DialPTY runs PPP over rw (the pty master) until it is up. cfg.Server, Mux and Dial
@@ -64,10 +65,10 @@ func DialPTY(ctx context.Context, rw io.ReadWriter, cfg ClientConfig) (*PTYClien
 func (c *PTYClient) write(frame []byte) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b := append(c.wbuf[:0], hdlcAddrCtrl...)
-	b = append(b, frame...)
-	out := c.enc.Append(b[len(b):], b) // encode after the raw copy, reusing one buffer
-	c.wbuf = b
+	raw := append(c.rawBuf[:0], hdlcAddrCtrl...)
+	raw = append(raw, frame...)
+	out := c.enc.Append(c.wbuf[:0], raw)
+	c.rawBuf, c.wbuf = raw, out
 	_, _ = c.rw.Write(out)
 }
 

@@ -130,6 +130,18 @@ func (m *Mux) count(reason string) {
 	v.(*atomic.Uint64).Add(1)
 }
 
+// countPeer counts a drop not tied to a call, logging only the first of each reason
+// (these can be floods: the counters tell the rest).
+func (m *Mux) countPeer(reason string, src netip.Addr, callID uint16) {
+	v, ok := m.counters.Load(reason)
+	if !ok {
+		v, _ = m.counters.LoadOrStore(reason, new(atomic.Uint64))
+	}
+	if v.(*atomic.Uint64).Add(1) == 1 {
+		m.cfg.Logger.Warn("gre: packet dropped (first of its kind; see counters)", "reason", reason, "peer", src, "call_id", callID)
+	}
+}
+
 // Counters returns a snapshot of the drop counters by reason plus "rx_packets".
 func (m *Mux) Counters() map[string]uint64 {
 	out := map[string]uint64{"rx_packets": m.rxPkts.Load()}
@@ -250,14 +262,14 @@ func (m *Mux) Input(b []byte, src netip.Addr) {
 	m.rxPkts.Add(1)
 	h, payload, err := wire.ParseGRE(b)
 	if err != nil {
-		m.count(ReasonParse)
+		m.countPeer(ReasonParse, src, 0)
 		return
 	}
 	m.mu.RLock()
 	c := m.calls[key{src.Unmap(), h.CallID}]
 	m.mu.RUnlock()
 	if c == nil {
-		m.count(ReasonUnknownCall)
+		m.countPeer(ReasonUnknownCall, src, h.CallID)
 		return
 	}
 	c.receive(&h, payload)
@@ -399,7 +411,10 @@ func (c *Call) count(reason string) {
 	if !ok {
 		v, _ = c.drops.LoadOrStore(reason, new(atomic.Uint64))
 	}
-	v.(*atomic.Uint64).Add(1)
+	if v.(*atomic.Uint64).Add(1) == 1 { // each failure logged once per call, counted always
+		c.mux.cfg.Logger.Warn("gre: packet dropped (logged once per call and reason)", "reason", reason,
+			"peer", c.peer, "call_id", c.localID, "peer_call_id", c.peerID)
+	}
 }
 
 // Stats returns counters of the call.
