@@ -73,12 +73,16 @@ func doIn(h netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
-func newNSRig(t *testing.T, mod func(*Config)) *nsRig {
+func newNSRig(t *testing.T, mod func(*Config), lanClients ...int) *nsRig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces")
 	}
-	topo := testbed.NewT(t, testbed.Config{})
+	tc := testbed.Config{}
+	if len(lanClients) > 0 {
+		tc.Clients = lanClients[0]
+	}
+	topo := testbed.NewT(t, tc)
 	p := topo.Prefix
 	r := &nsRig{topo: topo}
 
@@ -492,4 +496,77 @@ func TestNetnsIperf3(t *testing.T) {
 	t.Logf("MPPE-128 %s, %s:\n%s", map[bool]string{true: "stateful", false: "stateless"}[stateful], c.Session().Info().State, out)
 	t.Logf("client call %+v", c.call.Stats())
 	t.Logf("server counters %v", r.srv.Counters())
+}
+
+// TestNetnsSessionsBehindMasquerade: 100 Go-client sessions from a LAN host
+// (10.77.0.10) behind the gateway's kernel masquerade with Linux's PPTP conntrack
+// helper (`ct helper "pptp"`, which maps GRE keys): the server sees them all from
+// 203.0.113.1 and tells them apart by call ID.
+func TestNetnsSessionsBehindMasquerade(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft(8)")
+	}
+	r := newNSRig(t, nil, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	table := r.topo.Prefix + "nat"
+	for _, args := range [][]string{
+		{"add", "table", "ip", table},
+		{"add", "chain", "ip", table, "post", "{ type nat hook postrouting priority srcnat; }"},
+		{"add", "rule", "ip", table, "post", "oifname", r.topo.WANIf, "masquerade"},
+		{"add", "ct", "helper", "ip", table, "pptph", "{ type \"pptp\" protocol tcp; }"},
+		{"add", "chain", "ip", table, "pre", "{ type filter hook prerouting priority filter; }"},
+		{"add", "rule", "ip", table, "pre", "tcp", "dport", "1723", "ct", "helper", "set", "pptph"},
+	} {
+		if out, err := r.topo.GW.Output(ctx, "nft", args...); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	lan := r.topo.Clients[0]
+	var pc gre.PacketConn
+	must(t, lan.Do(func() error {
+		var err error
+		pc, err = gre.ListenRaw(netip.Addr{})
+		return err
+	}))
+	mux := gre.NewMux(pc, gre.Config{})
+	stop := make(chan struct{})
+	go mux.Serve()
+	go mux.RunTicker(10*time.Millisecond, stop)
+	defer func() { close(stop); mux.Close() }()
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := lan.Do(func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	const n = 100
+	var clients []*Client
+	for i := range n {
+		c, err := Dial(ctx, ClientConfig{Server: testbed.ServerIP.String(), Username: "alice", Password: "s3cret pass", Mux: mux, Dial: dial})
+		if err != nil {
+			out, _ := r.topo.GW.Output(ctx, "conntrack", "-L")
+			t.Fatalf("client %d: %v\nserver counters %v\nclient mux %v\n%s", i, err, r.srv.Counters(), mux.Counters(), out)
+		}
+		clients = append(clients, c)
+	}
+	for i, c := range clients {
+		ping(t, c, nsHost, 64+i)
+	}
+	ss := r.srv.Sessions()
+	if len(ss) != n {
+		t.Fatalf("%d sessions", len(ss))
+	}
+	for _, s := range ss {
+		if !strings.HasPrefix(s.Peer, testbed.GWWANIP.String()+":") {
+			t.Fatalf("peer %s: not masqueraded", s.Peer)
+		}
+	}
+	for _, c := range clients {
+		must(t, c.Close())
+	}
+	waitFor(t, func() bool { return len(r.srv.Sessions()) == 0 })
 }
