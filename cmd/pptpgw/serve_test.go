@@ -191,3 +191,36 @@ func (g *greHolder) close() {
 		g.mux.Close()
 	}
 }
+
+// TestServeConfigExample loads the config reference of pptp/README.md verbatim.
+func TestServeConfigExample(t *testing.T) {
+	readme, err := os.ReadFile("../../pptp/README.md")
+	if err != nil {
+		t.Skip("README not found")
+	}
+	_, rest, ok := strings.Cut(string(readme), "## Config reference")
+	if !ok {
+		t.Fatal("no config reference in README")
+	}
+	_, rest, _ = strings.Cut(rest, "```yaml\n")
+	example, _, _ := strings.Cut(rest, "```")
+	p := filepath.Join(t.TempDir(), "serve.yaml")
+	os.WriteFile(p, []byte(example), 0o600)
+	sc, err := loadServeConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := sc.toServerConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PoolStart.String() != "10.8.0.10" || cfg.LocalIP.String() != "10.8.0.1" || len(cfg.SplitRoutes) != 1 ||
+		cfg.GRE.RecvWindow != 256 || cfg.EchoIdle != 60*time.Second || cfg.AllowUnencrypted || sc.TUN != "pptpgw0" {
+		t.Fatalf("parsed %+v", cfg)
+	}
+	// PAP without optional encryption is refused with a reason.
+	sc.Auth = []string{"pap"}
+	if _, err := sc.toServerConfig(); err == nil || !strings.Contains(err.Error(), "encryption: optional") {
+		t.Fatalf("pap with required encryption: %v", err)
+	}
+}
