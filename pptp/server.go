@@ -453,22 +453,26 @@ func (s *Server) lookupPassword(user string) (string, bool) {
 	return secret, ok
 }
 
-// SessionInfo is one row of `pptpgw sessions`.
+// SessionInfo is one row of `pptpgw sessions`. Bytes and packets count IP packets
+// (after decryption); the GRE counters count PPP frames including control traffic.
 type SessionInfo struct {
-	User          string    `json:"user"`
-	Peer          string    `json:"peer"`
-	LocalCallID   uint16    `json:"local_call_id"`
-	PeerCallID    uint16    `json:"peer_call_id"`
-	Address       string    `json:"address"`
-	State         string    `json:"state"`
-	Auth          string    `json:"auth"`
-	Encryption    string    `json:"encryption"`
-	BytesIn       uint64    `json:"bytes_in"`
-	BytesOut      uint64    `json:"bytes_out"`
-	PacketsIn     uint64    `json:"packets_in"`
-	PacketsOut    uint64    `json:"packets_out"`
-	Started       time.Time `json:"started"`
-	UptimeSeconds float64   `json:"uptime_seconds"`
+	User          string            `json:"user"`
+	Peer          string            `json:"peer"`
+	LocalCallID   uint16            `json:"local_call_id"`
+	PeerCallID    uint16            `json:"peer_call_id"`
+	Address       string            `json:"address"`
+	State         string            `json:"state"`
+	Auth          string            `json:"auth"`
+	Encryption    string            `json:"encryption"`
+	BytesIn       uint64            `json:"bytes_in"`
+	BytesOut      uint64            `json:"bytes_out"`
+	PacketsIn     uint64            `json:"packets_in"`
+	PacketsOut    uint64            `json:"packets_out"`
+	GREPacketsIn  uint64            `json:"gre_packets_in"`
+	GREPacketsOut uint64            `json:"gre_packets_out"`
+	GREDrops      map[string]uint64 `json:"gre_drops,omitempty"`
+	Started       time.Time         `json:"started"`
+	UptimeSeconds float64           `json:"uptime_seconds"`
 }
 
 // Sessions lists live sessions, oldest first.

@@ -208,7 +208,7 @@ func (ss *session) end(reason string, cdn bool, result uint8) {
 		if addr.IsValid() {
 			s.pool.Release(addr)
 		}
-		st := ss.call.Stats()
+		pi := ss.ppp.Info()
 		ss.call.Close()
 		ss.cc.removeCall(ss)
 		s.mu.Lock()
@@ -219,7 +219,7 @@ func (ss *session) end(reason string, cdn bool, result uint8) {
 		}
 		s.count("sessions_ended")
 		s.log.Info("session ended", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(), "user", user,
-			"address", addr, "reason", reason, "bytes_in", st.RxBytes, "bytes_out", st.TxBytes,
+			"address", addr, "reason", reason, "ppp_reason", pi.Reason, "bytes_in", pi.BytesIn, "bytes_out", pi.BytesOut,
 			"uptime", s.cfg.Now().Sub(ss.started).Round(time.Millisecond).String())
 	})
 }
@@ -236,7 +236,8 @@ func (ss *session) info(now time.Time) SessionInfo {
 	si := SessionInfo{
 		User: user, Peer: ss.cc.peer.String(), LocalCallID: ss.call.LocalID(), PeerCallID: ss.peerID,
 		State: ss.ppp.State(), Auth: pi.Auth.String(), Encryption: encryptionString(pi),
-		BytesIn: st.RxBytes, BytesOut: st.TxBytes, PacketsIn: st.RxPackets, PacketsOut: st.TxPackets,
+		BytesIn: pi.BytesIn, BytesOut: pi.BytesOut, PacketsIn: pi.PktsIn, PacketsOut: pi.PktsOut,
+		GREPacketsIn: st.RxPackets, GREPacketsOut: st.TxPackets, GREDrops: st.Drops,
 		Started: ss.started, UptimeSeconds: now.Sub(ss.started).Seconds(),
 	}
 	if addr.IsValid() {
