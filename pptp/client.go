@@ -197,10 +197,12 @@ func (c *Client) readControl() {
 				case <-c.cdn:
 				default:
 					close(c.cdn)
+					c.sess.LowerDown("call disconnected by server")
 				}
 			}
 		case *wire.StopCCRQ:
 			_ = c.send(&wire.StopCCRP{Result: wire.StopCCRPResultOK})
+			c.sess.LowerDown("control connection stopped by server")
 			return
 		case *wire.StopCCRP:
 			return

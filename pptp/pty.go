@@ -80,6 +80,7 @@ func (c *PTYClient) read() {
 			c.dec.FeedFunc(buf[:n], c.sess.Input)
 		}
 		if err != nil {
+			c.sess.LowerDown("pty closed")
 			c.stop()
 			return
 		}
