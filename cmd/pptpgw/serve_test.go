@@ -141,6 +141,26 @@ func TestServeBinarySession(t *testing.T) {
 	if in.LocalIP != netip.MustParseAddr("10.8.0.10") || in.PeerIP != netip.MustParseAddr("10.8.0.9") || !in.MPPE {
 		t.Fatalf("session %+v", in)
 	}
+	// The server's tunnel address answers ping (the kernel, through the binary's TUN).
+	replies := make(chan []byte, 4)
+	c.OnIP(func(p []byte) {
+		select {
+		case replies <- append([]byte(nil), p...):
+		default:
+		}
+	})
+	var answered bool
+	for seq := 1; seq <= 10 && !answered; seq++ {
+		must(c.SendIP(icmpEchoPacket(in.LocalIP, in.PeerIP, uint16(seq))))
+		select {
+		case p := <-replies:
+			answered = len(p) >= 28 && p[9] == 1 && p[20] == 0 && netip.AddrFrom4([4]byte(p[12:16])) == in.PeerIP
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	if !answered {
+		t.Fatalf("no echo reply from the server's tunnel address %s\n%s", in.PeerIP, proc.Output())
+	}
 	cmdS := topo.Server.Command(ctx, os.Args[0], "sessions", "--json", "--admin-socket", sock)
 	cmdS.Env = append(os.Environ(), envRunMain+"=1")
 	js, err := cmdS.Output()
@@ -223,4 +243,28 @@ func TestServeConfigExample(t *testing.T) {
 	if _, err := sc.toServerConfig(); err == nil || !strings.Contains(err.Error(), "encryption: optional") {
 		t.Fatalf("pap with required encryption: %v", err)
 	}
+}
+
+// icmpEchoPacket is an IPv4 ICMP echo request with valid checksums.
+func icmpEchoPacket(src, dst netip.Addr, seq uint16) []byte {
+	p := make([]byte, 84)
+	p[0], p[2], p[3], p[8], p[9] = 0x45, 0, 84, 64, 1
+	s4, d4 := src.As4(), dst.As4()
+	copy(p[12:], s4[:])
+	copy(p[16:], d4[:])
+	p[20] = 8
+	p[24], p[25], p[26], p[27] = 0x12, 0x34, byte(seq>>8), byte(seq)
+	put := func(off int, b []byte) {
+		var sum uint32
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		for sum>>16 != 0 {
+			sum = sum&0xffff + sum>>16
+		}
+		p[off], p[off+1] = byte(^sum>>8), byte(^sum)
+	}
+	put(10, p[:20])
+	put(22, p[20:])
+	return p
 }
