@@ -87,7 +87,11 @@ const (
 	ReasonReorderFull = "reorder_full" // reorder buffer overflow forced a skip
 	ReasonWindowFull  = "send_window_full"
 	ReasonClosed      = "closed"
+	ReasonResync      = "resync" // sequence resynchronised after consecutive out-of-window packets
 )
+
+// resyncAfter consecutive out-of-window packets move the receive sequence.
+const resyncAfter = 4
 
 var (
 	ErrClosed     = errors.New("gre: call closed")
@@ -318,8 +322,10 @@ type Call struct {
 
 	rxMu      sync.Mutex
 	haveRecv  bool
-	lastRecv  uint32        // highest seq delivered
-	reorder   []held        // sorted by seq
+	lastRecv  uint32 // highest seq delivered
+	reorder   []held // sorted by seq
+	oowRun    int    // consecutive out-of-window packets (rxMu)
+	oowLast   uint32
 	ackShared atomic.Uint64 // bit 32: pending; low 32: ack value to send
 	unacked   uint32        // delivered packets not yet acknowledged (rxMu)
 	ackSince  time.Time     // when the oldest unacknowledged delivery happened (rxMu)
@@ -521,9 +527,25 @@ func (c *Call) receive(h *wire.GREHeader, payload []byte) {
 		return
 	}
 	if h.Seq-c.lastRecv > uint32(cfg.RecvWindow) {
-		c.count(ReasonOutOfWindow)
-		return
+		// A peer that ignores our window, or a burst of loss longer than it, would
+		// otherwise leave every later packet "out of window" forever: after a few
+		// consecutive ones, resynchronise to the peer's sequence.
+		if c.oowRun > 0 && h.Seq == c.oowLast+1 {
+			c.oowRun++
+		} else {
+			c.oowRun = 1
+		}
+		c.oowLast = h.Seq
+		if c.oowRun < resyncAfter {
+			c.count(ReasonOutOfWindow)
+			return
+		}
+		c.count(ReasonResync)
+		c.oowRun = 0
+		c.reorder = nil
+		c.lastRecv = h.Seq - 1
 	}
+	c.oowRun = 0
 	if h.Seq == c.lastRecv+1 || cfg.ReorderTimeout == 0 {
 		c.deliver(h.Seq, payload, now)
 		c.drainReorder(now, false)

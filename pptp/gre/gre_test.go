@@ -375,3 +375,21 @@ type discard struct{}
 func (discard) ReadPacket([]byte) (int, netip.Addr, error) { select {} }
 func (discard) WritePacket([]byte, netip.Addr) error       { return nil }
 func (discard) Close() error                               { return nil }
+
+func TestResyncAfterConsecutiveOutOfWindow(t *testing.T) {
+	r := newRig(t, Config{RecvWindow: 8})
+	r.in(0, 1)
+	r.in(100, 101, 102) // a peer far ahead (ignored our window / long loss burst)
+	r.want(0, 1)
+	r.in(103)
+	r.want(0, 1, 103)
+	r.in(104, 102, 50)
+	r.want(0, 1, 103, 104)
+	if r.drops(ReasonResync) != 1 || r.drops(ReasonOutOfWindow) != 3 {
+		t.Fatalf("drops %v", r.call.Stats().Drops)
+	}
+	// Scattered far-ahead packets (not consecutive) never move the sequence.
+	r.in(5000, 7000, 9000, 11000, 13000)
+	r.in(105)
+	r.want(0, 1, 103, 104, 105)
+}
