@@ -1,0 +1,145 @@
+package pptp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"pptpgw/pptp/gre"
+	"pptpgw/testbed"
+)
+
+// Both products together: 100 Go-client sessions from 4 LAN hosts behind
+// the pptpgw gateway (one public address) to `pptpgw serve` on the WAN.
+// Every session authenticates (MS-CHAPv2 + MPPE-128) and pings a host
+// behind the server; the gateway lists 100 calls with distinct outside call
+// IDs toward the server, and none once the clients hang up.
+func TestNetnsSessionsBehindPPTPGW(t *testing.T) {
+	r := newNSRig(t, nil, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	bin, err := testbed.BuildGateway(ctx, "..", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := r.topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 100
+	type host struct {
+		ns  *testbed.NS
+		mux *gre.Mux
+	}
+	var hosts []host
+	stop := make(chan struct{})
+	defer close(stop)
+	for _, ns := range r.topo.Clients {
+		var pc gre.PacketConn
+		must(t, ns.Do(func() error {
+			var err error
+			pc, err = gre.ListenRaw(netip.Addr{})
+			return err
+		}))
+		mux := gre.NewMux(pc, gre.Config{})
+		go mux.Serve()
+		go mux.RunTicker(10*time.Millisecond, stop)
+		t.Cleanup(func() { mux.Close() })
+		hosts = append(hosts, host{ns, mux})
+	}
+	clients := make([]*Client, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		h := hosts[i%len(hosts)]
+		dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := h.ns.Do(func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := Dial(ctx, ClientConfig{Server: testbed.ServerIP.String(), Username: "alice",
+				Password: "s3cret pass", Mux: h.mux, Dial: dial})
+			if err != nil {
+				errs <- fmt.Errorf("client %d (%s): %w", i, h.ns.Name, err)
+				return
+			}
+			clients[i] = c
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("%v", err)
+	}
+	if t.Failed() {
+		t.Fatalf("server counters %v\ngateway log:\n%s", r.srv.Counters(), gw.Log())
+	}
+	for i, c := range clients {
+		ping(t, c, nsHost, 64+i)
+	}
+	if ss := r.srv.Sessions(); len(ss) != n {
+		t.Fatalf("server has %d sessions, want %d", len(ss), n)
+	} else {
+		for _, s := range ss {
+			if !strings.HasPrefix(s.Peer, testbed.GWWANIP.String()+":") {
+				t.Fatalf("session peer %s: not behind the gateway's public address", s.Peer)
+			}
+		}
+	}
+	rep, err := gw.Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Calls) != n || rep.DistinctOutsideIDs() != n {
+		t.Fatalf("gateway lists %d calls with %d distinct outside IDs, want %d", len(rep.Calls), rep.DistinctOutsideIDs(), n)
+	}
+	inside := map[string]int{}
+	for _, c := range rep.Calls {
+		inside[c.InsideIP]++
+		if c.PktsIn == 0 || c.PktsOut == 0 {
+			t.Errorf("call %+v carried no GRE one way", c)
+		}
+	}
+	if len(inside) != len(hosts) {
+		t.Errorf("calls from %d inside hosts, want %d: %v", len(inside), len(hosts), inside)
+	}
+	t.Logf("gateway: %d calls from %d inside hosts, %d distinct outside IDs; gre_in=%d gre_out=%d",
+		len(rep.Calls), len(inside), rep.DistinctOutsideIDs(), rep.Counters["gre_in"], rep.Counters["gre_out"])
+	if got := rep.Counters["gre_no_call"]; got != 0 {
+		t.Errorf("gateway dropped %d GRE packets matching no call", got)
+	}
+	for _, c := range clients {
+		must(t, c.Close())
+	}
+	waitFor(t, func() bool { return len(r.srv.Sessions()) == 0 })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rep, err := gw.Calls(ctx)
+		if err == nil && len(rep.Calls) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway still lists %d calls after every client hung up", len(rep.Calls))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := gw.Stop(); err != nil {
+		t.Errorf("gateway stop: %v\n%s", err, gw.Log())
+	}
+	_ = os.RemoveAll(dir)
+}
