@@ -25,9 +25,12 @@ demo: deps build
 	./$(BIN) demo
 
 # test: every unit, fuzz-seed, and (as root) network-namespace integration test.
+# Packages run one at a time (-p 1): the netns tests compare throughput
+# (pptpgw vs kernel masquerade) within one run, and another package's load on
+# a 2-core machine would only add noise. The whole run takes about a minute.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -p 1 -count=1 -timeout 25m ./...
 
 # bench: the performance table of the README (needs root).
 bench: deps build
