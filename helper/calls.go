@@ -104,6 +104,9 @@ func (c *Conn) complete(s *stream, dir Dir) {
 				return
 			}
 			idx = c.findInside(s.fieldOld)
+			if idx < 0 && s.fieldRecalled {
+				return // a call already cleared and forgotten on both sides
+			}
 			ev.InsideID, ev.OutsideID = s.fieldOld, s.fieldNew
 		} else { // the outside party's own ID
 			idx = c.findPeer(u16(12))
@@ -134,6 +137,9 @@ func (c *Conn) stop(t wire.MsgType) {
 		return
 	}
 	c.stopped = true
+	for _, cl := range c.calls {
+		c.forget(cl)
+	}
 	c.calls = c.calls[:0]
 	c.m.Event(Event{Kind: ControlStopped, Msg: t})
 }
@@ -183,9 +189,35 @@ func (c *Conn) removeCall(idx int) {
 	if idx < 0 {
 		return
 	}
+	c.forget(c.calls[idx])
 	last := len(c.calls) - 1
 	c.calls[idx] = c.calls[last]
 	c.calls = c.calls[:last]
+}
+
+// forget remembers the translation of a call being removed, if it has one.
+func (c *Conn) forget(cl call) {
+	if !cl.hasInside {
+		return
+	}
+	c.gone[c.goneNext] = goneCall{cl.inside, cl.outside}
+	c.goneNext = (c.goneNext + 1) % goneLen
+	c.goneN = min(c.goneN+1, goneLen)
+}
+
+// recall returns the outside ID of the inside call ID insideID from the
+// Conn's own memory: a tracked call, else the most recently forgotten one.
+func (c *Conn) recall(insideID uint16) (uint16, bool) {
+	if i := c.findInside(insideID); i >= 0 {
+		return c.calls[i].outside, true
+	}
+	for k := 1; k <= c.goneN; k++ {
+		g := c.gone[(c.goneNext-k+goneLen)%goneLen]
+		if g.inside == insideID {
+			return g.outside, true
+		}
+	}
+	return 0, false
 }
 
 // Call reports the state of the call whose inside ID is insideID.

@@ -23,6 +23,10 @@ type fakeMapper struct {
 	failAlloc bool
 	noRecord  bool // for allocation tests: count only
 	nEvents   int
+	// forgetOnClear drops a call's mapping at its first CallCleared event,
+	// as the gateway's table does (nat.Engine releases the outside ID to
+	// quarantine at once).
+	forgetOnClear bool
 }
 
 func newFakeMapper() *fakeMapper {
@@ -43,6 +47,10 @@ func (m *fakeMapper) OutsideOf(in uint16) (uint16, bool) { o, ok := m.in2out[in]
 func (m *fakeMapper) InsideOf(out uint16) (uint16, bool) { i, ok := m.out2in[out]; return i, ok }
 func (m *fakeMapper) Event(ev Event) {
 	m.nEvents++
+	if m.forgetOnClear && ev.Kind == CallCleared {
+		delete(m.out2in, m.in2out[ev.InsideID])
+		delete(m.in2out, ev.InsideID)
+	}
 	if !m.noRecord {
 		m.events = append(m.events, ev)
 	}

@@ -251,6 +251,7 @@ type stream struct {
 	// Outcome of the field's rewrite, for the state machine.
 	fieldOld, fieldNew uint16
 	fieldOK            bool
+	fieldRecalled      bool // the Mapper had forgotten it; the Conn's own memory mapped it
 
 	// pending: the field's first byte (at pendSeq == next-1) is seen, the
 	// second is not.
@@ -276,6 +277,14 @@ type call struct {
 	state                 CallState
 }
 
+// goneLen is how many translations of calls the Conn has forgotten (CDN,
+// failure, connection stop) it still remembers, for a late Call-Clear-
+// Request or Call-Disconnect-Notify of the inside party.
+const goneLen = 16
+
+// goneCall is such a remembered translation.
+type goneCall struct{ inside, outside uint16 }
+
 // Conn is the ALG state of one PPTP control connection. It is not safe for
 // concurrent use.
 type Conn struct {
@@ -284,6 +293,11 @@ type Conn struct {
 	dirs    [2]stream
 	calls   []call
 	stopped bool
+	// gone remembers the last goneLen translations of calls removed from
+	// calls (ring, goneNext is the next slot to overwrite).
+	gone     [goneLen]goneCall
+	goneN    int
+	goneNext int
 
 	holdClock  uint64
 	patches    []Patch
@@ -578,7 +592,7 @@ func (c *Conn) malformed(s *stream, err error) {
 func (c *Conn) rewrite(s *stream, first, seq uint32, p []byte) {
 	f := s.field
 	old := binary.BigEndian.Uint16(s.keep[f:])
-	s.fieldOld, s.fieldNew, s.fieldOK = old, old, false
+	s.fieldOld, s.fieldNew, s.fieldOK, s.fieldRecalled = old, old, false, false
 	var nv uint16
 	var ok bool
 	switch s.kind {
@@ -590,8 +604,16 @@ func (c *Conn) rewrite(s *stream, first, seq uint32, p []byte) {
 			c.reason(ReasonAllocFailed)
 		}
 	case fieldOutside:
+		// The Mapper may already have let the call go: the gateway
+		// releases the outside ID at the first CCRQ or CDN, but the
+		// other party's answer (an inside PAC's CDN after the outside
+		// PNS's CCRQ) or a repeated CCRQ still names the call by it.
 		if nv, ok = c.m.OutsideOf(old); !ok {
-			c.reason(ReasonUnknownCallID)
+			if nv, ok = c.recall(old); ok {
+				s.fieldRecalled = true
+			} else {
+				c.reason(ReasonUnknownCallID)
+			}
 		}
 	case fieldInside:
 		if nv, ok = c.m.InsideOf(old); !ok {

@@ -78,6 +78,26 @@ stopped MsgType(0) in=0x0 out=0x0 peer=0x0 res=0
 	}
 }
 
+// TestClearedMappingForgotten: the Mapper forgets a call at its first
+// CallCleared event (the gateway releases the outside ID to quarantine at
+// once). A Call-Disconnect-Notify the inside PAC sends after the outside
+// PNS's Call-Clear-Request must still leave with the outside ID: the
+// helper remembers it for the clearing call.
+func TestClearedMappingForgotten(t *testing.T) {
+	for _, cv := range conversations(t) {
+		t.Run(cv.name, func(t *testing.T) {
+			r := newRunner(t, cv, Config{Strict: true})
+			r.m.forgetOnClear = true
+			out := r.run(cv, whole)
+			for i, tn := range cv.turns {
+				if !bytes.Equal(out[i], tn.want()) {
+					t.Errorf("turn %d (%v): left the gateway\n% x\nwant\n% x", i, tn.dir, out[i], tn.want())
+				}
+			}
+		})
+	}
+}
+
 // reference runs cv unsplit: the output and events every split must match.
 func reference(t *testing.T, cv conversation) ([][]byte, string) {
 	r := newRunner(t, cv, Config{Strict: true})

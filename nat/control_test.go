@@ -377,6 +377,18 @@ func TestForward(t *testing.T) {
 	if v, p := gre(t, e, mkGRE(t, cl, pubIP, outside, greOpt{}), wanIf); v != Accept || !bytes.Equal(p, mkGRE(t, cl, pac, 5, greOpt{})) {
 		t.Fatalf("forward GRE in: %v", v)
 	}
+	// The outside PNS clears the call (its CCRQ carries its own ID); the
+	// inside PAC's Call-Disconnect-Notify carries the PAC's own ID, which
+	// must leave as the outside ID even though the CCRQ already removed
+	// the call from the table.
+	send(false, (&wire.CCRQ{CallID: 77}).Append(nil), tcpOpt{ack: true})
+	cdn := send(true, (&wire.CDN{CallID: 5, Result: 3}).Append(nil), tcpOpt{ack: true})
+	if got := u16at(cdn, 12); got != outside {
+		t.Fatalf("CDN from the inside PAC left with Call ID %d, want the outside ID %d", got, outside)
+	}
+	if n := len(e.Calls()); n != 0 {
+		t.Fatalf("%d calls left after CCRQ/CDN", n)
+	}
 }
 
 func BenchmarkControlEcho(b *testing.B) {
