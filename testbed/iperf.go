@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 )
@@ -25,27 +26,34 @@ const IperfPort = 5201
 // returns the receiver's throughput. Whatever sits in the gateway (kernel
 // masquerade, pptpgw) is measured.
 func RunIperf(ctx context.Context, t *Topology, secs int) (IperfResult, error) {
+	if len(t.Clients) == 0 {
+		return IperfResult{}, fmt.Errorf("iperf3 needs a client namespace")
+	}
+	return RunIperfTo(ctx, t, t.Clients[0], t.Server, t.Server.IP, secs)
+}
+
+// RunIperfTo runs one iperf3 TCP test of secs seconds (default 3) from
+// namespace client to an iperf3 server (one-off) bound to addr in namespace
+// server, e.g. to a tunnel address.
+func RunIperfTo(ctx context.Context, t *Topology, client, server *NS, addr netip.Addr, secs int) (IperfResult, error) {
 	var r IperfResult
 	if secs <= 0 {
 		secs = 3
-	}
-	if len(t.Clients) == 0 {
-		return r, fmt.Errorf("iperf3 needs a client namespace")
 	}
 	if err := CheckTools("iperf3"); err != nil {
 		return r, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+10)*time.Second)
 	defer cancel()
-	srv, err := t.Start(t.Server.Command(ctx, "iperf3", "-s", "-1", "-B", t.Server.IP.String(), "-p", strconv.Itoa(IperfPort)))
+	srv, err := t.Start(server.Command(ctx, "iperf3", "-s", "-1", "-B", addr.String(), "-p", strconv.Itoa(IperfPort)))
 	if err != nil {
 		return r, fmt.Errorf("iperf3 server: %w", err)
 	}
 	defer srv.Stop(time.Second)
-	if err := t.Server.WaitListening(IperfPort, 3*time.Second); err != nil {
+	if err := server.WaitListening(IperfPort, 3*time.Second); err != nil {
 		return r, fmt.Errorf("iperf3 server: %w: %s", err, srv.Output())
 	}
-	out, err := t.Clients[0].Command(ctx, "iperf3", "-c", t.Server.IP.String(), "-p", strconv.Itoa(IperfPort),
+	out, err := client.Command(ctx, "iperf3", "-c", addr.String(), "-p", strconv.Itoa(IperfPort),
 		"-t", strconv.Itoa(secs), "-J").Output()
 	if err != nil {
 		return r, fmt.Errorf("iperf3 client: %w: %s", err, out)

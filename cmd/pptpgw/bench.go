@@ -36,6 +36,9 @@ Measures pptpgw against Linux's own PPTP helper (nf_conntrack_pptp/nf_nat_pptp,
   - N pptp-linux clients behind one address calling one pptpd at once,
   - several calls on one control connection (Go mini PNS/PAC),
   - control messages split across TCP segments inside the call-ID field,
+  - TCP inside one PPTP session (Go client, MS-CHAPv2 + MPPE-128) to
+    'pptpgw serve' on the WAN: the GRE is NATed in userspace by pptpgw,
+    in the kernel by Linux's helper,
   - bulk TCP (iperf3) through the gateway vs plain kernel masquerade.
 Every load is bounded in count and time. Needs root, pptp-linux, pptpd, iperf3.
 
@@ -79,8 +82,8 @@ Flags:
 // benchSide is one column of the table: Linux's helper or pptpgw.
 type benchSide struct {
 	gw                           bool
-	ppp, multi, split, gre, bulk string
-	bulkBest                     float64
+	ppp, multi, split, gre, bulk, tunnel string
+	bulkBest                             float64
 }
 
 // withTopology runs fn in a fresh topology of n clients, behind either
@@ -141,6 +144,12 @@ func runBench(ctx context.Context, self string, clients, frames, secs int) ([]be
 				return nil
 			})
 		}
+		if err == nil {
+			var r testbed.IperfResult
+			if r, err = tunnelIperf(ctx, self, s.gw, secs); err == nil {
+				s.tunnel = fmt.Sprintf("%.0f Mbit/s", r.Gbps*1000)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", map[bool]string{false: "Linux helper", true: "pptpgw"}[s.gw], err)
 		}
@@ -189,6 +198,7 @@ func runBench(ctx context.Context, self string, clients, frames, secs int) ([]be
 		{"2 control connections x 3 calls each (same call IDs)", k.multi, g.multi},
 		{"control messages split inside the call-ID field", k.split, g.split},
 		{fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), k.gre, g.gre},
+		{fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), k.tunnel, g.tunnel},
 		{fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), k.bulk, g.bulk},
 	}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +48,7 @@ func cmdRun(args []string) int {
 	failClosed := fs.Bool("fail-closed", false, "drop queued packets while no daemon listens (default: fail-open)")
 	strict := fs.Bool("strict", false, "drop malformed PPTP control messages instead of passing them")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
@@ -96,6 +98,19 @@ func cmdRun(args []string) int {
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "pptpgw run: needs root (CAP_NET_ADMIN) to program nftables and bind NFQUEUE; try sudo")
 		return 1
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pptpgw run: --cpuprofile:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "pptpgw run: --cpuprofile:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
