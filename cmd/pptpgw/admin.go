@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -85,12 +86,13 @@ func answerAdmin(c net.Conn, h adminHandler) {
 	enc.Encode(v)
 }
 
-// queryAdmin sends cmd to the daemon at path and returns its JSON answer.
-func queryAdmin(path, cmd string) ([]byte, error) {
+// queryAdmin sends cmd to the daemon (named for messages, e.g. "pptpgw
+// serve") at path and returns its JSON answer.
+func queryAdmin(daemon, path, cmd string) ([]byte, error) {
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no daemon answers at %s (is it running? set --admin-socket to its socket)", path)
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("no %s answers at %s (is it running? set --admin-socket to its socket)", daemon, path)
 		}
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}

@@ -55,7 +55,7 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
-	b, err := queryAdmin(*sock, "calls")
+	b, err := queryAdmin("pptpgw run", *sock, "calls")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw calls:", err)
 		return 1

@@ -135,7 +135,7 @@ func TestRunNotRoot(t *testing.T) {
 
 func TestCallsNoDaemon(t *testing.T) {
 	out, code := pptpgw(t, nil, "calls", "--admin-socket", filepath.Join(t.TempDir(), "none.sock"))
-	if code != 1 || !strings.Contains(out, "no daemon answers") {
+	if code != 1 || !strings.Contains(out, "no pptpgw run answers") {
 		t.Errorf("calls without daemon: exit %d, output:\n%s", code, out)
 	}
 }

@@ -325,10 +325,17 @@ func runServe(ctx context.Context, cfg pptp.Config, tunName, adminSock string, l
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil && strings.TrimSpace(string(b)) != "1" {
 		log.Warn("net.ipv4.ip_forward is 0: clients reach only this host's addresses")
 	}
-	if err := srv.ServeAdmin(ctx, adminSock); err != nil {
+	adminL, err := listenAdmin(adminSock)
+	if err != nil {
 		greConn.Close()
-		return fmt.Errorf("admin socket: %w", err)
+		return err
 	}
+	go serveAdmin(ctx, adminL, func(cmd string) (any, error) {
+		if cmd != "sessions" {
+			return nil, fmt.Errorf("unknown admin command %q (try: sessions)", cmd)
+		}
+		return pptp.AdminReply{Sessions: srv.Sessions(), Counters: srv.Counters()}, nil
+	}, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe(ctx) }()
 	select {
@@ -354,9 +361,14 @@ func cmdSessions(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
-	rep, err := pptp.QueryAdmin(*adminSock, 3*time.Second)
+	b, err := queryAdmin("pptpgw serve", *adminSock, "sessions")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pptpgw sessions: %v\n", err)
+		return 1
+	}
+	var rep pptp.AdminReply
+	if err := json.Unmarshal(b, &rep); err != nil {
+		fmt.Fprintf(os.Stderr, "pptpgw sessions: bad answer from the server: %v\n", err)
 		return 1
 	}
 	if *asJSON {

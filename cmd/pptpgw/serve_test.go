@@ -54,7 +54,7 @@ func TestServeCLIErrors(t *testing.T) {
 		{[]string{"serve", "--pool", "10.8.0.10-20", "--secrets", filepath.Join(dir, "missing")}, 1, "missing"},
 		{[]string{"serve", "--config", badCfg, "--secrets", good}, 1, "poool"},
 		{[]string{"serve", "extra"}, 2, `unexpected argument "extra"`},
-		{[]string{"sessions", "--admin-socket", filepath.Join(dir, "none.sock")}, 1, "is `pptpgw serve` running?"},
+		{[]string{"sessions", "--admin-socket", filepath.Join(dir, "none.sock")}, 1, "no pptpgw serve answers at"},
 	} {
 		out, code := pptpgw(t, nil, tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.want) {
