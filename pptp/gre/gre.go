@@ -41,6 +41,17 @@ type PacketConn interface {
 	Close() error
 }
 
+// BatchReader is a PacketConn that can receive several packets per system call
+// (rawConn does, with recvmmsg). ReadBatch fills pkts[i] (a sub-slice of bufs[i]: the
+// GRE header and payload) and srcs[i] for i < n; it blocks until at least one packet
+// is there.
+type BatchReader interface {
+	ReadBatch(bufs, pkts [][]byte, srcs []netip.Addr) (n int, err error)
+}
+
+// serveBatch is the number of packets Serve asks a BatchReader for at once.
+const serveBatch = 32
+
 // Config of a Mux. Zero values pick the defaults documented per field.
 type Config struct {
 	// RecvWindow is the receive window we advertise (OCRP/OCRQ) and enforce: packets more
@@ -115,6 +126,18 @@ type Mux struct {
 
 	counters sync.Map // reason -> *atomic.Uint64
 	rxPkts   atomic.Uint64
+	flush    atomic.Pointer[func()]
+}
+
+// SetFlush sets a function Serve calls after each batch of received packets has been
+// delivered (and Tick after its timers ran): a handler that holds packets back to
+// merge them (tun.Device.QueuePacket) writes them out there.
+func (m *Mux) SetFlush(f func()) { m.flush.Store(&f) }
+
+func (m *Mux) runFlush() {
+	if f := m.flush.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // NewMux wraps conn. Call Serve to start receiving.
@@ -236,6 +259,24 @@ func (m *Mux) Len() int {
 
 // Serve reads packets until the PacketConn fails (e.g. is closed), returning that error.
 func (m *Mux) Serve() error {
+	if br, ok := m.conn.(BatchReader); ok {
+		bufs := make([][]byte, serveBatch)
+		for i := range bufs {
+			bufs[i] = make([]byte, 65536)
+		}
+		pkts := make([][]byte, serveBatch)
+		srcs := make([]netip.Addr, serveBatch)
+		for {
+			n, err := br.ReadBatch(bufs, pkts, srcs)
+			if err != nil {
+				return err
+			}
+			for i := range n {
+				m.Input(pkts[i], srcs[i])
+			}
+			m.runFlush()
+		}
+	}
 	buf := make([]byte, 65536)
 	for {
 		n, src, err := m.conn.ReadPacket(buf)
@@ -243,6 +284,7 @@ func (m *Mux) Serve() error {
 			return err
 		}
 		m.Input(buf[:n], src)
+		m.runFlush()
 	}
 }
 
@@ -291,6 +333,7 @@ func (m *Mux) Tick() {
 	for _, c := range calls {
 		c.tick(now)
 	}
+	m.runFlush()
 }
 
 // Close closes the PacketConn (Serve returns).

@@ -3,12 +3,36 @@ package gre
 import (
 	"net"
 	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // rawConn is a raw IPPROTO_GRE (47) socket. The kernel strips the IPv4 header on
 // receive and builds it on send. Every raw GRE socket of the namespace sees every GRE
 // packet addressed to the host, so the Mux drops those for calls it does not know.
-type rawConn struct{ c *net.IPConn }
+//
+// It is also a BatchReader: ReadBatch receives up to a batch of packets with one
+// recvmmsg(2), which is how Mux.Serve reads it.
+type rawConn struct {
+	c  *net.IPConn
+	rc syscall.RawConn
+
+	// ReadBatch state, used by one reader at a time (Mux.Serve).
+	msgs  []mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet4
+	got   int
+	errno syscall.Errno
+	recv  func(fd uintptr) bool // bound once: no closure allocation per batch
+}
+
+// mmsghdr is struct mmsghdr of recvmmsg(2) (x/sys/unix has no wrapper).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+}
 
 // ListenRaw opens a raw GRE socket bound to laddr (the zero Addr = any). Needs
 // CAP_NET_RAW.
@@ -23,7 +47,14 @@ func ListenRaw(laddr netip.Addr) (PacketConn, error) {
 	}
 	_ = c.SetReadBuffer(4 << 20)
 	_ = c.SetWriteBuffer(4 << 20)
-	return &rawConn{c: c}, nil
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	r := &rawConn{c: c, rc: rc}
+	r.recv = r.recvmmsg
+	return r, nil
 }
 
 func (r *rawConn) ReadPacket(b []byte) (int, netip.Addr, error) {
@@ -33,6 +64,66 @@ func (r *rawConn) ReadPacket(b []byte) (int, netip.Addr, error) {
 	}
 	ip, _ := netip.AddrFromSlice(addr.IP)
 	return n, ip.Unmap(), nil
+}
+
+// ReadBatch implements BatchReader with recvmmsg(2). The raw socket delivers the IPv4
+// header too: it is validated and cut off here (pkts[i] is the GRE part of bufs[i]).
+func (r *rawConn) ReadBatch(bufs, pkts [][]byte, srcs []netip.Addr) (int, error) {
+	n := min(len(bufs), len(pkts), len(srcs))
+	if n == 0 {
+		return 0, nil
+	}
+	if len(r.msgs) < n {
+		r.msgs = make([]mmsghdr, n)
+		r.iovs = make([]unix.Iovec, n)
+		r.names = make([]unix.RawSockaddrInet4, n)
+	}
+	for i := range n {
+		r.iovs[i].Base = unsafe.SliceData(bufs[i])
+		r.iovs[i].SetLen(len(bufs[i]))
+		h := &r.msgs[i].hdr
+		*h = unix.Msghdr{Name: (*byte)(unsafe.Pointer(&r.names[i])), Namelen: unix.SizeofSockaddrInet4,
+			Iov: &r.iovs[i], Iovlen: 1}
+		r.msgs[i].len = 0
+	}
+	r.got = n
+	if err := r.rc.Read(r.recv); err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		return 0, r.errno
+	}
+	got := r.got
+	k := 0
+	for i := range got {
+		b := bufs[i][:r.msgs[i].len]
+		if len(b) < 20 || b[0]>>4 != 4 {
+			continue
+		}
+		ihl := int(b[0]&0x0f) * 4
+		if ihl < 20 || ihl > len(b) {
+			continue
+		}
+		pkts[k] = b[ihl:]
+		srcs[k] = netip.AddrFrom4(r.names[i].Addr)
+		k++
+	}
+	return k, nil
+}
+
+// recvmmsg runs inside RawConn.Read: false = would block, wait for readability.
+func (r *rawConn) recvmmsg(fd uintptr) bool {
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.msgs[0])), uintptr(r.got), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	r.errno = 0
+	if e != 0 {
+		r.errno, r.got = e, 0
+		return true
+	}
+	r.got = int(n)
+	return true
 }
 
 func (r *rawConn) WritePacket(b []byte, dst netip.Addr) error {
