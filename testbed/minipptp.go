@@ -235,6 +235,7 @@ func (p *PAC) greLoop() {
 // PNSConfig configures RunPNS.
 type PNSConfig struct {
 	Server     netip.Addr
+	Port       uint16        // TCP port of the PAC (default 1723; e.g. a gateway's forwarded port)
 	Calls      int           // calls on the one control connection
 	BaseCallID uint16        // first PNS call ID (default 0x0100); every PNS using the same base collides on purpose
 	Frames     int           // GRE frames to round-trip per call
@@ -301,7 +302,7 @@ func (r PNSResult) String() string {
 	return b.String()
 }
 
-// RunPNS opens one control connection from namespace n to cfg.Server, opens
+// RunPNS opens one control connection from namespace n to cfg.Server:cfg.Port, opens
 // cfg.Calls calls on it (pipelined), round-trips cfg.Frames GRE frames on
 // each, then clears the calls and stops the connection. With cfg.Split every
 // control message is written in two segments cut inside its call-ID field
@@ -314,6 +315,9 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 	}
 	if cfg.BaseCallID == 0 {
 		cfg.BaseCallID = 0x0100
+	}
+	if cfg.Port == 0 {
+		cfg.Port = wire.ControlPort
 	}
 	if cfg.Pause <= 0 {
 		cfg.Pause = 30 * time.Millisecond
@@ -334,7 +338,7 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 	var gre *net.IPConn
 	err := n.Do(func() error {
 		d := net.Dialer{Timeout: 2 * time.Second}
-		c, err := d.DialContext(ctx, "tcp4", netip.AddrPortFrom(cfg.Server, wire.ControlPort).String())
+		c, err := d.DialContext(ctx, "tcp4", netip.AddrPortFrom(cfg.Server, cfg.Port).String())
 		if err != nil {
 			return err
 		}
@@ -607,6 +611,12 @@ type PACStats struct {
 	BadControl uint64 `json:"bad_control"`
 }
 
+// Stats returns the PAC's counters so far.
+func (p *PAC) Stats() PACStats {
+	return PACStats{Accepted: p.Accepted.Load(), CallsOpen: p.CallsOpen.Load(), Echoed: p.Echoed.Load(),
+		UnknownGRE: p.UnknownGRE.Load(), BadControl: p.BadControl.Load()}
+}
+
 // MultiCallResult is the outcome of RunMultiCall.
 type MultiCallResult struct {
 	PNS []PNSResult `json:"pns"`
@@ -663,31 +673,54 @@ func RunMultiCall(ctx context.Context, t *Topology, cfg MultiCallConfig) MultiCa
 	}
 	defer pac.Close()
 
+	runs := make([]PNSRun, cfg.Clients)
+	for i := range runs {
+		runs[i] = PNSRun{NS: t.Clients[i], Config: PNSConfig{Server: t.Server.IP, Calls: cfg.Calls,
+			Frames: cfg.Frames, Split: cfg.Split, Timeout: 8 * time.Second}}
+	}
+	res.PNS = RunPNSTogether(ctx, runs, cfg.Hold)
+	pac.Close()
+	res.PAC = pac.Stats()
+	return res
+}
+
+// PNSRun is one mini PNS of RunPNSTogether: RunPNS(ctx, NS, Config).
+type PNSRun struct {
+	NS     *NS
+	Config PNSConfig // its Hold is replaced by RunPNSTogether's barrier
+}
+
+// RunPNSTogether runs every PNS at once and returns their results in order.
+// hold (may be nil) is called once, while every PNS has all its calls up
+// (or has failed before getting there), e.g. to read `pptpgw calls`; then
+// all go on to tear down. The PACs they call must be running.
+func RunPNSTogether(ctx context.Context, runs []PNSRun, hold func()) []PNSResult {
 	// Barrier: the last PNS to have its calls up (or to fail before) runs
-	// cfg.Hold, then all go on to tear down.
+	// hold, then all go on to tear down.
 	var mu sync.Mutex
 	arrived := 0
 	release := make(chan struct{})
 	arrive := func() {
 		mu.Lock()
 		arrived++
-		last := arrived == cfg.Clients
+		last := arrived == len(runs)
 		mu.Unlock()
 		if last {
-			if cfg.Hold != nil {
-				cfg.Hold()
+			if hold != nil {
+				hold()
 			}
 			close(release)
 		}
 	}
 	var wg sync.WaitGroup
-	res.PNS = make([]PNSResult, cfg.Clients)
-	for i := 0; i < cfg.Clients; i++ {
+	res := make([]PNSResult, len(runs))
+	for i, r := range runs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			me := false
-			hold := func() {
+			cfg := r.Config
+			cfg.Hold = func() {
 				me = true
 				arrive()
 				select {
@@ -695,17 +728,13 @@ func RunMultiCall(ctx context.Context, t *Topology, cfg MultiCallConfig) MultiCa
 				case <-time.After(10 * time.Second):
 				}
 			}
-			res.PNS[i] = RunPNS(ctx, t.Clients[i], PNSConfig{Server: t.Server.IP, Calls: cfg.Calls,
-				Frames: cfg.Frames, Split: cfg.Split, Hold: hold, Timeout: 8 * time.Second})
+			res[i] = RunPNS(ctx, r.NS, cfg)
 			if !me {
 				arrive()
 			}
 		}()
 	}
 	wg.Wait()
-	pac.Close()
-	res.PAC = PACStats{Accepted: pac.Accepted.Load(), CallsOpen: pac.CallsOpen.Load(), Echoed: pac.Echoed.Load(),
-		UnknownGRE: pac.UnknownGRE.Load(), BadControl: pac.BadControl.Load()}
 	return res
 }
 
