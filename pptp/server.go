@@ -45,6 +45,14 @@ type Net interface {
 	DelRoute(dst netip.Addr) error
 }
 
+// QueueNet is a Net that can hold packets written to the kernel to merge them
+// (tun.Device: consecutive TCP segments become one GSO packet). The server queues the
+// packets of a received GRE batch and flushes after it.
+type QueueNet interface {
+	QueuePacket(pkt []byte) error
+	Flush() error
+}
+
 // Credentials looks up a user's secret and allowed addresses (pppd chap-secrets
 // semantics; *secrets.Secrets implements it).
 type Credentials interface {
@@ -168,6 +176,7 @@ type Server struct {
 	log  *slog.Logger
 	mux  *gre.Mux
 	net  Net
+	qnet QueueNet // net, when it can merge packets (nil otherwise)
 	pool *Pool
 
 	mu        sync.Mutex
@@ -207,6 +216,14 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 		cfg: cfg, log: cfg.Logger, mux: gre.NewMux(greConn, cfg.GRE), net: n, pool: pool,
 		conns: map[*ctrlConn]struct{}{}, perSource: map[netip.Addr]int{}, sessions: map[*session]struct{}{},
 		stop: make(chan struct{}),
+	}
+	if qn, ok := n.(QueueNet); ok {
+		s.qnet = qn
+		s.mux.SetFlush(func() {
+			if err := qn.Flush(); err != nil {
+				s.count("net_write_failed")
+			}
+		})
 	}
 	return s, nil
 }

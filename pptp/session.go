@@ -182,7 +182,13 @@ func (ss *session) onPeerIP(pkt []byte) {
 		return
 	}
 	ClampMSS(pkt, s.cfg.MSS())
-	if err := s.net.WritePacket(pkt); err != nil {
+	var err error
+	if s.qnet != nil {
+		err = s.qnet.QueuePacket(pkt) // the GRE mux flushes after the batch
+	} else {
+		err = s.net.WritePacket(pkt)
+	}
+	if err != nil {
 		ss.countOnce("net_write_failed", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -28,10 +29,19 @@ type Device struct {
 	name string
 	link netlink.Link
 	nl   *netlink.Handle // bound to the namespace Open ran in, usable from any thread
+
+	rmu  sync.Mutex
+	rbuf []byte // vnet header + one (super-)packet read from the kernel
+	seg  segmenter
+
+	wmu sync.Mutex
+	co  coalescer // packets held by QueuePacket; also the write buffer
 }
 
-// Open creates (or attaches to) the TUN device name with IFF_TUN|IFF_NO_PI, sets its MTU
-// and brings it up. Needs CAP_NET_ADMIN.
+// Open creates (or attaches to) the TUN device name with IFF_TUN|IFF_NO_PI|IFF_VNET_HDR
+// and TCP segmentation/checksum offloads (see offload.go), sets its MTU and brings it up.
+// ReadPacket and WritePacket still deal in plain IPv4 packets of at most the MTU.
+// Needs CAP_NET_ADMIN.
 func Open(name string, mtu int) (*Device, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -42,11 +52,14 @@ func Open(name string, mtu int) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: name %q: %w", name, err)
 	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun: TUNSETIFF %q: %w", name, err)
 	}
+	// Without the offloads the kernel just never sends a GSO packet; writing them works
+	// regardless.
+	_ = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4)
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -81,12 +94,112 @@ func (d *Device) Name() string { return d.name }
 // Index is the interface index.
 func (d *Device) Index() int { return d.link.Attrs().Index }
 
-// ReadPacket reads one IP packet. It unblocks with an error when the device is closed.
-func (d *Device) ReadPacket(b []byte) (int, error) { return d.f.Read(b) }
+// ReadPacket reads one IP packet into b. A TCP super-packet from the kernel is
+// returned one MTU-sized segment per call, with complete checksums. It unblocks with an
+// error when the device is closed.
+func (d *Device) ReadPacket(b []byte) (int, error) {
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	for {
+		if d.seg.pending() {
+			return d.seg.next(b)
+		}
+		if d.rbuf == nil {
+			d.rbuf = make([]byte, vnetHdrLen+65535)
+		}
+		n, err := d.f.Read(d.rbuf)
+		if err != nil {
+			return 0, err
+		}
+		if n <= vnetHdrLen {
+			continue
+		}
+		var h vnetHdr
+		h.decode(d.rbuf)
+		pkt := d.rbuf[vnetHdrLen:n]
+		switch h.gsoType &^ unix.VIRTIO_NET_HDR_GSO_ECN {
+		case unix.VIRTIO_NET_HDR_GSO_NONE:
+			if h.flags&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 && !finishChecksum(&h, pkt) {
+				continue
+			}
+			if len(b) < len(pkt) {
+				return 0, errShortBuffer
+			}
+			return copy(b, pkt), nil
+		case unix.VIRTIO_NET_HDR_GSO_TCPV4:
+			if d.seg.start(&h, pkt) != nil {
+				continue
+			}
+		default: // not enabled: cannot happen
+			continue
+		}
+	}
+}
 
-// WritePacket writes one IP packet.
+// WritePacket writes one IP packet now (after any held by QueuePacket).
 func (d *Device) WritePacket(b []byte) error {
-	_, err := d.f.Write(b)
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if err := d.flushLocked(); err != nil {
+		return err
+	}
+	return d.writeLocked(b)
+}
+
+// QueuePacket writes one IP packet, or holds it to merge it with the next in-order TCP
+// segments of the same flow into one GSO packet: the kernel then forwards or delivers
+// them in one go. Flush must follow (after a batch of packets) to write what is held;
+// any other packet or WritePacket writes it first, so the order is kept.
+func (d *Device) QueuePacket(b []byte) error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	hl, ok := tcpSegment(b)
+	if ok && d.co.mergeable(b, hl) {
+		d.co.add(b, hl)
+		if d.co.closed {
+			return d.flushLocked()
+		}
+		return nil
+	}
+	if err := d.flushLocked(); err != nil {
+		return err
+	}
+	if !ok {
+		return d.writeLocked(b)
+	}
+	d.co.hold(b, hl)
+	if d.co.closed {
+		return d.flushLocked()
+	}
+	return nil
+}
+
+// Flush writes the packet QueuePacket holds, if any.
+func (d *Device) Flush() error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	return d.flushLocked()
+}
+
+func (d *Device) flushLocked() error {
+	if d.co.n == 0 {
+		return nil
+	}
+	_, err := d.f.Write(d.co.take())
+	return err
+}
+
+// writeLocked writes b with an empty vnet header, through the coalescer's buffer.
+func (d *Device) writeLocked(b []byte) error {
+	if len(b) > 65535 {
+		return errShortBuffer
+	}
+	if len(d.co.buf) < vnetHdrLen+65535 {
+		d.co.buf = make([]byte, vnetHdrLen+65535)
+	}
+	clear(d.co.buf[:vnetHdrLen])
+	n := vnetHdrLen + copy(d.co.buf[vnetHdrLen:], b)
+	_, err := d.f.Write(d.co.buf[:n])
 	return err
 }
 
