@@ -1,0 +1,549 @@
+// Package nfq is a lean NFQUEUE reader for the gateway's hot path: one
+// NETLINK_NETFILTER socket, recvmmsg into preallocated buffers, one sendmsg
+// carrying the verdicts of a whole batch, no allocation per packet.
+//
+// A packet's way through Run:
+//  1. The kernel queues a packet (nft/xt NFQUEUE rule) and sends an
+//     NFQNL_MSG_PACKET datagram to this socket; while we fall behind they
+//     pile up in the socket's receive buffer (Config.ReadBuffer).
+//  2. One recvmmsg (MSG_WAITFORONE) returns up to Config.Batch datagrams,
+//     each in its own fixed buffer.
+//  3. parsePacket reads ID, hook, interfaces and payload as views over the
+//     buffer; the Handler sees them (and may rewrite Payload in place).
+//  4. The verdict (+ payload if Modified) is appended to a batch: headers in a
+//     preallocated buffer, the payload by iovec straight from the receive
+//     buffer.
+//  5. One sendmsg sends all verdicts of the batch as consecutive netlink
+//     messages in one datagram; the kernel runs them in order. Refused
+//     verdicts come back as NLMSG_ERROR on the next receive and are counted.
+package nfq
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Netfilter hook numbers (enum nf_inet_hooks) as Packet.Hook reports them.
+const (
+	HookPrerouting  = 0
+	HookInput       = 1
+	HookForward     = 2
+	HookOutput      = 3
+	HookPostrouting = 4
+)
+
+// Config configures Open. Zero fields take the defaults.
+type Config struct {
+	Queue       uint16
+	MaxQueueLen uint32 // packets the kernel holds waiting for a verdict; default 8192
+	CopyRange   uint32 // bytes of each packet copied to us; default 0xffff
+	ReadBuffer  int    // socket receive buffer (SO_RCVBUFFORCE, else SO_RCVBUF); default 16 MiB
+	Batch       int    // datagrams per recvmmsg; default 64
+	// NetNS, if not 0, is an open network namespace fd: the socket is created
+	// inside it (tests).
+	NetNS int
+}
+
+// Packet is one queued packet. It and Payload are only valid during the
+// Handler call; Payload points into the receive buffer.
+type Packet struct {
+	ID     uint32
+	Hook   uint8  // HookPrerouting ...
+	InDev  uint32 // ifindex, 0 if none
+	OutDev uint32 // ifindex, 0 if none
+	// Payload is the packet from its network header on (empty in the rare
+	// case the kernel queued it before Open had set the copy mode).
+	Payload []byte
+	// Modified: send Payload (rewritten in place, or replaced by the handler
+	// with a slice it owns) back with an Accept verdict.
+	Modified bool
+}
+
+// Verdict is a Handler's decision.
+type Verdict uint8
+
+const (
+	Accept Verdict = iota
+	Drop
+	// Hold: the handler copied what it needs and answers later with
+	// Conn.SetVerdict. The kernel keeps the packet (and counts it against
+	// MaxQueueLen) until then.
+	Hold
+)
+
+// Handler decides about one packet. It runs on Run's goroutine and must
+// not keep p or p.Payload after it returns.
+type Handler func(p *Packet) Verdict
+
+// Stats are the Conn's counters.
+type Stats struct {
+	Packets       uint64 // packets handed to the handler
+	Batches       uint64 // receive calls that returned data
+	Verdicts      uint64 // verdicts sent (batched and SetVerdict)
+	RecvErrors    uint64 // receive errors such as ENOBUFS (the kernel dropped messages for us)
+	Malformed     uint64 // messages skipped: truncated or unparsable
+	VerdictErrors uint64 // verdicts the kernel refused (NLMSG_ERROR) or that could not be sent
+}
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("nfq: connection closed")
+
+// Conn is a bound queue. Run reads it; SetVerdict may be called from any
+// goroutine.
+type Conn struct {
+	fd    int
+	queue uint16
+
+	// mu guards the fd's lifetime: everything using fd holds it for reading,
+	// Close takes it for writing before closing fd.
+	mu      sync.RWMutex
+	closed  atomic.Bool
+	running atomic.Bool
+
+	// Receive side, owned by Run.
+	bufs [][]byte
+	iovs []unix.Iovec
+	msgs []unix.Mmsghdr
+	pkt  Packet
+	out  batch
+
+	// SetVerdict's own buffers.
+	vmu  sync.Mutex
+	vbuf [verdictMaxHdr]byte
+	viov [3]unix.Iovec
+
+	packets, batches, verdicts, recvErrors, malformed, verdictErrors atomic.Uint64
+}
+
+const (
+	defaultMaxQueueLen = 8192
+	defaultCopyRange   = 0xffff
+	defaultReadBuffer  = 16 << 20
+	defaultBatch       = 64
+	// msgOverhead: room for the netlink headers and attributes around the
+	// payload in a packet message (nlmsghdr, nfgenmsg, packet header,
+	// ifindexes, hw address, timestamp, mark, cap_len, uid/gid, vlan, l2hdr).
+	msgOverhead = 1024
+)
+
+// Open creates the socket and binds it to cfg.Queue.
+func Open(cfg Config) (*Conn, error) {
+	if cfg.MaxQueueLen == 0 {
+		cfg.MaxQueueLen = defaultMaxQueueLen
+	}
+	if cfg.CopyRange == 0 || cfg.CopyRange > 0xffff {
+		cfg.CopyRange = defaultCopyRange
+	}
+	if cfg.ReadBuffer <= 0 {
+		cfg.ReadBuffer = defaultReadBuffer
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = defaultBatch
+	}
+	if cfg.Batch > 1024 {
+		cfg.Batch = 1024
+	}
+	fd, err := socketIn(cfg.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("nfq: netlink socket: %w", err)
+	}
+	c := &Conn{fd: fd, queue: cfg.Queue}
+	if err := c.setup(cfg); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) setup(cfg Config) error {
+	fd := c.fd
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("nfq: bind netlink socket: %w", err)
+	}
+	// Overflow of the socket buffer drops packets silently instead of
+	// failing the next receive; error answers do not echo our payload.
+	if err := unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_NO_ENOBUFS, 1); err != nil {
+		return fmt.Errorf("nfq: NETLINK_NO_ENOBUFS: %w", err)
+	}
+	unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, cfg.ReadBuffer); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.ReadBuffer); err != nil {
+			return fmt.Errorf("nfq: SO_RCVBUF: %w", err)
+		}
+	}
+	bufSize := (int(cfg.CopyRange) + msgOverhead + 7) &^ 7
+	// A batch of full-size modified verdicts must fit in one sendmsg
+	// (netlink refuses messages larger than the send buffer).
+	want := cfg.Batch * (bufSize + verdictMaxHdr)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, want); err != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, want)
+	}
+	sndbuf, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	if err != nil {
+		return fmt.Errorf("nfq: SO_SNDBUF: %w", err)
+	}
+	// Backstop for waking Run (see wake): it rechecks ctx at least this often.
+	tv := unix.Timeval{Sec: 1}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("nfq: SO_RCVTIMEO: %w", err)
+	}
+
+	slab := make([]byte, cfg.Batch*bufSize)
+	c.bufs = make([][]byte, cfg.Batch)
+	c.iovs = make([]unix.Iovec, cfg.Batch)
+	c.msgs = make([]unix.Mmsghdr, cfg.Batch)
+	for i := range c.bufs {
+		c.bufs[i] = slab[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
+		c.iovs[i].Base = &c.bufs[i][0]
+		c.iovs[i].SetLen(bufSize)
+		c.msgs[i].Hdr.Iov = &c.iovs[i]
+		c.msgs[i].Hdr.SetIovlen(1)
+	}
+	// sk_sndbuf - 32 is netlink_sendmsg's limit; keep a little margin.
+	c.out = newBatch(cfg.Batch, sndbuf-64)
+	return c.configure(cfg)
+}
+
+// configure binds the queue and sets copy mode, range and queue length in
+// one datagram of three acknowledged messages, then reads the answers.
+// (The PF_BIND/PF_UNBIND commands are no-ops since Linux 3.8 and are not
+// sent.) No NFQA_CFG_F_FAIL_OPEN: when the queue is full the kernel drops.
+func (c *Conn) configure(cfg Config) error {
+	const seq0 = 1
+	req := appendConfig(nil, cfg.Queue, cfg.CopyRange, cfg.MaxQueueLen, seq0)
+	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("nfq: send queue %d config: %w", cfg.Queue, err)
+	}
+	var errs [3]int32
+	acked := 0
+	buf := c.bufs[0]
+	for acked < 3 {
+		n, _, err := unix.Recvfrom(c.fd, buf, 0)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return fmt.Errorf("nfq: queue %d config: no answer from the kernel: %w", cfg.Queue, err)
+		}
+		for b := buf[:n]; len(b) > 0; {
+			typ, _, _, body, rest, ok := nextMsg(b)
+			if !ok {
+				c.malformed.Add(1)
+				break
+			}
+			b = rest
+			switch typ {
+			case unix.NLMSG_ERROR:
+				errno, seq, ok := parseError(body)
+				if !ok || seq < seq0 || seq >= seq0+3 {
+					continue
+				}
+				errs[seq-seq0] = errno
+				acked++
+			case typePacket:
+				// Queued between the bind and the copy-mode messages:
+				// nobody can look at it yet, so drop it rather than let
+				// it pass untranslated.
+				if _, err := parsePacket(body, &c.pkt); err == nil {
+					c.SetVerdict(c.pkt.ID, false, nil)
+				}
+			}
+		}
+	}
+	what := [3]string{"bind", "set copy mode", "set queue length"}
+	for i, e := range errs {
+		if e != 0 {
+			return configError(cfg.Queue, what[i], unix.Errno(e))
+		}
+	}
+	return nil
+}
+
+// configError explains the kernel's answer to a config message. The kernel
+// says EPERM both to a caller without CAP_NET_ADMIN and to a bind of a queue
+// another socket holds; the process's capabilities tell which.
+func configError(queue uint16, what string, e unix.Errno) error {
+	switch {
+	case e == unix.EPERM && !hasCapNetAdmin():
+		return fmt.Errorf("nfq: %s queue %d: needs CAP_NET_ADMIN: %w", what, queue, e)
+	case e == unix.EPERM || e == unix.EBUSY:
+		return fmt.Errorf("nfq: queue %d is already bound by another process: %w", queue, unix.EBUSY)
+	case e == unix.ENOENT || e == unix.EOPNOTSUPP || e == unix.EPROTONOSUPPORT:
+		return fmt.Errorf("nfq: %s queue %d: kernel lacks nfnetlink_queue (modprobe nfnetlink_queue): %w", what, queue, e)
+	}
+	return fmt.Errorf("nfq: %s queue %d: %w", what, queue, e)
+}
+
+// hasCapNetAdmin reports whether CAP_NET_ADMIN (bit 12) is in this
+// process's effective set.
+func hasCapNetAdmin() bool {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return true // cannot tell; do not claim a missing capability
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err != nil || caps&(1<<unix.CAP_NET_ADMIN) != 0
+		}
+	}
+	return true
+}
+
+// socketIn creates the netlink socket, inside the network namespace netns
+// if not 0. The namespace switch happens on a locked thread of a goroutine
+// of its own; if switching back fails, that thread is thrown away with it.
+func socketIn(netns int) (int, error) {
+	open := func() (int, error) {
+		return unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	}
+	if netns == 0 {
+		return open()
+	}
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, err}
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, fmt.Errorf("setns: %w", err)}
+			return
+		}
+		fd, err := open()
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{fd, err}
+	}()
+	r := <-ch
+	return r.fd, r.err
+}
+
+// Run reads packets and answers them until ctx is done or Close is called
+// (it then returns nil). Only one Run may be active.
+func (c *Conn) Run(ctx context.Context, h Handler) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("nfq: Run is already running")
+	}
+	defer c.running.Store(false)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	stop := context.AfterFunc(ctx, c.wake)
+	defer stop()
+	for ctx.Err() == nil && !c.closed.Load() {
+		n, errno := recvmmsg(c.fd, c.msgs, unix.MSG_WAITFORONE)
+		if errno != 0 {
+			switch errno {
+			case unix.EAGAIN, unix.EINTR:
+				continue
+			case unix.ENOBUFS:
+				c.recvErrors.Add(1)
+				continue
+			}
+			return fmt.Errorf("nfq: recvmmsg: %w", errno)
+		}
+		c.batches.Add(1)
+		for i := 0; i < n; i++ {
+			m := &c.msgs[i]
+			if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+				c.malformed.Add(1)
+			}
+			c.handleDatagram(c.bufs[i][:m.Len], h)
+		}
+		c.flush()
+	}
+	return nil
+}
+
+// handleDatagram parses the messages of one received datagram, runs the
+// handler on the packets and queues their verdicts in c.out.
+func (c *Conn) handleDatagram(b []byte, h Handler) {
+	p := &c.pkt
+	for len(b) > 0 {
+		typ, _, _, body, rest, ok := nextMsg(b)
+		if !ok {
+			c.malformed.Add(1)
+			return
+		}
+		b = rest
+		switch typ {
+		case typePacket:
+			haveID, err := parsePacket(body, p)
+			if err != nil {
+				c.malformed.Add(1)
+				if haveID { // truncated: do not leave it queued
+					c.queueVerdict(p.ID, false, nil, false)
+				}
+				continue
+			}
+			c.packets.Add(1)
+			switch h(p) {
+			case Accept:
+				if p.Modified && len(p.Payload) > 0xffff {
+					c.verdictErrors.Add(1)
+					c.queueVerdict(p.ID, false, nil, false)
+				} else {
+					c.queueVerdict(p.ID, true, p.Payload, p.Modified)
+				}
+			case Drop:
+				c.queueVerdict(p.ID, false, nil, false)
+			}
+			*p = Packet{}
+		case unix.NLMSG_ERROR:
+			errno, _, ok := parseError(body)
+			if !ok {
+				c.malformed.Add(1)
+			} else if errno != 0 {
+				c.verdictErrors.Add(1)
+			}
+		}
+	}
+}
+
+func (c *Conn) queueVerdict(id uint32, accept bool, payload []byte, withPayload bool) {
+	if !c.out.fits(len(payload)) {
+		c.flush()
+	}
+	c.out.add(c.queue, id, accept, payload, withPayload)
+}
+
+// flush sends the queued verdicts in one sendmsg.
+func (c *Conn) flush() {
+	if c.out.n == 0 {
+		return
+	}
+	iov := c.out.iovecs()
+	var msg unix.Msghdr
+	msg.Iov = &iov[0]
+	msg.SetIovlen(len(iov))
+	var errno unix.Errno
+	for try := 0; try < 3; try++ {
+		_, _, errno = unix.Syscall(unix.SYS_SENDMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&msg)), 0)
+		if errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.ENOBUFS {
+			break
+		}
+	}
+	if errno != 0 {
+		c.verdictErrors.Add(uint64(c.out.n))
+	} else {
+		c.verdicts.Add(uint64(c.out.n))
+	}
+	c.out.reset()
+}
+
+func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, unix.Errno) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])),
+		uintptr(len(msgs)), uintptr(flags), 0, 0)
+	return int(n), errno
+}
+
+// wake makes a blocked recvmmsg return: it asks the kernel for an ACK of an
+// NLMSG_NOOP, which lands in our own receive queue. (Closing the fd would
+// not wake it, and netlink sockets do not support shutdown.)
+func (c *Conn) wake() {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.fd < 0 {
+		return
+	}
+	var b [nlmsgHdrLen]byte
+	putNlmsgHdr(b[:], nlmsgHdrLen, unix.NLMSG_NOOP, unix.NLM_F_REQUEST|unix.NLM_F_ACK, 0)
+	unix.Sendto(c.fd, b[:], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+}
+
+var zeros [4]byte
+
+// SetVerdict answers a packet the handler held (or any queued packet by
+// ID). accept with a non-nil payload sends the payload as the packet's new
+// content. Safe for concurrent use with Run. A kernel refusal (unknown ID)
+// arrives asynchronously and is counted in Stats().VerdictErrors.
+func (c *Conn) SetVerdict(id uint32, accept bool, payload []byte) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.fd < 0 {
+		return ErrClosed
+	}
+	if len(payload) > 0xffff {
+		return fmt.Errorf("nfq: verdict payload of %d bytes exceeds 65535", len(payload))
+	}
+	withPayload := accept && payload != nil
+	c.vmu.Lock()
+	defer c.vmu.Unlock()
+	hdr, pad := putVerdict(c.vbuf[:], c.queue, id, accept, payload, withPayload)
+	c.viov[0] = unix.Iovec{Base: &c.vbuf[0]}
+	c.viov[0].SetLen(hdr)
+	n := 1
+	if withPayload && len(payload) > 0 {
+		c.viov[1] = unix.Iovec{Base: &payload[0]}
+		c.viov[1].SetLen(len(payload))
+		n = 2
+		if pad > 0 {
+			c.viov[2] = unix.Iovec{Base: &zeros[0]}
+			c.viov[2].SetLen(pad)
+			n = 3
+		}
+	}
+	var msg unix.Msghdr
+	msg.Iov = &c.viov[0]
+	msg.SetIovlen(n)
+	_, _, errno := unix.Syscall(unix.SYS_SENDMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&msg)), 0)
+	c.viov = [3]unix.Iovec{}
+	if errno != 0 {
+		c.verdictErrors.Add(1)
+		return fmt.Errorf("nfq: verdict for packet %d: %w", id, errno)
+	}
+	c.verdicts.Add(1)
+	return nil
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Conn) Stats() Stats {
+	return Stats{
+		Packets:       c.packets.Load(),
+		Batches:       c.batches.Load(),
+		Verdicts:      c.verdicts.Load(),
+		RecvErrors:    c.recvErrors.Load(),
+		Malformed:     c.malformed.Load(),
+		VerdictErrors: c.verdictErrors.Load(),
+	}
+}
+
+// Close stops Run and closes the socket, which unbinds the queue (the
+// kernel drops or, with the rule's bypass flag, accepts what was queued).
+func (c *Conn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	c.wake()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := unix.Close(c.fd)
+	c.fd = -1
+	return err
+}
