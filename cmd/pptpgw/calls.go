@@ -81,10 +81,16 @@ func printCalls(w io.Writer, calls []callJSON) {
 		return calls[i].InsideCallID < calls[j].InsideCallID
 	})
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "INSIDE\tCALL-ID\tOUTSIDE\tCALL-ID\tSERVER\tCALL-ID\tSTATE\tIDLE\tPKTS OUT/IN\tBYTES OUT/IN")
+	// PEER, not SERVER: behind a forward the inside party is the server
+	// and the peer is the client; such calls show their public port.
+	fmt.Fprintln(tw, "INSIDE\tCALL-ID\tOUTSIDE\tCALL-ID\tPEER\tCALL-ID\tSTATE\tIDLE\tPKTS OUT/IN\tBYTES OUT/IN")
 	for _, c := range calls {
+		outside := c.PublicIP
+		if c.PublicPort != 0 {
+			outside = fmt.Sprintf("%s:%d", c.PublicIP, c.PublicPort)
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%s\t%.1fs\t%d/%d\t%d/%d\n",
-			c.InsideIP, c.InsideCallID, c.PublicIP, c.OutsideCallID, c.PeerIP, c.PeerCallID,
+			c.InsideIP, c.InsideCallID, outside, c.OutsideCallID, c.PeerIP, c.PeerCallID,
 			c.State, c.IdleSeconds, c.PktsOut, c.PktsIn, c.BytesOut, c.BytesIn)
 	}
 	tw.Flush()
