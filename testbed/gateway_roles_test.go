@@ -3,9 +3,11 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -160,8 +162,12 @@ forwards:
 		{NS: topo.Server, Config: PNSConfig{Server: GWWANIP, Port: 1724, Calls: calls, Frames: frames, BaseCallID: 0x0200, Timeout: 8 * time.Second}},
 	}
 	var rep CallsReport
-	var repErr error
-	res := RunPNSTogether(ctx, runs, func() { rep, repErr = gw.Calls(ctx) })
+	var table string
+	var repErr, tableErr error
+	res := RunPNSTogether(ctx, runs, func() {
+		rep, repErr = gw.Calls(ctx)
+		table, tableErr = gw.CallsTable(ctx)
+	})
 	checkPNS(t, gw, []string{"PNS -> :1723", "PNS -> :1724"}, res)
 	for i, p := range pacs {
 		t.Logf("PAC %s: %+v", ClientIP(i), p.Stats())
@@ -172,6 +178,15 @@ forwards:
 	t.Logf("calls: %s", fmtCalls(rep))
 	checkCalls(t, rep, 2*calls, 2)
 	checkCallCounters(t, rep, frames)
+	if tableErr != nil {
+		t.Fatalf("pptpgw calls: %v", tableErr)
+	}
+	t.Logf("pptpgw calls:\n%s", table)
+	for _, port := range []string{":1723", ":1724"} {
+		if n := strings.Count(table, GWWANIP.String()+port+" "); n != calls {
+			t.Errorf("pptpgw calls shows %d calls on %s%s, want %d", n, GWWANIP, port, calls)
+		}
+	}
 
 	// What the PNS saw as the PAC's call ID is the outside call ID.
 	seen := map[uint16]bool{}
@@ -244,4 +259,44 @@ func TestGatewayInsidePPTPUntouched(t *testing.T) {
 			t.Errorf("counter %s = %d: the gateway saw inside-only PPTP", k, n)
 		}
 	}
+}
+
+// Every role at once, all toward the one server address: a PNS on the
+// server calls the PAC forwarded to client 0, while client 0 itself, client
+// 1 and the router call a PAC on the server. The outside call IDs of all
+// twelve calls share one pool (public address, server) and stay distinct.
+func TestGatewayAllRolesAtOnce(t *testing.T) {
+	bin := gatewayBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo := NewT(t, Config{Clients: 2})
+	gw := startGatewayConfig(t, ctx, topo, bin, fmt.Sprintf("forwards: [{port: 1723, to: %s}]\n", ClientIP(0)))
+	for _, n := range []*NS{topo.Clients[0], topo.Server} {
+		if _, err := topo.StartPAC(n, n.IP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const calls, frames = 3, 30
+	// Distinct PNS call IDs: PNSes that share a namespace with a PAC or
+	// another PNS see each other's GRE on their raw sockets.
+	pns := func(n *NS, server netip.Addr, base uint16) PNSRun {
+		return PNSRun{NS: n, Config: PNSConfig{Server: server, Calls: calls, Frames: frames, BaseCallID: base, Timeout: 8 * time.Second}}
+	}
+	runs := []PNSRun{
+		pns(topo.Server, GWWANIP, 0x0100),
+		pns(topo.Clients[0], ServerIP, 0x0200),
+		pns(topo.Clients[1], ServerIP, 0x0300),
+		pns(topo.GW, ServerIP, 0x0400),
+	}
+	var rep CallsReport
+	var repErr error
+	res := RunPNSTogether(ctx, runs, func() { rep, repErr = gw.Calls(ctx) })
+	checkPNS(t, gw, []string{"server -> forwarded PAC on client 0", "client 0 -> server", "client 1 -> server", "router -> server"}, res)
+	if repErr != nil {
+		t.Fatalf("pptpgw calls --json: %v", repErr)
+	}
+	t.Logf("calls: %s", fmtCalls(rep))
+	checkCalls(t, rep, 4*calls, 3) // inside: client 0 (both roles), client 1, the router
+	checkCallCounters(t, rep, frames)
+	waitNoCalls(t, gw)
 }
