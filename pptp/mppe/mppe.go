@@ -253,8 +253,20 @@ func (d *Decrypter) Decrypt(dst, pkt []byte) ([]byte, error) {
 		}
 		d.ccount = cc
 	}
-	n := len(dst)
-	dst = append(dst, pkt[HeaderLen:]...)
-	d.k.rc.xorKeyStream(dst[n:], dst[n:])
+	// One pass: the keystream is XORed from pkt straight into dst (no copy first).
+	// In place (dst = pkt[:0]) the output trails the input by HeaderLen octets, which
+	// the forward loop of xorKeyStream handles.
+	n, m := len(dst), len(pkt)-HeaderLen
+	dst = grow(dst, m)
+	d.k.rc.xorKeyStream(dst[n:n+m], pkt[HeaderLen:])
 	return dst, nil
+}
+
+// grow extends dst by n octets, keeping its contents, reallocating only when the
+// capacity is short.
+func grow(dst []byte, n int) []byte {
+	if cap(dst)-len(dst) >= n {
+		return dst[:len(dst)+n]
+	}
+	return append(dst, make([]byte, n)...)
 }
