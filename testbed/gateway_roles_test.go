@@ -17,15 +17,16 @@ import (
 // between inside hosts, which it must leave alone.
 
 // startGatewayConfig writes yaml to a file in the topology's scratch
-// directory and starts the gateway with --config FILE (the --wan/--lan flags
-// StartGateway passes override the file's).
-func startGatewayConfig(t *testing.T, ctx context.Context, topo *Topology, bin, yaml string) *Gateway {
+// directory and starts the gateway with --config FILE [extra...] (the
+// --wan/--lan flags StartGateway passes override the file's; a later --lan
+// in extra overrides StartGateway's).
+func startGatewayConfig(t *testing.T, ctx context.Context, topo *Topology, bin, yaml string, extra ...string) *Gateway {
 	t.Helper()
 	path := filepath.Join(topo.Dir, "pptpgw.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	gw, err := topo.StartGateway(ctx, bin, "--config", path)
+	gw, err := topo.StartGateway(ctx, bin, append([]string{"--config", path}, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,15 +222,24 @@ forwards:
 }
 
 // PPTP between inside hosts is not the gateway's business: a PNS on client
-// 1 and one in the gateway namespace itself call a PAC on client 0 (which
-// is even published as a forward); both work and the gateway neither lists
-// a call nor counts a PPTP packet.
+// 1 (same LAN bridge), one on a second, routed LAN and one in the gateway
+// namespace itself call a PAC on client 0 (which is even published as a
+// forward); all work and the gateway neither lists a call nor counts a
+// PPTP packet.
 func TestGatewayInsidePPTPUntouched(t *testing.T) {
 	bin := gatewayBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	topo := NewT(t, Config{Clients: 2})
-	gw := startGatewayConfig(t, ctx, topo, bin, fmt.Sprintf("forwards: [{port: 1723, to: %s}]\n", ClientIP(0)))
+	lan2, lan2If, err := topo.AddRoutedLAN(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := startGatewayConfig(t, ctx, topo, bin, fmt.Sprintf("forwards: [{port: 1723, to: %s}]\n", ClientIP(0)),
+		"--lan", topo.LANIf+","+lan2If)
+	if want := "lan=" + topo.LANIf + "," + lan2If; !strings.Contains(gw.Log(), want) {
+		t.Fatalf("gateway not started with both inside networks (%s):\n%s", want, gw.Log())
+	}
 	pac, err := topo.StartPAC(topo.Clients[0], ClientIP(0))
 	if err != nil {
 		t.Fatal(err)
@@ -238,9 +248,9 @@ func TestGatewayInsidePPTPUntouched(t *testing.T) {
 	cfg := PNSConfig{Server: ClientIP(0), Calls: calls, Frames: frames, Timeout: 8 * time.Second}
 	var rep CallsReport
 	var repErr error
-	res := RunPNSTogether(ctx, []PNSRun{{NS: topo.Clients[1], Config: cfg}, {NS: topo.GW, Config: cfg}},
+	res := RunPNSTogether(ctx, []PNSRun{{NS: topo.Clients[1], Config: cfg}, {NS: lan2, Config: cfg}, {NS: topo.GW, Config: cfg}},
 		func() { rep, repErr = gw.Calls(ctx) })
-	checkPNS(t, gw, []string{"PNS on client 1", "PNS on the gateway (LAN side)"}, res)
+	checkPNS(t, gw, []string{"PNS on client 1", "PNS on the routed LAN " + lan2.IP.String(), "PNS on the gateway (LAN side)"}, res)
 	t.Logf("PAC: %+v", pac.Stats())
 	if repErr != nil {
 		t.Fatalf("pptpgw calls --json: %v", repErr)

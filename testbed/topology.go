@@ -323,6 +323,44 @@ func (t *Topology) wire() error {
 	return gw.WriteSysctl("net/ipv4/ip_forward", "1")
 }
 
+// RoutedLANIP returns the address of the host on routed LAN segment i
+// (10.78.i.2; the gateway has 10.78.i.1 there).
+func RoutedLANIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 78, byte(i), 2}) }
+
+// AddRoutedLAN adds a second kind of inside network: namespace P-rI with
+// one host, 10.78.I.2/24, on its own veth to the gateway (10.78.I.1, the
+// host's default route), routed by the gateway rather than bridged. It
+// returns the host's namespace and the gateway-side interface name (for
+// --lan). Everything goes with the topology.
+func (t *Topology) AddRoutedLAN(i int) (*NS, string, error) {
+	if i < 0 || i > 255 {
+		return nil, "", fmt.Errorf("testbed: routed LAN %d out of range 0..255", i)
+	}
+	n, err := t.newNS(fmt.Sprintf("%s-r%d", t.Prefix, i))
+	if err != nil {
+		return nil, "", err
+	}
+	gwIf := fmt.Sprintf("%sr%d", t.Prefix, i)
+	gl, hl, err := vethInto(t.GW, n, gwIf, fmt.Sprintf("%sq%d", t.Prefix, i))
+	if err != nil {
+		return nil, "", err
+	}
+	gwIP := netip.AddrFrom4([4]byte{10, 78, byte(i), 1})
+	if err := addAddr(t.GW.nl, gl, gwIP, 24); err != nil {
+		return nil, "", err
+	}
+	if err := addAddr(n.nl, hl, RoutedLANIP(i), 24); err != nil {
+		return nil, "", err
+	}
+	if err := defaultRoute(n.nl, gwIP); err != nil {
+		return nil, "", fmt.Errorf("%s default route: %w", n.Name, err)
+	}
+	n.IP, n.If = RoutedLANIP(i), hl.Attrs().Name
+	_ = n.WriteSysctl("net/ipv6/conf/all/disable_ipv6", "1")
+	_ = n.WriteSysctl("net/ipv6/conf/default/disable_ipv6", "1")
+	return n, gwIf, nil
+}
+
 // WriteSysctl writes /proc/sys/KEY inside the namespace (KEY like "net/ipv4/ip_forward").
 func (n *NS) WriteSysctl(key, val string) error {
 	return n.Do(func() error {
