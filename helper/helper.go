@@ -148,6 +148,8 @@ type Mapper interface {
 	// AllocOutside returns the outside ID for a new inside call ID; for an
 	// ID it already maps (a repeated request) it should return the same.
 	AllocOutside(insideID uint16) (outsideID uint16, err error)
+	// OutsideOf may forget a call from its first CallCleared event on;
+	// the Conn then maps the rest of that call's clearing itself.
 	OutsideOf(insideID uint16) (uint16, bool)
 	InsideOf(outsideID uint16) (uint16, bool)
 	Event(ev Event)
