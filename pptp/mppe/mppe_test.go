@@ -13,8 +13,11 @@ var testStart = [16]byte{0x8B, 0x7C, 0xDC, 0x14, 0x9B, 0x99, 0x3A, 0x1B, 0xA1, 0
 
 func TestRC4MatchesStdlib(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for range 200 {
+	for n := range 200 {
 		key := make([]byte, 1+r.IntN(32))
+		if n%3 == 0 { // MPPE's own key lengths take setKey's unrolled paths
+			key = make([]byte, 8*(1+n%2))
+		}
 		for i := range key {
 			key[i] = byte(r.Uint32())
 		}
@@ -537,5 +540,13 @@ func BenchmarkOwnRC4_1400(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.xorKeyStream(data, data)
+	}
+}
+
+func BenchmarkSetKey16(b *testing.B) {
+	var c rc4
+	b.ReportAllocs()
+	for b.Loop() {
+		c.setKey(testStart[:16])
 	}
 }

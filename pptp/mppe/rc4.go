@@ -14,10 +14,24 @@ type rc4 struct {
 	i, j uint8
 }
 
-func (c *rc4) setKey(key []byte) {
-	for i := range c.s {
-		c.s[i] = uint32(i)
+// identity is the initial RC4 state; copying it is faster than the loop.
+var identity = func() (s [256]uint32) {
+	for i := range s {
+		s[i] = uint32(i)
 	}
+	return s
+}()
+
+func (c *rc4) setKey(key []byte) {
+	switch len(key) {
+	case 16: // MPPE-128 re-keys twice per stateless packet: unrolled by the key length
+		c.setKey16((*[16]byte)(key))
+		return
+	case 8:
+		c.setKey8((*[8]byte)(key))
+		return
+	}
+	c.s = identity
 	var j uint8
 	k := 0
 	for i := 0; i < 256; i++ {
@@ -25,6 +39,36 @@ func (c *rc4) setKey(key []byte) {
 		c.s[i], c.s[j] = c.s[j], c.s[i]
 		if k++; k == len(key) {
 			k = 0
+		}
+	}
+	c.i, c.j = 0, 0
+}
+
+func (c *rc4) setKey16(key *[16]byte) {
+	c.s = identity
+	s := &c.s
+	var j uint8
+	for i := 0; i < 256; i += 16 {
+		for k := 0; k < 16; k++ {
+			x := s[uint8(i+k)]
+			j += uint8(x) + key[k]
+			s[uint8(i+k)] = s[j]
+			s[j] = x
+		}
+	}
+	c.i, c.j = 0, 0
+}
+
+func (c *rc4) setKey8(key *[8]byte) {
+	c.s = identity
+	s := &c.s
+	var j uint8
+	for i := 0; i < 256; i += 8 {
+		for k := 0; k < 8; k++ {
+			x := s[uint8(i+k)]
+			j += uint8(x) + key[k]
+			s[uint8(i+k)] = s[j]
+			s[j] = x
 		}
 	}
 	c.i, c.j = 0, 0
