@@ -249,6 +249,17 @@ type batch struct {
 	size  int          // datagram length so far
 	n     int          // messages
 	limit int          // largest datagram the socket accepts
+
+	// Per-message layout, for sending with sendmmsg instead (one datagram
+	// per verdict; kept to compare the two, see Conn.sendmmsg).
+	ents []ent
+	mmsg []unix.Mmsghdr
+	miov []unix.Iovec
+}
+
+type ent struct {
+	off, hdr, pad int
+	payload       []byte
 }
 
 func newBatch(msgs, limit int) batch {
@@ -256,6 +267,9 @@ func newBatch(msgs, limit int) batch {
 		hdr:   make([]byte, msgs*verdictMaxHdr),
 		iov:   make([]unix.Iovec, 0, 2*msgs+1),
 		limit: limit,
+		ents:  make([]ent, 0, msgs),
+		mmsg:  make([]unix.Mmsghdr, msgs),
+		miov:  make([]unix.Iovec, 3*msgs),
 	}
 }
 
@@ -266,12 +280,17 @@ func (b *batch) fits(payloadLen int) bool {
 	if b.n == 0 {
 		return true
 	}
-	return b.off+verdictMaxHdr <= len(b.hdr) && len(b.iov)+3 <= cap(b.iov) &&
+	return b.off+verdictMaxHdr <= len(b.hdr) && len(b.iov)+3 <= cap(b.iov) && len(b.ents) < cap(b.ents) &&
 		b.size+verdictMaxHdr+payloadLen <= b.limit
 }
 
 func (b *batch) add(queue uint16, id uint32, accept bool, payload []byte, withPayload bool) {
 	h, pad := putVerdict(b.hdr[b.off:], queue, id, accept, payload, withPayload)
+	e := ent{off: b.off, hdr: h, pad: pad}
+	if withPayload {
+		e.payload = payload
+	}
+	b.ents = append(b.ents, e)
 	b.off += h
 	b.size += h
 	if withPayload && len(payload) > 0 {
@@ -308,9 +327,37 @@ func (b *batch) bytes(dst []byte) []byte {
 	return dst
 }
 
+// mmsgs describes the batch as one datagram per verdict, for sendmmsg.
+func (b *batch) mmsgs() []unix.Mmsghdr {
+	k := 0
+	for i, e := range b.ents {
+		first := k
+		b.miov[k] = unix.Iovec{Base: &b.hdr[e.off]}
+		b.miov[k].SetLen(e.hdr)
+		k++
+		if len(e.payload) > 0 {
+			b.miov[k] = unix.Iovec{Base: &e.payload[0]}
+			b.miov[k].SetLen(len(e.payload))
+			k++
+			if e.pad > 0 {
+				b.miov[k] = unix.Iovec{Base: &b.hdr[e.off+e.hdr]}
+				b.miov[k].SetLen(e.pad)
+				k++
+			}
+		}
+		b.mmsg[i] = unix.Mmsghdr{}
+		b.mmsg[i].Hdr.Iov = &b.miov[first]
+		b.mmsg[i].Hdr.SetIovlen(k - first)
+	}
+	return b.mmsg[:len(b.ents)]
+}
+
 // reset empties the batch and drops its references to payloads.
 func (b *batch) reset() {
 	clear(b.iov)
 	b.iov = b.iov[:0]
+	clear(b.miov[:min(3*len(b.ents), len(b.miov))])
+	clear(b.ents)
+	b.ents = b.ents[:0]
 	b.off, b.seg, b.size, b.n = 0, 0, 0, 0
 }

@@ -11,6 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// recordedGRE is a datagram Linux 6.18 sent (logged by TestQueueNetns): a
+// GRE packet (key 0x0102) queued to queue 21 in prerouting on lo. Layout:
+// nlmsghdr, nfgenmsg {AF_INET, 0, 21}, NFQA_PACKET_HDR {id 1, 0x0800, hook
+// 0}, NFQA_IFINDEX_INDEV 1, NFQA_HWADDR, NFQA_SKB_INFO, NFQA_PAYLOAD.
+var recordedGRE = mustHex("60000000000300000000000000000000020000150b000100000000010800000008000500000000011000090000060000000000000000000008000e000000000420000a004500001cce964000402f6e1a7f0000017f0000013001880b00000102")
+
 func mustHex(s string) []byte {
 	b, err := hex.DecodeString(s)
 	if err != nil {
@@ -65,6 +71,7 @@ func TestParsePacket(t *testing.T) {
 		out    uint32
 		paylen int
 	}{
+		{"recorded", recordedGRE, 1, 0, 1, 0, 28},
 		{"built prerouting", kernelPacket(47, 7, HookPrerouting, 1, 0, grePayload), 7, 0, 1, 0, len(grePayload)},
 		{"built postrouting", kernelPacket(47, 0x01020304, HookPostrouting, 0, 3, grePayload[:27]), 0x01020304, 4, 0, 3, 27},
 	} {
@@ -80,7 +87,7 @@ func TestParsePacket(t *testing.T) {
 			if p.ID != tc.id || p.Hook != tc.hook || p.InDev != tc.in || p.OutDev != tc.out || len(p.Payload) != tc.paylen {
 				t.Errorf("got %+v", p)
 			}
-			if !bytes.Equal(p.Payload, grePayload[:tc.paylen]) {
+			if tc.name != "recorded" && !bytes.Equal(p.Payload, grePayload[:tc.paylen]) {
 				t.Errorf("payload %x", p.Payload)
 			}
 		})
@@ -170,6 +177,16 @@ func TestGoldenVerdictBatch(t *testing.T) {
 	if b.size != len(want) || b.n != 6 {
 		t.Errorf("size %d n %d, want %d 6", b.size, b.n, len(want))
 	}
+	// The same batch as one datagram per verdict (sendmmsg).
+	var perMsg []byte
+	for _, m := range b.mmsgs() {
+		for _, v := range unsafe.Slice(m.Hdr.Iov, m.Hdr.Iovlen) {
+			perMsg = append(perMsg, unsafe.Slice(v.Base, v.Len)...)
+		}
+	}
+	if !bytes.Equal(perMsg, want) || len(b.mmsgs()) != 6 {
+		t.Errorf("per-message layout\n got %x\nwant %x", perMsg, want)
+	}
 	// Payloads are referenced, not copied.
 	iov := b.iovecs()
 	if len(iov) != 5 || iov[1].Base != &grePayload[0] || iov[3].Base != &p27[0] {
@@ -214,7 +231,7 @@ func testConn() *Conn {
 
 func TestNoAllocs(t *testing.T) {
 	c := testConn()
-	pkt := kernelPacket(47, 7, 0, 1, 0, grePayload)
+	pkt := recordedGRE
 	dgram := append([]byte(nil), pkt...)
 	h := func(p *Packet) Verdict {
 		p.Payload[27] ^= 1
@@ -288,14 +305,14 @@ func TestHandleDatagramVerdicts(t *testing.T) {
 
 func BenchmarkParseVerdict(b *testing.B) {
 	c := testConn()
-	pkt := kernelPacket(47, 7, 0, 1, 0, grePayload)
+	pkt := append([]byte(nil), recordedGRE...)
 	h := func(p *Packet) Verdict {
 		p.Payload[27]++
 		p.Modified = true
 		return Accept
 	}
 	b.ReportAllocs()
-	b.SetBytes(int64(len(grePayload)))
+	b.SetBytes(28)
 	for b.Loop() {
 		c.handleDatagram(pkt, h)
 		if c.out.n >= 64 {
@@ -319,6 +336,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(kernelPacket(47, 8, 4, 0, 2, nil))
 	f.Add(append(kernelPacket(1, 1, 0, 1, 0, grePayload), kernelPacket(1, 2, 0, 1, 0, grePayload[:3])...))
 	f.Add(kernelPacket(47, 7, 0, 1, 0, grePayload)[:40])
+	f.Add(recordedGRE)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		lo := uintptr(unsafe.Pointer(unsafe.SliceData(data)))

@@ -123,6 +123,11 @@ type Conn struct {
 	vbuf [verdictMaxHdr]byte
 	viov [3]unix.Iovec
 
+	// sendmmsg: send a batch as one datagram per verdict with sendmmsg
+	// instead of one datagram of all verdicts with sendmsg (measured slower;
+	// kept for TestThroughputNetns).
+	sendmmsg bool
+
 	packets, batches, verdicts, recvErrors, malformed, verdictErrors atomic.Uint64
 }
 
@@ -411,7 +416,8 @@ func (c *Conn) handleDatagram(b []byte, h Handler) {
 				} else {
 					c.queueVerdict(p.ID, true, p.Payload, p.Modified)
 				}
-			case Drop:
+			case Hold:
+			default: // Drop, or a value that is no Verdict
 				c.queueVerdict(p.ID, false, nil, false)
 			}
 			*p = Packet{}
@@ -438,6 +444,10 @@ func (c *Conn) flush() {
 	if c.out.n == 0 {
 		return
 	}
+	if c.sendmmsg {
+		c.flushMM()
+		return
+	}
 	iov := c.out.iovecs()
 	var msg unix.Msghdr
 	msg.Iov = &iov[0]
@@ -453,6 +463,23 @@ func (c *Conn) flush() {
 		c.verdictErrors.Add(uint64(c.out.n))
 	} else {
 		c.verdicts.Add(uint64(c.out.n))
+	}
+	c.out.reset()
+}
+
+func (c *Conn) flushMM() {
+	msgs := c.out.mmsgs()
+	for tries := 0; len(msgs) > 0; tries++ {
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+		if (errno == unix.EINTR || errno == unix.EAGAIN || errno == unix.ENOBUFS) && tries < 3 {
+			continue
+		}
+		if errno != 0 {
+			c.verdictErrors.Add(uint64(len(msgs)))
+			break
+		}
+		c.verdicts.Add(uint64(n))
+		msgs = msgs[n:]
 	}
 	c.out.reset()
 }
