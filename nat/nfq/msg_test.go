@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -366,4 +368,34 @@ func FuzzParse(f *testing.F) {
 		c.handleDatagram(data, func(p *Packet) Verdict { p.Modified = true; return Accept })
 		c.out.bytes(nil)
 	})
+}
+
+func TestConfigError(t *testing.T) {
+	for _, tc := range []struct {
+		e    unix.Errno
+		is   error
+		text string
+	}{
+		{unix.EBUSY, unix.EBUSY, "already bound by another process"},
+		{unix.ENOENT, unix.ENOENT, "nfnetlink_queue"},
+		{unix.EINVAL, unix.EINVAL, "set copy mode queue 7"},
+	} {
+		what := "bind"
+		if tc.e == unix.EINVAL {
+			what = "set copy mode"
+		}
+		err := configError(7, what, tc.e)
+		if !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.text) {
+			t.Errorf("configError(%v) = %v", tc.e, err)
+		}
+	}
+	// EPERM: busy for a process with CAP_NET_ADMIN, else the capability.
+	err := configError(7, "bind", unix.EPERM)
+	if hasCapNetAdmin() {
+		if !errors.Is(err, unix.EBUSY) {
+			t.Errorf("EPERM with CAP_NET_ADMIN: %v", err)
+		}
+	} else if !errors.Is(err, unix.EPERM) || !strings.Contains(err.Error(), "needs CAP_NET_ADMIN") {
+		t.Errorf("EPERM without CAP_NET_ADMIN: %v", err)
+	}
 }

@@ -255,6 +255,11 @@ func TestQueueNetns(t *testing.T) {
 		case 4:
 			heldID <- p.ID
 			return Hold
+		case 6:
+			// A verdict the kernel refuses (no such packet), in the same
+			// datagram before this packet's own: the kernel answers it with
+			// an error and still runs the next message.
+			c.queueVerdict(0xfffffff0, true, nil, false)
 		}
 		return Accept
 	}
@@ -303,6 +308,18 @@ func TestQueueNetns(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Error("held packet never reached the handler")
 	}
+	// A refused verdict does not spoil the rest of its batch.
+	unix.Sendto(tx, grePacket(6), 0, loopback)
+	if !recvKey(rx, 6, 3*time.Second) {
+		t.Error("packet whose verdict followed a refused one in the same datagram not delivered")
+	}
+	for deadline := time.Now().Add(2 * time.Second); c.Stats().VerdictErrors == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if e := c.Stats().VerdictErrors; e != 1 {
+		t.Errorf("VerdictErrors = %d after one refused verdict, want 1", e)
+	}
+
 	// TCP 1723 reaches the queue too.
 	ns.in(t, func() {
 		l, err := net.Listen("tcp4", "127.0.0.1:1723")
@@ -342,8 +359,8 @@ func TestQueueNetns(t *testing.T) {
 	}
 	st := c.Stats()
 	t.Logf("stats %+v", st)
-	if st.Malformed != 0 || st.VerdictErrors != 0 || st.RecvErrors != 0 {
-		t.Errorf("stats %+v: want no errors", st)
+	if st.Malformed != 0 || st.VerdictErrors != 1 || st.RecvErrors != 0 {
+		t.Errorf("stats %+v: want no errors but the one refused verdict", st)
 	}
 	if st.Batches >= st.Packets {
 		t.Logf("note: no batching observed (%d receive calls for %d packets)", st.Batches, st.Packets)

@@ -283,7 +283,7 @@ func configError(queue uint16, what string, e unix.Errno) error {
 	case e == unix.EPERM && !hasCapNetAdmin():
 		return fmt.Errorf("nfq: %s queue %d: needs CAP_NET_ADMIN: %w", what, queue, e)
 	case e == unix.EPERM || e == unix.EBUSY:
-		return fmt.Errorf("nfq: queue %d is already bound by another process: %w", queue, unix.EBUSY)
+		return fmt.Errorf("nfq: queue %d is already bound by another process (kernel said %q): %w", queue, e.Error(), unix.EBUSY)
 	case e == unix.ENOENT || e == unix.EOPNOTSUPP || e == unix.EPROTONOSUPPORT:
 		return fmt.Errorf("nfq: %s queue %d: kernel lacks nfnetlink_queue (modprobe nfnetlink_queue): %w", what, queue, e)
 	}
@@ -561,8 +561,9 @@ func (c *Conn) Stats() Stats {
 	}
 }
 
-// Close stops Run and closes the socket, which unbinds the queue (the
-// kernel drops or, with the rule's bypass flag, accepts what was queued).
+// Close stops Run and closes the socket, which unbinds the queue: the
+// kernel drops the packets still waiting for a verdict; later packets are
+// dropped, or accepted if the rule has the bypass flag.
 func (c *Conn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return ErrClosed
