@@ -118,10 +118,12 @@ func (e *Encrypter) Encrypt(dst, protoAndData []byte) []byte {
 		hdr |= FlagFlushed
 		e.resetPending = false
 	}
+	// One pass from protoAndData into dst; in the in-place form both are the same
+	// memory and nothing is copied at all.
 	n := len(dst)
-	dst = append(dst, byte(hdr>>8), byte(hdr))
-	dst = append(dst, protoAndData...)
-	e.k.rc.xorKeyStream(dst[n+HeaderLen:], dst[n+HeaderLen:])
+	dst = grow(dst, HeaderLen+len(protoAndData))
+	dst[n], dst[n+1] = byte(hdr>>8), byte(hdr)
+	e.k.rc.xorKeyStream(dst[n+HeaderLen:], protoAndData)
 	return dst
 }
 
