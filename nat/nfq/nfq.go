@@ -410,7 +410,8 @@ func (c *Conn) handleDatagram(b []byte, h Handler) {
 			c.packets.Add(1)
 			switch h(p) {
 			case Accept:
-				if p.Modified && len(p.Payload) > 0xffff {
+				if p.Modified && (len(p.Payload) == 0 || len(p.Payload) > 0xffff) {
+					// Not a packet the kernel could send on.
 					c.verdictErrors.Add(1)
 					c.queueVerdict(p.ID, false, nil, false)
 				} else {
