@@ -390,26 +390,58 @@ func TestQueueNetns(t *testing.T) {
 	}
 }
 
-// TestCloseStopsRun: Close from another goroutine ends a blocked Run.
+// TestCloseStopsRun: Close from another goroutine ends Run, also while the
+// handler is running and answers through SetVerdict (as nat.Engine's
+// releaser does).
 func TestCloseStopsRun(t *testing.T) {
 	ns := newTestNS(t, 22)
+	tx, rx := ns.greSockets(t)
 	c, err := Open(Config{Queue: ns.q, NetNS: ns.fd})
 	if err != nil {
 		t.Fatal(err)
 	}
+	inHandler, release := make(chan struct{}), make(chan struct{})
+	verdictErr := make(chan error, 1)
 	done := make(chan error, 1)
-	go func() { done <- c.Run(context.Background(), func(*Packet) Verdict { return Accept }) }()
-	time.Sleep(50 * time.Millisecond)
+	go func() {
+		done <- c.Run(context.Background(), func(p *Packet) Verdict {
+			close(inHandler)
+			<-release
+			verdictErr <- c.SetVerdict(p.ID, true, nil)
+			return Hold
+		})
+	}()
+	unix.Sendto(tx, grePacket(8), 0, loopback)
+	select {
+	case <-inHandler:
+	case <-time.After(3 * time.Second):
+		t.Fatal("packet never reached the handler")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	time.Sleep(50 * time.Millisecond) // Close is now waiting for Run
 	start := time.Now()
-	c.Close()
+	close(release)
+	if err := <-verdictErr; err != nil {
+		t.Errorf("SetVerdict during Close: %v", err)
+	}
+	if !recvKey(rx, 8, 3*time.Second) {
+		t.Error("packet answered during Close not delivered")
+	}
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Error(err)
 		}
-		t.Logf("Run returned %v after Close", time.Since(start))
+		t.Logf("Run returned %v after the handler did", time.Since(start))
 	case <-time.After(3 * time.Second):
-		t.Fatal("Run did not return after Close")
+		t.Fatal("Run did not return after Close (deadlock?)")
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if err := c.Run(context.Background(), nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run after Close: %v", err)
 	}
 }
 

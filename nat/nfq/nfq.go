@@ -105,11 +105,7 @@ type Conn struct {
 	fd    int
 	queue uint16
 
-	// mu guards the fd's lifetime: everything using fd holds it for reading,
-	// Close takes it for writing before closing fd.
-	mu      sync.RWMutex
-	closed  atomic.Bool
-	running atomic.Bool
+	closed atomic.Bool
 
 	// Receive side, owned by Run.
 	bufs [][]byte
@@ -118,10 +114,14 @@ type Conn struct {
 	pkt  Packet
 	out  batch
 
-	// SetVerdict's own buffers.
-	vmu  sync.Mutex
-	vbuf [verdictMaxHdr]byte
-	viov [3]unix.Iovec
+	// mu guards fd against Close during a send (SetVerdict, wake), Run's
+	// registration, and SetVerdict's buffers. Run itself reads fd without
+	// it: Close waits for Run to return before closing fd. (A handler may
+	// call SetVerdict, so Run must not hold a lock Close waits for.)
+	mu      sync.Mutex
+	runDone chan struct{} // non-nil while Run runs
+	vbuf    [verdictMaxHdr]byte
+	viov    [3]unix.Iovec
 
 	// sendmmsg: send a batch as one datagram per verdict with sendmmsg
 	// instead of one datagram of all verdicts with sendmsg (measured slower;
@@ -350,15 +350,24 @@ func socketIn(netns int) (int, error) {
 // Run reads packets and answers them until ctx is done or Close is called
 // (it then returns nil). Only one Run may be active.
 func (c *Conn) Run(ctx context.Context, h Handler) error {
-	if !c.running.CompareAndSwap(false, true) {
-		return errors.New("nfq: Run is already running")
-	}
-	defer c.running.Store(false)
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.closed.Load() {
+	c.mu.Lock()
+	if c.closed.Load() || c.fd < 0 {
+		c.mu.Unlock()
 		return ErrClosed
 	}
+	if c.runDone != nil {
+		c.mu.Unlock()
+		return errors.New("nfq: Run is already running")
+	}
+	done := make(chan struct{})
+	c.runDone = done
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.runDone = nil
+		c.mu.Unlock()
+		close(done)
+	}()
 	stop := context.AfterFunc(ctx, c.wake)
 	defer stop()
 	for ctx.Err() == nil && !c.closed.Load() {
@@ -495,8 +504,8 @@ func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, unix.Errno) {
 // NLMSG_NOOP, which lands in our own receive queue. (Closing the fd would
 // not wake it, and netlink sockets do not support shutdown.)
 func (c *Conn) wake() {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.fd < 0 {
 		return
 	}
@@ -512,17 +521,15 @@ var zeros [4]byte
 // content. Safe for concurrent use with Run. A kernel refusal (unknown ID)
 // arrives asynchronously and is counted in Stats().VerdictErrors.
 func (c *Conn) SetVerdict(id uint32, accept bool, payload []byte) error {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.fd < 0 {
-		return ErrClosed
-	}
 	if len(payload) > 0xffff {
 		return fmt.Errorf("nfq: verdict payload of %d bytes exceeds 65535", len(payload))
 	}
 	withPayload := accept && payload != nil
-	c.vmu.Lock()
-	defer c.vmu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return ErrClosed
+	}
 	hdr, pad := putVerdict(c.vbuf[:], c.queue, id, accept, payload, withPayload)
 	c.viov[0] = unix.Iovec{Base: &c.vbuf[0]}
 	c.viov[0].SetLen(hdr)
@@ -570,6 +577,12 @@ func (c *Conn) Close() error {
 		return ErrClosed
 	}
 	c.wake()
+	c.mu.Lock()
+	done := c.runDone
+	c.mu.Unlock()
+	if done != nil {
+		<-done
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	err := unix.Close(c.fd)
