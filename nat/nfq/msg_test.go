@@ -305,6 +305,18 @@ func TestHandleDatagramVerdicts(t *testing.T) {
 	}
 }
 
+// A datagram cut short by MSG_TRUNC still gets its packet dropped by ID.
+func TestTruncatedDatagramDrops(t *testing.T) {
+	c := testConn()
+	pkt := kernelPacket(47, 42, 0, 1, 0, grePayload)
+	called := false
+	c.handleDatagram(pkt[:60], func(*Packet) Verdict { called = true; return Accept })
+	want := goNfqueueVerdict(t, 47, 42, 0, nil)
+	if got := c.out.bytes(nil); called || !bytes.Equal(got, want) || c.Stats().Malformed != 1 {
+		t.Errorf("handler called %v, verdicts %x (want %x), stats %+v", called, got, want, c.Stats())
+	}
+}
+
 func BenchmarkParseVerdict(b *testing.B) {
 	c := testConn()
 	pkt := append([]byte(nil), recordedGRE...)

@@ -20,6 +20,7 @@ package nfq
 
 import (
 	"bufio"
+	"encoding/binary"
 	"context"
 	"errors"
 	"fmt"
@@ -388,7 +389,7 @@ func (c *Conn) Run(ctx context.Context, h Handler) error {
 			if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
 				c.malformed.Add(1)
 			}
-			c.handleDatagram(c.bufs[i][:m.Len], h)
+			c.handleDatagram(c.bufs[i][:min(int(m.Len), len(c.bufs[i]))], h)
 		}
 		c.flush()
 	}
@@ -403,6 +404,14 @@ func (c *Conn) handleDatagram(b []byte, h Handler) {
 		typ, _, _, body, rest, ok := nextMsg(b)
 		if !ok {
 			c.malformed.Add(1)
+			// A packet message cut short (MSG_TRUNC): drop it by ID
+			// rather than leave it queued forever.
+			if len(b) >= nlmsgHdrLen && binary.NativeEndian.Uint16(b[4:6]) == typePacket {
+				if haveID, _ := parsePacket(b[nlmsgHdrLen:], p); haveID {
+					c.queueVerdict(p.ID, false, nil, false)
+				}
+				*p = Packet{}
+			}
 			return
 		}
 		b = rest
