@@ -3,6 +3,7 @@ package gre
 import (
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -26,6 +27,13 @@ type rawConn struct {
 	got   int
 	errno syscall.Errno
 	recv  func(fd uintptr) bool // bound once: no closure allocation per batch
+
+	// WritePacket state: sendto(2) with a reused sockaddr, no allocation per packet.
+	wmu  sync.Mutex
+	wb   []byte
+	wsa  unix.RawSockaddrInet4
+	werr syscall.Errno
+	send func(fd uintptr) bool
 }
 
 // mmsghdr is struct mmsghdr of recvmmsg(2) (x/sys/unix has no wrapper).
@@ -54,6 +62,8 @@ func ListenRaw(laddr netip.Addr) (PacketConn, error) {
 	}
 	r := &rawConn{c: c, rc: rc}
 	r.recv = r.recvmmsg
+	r.send = r.sendto
+	r.wsa.Family = unix.AF_INET
 	return r, nil
 }
 
@@ -127,8 +137,33 @@ func (r *rawConn) recvmmsg(fd uintptr) bool {
 }
 
 func (r *rawConn) WritePacket(b []byte, dst netip.Addr) error {
-	_, err := r.c.WriteToIP(b, &net.IPAddr{IP: dst.AsSlice()})
-	return err
+	if !dst.Is4() {
+		_, err := r.c.WriteToIP(b, &net.IPAddr{IP: dst.AsSlice()})
+		return err
+	}
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.wb, r.wsa.Addr = b, dst.As4()
+	err := r.rc.Write(r.send)
+	r.wb = nil
+	if err != nil {
+		return err
+	}
+	if r.werr != 0 {
+		return r.werr
+	}
+	return nil
+}
+
+// sendto runs inside RawConn.Write: false = would block, wait for writability.
+func (r *rawConn) sendto(fd uintptr) bool {
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.wb))), uintptr(len(r.wb)),
+		0, uintptr(unsafe.Pointer(&r.wsa)), unix.SizeofSockaddrInet4)
+	if e == unix.EAGAIN || e == unix.EINTR {
+		return false
+	}
+	r.werr = e
+	return true
 }
 
 func (r *rawConn) Close() error { return r.c.Close() }
