@@ -126,6 +126,7 @@ type Mux struct {
 
 	counters sync.Map // reason -> *atomic.Uint64
 	rxPkts   atomic.Uint64
+	rxReads  atomic.Uint64 // read system calls (recvmmsg batches)
 	flush    atomic.Pointer[func()]
 }
 
@@ -169,9 +170,10 @@ func (m *Mux) countPeer(reason string, src netip.Addr, callID uint16) {
 	}
 }
 
-// Counters returns a snapshot of the drop counters by reason plus "rx_packets".
+// Counters returns a snapshot of the drop counters by reason plus "rx_packets" and
+// "rx_reads" (read system calls: rx_packets/rx_reads is the mean recvmmsg batch).
 func (m *Mux) Counters() map[string]uint64 {
-	out := map[string]uint64{"rx_packets": m.rxPkts.Load()}
+	out := map[string]uint64{"rx_packets": m.rxPkts.Load(), "rx_reads": m.rxReads.Load()}
 	m.counters.Range(func(k, v any) bool {
 		out[k.(string)] = v.(*atomic.Uint64).Load()
 		return true
@@ -271,6 +273,7 @@ func (m *Mux) Serve() error {
 			if err != nil {
 				return err
 			}
+			m.rxReads.Add(1)
 			for i := range n {
 				m.Input(pkts[i], srcs[i])
 			}
@@ -283,6 +286,7 @@ func (m *Mux) Serve() error {
 		if err != nil {
 			return err
 		}
+		m.rxReads.Add(1)
 		m.Input(buf[:n], src)
 		m.runFlush()
 	}
