@@ -2,46 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
-
-	nfqueue "github.com/florianl/go-nfqueue/v2"
-	"github.com/mdlayher/netlink"
 
 	"pptpgw/nat"
+	"pptpgw/nat/nfq"
 )
-
-// Netfilter hook numbers as NFQUEUE reports them (NF_INET_*).
-const (
-	nfInetLocalOut    = 3
-	nfInetPostRouting = 4
-)
-
-// queue binds one NFQUEUE number and feeds every packet to the engine.
-//
-// A packet's way through the gateway:
-//  1. nftables (table installed by rules.Install) notracks GRE and queues
-//     TCP 1723 and GRE crossing the WAN: from the WAN in prerouting (after
-//     conntrack undid the masquerade, before routing: DNAT-like), to the WAN
-//     in postrouting (after routing, before the kernel's SNAT: SNAT-like), so
-//     the engine sees inside addresses in both directions.
-//  2. The kernel hands the packet to this socket; onPacket wraps it as a
-//     nat.Packet with its ingress/egress interface and hook.
-//  3. nat.Engine.Process rewrites it in place (GRE: IPs and key; TCP 1723: call
-//     IDs inside the control messages via the helper ALG) and decides.
-//  4. The verdict goes back with the rewritten bytes; a held control segment
-//     is answered later through the engine's releaser.
-//  5. Everything else never leaves the kernel (masquerade in postrouting).
-type queue struct {
-	nf     *nfqueue.Nfqueue
-	engine *nat.Engine
-	log    *slog.Logger
-
-	recvErrors    atomic.Uint64
-	verdictErrors atomic.Uint64
-}
 
 // queueLen is how many packets the kernel keeps waiting for a verdict.
 // Bursts beyond it are dropped, deliberately not accepted: fail-open on
@@ -50,99 +16,88 @@ type queue struct {
 // rule's bypass flag (rules.Plan.FailOpen), which is a different thing.
 const queueLen = 8192
 
-// queueSocketBuffer is the netlink receive buffer: a burst of queueLen
-// full-size packets must fit, or the kernel reports ENOBUFS and drops.
-const queueSocketBuffer = 16 << 20
+// queue binds one NFQUEUE number and feeds every packet to the engine.
+//
+// It uses nat/nfq, not github.com/florianl/go-nfqueue: this is the hot path
+// (every GRE packet of every tunnel), and nfq reads a batch of packets per
+// recvmmsg and answers the whole batch with one sendmsg, without allocating;
+// measured on this machine it drains a queue 4-5x faster (nat/nfq tests).
+//
+// A packet's way through the gateway:
+//  1. nftables (table installed by rules.Install) notracks GRE and queues
+//     TCP 1723 and GRE crossing the WAN: from the WAN in prerouting (after
+//     conntrack undid the masquerade, before routing: DNAT-like), to the WAN
+//     in postrouting (after routing, before the kernel's SNAT: SNAT-like), so
+//     the engine sees inside addresses in both directions.
+//  2. nfq hands each packet to onPacket as a view over its receive buffer,
+//     with ingress/egress interface and hook.
+//  3. nat.Engine.Process rewrites it in place (GRE: IPs and key; TCP 1723: call
+//     IDs inside the control messages via the helper ALG) and decides.
+//  4. nfq sends the verdicts of the batch, with the rewritten bytes, in one
+//     message; a held control segment is answered later through the
+//     engine's releaser (SetVerdict).
+//  5. Everything else never leaves the kernel (masquerade in postrouting).
+type queue struct {
+	conn   *nfq.Conn
+	engine *nat.Engine
+	log    *slog.Logger
+}
 
+// openQueue binds queue num; from here on the kernel queues packets to us
+// (they wait until start runs the reader).
 func openQueue(num uint16, engine *nat.Engine, log *slog.Logger) (*queue, error) {
-	cfg := nfqueue.Config{
-		NfQueue:      num,
-		MaxPacketLen: 0xffff,
-		MaxQueueLen:  queueLen,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-	}
-	nf, err := nfqueue.Open(&cfg)
+	conn, err := nfq.Open(nfq.Config{Queue: num, MaxQueueLen: queueLen})
 	if err != nil {
-		return nil, fmt.Errorf("open NFQUEUE %d: %w", num, err)
+		return nil, fmt.Errorf("NFQUEUE %d: %w", num, err)
 	}
-	if err := nf.Con.SetReadBuffer(queueSocketBuffer); err != nil {
-		log.Warn("cannot enlarge the NFQUEUE socket buffer; bursts may be dropped", "err", err)
-	}
-	// Keep running when the kernel reports ENOBUFS (we fell behind); the
-	// lost packets are retransmitted by their senders.
-	if err := nf.SetOption(netlink.NoENOBUFS, true); err != nil {
-		log.Debug("NoENOBUFS not available", "err", err)
-	}
-	q := &queue{nf: nf, engine: engine, log: log}
+	q := &queue{conn: conn, engine: engine, log: log}
 	engine.SetReleaser(func(id uint32, data []byte, v nat.Verdict) {
-		q.verdict(id, data, v)
+		if err := conn.SetVerdict(id, v == nat.Accept, data); err != nil {
+			log.Debug("nfqueue verdict for a held packet failed", "id", id, "err", err)
+		}
 	})
 	return q, nil
 }
 
-// start registers the callback; packets flow once it returns nil.
-func (q *queue) start(ctx context.Context) error {
-	return q.nf.RegisterWithErrorFunc(ctx, q.onPacket, func(err error) int {
-		var op *netlink.OpError
-		if errors.As(err, &op) && (op.Timeout() || op.Temporary()) {
-			return 0
+// start runs the reader until ctx ends.
+func (q *queue) start(ctx context.Context) {
+	go func() {
+		if err := q.conn.Run(ctx, q.onPacket); err != nil && ctx.Err() == nil {
+			q.log.Error("NFQUEUE reader stopped", "err", err)
 		}
-		if ctx.Err() != nil {
-			return 1
-		}
-		q.recvErrors.Add(1)
-		q.log.Warn("nfqueue receive error", "err", err)
-		return 0
-	})
+	}()
 }
 
-func (q *queue) onPacket(a nfqueue.Attribute) int {
-	if a.PacketID == nil {
-		return 0
+func (q *queue) onPacket(p *nfq.Packet) nfq.Verdict {
+	np := nat.Packet{ID: p.ID, Data: p.Payload, InIf: p.InDev, OutIf: p.OutDev, Hook: nat.Prerouting}
+	switch p.Hook {
+	case nfq.HookOutput:
+		np.Hook = nat.Output
+	case nfq.HookPostrouting:
+		// Queued on the way out of the WAN; the kernel gives no ingress
+		// interface here, and none is needed.
+		np.Hook = nat.Postrouting
 	}
-	id := *a.PacketID
-	if a.Payload == nil {
-		q.verdict(id, nil, nat.Accept)
-		return 0
+	switch v, _ := q.engine.Process(&np); v {
+	case nat.Hold:
+		return nfq.Hold // the engine kept a copy; its releaser answers
+	case nat.Drop:
+		return nfq.Drop
 	}
-	p := nat.Packet{ID: id, Data: *a.Payload, Hook: nat.Prerouting}
-	if a.InDev != nil {
-		p.InIf = *a.InDev
-	}
-	if a.OutDev != nil {
-		p.OutIf = *a.OutDev
-	}
-	if a.Hook != nil {
-		switch *a.Hook {
-		case nfInetLocalOut:
-			p.Hook = nat.Output
-		case nfInetPostRouting:
-			// Queued on the way out of the WAN; the kernel gives no
-			// ingress interface here, and none is needed.
-			p.Hook = nat.Postrouting
-		}
-	}
-	v, _ := q.engine.Process(&p)
-	if v != nat.Hold {
-		q.verdict(id, p.Data, v)
-	}
-	return 0
+	p.Modified = true // GRE always is; a control segment's rewrite is in place
+	return nfq.Accept
 }
 
-func (q *queue) verdict(id uint32, data []byte, v nat.Verdict) {
-	var err error
-	switch {
-	case v == nat.Drop:
-		err = q.nf.SetVerdict(id, nfqueue.NfDrop)
-	case data != nil:
-		err = q.nf.SetVerdictModPacket(id, nfqueue.NfAccept, data)
-	default:
-		err = q.nf.SetVerdict(id, nfqueue.NfAccept)
-	}
-	if err != nil {
-		q.verdictErrors.Add(1)
-		q.log.Debug("nfqueue verdict failed", "id", id, "err", err)
+// counters are the reader's own, for `pptpgw calls --json`.
+func (q *queue) counters() map[string]uint64 {
+	s := q.conn.Stats()
+	return map[string]uint64{
+		"nfqueue_packets":        s.Packets,
+		"nfqueue_batches":        s.Batches,
+		"nfqueue_recv_errors":    s.RecvErrors,
+		"nfqueue_malformed":      s.Malformed,
+		"nfqueue_verdict_errors": s.VerdictErrors,
 	}
 }
 
-func (q *queue) close() error { return q.nf.Close() }
+func (q *queue) close() error { return q.conn.Close() }

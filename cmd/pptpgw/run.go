@@ -175,9 +175,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 	defer q.close()
 	qctx, qcancel := context.WithCancel(ctx)
 	defer qcancel()
-	if err := q.start(qctx); err != nil {
-		return fmt.Errorf("NFQUEUE %d: %w", cfg.Queue, err)
-	}
+	q.start(qctx)
 
 	adminL, err := listenAdmin(cfg.AdminSocket)
 	if err != nil {
@@ -233,8 +231,9 @@ func callsSnapshot(e *nat.Engine, q *queue) callsReply {
 	if r.Counters == nil {
 		r.Counters = map[string]uint64{}
 	}
-	r.Counters["nfqueue_recv_errors"] = q.recvErrors.Load()
-	r.Counters["nfqueue_verdict_errors"] = q.verdictErrors.Load()
+	for k, v := range q.counters() {
+		r.Counters[k] = v
+	}
 	for _, c := range calls {
 		r.Calls = append(r.Calls, callJSON{
 			InsideIP: c.InsideIP.String(), InsidePort: c.InsidePort,
