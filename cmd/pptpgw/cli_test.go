@@ -106,16 +106,19 @@ func TestRunUnknownInterface(t *testing.T) {
 	}
 }
 
-func TestRunNotRoot(t *testing.T) {
+// asNobody returns a copy of the test binary in a fresh directory that the
+// unprivileged user can read (the test binary's own may not be), and that
+// directory; the caller runs it with credentials 65534.
+func asNobody(t *testing.T) (bin, dir string) {
+	t.Helper()
 	requireRoot(t) // root is needed to drop to another user
-	// The test binary's own directory may not be readable by nobody.
 	dir, err := os.MkdirTemp("", "pptpgw-cli-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "pptpgw")
+	bin = filepath.Join(dir, "pptpgw")
 	b, err := os.ReadFile(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +126,11 @@ func TestRunNotRoot(t *testing.T) {
 	if err := os.WriteFile(bin, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return bin, dir
+}
+
+func TestRunNotRoot(t *testing.T) {
+	bin, _ := asNobody(t)
 	cmd := exec.Command(bin, "run", "--wan", "lo", "--lan", "lo2")
 	cmd.Env = append(os.Environ(), envRunMain+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

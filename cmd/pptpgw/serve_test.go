@@ -64,21 +64,7 @@ func TestServeCLIErrors(t *testing.T) {
 }
 
 func TestServeNotRoot(t *testing.T) {
-	requireRoot(t) // root is needed to drop to another user
-	dir, err := os.MkdirTemp("", "pptpgw-serve-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "pptpgw")
-	b, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin, dir := asNobody(t)
 	sec := writeSecrets(t, dir, 0o600)
 	os.Chown(sec, 65534, 65534)
 	cmd := exec.Command(bin, "serve", "--pool", "10.8.0.10-20", "--secrets", sec)
