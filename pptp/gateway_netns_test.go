@@ -6,12 +6,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"pptpgw/pptp/gre"
+	"pptpgw/pptp/ppp"
 	"pptpgw/testbed"
 )
 
@@ -142,4 +144,56 @@ func TestNetnsSessionsBehindPPTPGW(t *testing.T) {
 		t.Errorf("gateway stop: %v\n%s", err, gw.Log())
 	}
 	_ = os.RemoveAll(dir)
+}
+
+// Third-party client, both our products: Debian's pptp-linux in 3 LAN
+// namespaces (the Go PPP client on its pty) behind the pptpgw gateway calls
+// `pptpgw serve` on the WAN; each session authenticates with MS-CHAPv2 +
+// MPPE-128 and pings the host behind the server through the tunnel.
+func TestNetnsPPTPLinuxBehindPPTPGW(t *testing.T) {
+	if _, err := exec.LookPath("pptp"); err != nil {
+		t.Skip("pptp-linux not installed (apt-get install pptp-linux)")
+	}
+	r := newNSRig(t, nil, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	bin, err := testbed.BuildGateway(ctx, "..", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := r.topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clients []*PTYClient
+	for _, ns := range r.topo.Clients {
+		pc, err := r.topo.StartPPTPClient(ctx, ns, testbed.ServerIP)
+		must(t, err)
+		c, err := DialPTY(ctx, pc.Pty, ClientConfig{Username: "alice", Password: "s3cret pass"})
+		if err != nil {
+			t.Fatalf("%s: %v\npptp output:\n%s\ngateway log:\n%s", ns.Name, err, pc.Proc.Output(), gw.Log())
+		}
+		t.Cleanup(func() { c.Close(); pc.Close() })
+		if in := c.Session().Info(); in.Auth != ppp.AuthMSCHAPv2 || !in.MPPE || int(in.MPPEStrength) != 128 {
+			t.Fatalf("%s negotiated %+v", ns.Name, in)
+		}
+		clients = append(clients, c)
+	}
+	for i, c := range clients {
+		ping(t, c, nsHost, 100+i)
+	}
+	rep, err := gw.Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Calls) != len(clients) || rep.DistinctOutsideIDs() != len(clients) {
+		t.Fatalf("gateway lists %d calls with %d distinct outside IDs, want %d", len(rep.Calls), rep.DistinctOutsideIDs(), len(clients))
+	}
+	if ss := r.srv.Sessions(); len(ss) != len(clients) {
+		t.Fatalf("server has %d sessions, want %d", len(ss), len(clients))
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+	waitFor(t, func() bool { return len(r.srv.Sessions()) == 0 })
 }
