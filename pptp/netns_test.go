@@ -461,7 +461,8 @@ func TestNetns100SessionsOneAddress(t *testing.T) {
 //
 //	PPTPGW_IPERF=1 go test ./pptp -run TestNetnsIperf3 -v
 //
-// PPTPGW_IPERF_MODE=stateful selects stateful MPPE (default stateless).
+// PPTPGW_IPERF_MODE=stateful selects stateful MPPE (default stateless);
+// PPTPGW_IPERF_REVERSE=1 measures the other direction (host -> client, iperf3 -R).
 func TestNetnsIperf3(t *testing.T) {
 	if os.Getenv("PPTPGW_IPERF") == "" {
 		t.Skip("set PPTPGW_IPERF=1 to run the iperf3 throughput measurement")
@@ -489,7 +490,11 @@ func TestNetnsIperf3(t *testing.T) {
 	if secs == "" {
 		secs = "5"
 	}
-	out, err := r.topo.GW.Output(ctx, "iperf3", "-c", nsHost.String(), "-t", secs, "-f", "m")
+	args := []string{"-c", nsHost.String(), "-t", secs, "-f", "m"}
+	if os.Getenv("PPTPGW_IPERF_REVERSE") != "" {
+		args = append(args, "-R") // server -> client (download)
+	}
+	out, err := r.topo.GW.Output(ctx, "iperf3", args...)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}

@@ -436,15 +436,8 @@ func (s *Server) readNet() {
 			continue
 		}
 		ss := v.(*session)
-		if !ss.call.WindowOpen() {
-			// Drop before encrypting: no coherency-count gap for stateful MPPE.
-			s.count("net_peer_window_full")
-			continue
-		}
 		ClampMSS(pkt, mss)
-		if err := ss.ppp.SendIP(pkt); err != nil {
-			ss.countOnce("send_ip_failed", err)
-		}
+		ss.sendNet(pkt) // queued while the peer's window is full: encrypted when it leaves
 	}
 }
 

@@ -36,10 +36,12 @@ type session struct {
 	endOnce sync.Once
 	endCh   chan struct{}
 	gate    inputGate
+	txq     txQueue
 }
 
 func newSession(s *Server, cc *ctrlConn, call *gre.Call, peerID uint16) *session {
 	ss := &session{srv: s, cc: cc, call: call, peerID: peerID, started: s.cfg.Now(), logged: map[string]bool{}, endCh: make(chan struct{})}
+	ss.txq.kick = make(chan struct{}, 1)
 	cfg := ppp.Config{
 		Role:           ppp.Server,
 		MRU:            s.cfg.MRU,
@@ -118,6 +120,7 @@ func (ss *session) watch() {
 		if !ss.up() {
 			return
 		}
+		go ss.drainTx()
 	case <-ss.ppp.Done():
 		ss.end("ppp ended", true, wire.CDNResultGeneralError)
 		return

@@ -442,6 +442,11 @@ func (c *Call) WaitWindow(d time.Duration) bool {
 	}
 }
 
+// AckSignal receives a value (capacity 1, never closed) when an acknowledgement from
+// the peer moved the window. It has one consumer: WaitWindow, or a sender that waits
+// for it itself.
+func (c *Call) AckSignal() <-chan struct{} { return c.ackCh }
+
 // SetHandler sets the function receiving in-order payloads.
 func (c *Call) SetHandler(f func(payload []byte)) { c.handler.Store(&f) }
 
