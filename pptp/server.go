@@ -219,7 +219,7 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 	}
 	if qn, ok := n.(QueueNet); ok {
 		s.qnet = qn
-		s.mux.SetFlush(func() {
+		s.mux.AddFlush(func() {
 			if err := qn.Flush(); err != nil {
 				s.count("net_write_failed")
 			}

@@ -127,17 +127,43 @@ type Mux struct {
 	counters sync.Map // reason -> *atomic.Uint64
 	rxPkts   atomic.Uint64
 	rxReads  atomic.Uint64 // read system calls (recvmmsg batches)
-	flush    atomic.Pointer[func()]
+	flushMu  sync.Mutex
+	flush    atomic.Pointer[[]*func()] // copy on write (flushMu)
 }
 
-// SetFlush sets a function Serve calls after each batch of received packets has been
-// delivered (and Tick after its timers ran): a handler that holds packets back to
-// merge them (tun.Device.QueuePacket) writes them out there.
-func (m *Mux) SetFlush(f func()) { m.flush.Store(&f) }
+// AddFlush adds a function Serve calls after each batch of received packets has been
+// delivered (and Tick after its timers ran): a handler that holds packets back to merge
+// them (tun.Device.QueuePacket) writes them out there. The returned function removes it.
+func (m *Mux) AddFlush(f func()) (remove func()) {
+	h := &f
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	var fs []*func()
+	if p := m.flush.Load(); p != nil {
+		fs = append(fs, *p...)
+	}
+	fs = append(fs, h)
+	m.flush.Store(&fs)
+	return func() {
+		m.flushMu.Lock()
+		defer m.flushMu.Unlock()
+		var keep []*func()
+		if p := m.flush.Load(); p != nil {
+			for _, g := range *p {
+				if g != h {
+					keep = append(keep, g)
+				}
+			}
+		}
+		m.flush.Store(&keep)
+	}
+}
 
 func (m *Mux) runFlush() {
-	if f := m.flush.Load(); f != nil {
-		(*f)()
+	if p := m.flush.Load(); p != nil {
+		for _, f := range *p {
+			(*f)()
+		}
 	}
 }
 
