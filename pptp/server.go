@@ -186,7 +186,8 @@ type Server struct {
 	sessions  map[*session]struct{}
 	closed    bool
 
-	byAddr sync.Map // netip.Addr -> *session (data path, read-mostly)
+	byAddr   sync.Map     // netip.Addr -> *session (data path, read-mostly)
+	txQueued atomic.Int64 // packets in all sessions' txQueues
 
 	counters sync.Map // reason -> *atomic.Uint64
 	stop     chan struct{}

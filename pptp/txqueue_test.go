@@ -93,5 +93,6 @@ func TestBurstWaitsForWindow(t *testing.T) {
 			t.Fatalf("drops or resets: server %v client %v", cn, c.Session().Counters())
 		}
 		c.Close()
+		waitFor(t, func() bool { return r.srv.txQueued.Load() == 0 })
 	}
 }
