@@ -307,3 +307,26 @@ func (c *coalescer) take() []byte {
 	h.encode(b)
 	return b
 }
+
+// writeSegments cuts a merged packet (vnet header + GSO packet, as take returns it) back
+// into its segments and writes each with an empty vnet header: the fallback when the
+// kernel refuses the GSO packet.
+func writeSegments(b []byte, write func([]byte) error) error {
+	var h vnetHdr
+	h.decode(b)
+	var s segmenter
+	if err := s.start(&h, b[vnetHdrLen:]); err != nil {
+		return err
+	}
+	seg := make([]byte, vnetHdrLen+65535) // rare path
+	for s.pending() {
+		n, err := s.next(seg[vnetHdrLen:])
+		if err != nil {
+			return err
+		}
+		if err := write(seg[:vnetHdrLen+n]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

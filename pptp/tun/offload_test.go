@@ -118,6 +118,38 @@ func TestCoalesceSegmentRoundTrip(t *testing.T) {
 	}
 }
 
+// TestWriteSegmentsFallback: a merged packet the kernel refused is written again as
+// its original segments (empty vnet header, valid checksums).
+func TestWriteSegmentsFallback(t *testing.T) {
+	var segs [][]byte
+	for i := range 3 {
+		segs = append(segs, tcpPacket(500+uint32(i)*80, 0, bytes.Repeat([]byte{byte(i)}, 80)))
+	}
+	var c coalescer
+	hl, _ := tcpSegment(segs[0])
+	c.hold(segs[0], hl)
+	for _, s := range segs[1:] {
+		c.add(s, hl)
+	}
+	var got [][]byte
+	err := writeSegments(c.take(), func(p []byte) error {
+		if !bytes.Equal(p[:vnetHdrLen], make([]byte, vnetHdrLen)) {
+			t.Fatal("vnet header not empty")
+		}
+		got = append(got, append([]byte(nil), p[vnetHdrLen:]...))
+		return nil
+	})
+	if err != nil || len(got) != len(segs) {
+		t.Fatalf("err %v, %d segments", err, len(got))
+	}
+	for i := range segs {
+		validTCP(t, got[i])
+		if !bytes.Equal(got[i][20:], segs[i][20:]) {
+			t.Fatalf("segment %d differs", i)
+		}
+	}
+}
+
 func TestCoalesceRefuses(t *testing.T) {
 	base := tcpPacket(1000, 0, make([]byte, 100))
 	hl, _ := tcpSegment(base)

@@ -34,8 +34,9 @@ type Device struct {
 	rbuf []byte // vnet header + one (super-)packet read from the kernel
 	seg  segmenter
 
-	wmu sync.Mutex
-	co  coalescer // packets held by QueuePacket; also the write buffer
+	wmu     sync.Mutex
+	co      coalescer // packets held by QueuePacket; also the write buffer
+	noMerge bool      // the kernel refused a GSO packet: QueuePacket writes at once
 }
 
 // Open creates (or attaches to) the TUN device name with IFF_TUN|IFF_NO_PI|IFF_VNET_HDR
@@ -153,6 +154,12 @@ func (d *Device) WritePacket(b []byte) error {
 func (d *Device) QueuePacket(b []byte) error {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
+	if d.noMerge {
+		if err := d.flushLocked(); err != nil {
+			return err
+		}
+		return d.writeLocked(b)
+	}
 	hl, ok := tcpSegment(b)
 	if ok && d.co.mergeable(b, hl) {
 		d.co.add(b, hl)
@@ -185,8 +192,15 @@ func (d *Device) flushLocked() error {
 	if d.co.n == 0 {
 		return nil
 	}
-	_, err := d.f.Write(d.co.take())
-	return err
+	merged := d.co.segs > 1
+	b := d.co.take()
+	_, err := d.f.Write(b)
+	if err == nil || !merged {
+		return err
+	}
+	// The kernel refused the GSO packet: stop merging, and write these segments one by one.
+	d.noMerge = true
+	return writeSegments(b, func(p []byte) error { _, err := d.f.Write(p); return err })
 }
 
 // writeLocked writes b with an empty vnet header, through the coalescer's buffer.
