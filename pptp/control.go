@@ -233,7 +233,7 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 		return
 	}
 	s.count("calls_started")
-	ss.start()
+	ss.startOnFirstFrame()
 }
 
 // removeCall forgets a call (the session ended).

@@ -11,6 +11,7 @@ type inputGate struct {
 	open    bool
 	frames  [][]byte
 	deliver func([]byte)
+	first   func() // called once when the first frame is held (see onFirst)
 }
 
 const maxGated = 16
@@ -21,7 +22,12 @@ func (g *inputGate) input(p []byte) {
 		if len(g.frames) < maxGated {
 			g.frames = append(g.frames, append([]byte(nil), p...))
 		}
+		first := g.first
+		g.first = nil
 		g.mu.Unlock()
+		if first != nil {
+			first()
+		}
 		return
 	}
 	f := g.deliver
@@ -40,4 +46,19 @@ func (g *inputGate) start(deliver func([]byte)) {
 	}
 	g.frames = nil
 	g.open = true
+}
+
+// onFirst arranges for f to run (once, without the gate's lock) when the first frame is
+// held, or at once if one already is. f must not block: it runs on the GRE receive path.
+func (g *inputGate) onFirst(f func()) {
+	g.mu.Lock()
+	if g.open || len(g.frames) == 0 {
+		if !g.open {
+			g.first = f
+		}
+		g.mu.Unlock()
+		return
+	}
+	g.mu.Unlock()
+	f()
 }

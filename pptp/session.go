@@ -113,6 +113,39 @@ func (ss *session) start() {
 	go ss.watch()
 }
 
+// firstFrameWait is how long a new call waits for the client's first GRE packet before
+// the server starts PPP (and sends its own LCP Configure-Request) anyway.
+//
+// Why wait at all: a client behind a NAT with Linux's PPTP conntrack helper needs its
+// GRE flow to be set up from the expectation the helper derives from our OCRP. Our OCRP
+// (TCP) and our first LCP packet (raw GRE) can reach that NAT in the other order (they
+// leave from different contexts and CPUs); then the LCP packet creates a plain,
+// un-NATed GRE entry that our retransmissions keep alive, and the call never comes up.
+// Clients send their Configure-Request as soon as they have the OCRP, so waiting for it
+// costs nothing; a passive client still gets ours after firstFrameWait.
+const firstFrameWait = 500 * time.Millisecond
+
+// startOnFirstFrame starts the session when the client's first GRE frame arrives, or
+// after firstFrameWait, whichever comes first; not after the session ended.
+func (ss *session) startOnFirstFrame() {
+	var once sync.Once
+	begin := func() {
+		once.Do(func() {
+			ss.mu.Lock()
+			ended := ss.ended
+			ss.mu.Unlock()
+			if !ended {
+				ss.start()
+			}
+		})
+	}
+	t := time.AfterFunc(firstFrameWait, begin)
+	ss.gate.onFirst(func() {
+		t.Stop()
+		go begin()
+	})
+}
+
 // watch installs the route when PPP is up and cleans up when it is done.
 func (ss *session) watch() {
 	select {
