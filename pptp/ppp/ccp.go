@@ -97,12 +97,6 @@ func (c *ccp) addCI(b []byte) []byte {
 	return b
 }
 
-func (c *ccp) ackCI(opts []byte) bool {
-	exp := c.addCI(c.s.tmp[:0])
-	c.s.tmp = exp[:0]
-	return string(exp) == string(opts)
-}
-
 func (c *ccp) nakCI(opts []byte, asReject bool) bool {
 	if asReject {
 		return c.rejCI(opts)

@@ -28,7 +28,6 @@ func (s fsmState) String() string { return stateNames[s] }
 type fsmHandler interface {
 	resetCI()                                                 // back to the options we first want (on Open / irc before a fresh negotiation)
 	addCI(b []byte) []byte                                    // append our Configure-Request options
-	ackCI(opts []byte) bool                                   // peer's Configure-Ack: must echo our request
 	nakCI(opts []byte, asReject bool) bool                    // peer's Configure-Nak: adjust our request; false = bad packet
 	rejCI(opts []byte) bool                                   // peer's Configure-Reject: drop options; false = bad packet
 	reqCI(opts, reply []byte, rejectOnly bool) (byte, []byte) // peer's Configure-Request: code and options to send back (Ack echoes opts)
@@ -290,8 +289,17 @@ func (f *fsm) rcvConfReq(p ctlPacket) {
 	}
 }
 
+// ackMatches reports whether a Configure-Ack's options are exactly those of
+// our last Configure-Request (RFC 1661 5.2: identical values, same order);
+// the request is rebuilt from the handler into the session's scratch buffer.
+func (f *fsm) ackMatches(opts []byte) bool {
+	exp := f.h.addCI(f.s.tmp[:0])
+	f.s.tmp = exp[:0]
+	return string(exp) == string(opts)
+}
+
 func (f *fsm) rcvConfAck(p ctlPacket) {
-	if p.id != f.id || !f.h.ackCI(p.data) {
+	if p.id != f.id || !f.ackMatches(p.data) {
 		f.s.count(ReasonUnexpected)
 		return
 	}

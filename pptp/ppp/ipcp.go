@@ -65,12 +65,6 @@ func (c *ipcp) addCI(b []byte) []byte {
 	return b
 }
 
-func (c *ipcp) ackCI(opts []byte) bool {
-	exp := c.addCI(c.s.tmp[:0])
-	c.s.tmp = exp[:0]
-	return string(exp) == string(opts)
-}
-
 func (c *ipcp) nakCI(opts []byte, asReject bool) bool {
 	if asReject {
 		return c.rejCI(opts)

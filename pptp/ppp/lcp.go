@@ -1,7 +1,6 @@
 package ppp
 
 import (
-	"bytes"
 	"encoding/binary"
 	"time"
 )
@@ -113,12 +112,6 @@ func (l *lcp) addCI(b []byte) []byte {
 		b = appendOpt32(b, lcpMagic, l.want.magic)
 	}
 	return b
-}
-
-func (l *lcp) ackCI(opts []byte) bool {
-	exp := l.addCI(l.s.tmp[:0])
-	l.s.tmp = exp[:0]
-	return bytes.Equal(exp, opts)
 }
 
 // authRefused is called on the server when the peer refuses auth method m.

@@ -486,3 +486,26 @@ func TestClientNeedsAddress(t *testing.T) {
 		t.Fatalf("done=%v up=%v reason %q", isClosed(r.s.Done()), isClosed(r.s.Up()), r.s.Info().Reason)
 	}
 }
+
+// A Configure-Ack must echo our Configure-Request exactly (RFC 1661 5.2):
+// one with the right identifier but other option values is not taken.
+func TestConfAckMustMatchRequest(t *testing.T) {
+	clk := newClock()
+	r := newRawPeer(t, clientConfig(clk))
+	r.s.Start()
+	req := r.take()[0]
+	opts := append([]byte(nil), req[6:]...)
+	if len(opts) < 3 {
+		t.Fatalf("LCP Configure-Request without options: % x", req)
+	}
+	opts[len(opts)-1] ^= 0xff // alter the last option's last byte
+	before := r.s.Counters()[ReasonUnexpected.String()]
+	r.s.Input(ctlFrame(ProtoLCP, codeConfAck, req[3], opts...))
+	if got := r.s.Counters()[ReasonUnexpected.String()]; got != before+1 {
+		t.Fatalf("altered Ack: %s counted %d times, want %d", ReasonUnexpected, got, before+1)
+	}
+	r.s.Input(ctlFrame(ProtoLCP, codeConfAck, req[3], req[6:]...))
+	if got := r.s.Counters()[ReasonUnexpected.String()]; got != before+1 {
+		t.Fatalf("exact Ack counted as unexpected")
+	}
+}
