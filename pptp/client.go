@@ -156,7 +156,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	c.sess = ppp.NewSession(pc, func(frame []byte) { _ = call.SendPrefixed(hdlcAddrCtrl, frame) })
 	go c.readControl()
-	go c.timers()
+	go tickSession(c.sess, c.done, c.cfg.Now)
 	c.sess.Start()
 	gate.start(c.sess.Input)
 	select {
@@ -210,15 +210,17 @@ func (c *Client) readControl() {
 	}
 }
 
-func (c *Client) timers() {
+// tickSession drives a client session's PPP timers (restart, echo) every
+// 100 ms until done is closed.
+func tickSession(sess *ppp.Session, done <-chan struct{}, now func() time.Time) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.done:
+		case <-done:
 			return
 		case <-t.C:
-			c.sess.Tick(c.cfg.Now())
+			sess.Tick(now())
 		}
 	}
 }

@@ -47,7 +47,7 @@ func DialPTY(ctx context.Context, rw io.ReadWriter, cfg ClientConfig) (*PTYClien
 	}
 	c.sess = ppp.NewSession(pc, c.write)
 	go c.read()
-	go c.timers()
+	go tickSession(c.sess, c.done, c.cfg.Now)
 	c.sess.Start()
 	select {
 	case <-c.sess.Up():
@@ -83,19 +83,6 @@ func (c *PTYClient) read() {
 			c.sess.LowerDown("pty closed")
 			c.stop()
 			return
-		}
-	}
-}
-
-func (c *PTYClient) timers() {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-t.C:
-			c.sess.Tick(c.cfg.Now())
 		}
 	}
 }
