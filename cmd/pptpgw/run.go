@@ -44,7 +44,7 @@ func cmdRun(args []string) int {
 	cfgPath := fs.String("config", "", "YAML config file (optional)")
 	adminSock := fs.String("admin-socket", "", "unix socket for 'pptpgw calls' (default "+defaultAdminSocket+")")
 	table := fs.String("table", "", "nftables table name the daemon owns (default "+rules.DefaultTable+")")
-	queueNum := fs.Uint("queue", 0, "NFQUEUE number for PPTP control and GRE (default from config)")
+	queueNum := fs.Uint("queue", 0, fmt.Sprintf("NFQUEUE number for PPTP control and GRE (default %d)", rules.Default().Queue))
 	failClosed := fs.Bool("fail-closed", false, "drop queued packets while no daemon listens (default: fail-open)")
 	strict := fs.Bool("strict", false, "drop malformed PPTP control messages instead of passing them")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
