@@ -3,7 +3,6 @@ package pptp
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -62,20 +61,11 @@ func TestNetnsSessionsBehindPPTPGW(t *testing.T) {
 	errs := make(chan error, n)
 	for i := range n {
 		h := hosts[i%len(hosts)]
-		dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := h.ns.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c, err := Dial(ctx, ClientConfig{Server: testbed.ServerIP.String(), Username: "alice",
-				Password: "s3cret pass", Mux: h.mux, Dial: dial})
+				Password: "s3cret pass", Mux: h.mux, Dial: h.ns.DialContext})
 			if err != nil {
 				errs <- fmt.Errorf("client %d (%s): %w", i, h.ns.Name, err)
 				return

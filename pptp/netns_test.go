@@ -186,13 +186,7 @@ func (r *nsRig) gwMux(t testing.TB) *gre.Mux {
 }
 
 func (r *nsRig) dialGW(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := r.topo.GW.Do(func() error {
-		var err error
-		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-		return err
-	})
-	return c, err
+	return r.topo.GW.DialContext(ctx, network, addr)
 }
 
 func (r *nsRig) goClient(t testing.TB, mux *gre.Mux, user, pass string, mod func(*ClientConfig)) (*Client, error) {
@@ -539,19 +533,10 @@ func TestNetnsSessionsBehindMasquerade(t *testing.T) {
 	go mux.Serve()
 	go mux.RunTicker(10*time.Millisecond, stop)
 	defer func() { close(stop); mux.Close() }()
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := lan.Do(func() error {
-			var err error
-			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
 	const n = 100
 	var clients []*Client
 	for i := range n {
-		c, err := Dial(ctx, ClientConfig{Server: testbed.ServerIP.String(), Username: "alice", Password: "s3cret pass", Mux: mux, Dial: dial})
+		c, err := Dial(ctx, ClientConfig{Server: testbed.ServerIP.String(), Username: "alice", Password: "s3cret pass", Mux: mux, Dial: lan.DialContext})
 		if err != nil {
 			out, _ := r.topo.GW.Output(ctx, "conntrack", "-L")
 			t.Fatalf("client %d: %v\nserver counters %v\nclient mux %v\n%s", i, err, r.srv.Counters(), mux.Counters(), out)

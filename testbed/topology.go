@@ -15,6 +15,7 @@
 package testbed
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -359,6 +360,19 @@ func (t *Topology) AddRoutedLAN(i int) (*NS, string, error) {
 	_ = n.WriteSysctl("net/ipv6/conf/all/disable_ipv6", "1")
 	_ = n.WriteSysctl("net/ipv6/conf/default/disable_ipv6", "1")
 	return n, gwIf, nil
+}
+
+// DialContext connects from inside the namespace (the socket is created
+// there and stays there); its signature fits net.Dialer-style hooks such as
+// pptp.ClientConfig.Dial.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // WriteSysctl writes /proc/sys/KEY inside the namespace (KEY like "net/ipv4/ip_forward").

@@ -81,7 +81,7 @@ Flags:
 
 // benchSide is one column of the table: Linux's helper or pptpgw.
 type benchSide struct {
-	gw                           bool
+	gw                                   bool
 	ppp, multi, split, gre, bulk, tunnel string
 	bulkBest                             float64
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -64,19 +63,10 @@ func tunnelIperf(ctx context.Context, self string, gw bool, secs int) (testbed.I
 		defer func() { close(stop); mux.Close() }()
 		go mux.Serve()
 		go mux.RunTicker(10*time.Millisecond, stop)
-		dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := lan.Do(func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		c, err := pptp.Dial(dctx, pptp.ClientConfig{Server: testbed.ServerIP.String(),
-			Username: benchTunnelUser, Password: benchTunnelPass, Mux: mux, Dial: dial,
+			Username: benchTunnelUser, Password: benchTunnelPass, Mux: mux, Dial: lan.DialContext,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			return fmt.Errorf("PPTP session: %w: %s", err, srv.Output())

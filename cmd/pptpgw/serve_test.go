@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -112,15 +111,7 @@ func TestServeBinarySession(t *testing.T) {
 	must(topo.GW.Do(func() error { return pc.open() }))
 	defer pc.close()
 	c, err := pptp.Dial(ctx, pptp.ClientConfig{Server: testbed.ServerIP.String(), Username: "alice", Password: "s3cret pass",
-		Mux: pc.mux, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var conn net.Conn
-			err := topo.GW.Do(func() error {
-				var err error
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		}})
+		Mux: pc.mux, Dial: topo.GW.DialContext})
 	must(err)
 	mux = c
 	in := c.Session().Info()
