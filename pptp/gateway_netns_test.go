@@ -3,7 +3,6 @@ package pptp
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -41,20 +40,8 @@ func TestNetnsSessionsBehindPPTPGW(t *testing.T) {
 		mux *gre.Mux
 	}
 	var hosts []host
-	stop := make(chan struct{})
-	defer close(stop)
 	for _, ns := range r.topo.Clients {
-		var pc gre.PacketConn
-		must(t, ns.Do(func() error {
-			var err error
-			pc, err = gre.ListenRaw(netip.Addr{})
-			return err
-		}))
-		mux := gre.NewMux(pc, gre.Config{})
-		go mux.Serve()
-		go mux.RunTicker(10*time.Millisecond, stop)
-		t.Cleanup(func() { mux.Close() })
-		hosts = append(hosts, host{ns, mux})
+		hosts = append(hosts, host{ns, muxIn(t, ns)})
 	}
 	clients := make([]*Client, n)
 	var wg sync.WaitGroup

@@ -170,9 +170,13 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 }
 
 // gwMux opens a raw GRE socket in the client (gateway) namespace, shared by clients.
-func (r *nsRig) gwMux(t testing.TB) *gre.Mux {
+func (r *nsRig) gwMux(t testing.TB) *gre.Mux { return muxIn(t, r.topo.GW) }
+
+// muxIn opens a raw GRE socket in namespace ns and serves a Mux on it (with
+// its ticker) until the test ends; clients in ns share it.
+func muxIn(t testing.TB, ns *testbed.NS) *gre.Mux {
 	var pc gre.PacketConn
-	must(t, r.topo.GW.Do(func() error {
+	must(t, ns.Do(func() error {
 		var err error
 		pc, err = gre.ListenRaw(netip.Addr{})
 		return err
@@ -522,17 +526,7 @@ func TestNetnsSessionsBehindMasquerade(t *testing.T) {
 		}
 	}
 	lan := r.topo.Clients[0]
-	var pc gre.PacketConn
-	must(t, lan.Do(func() error {
-		var err error
-		pc, err = gre.ListenRaw(netip.Addr{})
-		return err
-	}))
-	mux := gre.NewMux(pc, gre.Config{})
-	stop := make(chan struct{})
-	go mux.Serve()
-	go mux.RunTicker(10*time.Millisecond, stop)
-	defer func() { close(stop); mux.Close() }()
+	mux := muxIn(t, lan)
 	const n = 100
 	var clients []*Client
 	for i := range n {
