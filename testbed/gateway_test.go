@@ -237,46 +237,70 @@ func TestGatewaySplitControl(t *testing.T) {
 }
 
 // Bulk TCP through pptpgw (kernel masquerade path, PPTP rules installed)
-// reaches at least 0.95 of plain kernel masquerade, measured in the same run.
+// reaches at least 0.95 of plain kernel masquerade, measured in the same run,
+// and none of it goes through the queue (that is why it holds).
+//
+// One 3-second iperf3 sample swings by 5-10% on this shared 2-core VM even
+// between two identical kernel runs, and mostly downwards (a sample that
+// shares its cores with something else). So the test compares best against
+// best over alternating samples, in ABBA order so neither side always runs
+// first, and stops as soon as the ratio holds (at most 6 samples each).
 func TestGatewayIperf(t *testing.T) {
 	bin := gatewayBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	topo := NewT(t, Config{Clients: 1})
-	measure := func(name string) IperfResult {
+	measure := func(name string) float64 {
 		r, err := RunIperf(ctx, topo, 3)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		t.Logf("%s: %.2f Gbit/s (per second %.2f; %d retransmits)", name, r.Gbps, r.Intervals, r.Retransmits)
-		return r
+		return r.Gbps
 	}
-	var kernel, gwBest float64
-	for attempt := 0; attempt < 4; attempt++ {
+	kernelRun := func() float64 {
 		if err := topo.KernelMasquerade(ctx); err != nil {
 			t.Fatal(err)
 		}
-		kernel = max(kernel, measure("kernel masquerade").Gbps)
+		g := measure("kernel masquerade")
 		if err := topo.KernelReset(ctx); err != nil {
 			t.Fatal(err)
 		}
+		return g
+	}
+	gatewayRun := func() float64 {
 		gw, err := topo.StartGateway(ctx, bin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		gwBest = max(gwBest, measure("pptpgw").Gbps)
+		g := measure("pptpgw")
+		rep, err := gw.Calls(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := rep.Counters["nfqueue_packets"]; n != 0 {
+			t.Errorf("pptpgw queued %d packets of a plain TCP transfer; only PPTP control and GRE may leave the kernel path", n)
+		}
 		if err := gw.Stop(); err != nil {
 			t.Errorf("pptpgw stop: %v", err)
 		}
-		if gwBest >= 0.95*kernel {
+		return g
+	}
+	var kernel, gwBest float64
+	for round := 0; round < 6; round++ {
+		if round%2 == 0 {
+			kernel = max(kernel, kernelRun())
+			gwBest = max(gwBest, gatewayRun())
+		} else {
+			gwBest = max(gwBest, gatewayRun())
+			kernel = max(kernel, kernelRun())
+		}
+		if round >= 1 && gwBest >= 0.95*kernel {
 			break
 		}
-		// A shared 2-core machine (go test runs packages in parallel) makes
-		// single samples swing several-fold: compare best against best, up
-		// to 4 alternating samples each, stopping as soon as it holds.
 	}
 	ratio := gwBest / kernel
-	t.Logf("pptpgw / kernel masquerade = %.3f", ratio)
+	t.Logf("pptpgw / kernel masquerade = %.3f (best against best)", ratio)
 	if ratio < 0.95 {
 		t.Fatalf("pptpgw %.2f Gbit/s is %.3f of kernel masquerade %.2f Gbit/s, want >= 0.95", gwBest, ratio, kernel)
 	}
