@@ -184,7 +184,8 @@ func TestTwoClientsSameCallID(t *testing.T) {
 	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outA, greOpt{}), wanIf); v != Accept {
 		t.Fatal("A's call expired despite Echo")
 	}
-	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outB, greOpt{}), wanIf); v != Drop {
+	// (The pools are per public address, so outB may equal outA by chance.)
+	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outB, greOpt{}), wanIf); outB != outA && v != Drop {
 		t.Fatal("B's call outlived the replied timeout")
 	}
 
@@ -417,3 +418,56 @@ func BenchmarkControlEcho(b *testing.B) {
 }
 
 var _ = helper.Outbound
+
+// TestPublicIPChange: the WAN address changes (DHCP, PPPoE). A call set up
+// before keeps its address both ways; a connection opened after uses the
+// new one, and GRE to the old address for the new call is not translated.
+func TestPublicIPChange(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	a := newClient(t, e, lanA, 40000)
+	a.startControl()
+	outA := a.call(1, 500)
+
+	newPub := [4]byte{203, 0, 113, 77}
+	if err := e.SetPublicIP(netip.AddrFrom4(newPub)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.PublicIP(); got != netip.AddrFrom4(newPub) {
+		t.Fatalf("PublicIP() = %v", got)
+	}
+	if err := e.SetPublicIP(netip.MustParseAddr("2001:db8::1")); err == nil {
+		t.Fatal("SetPublicIP accepted an IPv6 address")
+	}
+	b := newClient(t, e, lanB, 40000)
+	b.startControl()
+	outB := b.call(1, 501)
+
+	for _, tc := range []struct {
+		from    [4]byte
+		peerID  uint16
+		pub     [4]byte
+		outside uint16
+	}{{lanA, 500, pubIP, outA}, {lanB, 501, newPub, outB}} {
+		v, p := gre(t, e, mkGRE(t, tc.from, server, tc.peerID, greOpt{}), lanIf)
+		if want := mkGRE(t, tc.pub, server, tc.peerID, greOpt{}); v != Accept || !bytes.Equal(p, want) {
+			t.Fatalf("GRE out from %v: %v\n got % x\nwant % x", tc.from, v, p, want)
+		}
+		v, p = gre(t, e, mkGRE(t, server, tc.pub, tc.outside, greOpt{}), wanIf)
+		if want := mkGRE(t, server, tc.from, 1, greOpt{}); v != Accept || !bytes.Equal(p, want) {
+			t.Fatalf("GRE in to %v key %d: %v\n got % x\nwant % x", tc.pub, tc.outside, v, p, want)
+		}
+	}
+	// (The pools are per public address, so outB may equal outA by chance.)
+	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outB, greOpt{}), wanIf); outB != outA && v != Drop {
+		t.Fatal("GRE to the old address translated for a call set up on the new one")
+	}
+	for _, c := range e.Calls() {
+		want := netip.AddrFrom4(pubIP)
+		if c.InsideIP == netip.AddrFrom4(lanB) {
+			want = netip.AddrFrom4(newPub)
+		}
+		if c.PublicIP != want {
+			t.Fatalf("call %+v: public %v, want %v", c, c.PublicIP, want)
+		}
+	}
+}

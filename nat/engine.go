@@ -6,6 +6,7 @@ package nat
 
 import (
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -174,7 +175,7 @@ type CallInfo struct {
 // the GRE path takes only the table lock. Order: ctlMu -> conntrack.Table.mu
 // -> Allocator.mu (the table's removal callback releases IDs).
 type Engine struct {
-	pub      [4]byte
+	pub      [4]byte // new control connections' public address; ctlMu
 	wan      uint32
 	lan      []uint32
 	strict   bool
@@ -615,6 +616,32 @@ func (e *Engine) logDrops(now time.Time) {
 	if len(attrs) > 0 {
 		e.log.Warn("pptp packets dropped or malformed since last report", attrs...)
 	}
+}
+
+// SetPublicIP changes the address new control connections (and their calls)
+// are translated to: a WAN whose address changed under masquerade, such as a
+// DHCP or PPPoE uplink. Connections already tracked keep the address they
+// were set up with; the kernel's masquerade drops theirs with the old
+// address, and their calls expire or are torn down with them.
+func (e *Engine) SetPublicIP(a netip.Addr) error {
+	if !a.Is4() {
+		return fmt.Errorf("public address %v is not IPv4", a)
+	}
+	e.ctlMu.Lock()
+	e.pub = a.As4()
+	e.ctlMu.Unlock()
+	return nil
+}
+
+// PublicIP returns the address new control connections are translated to
+// (invalid if none was configured).
+func (e *Engine) PublicIP() netip.Addr {
+	e.ctlMu.Lock()
+	defer e.ctlMu.Unlock()
+	if e.pub == ([4]byte{}) {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4(e.pub)
 }
 
 // Calls returns a snapshot of the tracked calls, ordered by inside address

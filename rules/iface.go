@@ -37,20 +37,11 @@ func Resolve(c *Config) (*Resolved, error) {
 		r.LANIndex = append(r.LANIndex, uint32(l.Index))
 	}
 	if !r.PublicIP.IsValid() {
-		addrs, err := wan.Addrs()
-		if err != nil {
-			return nil, fmt.Errorf("wan interface %q: %w", c.WAN, err)
-		}
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
-					r.PublicIP = ip.Unmap()
-					break
-				}
+		if r.PublicIP, err = firstIPv4(wan); err != nil {
+			if errors.Is(err, ErrNoIPv4) {
+				return nil, fmt.Errorf("wan interface %q %w (set public_address or give it one)", c.WAN, ErrNoIPv4)
 			}
-		}
-		if !r.PublicIP.IsValid() {
-			return nil, fmt.Errorf("wan interface %q %w (set public_address or give it one)", c.WAN, ErrNoIPv4)
+			return nil, fmt.Errorf("wan %w", err)
 		}
 	}
 	return r, nil

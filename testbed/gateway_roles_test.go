@@ -310,3 +310,58 @@ func TestGatewayAllRolesAtOnce(t *testing.T) {
 	checkCallCounters(t, rep, frames)
 	waitNoCalls(t, gw)
 }
+
+// The WAN address changes while the gateway runs (a DHCP or PPPoE uplink):
+// masquerade moves to the new address by itself, and pptpgw must follow it,
+// or the GRE of every new call leaves from the old address and its replies
+// go nowhere.
+func TestGatewayWANAddressChange(t *testing.T) {
+	bin := gatewayBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo := NewT(t, Config{Clients: 1})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	cfg := PNSConfig{Server: ServerIP, Calls: 1, Frames: 20}
+	checkPNS(t, gw, []string{"PNS before the change"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
+
+	newAddr := netip.MustParseAddr("203.0.113.5")
+	for _, args := range [][]string{
+		{"ip", "addr", "flush", "dev", topo.WANIf},
+		{"ip", "addr", "add", newAddr.String() + "/24", "dev", topo.WANIf},
+	} {
+		if out, err := topo.GW.Output(ctx, args[0], args[1:]...); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(gw.Log(), "WAN address changed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("pptpgw did not log the WAN address change within 3s; log:\n%s", gw.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	var rep CallsReport
+	var repErr error
+	cfg.Hold = func() { rep, repErr = gw.Calls(ctx) }
+	checkPNS(t, gw, []string{"PNS after the change"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
+	if repErr != nil {
+		t.Fatalf("pptpgw calls --json: %v", repErr)
+	}
+	t.Logf("calls: %s", fmtCalls(rep))
+	if len(rep.Calls) != 1 {
+		t.Fatalf("%d calls during the second PNS's hold, want 1", len(rep.Calls))
+	}
+	for _, c := range rep.Calls {
+		if c.PublicIP != newAddr.String() {
+			t.Errorf("call %#04x uses public address %s, want %s", c.InsideCallID, c.PublicIP, newAddr)
+		}
+	}
+	waitNoCalls(t, gw)
+}

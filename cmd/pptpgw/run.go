@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -192,6 +193,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 		}
 	}, log)
 
+	if !cfg.PublicAddr().IsValid() {
+		followWANAddr(ctx, engine, res, log)
+	}
+
 	plan := rules.NewPlan(cfg)
 	inst, err := rules.Install(plan)
 	if err != nil {
@@ -223,6 +228,35 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 			engine.Tick()
 		}
 	}
+}
+
+// followWANAddr keeps the engine's public address equal to the WAN's
+// primary IPv4 address, which masquerade uses, when it changes (DHCP, PPPoE)
+// until ctx ends. Without public_address the WAN address is only a default.
+func followWANAddr(ctx context.Context, engine *nat.Engine, res *rules.Resolved, log *slog.Logger) {
+	w, err := rules.WatchAddr(int(res.WANIndex))
+	if err != nil {
+		log.Warn("cannot follow WAN address changes; new calls keep the address found at start",
+			"public", res.PublicIP, "err", err)
+		return
+	}
+	go func() {
+		defer w.Close()
+		err := w.Run(ctx, res.PublicIP, func(a netip.Addr) {
+			old := engine.PublicIP()
+			if err := engine.SetPublicIP(a); err != nil {
+				log.Error("WAN address change", "err", err)
+				return
+			}
+			log.Info("WAN address changed; new control connections use it", "old", old, "new", a)
+		}, func(err error) {
+			log.Warn("WAN has no IPv4 address now; keeping the last one for new calls",
+				"public", engine.PublicIP(), "err", err)
+		})
+		if err != nil {
+			log.Error("stopped following WAN address changes", "err", err)
+		}
+	}()
 }
 
 func callsSnapshot(e *nat.Engine, q *queue) callsReply {
