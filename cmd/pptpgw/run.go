@@ -26,6 +26,8 @@ Runs the PPTP-aware NAT gateway. Generic traffic is masqueraded by the kernel
 on the WAN interface (or SNATed to public_address); only PPTP control (TCP 1723)
 and GRE are queued to this daemon (NFQUEUE), which rewrites call IDs so that any
 number of PPTP clients behind the one public address can call the same server.
+When masquerading, new calls follow the WAN's primary IPv4 address if it
+changes (DHCP, PPPoE), as the kernel's masquerade does.
 
 Everything the daemon needs lives in one nftables table (default "pptpgw") that
 is replaced at start and removed on SIGTERM/SIGINT; other rulesets are left
