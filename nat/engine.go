@@ -176,7 +176,7 @@ type CallInfo struct {
 // -> Allocator.mu (the table's removal callback releases IDs).
 type Engine struct {
 	pub      [4]byte // new control connections' public address; ctlMu
-	wan      uint32
+	wan      atomic.Uint32
 	lan      []uint32
 	strict   bool
 	holdTO   time.Duration
@@ -234,7 +234,6 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	}
 	to := cfg.Timeouts.WithDefaults()
 	e := &Engine{
-		wan:           cfg.WANIf,
 		lan:           append([]uint32(nil), cfg.LANIfs...),
 		strict:        cfg.Strict,
 		holdTO:        cfg.HoldTimeout,
@@ -243,6 +242,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		log:           log,
 		helperReasons: make(map[string]uint64),
 	}
+	e.wan.Store(cfg.WANIf)
 	if e.holdTO <= 0 {
 		e.holdTO = DefaultHoldTimeout
 	}
@@ -295,7 +295,7 @@ func (e *Engine) direction(p *Packet) (outbound, known bool) {
 	if p.Hook == Output || p.Hook == Postrouting {
 		return true, true // leaving through the WAN (or router-originated)
 	}
-	if p.InIf == e.wan {
+	if p.InIf == e.wan.Load() {
 		return false, true
 	}
 	if len(e.lan) == 0 {
@@ -632,6 +632,13 @@ func (e *Engine) SetPublicIP(a netip.Addr) error {
 	e.ctlMu.Unlock()
 	return nil
 }
+
+// SetWANIndex changes the WAN's interface index: the interface was deleted
+// and created again under the same name (a PPPoE or VPN uplink reconnecting).
+func (e *Engine) SetWANIndex(i uint32) { e.wan.Store(i) }
+
+// WANIndex returns the WAN interface index the engine uses.
+func (e *Engine) WANIndex() uint32 { return e.wan.Load() }
 
 // PublicIP returns the address new control connections are translated to
 // (invalid if none was configured).

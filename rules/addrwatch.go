@@ -37,60 +37,93 @@ func firstIPv4(ifc *net.Interface) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("interface %q %w", ifc.Name, ErrNoIPv4)
 }
 
-// AddrWatcher follows the primary IPv4 address of one interface (a DHCP or
-// PPPoE WAN whose address changes while the gateway runs). It listens for
-// rtnetlink address events in the caller's network namespace and re-reads
-// the interface's addresses on each batch of them.
-type AddrWatcher struct {
-	conn    *netlink.Conn
-	ifindex int
+// WANState is what the data path knows of the WAN interface.
+type WANState struct {
+	Index int
+	Addr  netip.Addr // primary IPv4 address; invalid if it has none
 }
 
-// WatchAddr subscribes to IPv4 address events. Close (or Run's context)
-// ends the subscription.
-func WatchAddr(ifindex int) (*AddrWatcher, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_IPV4_IFADDR})
+// WANEvents receives what WANWatcher.Run sees change. A nil func is skipped.
+type WANEvents struct {
+	// Index: the interface was deleted and created again under the same
+	// name (a PPPoE or VPN uplink reconnecting) and has this index now.
+	Index func(int)
+	// Addr: the primary IPv4 address is now this one.
+	Addr func(netip.Addr)
+	// Missing: the interface or its last IPv4 address is gone (reported
+	// once per loss, with the reason).
+	Missing func(error)
+}
+
+// WANWatcher follows the WAN interface by name: its index (an interface
+// created again) and its primary IPv4 address (DHCP, PPPoE). It listens for
+// rtnetlink link and IPv4 address events in the namespace it was created
+// in, and re-reads the interface on each batch of them, so lost events
+// (ENOBUFS) cost nothing. Lookups use the calling thread's namespace: run
+// it in the process's own (the daemon's case).
+type WANWatcher struct {
+	conn *netlink.Conn
+	name string
+}
+
+// WatchWAN subscribes to link and IPv4 address events for the interface
+// called name. Close (or Run's context) ends the subscription.
+func WatchWAN(name string) (*WANWatcher, error) {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR})
 	if err != nil {
-		return nil, fmt.Errorf("rtnetlink address events: %w", err)
+		return nil, fmt.Errorf("rtnetlink link and address events: %w", err)
 	}
-	return &AddrWatcher{conn: c, ifindex: ifindex}, nil
+	return &WANWatcher{conn: c, name: name}, nil
 }
 
-// Run reports the interface's primary IPv4 address through changed each
-// time it differs from last (the address in use when Run starts), and
-// through missing, once per loss, when the interface has no IPv4 address
-// left. It returns nil when ctx ends, or the error that ended the
+// Run reports through ev each change from last (the state when Run
+// starts). It returns nil when ctx ends, or the error that ended the
 // subscription.
-func (w *AddrWatcher) Run(ctx context.Context, last netip.Addr, changed func(netip.Addr), missing func(error)) error {
+func (w *WANWatcher) Run(ctx context.Context, last WANState, ev WANEvents) error {
 	stop := context.AfterFunc(ctx, func() { _ = w.conn.Close() })
 	defer stop()
 	gone := false
+	missing := func(err error) {
+		if !gone && ev.Missing != nil {
+			ev.Missing(err)
+		}
+		gone = true
+	}
 	for {
 		_, err := w.conn.Receive()
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil && !errors.Is(err, unix.ENOBUFS) {
-			// ENOBUFS: events were lost; re-reading the addresses below
+			// ENOBUFS: events were lost; re-reading the interface below
 			// recovers from that. Anything else ends the watch.
-			return fmt.Errorf("rtnetlink address events: %w", err)
+			return fmt.Errorf("rtnetlink events: %w", err)
 		}
-		a, err := FirstIPv4(w.ifindex)
-		switch {
-		case err != nil:
-			if !gone {
-				missing(err)
+		ifc, err := net.InterfaceByName(w.name)
+		if err != nil {
+			missing(fmt.Errorf("interface %q: %w", w.name, unknownIf(err)))
+			continue
+		}
+		if ifc.Index != last.Index {
+			last.Index = ifc.Index
+			if ev.Index != nil {
+				ev.Index(ifc.Index)
 			}
-			gone = true
-		case a != last:
-			gone = false
-			last = a
-			changed(a)
-		default:
-			gone = false
+		}
+		a, err := firstIPv4(ifc)
+		if err != nil {
+			missing(err)
+			continue
+		}
+		gone = false
+		if a != last.Addr {
+			last.Addr = a
+			if ev.Addr != nil {
+				ev.Addr(a)
+			}
 		}
 	}
 }
 
 // Close ends the subscription.
-func (w *AddrWatcher) Close() error { return w.conn.Close() }
+func (w *WANWatcher) Close() error { return w.conn.Close() }

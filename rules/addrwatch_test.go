@@ -12,18 +12,20 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// The watcher reports a changed primary address, a lost one (once), and the
-// address coming back, for a veth in a fresh namespace; changes
-// on another interface are not reported.
-func TestAddrWatcherNetns(t *testing.T) {
+// The watcher reports a changed primary address, a lost one (once), the
+// address coming back, and the interface deleted and created again under
+// its name (new index), for a veth in a fresh namespace; changes on another
+// interface are not reported.
+func TestWANWatcherNetns(t *testing.T) {
 	ns, h := testNetns(t)
 	nsRun(t, ns, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan1")
 	nsRun(t, ns, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1")
 	nsRun(t, ns, "ip", "addr", "add", "203.0.113.9/24", "dev", "wan0")
 
 	type event struct {
-		addr netip.Addr
-		err  error
+		index int
+		addr  netip.Addr
+		err   error
 	}
 	events := make(chan event, 16)
 	ready := make(chan error, 1)
@@ -47,14 +49,16 @@ func TestAddrWatcherNetns(t *testing.T) {
 			ready <- errors.Join(errors.New("FirstIPv4 before any change: "+first.String()), err)
 			return
 		}
-		w, err := WatchAddr(ifc.Index)
+		w, err := WatchWAN("wan0")
 		ready <- err
 		if err != nil {
 			return
 		}
-		done <- w.Run(ctx, first,
-			func(a netip.Addr) { events <- event{addr: a} },
-			func(err error) { events <- event{err: err} })
+		done <- w.Run(ctx, WANState{Index: ifc.Index, Addr: first}, WANEvents{
+			Index:   func(i int) { events <- event{index: i} },
+			Addr:    func(a netip.Addr) { events <- event{addr: a} },
+			Missing: func(err error) { events <- event{err: err} },
+		})
 	}()
 	if err := <-ready; err != nil {
 		t.Fatal(err)
@@ -98,6 +102,26 @@ func TestAddrWatcherNetns(t *testing.T) {
 	e := next("primary deleted")
 	if e.err == nil && e.addr != netip.MustParseAddr("203.0.113.51") {
 		t.Fatalf("after deleting the primary: %+v", e)
+	}
+	if e.err != nil { // the secondary went with it: address the interface again
+		nsRun(t, ns, "ip", "addr", "add", "203.0.113.52/24", "dev", "wan0")
+		if e := next("address after losing all"); e.addr != netip.MustParseAddr("203.0.113.52") {
+			t.Fatalf("after re-addressing: %+v", e)
+		}
+	}
+
+	// The interface goes away and comes back under its name.
+	nsRun(t, ns, "ip", "link", "del", "wan0")
+	if e := next("interface deleted"); e.err == nil {
+		t.Fatalf("after deleting wan0: %+v, want an error", e)
+	}
+	nsRun(t, ns, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan1")
+	if e := next("interface created again"); e.index == 0 {
+		t.Fatalf("after re-creating wan0: %+v, want its new index", e)
+	}
+	nsRun(t, ns, "ip", "addr", "add", "203.0.113.60/24", "dev", "wan0")
+	if e := next("address on the new interface"); e.addr != netip.MustParseAddr("203.0.113.60") {
+		t.Fatalf("after addressing the new wan0: %+v", e)
 	}
 
 	cancel()

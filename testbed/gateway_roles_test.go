@@ -365,3 +365,47 @@ func TestGatewayWANAddressChange(t *testing.T) {
 	}
 	waitNoCalls(t, gw)
 }
+
+// The WAN interface is deleted and created again under its name, with a
+// new address (a PPPoE uplink reconnecting): pptpgw follows the new index
+// and address, and a call placed afterwards works.
+func TestGatewayWANRecreated(t *testing.T) {
+	bin := gatewayBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo := NewT(t, Config{Clients: 1})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	cfg := PNSConfig{Server: ServerIP, Calls: 1, Frames: 20}
+	checkPNS(t, gw, []string{"PNS before the WAN went away"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
+
+	newAddr := netip.MustParseAddr("203.0.113.6")
+	if err := topo.RecreateWAN(newAddr); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for log := gw.Log(); !strings.Contains(log, "WAN interface created again") || !strings.Contains(log, "new="+newAddr.String()); log = gw.Log() {
+		if time.Now().After(deadline) {
+			t.Fatalf("pptpgw did not log the new WAN index and address within 3s; log:\n%s", log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	var rep CallsReport
+	var repErr error
+	cfg.Hold = func() { rep, repErr = gw.Calls(ctx) }
+	checkPNS(t, gw, []string{"PNS after the WAN came back"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
+	if repErr != nil {
+		t.Fatalf("pptpgw calls --json: %v", repErr)
+	}
+	t.Logf("calls: %s", fmtCalls(rep))
+	if len(rep.Calls) != 1 || rep.Calls[0].PublicIP != newAddr.String() {
+		t.Errorf("calls during the second PNS's hold: %+v, want one on %s", rep.Calls, newAddr)
+	}
+	waitNoCalls(t, gw)
+}

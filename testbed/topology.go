@@ -324,6 +324,29 @@ func (t *Topology) wire() error {
 	return gw.WriteSysctl("net/ipv4/ip_forward", "1")
 }
 
+// RecreateWAN deletes the gateway's WAN veth and creates it again under the
+// same names, with the given gateway address (and the server's as before):
+// a WAN interface that comes back with a new index, as a PPPoE or VPN
+// uplink does when it reconnects.
+func (t *Topology) RecreateWAN(gwAddr netip.Addr) error {
+	gw, srv := t.GW, t.Server
+	l, err := gw.nl.LinkByName(t.WANIf)
+	if err != nil {
+		return err
+	}
+	if err := gw.nl.LinkDel(l); err != nil { // takes the server's end with it
+		return fmt.Errorf("delete %s: %w", t.WANIf, err)
+	}
+	wl, sl, err := vethInto(gw, srv, t.WANIf, srv.If)
+	if err != nil {
+		return err
+	}
+	if err := addAddr(gw.nl, wl, gwAddr, 24); err != nil {
+		return err
+	}
+	return addAddr(srv.nl, sl, ServerIP, 24)
+}
+
 // RoutedLANIP returns the address of the host on routed LAN segment i
 // (10.78.i.2; the gateway has 10.78.i.1 there).
 func RoutedLANIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 78, byte(i), 2}) }

@@ -26,8 +26,10 @@ Runs the PPTP-aware NAT gateway. Generic traffic is masqueraded by the kernel
 on the WAN interface (or SNATed to public_address); only PPTP control (TCP 1723)
 and GRE are queued to this daemon (NFQUEUE), which rewrites call IDs so that any
 number of PPTP clients behind the one public address can call the same server.
-When masquerading, new calls follow the WAN's primary IPv4 address if it
-changes (DHCP, PPPoE), as the kernel's masquerade does.
+The WAN is followed by name: if it is deleted and created again (a PPPoE or
+VPN uplink reconnecting), pptpgw uses the new interface; when masquerading,
+new calls follow its primary IPv4 address if that changes (DHCP, PPPoE), as
+the kernel's masquerade does.
 
 Everything the daemon needs lives in one nftables table (default "pptpgw") that
 is replaced at start and removed on SIGTERM/SIGINT; other rulesets are left
@@ -195,9 +197,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 		}
 	}, log)
 
-	if !cfg.PublicAddr().IsValid() {
-		followWANAddr(ctx, engine, res, log)
-	}
+	followWAN(ctx, cfg, engine, res, log)
 
 	plan := rules.NewPlan(cfg)
 	inst, err := rules.Install(plan)
@@ -232,31 +232,43 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 	}
 }
 
-// followWANAddr keeps the engine's public address equal to the WAN's
-// primary IPv4 address, which masquerade uses, when it changes (DHCP, PPPoE)
-// until ctx ends. Without public_address the WAN address is only a default.
-func followWANAddr(ctx context.Context, engine *nat.Engine, res *rules.Resolved, log *slog.Logger) {
-	w, err := rules.WatchAddr(int(res.WANIndex))
+// followWAN keeps the engine in step with the WAN interface until ctx ends:
+// its index when it is created again under its name (a PPPoE or VPN uplink
+// reconnecting), and, when masquerading (no public_address), its primary
+// IPv4 address, which masquerade uses, when that changes (DHCP, PPPoE).
+func followWAN(ctx context.Context, cfg *rules.Config, engine *nat.Engine, res *rules.Resolved, log *slog.Logger) {
+	w, err := rules.WatchWAN(cfg.WAN)
 	if err != nil {
-		log.Warn("cannot follow WAN address changes; new calls keep the address found at start",
-			"public", res.PublicIP, "err", err)
+		log.Warn("cannot follow WAN interface changes; keeping the interface and address found at start",
+			"wan", cfg.WAN, "public", res.PublicIP, "err", err)
 		return
 	}
-	go func() {
-		defer w.Close()
-		err := w.Run(ctx, res.PublicIP, func(a netip.Addr) {
+	masq := !cfg.PublicAddr().IsValid()
+	ev := rules.WANEvents{
+		Index: func(i int) {
+			log.Info("WAN interface created again; following its new index", "wan", cfg.WAN,
+				"old_index", engine.WANIndex(), "index", i)
+			engine.SetWANIndex(uint32(i))
+		},
+		Missing: func(err error) {
+			log.Warn("WAN interface or its IPv4 address is gone; keeping the last ones for new calls",
+				"wan", cfg.WAN, "public", engine.PublicIP(), "err", err)
+		},
+	}
+	if masq {
+		ev.Addr = func(a netip.Addr) {
 			old := engine.PublicIP()
 			if err := engine.SetPublicIP(a); err != nil {
 				log.Error("WAN address change", "err", err)
 				return
 			}
 			log.Info("WAN address changed; new control connections use it", "old", old, "new", a)
-		}, func(err error) {
-			log.Warn("WAN has no IPv4 address now; keeping the last one for new calls",
-				"public", engine.PublicIP(), "err", err)
-		})
-		if err != nil {
-			log.Error("stopped following WAN address changes", "err", err)
+		}
+	}
+	go func() {
+		defer w.Close()
+		if err := w.Run(ctx, rules.WANState{Index: int(res.WANIndex), Addr: res.PublicIP}, ev); err != nil {
+			log.Error("stopped following WAN interface changes", "err", err)
 		}
 	}()
 }
