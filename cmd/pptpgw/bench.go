@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -28,6 +30,7 @@ func cmdBench(args []string) int {
 	frames := fs.Int("frames", 200, "frames each client sends through its call")
 	secs := fs.Int("seconds", 5, "length of each iperf3 run")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	only := fs.String("only", "", "comma-separated cases to run (default all): "+strings.Join(benchCases, ", "))
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: pptpgw bench [flags]
 
@@ -49,6 +52,11 @@ Flags:
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
 	}
+	cases, err := parseCases(*only)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw bench:", err)
+		return 2
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "pptpgw bench: needs root (it creates network namespaces); try sudo")
 		return 1
@@ -66,7 +74,7 @@ Flags:
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	rows, err := runBench(ctx, self, *clients, *frames, *secs)
+	rows, err := runBench(ctx, self, cases, *clients, *frames, *secs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw bench:", err)
 		return 1
@@ -77,6 +85,28 @@ Flags:
 		printBench(os.Stdout, rows)
 	}
 	return 0
+}
+
+// benchCases are the cases of the table, in order, as --only names them.
+var benchCases = []string{"clients", "multicall", "split", "greburst", "tunnel", "bulk"}
+
+// parseCases turns --only's list into a set (all cases when empty).
+func parseCases(only string) (map[string]bool, error) {
+	set := map[string]bool{}
+	if strings.TrimSpace(only) == "" {
+		for _, c := range benchCases {
+			set[c] = true
+		}
+		return set, nil
+	}
+	for _, c := range strings.Split(only, ",") {
+		c = strings.TrimSpace(c)
+		if !slices.Contains(benchCases, c) {
+			return nil, fmt.Errorf("--only: unknown case %q (cases: %s)", c, strings.Join(benchCases, ", "))
+		}
+		set[c] = true
+	}
+	return set, nil
 }
 
 // benchSide is one column of the table: Linux's helper or pptpgw.
@@ -106,30 +136,33 @@ func withTopology(ctx context.Context, self string, n int, gw bool, fn func(*tes
 	return fn(topo)
 }
 
-func runBench(ctx context.Context, self string, clients, frames, secs int) ([]benchRow, error) {
+func runBench(ctx context.Context, self string, cases map[string]bool, clients, frames, secs int) ([]benchRow, error) {
 	const greFrames = 5000
 	k, g := &benchSide{}, &benchSide{gw: true}
 	for _, s := range []*benchSide{k, g} {
-		err := withTopology(ctx, self, clients, s.gw, func(topo *testbed.Topology) error {
-			if _, err := topo.StartPPTPD(ctx, testbed.PPTPDConfig{}); err != nil {
-				return err
-			}
-			s.ppp = pppSummary(testbed.RunPPTPClients(ctx, topo, topo.Clients, testbed.ServerIP, frames, nil), frames)
-			return nil
-		})
-		if err == nil {
+		var err error
+		if cases["clients"] {
+			err = withTopology(ctx, self, clients, s.gw, func(topo *testbed.Topology) error {
+				if _, err := topo.StartPPTPD(ctx, testbed.PPTPDConfig{}); err != nil {
+					return err
+				}
+				s.ppp = pppSummary(testbed.RunPPTPClients(ctx, topo, topo.Clients, testbed.ServerIP, frames, nil), frames)
+				return nil
+			})
+		}
+		if err == nil && cases["multicall"] {
 			err = withTopology(ctx, self, 2, s.gw, func(topo *testbed.Topology) error {
 				s.multi = callsSummary(testbed.RunMultiCall(ctx, topo, testbed.MultiCallConfig{Clients: 2, Calls: 3, Frames: 20}))
 				return nil
 			})
 		}
-		if err == nil {
+		if err == nil && cases["split"] {
 			err = withTopology(ctx, self, 2, s.gw, func(topo *testbed.Topology) error {
 				s.split = callsSummary(testbed.RunSplitControl(ctx, topo, nil))
 				return nil
 			})
 		}
-		if err == nil {
+		if err == nil && cases["greburst"] {
 			err = withTopology(ctx, self, 1, s.gw, func(topo *testbed.Topology) error {
 				start := time.Now()
 				r := testbed.RunMultiCall(ctx, topo, testbed.MultiCallConfig{Clients: 1, Calls: 1, Frames: greFrames})
@@ -144,7 +177,7 @@ func runBench(ctx context.Context, self string, clients, frames, secs int) ([]be
 				return nil
 			})
 		}
-		if err == nil {
+		if err == nil && cases["tunnel"] {
 			var r testbed.IperfResult
 			if r, err = tunnelIperf(ctx, self, s.gw, secs); err == nil {
 				s.tunnel = fmt.Sprintf("%.0f Mbit/s", r.Gbps*1000)
@@ -155,9 +188,35 @@ func runBench(ctx context.Context, self string, clients, frames, secs int) ([]be
 		}
 	}
 
-	// Bulk TCP never leaves the kernel in either case; alternate the two
-	// three times in one topology and keep each one's best, since a shared
-	// 2-core machine is noisy.
+	if cases["bulk"] {
+		if err := benchBulk(ctx, self, k, g, secs); err != nil {
+			return nil, err
+		}
+	}
+
+	var rows []benchRow
+	for _, r := range []struct {
+		c   string
+		row benchRow
+	}{
+		{"clients", benchRow{fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), k.ppp, g.ppp}},
+		{"multicall", benchRow{"2 control connections x 3 calls each (same call IDs)", k.multi, g.multi}},
+		{"split", benchRow{"control messages split inside the call-ID field", k.split, g.split}},
+		{"greburst", benchRow{fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), k.gre, g.gre}},
+		{"tunnel", benchRow{fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), k.tunnel, g.tunnel}},
+		{"bulk", benchRow{fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), k.bulk, g.bulk}},
+	} {
+		if cases[r.c] {
+			rows = append(rows, r.row)
+		}
+	}
+	return rows, nil
+}
+
+// benchBulk: bulk TCP never leaves the kernel in either case; alternate the
+// two three times in one topology and keep each one's best, since a shared
+// 2-core machine is noisy.
+func benchBulk(ctx context.Context, self string, k, g *benchSide, secs int) error {
 	err := withTopology(ctx, self, 1, false, func(topo *testbed.Topology) error {
 		if err := topo.KernelReset(ctx); err != nil {
 			return err
@@ -188,19 +247,11 @@ func runBench(ctx context.Context, self string, clients, frames, secs int) ([]be
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	k.bulk = fmt.Sprintf("%.2f Gbit/s", k.bulkBest)
 	g.bulk = fmt.Sprintf("%.2f Gbit/s (%.3f of masquerade)", g.bulkBest, g.bulkBest/k.bulkBest)
-
-	return []benchRow{
-		{fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), k.ppp, g.ppp},
-		{"2 control connections x 3 calls each (same call IDs)", k.multi, g.multi},
-		{"control messages split inside the call-ID field", k.split, g.split},
-		{fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), k.gre, g.gre},
-		{fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), k.tunnel, g.tunnel},
-		{fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), k.bulk, g.bulk},
-	}, nil
+	return nil
 }
 
 // pppSummary says how many clients got all their frames back, with none of
