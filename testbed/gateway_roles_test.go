@@ -316,6 +316,35 @@ func TestGatewayAllRolesAtOnce(t *testing.T) {
 // or the GRE of every new call leaves from the old address and its replies
 // go nowhere.
 func TestGatewayWANAddressChange(t *testing.T) {
+	newAddr := netip.MustParseAddr("203.0.113.5")
+	callAcrossWANChange(t, newAddr, func(ctx context.Context, topo *Topology) error {
+		for _, args := range [][]string{
+			{"ip", "addr", "flush", "dev", topo.WANIf},
+			{"ip", "addr", "add", newAddr.String() + "/24", "dev", topo.WANIf},
+		} {
+			if out, err := topo.GW.Output(ctx, args[0], args[1:]...); err != nil {
+				return fmt.Errorf("%v: %w: %s", args, err, out)
+			}
+		}
+		return nil
+	}, "WAN address changed")
+}
+
+// The WAN interface is deleted and created again under its name, with a
+// new address (a PPPoE uplink reconnecting): pptpgw follows the new index
+// and address, and a call placed afterwards works.
+func TestGatewayWANRecreated(t *testing.T) {
+	newAddr := netip.MustParseAddr("203.0.113.6")
+	callAcrossWANChange(t, newAddr, func(_ context.Context, topo *Topology) error {
+		return topo.RecreateWAN(newAddr)
+	}, "WAN interface created again", "new="+newAddr.String())
+}
+
+// callAcrossWANChange places a call from a LAN client through the gateway,
+// applies change to the WAN, waits for the gateway to log every line of
+// logs, and places a second call, which must work and be listed on newAddr.
+func callAcrossWANChange(t *testing.T, newAddr netip.Addr, change func(context.Context, *Topology) error, logs ...string) {
+	t.Helper()
 	bin := gatewayBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -330,76 +359,23 @@ func TestGatewayWANAddressChange(t *testing.T) {
 	cfg := PNSConfig{Server: ServerIP, Calls: 1, Frames: 20}
 	checkPNS(t, gw, []string{"PNS before the change"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
 
-	newAddr := netip.MustParseAddr("203.0.113.5")
-	for _, args := range [][]string{
-		{"ip", "addr", "flush", "dev", topo.WANIf},
-		{"ip", "addr", "add", newAddr.String() + "/24", "dev", topo.WANIf},
-	} {
-		if out, err := topo.GW.Output(ctx, args[0], args[1:]...); err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
+	if err := change(ctx, topo); err != nil {
+		t.Fatal(err)
 	}
 	deadline := time.Now().Add(3 * time.Second)
-	for !strings.Contains(gw.Log(), "WAN address changed") {
-		if time.Now().After(deadline) {
-			t.Fatalf("pptpgw did not log the WAN address change within 3s; log:\n%s", gw.Log())
+	for _, want := range logs {
+		for !strings.Contains(gw.Log(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("pptpgw did not log %q within 3s; log:\n%s", want, gw.Log())
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 
 	var rep CallsReport
 	var repErr error
 	cfg.Hold = func() { rep, repErr = gw.Calls(ctx) }
 	checkPNS(t, gw, []string{"PNS after the change"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
-	if repErr != nil {
-		t.Fatalf("pptpgw calls --json: %v", repErr)
-	}
-	t.Logf("calls: %s", fmtCalls(rep))
-	if len(rep.Calls) != 1 {
-		t.Fatalf("%d calls during the second PNS's hold, want 1", len(rep.Calls))
-	}
-	for _, c := range rep.Calls {
-		if c.PublicIP != newAddr.String() {
-			t.Errorf("call %#04x uses public address %s, want %s", c.InsideCallID, c.PublicIP, newAddr)
-		}
-	}
-	waitNoCalls(t, gw)
-}
-
-// The WAN interface is deleted and created again under its name, with a
-// new address (a PPPoE uplink reconnecting): pptpgw follows the new index
-// and address, and a call placed afterwards works.
-func TestGatewayWANRecreated(t *testing.T) {
-	bin := gatewayBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	topo := NewT(t, Config{Clients: 1})
-	gw, err := topo.StartGateway(ctx, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
-		t.Fatal(err)
-	}
-	cfg := PNSConfig{Server: ServerIP, Calls: 1, Frames: 20}
-	checkPNS(t, gw, []string{"PNS before the WAN went away"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
-
-	newAddr := netip.MustParseAddr("203.0.113.6")
-	if err := topo.RecreateWAN(newAddr); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for log := gw.Log(); !strings.Contains(log, "WAN interface created again") || !strings.Contains(log, "new="+newAddr.String()); log = gw.Log() {
-		if time.Now().After(deadline) {
-			t.Fatalf("pptpgw did not log the new WAN index and address within 3s; log:\n%s", log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-
-	var rep CallsReport
-	var repErr error
-	cfg.Hold = func() { rep, repErr = gw.Calls(ctx) }
-	checkPNS(t, gw, []string{"PNS after the WAN came back"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
 	if repErr != nil {
 		t.Fatalf("pptpgw calls --json: %v", repErr)
 	}
