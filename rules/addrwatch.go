@@ -11,32 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FirstIPv4 returns the first IPv4 address of the interface with index
-// ifindex: the primary address, which masquerade uses for new connections.
-// It returns ErrNoIPv4 when the interface has none.
-func FirstIPv4(ifindex int) (netip.Addr, error) {
-	ifc, err := net.InterfaceByIndex(ifindex)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("interface %d: %w", ifindex, unknownIf(err))
-	}
-	return firstIPv4(ifc)
-}
-
-func firstIPv4(ifc *net.Interface) (netip.Addr, error) {
-	addrs, err := ifc.Addrs()
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("interface %q: %w", ifc.Name, err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
-				return ip.Unmap(), nil
-			}
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("interface %q %w", ifc.Name, ErrNoIPv4)
-}
-
 // WANState is what the data path knows of the WAN interface.
 type WANState struct {
 	Index int

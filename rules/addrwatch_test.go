@@ -44,9 +44,9 @@ func TestWANWatcherNetns(t *testing.T) {
 			ready <- err
 			return
 		}
-		first, err := FirstIPv4(ifc.Index)
+		first, err := firstIPv4(ifc)
 		if err != nil || first != netip.MustParseAddr("203.0.113.9") {
-			ready <- errors.Join(errors.New("FirstIPv4 before any change: "+first.String()), err)
+			ready <- errors.Join(errors.New("firstIPv4 before any change: "+first.String()), err)
 			return
 		}
 		w, err := WatchWAN("wan0")

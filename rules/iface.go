@@ -47,6 +47,24 @@ func Resolve(c *Config) (*Resolved, error) {
 	return r, nil
 }
 
+// firstIPv4 returns the interface's first IPv4 address: the primary one,
+// which masquerade uses for new connections. It returns ErrNoIPv4 when the
+// interface has none.
+func firstIPv4(ifc *net.Interface) (netip.Addr, error) {
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("interface %q: %w", ifc.Name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("interface %q %w", ifc.Name, ErrNoIPv4)
+}
+
 func unknownIf(err error) error {
 	var ae *net.OpError
 	if errors.As(err, &ae) {
