@@ -2,35 +2,22 @@ package gre
 
 import (
 	"net/netip"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	"pptpgw/internal/nstest"
 )
 
 // TestRawSocketBatchNoAllocs: in a fresh namespace, packets written to the raw GRE
 // socket come back through ReadBatch (IPv4 header cut off, source set), and
 // WritePacket does not allocate.
 func TestRawSocketBatchNoAllocs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
+	nstest.Run(t, func() { rawSocketBatchNoAllocs(t) })
+}
+
+func rawSocketBatchNoAllocs(t *testing.T) {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		t.Fatal(err)

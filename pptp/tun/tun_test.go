@@ -5,37 +5,14 @@ import (
 	"encoding/hex"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"pptpgw/internal/nstest"
 )
 
-// inNetns runs f on a locked thread inside a fresh network namespace.
-func inNetns(t *testing.T, f func()) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
-	f()
-}
-
 func TestTUNRoundTrip(t *testing.T) {
-	inNetns(t, func() {
+	nstest.Run(t, func() {
 		var rb [2]byte
 		rand.Read(rb[:])
 		name := "pt" + hex.EncodeToString(rb[:])
