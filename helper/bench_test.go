@@ -24,15 +24,21 @@ func BenchmarkProcessEcho(b *testing.B) {
 	}
 }
 
-// BenchmarkProcessRewrite: an inbound message whose Peer's Call ID is
-// rewritten (WAN-Error-Notify of a known call), one segment per op.
-func BenchmarkProcessRewrite(b *testing.B) {
+// rewriteConn returns an inbound connection that knows one call, and a
+// WAN-Error-Notify for it whose Peer's Call ID the connection rewrites.
+func rewriteConn() (*Conn, []byte) {
 	m := newFakeMapper()
 	m.noRecord = true
 	c := NewConn(m, Config{Strict: true})
 	c.Process(Inbound, 0, true, false, false, nil)
 	m.AllocOutside(0x0101)
-	orig := (&wire.WEN{PeerCallID: 0x0101 ^ 0xFFFF}).Append(nil)
+	return c, (&wire.WEN{PeerCallID: 0x0101 ^ 0xFFFF}).Append(nil)
+}
+
+// BenchmarkProcessRewrite: an inbound message whose Peer's Call ID is
+// rewritten (WAN-Error-Notify of a known call), one segment per op.
+func BenchmarkProcessRewrite(b *testing.B) {
+	c, orig := rewriteConn()
 	p := bytes.Clone(orig)
 	seq := uint32(1)
 	b.ReportAllocs()
@@ -49,12 +55,7 @@ func BenchmarkProcessRewrite(b *testing.B) {
 // BenchmarkProcessSplit: the same message in 1-byte segments (the worst
 // case of reassembly, including a hold and release per message).
 func BenchmarkProcessSplit(b *testing.B) {
-	m := newFakeMapper()
-	m.noRecord = true
-	c := NewConn(m, Config{Strict: true})
-	c.Process(Inbound, 0, true, false, false, nil)
-	m.AllocOutside(0x0101)
-	orig := (&wire.WEN{PeerCallID: 0x0101 ^ 0xFFFF}).Append(nil)
+	c, orig := rewriteConn()
 	p := bytes.Clone(orig)
 	seq := uint32(1)
 	b.ReportAllocs()
