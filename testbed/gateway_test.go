@@ -163,47 +163,27 @@ func fmtCalls(rep CallsReport) string {
 // same call IDs: through pptpgw every call works; through Linux's helper
 // (same run) only the first call of each connection does.
 func TestGatewayMultiCall(t *testing.T) {
-	bin := gatewayBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
 	cfg := MultiCallConfig{Clients: 2, Calls: 3, Frames: 20}
-
-	kt := NewT(t, Config{Clients: 2})
-	if err := kt.KernelHelper(ctx); err != nil {
-		t.Fatal(err)
-	}
-	kres := RunMultiCall(ctx, kt, cfg)
-	t.Logf("kernel helper, 2 PNS x 3 calls: ok=%v\n%s", kres.OK(), kres)
-	kt.Close()
-
-	topo := NewT(t, Config{Clients: 2})
-	gw, err := topo.StartGateway(ctx, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep CallsReport
-	var repErr error
-	cfg.Hold = func() { rep, repErr = gw.Calls(ctx) }
-	res := RunMultiCall(ctx, topo, cfg)
-	t.Logf("pptpgw, 2 PNS x 3 calls: ok=%v\n%s", res.OK(), res)
-	if !res.OK() {
-		t.Errorf("multi-call through pptpgw failed; gateway log:\n%s", gw.Log())
-	}
-	if repErr != nil {
-		t.Fatalf("pptpgw calls --json: %v", repErr)
-	}
-	t.Logf("calls: %s", fmtCalls(rep))
-	checkCalls(t, rep, 6, 2)
-	waitNoCalls(t, gw)
-	if kres.OK() {
-		t.Logf("note: the kernel helper handled multi-call this time")
-	}
+	helperThenGateway(t, "2 PNS x 3 calls", 6, func(ctx context.Context, topo *Topology, hold func()) MultiCallResult {
+		c := cfg
+		c.Hold = hold
+		return RunMultiCall(ctx, topo, c)
+	})
 }
 
 // Control messages split inside their call-ID fields (and a segment holding
 // the tail of one message and the head of the next): pptpgw must reassemble
 // and rewrite; Linux's helper (same run) loses the calls.
 func TestGatewaySplitControl(t *testing.T) {
+	helperThenGateway(t, "split control", 4, RunSplitControl)
+}
+
+// helperThenGateway runs scenario with 2 clients behind Linux's helper
+// (logged: it is expected to fail), then behind pptpgw, which must get every
+// call through; while the calls are up (hold), `pptpgw calls --json` must
+// list wantCalls calls with distinct outside IDs, and none after.
+func helperThenGateway(t *testing.T, name string, wantCalls int, scenario func(context.Context, *Topology, func()) MultiCallResult) {
+	t.Helper()
 	bin := gatewayBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
@@ -212,8 +192,8 @@ func TestGatewaySplitControl(t *testing.T) {
 	if err := kt.KernelHelper(ctx); err != nil {
 		t.Fatal(err)
 	}
-	kres := RunSplitControl(ctx, kt, nil)
-	t.Logf("kernel helper, split control: ok=%v\n%s", kres.OK(), kres)
+	kres := scenario(ctx, kt, nil)
+	t.Logf("kernel helper, %s: ok=%v\n%s", name, kres.OK(), kres)
 	kt.Close()
 
 	topo := NewT(t, Config{Clients: 2})
@@ -223,17 +203,20 @@ func TestGatewaySplitControl(t *testing.T) {
 	}
 	var rep CallsReport
 	var repErr error
-	res := RunSplitControl(ctx, topo, func() { rep, repErr = gw.Calls(ctx) })
-	t.Logf("pptpgw, split control: ok=%v\n%s", res.OK(), res)
+	res := scenario(ctx, topo, func() { rep, repErr = gw.Calls(ctx) })
+	t.Logf("pptpgw, %s: ok=%v\n%s", name, res.OK(), res)
 	if !res.OK() {
-		t.Errorf("split control through pptpgw failed; gateway log:\n%s", gw.Log())
+		t.Errorf("%s through pptpgw failed; gateway log:\n%s", name, gw.Log())
 	}
 	if repErr != nil {
 		t.Fatalf("pptpgw calls --json: %v", repErr)
 	}
 	t.Logf("calls: %s", fmtCalls(rep))
-	checkCalls(t, rep, 4, 2)
+	checkCalls(t, rep, wantCalls, 2)
 	waitNoCalls(t, gw)
+	if kres.OK() {
+		t.Logf("note: the kernel helper handled %s this time", name)
+	}
 }
 
 // Bulk TCP through pptpgw (kernel masquerade path, PPTP rules installed)
