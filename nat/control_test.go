@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"pptpgw/internal/pkt"
+	"pptpgw/internal/pkt/pkttest"
 	"testing"
 	"time"
 
@@ -27,30 +29,30 @@ type client struct {
 
 func newClient(t testing.TB, e *Engine, ip [4]byte, port uint16) *client {
 	c := &client{t: t, e: e, ip: ip, port: port, seqOut: 1000, seqIn: 90000, nextID: 1}
-	c.send(true, nil, tcpOpt{syn: true}, Accept)
-	c.send(false, nil, tcpOpt{syn: true, ack: true}, Accept)
-	c.send(true, nil, tcpOpt{ack: true}, Accept)
+	c.send(true, nil, pkttest.TCPOpt{SYN: true}, Accept)
+	c.send(false, nil, pkttest.TCPOpt{SYN: true, ACK: true}, Accept)
+	c.send(true, nil, pkttest.TCPOpt{ACK: true}, Accept)
 	return c
 }
 
 // send runs one segment through the engine and checks the verdict and the
 // checksums of the result. It returns the processed packet.
-func (c *client) send(out bool, payload []byte, o tcpOpt, want Verdict) []byte {
+func (c *client) send(out bool, payload []byte, o pkttest.TCPOpt, want Verdict) []byte {
 	c.t.Helper()
 	var b []byte
 	c.nextID++
 	p := Packet{ID: c.nextID}
 	if out {
-		o.seq = c.seqOut
-		b = mkTCP(c.t, c.ip, server, c.port, 1723, payload, o)
+		o.Seq = c.seqOut
+		b = pkttest.TCP(c.t, c.ip, server, c.port, 1723, payload, o)
 		p.InIf = lanIf
 	} else {
-		o.seq = c.seqIn
-		b = mkTCP(c.t, server, c.ip, 1723, c.port, payload, o)
+		o.Seq = c.seqIn
+		b = pkttest.TCP(c.t, server, c.ip, 1723, c.port, payload, o)
 		p.InIf = wanIf
 	}
 	adv := uint32(len(payload))
-	if o.syn || o.fin {
+	if o.SYN || o.FIN {
 		adv++
 	}
 	if out {
@@ -63,7 +65,7 @@ func (c *client) send(out bool, payload []byte, o tcpOpt, want Verdict) []byte {
 	if v != want {
 		c.t.Fatalf("segment (out=%v, %d bytes): verdict %v %q, want %v", out, len(payload), v, r, want)
 	}
-	checkSums(c.t, p.Data)
+	pkttest.CheckSums(c.t, p.Data)
 	c.lastOut = p.Data
 	return p.Data
 }
@@ -71,8 +73,8 @@ func (c *client) send(out bool, payload []byte, o tcpOpt, want Verdict) []byte {
 // msg sends one whole control message and returns the payload as it left.
 func (c *client) msg(out bool, m wire.Message) []byte {
 	c.t.Helper()
-	pkt := c.send(out, m.Append(nil), tcpOpt{ack: true, psh: true}, Accept)
-	return TCP(IPv4(pkt).Payload()).Payload()
+	b := c.send(out, m.Append(nil), pkttest.TCPOpt{ACK: true, PSH: true}, Accept)
+	return pkt.TCP(pkt.IPv4(b).Payload()).Payload()
 }
 
 func u16at(b []byte, off int) uint16 { return binary.BigEndian.Uint16(b[off:]) }
@@ -117,7 +119,7 @@ func gre(t testing.TB, e *Engine, b []byte, inIf uint32) (Verdict, []byte) {
 	t.Helper()
 	v, _ := e.Process(&Packet{Data: b, InIf: inIf})
 	if v == Accept {
-		checkSums(t, b)
+		pkttest.CheckSums(t, b)
 	}
 	return v, b
 }
@@ -142,8 +144,8 @@ func TestTwoClientsSameCallID(t *testing.T) {
 		c    *client
 		peer uint16
 	}{{a, 500}, {b, 501}} {
-		v, p := gre(t, e, mkGRE(t, tc.c.ip, server, tc.peer, greOpt{}), lanIf)
-		if want := mkGRE(t, pubIP, server, tc.peer, greOpt{}); v != Accept || !bytes.Equal(p, want) {
+		v, p := gre(t, e, pkttest.GRE(t, tc.c.ip, server, tc.peer, pkttest.GREOpt{}), lanIf)
+		if want := pkttest.GRE(t, pubIP, server, tc.peer, pkttest.GREOpt{}); v != Accept || !bytes.Equal(p, want) {
 			t.Fatalf("GRE out from %v: %v\n got % x\nwant % x", tc.c.ip, v, p, want)
 		}
 	}
@@ -152,8 +154,8 @@ func TestTwoClientsSameCallID(t *testing.T) {
 		outside uint16
 		to      [4]byte
 	}{{outA, lanA}, {outB, lanB}} {
-		v, p := gre(t, e, mkGRE(t, server, pubIP, tc.outside, greOpt{seq: u32p(5)}), wanIf)
-		if want := mkGRE(t, server, tc.to, 1, greOpt{seq: u32p(5)}); v != Accept || !bytes.Equal(p, want) {
+		v, p := gre(t, e, pkttest.GRE(t, server, pubIP, tc.outside, pkttest.GREOpt{Seq: u32p(5)}), wanIf)
+		if want := pkttest.GRE(t, server, tc.to, 1, pkttest.GREOpt{Seq: u32p(5)}); v != Accept || !bytes.Equal(p, want) {
 			t.Fatalf("GRE in key %d: %v\n got % x\nwant % x", tc.outside, v, p, want)
 		}
 	}
@@ -181,11 +183,11 @@ func TestTwoClientsSameCallID(t *testing.T) {
 		a.msg(true, &wire.EchoRP{ID: 1, Result: 1})
 		e.Tick()
 	}
-	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outA, greOpt{}), wanIf); v != Accept {
+	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outA, pkttest.GREOpt{}), wanIf); v != Accept {
 		t.Fatal("A's call expired despite Echo")
 	}
 	// (The pools are per public address, so outB may equal outA by chance.)
-	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outB, greOpt{}), wanIf); outB != outA && v != Drop {
+	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outB, pkttest.GREOpt{}), wanIf); outB != outA && v != Drop {
 		t.Fatal("B's call outlived the replied timeout")
 	}
 
@@ -195,7 +197,7 @@ func TestTwoClientsSameCallID(t *testing.T) {
 		t.Fatalf("CCRQ call ID %d, want %d", u16at(got, 12), outA)
 	}
 	a.msg(false, &wire.CDN{CallID: 500, Result: 3})
-	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outA, greOpt{}), wanIf); v != Drop {
+	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outA, pkttest.GREOpt{}), wanIf); v != Drop {
 		t.Fatal("GRE after Call-Disconnect-Notify still translated")
 	}
 	if used, q := e.alloc.InUse(PoolKey{pubIP, server}); used != 0 || q != 2 {
@@ -210,12 +212,12 @@ func TestTwoClientsSameCallID(t *testing.T) {
 	if _, calls := e.table.Len(); calls != 2 {
 		t.Fatalf("%d calls", calls)
 	}
-	a.send(true, nil, tcpOpt{fin: true, ack: true}, Accept)
+	a.send(true, nil, pkttest.TCPOpt{FIN: true, ACK: true}, Accept)
 	if _, calls := e.table.Len(); calls != 0 {
 		t.Fatalf("%d calls after FIN", calls)
 	}
-	a.send(false, nil, tcpOpt{fin: true, ack: true}, Accept)
-	a.send(true, nil, tcpOpt{ack: true}, Accept)
+	a.send(false, nil, pkttest.TCPOpt{FIN: true, ACK: true}, Accept)
+	a.send(true, nil, pkttest.TCPOpt{ACK: true}, Accept)
 	cs := e.Counters()
 	if cs["calls_established"] != 4 || cs["calls_mapped"] != 4 || cs[ReasonCtlNew] != 2 {
 		t.Fatalf("counters %v", cs)
@@ -244,19 +246,19 @@ func TestHoldSplitCallID(t *testing.T) {
 	a := newClient(t, e, lanA, 40000)
 	a.startControl()
 	req := (&wire.OCRQ{CallID: 0x0102, CallSerial: 9, RecvWindow: 16}).Append(nil)
-	first := a.send(true, req[:13], tcpOpt{ack: true}, Hold)
+	first := a.send(true, req[:13], pkttest.TCPOpt{ACK: true}, Hold)
 	heldID := a.nextID
 	if len(*rs) != 0 {
 		t.Fatal("released too early")
 	}
-	second := a.send(true, req[13:], tcpOpt{ack: true}, Accept)
+	second := a.send(true, req[13:], pkttest.TCPOpt{ACK: true}, Accept)
 	if len(*rs) != 1 || (*rs)[0].id != heldID || (*rs)[0].v != Accept {
 		t.Fatalf("releases %+v", *rs)
 	}
 	rel := (*rs)[0].data
-	checkSums(t, rel)
+	pkttest.CheckSums(t, rel)
 	_ = first
-	msg := append(append([]byte(nil), TCP(IPv4(rel).Payload()).Payload()...), TCP(IPv4(second).Payload()).Payload()...)
+	msg := append(append([]byte(nil), pkt.TCP(pkt.IPv4(rel).Payload()).Payload()...), pkt.TCP(pkt.IPv4(second).Payload()).Payload()...)
 	calls := e.Calls()
 	if len(calls) != 1 || u16at(msg, 12) != calls[0].OutsideCallID {
 		t.Fatalf("reassembled call ID %d, calls %+v", u16at(msg, 12), calls)
@@ -274,8 +276,8 @@ func TestHoldExpires(t *testing.T) {
 		a := newClient(t, e, lanA, 40000)
 		a.startControl()
 		req := (&wire.OCRQ{CallID: 0x0102}).Append(nil)
-		a.send(true, req[:13], tcpOpt{ack: true}, Hold)
-		orig := mkTCP(t, lanA, server, 40000, 1723, req[:13], tcpOpt{ack: true, seq: a.seqOut - 13})
+		a.send(true, req[:13], pkttest.TCPOpt{ACK: true}, Hold)
+		orig := pkttest.TCP(t, lanA, server, 40000, 1723, req[:13], pkttest.TCPOpt{ACK: true, Seq: a.seqOut - 13})
 		clk.Advance(DefaultHoldTimeout - time.Millisecond)
 		e.Tick()
 		if len(*rs) != 0 {
@@ -300,8 +302,8 @@ func TestHoldExpires(t *testing.T) {
 }
 
 func TestControlUntracked(t *testing.T) {
-	seg := func(src, dst [4]byte, sp, dp uint16, pl []byte, o tcpOpt) []byte {
-		return mkTCP(t, src, dst, sp, dp, pl, o)
+	seg := func(src, dst [4]byte, sp, dp uint16, pl []byte, o pkttest.TCPOpt) []byte {
+		return pkttest.TCP(t, src, dst, sp, dp, pl, o)
 	}
 	echo := (&wire.EchoRQ{ID: 1}).Append(nil)
 	for _, tc := range []struct {
@@ -312,11 +314,11 @@ func TestControlUntracked(t *testing.T) {
 		v      Verdict
 		reason string
 	}{
-		{"midstream-data-strict", true, seg(lanA, server, 4000, 1723, echo, tcpOpt{ack: true}), lanIf, Drop, ReasonCtlNoConn},
-		{"midstream-data-lenient", false, seg(lanA, server, 4000, 1723, echo, tcpOpt{ack: true}), lanIf, Accept, ReasonCtlPickup},
-		{"midstream-ack-strict", true, seg(lanA, server, 4000, 1723, nil, tcpOpt{ack: true}), lanIf, Accept, ReasonCtlEmpty},
-		{"inbound-syn-not-forwarded", true, seg(server, lanA, 4000, 1723, nil, tcpOpt{syn: true}), wanIf, Accept, ReasonCtlUntracked},
-		{"syn-from-wan-to-client-port", true, seg(server, lanA, 1723, 4000, nil, tcpOpt{syn: true}), wanIf, Accept, ReasonCtlEmpty},
+		{"midstream-data-strict", true, seg(lanA, server, 4000, 1723, echo, pkttest.TCPOpt{ACK: true}), lanIf, Drop, ReasonCtlNoConn},
+		{"midstream-data-lenient", false, seg(lanA, server, 4000, 1723, echo, pkttest.TCPOpt{ACK: true}), lanIf, Accept, ReasonCtlPickup},
+		{"midstream-ack-strict", true, seg(lanA, server, 4000, 1723, nil, pkttest.TCPOpt{ACK: true}), lanIf, Accept, ReasonCtlEmpty},
+		{"inbound-syn-not-forwarded", true, seg(server, lanA, 4000, 1723, nil, pkttest.TCPOpt{SYN: true}), wanIf, Accept, ReasonCtlUntracked},
+		{"syn-from-wan-to-client-port", true, seg(server, lanA, 1723, 4000, nil, pkttest.TCPOpt{SYN: true}), wanIf, Accept, ReasonCtlEmpty},
 	} {
 		e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = tc.strict })
 		orig := append([]byte(nil), tc.b...)
@@ -340,31 +342,31 @@ func TestForward(t *testing.T) {
 		c.Forwards = []Forward{{Port: 1723, InsideIP: netip.AddrFrom4(pac)}}
 	})
 	seq := map[bool]uint32{true: 500, false: 7000} // out (server) / in (client)
-	send := func(out bool, pl []byte, o tcpOpt) []byte {
+	send := func(out bool, pl []byte, o pkttest.TCPOpt) []byte {
 		t.Helper()
-		o.seq = seq[out]
+		o.Seq = seq[out]
 		var b []byte
 		var inIf uint32 = wanIf
 		if out {
-			b, inIf = mkTCP(t, pac, cl, 1723, 50000, pl, o), lanIf
+			b, inIf = pkttest.TCP(t, pac, cl, 1723, 50000, pl, o), lanIf
 		} else {
-			b = mkTCP(t, cl, pac, 50000, 1723, pl, o)
+			b = pkttest.TCP(t, cl, pac, 50000, 1723, pl, o)
 		}
 		seq[out] += uint32(len(pl))
-		if o.syn {
+		if o.SYN {
 			seq[out]++
 		}
 		v, r := process(e, b, inIf, Prerouting)
 		if v != Accept {
 			t.Fatalf("verdict %v %q", v, r)
 		}
-		checkSums(t, b)
-		return TCP(IPv4(b).Payload()).Payload()
+		pkttest.CheckSums(t, b)
+		return pkt.TCP(pkt.IPv4(b).Payload()).Payload()
 	}
-	send(false, nil, tcpOpt{syn: true})
-	send(true, nil, tcpOpt{syn: true, ack: true})
-	send(false, (&wire.OCRQ{CallID: 77}).Append(nil), tcpOpt{ack: true})
-	rep := send(true, (&wire.OCRP{CallID: 5, PeerCallID: 77, Result: 1}).Append(nil), tcpOpt{ack: true})
+	send(false, nil, pkttest.TCPOpt{SYN: true})
+	send(true, nil, pkttest.TCPOpt{SYN: true, ACK: true})
+	send(false, (&wire.OCRQ{CallID: 77}).Append(nil), pkttest.TCPOpt{ACK: true})
+	rep := send(true, (&wire.OCRP{CallID: 5, PeerCallID: 77, Result: 1}).Append(nil), pkttest.TCPOpt{ACK: true})
 	outside := u16at(rep, 12)
 	calls := e.Calls()
 	if len(calls) != 1 || calls[0].OutsideCallID != outside || calls[0].InsideCallID != 5 || calls[0].PeerCallID != 77 ||
@@ -372,18 +374,18 @@ func TestForward(t *testing.T) {
 		t.Fatalf("calls %+v (outside %d)", calls, outside)
 	}
 	// GRE from the inside server (key = client's ID 77) goes out from the public address.
-	if v, p := gre(t, e, mkGRE(t, pac, cl, 77, greOpt{}), lanIf); v != Accept || !bytes.Equal(p, mkGRE(t, pubIP, cl, 77, greOpt{})) {
+	if v, p := gre(t, e, pkttest.GRE(t, pac, cl, 77, pkttest.GREOpt{}), lanIf); v != Accept || !bytes.Equal(p, pkttest.GRE(t, pubIP, cl, 77, pkttest.GREOpt{})) {
 		t.Fatalf("forward GRE out: %v", v)
 	}
-	if v, p := gre(t, e, mkGRE(t, cl, pubIP, outside, greOpt{}), wanIf); v != Accept || !bytes.Equal(p, mkGRE(t, cl, pac, 5, greOpt{})) {
+	if v, p := gre(t, e, pkttest.GRE(t, cl, pubIP, outside, pkttest.GREOpt{}), wanIf); v != Accept || !bytes.Equal(p, pkttest.GRE(t, cl, pac, 5, pkttest.GREOpt{})) {
 		t.Fatalf("forward GRE in: %v", v)
 	}
 	// The outside PNS clears the call (its CCRQ carries its own ID); the
 	// inside PAC's Call-Disconnect-Notify carries the PAC's own ID, which
 	// must leave as the outside ID even though the CCRQ already removed
 	// the call from the table.
-	send(false, (&wire.CCRQ{CallID: 77}).Append(nil), tcpOpt{ack: true})
-	cdn := send(true, (&wire.CDN{CallID: 5, Result: 3}).Append(nil), tcpOpt{ack: true})
+	send(false, (&wire.CCRQ{CallID: 77}).Append(nil), pkttest.TCPOpt{ACK: true})
+	cdn := send(true, (&wire.CDN{CallID: 5, Result: 3}).Append(nil), pkttest.TCPOpt{ACK: true})
 	if got := u16at(cdn, 12); got != outside {
 		t.Fatalf("CDN from the inside PAC left with Call ID %d, want the outside ID %d", got, outside)
 	}
@@ -397,18 +399,18 @@ func BenchmarkControlEcho(b *testing.B) {
 	c := newClient(b, e, lanA, 40000)
 	c.startControl()
 	echo := (&wire.EchoRQ{ID: 1}).Append(nil)
-	tmpl := mkTCP(b, lanA, server, 40000, 1723, echo, tcpOpt{ack: true, seq: c.seqOut})
+	tmpl := pkttest.TCP(b, lanA, server, 40000, 1723, echo, pkttest.TCPOpt{ACK: true, Seq: c.seqOut})
 	buf := make([]byte, len(tmpl))
 	seq := c.seqOut
 	b.ReportAllocs()
 	for b.Loop() {
 		copy(buf, tmpl)
-		seg := TCP(IPv4(buf).Payload())
+		seg := pkt.TCP(pkt.IPv4(buf).Payload())
 		var o, n [4]byte
-		copy(o[:], seg[TCPSeqNumOffset:])
+		copy(o[:], seg[pkt.TCPSeqNumOffset:])
 		binary.BigEndian.PutUint32(n[:], seq)
-		seg.SetChecksum(UpdateAddr(seg.Checksum(), o, n))
-		copy(seg[TCPSeqNumOffset:], n[:])
+		seg.SetChecksum(pkt.UpdateAddr(seg.Checksum(), o, n))
+		copy(seg[pkt.TCPSeqNumOffset:], n[:])
 		seq += uint32(len(echo))
 		p := Packet{Data: buf, InIf: lanIf}
 		if v, r := e.Process(&p); v != Accept {
@@ -448,17 +450,17 @@ func TestPublicIPChange(t *testing.T) {
 		pub     [4]byte
 		outside uint16
 	}{{lanA, 500, pubIP, outA}, {lanB, 501, newPub, outB}} {
-		v, p := gre(t, e, mkGRE(t, tc.from, server, tc.peerID, greOpt{}), lanIf)
-		if want := mkGRE(t, tc.pub, server, tc.peerID, greOpt{}); v != Accept || !bytes.Equal(p, want) {
+		v, p := gre(t, e, pkttest.GRE(t, tc.from, server, tc.peerID, pkttest.GREOpt{}), lanIf)
+		if want := pkttest.GRE(t, tc.pub, server, tc.peerID, pkttest.GREOpt{}); v != Accept || !bytes.Equal(p, want) {
 			t.Fatalf("GRE out from %v: %v\n got % x\nwant % x", tc.from, v, p, want)
 		}
-		v, p = gre(t, e, mkGRE(t, server, tc.pub, tc.outside, greOpt{}), wanIf)
-		if want := mkGRE(t, server, tc.from, 1, greOpt{}); v != Accept || !bytes.Equal(p, want) {
+		v, p = gre(t, e, pkttest.GRE(t, server, tc.pub, tc.outside, pkttest.GREOpt{}), wanIf)
+		if want := pkttest.GRE(t, server, tc.from, 1, pkttest.GREOpt{}); v != Accept || !bytes.Equal(p, want) {
 			t.Fatalf("GRE in to %v key %d: %v\n got % x\nwant % x", tc.pub, tc.outside, v, p, want)
 		}
 	}
 	// (The pools are per public address, so outB may equal outA by chance.)
-	if v, _ := gre(t, e, mkGRE(t, server, pubIP, outB, greOpt{}), wanIf); outB != outA && v != Drop {
+	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outB, pkttest.GREOpt{}), wanIf); outB != outA && v != Drop {
 		t.Fatal("GRE to the old address translated for a call set up on the new one")
 	}
 	for _, c := range e.Calls() {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"pptpgw/internal/pkt"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -326,18 +327,18 @@ func (e *Engine) direction(p *Packet) (outbound, known bool) {
 //     segment is copied; its verdict comes later through the releaser.
 //  4. Anything else is accepted untouched.
 func (e *Engine) Process(p *Packet) (Verdict, string) {
-	ip := IPv4(p.Data)
+	ip := pkt.IPv4(p.Data)
 	if !ip.IsValid(len(p.Data)) {
 		return e.malformed(rIPMalformed)
 	}
 	out, known := e.direction(p)
 	switch ip.Protocol() {
-	case IPv4ProtocolGRE:
+	case pkt.IPv4ProtocolGRE:
 		if !known {
 			return e.count(Accept, rUnknownIface)
 		}
 		return e.processGRE(ip, out)
-	case IPv4ProtocolTCP:
+	case pkt.IPv4ProtocolTCP:
 		return e.processTCP(p, ip, out, known)
 	}
 	return e.count(Accept, rNotPPTP)
@@ -350,7 +351,7 @@ func (e *Engine) Process(p *Packet) (Verdict, string) {
 // kernel's own conntrack/NAT for the other traffic keeps loaded, so GRE
 // reaches us reassembled; only the first fragment would carry the key and
 // translating it while dropping the rest would only waste bandwidth.
-func (e *Engine) processGRE(ip IPv4, out bool) (Verdict, string) {
+func (e *Engine) processGRE(ip pkt.IPv4, out bool) (Verdict, string) {
 	if ip.IsFragment() {
 		return e.count(Drop, rGREFragment)
 	}
@@ -379,11 +380,11 @@ func (e *Engine) processGRE(ip IPv4, out bool) (Verdict, string) {
 	return e.count(Accept, rGREIn)
 }
 
-func (e *Engine) processTCP(p *Packet, ip IPv4, out, known bool) (Verdict, string) {
+func (e *Engine) processTCP(p *Packet, ip pkt.IPv4, out, known bool) (Verdict, string) {
 	if ip.IsFragment() {
 		return e.malformed(rTCPFragment)
 	}
-	tcp := TCP(ip.Payload())
+	tcp := pkt.TCP(ip.Payload())
 	if !tcp.IsValid() {
 		return e.malformed(rTCPMalformed)
 	}
@@ -400,8 +401,8 @@ func (e *Engine) processTCP(p *Packet, ip IPv4, out, known bool) (Verdict, strin
 		k = conntrack.ConnKey{InsideIP: dst, PeerIP: src, InsidePort: dp, PeerPort: sp}
 	}
 	fl := tcp.Flags()
-	syn, fin, rst := fl&TCPFlagSyn != 0, fl&TCPFlagFin != 0, fl&TCPFlagRst != 0
-	opening := syn && fl&TCPFlagAck == 0
+	syn, fin, rst := fl&pkt.TCPFlagSyn != 0, fl&pkt.TCPFlagFin != 0, fl&pkt.TCPFlagRst != 0
+	opening := syn && fl&pkt.TCPFlagAck == 0
 	payload := tcp.Payload()
 	hdir := helper.Inbound
 	if out {
@@ -438,13 +439,13 @@ func (e *Engine) processTCP(p *Packet, ip IPv4, out, known bool) (Verdict, strin
 		v, r = e.count(Hold, rCtlHeld)
 	case helper.Accept:
 		if len(res.Patches) > 0 {
-			seg := TCP(p.Data[tcpOff:])
+			seg := pkt.TCP(p.Data[tcpOff:])
 			cs := seg.Checksum()
 			for _, pt := range res.Patches {
 				if pt.Off < 0 || pt.Off >= len(payload) {
 					continue // a helper bug; never write outside the payload
 				}
-				cs = UpdateByte(cs, pt.Off, pt.Old, pt.New)
+				cs = pkt.UpdateByte(cs, pt.Off, pt.Old, pt.New)
 				payload[pt.Off] = pt.New
 			}
 			seg.SetChecksum(cs)
@@ -541,10 +542,10 @@ func (e *Engine) released(c *ctl, dir helper.Dir, res helper.Result, rel []relea
 	}
 	h := e.holds[idx]
 	e.holds = append(e.holds[:idx], e.holds[idx+1:]...)
-	seg := TCP(h.buf[h.tcpOff:])
+	seg := pkt.TCP(h.buf[h.tcpOff:])
 	cs := seg.Checksum()
 	for _, pt := range res.ReleasedPatches {
-		cs = UpdateByte(cs, pt.Off, pt.Old, pt.New)
+		cs = pkt.UpdateByte(cs, pt.Off, pt.Old, pt.New)
 	}
 	seg.SetChecksum(cs)
 	e.counters[rCtlReleased].Add(1)

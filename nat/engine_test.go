@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"log/slog"
 	"net/netip"
+	"pptpgw/internal/pkt"
+	"pptpgw/internal/pkt/pkttest"
 	"strings"
 	"testing"
 	"time"
@@ -75,27 +77,27 @@ func TestGRETranslation(t *testing.T) {
 		reason string
 		want   []byte // nil: unchanged
 	}{
-		{"out", mkGRE(t, lanA, server, 555, greOpt{}), lanIf, Prerouting, Accept, ReasonGREOut,
-			mkGRE(t, pubIP, server, 555, greOpt{})},
-		{"out-seq-ack-options", mkGRE(t, lanA, server, 555, greOpt{seq: u32p(1), ack: u32p(9), ipOptions: true, id: 77}),
+		{"out", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), lanIf, Prerouting, Accept, ReasonGREOut,
+			pkttest.GRE(t, pubIP, server, 555, pkttest.GREOpt{})},
+		{"out-seq-ack-options", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(9), IPOptions: true, ID: 77}),
 			lanIf, Prerouting, Accept, ReasonGREOut,
-			mkGRE(t, pubIP, server, 555, greOpt{seq: u32p(1), ack: u32p(9), ipOptions: true, id: 77})},
-		{"in", mkGRE(t, server, pubIP, out, greOpt{seq: u32p(3)}), wanIf, Prerouting, Accept, ReasonGREIn,
-			mkGRE(t, server, lanA, 7, greOpt{seq: u32p(3)})},
-		{"in-ack-only", mkGRE(t, server, pubIP, out, greOpt{ack: u32p(3), payload: []byte{}}), wanIf, Prerouting, Accept, ReasonGREIn,
-			mkGRE(t, server, lanA, 7, greOpt{ack: u32p(3), payload: []byte{}})},
-		{"router-out", mkGRE(t, pubIP, server, 556, greOpt{}), 0, Output, Accept, ReasonGREOut, nil},
-		{"router-in", mkGRE(t, server, pubIP, routerOut, greOpt{}), wanIf, Prerouting, Accept, ReasonGREIn,
-			mkGRE(t, server, pubIP, 7, greOpt{})},
-		{"out-unknown-peer-id", mkGRE(t, lanA, server, 554, greOpt{}), lanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"out-other-host", mkGRE(t, lanB, server, 555, greOpt{}), lanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"out-from-wan-side", mkGRE(t, lanA, server, 555, greOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"in-unknown-id", mkGRE(t, server, pubIP, out+1, greOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"in-other-peer", mkGRE(t, [4]byte{198, 51, 100, 8}, pubIP, out, greOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"in-inside-key", mkGRE(t, server, pubIP, 7, greOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"first-fragment", mkGRE(t, lanA, server, 555, greOpt{flagsFrag: 0x2000}), lanIf, Prerouting, Drop, ReasonGREFragment, nil},
-		{"last-fragment", mkGRE(t, server, pubIP, out, greOpt{flagsFrag: 0x0010}), wanIf, Prerouting, Drop, ReasonGREFragment, nil},
-		{"unknown-iface", mkGRE(t, lanA, server, 555, greOpt{}), 9, Prerouting, Accept, ReasonUnknownIface, nil},
+			pkttest.GRE(t, pubIP, server, 555, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(9), IPOptions: true, ID: 77})},
+		{"in", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Seq: u32p(3)}), wanIf, Prerouting, Accept, ReasonGREIn,
+			pkttest.GRE(t, server, lanA, 7, pkttest.GREOpt{Seq: u32p(3)})},
+		{"in-ack-only", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Ack: u32p(3), Payload: []byte{}}), wanIf, Prerouting, Accept, ReasonGREIn,
+			pkttest.GRE(t, server, lanA, 7, pkttest.GREOpt{Ack: u32p(3), Payload: []byte{}})},
+		{"router-out", pkttest.GRE(t, pubIP, server, 556, pkttest.GREOpt{}), 0, Output, Accept, ReasonGREOut, nil},
+		{"router-in", pkttest.GRE(t, server, pubIP, routerOut, pkttest.GREOpt{}), wanIf, Prerouting, Accept, ReasonGREIn,
+			pkttest.GRE(t, server, pubIP, 7, pkttest.GREOpt{})},
+		{"out-unknown-peer-id", pkttest.GRE(t, lanA, server, 554, pkttest.GREOpt{}), lanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"out-other-host", pkttest.GRE(t, lanB, server, 555, pkttest.GREOpt{}), lanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"out-from-wan-side", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"in-unknown-id", pkttest.GRE(t, server, pubIP, out+1, pkttest.GREOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"in-other-peer", pkttest.GRE(t, [4]byte{198, 51, 100, 8}, pubIP, out, pkttest.GREOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"in-inside-key", pkttest.GRE(t, server, pubIP, 7, pkttest.GREOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
+		{"first-fragment", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{FlagsFrag: 0x2000}), lanIf, Prerouting, Drop, ReasonGREFragment, nil},
+		{"last-fragment", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{FlagsFrag: 0x0010}), wanIf, Prerouting, Drop, ReasonGREFragment, nil},
+		{"unknown-iface", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), 9, Prerouting, Accept, ReasonUnknownIface, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := append([]byte(nil), tc.in...)
@@ -110,7 +112,7 @@ func TestGRETranslation(t *testing.T) {
 			if !bytes.Equal(tc.in, want) {
 				t.Fatalf("got  % x\nwant % x", tc.in, want)
 			}
-			checkSums(t, tc.in)
+			pkttest.CheckSums(t, tc.in)
 		})
 	}
 	calls := e.Calls()
@@ -129,11 +131,11 @@ func TestGRETranslation(t *testing.T) {
 }
 
 func TestMalformed(t *testing.T) {
-	gre := mkGRE(t, lanA, server, 555, greOpt{})
-	tcp := mkTCP(t, lanA, server, 40000, 1723, nil, tcpOpt{ack: true})
+	gre := pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{})
+	tcp := pkttest.TCP(t, lanA, server, 40000, 1723, nil, pkttest.TCPOpt{ACK: true})
 	mut := func(b []byte, f func(b []byte)) []byte { b = append([]byte(nil), b...); f(b); return b }
 	udp := mut(gre, func(b []byte) { b[9] = 17 })
-	udp = mut(udp, func(b []byte) { IPv4(b).SetChecksum(IPv4(b).CalculateChecksum()) })
+	udp = mut(udp, func(b []byte) { pkt.IPv4(b).SetChecksum(pkt.IPv4(b).CalculateChecksum()) })
 	for _, tc := range []struct {
 		name   string
 		b      []byte
@@ -154,7 +156,7 @@ func TestMalformed(t *testing.T) {
 		{"gre-proto-ip", mut(gre, func(b []byte) { b[22], b[23] = 0x08, 0x00 }), Drop, ReasonGREMalformed, Drop, true},
 		{"gre-short", mut(gre, func(b []byte) { b[3] = 24 })[:24], Drop, ReasonGREMalformed, Drop, true},
 		{"udp", udp, Accept, ReasonNotPPTP, Accept, true},
-		{"tcp-other-port", mkTCP(t, lanA, server, 40000, 443, []byte("x"), tcpOpt{}), Accept, ReasonNotPPTP, Accept, true},
+		{"tcp-other-port", pkttest.TCP(t, lanA, server, 40000, 443, []byte("x"), pkttest.TCPOpt{}), Accept, ReasonNotPPTP, Accept, true},
 	} {
 		for _, strict := range []bool{true, false} {
 			e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = strict })
@@ -189,14 +191,14 @@ func TestGRETimeoutsAndEviction(t *testing.T) {
 	o2 := addCall(t, e, lanA, 40000, 2, 502)
 	pk := PoolKey{pubIP, server}
 	// Call 1 is used, so call 2 is the LRU victim when call 3 arrives.
-	if v, _ := process(e, mkGRE(t, lanA, server, 501, greOpt{}), lanIf, Prerouting); v != Accept {
+	if v, _ := process(e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, Prerouting); v != Accept {
 		t.Fatal("call 1")
 	}
 	o3 := addCall(t, e, lanA, 40000, 3, 503)
 	if o1 == o2 || o2 == o3 || o1 == o3 {
 		t.Fatalf("outside IDs not distinct: %d %d %d", o1, o2, o3)
 	}
-	if v, r := process(e, mkGRE(t, server, pubIP, o2, greOpt{}), wanIf, Prerouting); v != Drop || r != ReasonGRENoCall {
+	if v, r := process(e, pkttest.GRE(t, server, pubIP, o2, pkttest.GREOpt{}), wanIf, Prerouting); v != Drop || r != ReasonGRENoCall {
 		t.Fatalf("evicted call still translated: %v %s", v, r)
 	}
 	if used, q := e.alloc.InUse(pk); used != 2 || q != 1 {
@@ -208,16 +210,16 @@ func TestGRETimeoutsAndEviction(t *testing.T) {
 
 	// Call 1 has seen outbound only: unreplied timeout (30s).
 	clk.Advance(conntrack.DefaultGREUnreplied + time.Second)
-	if v, _ := process(e, mkGRE(t, lanA, server, 501, greOpt{}), lanIf, Prerouting); v != Drop {
+	if v, _ := process(e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, Prerouting); v != Drop {
 		t.Fatal("unreplied call outlived its timeout")
 	}
 	// Call 3 gets traffic both ways, then survives 179s but not 181s.
 	o3b := addCall(t, e, lanB, 40001, 3, 503)
-	process(e, mkGRE(t, lanB, server, 503, greOpt{}), lanIf, Prerouting)
-	process(e, mkGRE(t, server, pubIP, o3b, greOpt{}), wanIf, Prerouting)
+	process(e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, Prerouting)
+	process(e, pkttest.GRE(t, server, pubIP, o3b, pkttest.GREOpt{}), wanIf, Prerouting)
 	clk.Advance(conntrack.DefaultGREReplied - time.Second)
 	e.Tick()
-	if v, _ := process(e, mkGRE(t, lanB, server, 503, greOpt{}), lanIf, Prerouting); v != Accept {
+	if v, _ := process(e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, Prerouting); v != Accept {
 		t.Fatal("replied call expired early")
 	}
 	clk.Advance(conntrack.DefaultGREReplied + time.Second)
@@ -235,8 +237,8 @@ func TestGRETimeoutsAndEviction(t *testing.T) {
 func TestNoAllocsGRE(t *testing.T) {
 	e, _ := newEngine(t, nil)
 	out := addCall(t, e, lanA, 40000, 7, 555)
-	outT := mkGRE(t, lanA, server, 555, greOpt{seq: u32p(1), payload: make([]byte, 1400)})
-	inT := mkGRE(t, server, pubIP, out, greOpt{seq: u32p(1), payload: make([]byte, 1400)})
+	outT := pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Payload: make([]byte, 1400)})
+	inT := pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Seq: u32p(1), Payload: make([]byte, 1400)})
 	buf := make([]byte, len(outT))
 	p := &Packet{Data: buf}
 	for name, f := range map[string]func(){
@@ -270,10 +272,10 @@ func TestNoAllocsGRE(t *testing.T) {
 func benchGRE(b *testing.B, inbound bool) {
 	e := NewEngine(EngineConfig{PublicIP: netip.AddrFrom4(pubIP), WANIf: wanIf, LANIfs: []uint32{lanIf}}, conntrack.SystemClock{})
 	out := addCall(b, e, lanA, 40000, 7, 555)
-	tmpl := mkGRE(b, lanA, server, 555, greOpt{seq: u32p(1), ack: u32p(1), payload: make([]byte, 1400)})
+	tmpl := pkttest.GRE(b, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(1), Payload: make([]byte, 1400)})
 	inIf := uint32(lanIf)
 	if inbound {
-		tmpl = mkGRE(b, server, pubIP, out, greOpt{seq: u32p(1), ack: u32p(1), payload: make([]byte, 1400)})
+		tmpl = pkttest.GRE(b, server, pubIP, out, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(1), Payload: make([]byte, 1400)})
 		inIf = wanIf
 	}
 	buf := make([]byte, len(tmpl))
@@ -298,8 +300,8 @@ var _ = wire.ControlPort
 func TestEngineConcurrent(t *testing.T) {
 	e, clk := newEngine(t, nil)
 	out := addCall(t, e, lanA, 40000, 7, 555)
-	outT := mkGRE(t, lanA, server, 555, greOpt{})
-	inT := mkGRE(t, server, pubIP, out, greOpt{})
+	outT := pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{})
+	inT := pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{})
 	done := make(chan struct{})
 	for _, tmpl := range [][]byte{outT, inT} {
 		go func() {
@@ -307,7 +309,7 @@ func TestEngineConcurrent(t *testing.T) {
 			for range 2000 {
 				b := append([]byte(nil), tmpl...)
 				inIf := uint32(lanIf)
-				if IPv4(b).DestinationAddress() == pubIP {
+				if pkt.IPv4(b).DestinationAddress() == pubIP {
 					inIf = wanIf
 				}
 				if v, r := e.Process(&Packet{Data: b, InIf: inIf}); v != Accept {
@@ -341,7 +343,7 @@ func TestDropSummaryLog(t *testing.T) {
 	})
 	e.Tick() // first summary: nothing dropped yet
 	for range 3 {
-		process(e, mkGRE(t, server, pubIP, 4, greOpt{}), wanIf, Prerouting)
+		process(e, pkttest.GRE(t, server, pubIP, 4, pkttest.GREOpt{}), wanIf, Prerouting)
 	}
 	e.Tick()
 	if buf.Len() != 0 {
@@ -358,3 +360,11 @@ func TestDropSummaryLog(t *testing.T) {
 		t.Fatalf("logged without new drops: %q", buf.String())
 	}
 }
+
+// Addresses shared by the engine tests.
+var (
+	lanA   = [4]byte{10, 0, 0, 2}
+	lanB   = [4]byte{10, 0, 0, 3}
+	pubIP  = [4]byte{203, 0, 113, 1}
+	server = [4]byte{198, 51, 100, 7}
+)

@@ -1,4 +1,4 @@
-package nat
+package pkt
 
 import "encoding/binary"
 

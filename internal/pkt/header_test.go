@@ -1,7 +1,9 @@
-package nat
+package pkt_test
 
 import (
 	"bytes"
+	"pptpgw/internal/pkt"
+	"pptpgw/internal/pkt/pkttest"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -17,12 +19,12 @@ var (
 
 func TestViewsAgainstGopacket(t *testing.T) {
 	for _, opts := range []bool{false, true} {
-		b := mkTCP(t, lanA, server, 40000, 1723, []byte("hello, pptp"), tcpOpt{syn: true, seq: 0x01020304, ackNum: 9, options: opts})
+		b := pkttest.TCP(t, lanA, server, 40000, 1723, []byte("hello, pptp"), pkttest.TCPOpt{SYN: true, Seq: 0x01020304, AckNum: 9, Options: opts})
 		p := gopacket.NewPacket(b, layers.LayerTypeIPv4, gopacket.Default)
 		gip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 		gtcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
 
-		ip := IPv4(b)
+		ip := pkt.IPv4(b)
 		if !ip.IsValid(len(b)) {
 			t.Fatal("IsValid")
 		}
@@ -35,13 +37,13 @@ func TestViewsAgainstGopacket(t *testing.T) {
 		if !ip.IsChecksumValid() || ip.CalculateChecksum() != gip.Checksum {
 			t.Fatal("IPv4 checksum")
 		}
-		tcp := TCP(ip.Payload())
+		tcp := pkt.TCP(ip.Payload())
 		if !tcp.IsValid() {
 			t.Fatal("TCP IsValid")
 		}
 		if tcp.SourcePort() != uint16(gtcp.SrcPort) || tcp.DestinationPort() != uint16(gtcp.DstPort) ||
 			tcp.SequenceNumber() != gtcp.Seq || tcp.AckNumber() != gtcp.Ack ||
-			tcp.DataOffset() != int(gtcp.DataOffset)*4 || tcp.Flags()&TCPFlagSyn == 0 ||
+			tcp.DataOffset() != int(gtcp.DataOffset)*4 || tcp.Flags()&pkt.TCPFlagSyn == 0 ||
 			tcp.Checksum() != gtcp.Checksum || !bytes.Equal(tcp.Payload(), gtcp.Payload) {
 			t.Fatalf("TCP view disagrees with gopacket: %+v", gtcp)
 		}
@@ -53,11 +55,11 @@ func TestViewsAgainstGopacket(t *testing.T) {
 }
 
 func TestSetAddressChecksumUpdate(t *testing.T) {
-	b := mkGRE(t, lanA, server, 5, greOpt{ipOptions: true})
-	ip := IPv4(b)
+	b := pkttest.GRE(t, lanA, server, 5, pkttest.GREOpt{IPOptions: true})
+	ip := pkt.IPv4(b)
 	ip.SetSourceAddressWithChecksumUpdate(pubIP)
 	ip.SetDestinationAddressWithChecksumUpdate(lanB)
-	want := mkGRE(t, pubIP, lanB, 5, greOpt{ipOptions: true})
+	want := pkttest.GRE(t, pubIP, lanB, 5, pkttest.GREOpt{IPOptions: true})
 	if !bytes.Equal(b, want) {
 		t.Fatalf("got  % x\nwant % x", b, want)
 	}
@@ -74,8 +76,8 @@ func TestFragmentFlags(t *testing.T) {
 		{0x2003, true, true, 24},  // middle
 		{0x0003, true, false, 24}, // last
 	} {
-		b := mkGRE(t, lanA, server, 5, greOpt{flagsFrag: tc.word})
-		ip := IPv4(b)
+		b := pkttest.GRE(t, lanA, server, 5, pkttest.GREOpt{FlagsFrag: tc.word})
+		ip := pkt.IPv4(b)
 		if ip.IsFragment() != tc.frag || ip.MoreFragments() != tc.more || ip.FragmentOffset() != tc.off {
 			t.Errorf("%#04x: frag %v more %v off %d", tc.word, ip.IsFragment(), ip.MoreFragments(), ip.FragmentOffset())
 		}
@@ -83,7 +85,7 @@ func TestFragmentFlags(t *testing.T) {
 }
 
 func TestIsValidRejects(t *testing.T) {
-	good := mkTCP(t, lanA, server, 1, 1723, []byte{1, 2, 3}, tcpOpt{})
+	good := pkttest.TCP(t, lanA, server, 1, 1723, []byte{1, 2, 3}, pkttest.TCPOpt{})
 	mut := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
 	for name, b := range map[string][]byte{
 		"empty":          nil,
@@ -95,16 +97,16 @@ func TestIsValidRejects(t *testing.T) {
 		"total<ihl":      mut(func(b []byte) []byte { b[2], b[3] = 0, 10; return b }),
 		"truncated-body": good[:len(good)-1],
 	} {
-		if IPv4(b).IsValid(len(b)) {
+		if pkt.IPv4(b).IsValid(len(b)) {
 			t.Errorf("%s: IsValid accepted", name)
 		}
 	}
 	// Trailing link padding beyond Total Length is fine.
 	padded := append(append([]byte(nil), good...), 0, 0)
-	if ip := IPv4(padded); !ip.IsValid(len(padded)) || len(ip.Payload()) != len(good)-20 {
+	if ip := pkt.IPv4(padded); !ip.IsValid(len(padded)) || len(ip.Payload()) != len(good)-20 {
 		t.Error("padded packet")
 	}
-	seg := TCP(IPv4(good).Payload())
+	seg := pkt.TCP(pkt.IPv4(good).Payload())
 	for name, b := range map[string][]byte{
 		"short":    seg[:19],
 		"doff<5":   append([]byte(nil), seg...),
@@ -116,7 +118,7 @@ func TestIsValidRejects(t *testing.T) {
 		case "doff>len":
 			b[12] = 0xf0
 		}
-		if TCP(b).IsValid() {
+		if pkt.TCP(b).IsValid() {
 			t.Errorf("TCP %s: IsValid accepted", name)
 		}
 	}
@@ -126,12 +128,12 @@ func TestIsValidRejects(t *testing.T) {
 // incremental address rewrite keeps the header checksum equal to a full
 // recomputation.
 func FuzzTCPIPViews(f *testing.F) {
-	f.Add(mkTCP(f, lanA, server, 40000, 1723, []byte("seed"), tcpOpt{syn: true, options: true}), uint32(0x01020304))
-	f.Add(mkGRE(f, lanA, server, 5, greOpt{ipOptions: true}), uint32(0xcb007101))
+	f.Add(pkttest.TCP(f, lanA, server, 40000, 1723, []byte("seed"), pkttest.TCPOpt{SYN: true, Options: true}), uint32(0x01020304))
+	f.Add(pkttest.GRE(f, lanA, server, 5, pkttest.GREOpt{IPOptions: true}), uint32(0xcb007101))
 	f.Add([]byte{0x45, 0, 0, 20}, uint32(0))
 	f.Fuzz(func(t *testing.T, b []byte, a uint32) {
 		addr := [4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}
-		ip := IPv4(b)
+		ip := pkt.IPv4(b)
 		if !ip.IsValid(len(b)) {
 			return
 		}
@@ -143,7 +145,7 @@ func FuzzTCPIPViews(f *testing.F) {
 		if ip.Checksum() != ip.CalculateChecksum() || !ip.IsChecksumValid() {
 			t.Fatalf("checksum %#04x, recomputed %#04x", ip.Checksum(), ip.CalculateChecksum())
 		}
-		seg := TCP(ip.Payload())
+		seg := pkt.TCP(ip.Payload())
 		if !seg.IsValid() {
 			return
 		}
@@ -154,7 +156,7 @@ func FuzzTCPIPViews(f *testing.F) {
 		seg.SetChecksum(seg.CalculateChecksum(src, dst))
 		if len(pl) > 0 {
 			i := int(addr[0]) % len(pl)
-			cs := UpdateByte(seg.Checksum(), seg.DataOffset()+i, pl[i], addr[1])
+			cs := pkt.UpdateByte(seg.Checksum(), seg.DataOffset()+i, pl[i], addr[1])
 			pl[i] = addr[1]
 			seg.SetChecksum(cs)
 			if !seg.IsChecksumValid(src, dst) {
