@@ -38,7 +38,9 @@ const (
 	IPv4FlagMoreFrags   = 0x2000
 	IPv4FlagDontFrag    = 0x4000
 	IPv4FragOffsetMask  = 0x1fff
+	IPv4ProtocolICMP    = 1
 	IPv4ProtocolTCP     = 6
+	IPv4ProtocolUDP     = 17
 	IPv4ProtocolGRE     = 47
 	ipv4Version         = 4
 )
