@@ -28,7 +28,7 @@ type Parsed struct {
 
 // Reasons of Parsed.Err.
 const (
-	ErrIPv4      = "ip_malformed"  // no whole IPv4 header, or Total Length beyond the bytes
+	ErrIPv4      = "ip_malformed"        // no whole IPv4 header, or Total Length beyond the bytes
 	ErrTransport = "transport_malformed" // a TCP/UDP/ICMP header that does not fit (for TCP: bad data offset)
 )
 
