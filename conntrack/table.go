@@ -40,28 +40,42 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// Default timeouts.
+// The gateway's defaults: the configuration (package rules) starts from
+// them and the engine falls back to them, so there is one set.
 const (
 	DefaultGREUnreplied = 30 * time.Second
 	DefaultGREReplied   = 180 * time.Second
-	DefaultControl      = time.Hour
+	DefaultControlIdle  = time.Hour
 	DefaultQuarantine   = 2 * time.Minute
+	DefaultHold         = 300 * time.Millisecond
+	// DefaultMaxCalls bounds the call table (and, separately, the control
+	// connection table).
+	DefaultMaxCalls = 65536
 	// ClosingTimeout is the idle timeout of a control connection after its
 	// calls were stopped (Stop-Control-Connection, FIN or RST): long enough
 	// for the remaining reply and FIN/ACK exchange to pass the helper.
 	ClosingTimeout = 10 * time.Second
-	// DefaultMaxCalls bounds the call table (and, separately, the control
-	// connection table) when the configuration gives no maximum.
-	DefaultMaxCalls = 4096
 )
 
-// Timeouts are the idle timeouts per state. Zero fields take the defaults;
-// a negative Quarantine disables quarantine.
+// Timeouts are the gateway's timeouts: the `timeouts:` block of the
+// configuration (YAML durations such as "30s") and what the table and the
+// engine run with, one type for both. Zero fields take the defaults
+// (WithDefaults); a negative CallIDQuarantine disables quarantine.
 type Timeouts struct {
-	GREUnreplied time.Duration // call established, GRE not yet seen in both directions (default 30s)
-	GREReplied   time.Duration // GRE seen in both directions (default 180s)
-	Control      time.Duration // idle control connection (no segment, no GRE of its calls); calls waiting for their reply (default 1h)
-	Quarantine   time.Duration // how long nat holds a released outside call ID back (default 2m)
+	// GREUnreplied: a call set up (OCRP/ICCN) whose GRE was not yet seen in
+	// both directions.
+	GREUnreplied time.Duration `yaml:"gre_unreplied"`
+	// GREReplied: a call whose GRE was seen in both directions.
+	GREReplied time.Duration `yaml:"gre_replied"`
+	// ControlIdle: a control connection with no segment and no GRE of its
+	// calls (Echo counts); also a call still waiting for its reply.
+	ControlIdle time.Duration `yaml:"control_idle"`
+	// CallIDQuarantine: how long nat holds a released outside call ID back
+	// before it hands it out again.
+	CallIDQuarantine time.Duration `yaml:"call_id_quarantine"`
+	// Hold: how long nat holds a control segment that ends inside a call-ID
+	// field, waiting for the rest, before it lets it go unmodified.
+	Hold time.Duration `yaml:"hold"`
 }
 
 // WithDefaults returns t with zero fields replaced by the defaults.
@@ -72,20 +86,23 @@ func (t Timeouts) WithDefaults() Timeouts {
 	if t.GREReplied <= 0 {
 		t.GREReplied = DefaultGREReplied
 	}
-	if t.Control <= 0 {
-		t.Control = DefaultControl
+	if t.ControlIdle <= 0 {
+		t.ControlIdle = DefaultControlIdle
 	}
-	if t.Quarantine == 0 {
-		t.Quarantine = DefaultQuarantine
+	if t.CallIDQuarantine == 0 {
+		t.CallIDQuarantine = DefaultQuarantine
 	}
-	if t.Quarantine < 0 {
-		t.Quarantine = 0
+	if t.CallIDQuarantine < 0 {
+		t.CallIDQuarantine = 0
+	}
+	if t.Hold <= 0 {
+		t.Hold = DefaultHold
 	}
 	return t
 }
 
-// ConnKey identifies a control connection by its inside 4-tuple.
-type ConnKey struct {
+// ControlKey identifies a control connection by its inside 4-tuple.
+type ControlKey struct {
 	InsideIP, PeerIP     [4]byte
 	InsidePort, PeerPort uint16
 }
@@ -144,10 +161,10 @@ var (
 	ErrNoCall     = errors.New("conntrack: no such call")
 )
 
-// Conn is a tracked control connection. Exported fields are set at creation
+// Control is a tracked control connection. Exported fields are set at creation
 // and never change; the rest is guarded by the Table.
-type Conn struct {
-	Key      ConnKey
+type Control struct {
+	Key      ControlKey
 	PublicIP [4]byte
 	// Forward: the inside party is a server reached through a port forward
 	// (the peer opened the connection).
@@ -166,7 +183,7 @@ type Conn struct {
 // Call is a tracked call. Exported identity fields never change after
 // creation, except PeerCallID which is set once by Establish.
 type Call struct {
-	conn                       *Conn
+	conn                       *Control
 	InsideIP, PublicIP, PeerIP [4]byte
 	InsideCallID               uint16
 	OutsideCallID              uint16
@@ -207,7 +224,7 @@ type Table struct {
 	onRemove func(*Call, string)
 
 	mu    sync.Mutex
-	conns *simplelru.LRU[ConnKey, *Conn]
+	conns *simplelru.LRU[ControlKey, *Control]
 	calls *simplelru.LRU[InKey, *Call] // primary store and inbound index
 	out   map[OutKey]*Call             // outbound index (established calls only)
 	// reason is the removal reason passed to the eviction callbacks; empty
@@ -235,7 +252,7 @@ func New(cfg Config, clk Clock) *Table {
 	}
 	// NewLRU only fails for size <= 0, excluded above.
 	t.calls, _ = simplelru.NewLRU[InKey, *Call](cfg.MaxCalls, t.callEvicted)
-	t.conns, _ = simplelru.NewLRU[ConnKey, *Conn](cfg.MaxConns, t.connEvicted)
+	t.conns, _ = simplelru.NewLRU[ControlKey, *Control](cfg.MaxConns, t.connEvicted)
 	return t
 }
 
@@ -271,7 +288,7 @@ func (t *Table) callEvicted(_ InKey, c *Call) {
 }
 
 // connEvicted is the single exit path of a control connection. t.mu is held.
-func (t *Table) connEvicted(_ ConnKey, cn *Conn) {
+func (t *Table) connEvicted(_ ControlKey, cn *Control) {
 	if t.reason == "" {
 		t.stats.ConnsEvicted++
 	}
@@ -295,7 +312,7 @@ func (t *Table) removeCall(c *Call, reason string) {
 	t.reason = saved
 }
 
-func (t *Table) removeConn(cn *Conn, reason string) {
+func (t *Table) removeConn(cn *Control, reason string) {
 	saved := t.reason
 	t.reason = reason
 	t.conns.Remove(cn.Key)
@@ -309,43 +326,43 @@ func (t *Table) callTimeout(c *Call) time.Duration {
 	case CallReplied:
 		return t.to.GREReplied
 	}
-	return t.to.Control
+	return t.to.ControlIdle
 }
 
-func (t *Table) connTimeout(cn *Conn) time.Duration {
+func (t *Table) connTimeout(cn *Control) time.Duration {
 	if cn.closing {
-		return min(ClosingTimeout, t.to.Control)
+		return min(ClosingTimeout, t.to.ControlIdle)
 	}
-	return t.to.Control
+	return t.to.ControlIdle
 }
 
 func (t *Table) callExpired(c *Call, now time.Time) bool {
 	return now.Sub(c.lastSeen) > t.callTimeout(c)
 }
 
-func (t *Table) connExpired(cn *Conn, now time.Time) bool {
+func (t *Table) connExpired(cn *Control, now time.Time) bool {
 	return now.Sub(cn.lastSeen) > t.connTimeout(cn)
 }
 
 // ---- control connections ----
 
-// AddConn starts tracking a control connection, replacing (and removing the
+// AddControl starts tracking a control connection, replacing (and removing the
 // calls of) any connection with the same key.
-func (t *Table) AddConn(k ConnKey, publicIP [4]byte, forward bool) *Conn {
+func (t *Table) AddControl(k ControlKey, publicIP [4]byte, forward bool) *Control {
 	now := t.clk.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.conns.Peek(k); ok {
 		t.removeConn(old, ReasonReplaced)
 	}
-	cn := &Conn{Key: k, PublicIP: publicIP, Forward: forward, Created: now, lastSeen: now}
+	cn := &Control{Key: k, PublicIP: publicIP, Forward: forward, Created: now, lastSeen: now}
 	t.conns.Add(k, cn)
 	return cn
 }
 
-// LookupConn finds a control connection and marks it active. An idle-expired
+// LookupControl finds a control connection and marks it active. An idle-expired
 // connection is removed (with its calls) and not returned.
-func (t *Table) LookupConn(k ConnKey) (*Conn, bool) {
+func (t *Table) LookupControl(k ControlKey) (*Control, bool) {
 	now := t.clk.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -362,8 +379,8 @@ func (t *Table) LookupConn(k ConnKey) (*Conn, bool) {
 	return cn, true
 }
 
-// RemoveConn stops tracking cn and its calls.
-func (t *Table) RemoveConn(cn *Conn, reason string) {
+// RemoveControl stops tracking cn and its calls.
+func (t *Table) RemoveControl(cn *Control, reason string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if cn.dead {
@@ -372,9 +389,9 @@ func (t *Table) RemoveConn(cn *Conn, reason string) {
 	t.removeConn(cn, reason)
 }
 
-// StopConn removes all calls of cn and lets cn itself expire after
+// StopControl removes all calls of cn and lets cn itself expire after
 // ClosingTimeout (Stop-Control-Connection, FIN, RST).
-func (t *Table) StopConn(cn *Conn) {
+func (t *Table) StopControl(cn *Control) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for len(cn.calls) > 0 {
@@ -385,7 +402,7 @@ func (t *Table) StopConn(cn *Conn) {
 
 // RefreshCalls marks cn and all its calls active now: a control-channel Echo
 // keeps the calls of that control connection alive.
-func (t *Table) RefreshCalls(cn *Conn) {
+func (t *Table) RefreshCalls(cn *Control) {
 	now := t.clk.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -405,7 +422,7 @@ func (t *Table) RefreshCalls(cn *Conn) {
 // AddCall tracks a new call of cn in state CallRequested: the inside host's
 // call ID insideID is seen by the peer as outsideID. The caller (nat) owns
 // outsideID's allocation; OnCallRemoved hands it back.
-func (t *Table) AddCall(cn *Conn, insideID, outsideID uint16) error {
+func (t *Table) AddCall(cn *Control, insideID, outsideID uint16) error {
 	now := t.clk.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -435,7 +452,7 @@ func (t *Table) AddCall(cn *Conn, insideID, outsideID uint16) error {
 	return nil
 }
 
-func (cn *Conn) byInside(id uint16) *Call {
+func (cn *Control) byInside(id uint16) *Call {
 	for _, c := range cn.calls {
 		if c.InsideCallID == id {
 			return c
@@ -444,7 +461,7 @@ func (cn *Conn) byInside(id uint16) *Call {
 	return nil
 }
 
-func (cn *Conn) byOutside(id uint16) *Call {
+func (cn *Control) byOutside(id uint16) *Call {
 	for _, c := range cn.calls {
 		if c.OutsideCallID == id {
 			return c
@@ -454,7 +471,7 @@ func (cn *Conn) byOutside(id uint16) *Call {
 }
 
 // OutsideOf returns the outside call ID of cn's call with inside ID id.
-func (t *Table) OutsideOf(cn *Conn, id uint16) (uint16, bool) {
+func (t *Table) OutsideOf(cn *Control, id uint16) (uint16, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if c := cn.byInside(id); c != nil {
@@ -464,7 +481,7 @@ func (t *Table) OutsideOf(cn *Conn, id uint16) (uint16, bool) {
 }
 
 // InsideOf returns the inside call ID of cn's call with outside ID id.
-func (t *Table) InsideOf(cn *Conn, id uint16) (uint16, bool) {
+func (t *Table) InsideOf(cn *Control, id uint16) (uint16, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if c := cn.byOutside(id); c != nil {
@@ -477,7 +494,7 @@ func (t *Table) InsideOf(cn *Conn, id uint16) (uint16, bool) {
 // the outbound GRE index: the call is set up and GRE may flow. A different
 // call holding the same outbound key (the peer reused its call ID before we
 // saw the old call's clear) is removed.
-func (t *Table) Establish(cn *Conn, insideID, peerID uint16) error {
+func (t *Table) Establish(cn *Control, insideID, peerID uint16) error {
 	now := t.clk.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -507,7 +524,7 @@ func (t *Table) Establish(cn *Conn, insideID, peerID uint16) error {
 }
 
 // RemoveCall removes cn's call with inside ID insideID.
-func (t *Table) RemoveCall(cn *Conn, insideID uint16, reason string) bool {
+func (t *Table) RemoveCall(cn *Control, insideID uint16, reason string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := cn.byInside(insideID)

@@ -27,14 +27,14 @@ func newTable(t *testing.T, cfg Config) (*Table, *FakeClock, *[]removal) {
 	return New(cfg, clk), clk, &rm
 }
 
-func connKey(ip [4]byte, port uint16) ConnKey {
-	return ConnKey{InsideIP: ip, PeerIP: peer, InsidePort: port, PeerPort: 1723}
+func connKey(ip [4]byte, port uint16) ControlKey {
+	return ControlKey{InsideIP: ip, PeerIP: peer, InsidePort: port, PeerPort: 1723}
 }
 
 // setup adds a conn with one established call inside 7 -> outside 1000, peer 55.
-func setup(t *testing.T, tb *Table) *Conn {
+func setup(t *testing.T, tb *Table) *Control {
 	t.Helper()
-	cn := tb.AddConn(connKey(inside, 40000), public, false)
+	cn := tb.AddControl(connKey(inside, 40000), public, false)
 	if err := tb.AddCall(cn, 7, 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +59,11 @@ func TestFakeClock(t *testing.T) {
 
 func TestTimeoutsDefaults(t *testing.T) {
 	got := Timeouts{}.WithDefaults()
-	want := Timeouts{30 * time.Second, 180 * time.Second, time.Hour, 2 * time.Minute}
+	want := Timeouts{30 * time.Second, 180 * time.Second, time.Hour, 2 * time.Minute, 300 * time.Millisecond}
 	if got != want {
 		t.Fatalf("got %+v want %+v", got, want)
 	}
-	if q := (Timeouts{Quarantine: -1}).WithDefaults().Quarantine; q != 0 {
+	if q := (Timeouts{CallIDQuarantine: -1}).WithDefaults().CallIDQuarantine; q != 0 {
 		t.Fatalf("negative quarantine => %v, want 0", q)
 	}
 }
@@ -72,10 +72,10 @@ func TestLookupBothDirections(t *testing.T) {
 	tb, _, _ := newTable(t, Config{})
 	cn := setup(t, tb)
 
-	if got, ok := tb.LookupConn(connKey(inside, 40000)); !ok || got != cn {
+	if got, ok := tb.LookupControl(connKey(inside, 40000)); !ok || got != cn {
 		t.Fatal("LookupConn")
 	}
-	if _, ok := tb.LookupConn(connKey(inside, 40001)); ok {
+	if _, ok := tb.LookupControl(connKey(inside, 40001)); ok {
 		t.Fatal("LookupConn other port matched")
 	}
 	if o, ok := tb.OutsideOf(cn, 7); !ok || o != 1000 {
@@ -111,7 +111,7 @@ func TestLookupBothDirections(t *testing.T) {
 
 func TestRequestedCallHasNoGRE(t *testing.T) {
 	tb, _, _ := newTable(t, Config{})
-	cn := tb.AddConn(connKey(inside, 1), public, false)
+	cn := tb.AddControl(connKey(inside, 1), public, false)
 	if err := tb.AddCall(cn, 7, 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -197,12 +197,12 @@ func TestControlTimeoutAndClosing(t *testing.T) {
 	tb, clk, rm := newTable(t, Config{})
 	cn := setup(t, tb)
 	k := cn.Key
-	clk.Advance(DefaultControl - time.Second)
-	if _, ok := tb.LookupConn(k); !ok {
+	clk.Advance(DefaultControlIdle - time.Second)
+	if _, ok := tb.LookupControl(k); !ok {
 		t.Fatal("conn expired early")
 	}
-	clk.Advance(DefaultControl + time.Second)
-	if _, ok := tb.LookupConn(k); ok {
+	clk.Advance(DefaultControlIdle + time.Second)
+	if _, ok := tb.LookupControl(k); ok {
 		t.Fatal("conn not expired")
 	}
 	if len(*rm) != 1 || (*rm)[0].reason != ReasonConnRemoved {
@@ -213,7 +213,7 @@ func TestControlTimeoutAndClosing(t *testing.T) {
 	}
 
 	cn = setup(t, tb)
-	tb.StopConn(cn)
+	tb.StopControl(cn)
 	if _, calls := tb.Len(); calls != 0 {
 		t.Fatal("StopConn left calls")
 	}
@@ -221,7 +221,7 @@ func TestControlTimeoutAndClosing(t *testing.T) {
 		t.Fatalf("removals %v", *rm)
 	}
 	clk.Advance(ClosingTimeout - time.Second)
-	if _, ok := tb.LookupConn(k); !ok {
+	if _, ok := tb.LookupControl(k); !ok {
 		t.Fatal("closing conn gone early")
 	}
 	clk.Advance(ClosingTimeout + time.Second)
@@ -232,7 +232,7 @@ func TestControlTimeoutAndClosing(t *testing.T) {
 
 func TestLRUEviction(t *testing.T) {
 	tb, _, rm := newTable(t, Config{MaxCalls: 3})
-	cn := tb.AddConn(connKey(inside, 1), public, false)
+	cn := tb.AddControl(connKey(inside, 1), public, false)
 	for i := range uint16(3) {
 		if err := tb.AddCall(cn, 10+i, 100+i); err != nil {
 			t.Fatal(err)
@@ -272,7 +272,7 @@ func TestLRUEviction(t *testing.T) {
 func TestConnEvictionRemovesCalls(t *testing.T) {
 	tb, _, rm := newTable(t, Config{MaxCalls: 10, MaxConns: 1})
 	setup(t, tb)
-	tb.AddConn(connKey(inside2, 2), public, false)
+	tb.AddControl(connKey(inside2, 2), public, false)
 	if len(*rm) != 1 || (*rm)[0] != (removal{1000, ReasonConnRemoved}) {
 		t.Fatalf("removals %v", *rm)
 	}
@@ -288,7 +288,7 @@ func TestReplaceConnAndOutKey(t *testing.T) {
 	tb, _, rm := newTable(t, Config{})
 	cn := setup(t, tb)
 	// A second call on another conn, same inside host, whose peer reuses call ID 55.
-	cn2 := tb.AddConn(connKey(inside, 40001), public, false)
+	cn2 := tb.AddControl(connKey(inside, 40001), public, false)
 	if err := tb.AddCall(cn2, 8, 1001); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestReplaceConnAndOutKey(t *testing.T) {
 		t.Fatal("replaced call still on its conn")
 	}
 	// Same 4-tuple again (port reuse): the old conn and its calls go.
-	tb.AddConn(cn2.Key, public, false)
+	tb.AddControl(cn2.Key, public, false)
 	if len(*rm) != 2 || (*rm)[1] != (removal{1001, ReasonConnRemoved}) {
 		t.Fatalf("removals %v", *rm)
 	}
@@ -334,7 +334,7 @@ func TestConcurrent(t *testing.T) {
 			defer wg.Done()
 			ip := [4]byte{10, 0, 1, byte(w)}
 			for i := range 200 {
-				cn := tb.AddConn(ConnKey{ip, peer, uint16(i), 1723}, public, false)
+				cn := tb.AddControl(ControlKey{ip, peer, uint16(i), 1723}, public, false)
 				id := uint16(w*1000 + i)
 				if err := tb.AddCall(cn, id, id); err != nil && err != ErrConnGone {
 					t.Error(fmt.Sprint(err))
@@ -359,7 +359,7 @@ func TestConcurrent(t *testing.T) {
 
 func BenchmarkOutbound(b *testing.B) {
 	tb := New(Config{}, SystemClock{})
-	cn := tb.AddConn(connKey(inside, 1), public, false)
+	cn := tb.AddControl(connKey(inside, 1), public, false)
 	tb.AddCall(cn, 7, 1000)
 	tb.Establish(cn, 7, 55)
 	k := OutKey{inside, peer, 55}
@@ -378,7 +378,7 @@ func TestGREKeepsControlAlive(t *testing.T) {
 		tb.Inbound(InKey{public, peer, 1000}, 1)
 		tb.Sweep()
 	}
-	if _, ok := tb.LookupConn(cn.Key); !ok || len(*rm) != 0 {
+	if _, ok := tb.LookupControl(cn.Key); !ok || len(*rm) != 0 {
 		t.Fatalf("control connection of a live call expired: %v", *rm)
 	}
 }

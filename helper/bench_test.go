@@ -12,7 +12,7 @@ import (
 func BenchmarkProcessEcho(b *testing.B) {
 	m := newFakeMapper()
 	m.noRecord = true
-	c := NewConn(m, Config{Strict: true})
+	c := NewTranslator(m, Config{Strict: true})
 	c.Process(Outbound, 0, true, false, false, nil)
 	echo := (&wire.EchoRQ{ID: 1}).Append(nil)
 	seq := uint32(1)
@@ -26,10 +26,10 @@ func BenchmarkProcessEcho(b *testing.B) {
 
 // rewriteConn returns an inbound connection that knows one call, and a
 // WAN-Error-Notify for it whose Peer's Call ID the connection rewrites.
-func rewriteConn() (*Conn, []byte) {
+func rewriteConn() (*Translator, []byte) {
 	m := newFakeMapper()
 	m.noRecord = true
-	c := NewConn(m, Config{Strict: true})
+	c := NewTranslator(m, Config{Strict: true})
 	c.Process(Inbound, 0, true, false, false, nil)
 	m.AllocOutside(0x0101)
 	return c, (&wire.WEN{PeerCallID: 0x0101 ^ 0xFFFF}).Append(nil)
@@ -91,7 +91,7 @@ func BenchmarkConversation(b *testing.B) {
 	for b.Loop() {
 		m := newFakeMapper()
 		m.noRecord = true
-		c := NewConn(m, Config{Strict: true})
+		c := NewTranslator(m, Config{Strict: true})
 		seq := cv.isn
 		for d := range 2 {
 			c.Process(Dir(d), seq[d], true, false, false, nil)

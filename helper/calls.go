@@ -19,7 +19,7 @@ import (
 
 // complete runs the state machine for the message just completed in s.
 // After ControlStopped there are no calls left to report on.
-func (c *Conn) complete(s *stream, dir Dir) {
+func (c *Translator) complete(s *stream, dir Dir) {
 	if c.stopped {
 		return
 	}
@@ -36,12 +36,12 @@ func (c *Conn) complete(s *stream, dir Dir) {
 			if !s.fieldOK {
 				return
 			}
-			c.setCall(call{inside: s.fieldOld, outside: s.fieldNew, hasInside: true, state: StateRequested})
+			c.setCall(call{inside: s.fieldOld, outside: s.fieldNew, hasInside: true, state: PhaseRequested})
 			c.m.Event(Event{Kind: CallRequested, Msg: t, InsideID: s.fieldOld, OutsideID: s.fieldNew})
 			return
 		}
 		peer := u16(12)
-		c.setCall(call{peer: peer, hasPeer: true, state: StateRequested})
+		c.setCall(call{peer: peer, hasPeer: true, state: PhaseRequested})
 		c.m.Event(Event{Kind: CallRequested, Msg: t, PeerID: peer})
 	case wire.OutgoingCallReply, wire.IncomingCallReply:
 		res := k[16]
@@ -69,12 +69,12 @@ func (c *Conn) complete(s *stream, dir Dir) {
 			ev.Kind = CallFailed
 			c.m.Event(ev)
 		case t == wire.OutgoingCallReply:
-			cl.state = StateEstablished
+			cl.state = PhaseConnected
 			c.putCall(idx, cl)
 			ev.Kind = CallEstablished
 			c.m.Event(ev)
 		default: // ICRP "connect": the call is up once the PAC sends ICCN
-			cl.state = StateReplied
+			cl.state = PhaseAnswered
 			c.putCall(idx, cl)
 		}
 	case wire.IncomingCallConnected:
@@ -91,7 +91,7 @@ func (c *Conn) complete(s *stream, dir Dir) {
 			return
 		}
 		cl := &c.calls[idx]
-		cl.state = StateEstablished
+		cl.state = PhaseConnected
 		c.m.Event(Event{Kind: CallEstablished, Msg: t, InsideID: cl.inside, OutsideID: cl.outside, PeerID: cl.peer})
 	case wire.CallClearRequest, wire.CallDisconnectNotify:
 		var idx int
@@ -117,9 +117,9 @@ func (c *Conn) complete(s *stream, dir Dir) {
 		}
 		if idx >= 0 {
 			ev.PeerID = c.calls[idx].peer
-			already := c.calls[idx].state == StateClearing
+			already := c.calls[idx].state == PhaseClearing
 			if t == wire.CallClearRequest {
-				c.calls[idx].state = StateClearing
+				c.calls[idx].state = PhaseClearing
 			} else {
 				c.removeCall(idx)
 			}
@@ -132,7 +132,7 @@ func (c *Conn) complete(s *stream, dir Dir) {
 }
 
 // stop reports ControlStopped once and forgets all calls.
-func (c *Conn) stop(t wire.MsgType) {
+func (c *Translator) stop(t wire.MsgType) {
 	if c.stopped {
 		return
 	}
@@ -144,7 +144,7 @@ func (c *Conn) stop(t wire.MsgType) {
 	c.m.Event(Event{Kind: ControlStopped, Msg: t})
 }
 
-func (c *Conn) findInside(id uint16) int {
+func (c *Translator) findInside(id uint16) int {
 	for i := range c.calls {
 		if c.calls[i].hasInside && c.calls[i].inside == id {
 			return i
@@ -153,7 +153,7 @@ func (c *Conn) findInside(id uint16) int {
 	return -1
 }
 
-func (c *Conn) findPeer(id uint16) int {
+func (c *Translator) findPeer(id uint16) int {
 	for i := range c.calls {
 		if c.calls[i].hasPeer && c.calls[i].peer == id {
 			return i
@@ -164,7 +164,7 @@ func (c *Conn) findPeer(id uint16) int {
 
 // setCall records a new call, replacing one with the same ID (a repeated
 // request).
-func (c *Conn) setCall(cl call) {
+func (c *Translator) setCall(cl call) {
 	idx := -1
 	if cl.hasInside {
 		idx = c.findInside(cl.inside)
@@ -174,7 +174,7 @@ func (c *Conn) setCall(cl call) {
 	c.putCall(idx, cl)
 }
 
-func (c *Conn) putCall(idx int, cl call) {
+func (c *Translator) putCall(idx int, cl call) {
 	if idx >= 0 {
 		c.calls[idx] = cl
 		return
@@ -185,7 +185,7 @@ func (c *Conn) putCall(idx int, cl call) {
 	c.calls = append(c.calls, cl)
 }
 
-func (c *Conn) removeCall(idx int) {
+func (c *Translator) removeCall(idx int) {
 	if idx < 0 {
 		return
 	}
@@ -196,7 +196,7 @@ func (c *Conn) removeCall(idx int) {
 }
 
 // forget remembers the translation of a call being removed, if it has one.
-func (c *Conn) forget(cl call) {
+func (c *Translator) forget(cl call) {
 	if !cl.hasInside {
 		return
 	}
@@ -207,7 +207,7 @@ func (c *Conn) forget(cl call) {
 
 // recall returns the outside ID of the inside call ID insideID from the
 // Conn's own memory: a tracked call, else the most recently forgotten one.
-func (c *Conn) recall(insideID uint16) (uint16, bool) {
+func (c *Translator) recall(insideID uint16) (uint16, bool) {
 	if i := c.findInside(insideID); i >= 0 {
 		return c.calls[i].outside, true
 	}
@@ -221,7 +221,7 @@ func (c *Conn) recall(insideID uint16) (uint16, bool) {
 }
 
 // Call reports the state of the call whose inside ID is insideID.
-func (c *Conn) Call(insideID uint16) (CallState, bool) {
+func (c *Translator) Call(insideID uint16) (Phase, bool) {
 	if i := c.findInside(insideID); i >= 0 {
 		return c.calls[i].state, true
 	}
@@ -229,4 +229,4 @@ func (c *Conn) Call(insideID uint16) (CallState, bool) {
 }
 
 // NumCalls returns how many calls the Conn tracks.
-func (c *Conn) NumCalls() int { return len(c.calls) }
+func (c *Translator) NumCalls() int { return len(c.calls) }

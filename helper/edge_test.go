@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp/wire"
 )
 
@@ -36,7 +37,7 @@ func TestRetransmission(t *testing.T) {
 	evs := len(r.m.events)
 	p := ocrq.wireIn()
 	res := r.process(Outbound, seq0, false, p)
-	if res.Verdict != Accept || res.Reason != ReasonRetransmission || !bytes.Equal(p, ocrq.want()) {
+	if res.Verdict != pkt.Accept || res.Reason != ReasonRetransmission || !bytes.Equal(p, ocrq.want()) {
 		t.Fatalf("resend: %+v\n% x\nwant\n% x", res, p, ocrq.want())
 	}
 	if len(res.Patches) != 6 { // three call IDs, two bytes each
@@ -49,7 +50,7 @@ func TestRetransmission(t *testing.T) {
 	p = append(tail, sli.wireIn()...)
 	res = r.process(Outbound, seq0+100, false, p)
 	want := append(ocrq.want()[100:], sli.want()...)
-	if res.Verdict != Accept || res.Reason != "" || !bytes.Equal(p, want) {
+	if res.Verdict != pkt.Accept || res.Reason != ReasonNone || !bytes.Equal(p, want) {
 		t.Fatalf("overlap: %+v\n% x\nwant\n% x", res, p, want)
 	}
 	if len(r.m.events) != evs {
@@ -59,7 +60,7 @@ func TestRetransmission(t *testing.T) {
 	ocrp := cv.turns[3]
 	p = ocrp.wireIn()
 	res = r.process(Inbound, r.seq[Inbound]-uint32(len(p)), false, p)
-	if res.Verdict != Accept || !bytes.Equal(p, ocrp.want()) {
+	if res.Verdict != pkt.Accept || !bytes.Equal(p, ocrp.want()) {
 		t.Fatalf("inbound resend: %+v", res)
 	}
 }
@@ -70,7 +71,7 @@ func TestOutOfOrder(t *testing.T) {
 	ocrq := cv.turns[2].wireIn()
 	seq := r.seq[Outbound]
 	res := r.process(Outbound, seq+10, false, ocrq[10:])
-	if res.Verdict != Drop || res.Reason != ReasonOutOfOrder || len(res.Patches) != 0 {
+	if res.Verdict != pkt.Drop || res.Reason != ReasonOutOfOrder || len(res.Patches) != 0 {
 		t.Fatalf("gap: %+v", res)
 	}
 	if !bytes.Equal(ocrq[10:], cv.turns[2].wireIn()[10:]) {
@@ -78,7 +79,7 @@ func TestOutOfOrder(t *testing.T) {
 	}
 	// The stream is where it was: in-order data still works.
 	p := cv.turns[2].wireIn()
-	if res := r.process(Outbound, seq, false, p); res.Verdict != Accept || !bytes.Equal(p, cv.turns[2].want()) {
+	if res := r.process(Outbound, seq, false, p); res.Verdict != pkt.Accept || !bytes.Equal(p, cv.turns[2].want()) {
 		t.Fatalf("in order after gap: %+v", res)
 	}
 }
@@ -94,16 +95,16 @@ func TestHold(t *testing.T) {
 		seq := r.seq[Outbound]
 		a, b := fresh(), fresh()
 		res := r.process(Outbound, seq, false, a[:cut])
-		if res.Verdict != Hold || res.Reason != ReasonSplitCallID || !r.c.Held(Outbound) {
+		if res.Verdict != pkt.Hold || res.Reason != ReasonSplitCallID || !r.c.Held(Outbound) {
 			t.Fatalf("first part: %+v", res)
 		}
 		// A copy of the held segment is dropped.
 		dup := fresh()
-		if res := r.c.Process(Outbound, seq, false, false, false, dup[:cut]); res.Verdict != Drop || res.Reason != ReasonHeldDuplicate {
+		if res := r.c.Process(Outbound, seq, false, false, false, dup[:cut]); res.Verdict != pkt.Drop || res.Reason != ReasonHeldDuplicate {
 			t.Fatalf("duplicate: %+v", res)
 		}
 		res = r.process(Outbound, seq+cut, false, b[cut:])
-		if res.Verdict != Accept || !res.Released || len(res.ReleasedPatches) != 1 || res.ReleasedPatches[0].Off != 12 {
+		if res.Verdict != pkt.Accept || !res.Released || len(res.ReleasedPatches) != 1 || res.ReleasedPatches[0].Off != 12 {
 			t.Fatalf("second part: %+v", res)
 		}
 		got := append(a[:cut:cut], b[cut:]...)
@@ -119,7 +120,7 @@ func TestHold(t *testing.T) {
 		r.process(Outbound, seq, false, a[:cut])
 		all := fresh()
 		res := r.process(Outbound, seq, false, all)
-		if res.Verdict != Accept || !res.Released || !bytes.Equal(all, ocrq.want()) || !bytes.Equal(a[:cut], ocrq.want()[:cut]) {
+		if res.Verdict != pkt.Accept || !res.Released || !bytes.Equal(all, ocrq.want()) || !bytes.Equal(a[:cut], ocrq.want()[:cut]) {
 			t.Fatalf("collapsed: %+v\n% x", res, all)
 		}
 	})
@@ -132,7 +133,7 @@ func TestHold(t *testing.T) {
 		}
 		r.held[Outbound] = nil // the caller dropped it
 		a := fresh()
-		if res := r.process(Outbound, seq, false, a[:cut]); res.Verdict != Hold {
+		if res := r.process(Outbound, seq, false, a[:cut]); res.Verdict != pkt.Hold {
 			t.Fatalf("resend of the expired segment: %+v", res)
 		}
 		b := fresh()
@@ -153,19 +154,19 @@ func TestHold(t *testing.T) {
 		r.held[Outbound] = nil
 		b := fresh()
 		res := r.process(Outbound, seq+cut, false, b[cut:])
-		if res.Verdict != Accept || res.Released || !bytes.Equal(b[cut:], ocrq.want()[cut:]) {
+		if res.Verdict != pkt.Accept || res.Released || !bytes.Equal(b[cut:], ocrq.want()[cut:]) {
 			t.Fatalf("continue: %+v", res)
 		}
 		a := fresh()
 		res = r.process(Outbound, seq, false, a[:cut])
-		if res.Verdict != Accept || res.Reason != ReasonRetransmission || !bytes.Equal(a[:cut], ocrq.want()[:cut]) {
+		if res.Verdict != pkt.Accept || res.Reason != ReasonRetransmission || !bytes.Equal(a[:cut], ocrq.want()[:cut]) {
 			t.Fatalf("resend: %+v", res)
 		}
 	})
 }
 
 // corrupt returns an Echo-Request damaged in one way.
-func corrupt(kind string) []byte {
+func corrupt(kind Reason) []byte {
 	b := (&wire.EchoRQ{ID: 9}).Append(nil)
 	switch kind {
 	case ReasonBadMagic:
@@ -182,11 +183,11 @@ func corrupt(kind string) []byte {
 
 func TestMalformed(t *testing.T) {
 	cv := pnsInside()
-	for _, kind := range []string{ReasonBadMagic, ReasonBadLength, ReasonUnknownType, ReasonNotControl} {
+	for _, kind := range []Reason{ReasonBadMagic, ReasonBadLength, ReasonUnknownType, ReasonNotControl} {
 		for _, strict := range []bool{true, false} {
-			name := kind + "/lenient"
+			name := kind.String() + "/lenient"
 			if strict {
-				name = kind + "/strict"
+				name = kind.String() + "/strict"
 			}
 			t.Run(name, func(t *testing.T) {
 				r := start(t, cv, Config{Strict: strict}, 2)
@@ -203,18 +204,18 @@ func TestMalformed(t *testing.T) {
 				}
 				next := cv.turns[2].wireIn() // OCRQs
 				if strict {
-					if res.Verdict != Drop {
+					if res.Verdict != pkt.Drop {
 						t.Fatalf("strict: %+v", res)
 					}
 					// Every resend is dropped the same way; nothing moves on.
-					if res := r.process(Outbound, seq, false, bytes.Clone(orig)); res.Verdict != Drop || res.Reason != kind {
+					if res := r.process(Outbound, seq, false, bytes.Clone(orig)); res.Verdict != pkt.Drop || res.Reason != kind {
 						t.Fatalf("strict resend: %+v", res)
 					}
-					if res := r.process(Outbound, seq+uint32(len(seg)), false, next); res.Verdict != Drop {
+					if res := r.process(Outbound, seq+uint32(len(seg)), false, next); res.Verdict != pkt.Drop {
 						t.Fatalf("strict later data: %+v", res)
 					}
 					// The good message alone (resent) still passes.
-					if res := r.process(Outbound, seq, false, bytes.Clone(orig[:16])); res.Verdict != Accept {
+					if res := r.process(Outbound, seq, false, bytes.Clone(orig[:16])); res.Verdict != pkt.Accept {
 						t.Fatalf("strict resend of the good part: %+v", res)
 					}
 					if countKind(r.m.events, EchoSeen) != evs+1 {
@@ -222,13 +223,13 @@ func TestMalformed(t *testing.T) {
 					}
 					return
 				}
-				if res.Verdict != Accept {
+				if res.Verdict != pkt.Accept {
 					t.Fatalf("lenient: %+v", res)
 				}
 				// Desynchronised: later data passes untouched.
 				want := bytes.Clone(next)
 				res = r.process(Outbound, seq+uint32(len(seg)), false, next)
-				if res.Verdict != Accept || res.Reason != ReasonDesynced || !bytes.Equal(next, want) {
+				if res.Verdict != pkt.Accept || res.Reason != ReasonDesynced || !bytes.Equal(next, want) {
 					t.Fatalf("lenient later data: %+v", res)
 				}
 				if countKind(r.m.events, CallRequested) != 0 {
@@ -236,7 +237,7 @@ func TestMalformed(t *testing.T) {
 				}
 				// The other direction is still parsed.
 				in := cv.turns[3].wireIn()
-				if res := r.process(Inbound, r.seq[Inbound], false, in); res.Verdict != Accept {
+				if res := r.process(Inbound, r.seq[Inbound], false, in); res.Verdict != pkt.Accept {
 					t.Fatalf("inbound: %+v", res)
 				}
 			})
@@ -249,15 +250,15 @@ func TestMalformedSplitHeader(t *testing.T) {
 	r := start(t, pnsInside(), Config{Strict: true}, 2)
 	seq := r.seq[Outbound]
 	bad := corrupt(ReasonBadMagic)
-	if res := r.process(Outbound, seq, false, bad[:6]); res.Verdict != Accept {
+	if res := r.process(Outbound, seq, false, bad[:6]); res.Verdict != pkt.Accept {
 		t.Fatalf("first part: %+v", res)
 	}
-	if res := r.process(Outbound, seq+6, false, bad[6:]); res.Verdict != Drop || res.Reason != ReasonBadMagic {
+	if res := r.process(Outbound, seq+6, false, bad[6:]); res.Verdict != pkt.Drop || res.Reason != ReasonBadMagic {
 		t.Fatalf("second part: %+v", res)
 	}
 	// The stream stays at the bad message's start: a resend of the first
 	// part is old news, its rest is dropped.
-	if res := r.process(Outbound, seq, false, bytes.Clone(bad)); res.Verdict != Drop {
+	if res := r.process(Outbound, seq, false, bytes.Clone(bad)); res.Verdict != pkt.Drop {
 		t.Fatalf("resend: %+v", res)
 	}
 }
@@ -266,12 +267,12 @@ func TestNoSYN(t *testing.T) {
 	p := (&wire.OCRQ{CallID: 5}).Append(nil)
 	for _, strict := range []bool{false, true} {
 		m := newFakeMapper()
-		c := NewConn(m, Config{Strict: strict})
+		c := NewTranslator(m, Config{Strict: strict})
 		q := bytes.Clone(p)
 		res := c.Process(Outbound, 1000, false, false, false, q)
-		wantV := Accept
+		wantV := pkt.Accept
 		if strict {
-			wantV = Drop
+			wantV = pkt.Drop
 		}
 		if res.Verdict != wantV || res.Reason != ReasonNoSYN || !bytes.Equal(q, p) || len(m.events) != 0 {
 			t.Errorf("strict=%v: %+v", strict, res)
@@ -288,7 +289,7 @@ func TestRST(t *testing.T) {
 	cv := pnsInside()
 	r := start(t, cv, Config{Strict: true}, 3)
 	res := r.c.Process(Inbound, r.seq[Inbound]+1000, false, false, true, nil)
-	if res.Verdict != Accept || res.Reason != ReasonRSTNotInSeq || countKind(r.m.events, ControlStopped) != 0 {
+	if res.Verdict != pkt.Accept || res.Reason != ReasonRSTNotInSeq || countKind(r.m.events, ControlStopped) != 0 {
 		t.Fatalf("blind RST: %+v", res)
 	}
 	r.c.Process(Inbound, r.seq[Inbound], false, false, true, nil)
@@ -308,7 +309,7 @@ func TestUnknownCallID(t *testing.T) {
 	p := (&wire.OCRP{CallID: 1, PeerCallID: 0x4242, Result: 1}).Append(nil)
 	orig := bytes.Clone(p)
 	res := r.process(Inbound, r.seq[Inbound], false, p)
-	if res.Verdict != Accept || res.Reason != ReasonUnknownCallID || !bytes.Equal(p, orig) || len(r.m.events) != 0 {
+	if res.Verdict != pkt.Accept || res.Reason != ReasonUnknownCallID || !bytes.Equal(p, orig) || len(r.m.events) != 0 {
 		t.Fatalf("%+v %s", res, eventsString(r.m.events))
 	}
 	p = (&wire.CCRQ{CallID: 0x4242}).Append(nil)
@@ -324,7 +325,7 @@ func TestAllocFailed(t *testing.T) {
 	p := (&wire.OCRQ{CallID: 0x0101}).Append(nil)
 	orig := bytes.Clone(p)
 	res := r.process(Outbound, r.seq[Outbound], false, p)
-	if res.Verdict != Accept || res.Reason != ReasonAllocFailed || !bytes.Equal(p, orig) || len(r.m.events) != 0 {
+	if res.Verdict != pkt.Accept || res.Reason != ReasonAllocFailed || !bytes.Equal(p, orig) || len(r.m.events) != 0 {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -344,9 +345,9 @@ func TestHistoryLost(t *testing.T) {
 			r.seq[Outbound] += uint32(len(p))
 		}
 		res := r.process(Outbound, seq0, false, bytes.Clone(first))
-		wantV := Accept
+		wantV := pkt.Accept
 		if strict {
-			wantV = Drop
+			wantV = pkt.Drop
 		}
 		if res.Verdict != wantV || res.Reason != ReasonHistoryLost {
 			t.Errorf("strict=%v: %+v", strict, res)
@@ -354,7 +355,7 @@ func TestHistoryLost(t *testing.T) {
 		// A recent one is still remembered.
 		last := (&wire.OCRQ{CallID: 0x2000 + ringSize/2 - 1}).Append(nil)
 		res = r.process(Outbound, r.seq[Outbound]-uint32(len(last)), false, last)
-		if res.Verdict != Accept || res.Reason != ReasonRetransmission || len(res.Patches) != 2 {
+		if res.Verdict != pkt.Accept || res.Reason != ReasonRetransmission || len(res.Patches) != 2 {
 			t.Errorf("strict=%v: recent resend %+v", strict, res)
 		}
 	}
@@ -366,15 +367,15 @@ func TestCallStates(t *testing.T) {
 	steps := []struct {
 		upto  int
 		id    uint16
-		state CallState
+		state Phase
 		ok    bool
 	}{
-		{3, 0x0101, StateRequested, true},
-		{4, 0x0101, StateEstablished, true},
+		{3, 0x0101, PhaseRequested, true},
+		{4, 0x0101, PhaseConnected, true},
 		{4, 0x0202, 0, false}, // OCRP busy: failed and gone
-		{7, 0x0404, StateReplied, true},
-		{8, 0x0404, StateEstablished, true},
-		{9, 0x0101, StateClearing, true},
+		{7, 0x0404, PhaseAnswered, true},
+		{8, 0x0404, PhaseConnected, true},
+		{9, 0x0101, PhaseClearing, true},
 		{10, 0x0101, 0, false},
 		{10, 0x0303, 0, false},
 	}
@@ -390,8 +391,8 @@ func TestCallStates(t *testing.T) {
 }
 
 func TestBadDir(t *testing.T) {
-	c := NewConn(newFakeMapper(), Config{})
-	if res := c.Process(7, 0, true, false, false, nil); res.Verdict != Drop || res.Reason != ReasonBadDir {
+	c := NewTranslator(newFakeMapper(), Config{})
+	if res := c.Process(7, 0, true, false, false, nil); res.Verdict != pkt.Drop || res.Reason != ReasonBadDir {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -413,7 +414,7 @@ func TestNoAllocs(t *testing.T) {
 		r.c.Process(Inbound, r.seq[Inbound], false, false, false, reply)
 		r.seq[Inbound] += uint32(len(reply))
 		copy(wen, wenCopy)
-		if res := r.c.Process(Inbound, r.seq[Inbound], false, false, false, wen); len(res.Patches) != 2 || res.Reason != "" {
+		if res := r.c.Process(Inbound, r.seq[Inbound], false, false, false, wen); len(res.Patches) != 2 || res.Reason != ReasonNone {
 			panic("WEN not rewritten")
 		}
 		copy(wen, wenCopy)
@@ -444,12 +445,12 @@ func TestResendFullSegment(t *testing.T) {
 	want := outsideView(Outbound, inside)
 	p := bytes.Clone(inside)
 	seq := r.seq[Outbound]
-	if res := r.process(Outbound, seq, false, p); res.Verdict != Accept || !bytes.Equal(p, want) {
+	if res := r.process(Outbound, seq, false, p); res.Verdict != pkt.Accept || !bytes.Equal(p, want) {
 		t.Fatalf("first: %+v", res)
 	}
 	p = bytes.Clone(inside)
 	res := r.process(Outbound, seq, false, p)
-	if res.Verdict != Accept || res.Reason != ReasonRetransmission || !bytes.Equal(p, want) || len(res.Patches) != 2*91 {
+	if res.Verdict != pkt.Accept || res.Reason != ReasonRetransmission || !bytes.Equal(p, want) || len(res.Patches) != 2*91 {
 		t.Fatalf("resend: %v %q, %d patches", res.Verdict, res.Reason, len(res.Patches))
 	}
 }

@@ -3,6 +3,8 @@ package helper
 import (
 	"bytes"
 	"testing"
+
+	"pptpgw/internal/pkt"
 )
 
 // FuzzProcess drives a Conn with two arbitrary byte streams cut into
@@ -29,7 +31,7 @@ func FuzzProcess(f *testing.F) {
 	f.Fuzz(func(t *testing.T, strict bool, ops, out, in []byte) {
 		streams := [2][]byte{out, in}
 		m := newFakeMapper()
-		c := NewConn(m, Config{Strict: strict})
+		c := NewTranslator(m, Config{Strict: strict})
 		isn := [2]uint32{0xFFFFFFF0, 1 << 31}
 		var pos [2]int
 		var held [2][]byte
@@ -95,17 +97,17 @@ func FuzzProcess(f *testing.F) {
 				t.Fatal("ReleasedPatches without Released")
 			}
 			switch res.Verdict {
-			case Hold:
+			case pkt.Hold:
 				if held[d] != nil {
 					t.Fatalf("second hold in %v", d)
 				}
 				held[d], heldPre[d] = p, bytes.Clone(p)
 				holdOrder = append(holdOrder, d)
-			case Accept, Drop:
+			case pkt.Accept, pkt.Drop:
 			default:
 				t.Fatalf("verdict %v", res.Verdict)
 			}
-			if res.Verdict != Drop && start+n > pos[d] && start <= pos[d] {
+			if res.Verdict != pkt.Drop && start+n > pos[d] && start <= pos[d] {
 				pos[d] = start + n
 			}
 			if c.Held(d) != (held[d] != nil) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp/wire"
 )
 
@@ -246,7 +247,7 @@ func whole(_, n int) []int { return []int{n} }
 // against the bytes it changed.
 type runner struct {
 	t       testing.TB
-	c       *Conn
+	c       *Translator
 	m       *fakeMapper
 	seq     [2]uint32
 	held    [2][]byte // held payload
@@ -255,10 +256,10 @@ type runner struct {
 
 func newRunner(t testing.TB, cv conversation, cfg Config) *runner {
 	m := newFakeMapper()
-	r := &runner{t: t, c: NewConn(m, cfg), m: m}
+	r := &runner{t: t, c: NewTranslator(m, cfg), m: m}
 	for d := Outbound; d <= Inbound; d++ {
 		res := r.c.Process(d, cv.isn[d], true, false, false, nil)
-		if res.Verdict != Accept || res.Reason != "" {
+		if res.Verdict != pkt.Accept || res.Reason != ReasonNone {
 			t.Fatalf("SYN: %+v", res)
 		}
 		r.seq[d] = cv.isn[d] + 1
@@ -282,7 +283,7 @@ func (r *runner) process(d Dir, seq uint32, fin bool, p []byte) Result {
 	} else if len(res.ReleasedPatches) > 0 {
 		r.t.Fatalf("ReleasedPatches without Released")
 	}
-	if res.Verdict == Hold {
+	if res.Verdict == pkt.Hold {
 		if r.held[d] != nil {
 			r.t.Fatalf("second hold in one direction")
 		}
@@ -326,7 +327,7 @@ func (r *runner) run(cv conversation, sp splitter) [][]byte {
 		for si, n := range lens {
 			fin := tn.fin && si == len(lens)-1
 			res := r.process(tn.dir, r.seq[tn.dir], fin, buf[off:off+n])
-			if res.Verdict == Drop {
+			if res.Verdict == pkt.Drop {
 				r.t.Fatalf("turn %d: dropped: %+v", ti, res)
 			}
 			r.seq[tn.dir] += uint32(n)

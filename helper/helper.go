@@ -32,6 +32,7 @@ import (
 	"encoding/binary"
 	"errors"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp/wire"
 )
 
@@ -50,47 +51,58 @@ func (d Dir) String() string {
 	return "in"
 }
 
-// Verdict is what to do with a segment.
-type Verdict uint8
+// Reason says why a segment got its verdict (or what was noticed about it).
+// The engine counts each as helper_<name>. An accepted plain in-order
+// segment has no reason (ReasonNone).
+type Reason uint8
 
 const (
-	Accept Verdict = iota
-	Drop
-	Hold // keep the packet; a later Process call releases it (Result.Released)
+	ReasonNone           Reason = iota
+	ReasonNoSYN                 // direction not seen from its SYN: untouched (lenient) / dropped
+	ReasonOutOfOrder            // starts beyond the next expected byte: dropped
+	ReasonRetransmission        // only bytes already seen: remembered patches re-applied
+	ReasonHistoryLost           // retransmits bytes older than the patch memory
+	ReasonSplitCallID           // Hold: segment ends inside a call-ID field
+	ReasonHeldDuplicate         // a copy of the held segment: dropped
+	ReasonBadMagic              // malformed: magic cookie
+	ReasonBadLength             // malformed: length is not the type's fixed length
+	ReasonUnknownType           // malformed: control message type not 1..15
+	ReasonNotControl            // malformed: PPTP message type is not 1 (control)
+	ReasonDesynced              // lenient: direction no longer parsed after malformed input
+	ReasonUnknownCallID         // call ID with no mapping: left as is
+	ReasonAllocFailed           // Mapper could not allocate an outside ID: left as is
+	ReasonUnexpectedSYN         // SYN with another ISN on a running stream
+	ReasonRSTNotInSeq           // RST whose seq is not the next expected: no teardown
+	ReasonBadDir                // Dir out of range (caller bug)
+	NumReasons                  // number of reasons, ReasonNone included
 )
 
-func (v Verdict) String() string {
-	switch v {
-	case Accept:
-		return "accept"
-	case Drop:
-		return "drop"
-	case Hold:
-		return "hold"
-	}
-	return "verdict?"
+var reasonNames = [NumReasons]string{"",
+	"no_syn",
+	"out_of_order",
+	"retransmission",
+	"history_lost",
+	"split_call_id",
+	"held_duplicate",
+	"bad_magic",
+	"bad_length",
+	"unknown_type",
+	"not_control",
+	"desynced",
+	"unknown_call_id",
+	"alloc_failed",
+	"unexpected_syn",
+	"rst_not_in_seq",
+	"bad_dir",
 }
 
-// Reasons: constant strings, so callers can count them. An Accept of a
-// plain in-order segment has no reason.
-const (
-	ReasonNoSYN          = "no_syn"          // direction not seen from its SYN: untouched (lenient) / dropped
-	ReasonOutOfOrder     = "out_of_order"    // starts beyond the next expected byte: dropped
-	ReasonRetransmission = "retransmission"  // only bytes already seen: remembered patches re-applied
-	ReasonHistoryLost    = "history_lost"    // retransmits bytes older than the patch memory
-	ReasonSplitCallID    = "split_call_id"   // Hold: segment ends inside a call-ID field
-	ReasonHeldDuplicate  = "held_duplicate"  // a copy of the held segment: dropped
-	ReasonBadMagic       = "bad_magic"       // malformed: magic cookie
-	ReasonBadLength      = "bad_length"      // malformed: length is not the type's fixed length
-	ReasonUnknownType    = "unknown_type"    // malformed: control message type not 1..15
-	ReasonNotControl     = "not_control"     // malformed: PPTP message type is not 1 (control)
-	ReasonDesynced       = "desynced"        // lenient: direction no longer parsed after malformed input
-	ReasonUnknownCallID  = "unknown_call_id" // call ID with no mapping: left as is
-	ReasonAllocFailed    = "alloc_failed"    // Mapper could not allocate an outside ID: left as is
-	ReasonUnexpectedSYN  = "unexpected_syn"  // SYN with another ISN on a running stream
-	ReasonRSTNotInSeq    = "rst_not_in_seq"  // RST whose seq is not the next expected: no teardown
-	ReasonBadDir         = "bad_dir"         // Dir out of range (caller bug)
-)
+// String returns the reason's constant name ("" for ReasonNone).
+func (r Reason) String() string {
+	if r < NumReasons {
+		return reasonNames[r]
+	}
+	return "reason?"
+}
 
 // Patch is one rewritten byte: Off is an offset into the payload it
 // belongs to (Result.Patches: the payload passed to Process;
@@ -165,8 +177,8 @@ type Config struct {
 // Result of one Process call. Patches and ReleasedPatches point into the
 // Conn and are valid until its next Process call.
 type Result struct {
-	Verdict Verdict
-	Reason  string
+	Verdict pkt.Verdict
+	Reason  Reason
 	Patches []Patch
 	// Released: the segment held by an earlier Hold is complete, patched in
 	// place (ReleasedPatches, offsets into that payload) and may be sent.
@@ -174,25 +186,28 @@ type Result struct {
 	ReleasedPatches []Patch
 }
 
-// CallState is where a call is in its state machine.
-type CallState uint8
+// Phase is where a call is in its signalling, as the control messages tell
+// it. It is not conntrack.CallState, which is what the gateway knows of the
+// call's GRE (requested, unreplied, replied): a call is PhaseConnected here
+// from its OCRP/ICCN on, whatever its GRE does.
+type Phase uint8
 
 const (
-	StateRequested   CallState = iota + 1 // OCRQ/ICRQ seen
-	StateReplied                          // ICRP "connect" seen, waiting for ICCN
-	StateEstablished                      // OCRP "connected" / ICCN seen
-	StateClearing                         // CCRQ seen, waiting for CDN
+	PhaseRequested Phase = iota + 1 // OCRQ/ICRQ seen
+	PhaseAnswered                   // ICRP "connect" seen, waiting for ICCN
+	PhaseConnected                  // OCRP "connected" / ICCN seen
+	PhaseClearing                   // CCRQ seen, waiting for CDN
 )
 
-func (s CallState) String() string {
+func (s Phase) String() string {
 	switch s {
-	case StateRequested:
+	case PhaseRequested:
 		return "requested"
-	case StateReplied:
-		return "replied"
-	case StateEstablished:
-		return "established"
-	case StateClearing:
+	case PhaseAnswered:
+		return "answered"
+	case PhaseConnected:
+		return "connected"
+	case PhaseClearing:
 		return "clearing"
 	}
 	return "state?"
@@ -264,7 +279,7 @@ type stream struct {
 	heldAge uint64 // Conn.holdClock at hold time
 
 	badSeq    uint32 // modePoisoned: first byte of the malformed message
-	badReason string
+	badReason Reason
 
 	ring     [ringSize]memo
 	ringLen  int
@@ -276,7 +291,7 @@ type stream struct {
 type call struct {
 	inside, outside, peer uint16
 	hasInside, hasPeer    bool
-	state                 CallState
+	state                 Phase
 }
 
 // goneLen is how many translations of calls the Conn has forgotten (CDN,
@@ -287,9 +302,9 @@ const goneLen = 16
 // goneCall is such a remembered translation.
 type goneCall struct{ inside, outside uint16 }
 
-// Conn is the ALG state of one PPTP control connection. It is not safe for
+// Translator is the ALG state of one PPTP control connection. It is not safe for
 // concurrent use.
-type Conn struct {
+type Translator struct {
 	m       Mapper
 	cfg     Config
 	dirs    [2]stream
@@ -309,9 +324,9 @@ type Conn struct {
 	relBuf     [4]Patch
 }
 
-// NewConn returns the ALG state for a new control connection.
-func NewConn(m Mapper, cfg Config) *Conn {
-	c := &Conn{m: m, cfg: cfg}
+// NewTranslator returns the ALG state for a new control connection.
+func NewTranslator(m Mapper, cfg Config) *Translator {
+	c := &Translator{m: m, cfg: cfg}
 	c.patches = c.patchBuf[:0]
 	c.relPatches = c.relBuf[:0]
 	return c
@@ -326,12 +341,12 @@ func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
 // payload its TCP payload, which may be rewritten in place. With Verdict
 // Hold the Conn keeps payload (the caller must own it and keep the packet)
 // until a later Result reports Released, or ExpireHeld.
-func (c *Conn) Process(dir Dir, seq uint32, syn, fin, rst bool, payload []byte) Result {
+func (c *Translator) Process(dir Dir, seq uint32, syn, fin, rst bool, payload []byte) Result {
 	c.patches = c.patches[:0]
 	c.relPatches = c.relPatches[:0]
 	c.res = Result{}
 	if dir > Inbound {
-		return Result{Verdict: Drop, Reason: ReasonBadDir}
+		return Result{Verdict: pkt.Drop, Reason: ReasonBadDir}
 	}
 	s := &c.dirs[dir]
 	if syn {
@@ -352,7 +367,7 @@ func (c *Conn) Process(dir Dir, seq uint32, syn, fin, rst bool, payload []byte) 
 		}
 		c.reason(ReasonNoSYN)
 		if c.cfg.Strict {
-			c.res.Verdict = Drop
+			c.res.Verdict = pkt.Drop
 		}
 		return c.result()
 	}
@@ -367,13 +382,13 @@ func (c *Conn) Process(dir Dir, seq uint32, syn, fin, rst bool, payload []byte) 
 	if len(payload) > 0 {
 		c.data(s, dir, seq, payload)
 	}
-	if fin && c.res.Verdict != Drop {
+	if fin && c.res.Verdict != pkt.Drop {
 		c.stop(0)
 	}
 	return c.result()
 }
 
-func (c *Conn) result() Result {
+func (c *Translator) result() Result {
 	r := c.res
 	if len(c.patches) > 0 {
 		r.Patches = c.patches
@@ -386,21 +401,21 @@ func (c *Conn) result() Result {
 
 // reason records why; the first reason of a segment wins, except that a
 // drop reason replaces an informational one.
-func (c *Conn) reason(r string) {
-	if c.res.Reason == "" {
+func (c *Translator) reason(r Reason) {
+	if c.res.Reason == ReasonNone {
 		c.res.Reason = r
 	}
 }
 
-func (c *Conn) drop(r string) {
-	if c.res.Verdict != Drop {
+func (c *Translator) drop(r Reason) {
+	if c.res.Verdict != pkt.Drop {
 		c.res.Reason = r
 	}
-	c.res.Verdict = Drop
+	c.res.Verdict = pkt.Drop
 }
 
 // data handles the payload bytes [seq, seq+len(p)) of stream s.
-func (c *Conn) data(s *stream, dir Dir, seq uint32, p []byte) {
+func (c *Translator) data(s *stream, dir Dir, seq uint32, p []byte) {
 	end := seq + uint32(len(p))
 	if s.mode == modeDesynced && seqLT(s.next, seq) {
 		s.next = end
@@ -454,18 +469,18 @@ func (c *Conn) data(s *stream, dir Dir, seq uint32, p []byte) {
 
 // hold keeps p, the segment ending in the pending field's first byte. A
 // segment dropped anyway is not kept: its resend will be.
-func (c *Conn) hold(s *stream, seq uint32, p []byte) {
-	if c.res.Verdict == Drop {
+func (c *Translator) hold(s *stream, seq uint32, p []byte) {
+	if c.res.Verdict == pkt.Drop {
 		return
 	}
 	c.holdClock++
 	s.held, s.heldSeq, s.heldAge = p, seq, c.holdClock
-	c.res.Verdict = Hold
+	c.res.Verdict = pkt.Hold
 	c.res.Reason = ReasonSplitCallID
 }
 
 // reapply re-applies the remembered patches that fall in [seq, end).
-func (c *Conn) reapply(s *stream, seq, end uint32, p []byte) {
+func (c *Translator) reapply(s *stream, seq, end uint32, p []byte) {
 	for i := 0; i < s.ringLen; i++ {
 		m := &s.ring[i]
 		if seqLE(seq, m.seq) && seqLT(m.seq, end) {
@@ -490,7 +505,7 @@ func (s *stream) remember(seq uint32, old, new byte) {
 
 // parse feeds p[start:] (the new bytes, p starting at stream seq seq) to
 // the reassembler.
-func (c *Conn) parse(s *stream, dir Dir, seq uint32, p []byte, start int) {
+func (c *Translator) parse(s *stream, dir Dir, seq uint32, p []byte, start int) {
 	i := start
 	for i < len(p) {
 		if s.have < wire.HeaderLen {
@@ -566,7 +581,7 @@ func fieldOf(dir Dir, t wire.MsgType) (int, fieldKind) {
 }
 
 // malformed handles a bad header of the message starting at s.msgSeq.
-func (c *Conn) malformed(s *stream, err error) {
+func (c *Translator) malformed(s *stream, err error) {
 	r := ReasonBadLength
 	switch {
 	case errors.Is(err, wire.ErrBadMagic):
@@ -591,7 +606,7 @@ func (c *Conn) malformed(s *stream, err error) {
 // rewrite maps the field whose first byte is at stream seq first (its two
 // bytes are in s.keep) and patches it wherever it is: in p (starting at
 // stream seq seq) and in the held segment.
-func (c *Conn) rewrite(s *stream, first, seq uint32, p []byte) {
+func (c *Translator) rewrite(s *stream, first, seq uint32, p []byte) {
 	f := s.field
 	old := binary.BigEndian.Uint16(s.keep[f:])
 	s.fieldOld, s.fieldNew, s.fieldOK, s.fieldRecalled = old, old, false, false
@@ -659,7 +674,7 @@ func (c *Conn) rewrite(s *stream, first, seq uint32, p []byte) {
 // it, and TCP resends it). The split field is still completed when its
 // second byte arrives, and a resent copy of its first byte is patched. It
 // reports whether a segment was held.
-func (c *Conn) ExpireHeld() (released bool) {
+func (c *Translator) ExpireHeld() (released bool) {
 	var oldest *stream
 	for i := range c.dirs {
 		s := &c.dirs[i]
@@ -675,4 +690,4 @@ func (c *Conn) ExpireHeld() (released bool) {
 }
 
 // Held reports whether a segment of direction dir is held.
-func (c *Conn) Held(dir Dir) bool { return dir <= Inbound && c.dirs[dir].held != nil }
+func (c *Translator) Held(dir Dir) bool { return dir <= Inbound && c.dirs[dir].held != nil }

@@ -40,7 +40,7 @@ type AllocatorConfig struct {
 // Allocator hands out outside call IDs: per pool, from a random start,
 // collision-checked against IDs in use and in quarantine. Safe for
 // concurrent use; its mutex is the innermost lock of the gateway (see the
-// lock order in package conntrack).
+// lock order in the package comment).
 type Allocator struct {
 	clk  conntrack.Clock
 	q    time.Duration

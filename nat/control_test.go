@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
-	"pptpgw/internal/pkt"
-	"pptpgw/internal/pkt/pkttest"
 	"testing"
 	"time"
 
 	"pptpgw/conntrack"
 	"pptpgw/helper"
+	"pptpgw/internal/pkt"
+	"pptpgw/internal/pkt/pkttest"
+	"pptpgw/nat/nfq"
 	"pptpgw/pptp/wire"
 )
 
@@ -29,27 +30,27 @@ type client struct {
 
 func newClient(t testing.TB, e *Engine, ip [4]byte, port uint16) *client {
 	c := &client{t: t, e: e, ip: ip, port: port, seqOut: 1000, seqIn: 90000, nextID: 1}
-	c.send(true, nil, pkttest.TCPOpt{SYN: true}, Accept)
-	c.send(false, nil, pkttest.TCPOpt{SYN: true, ACK: true}, Accept)
-	c.send(true, nil, pkttest.TCPOpt{ACK: true}, Accept)
+	c.send(true, nil, pkttest.TCPOpt{SYN: true}, pkt.Accept)
+	c.send(false, nil, pkttest.TCPOpt{SYN: true, ACK: true}, pkt.Accept)
+	c.send(true, nil, pkttest.TCPOpt{ACK: true}, pkt.Accept)
 	return c
 }
 
 // send runs one segment through the engine and checks the verdict and the
 // checksums of the result. It returns the processed packet.
-func (c *client) send(out bool, payload []byte, o pkttest.TCPOpt, want Verdict) []byte {
+func (c *client) send(out bool, payload []byte, o pkttest.TCPOpt, want pkt.Verdict) []byte {
 	c.t.Helper()
 	var b []byte
 	c.nextID++
-	p := Packet{ID: c.nextID}
+	p := nfq.Packet{ID: c.nextID}
 	if out {
 		o.Seq = c.seqOut
 		b = pkttest.TCP(c.t, c.ip, server, c.port, 1723, payload, o)
-		p.InIf = lanIf
+		p.InDev = lanIf
 	} else {
 		o.Seq = c.seqIn
 		b = pkttest.TCP(c.t, server, c.ip, 1723, c.port, payload, o)
-		p.InIf = wanIf
+		p.InDev = wanIf
 	}
 	adv := uint32(len(payload))
 	if o.SYN || o.FIN {
@@ -60,20 +61,20 @@ func (c *client) send(out bool, payload []byte, o pkttest.TCPOpt, want Verdict) 
 	} else {
 		c.seqIn += adv
 	}
-	p.Data = b
+	p.Payload = b
 	v, r := c.e.Process(&p)
 	if v != want {
 		c.t.Fatalf("segment (out=%v, %d bytes): verdict %v %q, want %v", out, len(payload), v, r, want)
 	}
-	pkttest.CheckSums(c.t, p.Data)
-	c.lastOut = p.Data
-	return p.Data
+	pkttest.CheckSums(c.t, p.Payload)
+	c.lastOut = p.Payload
+	return p.Payload
 }
 
 // msg sends one whole control message and returns the payload as it left.
 func (c *client) msg(out bool, m wire.Message) []byte {
 	c.t.Helper()
-	b := c.send(out, m.Append(nil), pkttest.TCPOpt{ACK: true, PSH: true}, Accept)
+	b := c.send(out, m.Append(nil), pkttest.TCPOpt{ACK: true, PSH: true}, pkt.Accept)
 	return pkt.TCP(pkt.IPv4(b).Payload()).Payload()
 }
 
@@ -115,10 +116,10 @@ func (c *client) call(insideID, peerID uint16) uint16 {
 	return outside
 }
 
-func gre(t testing.TB, e *Engine, b []byte, inIf uint32) (Verdict, []byte) {
+func gre(t testing.TB, e *Engine, b []byte, inIf uint32) (pkt.Verdict, []byte) {
 	t.Helper()
-	v, _ := e.Process(&Packet{Data: b, InIf: inIf})
-	if v == Accept {
+	v, _ := e.Process(&nfq.Packet{Payload: b, InDev: inIf})
+	if v == pkt.Accept {
 		pkttest.CheckSums(t, b)
 	}
 	return v, b
@@ -145,7 +146,7 @@ func TestTwoClientsSameCallID(t *testing.T) {
 		peer uint16
 	}{{a, 500}, {b, 501}} {
 		v, p := gre(t, e, pkttest.GRE(t, tc.c.ip, server, tc.peer, pkttest.GREOpt{}), lanIf)
-		if want := pkttest.GRE(t, pubIP, server, tc.peer, pkttest.GREOpt{}); v != Accept || !bytes.Equal(p, want) {
+		if want := pkttest.GRE(t, pubIP, server, tc.peer, pkttest.GREOpt{}); v != pkt.Accept || !bytes.Equal(p, want) {
 			t.Fatalf("GRE out from %v: %v\n got % x\nwant % x", tc.c.ip, v, p, want)
 		}
 	}
@@ -155,7 +156,7 @@ func TestTwoClientsSameCallID(t *testing.T) {
 		to      [4]byte
 	}{{outA, lanA}, {outB, lanB}} {
 		v, p := gre(t, e, pkttest.GRE(t, server, pubIP, tc.outside, pkttest.GREOpt{Seq: u32p(5)}), wanIf)
-		if want := pkttest.GRE(t, server, tc.to, 1, pkttest.GREOpt{Seq: u32p(5)}); v != Accept || !bytes.Equal(p, want) {
+		if want := pkttest.GRE(t, server, tc.to, 1, pkttest.GREOpt{Seq: u32p(5)}); v != pkt.Accept || !bytes.Equal(p, want) {
 			t.Fatalf("GRE in key %d: %v\n got % x\nwant % x", tc.outside, v, p, want)
 		}
 	}
@@ -183,11 +184,11 @@ func TestTwoClientsSameCallID(t *testing.T) {
 		a.msg(true, &wire.EchoRP{ID: 1, Result: 1})
 		e.Tick()
 	}
-	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outA, pkttest.GREOpt{}), wanIf); v != Accept {
+	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outA, pkttest.GREOpt{}), wanIf); v != pkt.Accept {
 		t.Fatal("A's call expired despite Echo")
 	}
 	// (The pools are per public address, so outB may equal outA by chance.)
-	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outB, pkttest.GREOpt{}), wanIf); outB != outA && v != Drop {
+	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outB, pkttest.GREOpt{}), wanIf); outB != outA && v != pkt.Drop {
 		t.Fatal("B's call outlived the replied timeout")
 	}
 
@@ -197,7 +198,7 @@ func TestTwoClientsSameCallID(t *testing.T) {
 		t.Fatalf("CCRQ call ID %d, want %d", u16at(got, 12), outA)
 	}
 	a.msg(false, &wire.CDN{CallID: 500, Result: 3})
-	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outA, pkttest.GREOpt{}), wanIf); v != Drop {
+	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outA, pkttest.GREOpt{}), wanIf); v != pkt.Drop {
 		t.Fatal("GRE after Call-Disconnect-Notify still translated")
 	}
 	if used, q := e.alloc.InUse(PoolKey{pubIP, server}); used != 0 || q != 2 {
@@ -212,12 +213,12 @@ func TestTwoClientsSameCallID(t *testing.T) {
 	if _, calls := e.table.Len(); calls != 2 {
 		t.Fatalf("%d calls", calls)
 	}
-	a.send(true, nil, pkttest.TCPOpt{FIN: true, ACK: true}, Accept)
+	a.send(true, nil, pkttest.TCPOpt{FIN: true, ACK: true}, pkt.Accept)
 	if _, calls := e.table.Len(); calls != 0 {
 		t.Fatalf("%d calls after FIN", calls)
 	}
-	a.send(false, nil, pkttest.TCPOpt{FIN: true, ACK: true}, Accept)
-	a.send(true, nil, pkttest.TCPOpt{ACK: true}, Accept)
+	a.send(false, nil, pkttest.TCPOpt{FIN: true, ACK: true}, pkt.Accept)
+	a.send(true, nil, pkttest.TCPOpt{ACK: true}, pkt.Accept)
 	cs := e.Counters()
 	if cs["calls_established"] != 4 || cs["calls_mapped"] != 4 || cs[ReasonCtlNew] != 2 {
 		t.Fatalf("counters %v", cs)
@@ -227,12 +228,12 @@ func TestTwoClientsSameCallID(t *testing.T) {
 type released struct {
 	id   uint32
 	data []byte
-	v    Verdict
+	v    pkt.Verdict
 }
 
 func collect(e *Engine) *[]released {
 	var rs []released
-	e.SetReleaser(func(id uint32, data []byte, v Verdict) {
+	e.SetReleaser(func(id uint32, data []byte, v pkt.Verdict) {
 		rs = append(rs, released{id, append([]byte(nil), data...), v})
 	})
 	return &rs
@@ -246,13 +247,13 @@ func TestHoldSplitCallID(t *testing.T) {
 	a := newClient(t, e, lanA, 40000)
 	a.startControl()
 	req := (&wire.OCRQ{CallID: 0x0102, CallSerial: 9, RecvWindow: 16}).Append(nil)
-	first := a.send(true, req[:13], pkttest.TCPOpt{ACK: true}, Hold)
+	first := a.send(true, req[:13], pkttest.TCPOpt{ACK: true}, pkt.Hold)
 	heldID := a.nextID
 	if len(*rs) != 0 {
 		t.Fatal("released too early")
 	}
-	second := a.send(true, req[13:], pkttest.TCPOpt{ACK: true}, Accept)
-	if len(*rs) != 1 || (*rs)[0].id != heldID || (*rs)[0].v != Accept {
+	second := a.send(true, req[13:], pkttest.TCPOpt{ACK: true}, pkt.Accept)
+	if len(*rs) != 1 || (*rs)[0].id != heldID || (*rs)[0].v != pkt.Accept {
 		t.Fatalf("releases %+v", *rs)
 	}
 	rel := (*rs)[0].data
@@ -276,18 +277,18 @@ func TestHoldExpires(t *testing.T) {
 		a := newClient(t, e, lanA, 40000)
 		a.startControl()
 		req := (&wire.OCRQ{CallID: 0x0102}).Append(nil)
-		a.send(true, req[:13], pkttest.TCPOpt{ACK: true}, Hold)
+		a.send(true, req[:13], pkttest.TCPOpt{ACK: true}, pkt.Hold)
 		orig := pkttest.TCP(t, lanA, server, 40000, 1723, req[:13], pkttest.TCPOpt{ACK: true, Seq: a.seqOut - 13})
-		clk.Advance(DefaultHoldTimeout - time.Millisecond)
+		clk.Advance(conntrack.DefaultHold - time.Millisecond)
 		e.Tick()
 		if len(*rs) != 0 {
 			t.Fatal("hold expired early")
 		}
 		clk.Advance(2 * time.Millisecond)
 		e.Tick()
-		want := Accept
+		want := pkt.Accept
 		if strict {
-			want = Drop
+			want = pkt.Drop
 		}
 		if len(*rs) != 1 || (*rs)[0].v != want {
 			t.Fatalf("strict=%v: releases %+v", strict, *rs)
@@ -311,18 +312,18 @@ func TestControlUntracked(t *testing.T) {
 		strict bool
 		b      []byte
 		inIf   uint32
-		v      Verdict
+		v      pkt.Verdict
 		reason string
 	}{
-		{"midstream-data-strict", true, seg(lanA, server, 4000, 1723, echo, pkttest.TCPOpt{ACK: true}), lanIf, Drop, ReasonCtlNoConn},
-		{"midstream-data-lenient", false, seg(lanA, server, 4000, 1723, echo, pkttest.TCPOpt{ACK: true}), lanIf, Accept, ReasonCtlPickup},
-		{"midstream-ack-strict", true, seg(lanA, server, 4000, 1723, nil, pkttest.TCPOpt{ACK: true}), lanIf, Accept, ReasonCtlEmpty},
-		{"inbound-syn-not-forwarded", true, seg(server, lanA, 4000, 1723, nil, pkttest.TCPOpt{SYN: true}), wanIf, Accept, ReasonCtlUntracked},
-		{"syn-from-wan-to-client-port", true, seg(server, lanA, 1723, 4000, nil, pkttest.TCPOpt{SYN: true}), wanIf, Accept, ReasonCtlEmpty},
+		{"midstream-data-strict", true, seg(lanA, server, 4000, 1723, echo, pkttest.TCPOpt{ACK: true}), lanIf, pkt.Drop, ReasonCtlNoConn},
+		{"midstream-data-lenient", false, seg(lanA, server, 4000, 1723, echo, pkttest.TCPOpt{ACK: true}), lanIf, pkt.Accept, ReasonCtlPickup},
+		{"midstream-ack-strict", true, seg(lanA, server, 4000, 1723, nil, pkttest.TCPOpt{ACK: true}), lanIf, pkt.Accept, ReasonCtlEmpty},
+		{"inbound-syn-not-forwarded", true, seg(server, lanA, 4000, 1723, nil, pkttest.TCPOpt{SYN: true}), wanIf, pkt.Accept, ReasonCtlUntracked},
+		{"syn-from-wan-to-client-port", true, seg(server, lanA, 1723, 4000, nil, pkttest.TCPOpt{SYN: true}), wanIf, pkt.Accept, ReasonCtlEmpty},
 	} {
 		e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = tc.strict })
 		orig := append([]byte(nil), tc.b...)
-		v, r := process(e, tc.b, tc.inIf, Prerouting)
+		v, r := process(e, tc.b, tc.inIf, nfq.HookPrerouting)
 		if v != tc.v || r != tc.reason {
 			t.Errorf("%s: %v %q, want %v %q", tc.name, v, r, tc.v, tc.reason)
 		}
@@ -356,8 +357,8 @@ func TestForward(t *testing.T) {
 		if o.SYN {
 			seq[out]++
 		}
-		v, r := process(e, b, inIf, Prerouting)
-		if v != Accept {
+		v, r := process(e, b, inIf, nfq.HookPrerouting)
+		if v != pkt.Accept {
 			t.Fatalf("verdict %v %q", v, r)
 		}
 		pkttest.CheckSums(t, b)
@@ -374,10 +375,10 @@ func TestForward(t *testing.T) {
 		t.Fatalf("calls %+v (outside %d)", calls, outside)
 	}
 	// GRE from the inside server (key = client's ID 77) goes out from the public address.
-	if v, p := gre(t, e, pkttest.GRE(t, pac, cl, 77, pkttest.GREOpt{}), lanIf); v != Accept || !bytes.Equal(p, pkttest.GRE(t, pubIP, cl, 77, pkttest.GREOpt{})) {
+	if v, p := gre(t, e, pkttest.GRE(t, pac, cl, 77, pkttest.GREOpt{}), lanIf); v != pkt.Accept || !bytes.Equal(p, pkttest.GRE(t, pubIP, cl, 77, pkttest.GREOpt{})) {
 		t.Fatalf("forward GRE out: %v", v)
 	}
-	if v, p := gre(t, e, pkttest.GRE(t, cl, pubIP, outside, pkttest.GREOpt{}), wanIf); v != Accept || !bytes.Equal(p, pkttest.GRE(t, cl, pac, 5, pkttest.GREOpt{})) {
+	if v, p := gre(t, e, pkttest.GRE(t, cl, pubIP, outside, pkttest.GREOpt{}), wanIf); v != pkt.Accept || !bytes.Equal(p, pkttest.GRE(t, cl, pac, 5, pkttest.GREOpt{})) {
 		t.Fatalf("forward GRE in: %v", v)
 	}
 	// The outside PNS clears the call (its CCRQ carries its own ID); the
@@ -412,8 +413,8 @@ func BenchmarkControlEcho(b *testing.B) {
 		seg.SetChecksum(pkt.UpdateAddr(seg.Checksum(), o, n))
 		copy(seg[pkt.TCPSeqNumOffset:], n[:])
 		seq += uint32(len(echo))
-		p := Packet{Data: buf, InIf: lanIf}
-		if v, r := e.Process(&p); v != Accept {
+		p := nfq.Packet{Payload: buf, InDev: lanIf}
+		if v, r := e.Process(&p); v != pkt.Accept {
 			b.Fatalf("%v %s", v, r)
 		}
 	}
@@ -451,16 +452,16 @@ func TestPublicIPChange(t *testing.T) {
 		outside uint16
 	}{{lanA, 500, pubIP, outA}, {lanB, 501, newPub, outB}} {
 		v, p := gre(t, e, pkttest.GRE(t, tc.from, server, tc.peerID, pkttest.GREOpt{}), lanIf)
-		if want := pkttest.GRE(t, tc.pub, server, tc.peerID, pkttest.GREOpt{}); v != Accept || !bytes.Equal(p, want) {
+		if want := pkttest.GRE(t, tc.pub, server, tc.peerID, pkttest.GREOpt{}); v != pkt.Accept || !bytes.Equal(p, want) {
 			t.Fatalf("GRE out from %v: %v\n got % x\nwant % x", tc.from, v, p, want)
 		}
 		v, p = gre(t, e, pkttest.GRE(t, server, tc.pub, tc.outside, pkttest.GREOpt{}), wanIf)
-		if want := pkttest.GRE(t, server, tc.from, 1, pkttest.GREOpt{}); v != Accept || !bytes.Equal(p, want) {
+		if want := pkttest.GRE(t, server, tc.from, 1, pkttest.GREOpt{}); v != pkt.Accept || !bytes.Equal(p, want) {
 			t.Fatalf("GRE in to %v key %d: %v\n got % x\nwant % x", tc.pub, tc.outside, v, p, want)
 		}
 	}
 	// (The pools are per public address, so outB may equal outA by chance.)
-	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outB, pkttest.GREOpt{}), wanIf); outB != outA && v != Drop {
+	if v, _ := gre(t, e, pkttest.GRE(t, server, pubIP, outB, pkttest.GREOpt{}), wanIf); outB != outA && v != pkt.Drop {
 		t.Fatal("GRE to the old address translated for a call set up on the new one")
 	}
 	for _, c := range e.Calls() {

@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"log/slog"
 	"net/netip"
-	"pptpgw/internal/pkt"
-	"pptpgw/internal/pkt/pkttest"
 	"strings"
 	"testing"
 	"time"
 
 	"pptpgw/conntrack"
 	"pptpgw/helper"
+	"pptpgw/internal/pkt"
+	"pptpgw/internal/pkt/pkttest"
+	"pptpgw/nat/nfq"
 	"pptpgw/pptp/wire"
 )
 
@@ -37,15 +38,15 @@ func newEngine(t testing.TB, mod func(*EngineConfig)) (*Engine, *conntrack.FakeC
 // It returns the outside call ID.
 func addCall(t testing.TB, e *Engine, ip [4]byte, sport, insideID, peerID uint16) uint16 {
 	t.Helper()
-	k := conntrack.ConnKey{InsideIP: ip, PeerIP: server, InsidePort: sport, PeerPort: 1723}
-	cn, ok := e.table.LookupConn(k)
-	var c *ctl
+	k := conntrack.ControlKey{InsideIP: ip, PeerIP: server, InsidePort: sport, PeerPort: 1723}
+	cn, ok := e.table.LookupControl(k)
+	var c *control
 	if ok {
-		c = cn.Data.(*ctl)
+		c = cn.Data.(*control)
 	} else {
-		cn = e.table.AddConn(k, pubIP, false)
-		c = &ctl{cn: cn}
-		c.hc = helper.NewConn(&mapper{e, c}, helper.Config{})
+		cn = e.table.AddControl(k, pubIP, false)
+		c = &control{tc: cn}
+		c.tr = helper.NewTranslator(&mapper{e, c}, helper.Config{})
 		cn.Data = c
 	}
 	m := &mapper{e, c}
@@ -57,8 +58,8 @@ func addCall(t testing.TB, e *Engine, ip [4]byte, sport, insideID, peerID uint16
 	return out
 }
 
-func process(e *Engine, b []byte, inIf uint32, hook Hook) (Verdict, string) {
-	return e.Process(&Packet{ID: 1, Data: b, InIf: inIf, Hook: hook})
+func process(e *Engine, b []byte, inIf uint32, hook nfq.Hook) (pkt.Verdict, string) {
+	return e.Process(&nfq.Packet{ID: 1, Payload: b, InDev: inIf, Hook: hook})
 }
 
 func u32p(v uint32) *uint32 { return &v }
@@ -72,32 +73,32 @@ func TestGRETranslation(t *testing.T) {
 		name   string
 		in     []byte
 		inIf   uint32
-		hook   Hook
-		v      Verdict
+		hook   nfq.Hook
+		v      pkt.Verdict
 		reason string
 		want   []byte // nil: unchanged
 	}{
-		{"out", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), lanIf, Prerouting, Accept, ReasonGREOut,
+		{"out", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting, pkt.Accept, ReasonGREOut,
 			pkttest.GRE(t, pubIP, server, 555, pkttest.GREOpt{})},
 		{"out-seq-ack-options", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(9), IPOptions: true, ID: 77}),
-			lanIf, Prerouting, Accept, ReasonGREOut,
+			lanIf, nfq.HookPrerouting, pkt.Accept, ReasonGREOut,
 			pkttest.GRE(t, pubIP, server, 555, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(9), IPOptions: true, ID: 77})},
-		{"in", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Seq: u32p(3)}), wanIf, Prerouting, Accept, ReasonGREIn,
+		{"in", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Seq: u32p(3)}), wanIf, nfq.HookPrerouting, pkt.Accept, ReasonGREIn,
 			pkttest.GRE(t, server, lanA, 7, pkttest.GREOpt{Seq: u32p(3)})},
-		{"in-ack-only", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Ack: u32p(3), Payload: []byte{}}), wanIf, Prerouting, Accept, ReasonGREIn,
+		{"in-ack-only", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Ack: u32p(3), Payload: []byte{}}), wanIf, nfq.HookPrerouting, pkt.Accept, ReasonGREIn,
 			pkttest.GRE(t, server, lanA, 7, pkttest.GREOpt{Ack: u32p(3), Payload: []byte{}})},
-		{"router-out", pkttest.GRE(t, pubIP, server, 556, pkttest.GREOpt{}), 0, Output, Accept, ReasonGREOut, nil},
-		{"router-in", pkttest.GRE(t, server, pubIP, routerOut, pkttest.GREOpt{}), wanIf, Prerouting, Accept, ReasonGREIn,
+		{"router-out", pkttest.GRE(t, pubIP, server, 556, pkttest.GREOpt{}), 0, nfq.HookOutput, pkt.Accept, ReasonGREOut, nil},
+		{"router-in", pkttest.GRE(t, server, pubIP, routerOut, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting, pkt.Accept, ReasonGREIn,
 			pkttest.GRE(t, server, pubIP, 7, pkttest.GREOpt{})},
-		{"out-unknown-peer-id", pkttest.GRE(t, lanA, server, 554, pkttest.GREOpt{}), lanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"out-other-host", pkttest.GRE(t, lanB, server, 555, pkttest.GREOpt{}), lanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"out-from-wan-side", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"in-unknown-id", pkttest.GRE(t, server, pubIP, out+1, pkttest.GREOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"in-other-peer", pkttest.GRE(t, [4]byte{198, 51, 100, 8}, pubIP, out, pkttest.GREOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"in-inside-key", pkttest.GRE(t, server, pubIP, 7, pkttest.GREOpt{}), wanIf, Prerouting, Drop, ReasonGRENoCall, nil},
-		{"first-fragment", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{FlagsFrag: 0x2000}), lanIf, Prerouting, Drop, ReasonGREFragment, nil},
-		{"last-fragment", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{FlagsFrag: 0x0010}), wanIf, Prerouting, Drop, ReasonGREFragment, nil},
-		{"unknown-iface", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), 9, Prerouting, Accept, ReasonUnknownIface, nil},
+		{"out-unknown-peer-id", pkttest.GRE(t, lanA, server, 554, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting, pkt.Drop, ReasonGRENoCall, nil},
+		{"out-other-host", pkttest.GRE(t, lanB, server, 555, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting, pkt.Drop, ReasonGRENoCall, nil},
+		{"out-from-wan-side", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting, pkt.Drop, ReasonGRENoCall, nil},
+		{"in-unknown-id", pkttest.GRE(t, server, pubIP, out+1, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting, pkt.Drop, ReasonGRENoCall, nil},
+		{"in-other-peer", pkttest.GRE(t, [4]byte{198, 51, 100, 8}, pubIP, out, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting, pkt.Drop, ReasonGRENoCall, nil},
+		{"in-inside-key", pkttest.GRE(t, server, pubIP, 7, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting, pkt.Drop, ReasonGRENoCall, nil},
+		{"first-fragment", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{FlagsFrag: 0x2000}), lanIf, nfq.HookPrerouting, pkt.Drop, ReasonGREFragment, nil},
+		{"last-fragment", pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{FlagsFrag: 0x0010}), wanIf, nfq.HookPrerouting, pkt.Drop, ReasonGREFragment, nil},
+		{"unknown-iface", pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), 9, nfq.HookPrerouting, pkt.Accept, ReasonUnknownIface, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := append([]byte(nil), tc.in...)
@@ -139,31 +140,31 @@ func TestMalformed(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		b      []byte
-		strict Verdict // lenient => Accept unless noted
+		strict pkt.Verdict // lenient => pkt.Accept unless noted
 		reason string
-		always Verdict
+		always pkt.Verdict
 		fixed  bool // verdict does not depend on the mode
 	}{
-		{"truncated-ip", gre[:12], Drop, ReasonIPMalformed, 0, false},
-		{"ipv6-version", mut(gre, func(b []byte) { b[0] = 0x60 }), Drop, ReasonIPMalformed, 0, false},
-		{"total-length-too-big", mut(gre, func(b []byte) { b[2] = 0xff }), Drop, ReasonIPMalformed, 0, false},
-		{"tcp-bad-offset", mut(tcp, func(b []byte) { b[20+12] = 0xf0 }), Drop, ReasonTCPMalformed, 0, false},
-		{"tcp-short", mut(tcp, func(b []byte) { b[3] = 30 })[:30], Drop, ReasonTCPMalformed, 0, false},
-		{"tcp-fragment", mut(tcp, func(b []byte) { b[6] = 0x20 }), Drop, ReasonTCPFragment, 0, false},
-		{"gre-version0", mut(gre, func(b []byte) { b[21] = 0 }), Drop, ReasonGREMalformed, Drop, true},
-		{"gre-checksum-bit", mut(gre, func(b []byte) { b[20] |= 0x80 }), Drop, ReasonGREMalformed, Drop, true},
-		{"gre-no-key", mut(gre, func(b []byte) { b[20] &^= 0x20 }), Drop, ReasonGREMalformed, Drop, true},
-		{"gre-proto-ip", mut(gre, func(b []byte) { b[22], b[23] = 0x08, 0x00 }), Drop, ReasonGREMalformed, Drop, true},
-		{"gre-short", mut(gre, func(b []byte) { b[3] = 24 })[:24], Drop, ReasonGREMalformed, Drop, true},
-		{"udp", udp, Accept, ReasonNotPPTP, Accept, true},
-		{"tcp-other-port", pkttest.TCP(t, lanA, server, 40000, 443, []byte("x"), pkttest.TCPOpt{}), Accept, ReasonNotPPTP, Accept, true},
+		{"truncated-ip", gre[:12], pkt.Drop, ReasonIPMalformed, 0, false},
+		{"ipv6-version", mut(gre, func(b []byte) { b[0] = 0x60 }), pkt.Drop, ReasonIPMalformed, 0, false},
+		{"total-length-too-big", mut(gre, func(b []byte) { b[2] = 0xff }), pkt.Drop, ReasonIPMalformed, 0, false},
+		{"tcp-bad-offset", mut(tcp, func(b []byte) { b[20+12] = 0xf0 }), pkt.Drop, ReasonTCPMalformed, 0, false},
+		{"tcp-short", mut(tcp, func(b []byte) { b[3] = 30 })[:30], pkt.Drop, ReasonTCPMalformed, 0, false},
+		{"tcp-fragment", mut(tcp, func(b []byte) { b[6] = 0x20 }), pkt.Drop, ReasonTCPFragment, 0, false},
+		{"gre-version0", mut(gre, func(b []byte) { b[21] = 0 }), pkt.Drop, ReasonGREMalformed, pkt.Drop, true},
+		{"gre-checksum-bit", mut(gre, func(b []byte) { b[20] |= 0x80 }), pkt.Drop, ReasonGREMalformed, pkt.Drop, true},
+		{"gre-no-key", mut(gre, func(b []byte) { b[20] &^= 0x20 }), pkt.Drop, ReasonGREMalformed, pkt.Drop, true},
+		{"gre-proto-ip", mut(gre, func(b []byte) { b[22], b[23] = 0x08, 0x00 }), pkt.Drop, ReasonGREMalformed, pkt.Drop, true},
+		{"gre-short", mut(gre, func(b []byte) { b[3] = 24 })[:24], pkt.Drop, ReasonGREMalformed, pkt.Drop, true},
+		{"udp", udp, pkt.Accept, ReasonNotPPTP, pkt.Accept, true},
+		{"tcp-other-port", pkttest.TCP(t, lanA, server, 40000, 443, []byte("x"), pkttest.TCPOpt{}), pkt.Accept, ReasonNotPPTP, pkt.Accept, true},
 	} {
 		for _, strict := range []bool{true, false} {
 			e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = strict })
 			addCall(t, e, lanA, 40000, 7, 555)
 			b := append([]byte(nil), tc.b...)
-			v, r := process(e, b, lanIf, Prerouting)
-			want := Accept
+			v, r := process(e, b, lanIf, nfq.HookPrerouting)
+			want := pkt.Accept
 			if tc.fixed {
 				want = tc.always
 			} else if strict {
@@ -185,20 +186,20 @@ func TestMalformed(t *testing.T) {
 func TestGRETimeoutsAndEviction(t *testing.T) {
 	e, clk := newEngine(t, func(c *EngineConfig) {
 		c.MaxCalls = 2
-		c.Timeouts.Quarantine = time.Minute
+		c.Timeouts.CallIDQuarantine = time.Minute
 	})
 	o1 := addCall(t, e, lanA, 40000, 1, 501)
 	o2 := addCall(t, e, lanA, 40000, 2, 502)
 	pk := PoolKey{pubIP, server}
 	// Call 1 is used, so call 2 is the LRU victim when call 3 arrives.
-	if v, _ := process(e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, Prerouting); v != Accept {
+	if v, _ := process(e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Accept {
 		t.Fatal("call 1")
 	}
 	o3 := addCall(t, e, lanA, 40000, 3, 503)
 	if o1 == o2 || o2 == o3 || o1 == o3 {
 		t.Fatalf("outside IDs not distinct: %d %d %d", o1, o2, o3)
 	}
-	if v, r := process(e, pkttest.GRE(t, server, pubIP, o2, pkttest.GREOpt{}), wanIf, Prerouting); v != Drop || r != ReasonGRENoCall {
+	if v, r := process(e, pkttest.GRE(t, server, pubIP, o2, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting); v != pkt.Drop || r != ReasonGRENoCall {
 		t.Fatalf("evicted call still translated: %v %s", v, r)
 	}
 	if used, q := e.alloc.InUse(pk); used != 2 || q != 1 {
@@ -210,16 +211,16 @@ func TestGRETimeoutsAndEviction(t *testing.T) {
 
 	// Call 1 has seen outbound only: unreplied timeout (30s).
 	clk.Advance(conntrack.DefaultGREUnreplied + time.Second)
-	if v, _ := process(e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, Prerouting); v != Drop {
+	if v, _ := process(e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Drop {
 		t.Fatal("unreplied call outlived its timeout")
 	}
 	// Call 3 gets traffic both ways, then survives 179s but not 181s.
 	o3b := addCall(t, e, lanB, 40001, 3, 503)
-	process(e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, Prerouting)
-	process(e, pkttest.GRE(t, server, pubIP, o3b, pkttest.GREOpt{}), wanIf, Prerouting)
+	process(e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting)
+	process(e, pkttest.GRE(t, server, pubIP, o3b, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
 	clk.Advance(conntrack.DefaultGREReplied - time.Second)
 	e.Tick()
-	if v, _ := process(e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, Prerouting); v != Accept {
+	if v, _ := process(e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Accept {
 		t.Fatal("replied call expired early")
 	}
 	clk.Advance(conntrack.DefaultGREReplied + time.Second)
@@ -240,26 +241,26 @@ func TestNoAllocsGRE(t *testing.T) {
 	outT := pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Payload: make([]byte, 1400)})
 	inT := pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Seq: u32p(1), Payload: make([]byte, 1400)})
 	buf := make([]byte, len(outT))
-	p := &Packet{Data: buf}
+	p := &nfq.Packet{Payload: buf}
 	for name, f := range map[string]func(){
 		"out": func() {
 			copy(buf, outT)
-			*p = Packet{Data: buf, InIf: lanIf}
-			if v, _ := e.Process(p); v != Accept {
+			*p = nfq.Packet{Payload: buf, InDev: lanIf}
+			if v, _ := e.Process(p); v != pkt.Accept {
 				t.Fatal("out not accepted")
 			}
 		},
 		"in": func() {
 			copy(buf, inT)
-			*p = Packet{Data: buf, InIf: wanIf}
-			if v, _ := e.Process(p); v != Accept {
+			*p = nfq.Packet{Payload: buf, InDev: wanIf}
+			if v, _ := e.Process(p); v != pkt.Accept {
 				t.Fatal("in not accepted")
 			}
 		},
 		"no-call": func() {
 			copy(buf, inT)
 			buf[20+7]++ // wrong key
-			*p = Packet{Data: buf, InIf: wanIf}
+			*p = nfq.Packet{Payload: buf, InDev: wanIf}
 			e.Process(p)
 		},
 	} {
@@ -283,8 +284,8 @@ func benchGRE(b *testing.B, inbound bool) {
 	b.ReportAllocs()
 	for b.Loop() {
 		copy(buf[:40], tmpl) // headers only: the rewrite touches nothing beyond
-		p := Packet{Data: buf, InIf: inIf}
-		if v, _ := e.Process(&p); v != Accept {
+		p := nfq.Packet{Payload: buf, InDev: inIf}
+		if v, _ := e.Process(&p); v != pkt.Accept {
 			b.Fatal("not accepted")
 		}
 	}
@@ -312,7 +313,7 @@ func TestEngineConcurrent(t *testing.T) {
 				if pkt.IPv4(b).DestinationAddress() == pubIP {
 					inIf = wanIf
 				}
-				if v, r := e.Process(&Packet{Data: b, InIf: inIf}); v != Accept {
+				if v, r := e.Process(&nfq.Packet{Payload: b, InDev: inIf}); v != pkt.Accept {
 					t.Errorf("%v %s", v, r)
 					return
 				}
@@ -343,7 +344,7 @@ func TestDropSummaryLog(t *testing.T) {
 	})
 	e.Tick() // first summary: nothing dropped yet
 	for range 3 {
-		process(e, pkttest.GRE(t, server, pubIP, 4, pkttest.GREOpt{}), wanIf, Prerouting)
+		process(e, pkttest.GRE(t, server, pubIP, 4, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
 	}
 	e.Tick()
 	if buf.Len() != 0 {

@@ -1,10 +1,12 @@
 package nat
 
 import (
-	"pptpgw/internal/pkt"
-	"pptpgw/internal/pkt/pkttest"
 	"testing"
 
+	"pptpgw/conntrack"
+	"pptpgw/internal/pkt"
+	"pptpgw/internal/pkt/pkttest"
+	"pptpgw/nat/nfq"
 	"pptpgw/pptp/wire"
 )
 
@@ -55,34 +57,34 @@ func FuzzEngineProcess(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p1, p2 []byte, mode uint8) {
 		e, clk := newEngine(t, func(c *EngineConfig) { c.Strict = mode&1 != 0 })
 		addCall(t, e, lanA, 40000, 7, 555)
-		e.SetReleaser(func(id uint32, data []byte, v Verdict) {
-			if v == Accept {
+		e.SetReleaser(func(id uint32, data []byte, v pkt.Verdict) {
+			if v == pkt.Accept {
 				checkValid(t, data, "released")
 			}
 		})
 		for i, b := range [][]byte{p1, p2} {
 			b = append([]byte(nil), b...)
 			fixup(b)
-			p := Packet{ID: uint32(i), Data: b, Hook: Prerouting}
+			p := nfq.Packet{ID: uint32(i), Payload: b, Hook: nfq.HookPrerouting}
 			switch (mode >> (1 + 2*i)) & 3 {
 			case 0:
-				p.InIf = lanIf
+				p.InDev = lanIf
 			case 1:
-				p.InIf = wanIf
+				p.InDev = wanIf
 			case 2:
-				p.Hook = Output
+				p.Hook = nfq.HookOutput
 			default:
-				p.InIf = 42
+				p.InDev = 42
 			}
 			v, r := e.Process(&p)
 			if r == "" {
 				t.Fatal("empty reason")
 			}
-			if v == Accept {
-				checkValid(t, p.Data, "accepted")
+			if v == pkt.Accept {
+				checkValid(t, p.Payload, "accepted")
 			}
 		}
-		clk.Advance(DefaultHoldTimeout)
+		clk.Advance(conntrack.DefaultHold)
 		e.Tick()
 		_ = e.Calls()
 		_ = e.Counters()

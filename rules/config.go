@@ -22,22 +22,18 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"pptpgw/conntrack"
+	"pptpgw/pptp/wire"
 )
 
 // Defaults. Kept as constants so the documentation and the code cannot drift
 // apart silently: config_test checks CONFIG.md mentions each of them.
 const (
-	DefaultTable        = "pptpgw"
-	DefaultQueue        = 47 // same number as the GRE protocol: easy to remember
-	DefaultMaxCalls     = 65536
-	DefaultAdminSocket  = "/run/pptpgw/admin.sock"
-	DefaultLogLevel     = "info"
-	DefaultGREUnreplied = 30 * time.Second
-	DefaultGREReplied   = 180 * time.Second
-	DefaultControlIdle  = time.Hour
-	DefaultQuarantine   = 2 * time.Minute
-	DefaultHold         = 300 * time.Millisecond
-	PPTPPort            = 1723
+	DefaultTable       = "pptpgw"
+	DefaultQueue       = 47 // same number as the GRE protocol: easy to remember
+	DefaultAdminSocket = "/run/pptpgw/admin.sock"
+	DefaultLogLevel    = "info"
 
 	// MaxMaxCalls bounds max_calls so a typo cannot make the tracking table
 	// reserve unbounded memory.
@@ -67,8 +63,10 @@ type Config struct {
 	// Strict drops malformed control messages instead of passing them
 	// untouched. GRE that matches no call is dropped either way.
 	Strict bool `yaml:"strict"`
-	// Timeouts of the tracking table and the control-stream helper.
-	Timeouts Timeouts `yaml:"timeouts"`
+	// Timeouts of the call table, the call-ID quarantine and held control
+	// segments: the engine's own type (one declaration, one set of
+	// defaults, in package conntrack).
+	Timeouts conntrack.Timeouts `yaml:"timeouts"`
 	// MaxCalls bounds the number of tracked calls.
 	MaxCalls int `yaml:"max_calls"`
 	// AdminSocket is the unix socket `pptpgw calls` talks to.
@@ -102,21 +100,6 @@ func (c *Config) flagKeys() map[string]string {
 		"admin_socket": c.AdminSocket,
 		"log_level":    c.LogLevel,
 	}
-}
-
-// Timeouts are the idle timeouts, as YAML duration strings ("30s", "2m").
-type Timeouts struct {
-	// GREUnreplied: a GRE flow only seen in one direction.
-	GREUnreplied time.Duration `yaml:"gre_unreplied"`
-	// GREReplied: a GRE flow seen in both directions.
-	GREReplied time.Duration `yaml:"gre_replied"`
-	// ControlIdle: a PPTP control connection with no traffic (Echo counts).
-	ControlIdle time.Duration `yaml:"control_idle"`
-	// CallIDQuarantine: how long a released outside call ID is not reused.
-	CallIDQuarantine time.Duration `yaml:"call_id_quarantine"`
-	// Hold: how long a control segment that ends inside a call-ID field is
-	// held waiting for the rest before it is let go unmodified.
-	Hold time.Duration `yaml:"hold"`
 }
 
 // Forward publishes a PPTP server behind the gateway: TCP connections to
@@ -208,18 +191,12 @@ func (m MSSClamp) MarshalYAML() (any, error) {
 // are empty: the caller (command-line flags) must set them.
 func Default() *Config {
 	return &Config{
-		Table:    DefaultTable,
-		Queue:    DefaultQueue,
-		FailOpen: true,
-		Strict:   false,
-		Timeouts: Timeouts{
-			GREUnreplied:     DefaultGREUnreplied,
-			GREReplied:       DefaultGREReplied,
-			ControlIdle:      DefaultControlIdle,
-			CallIDQuarantine: DefaultQuarantine,
-			Hold:             DefaultHold,
-		},
-		MaxCalls:    DefaultMaxCalls,
+		Table:       DefaultTable,
+		Queue:       DefaultQueue,
+		FailOpen:    true,
+		Strict:      false,
+		Timeouts:    conntrack.Timeouts{}.WithDefaults(),
+		MaxCalls:    conntrack.DefaultMaxCalls,
 		AdminSocket: DefaultAdminSocket,
 		MSSClamp:    MSSClamp{Mode: MSSAuto},
 		IPForward:   true,
@@ -441,7 +418,7 @@ func (c *Config) Validate() error {
 		case f.To == "":
 			bad(p+".to", "required: the inside PPTP server's IPv4 address")
 		case err != nil:
-			bad(p+".to", "%q is not an IP address (give the address only: the server must listen on %d)", f.To, PPTPPort)
+			bad(p+".to", "%q is not an IP address (give the address only: the server must listen on %d)", f.To, wire.ControlPort)
 		case !a.Is4():
 			bad(p+".to", "%s is not an IPv4 address", a)
 		case !a.IsGlobalUnicast() && !a.IsPrivate():

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"pptpgw/conntrack"
 )
 
 func TestDefault(t *testing.T) {
@@ -17,7 +19,7 @@ func TestDefault(t *testing.T) {
 		c.LogLevel != "info" || c.PublicAddress != "" || len(c.Forwards) != 0 {
 		t.Errorf("Default() = %+v", c)
 	}
-	want := Timeouts{30 * time.Second, 180 * time.Second, time.Hour, 2 * time.Minute, 300 * time.Millisecond}
+	want := conntrack.Timeouts{GREUnreplied: 30 * time.Second, GREReplied: 180 * time.Second, ControlIdle: time.Hour, CallIDQuarantine: 2 * time.Minute, Hold: 300 * time.Millisecond}
 	if c.Timeouts != want {
 		t.Errorf("Default().Timeouts = %+v, want %+v", c.Timeouts, want)
 	}

@@ -2,14 +2,10 @@ package rules
 
 import (
 	"bytes"
-	"errors"
-	"net"
-
 	"crypto/rand"
 	"encoding/hex"
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
-	"github.com/google/nftables/xt"
+	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -17,6 +13,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
 	"github.com/vishvananda/netns"
 )
 

@@ -14,6 +14,8 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
+
+	"pptpgw/pptp/wire"
 )
 
 // The ruleset Install programs, all in one table `ip <Plan.Table>` so other
@@ -309,8 +311,8 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		ch := chain(h.name, nftables.ChainTypeFilter, h.hook, PriorityQueue)
 		wan := MatchIfname(h.iface, p.WAN)
 		rule(ch, MatchGRE(), wan, q)
-		rule(ch, MatchTCPPort(false, PPTPPort), wan, q)
-		rule(ch, MatchTCPPort(true, PPTPPort), wan, q)
+		rule(ch, MatchTCPPort(false, wire.ControlPort), wan, q)
+		rule(ch, MatchTCPPort(true, wire.ControlPort), wan, q)
 	}
 
 	if p.MSS.Mode != MSSOff {
@@ -406,7 +408,7 @@ func SNAT(a netip.Addr) []expr.Any {
 // engine (which looks at port 1723 after dstnat) sees its control stream.
 func DNAT(a netip.Addr, publicPort uint16) []expr.Any {
 	b := a.As4()
-	if publicPort == PPTPPort {
+	if publicPort == wire.ControlPort {
 		return []expr.Any{
 			&expr.Immediate{Register: 1, Data: b[:]},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
@@ -414,7 +416,7 @@ func DNAT(a netip.Addr, publicPort uint16) []expr.Any {
 	}
 	return []expr.Any{
 		&expr.Immediate{Register: 1, Data: b[:]},
-		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(PPTPPort)},
+		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(wire.ControlPort)},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1,
 			RegProtoMin: 2, Specified: true},
 	}

@@ -6,40 +6,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"text/tabwriter"
+
+	"pptpgw/nat"
+	"pptpgw/rules"
 )
-
-const defaultAdminSocket = "/run/pptpgw/admin.sock"
-
-// callJSON is one row of `pptpgw calls --json`.
-type callJSON struct {
-	InsideIP      string  `json:"inside_ip"`
-	InsidePort    uint16  `json:"inside_port"`
-	PublicIP      string  `json:"public_ip"`
-	PublicPort    uint16  `json:"public_port,omitempty"`
-	PeerIP        string  `json:"peer_ip"`
-	InsideCallID  uint16  `json:"inside_call_id"`
-	OutsideCallID uint16  `json:"outside_call_id"`
-	PeerCallID    uint16  `json:"peer_call_id"`
-	State         string  `json:"state"`
-	IdleSeconds   float64 `json:"idle_seconds"`
-	PktsOut       uint64  `json:"pkts_out"`
-	PktsIn        uint64  `json:"pkts_in"`
-	BytesOut      uint64  `json:"bytes_out"`
-	BytesIn       uint64  `json:"bytes_in"`
-}
-
-// callsReply is the whole answer to the admin command "calls".
-type callsReply struct {
-	Calls    []callJSON        `json:"calls"`
-	Counters map[string]uint64 `json:"counters"`
-}
 
 func cmdCalls(args []string) int {
 	fs := flag.NewFlagSet("calls", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	sock := fs.String("admin-socket", defaultAdminSocket, "admin socket of the running gateway")
+	sock := fs.String("admin-socket", rules.DefaultAdminSocket, "admin socket of the running gateway")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: pptpgw calls [--json] [--admin-socket PATH]
 
@@ -64,7 +40,7 @@ Flags:
 		os.Stdout.Write(b)
 		return 0
 	}
-	var r callsReply
+	var r nat.CallsReply
 	if err := json.Unmarshal(b, &r); err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw calls: bad answer from daemon:", err)
 		return 1
@@ -73,19 +49,14 @@ Flags:
 	return 0
 }
 
-func printCalls(w io.Writer, calls []callJSON) {
-	sort.Slice(calls, func(i, j int) bool {
-		if calls[i].InsideIP != calls[j].InsideIP {
-			return calls[i].InsideIP < calls[j].InsideIP
-		}
-		return calls[i].InsideCallID < calls[j].InsideCallID
-	})
+func printCalls(w io.Writer, calls []nat.Call) {
+	nat.SortCalls(calls)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	// PEER, not SERVER: behind a forward the inside party is the server
 	// and the peer is the client; such calls show their public port.
 	fmt.Fprintln(tw, "INSIDE\tCALL-ID\tOUTSIDE\tCALL-ID\tPEER\tCALL-ID\tSTATE\tIDLE\tPKTS OUT/IN\tBYTES OUT/IN")
 	for _, c := range calls {
-		outside := c.PublicIP
+		outside := c.PublicIP.String()
 		if c.PublicPort != 0 {
 			outside = fmt.Sprintf("%s:%d", c.PublicIP, c.PublicPort)
 		}

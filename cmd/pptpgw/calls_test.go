@@ -1,19 +1,22 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
+
+	"pptpgw/nat"
 )
 
 // The human table names the other party PEER (behind a forward it is the
 // client) and shows a forwarded call's public port.
 func TestPrintCalls(t *testing.T) {
 	var b strings.Builder
-	printCalls(&b, []callJSON{
-		{InsideIP: "10.77.0.11", InsideCallID: 0x4000, PublicIP: "203.0.113.1", PublicPort: 1724, OutsideCallID: 777,
-			PeerIP: "203.0.113.2", PeerCallID: 0x200, State: "replied"},
-		{InsideIP: "10.77.0.10", InsideCallID: 0x100, PublicIP: "203.0.113.1", OutsideCallID: 999,
-			PeerIP: "203.0.113.2", PeerCallID: 0x4000, State: "unreplied"},
+	printCalls(&b, []nat.Call{
+		{InsideIP: netip.MustParseAddr("10.77.0.11"), InsideCallID: 0x4000, PublicIP: netip.MustParseAddr("203.0.113.1"), PublicPort: 1724, OutsideCallID: 777,
+			PeerIP: netip.MustParseAddr("203.0.113.2"), PeerCallID: 0x200, State: "replied"},
+		{InsideIP: netip.MustParseAddr("10.77.0.10"), InsideCallID: 0x100, PublicIP: netip.MustParseAddr("203.0.113.1"), OutsideCallID: 999,
+			PeerIP: netip.MustParseAddr("203.0.113.2"), PeerCallID: 0x4000, State: "unreplied"},
 	})
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 3 {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"pptpgw/nat"
 )
 
 // The test binary doubles as pptpgw: with this variable set, TestMain runs
@@ -184,7 +186,7 @@ nft list table ip pptpgw > "$5" 2>&1 || true
 	}
 	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
 	js, rest, _ := strings.Cut(string(calls), "\n")
-	var r callsReply
+	var r nat.CallsReply
 	if err := json.Unmarshal([]byte(js), &r); err != nil || r.Calls == nil || r.Counters == nil {
 		t.Errorf("calls --json = %q (%v), want {calls: [], counters: {...}}", js, err)
 	}

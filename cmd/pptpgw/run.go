@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"pptpgw/conntrack"
+	"pptpgw/internal/metrics"
 	"pptpgw/nat"
 	"pptpgw/rules"
 )
@@ -47,7 +48,7 @@ func cmdRun(args []string) int {
 	wan := fs.String("wan", "", "outside interface (masquerade/SNAT happens there)")
 	lan := fs.String("lan", "", "inside interface(s), comma-separated")
 	cfgPath := fs.String("config", "", "YAML config file (optional)")
-	adminSock := fs.String("admin-socket", "", "unix socket for 'pptpgw calls' (default "+defaultAdminSocket+")")
+	adminSock := fs.String("admin-socket", "", "unix socket for 'pptpgw calls' (default "+rules.DefaultAdminSocket+")")
 	table := fs.String("table", "", "nftables table name the daemon owns (default "+rules.DefaultTable+")")
 	queueNum := fs.Uint("queue", 0, fmt.Sprintf("NFQUEUE number for PPTP control and GRE (default %d)", rules.Default().Queue))
 	failClosed := fs.Bool("fail-closed", false, "drop queued packets while no daemon listens (default: fail-open)")
@@ -149,27 +150,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 			return fmt.Errorf("enable IPv4 forwarding: %w", err)
 		}
 	}
-	var fwds []nat.Forward
-	for _, f := range cfg.Forwards {
-		fwds = append(fwds, nat.Forward{Port: f.Port, InsideIP: f.Addr()})
-	}
-	ecfg := nat.EngineConfig{
-		PublicIP: res.PublicIP,
-		WANIf:    res.WANIndex,
-		LANIfs:   res.LANIndex,
-		Strict:   cfg.Strict,
-		Timeouts: conntrack.Timeouts{
-			GREUnreplied: cfg.Timeouts.GREUnreplied,
-			GREReplied:   cfg.Timeouts.GREReplied,
-			Control:      cfg.Timeouts.ControlIdle,
-			Quarantine:   cfg.Timeouts.CallIDQuarantine,
-		},
-		MaxCalls:    cfg.MaxCalls,
-		HoldTimeout: cfg.Timeouts.Hold,
-		Forwards:    fwds,
-		Logger:      log,
-	}
-	engine := nat.NewEngine(ecfg, conntrack.SystemClock{})
+	engine := newEngine(cfg, res, conntrack.SystemClock{}, log)
 
 	// Bind the queue before the rules exist so that no packet is ever
 	// queued to a socket nobody reads (fail-closed would drop it).
@@ -191,7 +172,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 	go serveAdmin(actx, adminL, func(cmd string) (any, error) {
 		switch cmd {
 		case "calls":
-			return callsSnapshot(engine, q), nil
+			return callsReply(engine, q), nil
 		default:
 			return nil, fmt.Errorf("unknown admin command %q (try: calls)", cmd)
 		}
@@ -273,24 +254,27 @@ func followWAN(ctx context.Context, cfg *rules.Config, engine *nat.Engine, res *
 	}()
 }
 
-func callsSnapshot(e *nat.Engine, q *queue) callsReply {
-	calls := e.Calls()
-	r := callsReply{Calls: make([]callJSON, 0, len(calls)), Counters: e.Counters()}
-	if r.Counters == nil {
-		r.Counters = map[string]uint64{}
+// newEngine is where the configuration reaches the engine: every setting
+// the engine runs with comes from cfg here (TestNewEngineGetsConfig).
+func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log *slog.Logger) *nat.Engine {
+	var fwds []nat.Forward
+	for _, f := range cfg.Forwards {
+		fwds = append(fwds, nat.Forward{Port: f.Port, InsideIP: f.Addr()})
 	}
-	for k, v := range q.counters() {
-		r.Counters[k] = v
-	}
-	for _, c := range calls {
-		r.Calls = append(r.Calls, callJSON{
-			InsideIP: c.InsideIP.String(), InsidePort: c.InsidePort,
-			PublicIP: c.PublicIP.String(), PublicPort: c.PublicPort,
-			PeerIP:       c.PeerIP.String(),
-			InsideCallID: c.InsideCallID, OutsideCallID: c.OutsideCallID, PeerCallID: c.PeerCallID,
-			State: c.State, IdleSeconds: c.Idle.Seconds(),
-			PktsOut: c.PktsOut, PktsIn: c.PktsIn, BytesOut: c.BytesOut, BytesIn: c.BytesIn,
-		})
-	}
-	return r
+	return nat.NewEngine(nat.EngineConfig{
+		PublicIP: res.PublicIP,
+		WANIf:    res.WANIndex,
+		LANIfs:   res.LANIndex,
+		Strict:   cfg.Strict,
+		Timeouts: cfg.Timeouts,
+		MaxCalls: cfg.MaxCalls,
+		Forwards: fwds,
+		Logger:   log,
+	}, clk)
+}
+
+// callsReply answers the admin command "calls": the engine's calls and the
+// counters of the engine and the queue, from one metrics snapshot.
+func callsReply(e *nat.Engine, q *queue) nat.CallsReply {
+	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(e, q.conn).Map()}
 }

@@ -2,12 +2,13 @@ package pkt_test
 
 import (
 	"bytes"
-	"pptpgw/internal/pkt"
-	"pptpgw/internal/pkt/pkttest"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"pptpgw/internal/pkt"
+	"pptpgw/internal/pkt/pkttest"
 )
 
 var (

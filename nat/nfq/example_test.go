@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/nat/nfq"
 )
 
@@ -17,18 +18,18 @@ func Example() {
 	}
 	defer c.Close()
 	held := make(chan []byte, 16)
-	err = c.Run(context.Background(), func(p *nfq.Packet) nfq.Verdict {
+	err = c.Run(context.Background(), func(p *nfq.Packet) pkt.Verdict {
 		if p.Hook == nfq.HookPrerouting && len(p.Payload) >= 28 && p.Payload[9] == 47 {
 			p.Payload[26], p.Payload[27] = 0x12, 0x34 // new GRE key, in place
 			p.Modified = true
-			return nfq.Accept
+			return pkt.Accept
 		}
 		if len(held) < cap(held) {
 			held <- append([]byte(nil), p.Payload...) // keep a copy
 			go func(id uint32) { c.SetVerdict(id, true, <-held) }(p.ID)
-			return nfq.Hold
+			return pkt.Hold
 		}
-		return nfq.Drop
+		return pkt.Drop
 	})
 	if err != nil {
 		slog.Error("queue", "err", err)

@@ -118,7 +118,7 @@ func parsePacket(body []byte, p *Packet) (haveID bool, err error) {
 				return gotHdr, errBadAttr
 			}
 			p.ID = binary.BigEndian.Uint32(d[0:4])
-			p.Hook = d[6]
+			p.Hook = Hook(d[6])
 			gotHdr = true
 		case attrInDev:
 			if len(d) < 4 {

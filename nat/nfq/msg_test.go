@@ -11,6 +11,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"pptpgw/internal/pkt"
 )
 
 // recordedGRE is a datagram Linux 6.18 sent (logged by TestQueueNetns): a
@@ -29,7 +31,7 @@ func mustHex(s string) []byte {
 
 // kernelPacket builds an NFQNL_MSG_PACKET the way nfqnl_build_packet_message
 // lays it out.
-func kernelPacket(queue uint16, id uint32, hook uint8, indev, outdev uint32, payload []byte) []byte {
+func kernelPacket(queue uint16, id uint32, hook Hook, indev, outdev uint32, payload []byte) []byte {
 	attr := func(b []byte, typ uint16, data []byte) []byte {
 		var h [4]byte
 		binary.NativeEndian.PutUint16(h[0:], uint16(4+len(data)))
@@ -42,7 +44,7 @@ func kernelPacket(queue uint16, id uint32, hook uint8, indev, outdev uint32, pay
 		return b
 	}
 	b := make([]byte, 20)
-	ph := []byte{0, 0, 0, 0, 0x08, 0x00, hook}
+	ph := []byte{0, 0, 0, 0, 0x08, 0x00, byte(hook)}
 	binary.BigEndian.PutUint32(ph, id)
 	b = attr(b, attrPacketHdr, ph)
 	if indev != 0 {
@@ -68,7 +70,7 @@ func TestParsePacket(t *testing.T) {
 		name   string
 		msg    []byte
 		id     uint32
-		hook   uint8
+		hook   Hook
 		in     uint32
 		out    uint32
 		paylen int
@@ -221,27 +223,27 @@ func TestBatchLimit(t *testing.T) {
 }
 
 // handlePath is Run's per-datagram work without the socket.
-func handlePath(c *Conn, dgram []byte, h Handler) {
+func handlePath(c *Queue, dgram []byte, h Handler) {
 	c.handleDatagram(dgram, h)
 	c.out.iovecs()
 	c.out.reset()
 }
 
-func testConn() *Conn {
-	return &Conn{fd: -1, queue: 47, out: newBatch(64, 1<<22)}
+func testConn() *Queue {
+	return &Queue{fd: -1, queue: 47, out: newBatch(64, 1<<22)}
 }
 
 func TestNoAllocs(t *testing.T) {
 	c := testConn()
-	pkt := recordedGRE
-	dgram := append([]byte(nil), pkt...)
-	h := func(p *Packet) Verdict {
+	raw := recordedGRE
+	dgram := append([]byte(nil), raw...)
+	h := func(p *Packet) pkt.Verdict {
 		p.Payload[27] ^= 1
 		p.Modified = true
-		return Accept
+		return pkt.Accept
 	}
 	allocs := testing.AllocsPerRun(1000, func() {
-		copy(dgram, pkt)
+		copy(dgram, raw)
 		handlePath(c, dgram, h)
 	})
 	if allocs != 0 {
@@ -255,7 +257,7 @@ func TestNoAllocs(t *testing.T) {
 	for i := range 8 {
 		multi = append(multi, kernelPacket(47, uint32(i), 0, 1, 0, grePayload)...)
 	}
-	allocs = testing.AllocsPerRun(100, func() { handlePath(c, multi, func(p *Packet) Verdict { return Drop }) })
+	allocs = testing.AllocsPerRun(100, func() { handlePath(c, multi, func(p *Packet) pkt.Verdict { return pkt.Drop }) })
 	if allocs != 0 {
 		t.Errorf("%v allocations per 8-packet datagram, want 0", allocs)
 	}
@@ -274,18 +276,18 @@ func TestHandleDatagramVerdicts(t *testing.T) {
 	dgram = append(dgram, e...)
 	dgram = append(dgram, 0xff, 0xff, 0xff)
 	var seen []uint32
-	c.handleDatagram(dgram, func(p *Packet) Verdict {
+	c.handleDatagram(dgram, func(p *Packet) pkt.Verdict {
 		seen = append(seen, p.ID)
 		switch p.ID {
 		case 100:
-			return Drop
+			return pkt.Drop
 		case 101:
-			return Hold
+			return pkt.Hold
 		case 102:
 			p.Payload[27] = 0x99
 			p.Modified = true
 		}
-		return Accept
+		return pkt.Accept
 	})
 	if len(seen) != 4 {
 		t.Fatalf("handler saw %v", seen)
@@ -308,9 +310,9 @@ func TestHandleDatagramVerdicts(t *testing.T) {
 // A datagram cut short by MSG_TRUNC still gets its packet dropped by ID.
 func TestTruncatedDatagramDrops(t *testing.T) {
 	c := testConn()
-	pkt := kernelPacket(47, 42, 0, 1, 0, grePayload)
+	raw := kernelPacket(47, 42, 0, 1, 0, grePayload)
 	called := false
-	c.handleDatagram(pkt[:60], func(*Packet) Verdict { called = true; return Accept })
+	c.handleDatagram(raw[:60], func(*Packet) pkt.Verdict { called = true; return pkt.Accept })
 	want := goNfqueueVerdict(t, 47, 42, 0, nil)
 	if got := c.out.bytes(nil); called || !bytes.Equal(got, want) || c.Stats().Malformed != 1 {
 		t.Errorf("handler called %v, verdicts %x (want %x), stats %+v", called, got, want, c.Stats())
@@ -319,16 +321,16 @@ func TestTruncatedDatagramDrops(t *testing.T) {
 
 func BenchmarkParseVerdict(b *testing.B) {
 	c := testConn()
-	pkt := append([]byte(nil), recordedGRE...)
-	h := func(p *Packet) Verdict {
+	raw := append([]byte(nil), recordedGRE...)
+	h := func(p *Packet) pkt.Verdict {
 		p.Payload[27]++
 		p.Modified = true
-		return Accept
+		return pkt.Accept
 	}
 	b.ReportAllocs()
 	b.SetBytes(28)
 	for b.Loop() {
-		c.handleDatagram(pkt, h)
+		c.handleDatagram(raw, h)
 		if c.out.n >= 64 {
 			c.out.iovecs()
 			c.out.reset()
@@ -377,7 +379,7 @@ func FuzzParse(f *testing.F) {
 		}
 		// Run's whole per-datagram path on the same bytes.
 		c := testConn()
-		c.handleDatagram(data, func(p *Packet) Verdict { p.Modified = true; return Accept })
+		c.handleDatagram(data, func(p *Packet) pkt.Verdict { p.Modified = true; return pkt.Accept })
 		c.out.bytes(nil)
 	})
 }

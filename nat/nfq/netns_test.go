@@ -21,6 +21,7 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/rules"
 )
 
@@ -217,7 +218,7 @@ func TestQueueNetns(t *testing.T) {
 	}
 
 	type seen struct {
-		hook          uint8
+		hook          Hook
 		indev, outdev uint32
 		payload       []byte
 	}
@@ -229,46 +230,46 @@ func TestQueueNetns(t *testing.T) {
 		tcp1723 atomic.Int64
 		burst   atomic.Int64
 	)
-	h := func(p *Packet) Verdict {
+	h := func(p *Packet) pkt.Verdict {
 		handled.Add(1)
 		if len(p.Payload) >= 24 && p.Payload[9] == unix.IPPROTO_TCP {
 			tcp1723.Add(1)
-			return Accept
+			return pkt.Accept
 		}
 		if len(p.Payload) < 28 {
-			return Drop
+			return pkt.Drop
 		}
 		key := uint16(p.Payload[26])<<8 | uint16(p.Payload[27])
 		if key == 5 {
 			burst.Add(1)
-			return Accept
+			return pkt.Accept
 		}
 		mu.Lock()
 		got[key] = seen{p.Hook, p.InDev, p.OutDev, append([]byte(nil), p.Payload...)}
 		mu.Unlock()
 		switch key {
 		case 2:
-			return Drop
+			return pkt.Drop
 		case 3: // rewrite the key in place: 3 -> 0x7703
 			p.Payload[26] = 0x77
 			p.Modified = true
 		case 4:
 			heldID <- p.ID
-			return Hold
+			return pkt.Hold
 		case 6:
 			// A verdict the kernel refuses (no such packet), in the same
 			// datagram before this packet's own: the kernel answers it with
 			// an error and still runs the next message.
 			c.queueVerdict(0xfffffff0, true, nil, false)
 		}
-		return Accept
+		return pkt.Accept
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- c.Run(ctx, h) }()
 
-	// Accept.
+	// pkt.Accept.
 	unix.Sendto(tx, grePacket(1), 0, loopback)
 	if !recvKey(rx, 1, 3*time.Second) {
 		t.Error("accepted packet not delivered")
@@ -280,7 +281,7 @@ func TestQueueNetns(t *testing.T) {
 		s.payload[9] != unix.IPPROTO_GRE || string(s.payload[20:28]) != string(grePacket(1)) {
 		t.Errorf("handler saw hook %d in %d out %d payload %x", s.hook, s.indev, s.outdev, s.payload)
 	}
-	// Drop.
+	// pkt.Drop.
 	unix.Sendto(tx, grePacket(2), 0, loopback)
 	if recvKey(rx, 2, 300*time.Millisecond) {
 		t.Error("dropped packet delivered")
@@ -290,7 +291,7 @@ func TestQueueNetns(t *testing.T) {
 	if !recvKey(rx, 0x7703, 3*time.Second) {
 		t.Error("modified packet (key 0x7703) not delivered")
 	}
-	// Hold, answered later from another goroutine.
+	// pkt.Hold, answered later from another goroutine.
 	unix.Sendto(tx, grePacket(4), 0, loopback)
 	select {
 	case id := <-heldID:
@@ -404,11 +405,11 @@ func TestCloseStopsRun(t *testing.T) {
 	verdictErr := make(chan error, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Run(context.Background(), func(p *Packet) Verdict {
+		done <- c.Run(context.Background(), func(p *Packet) pkt.Verdict {
 			close(inHandler)
 			<-release
 			verdictErr <- c.SetVerdict(p.ID, true, nil)
-			return Hold
+			return pkt.Hold
 		})
 	}()
 	unix.Sendto(tx, grePacket(8), 0, loopback)
@@ -550,10 +551,10 @@ func TestThroughputNetns(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() {
-				done <- c.Run(ctx, func(p *Packet) Verdict {
+				done <- c.Run(ctx, func(p *Packet) pkt.Verdict {
 					g.hit()
 					p.Modified = mod
-					return Accept
+					return pkt.Accept
 				})
 			}()
 			pps, missing := drain(t, tx, g, rounds, perRound)
@@ -571,7 +572,7 @@ func TestThroughputNetns(t *testing.T) {
 		}
 		// go-nfqueue, used as cmd/pptpgw/queue.go uses it.
 		{
-			nf, err := nfqueue.Open(&nfqueue.Config{NfQueue: ns.q, MaxPacketLen: 0xffff, MaxQueueLen: defaultMaxQueueLen,
+			nf, err := nfqueue.Open(&nfqueue.Config{NfQueue: ns.q, MaxPacketLen: 0xffff, MaxQueueLen: DefaultMaxQueueLen,
 				Copymode: nfqueue.NfQnlCopyPacket, NetNS: ns.fd})
 			if err != nil {
 				t.Fatal(err)

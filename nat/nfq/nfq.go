@@ -33,21 +33,44 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"pptpgw/internal/metrics"
+	"pptpgw/internal/pkt"
 )
 
-// Netfilter hook numbers (enum nf_inet_hooks) as Packet.Hook reports them.
+// Hook is a netfilter hook number (enum nf_inet_hooks): where in the
+// kernel's path a packet was queued.
+type Hook uint8
+
+// The hooks, as Packet.Hook reports them.
 const (
-	HookPrerouting  = 0
-	HookInput       = 1
-	HookForward     = 2
-	HookOutput      = 3
-	HookPostrouting = 4
+	HookPrerouting  Hook = 0 // arriving, before routing (forwarded or for this host)
+	HookInput       Hook = 1
+	HookForward     Hook = 2
+	HookOutput      Hook = 3 // sent by this host, before routing
+	HookPostrouting Hook = 4 // leaving, after routing (no ingress interface reported)
 )
+
+func (h Hook) String() string {
+	switch h {
+	case HookPrerouting:
+		return "prerouting"
+	case HookInput:
+		return "input"
+	case HookForward:
+		return "forward"
+	case HookOutput:
+		return "output"
+	case HookPostrouting:
+		return "postrouting"
+	}
+	return "hook?"
+}
 
 // Config configures Open. Zero fields take the defaults.
 type Config struct {
 	Queue       uint16
-	MaxQueueLen uint32 // packets the kernel holds waiting for a verdict; default 8192
+	MaxQueueLen uint32 // packets the kernel holds waiting for a verdict; default DefaultMaxQueueLen
 	CopyRange   uint32 // bytes of each packet copied to us; default 0xffff
 	ReadBuffer  int    // socket receive buffer (SO_RCVBUFFORCE, else SO_RCVBUF); default 16 MiB
 	Batch       int    // datagrams per recvmmsg; default 64
@@ -56,11 +79,13 @@ type Config struct {
 	NetNS int
 }
 
-// Packet is one queued packet. It and Payload are only valid during the
-// Handler call; Payload points into the receive buffer.
+// Packet is one queued packet: the one queued-packet type of the gateway
+// (the engine in package nat reads it as it comes from the kernel). It and
+// Payload are only valid during the Handler call; Payload points into the
+// receive buffer.
 type Packet struct {
 	ID     uint32
-	Hook   uint8  // HookPrerouting ...
+	Hook   Hook
 	InDev  uint32 // ifindex, 0 if none
 	OutDev uint32 // ifindex, 0 if none
 	// Payload is the packet from its network header on (empty in the rare
@@ -71,21 +96,11 @@ type Packet struct {
 	Modified bool
 }
 
-// Verdict is a Handler's decision.
-type Verdict uint8
-
-const (
-	Accept Verdict = iota
-	Drop
-	// Hold: the handler copied what it needs and answers later with
-	// Conn.SetVerdict. The kernel keeps the packet (and counts it against
-	// MaxQueueLen) until then.
-	Hold
-)
-
 // Handler decides about one packet. It runs on Run's goroutine and must
-// not keep p or p.Payload after it returns.
-type Handler func(p *Packet) Verdict
+// not keep p or p.Payload after it returns. With pkt.Hold it copied what it
+// needs and answers later with Queue.SetVerdict; the kernel keeps the packet
+// (and counts it against MaxQueueLen) until then.
+type Handler func(p *Packet) pkt.Verdict
 
 // Stats are the Conn's counters.
 type Stats struct {
@@ -100,9 +115,9 @@ type Stats struct {
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("nfq: connection closed")
 
-// Conn is a bound queue. Run reads it; SetVerdict may be called from any
+// Queue is a bound queue. Run reads it; SetVerdict may be called from any
 // goroutine.
-type Conn struct {
+type Queue struct {
 	fd    int
 	queue uint16
 
@@ -132,11 +147,17 @@ type Conn struct {
 	packets, batches, verdicts, recvErrors, malformed, verdictErrors atomic.Uint64
 }
 
+// DefaultMaxQueueLen is how many packets the kernel keeps waiting for a
+// verdict. Bursts beyond it are dropped by the kernel, deliberately not
+// accepted: fail-open on overflow (NFQA_CFG_F_FAIL_OPEN) would let GRE leave
+// untranslated, with an inside source address. Fail-open while no reader is
+// bound is the rule's bypass flag (rules.Plan.FailOpen), a different thing.
+const DefaultMaxQueueLen = 8192
+
 const (
-	defaultMaxQueueLen = 8192
-	defaultCopyRange   = 0xffff
-	defaultReadBuffer  = 16 << 20
-	defaultBatch       = 64
+	defaultCopyRange  = 0xffff
+	defaultReadBuffer = 16 << 20
+	defaultBatch      = 64
 	// msgOverhead: room for the netlink headers and attributes around the
 	// payload in a packet message (nlmsghdr, nfgenmsg, packet header,
 	// ifindexes, hw address, timestamp, mark, cap_len, uid/gid, vlan, l2hdr).
@@ -144,9 +165,9 @@ const (
 )
 
 // Open creates the socket and binds it to cfg.Queue.
-func Open(cfg Config) (*Conn, error) {
+func Open(cfg Config) (*Queue, error) {
 	if cfg.MaxQueueLen == 0 {
-		cfg.MaxQueueLen = defaultMaxQueueLen
+		cfg.MaxQueueLen = DefaultMaxQueueLen
 	}
 	if cfg.CopyRange == 0 || cfg.CopyRange > 0xffff {
 		cfg.CopyRange = defaultCopyRange
@@ -164,7 +185,7 @@ func Open(cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nfq: netlink socket: %w", err)
 	}
-	c := &Conn{fd: fd, queue: cfg.Queue}
+	c := &Queue{fd: fd, queue: cfg.Queue}
 	if err := c.setup(cfg); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -172,7 +193,7 @@ func Open(cfg Config) (*Conn, error) {
 	return c, nil
 }
 
-func (c *Conn) setup(cfg Config) error {
+func (c *Queue) setup(cfg Config) error {
 	fd := c.fd
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("nfq: bind netlink socket: %w", err)
@@ -225,7 +246,7 @@ func (c *Conn) setup(cfg Config) error {
 // one datagram of three acknowledged messages, then reads the answers.
 // (The PF_BIND/PF_UNBIND commands are no-ops since Linux 3.8 and are not
 // sent.) No NFQA_CFG_F_FAIL_OPEN: when the queue is full the kernel drops.
-func (c *Conn) configure(cfg Config) error {
+func (c *Queue) configure(cfg Config) error {
 	const seq0 = 1
 	req := appendConfig(nil, cfg.Queue, cfg.CopyRange, cfg.MaxQueueLen, seq0)
 	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
@@ -350,7 +371,7 @@ func socketIn(netns int) (int, error) {
 
 // Run reads packets and answers them until ctx is done or Close is called
 // (it then returns nil). Only one Run may be active.
-func (c *Conn) Run(ctx context.Context, h Handler) error {
+func (c *Queue) Run(ctx context.Context, h Handler) error {
 	c.mu.Lock()
 	if c.closed.Load() || c.fd < 0 {
 		c.mu.Unlock()
@@ -398,7 +419,7 @@ func (c *Conn) Run(ctx context.Context, h Handler) error {
 
 // handleDatagram parses the messages of one received datagram, runs the
 // handler on the packets and queues their verdicts in c.out.
-func (c *Conn) handleDatagram(b []byte, h Handler) {
+func (c *Queue) handleDatagram(b []byte, h Handler) {
 	p := &c.pkt
 	for len(b) > 0 {
 		typ, _, _, body, rest, ok := nextMsg(b)
@@ -427,7 +448,7 @@ func (c *Conn) handleDatagram(b []byte, h Handler) {
 			}
 			c.packets.Add(1)
 			switch h(p) {
-			case Accept:
+			case pkt.Accept:
 				if p.Modified && (len(p.Payload) == 0 || len(p.Payload) > 0xffff) {
 					// Not a packet the kernel could send on.
 					c.verdictErrors.Add(1)
@@ -435,7 +456,7 @@ func (c *Conn) handleDatagram(b []byte, h Handler) {
 				} else {
 					c.queueVerdict(p.ID, true, p.Payload, p.Modified)
 				}
-			case Hold:
+			case pkt.Hold:
 			default: // Drop, or a value that is no Verdict
 				c.queueVerdict(p.ID, false, nil, false)
 			}
@@ -451,7 +472,7 @@ func (c *Conn) handleDatagram(b []byte, h Handler) {
 	}
 }
 
-func (c *Conn) queueVerdict(id uint32, accept bool, payload []byte, withPayload bool) {
+func (c *Queue) queueVerdict(id uint32, accept bool, payload []byte, withPayload bool) {
 	if !c.out.fits(len(payload)) {
 		c.flush()
 	}
@@ -459,7 +480,7 @@ func (c *Conn) queueVerdict(id uint32, accept bool, payload []byte, withPayload 
 }
 
 // flush sends the queued verdicts in one sendmsg.
-func (c *Conn) flush() {
+func (c *Queue) flush() {
 	if c.out.n == 0 {
 		return
 	}
@@ -486,7 +507,7 @@ func (c *Conn) flush() {
 	c.out.reset()
 }
 
-func (c *Conn) flushMM() {
+func (c *Queue) flushMM() {
 	msgs := c.out.mmsgs()
 	for tries := 0; len(msgs) > 0; tries++ {
 		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
@@ -512,7 +533,7 @@ func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, unix.Errno) {
 // wake makes a blocked recvmmsg return: it asks the kernel for an ACK of an
 // NLMSG_NOOP, which lands in our own receive queue. (Closing the fd would
 // not wake it, and netlink sockets do not support shutdown.)
-func (c *Conn) wake() {
+func (c *Queue) wake() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fd < 0 {
@@ -529,7 +550,7 @@ var zeros [4]byte
 // ID). accept with a non-nil payload sends the payload as the packet's new
 // content. Safe for concurrent use with Run. A kernel refusal (unknown ID)
 // arrives asynchronously and is counted in Stats().VerdictErrors.
-func (c *Conn) SetVerdict(id uint32, accept bool, payload []byte) error {
+func (c *Queue) SetVerdict(id uint32, accept bool, payload []byte) error {
 	if len(payload) > 0xffff {
 		return fmt.Errorf("nfq: verdict payload of %d bytes exceeds 65535", len(payload))
 	}
@@ -567,7 +588,7 @@ func (c *Conn) SetVerdict(id uint32, accept bool, payload []byte) error {
 }
 
 // Stats returns a snapshot of the counters.
-func (c *Conn) Stats() Stats {
+func (c *Queue) Stats() Stats {
 	return Stats{
 		Packets:       c.packets.Load(),
 		Batches:       c.batches.Load(),
@@ -578,10 +599,30 @@ func (c *Conn) Stats() Stats {
 	}
 }
 
+// The queue's metric families (see internal/metrics).
+var (
+	descPackets  = &metrics.Desc{Name: "nfqueue_packets_total", Help: "Packets the kernel queued to the daemon and the handler saw."}
+	descBatches  = &metrics.Desc{Name: "nfqueue_batches_total", Help: "Receive calls (recvmmsg) that returned queued packets."}
+	descVerdicts = &metrics.Desc{Name: "nfqueue_verdicts_total", Help: "Verdicts sent to the kernel, batched or one by one."}
+	descErrors   = &metrics.Desc{Name: "nfqueue_errors_total", Help: "Queue errors by kind: recv (the kernel dropped messages for us, e.g. ENOBUFS), malformed (messages skipped), verdict (verdicts refused or unsendable).", Labels: []string{"kind"}}
+)
+
+// Collect emits the queue's counters (metrics.Source); the keys are those
+// of `pptpgw calls --json` (nfqueue_packets, ...).
+func (c *Queue) Collect(emit func(metrics.Sample)) {
+	st := c.Stats()
+	emit(metrics.Sample{Desc: descPackets, Key: "nfqueue_packets", Value: st.Packets})
+	emit(metrics.Sample{Desc: descBatches, Key: "nfqueue_batches", Value: st.Batches})
+	emit(metrics.Sample{Desc: descVerdicts, Key: "nfqueue_verdicts", Value: st.Verdicts})
+	emit(metrics.Sample{Desc: descErrors, LabelValues: []string{"recv"}, Key: "nfqueue_recv_errors", Value: st.RecvErrors})
+	emit(metrics.Sample{Desc: descErrors, LabelValues: []string{"malformed"}, Key: "nfqueue_malformed", Value: st.Malformed})
+	emit(metrics.Sample{Desc: descErrors, LabelValues: []string{"verdict"}, Key: "nfqueue_verdict_errors", Value: st.VerdictErrors})
+}
+
 // Close stops Run and closes the socket, which unbinds the queue: the
 // kernel drops the packets still waiting for a verdict; later packets are
 // dropped, or accepted if the rule has the bypass flag.
-func (c *Conn) Close() error {
+func (c *Queue) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}

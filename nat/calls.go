@@ -1,0 +1,81 @@
+package nat
+
+import (
+	"net/netip"
+	"sort"
+
+	"pptpgw/pptp/wire"
+)
+
+// Call is one tracked call as `pptpgw calls` shows it: one row of its table
+// and one element of CallsReply.Calls in its --json output. It is the one
+// declaration of that JSON shape; the command and the testbed both use it.
+type Call struct {
+	// InsideIP and InsidePort are the inside party's end of the control
+	// connection (the client, or the server behind a forward).
+	InsideIP   netip.Addr `json:"inside_ip"`
+	InsidePort uint16     `json:"inside_port"`
+	// PublicIP is the address the call is translated to.
+	PublicIP netip.Addr `json:"public_ip"`
+	// PublicPort is the forwarded port of a published server; omitted when
+	// the kernel chose the port (masquerade of a client's connection).
+	PublicPort uint16     `json:"public_port,omitempty"`
+	PeerIP     netip.Addr `json:"peer_ip"`
+	// InsideCallID is the inside party's own call ID, OutsideCallID the one
+	// the gateway put on the wire for it, PeerCallID the peer's own.
+	InsideCallID  uint16 `json:"inside_call_id"`
+	OutsideCallID uint16 `json:"outside_call_id"`
+	PeerCallID    uint16 `json:"peer_call_id"`
+	// State is conntrack.CallState: requested, unreplied or replied.
+	State string `json:"state"`
+	// IdleSeconds is the time since the call's last packet.
+	IdleSeconds float64 `json:"idle_seconds"`
+	// Packets and bytes of GRE, out (inside to peer) and in.
+	PktsOut  uint64 `json:"pkts_out"`
+	PktsIn   uint64 `json:"pkts_in"`
+	BytesOut uint64 `json:"bytes_out"`
+	BytesIn  uint64 `json:"bytes_in"`
+}
+
+// CallsReply is the whole answer to the admin command "calls" (`pptpgw
+// calls --json`): the calls, and every counter of the gateway by its key
+// (the engine's and the queue's; see internal/metrics).
+type CallsReply struct {
+	Calls    []Call            `json:"calls"`
+	Counters map[string]uint64 `json:"counters"`
+}
+
+// Calls returns a snapshot of the tracked calls, ordered by inside address
+// and call ID.
+func (e *Engine) Calls() []Call {
+	snap := e.table.Snapshot()
+	out := make([]Call, 0, len(snap))
+	for _, s := range snap {
+		c := Call{
+			InsideIP: netip.AddrFrom4(s.InsideIP), InsidePort: s.InsidePort,
+			PublicIP: netip.AddrFrom4(s.PublicIP), PeerIP: netip.AddrFrom4(s.PeerIP),
+			InsideCallID: s.InsideCallID, OutsideCallID: s.OutsideCallID, PeerCallID: s.PeerCallID,
+			State: s.State.String(), IdleSeconds: s.Idle.Seconds(),
+			PktsOut: s.PktsOut, PktsIn: s.PktsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
+		}
+		if s.Forward {
+			c.PublicPort = e.forwards[s.InsideIP]
+			if c.PublicPort == 0 {
+				c.PublicPort = wire.ControlPort
+			}
+		}
+		out = append(out, c)
+	}
+	SortCalls(out)
+	return out
+}
+
+// SortCalls orders calls by inside address, then inside call ID.
+func SortCalls(calls []Call) {
+	sort.Slice(calls, func(i, j int) bool {
+		if c := calls[i].InsideIP.Compare(calls[j].InsideIP); c != 0 {
+			return c < 0
+		}
+		return calls[i].InsideCallID < calls[j].InsideCallID
+	})
+}

@@ -1,0 +1,159 @@
+package nat
+
+import (
+	"pptpgw/helper"
+	"pptpgw/internal/metrics"
+	"pptpgw/internal/pkt"
+)
+
+// reason is why the engine gave a packet its verdict, or an event it
+// counts. Each has one counter (and one key in `pptpgw calls --json`); the
+// translator's own reasons follow them (helperReason).
+type reason uint8
+
+const (
+	rGREOut           reason = iota // outbound GRE translated
+	rGREIn                          // inbound GRE translated
+	rGRENoCall                      // GRE matching no established call: dropped
+	rGREMalformed                   // not enhanced GRE v1 (incl. C=1): dropped
+	rGREFragment                    // an IPv4 fragment of GRE: dropped (see processGRE)
+	rCtl                            // control segment passed (maybe rewritten)
+	rCtlHeld                        // control segment held for the rest of a call-ID field
+	rCtlReleased                    // held segment completed and released
+	rCtlHoldExpire                  // held segment timed out
+	rCtlNoConn                      // strict: data on an untracked control connection
+	rCtlPickup                      // lenient: control connection picked up mid-stream
+	rCtlEmpty                       // segment without data on an untracked connection
+	rCtlUntracked                   // TCP 1723 to an inside server that is not forwarded
+	rCtlNew                         // control connection tracked from its SYN
+	rIPMalformed                    // not a whole IPv4 packet
+	rTCPMalformed                   // TCP header cut short or with a bad data offset
+	rTCPFragment                    // an IPv4 fragment of TCP 1723
+	rNotPPTP                        // neither GRE nor TCP 1723: accepted untouched
+	rUnknownIface                   // direction unknown: accepted untouched
+	rCallIDsOut                     // no outside call ID left for a (public, peer) pair
+	rCallsMapped                    // an inside call ID got its outside ID
+	rCallsEstablished               // a call was set up (OCRP/ICCN): GRE may flow
+	rCallsCleared                   // a call was cleared or its control connection stopped
+	rEstablishNoCall                // a set-up message for a call the table no longer has
+	numReasons
+)
+
+// Reasons returned by Process, as strings (the translator's come back with
+// their own names, helper.Reason.String).
+const (
+	ReasonGREOut        = "gre_out"
+	ReasonGREIn         = "gre_in"
+	ReasonGRENoCall     = "gre_no_call"
+	ReasonGREMalformed  = "gre_malformed"
+	ReasonGREFragment   = "gre_fragment"
+	ReasonCtl           = "ctl_ok"
+	ReasonCtlHeld       = "ctl_held"
+	ReasonCtlReleased   = "ctl_released"
+	ReasonCtlHoldExpire = "ctl_hold_expired"
+	ReasonCtlNoConn     = "ctl_no_conn"
+	ReasonCtlPickup     = "ctl_pickup"
+	ReasonCtlEmpty      = "ctl_untracked_empty"
+	ReasonCtlUntracked  = "ctl_untracked"
+	ReasonCtlNew        = "ctl_new"
+	ReasonIPMalformed   = "ip_malformed"
+	ReasonTCPMalformed  = "tcp_malformed"
+	ReasonTCPFragment   = "tcp_fragment"
+	ReasonNotPPTP       = "not_pptp"
+	ReasonUnknownIface  = "unknown_iface"
+	ReasonCallIDsOut    = "callid_exhausted"
+)
+
+var reasonNames = [numReasons]string{
+	ReasonGREOut, ReasonGREIn, ReasonGRENoCall, ReasonGREMalformed, ReasonGREFragment,
+	ReasonCtl, ReasonCtlHeld, ReasonCtlReleased, ReasonCtlHoldExpire, ReasonCtlNoConn,
+	ReasonCtlPickup, ReasonCtlEmpty, ReasonCtlUntracked, ReasonCtlNew,
+	ReasonIPMalformed, ReasonTCPMalformed, ReasonTCPFragment, ReasonNotPPTP, ReasonUnknownIface,
+	ReasonCallIDsOut, "calls_mapped", "calls_established", "calls_cleared", "establish_no_call",
+}
+
+func (r reason) String() string { return reasonNames[r] }
+
+// The engine's metric families. Keys (`pptpgw calls --json`) are the reason
+// names above, "helper_" + the translator's reasons, and the names below.
+var (
+	descGRE = &metrics.Desc{Name: "gre_translated_total", Labels: []string{"direction"},
+		Help: "GRE packets translated, by direction (out: inside to peer, in: peer to inside)."}
+	descPackets = &metrics.Desc{Name: "packets_total", Labels: []string{"reason"},
+		Help: "Packets the engine decided on other than translated GRE, by reason (drops, control segments, untouched)."}
+	descCallEvents = &metrics.Desc{Name: "call_events_total", Labels: []string{"event"},
+		Help: "Call life-cycle events: mapped (outside call ID given), established, cleared, establish_no_call."}
+	descHelper = &metrics.Desc{Name: "control_translator_total", Labels: []string{"reason"},
+		Help: "What the control-stream translator noticed about segments, by reason (see package helper)."}
+	descHolding = &metrics.Desc{Name: "control_segments_held", Kind: metrics.Gauge,
+		Help: "Control segments held now, waiting for the rest of a call-ID field."}
+	descRemoved = &metrics.Desc{Name: "removed_total", Labels: []string{"what", "reason"},
+		Help: "Calls and control connections removed from the table by the LRU bound (evicted) or idle timeouts (expired)."}
+	descActive = &metrics.Desc{Name: "active", Kind: metrics.Gauge, Labels: []string{"what"},
+		Help: "Calls and control connections tracked now."}
+	descCallIDs = &metrics.Desc{Name: "callid_events_total", Labels: []string{"event"},
+		Help: "Outside call-ID allocator events: allocated, released (into quarantine), collisions (random start taken)."}
+)
+
+// helperReason is the counter index of a translator reason.
+func helperReason(r helper.Reason) int { return int(numReasons) + int(r) }
+
+// newCounters declares one counter per reason and per translator reason.
+func newCounters() *metrics.Counters {
+	defs := make([]metrics.Def, 0, int(numReasons)+int(helper.NumReasons))
+	for r := range numReasons {
+		d := metrics.Def{Desc: descPackets, LabelValues: []string{r.String()}, Key: r.String()}
+		switch {
+		case r == rGREOut:
+			d.Desc, d.LabelValues = descGRE, []string{"out"}
+		case r == rGREIn:
+			d.Desc, d.LabelValues = descGRE, []string{"in"}
+		case r >= rCallsMapped:
+			d.Desc = descCallEvents
+			d.LabelValues = []string{[...]string{"mapped", "established", "cleared", "establish_no_call"}[r-rCallsMapped]}
+		}
+		defs = append(defs, d)
+	}
+	for r := range helper.NumReasons {
+		name := r.String()
+		if r == helper.ReasonNone {
+			name = "none"
+		}
+		defs = append(defs, metrics.Def{Desc: descHelper, LabelValues: []string{name}, Key: "helper_" + name})
+	}
+	return metrics.NewCounters(defs)
+}
+
+func (e *Engine) count(v pkt.Verdict, r reason) (pkt.Verdict, string) {
+	e.counters.Inc(int(r))
+	return v, reasonNames[r]
+}
+
+// Collect emits every counter and gauge of the engine (metrics.Source).
+func (e *Engine) Collect(emit func(metrics.Sample)) {
+	e.counters.Collect(func(s metrics.Sample) {
+		if s.Key != "helper_none" { // a segment with no reason is counted as ctl_ok
+			emit(s)
+		}
+	})
+	e.ctlMu.Lock()
+	holding := len(e.holds)
+	e.ctlMu.Unlock()
+	emit(metrics.Sample{Desc: descHolding, Key: "ctl_holding", Value: uint64(holding)})
+	st := e.table.Stats()
+	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"call", "evicted"}, Key: "calls_evicted", Value: st.CallsEvicted})
+	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"call", "expired"}, Key: "calls_expired", Value: st.CallsExpired})
+	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"control", "evicted"}, Key: "conns_evicted", Value: st.ConnsEvicted})
+	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"control", "expired"}, Key: "conns_expired", Value: st.ConnsExpired})
+	controls, calls := e.table.Len()
+	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"control"}, Key: "conns_active", Value: uint64(controls)})
+	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"call"}, Key: "calls_active", Value: uint64(calls)})
+	as := e.alloc.Stats()
+	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"allocated"}, Key: "callid_allocated", Value: as.Allocated})
+	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released"}, Key: "callid_released", Value: as.Released})
+	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"collision"}, Key: "callid_collisions", Value: as.Collisions})
+}
+
+// Counters returns every counter and gauge of the engine as the flat map of
+// `pptpgw calls --json`.
+func (e *Engine) Counters() map[string]uint64 { return metrics.Collect(e).Map() }

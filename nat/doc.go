@@ -1,0 +1,69 @@
+// Package nat is the gateway's userspace data path for PPTP: the Engine that
+// decides about and rewrites every packet NFQUEUE hands the daemon (GRE
+// entirely, TCP 1723 control segments through the helper ALG), and the
+// outside call-ID allocator.
+//
+// It owns the translation: which call a GRE packet belongs to, which address
+// and key it leaves with, which call IDs a control segment carries after
+// the gateway. It must not know about nftables (package rules), the netlink
+// socket (nat/nfq reads it and hands over nfq.Packet), configuration files or
+// the admin socket (cmd/pptpgw): it gets an EngineConfig and packets.
+//
+// # Files, in the order a packet meets them
+//
+//	engine.go    Engine, EngineConfig, Process: the one entry point, direction
+//	gre.go       the GRE path: processGRE
+//	control.go   the control path: processTCP, the control connection, held
+//	             segments, the helper.Mapper on top of the table and allocator
+//	alloc.go     outside call IDs per (public IP, peer IP), with quarantine
+//	tick.go      Tick: held segments, idle calls, quarantine, drop summary
+//	counters.go  reasons and metrics (internal/metrics), Counters, Metrics
+//	calls.go     Call and CallsReply: the calls view and its JSON (`pptpgw calls`)
+//
+// # One GRE packet
+//
+// A PPTP client at 10.0.0.2 sends GRE to its server 198.51.100.7 with the key
+// (call ID) the server gave it. nftables queues it in postrouting on its way
+// out of the WAN; nfq.Queue.Run hands the nfq.Packet to Engine.Handle, which
+// calls Process (engine.go). Process parses the packet once (pkt.Parsed),
+// finds it outbound (postrouting) and calls processGRE (gre.go):
+// wire.ParseGRE checks enhanced GRE, conntrack.Table.Outbound finds the call
+// by (10.0.0.2, 198.51.100.7, key) and returns its public address, and
+// pkt.IPv4.SetSourceAddressWithChecksumUpdate rewrites the source with an
+// RFC 1624 checksum update. The verdict (Accept, Modified) goes back through
+// nfq in the batch's one sendmsg; the kernel's SNAT leaves the source alone,
+// it is already the public address. The server's answer comes in on the WAN
+// (prerouting) to the public address with the outside call ID as key:
+// Table.Inbound finds the call, and the destination becomes 10.0.0.2 and the
+// key the client's own call ID. GRE that matches no call is dropped and
+// counted (gre_no_call), never forwarded: GRE is notracked, so the kernel
+// would send it on untranslated.
+//
+// # One control segment
+//
+// The same client's Outgoing-Call-Request arrives from the LAN (prerouting)
+// on TCP port 1723. Process calls processTCP (control.go): controlFor finds
+// the control connection (conntrack.Table.LookupControl, created from its SYN
+// by AddControl), and the segment's payload (an owned copy, in case it must be
+// held) goes to that connection's helper.Translator. The translator
+// reassembles the stream by sequence number, and at the call-ID field asks its
+// Mapper (mapper, control.go) for an outside ID: Allocator.Alloc, then
+// Table.AddCall. It rewrites the field in place and returns the patches;
+// processTCP applies them to the packet and patches the TCP checksum byte by
+// byte (pkt.UpdateByte). The server's Outgoing-Call-Reply gets its Peer's Call
+// ID translated back, and the Translator's CallEstablished event makes
+// Table.Establish install the outbound GRE index: from here GRE flows. A
+// segment that ends between the two bytes of a call-ID field is held
+// (pkt.Hold): its bytes are kept in Engine.holds until the next segment
+// completes the field, then released through the releaser (nfq's
+// SetVerdict), or let go unmodified by Tick after timeouts.hold.
+//
+// # Lock order
+//
+// Engine.ctlMu (the control path: translators, held segments, the public
+// address of new connections) -> conntrack.Table.mu -> Allocator.mu. The GRE
+// path takes only Table.mu. The table's OnCallRemoved callback runs under
+// Table.mu and only takes Allocator.mu (to quarantine the call's outside ID).
+// Counters are atomics and take no lock. This is the only place the order is
+// written; the other packages point here.
+package nat

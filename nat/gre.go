@@ -1,0 +1,53 @@
+package nat
+
+import (
+	"encoding/binary"
+
+	"pptpgw/conntrack"
+	"pptpgw/internal/pkt"
+	"pptpgw/nat/nfq"
+	"pptpgw/pptp/wire"
+)
+
+// processGRE translates GRE: outbound, it looks the call up by (src, dst,
+// key = the peer's call ID) and rewrites the source to the public address;
+// inbound, by (dst = public, src = peer, key = the outside call ID), and
+// rewrites the destination to the inside host and the key to its own call
+// ID. The IP checksum is patched incrementally (RFC 1624); enhanced GRE
+// carries no checksum of its own (wire.ParseGRE rejects C=1).
+//
+// IPv4 fragments of GRE are dropped (counted as gre_fragment). The gateway's
+// GRE rules sit at priority -50, after nf_defrag_ipv4 (-400), which the
+// kernel's own conntrack/NAT for the other traffic keeps loaded, so GRE
+// reaches us reassembled; only the first fragment would carry the key and
+// translating it while dropping the rest would only waste bandwidth.
+func (e *Engine) processGRE(p *nfq.Packet, pp *pkt.Parsed, out bool) (pkt.Verdict, string) {
+	if pp.Fragment {
+		return e.count(pkt.Drop, rGREFragment)
+	}
+	g := pp.Payload(p.Payload)
+	if _, _, err := wire.ParseGRE(g); err != nil {
+		return e.count(pkt.Drop, rGREMalformed)
+	}
+	ip := pp.IPv4(p.Payload)
+	key := binary.BigEndian.Uint16(g[wire.GREKeyCallIDOffset:])
+	if out {
+		pub, ok := e.table.Outbound(conntrack.OutKey{
+			InsideIP: pp.Src, PeerIP: pp.Dst, PeerCallID: key}, pp.TotalLen)
+		if !ok {
+			return e.count(pkt.Drop, rGRENoCall)
+		}
+		ip.SetSourceAddressWithChecksumUpdate(pub)
+		p.Modified = true
+		return e.count(pkt.Accept, rGREOut)
+	}
+	inside, insideID, ok := e.table.Inbound(conntrack.InKey{
+		PublicIP: pp.Dst, PeerIP: pp.Src, OutsideCallID: key}, pp.TotalLen)
+	if !ok {
+		return e.count(pkt.Drop, rGRENoCall)
+	}
+	ip.SetDestinationAddressWithChecksumUpdate(inside)
+	binary.BigEndian.PutUint16(g[wire.GREKeyCallIDOffset:], insideID)
+	p.Modified = true
+	return e.count(pkt.Accept, rGREIn)
+}

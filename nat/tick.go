@@ -1,0 +1,66 @@
+package nat
+
+import (
+	"time"
+
+	"pptpgw/internal/pkt"
+)
+
+// SummaryInterval is the minimum time between two "dropped packets" log
+// lines; the packet path itself never logs.
+const SummaryInterval = 10 * time.Second
+
+// Tick expires held segments (lenient: released unmodified; strict:
+// dropped), idle calls and control connections, and quarantined call IDs,
+// and logs the rate-limited drop summary. Call it periodically from one
+// goroutine (e.g. every 100ms: it bounds how late a hold expires).
+func (e *Engine) Tick() {
+	now := e.clk.Now()
+	var rel []release
+	e.ctlMu.Lock()
+	kept := e.holds[:0]
+	for _, h := range e.holds {
+		if now.Before(h.deadline) {
+			kept = append(kept, h)
+			continue
+		}
+		h.c.tr.ExpireHeld()
+		e.counters.Inc(int(rCtlHoldExpire))
+		v := pkt.Accept
+		if e.set.Strict {
+			v = pkt.Drop
+		}
+		rel = append(rel, release{h.id, h.buf, v})
+	}
+	clear(e.holds[len(kept):])
+	e.holds = kept
+	e.ctlMu.Unlock()
+	e.release(rel)
+	e.table.Sweep()
+	e.alloc.Tick()
+	e.logDrops(now)
+}
+
+// dropReasons are the reasons logged in the periodic drop summary.
+var dropReasons = [...]reason{rGRENoCall, rGREMalformed, rGREFragment, rCtlNoConn, rCtlHoldExpire,
+	rIPMalformed, rTCPMalformed, rTCPFragment, rCallIDsOut}
+
+// logDrops logs, at most once per SummaryInterval, how many packets were
+// dropped (or malformed) per reason since the last line. Only Tick calls it.
+func (e *Engine) logDrops(now time.Time) {
+	if now.Sub(e.lastSummary) < SummaryInterval {
+		return
+	}
+	e.lastSummary = now
+	var attrs []any
+	for _, r := range dropReasons {
+		n := e.counters.Load(int(r))
+		if d := n - e.lastDrops[r]; d > 0 {
+			attrs = append(attrs, reasonNames[r], d)
+		}
+		e.lastDrops[r] = n
+	}
+	if len(attrs) > 0 {
+		e.log.Warn("pptp packets dropped or malformed since last report", attrs...)
+	}
+}
