@@ -1,5 +1,12 @@
 // Package conntrack tracks PPTP control connections and the calls (GRE flows)
-// they set up, for the gateway's userspace GRE NAT.
+// they set up, for the gateway's userspace GRE NAT. It also holds the
+// gateway's timeouts and their defaults (Timeouts, Default*), which the
+// configuration and the engine share, and the injectable Clock.
+//
+// It owns the call table: keys, states, idle timeouts, the LRU bound and
+// every removal. It must not know about packets, PPTP's wire formats, the
+// allocator's pools (it reports removals through OnCallRemoved) or the
+// configuration file.
 //
 // A control connection is keyed by its inside 4-tuple as the gateway's
 // NFQUEUE hook sees it (after kernel de-NAT): inside IP:port <-> peer IP:port,
@@ -19,10 +26,9 @@
 //
 // # Locking
 //
-// One mutex, Table.mu, guards everything in a Table. Lock order across
-// packages: nat.Engine's control mutex -> Table.mu -> nat.Allocator.mu. The
-// OnCallRemoved callback runs with Table.mu held and must not call back into
-// the Table (nat's callback only takes the allocator lock, which is below).
+// One mutex, Table.mu, guards everything in a Table; the lock order across
+// packages is written once, in package nat's comment. The OnCallRemoved
+// callback runs with Table.mu held and must not call back into the Table.
 //
 // Why not sharded locks (as gVisor's conntrack does)? The table is fed by one
 // NFQUEUE reader goroutine, so the lock is uncontended in practice; critical

@@ -24,7 +24,12 @@ func (c *Translator) complete(s *stream, dir Dir) {
 		return
 	}
 	k := s.keep[:]
-	u16 := func(off int) uint16 { return binary.BigEndian.Uint16(k[off:]) }
+	// Fields of the message just completed, at pptp/wire's offsets. Every
+	// message type read here has the field asked for and keepLen covers it
+	// (TestKeptFieldsFit).
+	own := func() uint16 { off, _ := wire.CallIDOffset(s.typ); return binary.BigEndian.Uint16(k[off:]) }
+	peerOf := func() uint16 { off, _ := wire.PeerCallIDOffset(s.typ); return binary.BigEndian.Uint16(k[off:]) }
+	result := func() uint8 { off, _ := wire.ResultOffset(s.typ); return k[off] }
 	out := dir == Outbound
 	switch t := s.typ; t {
 	case wire.StopCtrlConnRequest, wire.StopCtrlConnReply:
@@ -40,24 +45,24 @@ func (c *Translator) complete(s *stream, dir Dir) {
 			c.m.Event(Event{Kind: CallRequested, Msg: t, InsideID: s.fieldOld, OutsideID: s.fieldNew})
 			return
 		}
-		peer := u16(12)
+		peer := own()
 		c.setCall(call{peer: peer, hasPeer: true, state: PhaseRequested})
 		c.m.Event(Event{Kind: CallRequested, Msg: t, PeerID: peer})
 	case wire.OutgoingCallReply, wire.IncomingCallReply:
-		res := k[16]
+		res := result()
 		var cl call
 		var idx int
 		if out { // the inside party answers: own ID = inside, peer ID = outside party's
 			if !s.fieldOK {
 				return
 			}
-			cl = call{inside: s.fieldOld, outside: s.fieldNew, peer: u16(14), hasInside: true, hasPeer: true}
+			cl = call{inside: s.fieldOld, outside: s.fieldNew, peer: peerOf(), hasInside: true, hasPeer: true}
 			idx = c.findPeer(cl.peer)
 		} else { // the outside party answers: its own ID = peer, Peer's Call ID = ours
 			if !s.fieldOK {
 				return
 			}
-			cl = call{inside: s.fieldNew, outside: s.fieldOld, peer: u16(12), hasInside: true, hasPeer: true}
+			cl = call{inside: s.fieldNew, outside: s.fieldOld, peer: own(), hasInside: true, hasPeer: true}
 			idx = c.findInside(cl.inside)
 		}
 		ev := Event{Msg: t, InsideID: cl.inside, OutsideID: cl.outside, PeerID: cl.peer, Result: res}
@@ -80,7 +85,7 @@ func (c *Translator) complete(s *stream, dir Dir) {
 	case wire.IncomingCallConnected:
 		var idx int
 		if out { // inside PAC: Peer's Call ID is the outside PNS's own
-			idx = c.findPeer(u16(12))
+			idx = c.findPeer(peerOf())
 		} else {
 			if !s.fieldOK {
 				return
@@ -97,7 +102,7 @@ func (c *Translator) complete(s *stream, dir Dir) {
 		var idx int
 		ev := Event{Kind: CallCleared, Msg: t}
 		if t == wire.CallDisconnectNotify {
-			ev.Result = k[14]
+			ev.Result = result()
 		}
 		if out { // our own ID, translated
 			if !s.fieldOK {
@@ -109,7 +114,7 @@ func (c *Translator) complete(s *stream, dir Dir) {
 			}
 			ev.InsideID, ev.OutsideID = s.fieldOld, s.fieldNew
 		} else { // the outside party's own ID
-			idx = c.findPeer(u16(12))
+			idx = c.findPeer(own())
 			if idx < 0 {
 				return
 			}

@@ -1,6 +1,13 @@
-// Package helper is the PPTP control-connection ALG of the gateway: it
-// follows both byte streams of one TCP 1723 connection, rewrites call IDs in
-// place and reports the call state machine to a Mapper.
+// Package helper is the PPTP control-connection ALG of the gateway: a
+// Translator follows both byte streams of one TCP 1723 connection, rewrites
+// call IDs in place and reports the call state machine to a Mapper.
+//
+// It owns the control stream: reassembly by sequence number, the call-ID
+// rewrite, holding a segment split inside a call-ID field, the strict or
+// lenient policy for malformed messages, and each call's signalling Phase.
+// It must not know about IP packets, checksums, NFQUEUE, the call table or
+// the allocator (the Mapper is its only window on them); it does no I/O,
+// takes no lock and keeps no clock (the engine expires held segments).
 //
 // A segment's way through Process:
 //

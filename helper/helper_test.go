@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
+
+	"pptpgw/pptp/wire"
 )
 
 func conversations(t testing.TB) []conversation {
@@ -174,5 +176,21 @@ func TestSplitRandom(t *testing.T) {
 				checkSplit(t, cv, sp, "random seed", want, wantEv)
 			}
 		})
+	}
+}
+
+// Every field the state machine reads (helper/calls.go, at pptp/wire's
+// offsets) lies within the keepLen bytes kept of each message.
+func TestKeptFieldsFit(t *testing.T) {
+	for mt := wire.MsgType(1); mt <= 15; mt++ {
+		if off, ok := wire.CallIDOffset(mt); ok && off+2 > keepLen {
+			t.Errorf("%v: Call ID at %d not kept (keepLen %d)", mt, off, keepLen)
+		}
+		if off, ok := wire.PeerCallIDOffset(mt); ok && off+2 > keepLen {
+			t.Errorf("%v: Peer's Call ID at %d not kept", mt, off)
+		}
+		if off, ok := wire.ResultOffset(mt); ok && off+1 > keepLen {
+			t.Errorf("%v: Result Code at %d not kept", mt, off)
+		}
 	}
 }

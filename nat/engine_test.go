@@ -10,6 +10,7 @@ import (
 
 	"pptpgw/conntrack"
 	"pptpgw/helper"
+	"pptpgw/internal/metrics"
 	"pptpgw/internal/pkt"
 	"pptpgw/internal/pkt/pkttest"
 	"pptpgw/nat/nfq"
@@ -369,3 +370,38 @@ var (
 	pubIP  = [4]byte{203, 0, 113, 1}
 	server = [4]byte{198, 51, 100, 7}
 )
+
+// The engine's metrics: a valid snapshot (labels, unique keys, help), every
+// declared key present before anything was counted, and the keys of
+// `pptpgw calls --json` counting in a positive case.
+func TestMetrics(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	s := metrics.Collect(e)
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{ReasonGREOut, ReasonGREIn, ReasonGRENoCall, ReasonCtlNew, ReasonNotPPTP,
+		"calls_mapped", "calls_established", "calls_cleared", "ctl_holding", "calls_evicted", "calls_expired",
+		"conns_evicted", "conns_expired", "conns_active", "calls_active", "callid_allocated",
+		"callid_released", "callid_collisions", "helper_" + helper.ReasonNoSYN.String()}
+	for _, k := range keys {
+		if v, ok := s.Get(k); !ok || v != 0 {
+			t.Errorf("fresh engine: %q = %d, present %v; want present at 0", k, v, ok)
+		}
+	}
+	if _, ok := s.Get("helper_none"); ok {
+		t.Error("helper_none is exported; a segment without a reason counts as ctl_ok")
+	}
+
+	out := addCall(t, e, lanA, 40000, 0x100, 555)
+	process(e, pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting)
+	process(e, pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
+	process(e, pkttest.GRE(t, server, pubIP, out+1, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
+	m := metrics.Collect(e).Map()
+	for k, want := range map[string]uint64{ReasonGREOut: 1, ReasonGREIn: 1, ReasonGRENoCall: 1,
+		"calls_mapped": 1, "calls_established": 1, "calls_active": 1, "conns_active": 1, "callid_allocated": 1} {
+		if m[k] != want {
+			t.Errorf("%q = %d, want %d", k, m[k], want)
+		}
+	}
+}

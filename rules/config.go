@@ -5,6 +5,12 @@
 // unknown or misspelled key is an error naming its line. Validate checks the
 // values and names every bad field (with its line when the config came from a
 // file).
+//
+// It owns the gateway's configuration (keys, defaults, validation) and
+// everything it installs in the kernel: the nftables table, interface
+// resolution and the WAN watcher. It must not know about packets, calls or
+// the engine's internals: the engine's own types it configures (Timeouts,
+// with their defaults) come from package conntrack.
 package rules
 
 import (

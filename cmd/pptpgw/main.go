@@ -1,5 +1,10 @@
 // Command pptpgw is a PPTP-aware NAT gateway (run), a userspace PPTP server
 // (serve) and a network-namespace testbed (demo, bench).
+//
+// It owns the command line, signals, the admin socket and the wiring of the
+// packages: configuration (rules) to engine (nat) to queue (nat/nfq) for
+// run; pptp for serve; testbed for demo and bench. It holds no protocol
+// logic of its own.
 package main
 
 import (

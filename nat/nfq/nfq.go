@@ -2,6 +2,11 @@
 // NETLINK_NETFILTER socket, recvmmsg into preallocated buffers, one sendmsg
 // carrying the verdicts of a whole batch, no allocation per packet.
 //
+// It owns the netlink side of a queue: binding, the Packet handed to a
+// Handler, verdicts (pkt.Verdict) and their batching, and its own counters.
+// It must not know what is in the packets (PPTP, GRE, calls: package nat)
+// or which rules queue them (package rules).
+//
 // A packet's way through Run:
 //  1. The kernel queues a packet (nft/xt NFQUEUE rule) and sends an
 //     NFQNL_MSG_PACKET datagram to this socket; while we fall behind they
