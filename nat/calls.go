@@ -7,10 +7,10 @@ import (
 	"pptpgw/pptp/wire"
 )
 
-// Call is one tracked call as `pptpgw calls` shows it: one row of its table
+// CallInfo is one tracked call as `pptpgw calls` shows it: one row of its table
 // and one element of CallsReply.Calls in its --json output. It is the one
 // declaration of that JSON shape; the command and the testbed both use it.
-type Call struct {
+type CallInfo struct {
 	// InsideIP and InsidePort are the inside party's end of the control
 	// connection (the client, or the server behind a forward).
 	InsideIP   netip.Addr `json:"inside_ip"`
@@ -41,17 +41,17 @@ type Call struct {
 // calls --json`): the calls, and every counter of the gateway by its key
 // (the engine's and the queue's; see internal/metrics).
 type CallsReply struct {
-	Calls    []Call            `json:"calls"`
+	Calls    []CallInfo            `json:"calls"`
 	Counters map[string]uint64 `json:"counters"`
 }
 
 // Calls returns a snapshot of the tracked calls, ordered by inside address
 // and call ID.
-func (e *Engine) Calls() []Call {
+func (e *Engine) Calls() []CallInfo {
 	snap := e.table.Snapshot()
-	out := make([]Call, 0, len(snap))
+	out := make([]CallInfo, 0, len(snap))
 	for _, s := range snap {
-		c := Call{
+		c := CallInfo{
 			InsideIP: netip.AddrFrom4(s.InsideIP), InsidePort: s.InsidePort,
 			PublicIP: netip.AddrFrom4(s.PublicIP), PeerIP: netip.AddrFrom4(s.PeerIP),
 			InsideCallID: s.InsideCallID, OutsideCallID: s.OutsideCallID, PeerCallID: s.PeerCallID,
@@ -71,7 +71,7 @@ func (e *Engine) Calls() []Call {
 }
 
 // SortCalls orders calls by inside address, then inside call ID.
-func SortCalls(calls []Call) {
+func SortCalls(calls []CallInfo) {
 	sort.Slice(calls, func(i, j int) bool {
 		if c := calls[i].InsideIP.Compare(calls[j].InsideIP); c != 0 {
 			return c < 0

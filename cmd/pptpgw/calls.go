@@ -49,7 +49,7 @@ Flags:
 	return 0
 }
 
-func printCalls(w io.Writer, calls []nat.Call) {
+func printCalls(w io.Writer, calls []nat.CallInfo) {
 	nat.SortCalls(calls)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	// PEER, not SERVER: behind a forward the inside party is the server

@@ -12,7 +12,7 @@ import (
 // client) and shows a forwarded call's public port.
 func TestPrintCalls(t *testing.T) {
 	var b strings.Builder
-	printCalls(&b, []nat.Call{
+	printCalls(&b, []nat.CallInfo{
 		{InsideIP: netip.MustParseAddr("10.77.0.11"), InsideCallID: 0x4000, PublicIP: netip.MustParseAddr("203.0.113.1"), PublicPort: 1724, OutsideCallID: 777,
 			PeerIP: netip.MustParseAddr("203.0.113.2"), PeerCallID: 0x200, State: "replied"},
 		{InsideIP: netip.MustParseAddr("10.77.0.10"), InsideCallID: 0x100, PublicIP: netip.MustParseAddr("203.0.113.1"), OutsideCallID: 999,
