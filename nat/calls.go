@@ -41,7 +41,7 @@ type CallInfo struct {
 // calls --json`): the calls, and every counter of the gateway by its key
 // (the engine's and the queue's; see internal/metrics).
 type CallsReply struct {
-	Calls    []CallInfo            `json:"calls"`
+	Calls    []CallInfo        `json:"calls"`
 	Counters map[string]uint64 `json:"counters"`
 }
 
