@@ -30,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"pptpgw/internal/metrics"
+	"pptpgw/internal/nsenter"
 	"pptpgw/internal/pkt"
 )
 
@@ -336,8 +336,7 @@ func hasCapNetAdmin() bool {
 }
 
 // socketIn creates the netlink socket, inside the network namespace netns
-// if not 0. The namespace switch happens on a locked thread of a goroutine
-// of its own; if switching back fails, that thread is thrown away with it.
+// if not 0 (through internal/nsenter).
 func socketIn(netns int) (int, error) {
 	open := func() (int, error) {
 		return unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
@@ -345,33 +344,12 @@ func socketIn(netns int) (int, error) {
 	if netns == 0 {
 		return open()
 	}
-	type result struct {
-		fd  int
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{-1, err}
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(netns, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{-1, fmt.Errorf("setns: %w", err)}
-			return
-		}
-		fd, err := open()
-		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{fd, err}
-	}()
-	r := <-ch
-	return r.fd, r.err
+	fd := -1
+	err := nsenter.Do(netns, func() (err error) {
+		fd, err = open()
+		return err
+	})
+	return fd, err
 }
 
 // Run reads packets and answers them until ctx is done or Close is called
