@@ -364,12 +364,7 @@ func TestDropSummaryLog(t *testing.T) {
 }
 
 // Addresses shared by the engine tests.
-var (
-	lanA   = [4]byte{10, 0, 0, 2}
-	lanB   = [4]byte{10, 0, 0, 3}
-	pubIP  = [4]byte{203, 0, 113, 1}
-	server = [4]byte{198, 51, 100, 7}
-)
+var lanA, lanB, pubIP, server = pkttest.LANA, pkttest.LANB, pkttest.PublicIP, pkttest.Server
 
 // The engine's metrics: a valid snapshot (labels, unique keys, help), every
 // declared key present before anything was counted, and the keys of

@@ -13,6 +13,15 @@ import (
 	"pptpgw/internal/pkt"
 )
 
+// Addresses for tests: two inside hosts, the gateway's public address and a
+// server outside (documentation ranges, RFC 5737, and 10/8).
+var (
+	LANA     = [4]byte{10, 0, 0, 2}
+	LANB     = [4]byte{10, 0, 0, 3}
+	PublicIP = [4]byte{203, 0, 113, 1}
+	Server   = [4]byte{198, 51, 100, 7}
+)
+
 // Packet fixtures built with gopacket, so that the bytes under test come from
 // an independent encoder.
 
