@@ -46,14 +46,15 @@ func RunBadInput(ctx context.Context, t *Topology) (res BadInputResult) {
 	c0 := t.Clients[0]
 	server := netip.AddrPortFrom(t.Server.IP, wire.ControlPort).String()
 
-	good := (&wire.SCCRQ{ProtocolVersion: wire.ProtocolVersion, FramingCaps: 3, BearerCaps: 3,
+	good := (&wire.SCCRQ{ProtocolVersion: wire.ProtocolVersion,
+		FramingCaps: wire.FramingAsync | wire.FramingSync, BearerCaps: wire.BearerAnalog | wire.BearerDigital,
 		Hostname: "bad-input", Vendor: "pptpgw testbed"}).Append(nil)
 	badMagic := append([]byte(nil), good...)
-	badMagic[4] ^= 0xFF
+	badMagic[wire.MagicOffset] ^= 0xFF
 	short := append([]byte(nil), good...)
-	binary.BigEndian.PutUint16(short[0:], 8) // length < 12-byte header
+	binary.BigEndian.PutUint16(short[wire.LengthOffset:], 8) // length < the 12-byte header
 	unknown := append([]byte(nil), good...)
-	binary.BigEndian.PutUint16(unknown[8:], 99) // no such control message type
+	binary.BigEndian.PutUint16(unknown[wire.CtrlTypeOffset:], 99) // no such control message type
 	for _, msg := range [][]byte{badMagic, short, unknown} {
 		err := c0.Do(func() error {
 			c, err := net.DialTimeout("tcp4", server, 2*time.Second)
