@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -594,6 +595,19 @@ type PACStats struct {
 	Echoed     uint64 `json:"echoed"`
 	UnknownGRE uint64 `json:"unknown_gre"`
 	BadControl uint64 `json:"bad_control"`
+}
+
+// PeerCallIDs returns the call IDs the PNSes gave their open calls, as they
+// arrived here (after any NAT on the way), sorted.
+func (p *PAC) PeerCallIDs() []uint16 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ids []uint16
+	for _, pc := range p.calls {
+		ids = append(ids, pc.peerID)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // Stats returns the PAC's counters so far.
