@@ -101,7 +101,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		BearerCaps: wire.BearerAnalog, MaxChannels: 1, FirmwareRevision: 1, Hostname: "pptpgw-client", Vendor: "pptpgw"}); err != nil {
 		return nil, err
 	}
-	m, err := readMessage(conn, buf)
+	m, err := wire.ReadMessage(conn, buf)
 	if err != nil {
 		return nil, fmt.Errorf("pptp: reading SCCRP: %w", err)
 	}
@@ -132,7 +132,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		RecvWindow: c.mux.Config().RecvWindow}); err != nil {
 		return nil, err
 	}
-	m, err = readMessage(conn, buf)
+	m, err = wire.ReadMessage(conn, buf)
 	if err != nil {
 		return nil, fmt.Errorf("pptp: reading OCRP: %w", err)
 	}
@@ -184,7 +184,7 @@ func (c *Client) readControl() {
 	defer c.closeOnce.Do(func() { close(c.stopped) })
 	buf := make([]byte, 256)
 	for {
-		m, err := readMessage(c.conn, buf)
+		m, err := wire.ReadMessage(c.conn, buf)
 		if err != nil {
 			return
 		}

@@ -13,24 +13,6 @@ import (
 	"pptpgw/pptp/wire"
 )
 
-// readMessage reads exactly one control message from r into buf (>= 220 bytes).
-func readMessage(r io.Reader, buf []byte) (wire.Message, error) {
-	if _, err := io.ReadFull(r, buf[:wire.HeaderLen]); err != nil {
-		return nil, err
-	}
-	n, _, err := wire.PeekHeader(buf[:wire.HeaderLen])
-	if err != nil {
-		return nil, err
-	}
-	if n > len(buf) || n < wire.HeaderLen {
-		return nil, wire.ErrBadLength
-	}
-	if _, err := io.ReadFull(r, buf[wire.HeaderLen:n]); err != nil {
-		return nil, err
-	}
-	return wire.Decode(buf[:n])
-}
-
 type ctrlState uint8
 
 const (
@@ -78,7 +60,7 @@ func (cc *ctrlConn) run() {
 	}()
 	buf := make([]byte, 256)
 	for {
-		m, err := readMessage(cc.c, buf)
+		m, err := wire.ReadMessage(cc.c, buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				reason := "ctrl_read_error"

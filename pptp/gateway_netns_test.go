@@ -3,7 +3,6 @@ package pptp
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -13,7 +12,12 @@ import (
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/ppp"
 	"pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
 )
+
+// TestMain lets testbedtest.PPTPGW build the gateway once for the package
+// and remove it after.
+func TestMain(m *testing.M) { testbedtest.Main(m) }
 
 // Both products together: 100 Go-client sessions from 4 LAN hosts behind
 // the pptpgw gateway (one public address) to `pptpgw serve` on the WAN.
@@ -24,11 +28,7 @@ func TestNetnsSessionsBehindPPTPGW(t *testing.T) {
 	r := newNSRig(t, nil, 4)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	bin, err := testbed.BuildGateway(ctx, "..", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testbedtest.PPTPGW(t)
 	gw, err := r.topo.StartGateway(ctx, bin)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +120,6 @@ func TestNetnsSessionsBehindPPTPGW(t *testing.T) {
 	if err := gw.Stop(); err != nil {
 		t.Errorf("gateway stop: %v\n%s", err, gw.Log())
 	}
-	_ = os.RemoveAll(dir)
 }
 
 // Third-party client, both our products: Debian's pptp-linux in 3 LAN
@@ -134,10 +133,7 @@ func TestNetnsPPTPLinuxBehindPPTPGW(t *testing.T) {
 	r := newNSRig(t, nil, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	bin, err := testbed.BuildGateway(ctx, "..", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testbedtest.PPTPGW(t)
 	gw, err := r.topo.StartGateway(ctx, bin)
 	if err != nil {
 		t.Fatal(err)

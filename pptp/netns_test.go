@@ -19,19 +19,18 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/ppp"
 	"pptpgw/pptp/tun"
 	"pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
 )
 
 var (
@@ -42,85 +41,40 @@ var (
 
 type nsRig struct {
 	topo   *testbed.Topology
-	host   netns.NsHandle
+	host   *testbed.NS
 	srv    *Server
 	srvTUN *tun.Device
 }
 
-// doIn runs fn on a locked thread inside h.
-func doIn(h netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- err
-			return // thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
 func newNSRig(t *testing.T, mod func(*Config), lanClients ...int) *nsRig {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
 	tc := testbed.Config{}
 	if len(lanClients) > 0 {
 		tc.Clients = lanClients[0]
 	}
-	topo := testbed.NewT(t, tc)
+	topo := testbedtest.New(t, tc)
 	p := topo.Prefix
 	r := &nsRig{topo: topo}
 
 	// The host behind the server: its own namespace, veth to the server.
-	hostName := p + "-h"
-	var host netns.NsHandle
-	if err := doIn(topo.Server.Handle, func() error { // NewNamed switches the thread: do it on a throwaway one
-		var err error
-		host, err = netns.NewNamed(hostName)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	host, err := topo.AddNS("h")
+	must(t, err)
 	r.host = host
-	t.Cleanup(func() {
-		host.Close()
-		_ = netns.DeleteNamed(hostName)
-	})
 	snl := topo.Server.Netlink()
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p + "s1"}, PeerName: p + "h0"}
 	must(t, snl.LinkAdd(veth))
 	peer, err := snl.LinkByName(p + "h0")
 	must(t, err)
-	must(t, snl.LinkSetNsFd(peer, int(host)))
+	must(t, snl.LinkSetNsFd(peer, int(host.Handle)))
 	s1, err := snl.LinkByName(p + "s1")
 	must(t, err)
 	must(t, snl.AddrAdd(s1, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(nsServerIn, 24))}))
 	must(t, snl.LinkSetUp(s1))
-	hnl, err := netlink.NewHandleAt(host)
-	must(t, err)
-	defer hnl.Close()
+	hnl := host.Netlink()
 	h0, err := hnl.LinkByName(p + "h0")
 	must(t, err)
 	must(t, hnl.AddrAdd(h0, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(nsHost, 24))}))
 	must(t, hnl.LinkSetUp(h0))
-	if lo, err := hnl.LinkByName("lo"); err == nil {
-		_ = hnl.LinkSetUp(lo)
-	}
 	must(t, hnl.RouteAdd(&netlink.Route{Gw: nsServerIn.AsSlice()}))
 	must(t, topo.Server.WriteSysctl("net/ipv4/ip_forward", "1"))
 
@@ -256,7 +210,7 @@ func nsPing(t testing.TB, n *testbed.NS, dst netip.Addr) {
 // tcpEcho starts a TCP echo server on the host behind the server.
 func (r *nsRig) tcpEcho(t testing.TB) netip.AddrPort {
 	var ln net.Listener
-	must(t, doIn(r.host, func() error {
+	must(t, r.host.Do(func() error {
 		var err error
 		ln, err = net.Listen("tcp", netip.AddrPortFrom(nsHost, 0).String())
 		return err

@@ -141,7 +141,7 @@ func dialCtl(t testing.TB, addr string) *ctl {
 func (c *ctl) send(m wire.Message) { c.c.Write(m.Append(nil)) }
 func (c *ctl) recv() (wire.Message, error) {
 	c.c.SetReadDeadline(time.Now().Add(3 * time.Second))
-	return readMessage(c.c, c.buf)
+	return wire.ReadMessage(c.c, c.buf)
 }
 func (c *ctl) start() {
 	c.send(&wire.SCCRQ{ProtocolVersion: wire.ProtocolVersion})

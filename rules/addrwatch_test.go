@@ -5,11 +5,10 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"pptpgw/internal/nsenter"
 )
 
 // The watcher reports a changed primary address, a lost one (once), the
@@ -32,32 +31,28 @@ func TestWANWatcherNetns(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		// Everything the watcher does happens in the namespace; this
-		// thread is never unlocked, so the runtime discards it afterwards.
-		runtime.LockOSThread()
-		if err := netns.Set(h); err != nil {
+		// Everything the watcher does happens in the namespace.
+		done <- nsenter.Do(int(h), func() error {
+			ifc, err := net.InterfaceByName("wan0")
+			if err != nil {
+				ready <- err
+				return nil
+			}
+			first, err := firstIPv4(ifc)
+			if err != nil || first != netip.MustParseAddr("203.0.113.9") {
+				ready <- errors.Join(errors.New("firstIPv4 before any change: "+first.String()), err)
+				return nil
+			}
+			w, err := WatchWAN("wan0")
 			ready <- err
-			return
-		}
-		ifc, err := net.InterfaceByName("wan0")
-		if err != nil {
-			ready <- err
-			return
-		}
-		first, err := firstIPv4(ifc)
-		if err != nil || first != netip.MustParseAddr("203.0.113.9") {
-			ready <- errors.Join(errors.New("firstIPv4 before any change: "+first.String()), err)
-			return
-		}
-		w, err := WatchWAN("wan0")
-		ready <- err
-		if err != nil {
-			return
-		}
-		done <- w.Run(ctx, WANState{Index: ifc.Index, Addr: first}, WANEvents{
-			Index:   func(i int) { events <- event{index: i} },
-			Addr:    func(a netip.Addr) { events <- event{addr: a} },
-			Missing: func(err error) { events <- event{err: err} },
+			if err != nil {
+				return nil
+			}
+			return w.Run(ctx, WANState{Index: ifc.Index, Addr: first}, WANEvents{
+				Index:   func(i int) { events <- event{index: i} },
+				Addr:    func(a netip.Addr) { events <- event{addr: a} },
+				Missing: func(err error) { events <- event{err: err} },
+			})
 		})
 	}()
 	if err := <-ready; err != nil {

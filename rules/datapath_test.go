@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -13,28 +12,15 @@ import (
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"pptpgw/internal/nstest"
 )
 
-// inNetns runs f on an OS thread switched into h; sockets f creates stay in
-// that namespace.
+// inNetns runs f inside h (nstest.Do); sockets f creates stay in that
+// namespace.
 func inNetns(t *testing.T, h netns.NsHandle, f func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic("cannot return to the original netns: " + err.Error())
-		}
-	}()
-	f()
+	nstest.Do(t, int(h), f)
 }
 
 // greSockets returns a raw GRE socket to send with and one that receives

@@ -17,15 +17,15 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/xt"
 	"github.com/vishvananda/netns"
+
+	"pptpgw/internal/nstest"
 )
 
 // testNetns creates a fresh named network namespace with a random name and
 // returns its name and an open handle; both are cleaned up with the test.
 func testNetns(t *testing.T) (string, netns.NsHandle) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
+	nstest.RequireRoot(t)
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("needs nft(8) to inspect the ruleset: apt-get install nftables")
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"pptpgw/testbed/fakeppp"
@@ -208,7 +207,7 @@ func shellQuote(s string) string {
 // toolPackages names the Debian package that provides each external tool.
 var toolPackages = map[string]string{
 	"ip": "iproute2", "unshare": "util-linux", "nft": "nftables", "iperf3": "iperf3",
-	"pptp": "pptp-linux", "pptpd": "pptpd", "pptpctrl": "pptpd", "go": "golang",
+	"pptp": "pptp-linux", "pptpd": "pptpd", "pptpctrl": "pptpd",
 }
 
 // CheckTools returns an error naming every missing tool and the Debian
@@ -227,13 +226,4 @@ func CheckTools(tools ...string) error {
 		return fmt.Errorf("missing tools: %s", strings.Join(missing, ", "))
 	}
 	return nil
-}
-
-// NeedTools fails tb (it does not skip: the testbed's tools are part of the
-// test environment) if a tool is missing.
-func NeedTools(tb testing.TB, tools ...string) {
-	tb.Helper()
-	if err := CheckTools(tools...); err != nil {
-		tb.Fatal(err)
-	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -21,18 +20,6 @@ type Gateway struct {
 
 // ReadyTimeout bounds how long StartGateway waits for the ready log line.
 const ReadyTimeout = 5 * time.Second
-
-// BuildGateway builds ./cmd/pptpgw of the module rooted at moduleDir into dir
-// and returns the binary's path (for tests: moduleDir is "..").
-func BuildGateway(ctx context.Context, moduleDir, dir string) (string, error) {
-	bin := filepath.Join(dir, "pptpgw")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/pptpgw")
-	cmd.Dir = moduleDir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/pptpgw: %w\n%s", err, out)
-	}
-	return bin, nil
-}
 
 // StartGateway runs `BIN run --wan WANIf --lan LANIf --admin-socket SOCK
 // [extra...]` in the gateway namespace and waits (ReadyTimeout) for its

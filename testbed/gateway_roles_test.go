@@ -1,4 +1,4 @@
-package testbed
+package testbed_test
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	. "pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
 )
 
 // The gateway's other roles, beside LAN clients calling out: PPTP started by
@@ -79,12 +82,12 @@ func checkCallCounters(t *testing.T, rep CallsReport, frames int) {
 // case also holds and releases segments there (control messages cut inside
 // their call-ID fields).
 func TestGatewayRouterOriginated(t *testing.T) {
-	bin := gatewayBinary(t)
+	bin := testbedtest.PPTPGW(t)
 	for _, split := range []bool{false, true} {
 		t.Run(map[bool]string{false: "whole", true: "split"}[split], func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			topo := NewT(t, Config{Clients: 1})
+			topo := testbedtest.New(t, Config{Clients: 1})
 			gw, err := topo.StartGateway(ctx, bin)
 			if err != nil {
 				t.Fatal(err)
@@ -134,10 +137,10 @@ func TestGatewayRouterOriginated(t *testing.T) {
 // with their forwarded port, and the two PACs' equal call IDs leave with
 // distinct outside call IDs.
 func TestGatewayForwards(t *testing.T) {
-	bin := gatewayBinary(t)
+	bin := testbedtest.PPTPGW(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	topo := NewT(t, Config{Clients: 2})
+	topo := testbedtest.New(t, Config{Clients: 2})
 	// wan/lan name interfaces that do not exist: the gateway only starts
 	// if StartGateway's --wan/--lan flags override them.
 	gw := startGatewayConfig(t, ctx, topo, bin, fmt.Sprintf(`# testbed: PACs behind the gateway
@@ -227,10 +230,10 @@ forwards:
 // forward); all work and the gateway neither lists a call nor counts a
 // PPTP packet.
 func TestGatewayInsidePPTPUntouched(t *testing.T) {
-	bin := gatewayBinary(t)
+	bin := testbedtest.PPTPGW(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	topo := NewT(t, Config{Clients: 2})
+	topo := testbedtest.New(t, Config{Clients: 2})
 	lan2, lan2If, err := topo.AddRoutedLAN(0)
 	if err != nil {
 		t.Fatal(err)
@@ -276,10 +279,10 @@ func TestGatewayInsidePPTPUntouched(t *testing.T) {
 // 1 and the router call a PAC on the server. The outside call IDs of all
 // twelve calls share one pool (public address, server) and stay distinct.
 func TestGatewayAllRolesAtOnce(t *testing.T) {
-	bin := gatewayBinary(t)
+	bin := testbedtest.PPTPGW(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	topo := NewT(t, Config{Clients: 2})
+	topo := testbedtest.New(t, Config{Clients: 2})
 	gw := startGatewayConfig(t, ctx, topo, bin, fmt.Sprintf("forwards: [{port: 1723, to: %s}]\n", ClientIP(0)))
 	for _, n := range []*NS{topo.Clients[0], topo.Server} {
 		if _, err := topo.StartPAC(n, n.IP); err != nil {
@@ -345,10 +348,10 @@ func TestGatewayWANRecreated(t *testing.T) {
 // logs, and places a second call, which must work and be listed on newAddr.
 func callAcrossWANChange(t *testing.T, newAddr netip.Addr, change func(context.Context, *Topology) error, logs ...string) {
 	t.Helper()
-	bin := gatewayBinary(t)
+	bin := testbedtest.PPTPGW(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	topo := NewT(t, Config{Clients: 1})
+	topo := testbedtest.New(t, Config{Clients: 1})
 	gw, err := topo.StartGateway(ctx, bin)
 	if err != nil {
 		t.Fatal(err)

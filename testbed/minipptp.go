@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,24 +22,6 @@ import (
 // connection, and control messages deliberately split across TCP segments.
 // GRE goes over a raw IP-protocol-47 socket in the peer's namespace; the
 // payloads are fakeppp test frames (PPP, no HDLC: GRE carries raw PPP).
-
-// readMsg reads one complete control message from r.
-func readMsg(r io.Reader) (wire.Message, error) {
-	hdr := make([]byte, wire.HeaderLen)
-	if _, err := io.ReadFull(r, hdr); err != nil {
-		return nil, err
-	}
-	n, _, err := wire.PeekHeader(hdr)
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, n)
-	copy(b, hdr)
-	if _, err := io.ReadFull(r, b[wire.HeaderLen:]); err != nil {
-		return nil, err
-	}
-	return wire.Decode(b)
-}
 
 // PAC is a mini PPTP server: it accepts many control connections and many
 // calls per connection, assigns its own call IDs, and echoes every GRE
@@ -148,8 +131,9 @@ func (p *PAC) serve(c net.Conn) {
 		}
 		p.mu.Unlock()
 	}()
+	buf := make([]byte, wire.MaxMsgLen)
 	for {
-		m, err := readMsg(c)
+		m, err := wire.ReadMessage(c, buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				p.BadControl.Add(1)
@@ -159,7 +143,8 @@ func (p *PAC) serve(c net.Conn) {
 		var reply wire.Message
 		switch m := m.(type) {
 		case *wire.SCCRQ:
-			reply = &wire.SCCRP{ProtocolVersion: wire.ProtocolVersion, Result: 1, FramingCaps: 3, BearerCaps: 3,
+			reply = &wire.SCCRP{ProtocolVersion: wire.ProtocolVersion, Result: wire.SCCRPResultOK,
+				FramingCaps: wire.FramingAsync | wire.FramingSync, BearerCaps: wire.BearerAnalog | wire.BearerDigital,
 				MaxChannels: 0xFFFF, FirmwareRevision: 1, Hostname: "testbed-pac", Vendor: "pptpgw testbed"}
 		case *wire.OCRQ:
 			p.mu.Lock()
@@ -172,21 +157,21 @@ func (p *PAC) serve(c net.Conn) {
 			p.mu.Unlock()
 			mine = append(mine, id)
 			p.CallsOpen.Add(1)
-			reply = &wire.OCRP{CallID: id, PeerCallID: m.CallID, Result: 1, ConnectSpeed: 100000000,
+			reply = &wire.OCRP{CallID: id, PeerCallID: m.CallID, Result: wire.OCRPResultConnected, ConnectSpeed: 100000000,
 				RecvWindow: 64, PhysChannelID: uint32(id)}
 		case *wire.CCRQ:
 			p.mu.Lock()
 			for id, pc := range p.calls {
 				if pc.peer == peer && pc.peerID == m.CallID {
 					delete(p.calls, id)
-					reply = &wire.CDN{CallID: id, Result: 3}
+					reply = &wire.CDN{CallID: id, Result: wire.CDNResultAdminShutdown}
 				}
 			}
 			p.mu.Unlock()
 		case *wire.EchoRQ:
-			reply = &wire.EchoRP{ID: m.ID, Result: 1}
+			reply = &wire.EchoRP{ID: m.ID, Result: wire.EchoRPResultOK}
 		case *wire.StopCCRQ:
-			_, _ = c.Write((&wire.StopCCRP{Result: 1}).Append(nil))
+			_, _ = c.Write((&wire.StopCCRP{Result: wire.StopCCRPResultOK}).Append(nil))
 			return
 		}
 		if reply != nil {
@@ -274,7 +259,7 @@ type PNSResult struct {
 // OK reports whether the call was connected and carried all its frames
 // back, and only its own.
 func (c PNSCall) OK() bool {
-	return c.Replied && c.Result == 1 && c.Good == c.Want && c.Foreign == 0
+	return c.Replied && c.Result == wire.OCRPResultConnected && c.Good == c.Want && c.Foreign == 0
 }
 
 func (r PNSResult) OK() bool {
@@ -357,6 +342,7 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 		return fail("connect: %v", err)
 	}
 	_ = conn.SetNoDelay(true)
+	buf := make([]byte, wire.MaxMsgLen)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 		_ = gre.SetDeadline(dl)
@@ -392,7 +378,7 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 		return nil
 	}
 
-	sccrq := &wire.SCCRQ{ProtocolVersion: wire.ProtocolVersion, FramingCaps: 3, BearerCaps: 3,
+	sccrq := &wire.SCCRQ{ProtocolVersion: wire.ProtocolVersion, FramingCaps: wire.FramingAsync | wire.FramingSync, BearerCaps: wire.BearerAnalog | wire.BearerDigital,
 		MaxChannels: 0, FirmwareRevision: 1, Hostname: "testbed-pns", Vendor: "pptpgw testbed"}
 	if cfg.Split {
 		// Also split the very first message, inside the magic cookie.
@@ -408,11 +394,11 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 	} else if err := write(sccrq); err != nil {
 		return fail("write SCCRQ: %v", err)
 	}
-	m, err := readMsg(conn)
+	m, err := wire.ReadMessage(conn, buf)
 	if err != nil {
 		return fail("read SCCRP: %v", err)
 	}
-	if rp, ok := m.(*wire.SCCRP); !ok || rp.Result != 1 {
+	if rp, ok := m.(*wire.SCCRP); !ok || rp.Result != wire.SCCRPResultOK {
 		return fail("expected SCCRP ok, got %T %+v", m, m)
 	}
 	res.ControlUp = true
@@ -425,13 +411,13 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 		res.Calls[i] = PNSCall{CallID: id, Want: cfg.Frames}
 		byID[id] = i
 		ocrqs = append(ocrqs, &wire.OCRQ{CallID: id, CallSerial: uint16(i + 1), MinBPS: 300, MaxBPS: 100000000,
-			BearerType: 3, FramingType: 3, RecvWindow: 64})
+			BearerType: wire.BearerAnalog | wire.BearerDigital, FramingType: wire.FramingAsync | wire.FramingSync, RecvWindow: 64})
 	}
 	if err := write(ocrqs...); err != nil {
 		return fail("write OCRQ: %v", err)
 	}
 	for replied := 0; replied < cfg.Calls; {
-		m, err := readMsg(conn)
+		m, err := wire.ReadMessage(conn, buf)
 		if err != nil {
 			return fail("read OCRP (%d of %d replied): %v", replied, cfg.Calls, err)
 		}
@@ -468,7 +454,7 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 		return fail("write CCRQ: %v", err)
 	}
 	for cleared := 0; cleared < cfg.Calls; {
-		m, err := readMsg(conn)
+		m, err := wire.ReadMessage(conn, buf)
 		if err != nil {
 			return fail("read CDN (%d of %d): %v", cleared, cfg.Calls, err)
 		}
@@ -482,10 +468,10 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 			cleared++
 		}
 	}
-	if err := write(&wire.StopCCRQ{Reason: 1}); err != nil {
+	if err := write(&wire.StopCCRQ{Reason: wire.StopReasonNone}); err != nil {
 		return fail("write StopCCRQ: %v", err)
 	}
-	if m, err := readMsg(conn); err == nil {
+	if m, err := wire.ReadMessage(conn, buf); err == nil {
 		_, res.Stopped = m.(*wire.StopCCRP)
 	}
 	return res
@@ -561,7 +547,7 @@ func pnsFrames(ctx context.Context, gre *net.IPConn, server netip.Addr, res *PNS
 				}
 			}
 			mu.Unlock()
-			if !c.Replied || c.Result != 1 {
+			if !c.Replied || c.Result != wire.OCRPResultConnected {
 				continue
 			}
 			for _, q := range missing {
@@ -609,6 +595,19 @@ type PACStats struct {
 	Echoed     uint64 `json:"echoed"`
 	UnknownGRE uint64 `json:"unknown_gre"`
 	BadControl uint64 `json:"bad_control"`
+}
+
+// PeerCallIDs returns the call IDs the PNSes gave their open calls, as they
+// arrived here (after any NAT on the way), sorted.
+func (p *PAC) PeerCallIDs() []uint16 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ids []uint16
+	for _, pc := range p.calls {
+		ids = append(ids, pc.peerID)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // Stats returns the PAC's counters so far.

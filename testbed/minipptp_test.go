@@ -1,4 +1,4 @@
-package testbed
+package testbed_test
 
 import (
 	"context"
@@ -8,12 +8,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	. "pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
 )
 
 // The mini PNS and PAC work with each other with no NAT in between: the
 // PNS runs in the gateway namespace, on the WAN segment.
 func TestMiniPNSPACDirect(t *testing.T) {
-	topo := NewT(t, Config{Clients: 0})
+	topo := testbedtest.New(t, Config{Clients: 0})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	pac, err := topo.StartPAC(topo.Server, ServerIP)
@@ -52,7 +55,7 @@ func TestMiniPNSPACDirect(t *testing.T) {
 // expected to fail: the test records what happened (for the comparison with
 // pptpgw) and fails only if the scenario itself could not run.
 func TestKernelHelperMultiCallAndSplit(t *testing.T) {
-	topo := NewT(t, Config{Clients: 2})
+	topo := testbedtest.New(t, Config{Clients: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := topo.KernelHelper(ctx); err != nil {

@@ -1,26 +1,25 @@
-package testbed
+package testbed_test
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"pptpgw/internal/nstest"
+	. "pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
 )
 
 // pptp-linux in the gateway namespace (203.0.113.1) calls pptpd on the WAN
 // segment directly: no NAT, the reference behaviour. pptpd's "pppd" is once
 // the go-built testbed/cmd/fakeppp and once this test binary re-executed.
 func TestPPTPLinuxToPPTPDDirect(t *testing.T) {
-	RequireRoot(t)
-	bin := filepath.Join(t.TempDir(), "fakeppp")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/fakeppp").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./testbed/cmd/fakeppp: %v\n%s", err, out)
-	}
+	nstest.RequireRoot(t)
+	bin := testbedtest.Build(t, "pptpgw/testbed/cmd/fakeppp")
 	for name, fake := range map[string]string{"built": bin, "reexec": ""} {
 		t.Run(name, func(t *testing.T) {
-			topo := NewT(t, Config{Clients: 0})
+			topo := testbedtest.New(t, Config{Clients: 0})
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			d, err := topo.StartPPTPD(ctx, PPTPDConfig{FakePPP: fake})
@@ -47,7 +46,7 @@ func TestPPTPLinuxToPPTPDDirect(t *testing.T) {
 // Six pptp-linux clients behind Linux's own PPTP helper + masquerade call one
 // pptpd at once.
 func TestPPTPLinuxX6ThroughKernelHelper(t *testing.T) {
-	topo := NewT(t, Config{Clients: 6})
+	topo := testbedtest.New(t, Config{Clients: 6})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := topo.KernelHelper(ctx); err != nil {

@@ -24,17 +24,17 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"pptpgw/internal/nsenter"
 )
 
 // Addresses of the standard topology.
@@ -95,37 +95,6 @@ func NewPrefix() string {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
 	return "pg" + hex.EncodeToString(b[:])
-}
-
-// RequireRoot skips tb unless running as root.
-func RequireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root: creates network namespaces")
-	}
-}
-
-// NewT builds a topology for a test: skips when not root, fails the test on
-// error, and removes everything when the test ends (even on failure).
-func NewT(tb testing.TB, cfg Config) *Topology {
-	tb.Helper()
-	RequireRoot(tb)
-	NeedTools(tb, "ip", "nft")
-	t, err := New(cfg)
-	if err != nil {
-		tb.Fatalf("testbed: %v", err)
-	}
-	t.Cleanup(tb)
-	return t
-}
-
-// Cleanup registers Close with tb.Cleanup; a Close error fails the test.
-func (t *Topology) Cleanup(tb testing.TB) {
-	tb.Cleanup(func() {
-		if err := t.Close(); err != nil {
-			tb.Errorf("testbed cleanup: %v", err)
-		}
-	})
 }
 
 // New builds the topology. On error everything created so far is removed.
@@ -196,34 +165,21 @@ func (t *Topology) newNS(name string) (*NS, error) {
 	return n, nil
 }
 
-// createNamedNS creates a named namespace without leaving the calling
-// goroutine's thread in it.
+// AddNS adds an empty namespace named P-suffix (lo up) to the topology,
+// for wiring of the caller's own; it goes with the topology.
+func (t *Topology) AddNS(suffix string) (*NS, error) { return t.newNS(t.Prefix + "-" + suffix) }
+
+// createNamedNS creates the namespace /var/run/netns/NAME and returns an
+// open handle. netns.NewNamed moves the calling thread into the new
+// namespace, so it runs on nsenter's thread, which is switched back after
+// (the private namespace Fresh made for it is dropped then).
 func createNamedNS(name string) (netns.NsHandle, error) {
-	type res struct {
-		h   netns.NsHandle
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- res{-1, err}
-			runtime.UnlockOSThread()
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if serr := netns.Set(orig); serr != nil {
-			// Thread is tainted: leave it locked so it dies with the goroutine.
-			ch <- res{h, errors.Join(err, serr)}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- res{h, err}
-	}()
-	r := <-ch
-	return r.h, r.err
+	h := netns.None()
+	err := nsenter.Fresh(func() (err error) {
+		h, err = netns.NewNamed(name)
+		return err
+	})
+	return h, err
 }
 
 func addAddr(h *netlink.Handle, l netlink.Link, a netip.Addr, bits int) error {
@@ -419,36 +375,9 @@ func (n *NS) ReadSysctl(key string) (string, error) {
 // Netlink returns a netlink handle bound to the namespace (owned by the topology).
 func (n *NS) Netlink() *netlink.Handle { return n.nl }
 
-// Do runs fn on a locked OS thread switched into the namespace and switches
-// back afterwards. Sockets created inside fn stay in the namespace and can be
-// used from any goroutine afterwards. If the thread cannot be switched back it
-// is never unlocked, so the runtime discards it.
-func (n *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.Handle); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter %s: %w", n.Name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave %s: %w", n.Name, err))
-			return // thread stays locked and dies with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// Do runs fn inside the namespace (nsenter.Do). Sockets created inside fn
+// stay in the namespace and can be used from any goroutine afterwards.
+func (n *NS) Do(fn func() error) error { return nsenter.Do(int(n.Handle), fn) }
 
 // Close kills every process in the topology's namespaces, runs registered
 // cleanups, deletes the namespaces (which removes their interfaces) and the

@@ -1,4 +1,4 @@
-package testbed
+package testbed_test
 
 import (
 	"context"
@@ -10,10 +10,14 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"pptpgw/internal/nstest"
+	. "pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
 )
 
 func TestTopologyBuildAndTeardown(t *testing.T) {
-	RequireRoot(t)
+	nstest.RequireRoot(t)
 	topo, err := New(Config{Clients: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -99,11 +103,11 @@ func TestTopologyBuildAndTeardown(t *testing.T) {
 }
 
 func TestTopologyPartialSetupCleansUp(t *testing.T) {
-	RequireRoot(t)
+	nstest.RequireRoot(t)
 	p := NewPrefix()
 	// A namespace with the gateway's name already exists: New must fail and
 	// remove whatever it created (here: nothing of its own but the dir).
-	h, err := createNamedNS(p + "-srv")
+	h, err := CreateNamedNS(p + "-srv")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +123,7 @@ func TestTopologyPartialSetupCleansUp(t *testing.T) {
 
 // iperf3 through plain kernel masquerade: the runner works and parses.
 func TestIperfKernelMasquerade(t *testing.T) {
-	topo := NewT(t, Config{Clients: 1})
+	topo := testbedtest.New(t, Config{Clients: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := topo.KernelMasquerade(ctx); err != nil {

@@ -15,6 +15,7 @@ import (
 	"pptpgw/pptp"
 	"pptpgw/pptp/gre"
 	"pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
 )
 
 func writeSecrets(t *testing.T, dir string, mode os.FileMode) string {
@@ -81,7 +82,7 @@ func TestServeNotRoot(t *testing.T) {
 // gateway namespace, lists it with `pptpgw sessions --json`, and stops the server.
 func TestServeBinarySession(t *testing.T) {
 	requireRoot(t)
-	topo := testbed.NewT(t, testbed.Config{})
+	topo := testbedtest.New(t, testbed.Config{})
 	dir := t.TempDir()
 	sec := writeSecrets(t, dir, 0o600)
 	sock := filepath.Join(dir, "serve.sock")

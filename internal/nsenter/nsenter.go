@@ -40,8 +40,13 @@ func Fresh(fn func() error) error {
 	})
 }
 
+// errGoexit is what Do and Fresh return when fn ends in runtime.Goexit
+// instead of returning (in a test: t.FailNow or t.SkipNow called in fn).
+var errGoexit = errors.New("nsenter: fn did not return (runtime.Goexit)")
+
 // run locks a new goroutine's thread, remembers its namespace, lets enter
-// switch it (and run the caller's code), and switches it back.
+// switch it (and run the caller's code), and switches it back, also when
+// enter ends in runtime.Goexit.
 func run(enter func(orig int) error) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -53,14 +58,17 @@ func run(enter func(orig int) error) error {
 			return
 		}
 		defer unix.Close(orig)
-		ferr := enter(orig)
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// The thread stays locked and dies with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("return to the original namespace: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
+		ferr := errGoexit
+		defer func() {
+			if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+				// The thread stays locked and dies with this goroutine.
+				errc <- errors.Join(ferr, fmt.Errorf("return to the original namespace: %w", err))
+				return
+			}
+			runtime.UnlockOSThread()
+			errc <- ferr
+		}()
+		ferr = enter(orig)
 	}()
 	return <-errc
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -70,5 +72,33 @@ func TestDoBadFD(t *testing.T) {
 	err := Do(-1, func() error { called = true; return nil })
 	if err == nil || called {
 		t.Fatalf("Do(-1) = %v, fn called %v; want an error and no call", err, called)
+	}
+}
+
+// fn ending in runtime.Goexit (t.FailNow inside fn) still returns from Do
+// and Fresh, with an error, instead of leaving the caller waiting.
+func TestGoexit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+	self, err := unix.Open("/proc/self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(self)
+	for name, call := range map[string]func(func() error) error{
+		"Fresh": Fresh,
+		"Do":    func(fn func() error) error { return Do(self, fn) },
+	} {
+		errc := make(chan error, 1)
+		go func() { errc <- call(func() error { runtime.Goexit(); return nil }) }()
+		select {
+		case err := <-errc:
+			if !errors.Is(err, errGoexit) {
+				t.Errorf("%s: fn called runtime.Goexit, got %v, want errGoexit", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no return within 5s of fn calling runtime.Goexit", name)
+		}
 	}
 }

@@ -1,34 +1,52 @@
-// Package nstest runs test code inside a fresh, private network namespace.
+// Package nstest runs test code inside network namespaces, through
+// internal/nsenter (the module's one way into a namespace), for tests only.
 package nstest
 
 import (
 	"os"
-	"runtime"
 	"testing"
 
-	"github.com/vishvananda/netns"
+	"pptpgw/internal/nsenter"
 )
 
-// Run runs f on a locked OS thread inside a fresh network namespace (only
-// lo, down) and then returns the thread to the namespace it came from. It
-// skips t when not root. f may call t.Fatal.
-func Run(t testing.TB, f func()) {
-	t.Helper()
+// RequireRoot skips tb unless running as root.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
+		tb.Skip("needs root: creates network namespaces")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
+}
+
+// Run runs f inside a fresh network namespace (only lo, down), on a locked
+// OS thread of a goroutine of its own that returns to its namespace after.
+// It skips tb when not root. f may call tb.Fatal or tb.Skip: that ends f,
+// then the test.
+func Run(tb testing.TB, f func()) {
+	tb.Helper()
+	RequireRoot(tb)
+	returned := false
+	err := nsenter.Fresh(func() error { f(); returned = true; return nil })
+	finish(tb, returned, err)
+}
+
+// Do runs f inside the network namespace open as fd, as Run does.
+func Do(tb testing.TB, fd int, f func()) {
+	tb.Helper()
+	returned := false
+	err := nsenter.Do(fd, func() error { f(); returned = true; return nil })
+	finish(tb, returned, err)
+}
+
+// finish carries the end of f over to the test's own goroutine: a Fatal or
+// Skip in f (whose message is logged already) stops the test too.
+func finish(tb testing.TB, returned bool, err error) {
+	tb.Helper()
+	switch {
+	case !returned && tb.Skipped():
+		tb.SkipNow()
+	case !returned:
+		tb.FailNow()
+	case err != nil:
+		tb.Fatal(err)
 	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
-	f()
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
+	"pptpgw/internal/nstest"
 	"pptpgw/internal/pkt"
 	"pptpgw/rules"
 )
@@ -36,9 +36,7 @@ type testNS struct {
 
 func newTestNS(t *testing.T, q uint16) *testNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
-	}
+	nstest.RequireRoot(t)
 	var r [2]byte
 	rand.Read(r[:])
 	name := "pq" + hex.EncodeToString(r[:])
@@ -79,25 +77,10 @@ func (ns *testNS) run(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// in runs f on a locked thread inside the namespace.
+// in runs f inside the namespace (nstest.Do).
 func (ns *testNS) in(t *testing.T, f func()) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(orig)
-	if err := unix.Setns(ns.fd, unix.CLONE_NEWNET); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			panic("cannot return to the original netns: " + err.Error())
-		}
-	}()
-	f()
+	nstest.Do(t, ns.fd, f)
 }
 
 // greSockets: a raw GRE socket to send with, one receiving all local GRE.

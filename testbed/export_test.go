@@ -1,0 +1,5 @@
+package testbed
+
+// CreateNamedNS lets package testbed_test make a namespace that clashes
+// with a topology's.
+var CreateNamedNS = createNamedNS
