@@ -84,12 +84,12 @@ func TestNetnsSessionsBehindPPTPGW(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Calls) != n || rep.DistinctOutsideIDs() != n {
-		t.Fatalf("gateway lists %d calls with %d distinct outside IDs, want %d", len(rep.Calls), rep.DistinctOutsideIDs(), n)
+	if len(rep.Calls) != n || testbed.DistinctOutsideIDs(rep.Calls) != n {
+		t.Fatalf("gateway lists %d calls with %d distinct outside IDs, want %d", len(rep.Calls), testbed.DistinctOutsideIDs(rep.Calls), n)
 	}
 	inside := map[string]int{}
 	for _, c := range rep.Calls {
-		inside[c.InsideIP]++
+		inside[c.InsideIP.String()]++
 		if c.PktsIn == 0 || c.PktsOut == 0 {
 			t.Errorf("call %+v carried no GRE one way", c)
 		}
@@ -98,8 +98,8 @@ func TestNetnsSessionsBehindPPTPGW(t *testing.T) {
 		t.Errorf("calls from %d inside hosts, want %d: %v", len(inside), len(hosts), inside)
 	}
 	t.Logf("gateway: %d calls from %d inside hosts, %d distinct outside IDs; gre_in=%d gre_out=%d",
-		len(rep.Calls), len(inside), rep.DistinctOutsideIDs(), rep.Counters["gre_in"], rep.Counters["gre_out"])
-	if got := rep.Counters["gre_no_call"]; got != 0 {
+		len(rep.Calls), len(inside), testbed.DistinctOutsideIDs(rep.Calls), rep.Counters["gre_in"], rep.Counters["gre_out"])
+	if got := testbedtest.Counter(t, rep.Counters, "gre_no_call"); got != 0 {
 		t.Errorf("gateway dropped %d GRE packets matching no call", got)
 	}
 	for _, c := range clients {
@@ -159,8 +159,8 @@ func TestNetnsPPTPLinuxBehindPPTPGW(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Calls) != len(clients) || rep.DistinctOutsideIDs() != len(clients) {
-		t.Fatalf("gateway lists %d calls with %d distinct outside IDs, want %d", len(rep.Calls), rep.DistinctOutsideIDs(), len(clients))
+	if len(rep.Calls) != len(clients) || testbed.DistinctOutsideIDs(rep.Calls) != len(clients) {
+		t.Fatalf("gateway lists %d calls with %d distinct outside IDs, want %d", len(rep.Calls), testbed.DistinctOutsideIDs(rep.Calls), len(clients))
 	}
 	if ss := r.srv.Sessions(); len(ss) != len(clients) {
 		t.Fatalf("server has %d sessions, want %d", len(ss), len(clients))

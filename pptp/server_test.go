@@ -4,12 +4,12 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"pptpgw/pptp/gre"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"pptpgw/pptp/gre"
 	"pptpgw/pptp/ppp"
 	"pptpgw/pptp/wire"
 )

@@ -8,10 +8,10 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"pptpgw/pptp/wire"
 	"pptpgw/testbed/fakeppp"
-
-	"github.com/vishvananda/netlink"
 )
 
 // BadInputResult is the outcome of RunBadInput.

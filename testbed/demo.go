@@ -68,7 +68,7 @@ func Demo(ctx context.Context, gwBinary string, out io.Writer) (err error) {
 			holdErr = err
 			return
 		}
-		calls, distinct = len(rep.Calls), rep.DistinctOutsideIDs()
+		calls, distinct = len(rep.Calls), DistinctOutsideIDs(rep.Calls)
 		fmt.Fprintf(out, "%d live calls, %d distinct outside call IDs toward %s\n\n", calls, distinct, ServerIP)
 	})
 	for _, s := range res.Summaries {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"pptpgw/nat"
 )
 
 // Gateway is a running `pptpgw run` in the gateway namespace.
@@ -77,33 +80,9 @@ func (g *Gateway) Stop() error {
 // Log returns what the gateway logged so far.
 func (g *Gateway) Log() string { return g.Proc.Output() }
 
-// Call is one row of `pptpgw calls --json`.
-type Call struct {
-	InsideIP      string  `json:"inside_ip"`
-	InsidePort    uint16  `json:"inside_port"`
-	PublicIP      string  `json:"public_ip"`
-	PublicPort    uint16  `json:"public_port"`
-	PeerIP        string  `json:"peer_ip"`
-	InsideCallID  uint16  `json:"inside_call_id"`
-	OutsideCallID uint16  `json:"outside_call_id"`
-	PeerCallID    uint16  `json:"peer_call_id"`
-	State         string  `json:"state"`
-	IdleSeconds   float64 `json:"idle_seconds"`
-	PktsOut       uint64  `json:"pkts_out"`
-	PktsIn        uint64  `json:"pkts_in"`
-	BytesOut      uint64  `json:"bytes_out"`
-	BytesIn       uint64  `json:"bytes_in"`
-}
-
-// CallsReport is the whole of `pptpgw calls --json`.
-type CallsReport struct {
-	Calls    []Call            `json:"calls"`
-	Counters map[string]uint64 `json:"counters"`
-}
-
 // Calls runs `BIN calls --json --admin-socket SOCK` and parses it.
-func (g *Gateway) Calls(ctx context.Context) (CallsReport, error) {
-	var r CallsReport
+func (g *Gateway) Calls(ctx context.Context) (nat.CallsReply, error) {
+	var r nat.CallsReply
 	cmd := g.NS.Command(ctx, g.Bin, "calls", "--json", "--admin-socket", g.Socket)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -125,10 +104,14 @@ func (g *Gateway) CallsTable(ctx context.Context) (string, error) {
 
 // DistinctOutsideIDs returns how many distinct outside call IDs the calls
 // use per (public IP, peer IP) pair, summed.
-func (r CallsReport) DistinctOutsideIDs() int {
-	seen := map[string]bool{}
-	for _, c := range r.Calls {
-		seen[fmt.Sprintf("%s|%s|%d", c.PublicIP, c.PeerIP, c.OutsideCallID)] = true
+func DistinctOutsideIDs(calls []nat.CallInfo) int {
+	type key struct {
+		public, peer netip.Addr
+		id           uint16
+	}
+	seen := map[key]bool{}
+	for _, c := range calls {
+		seen[key{c.PublicIP, c.PeerIP, c.OutsideCallID}] = true
 	}
 	return len(seen)
 }

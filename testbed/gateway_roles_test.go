@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"pptpgw/nat"
 	. "pptpgw/testbed"
 	"pptpgw/testbed/testbedtest"
 )
@@ -62,7 +63,7 @@ func checkPNS(t *testing.T, gw *Gateway, what []string, res []PNSResult) {
 
 // checkCallCounters asserts that every call in rep carried at least frames
 // GRE packets each way (the gateway translated them, not the kernel).
-func checkCallCounters(t *testing.T, rep CallsReport, frames int) {
+func checkCallCounters(t *testing.T, rep nat.CallsReply, frames int) {
 	t.Helper()
 	for _, c := range rep.Calls {
 		if c.PktsOut < uint64(frames) || c.PktsIn < uint64(frames) {
@@ -98,7 +99,7 @@ func TestGatewayRouterOriginated(t *testing.T) {
 			}
 			const calls, frames = 2, 20
 			cfg := PNSConfig{Server: ServerIP, Calls: calls, Frames: frames, BaseCallID: 0x0100, Split: split, Timeout: 8 * time.Second}
-			var rep CallsReport
+			var rep nat.CallsReply
 			var repErr error
 			res := RunPNSTogether(ctx, []PNSRun{{NS: topo.GW, Config: cfg}, {NS: topo.Clients[0], Config: cfg}},
 				func() { rep, repErr = gw.Calls(ctx) })
@@ -112,7 +113,7 @@ func TestGatewayRouterOriginated(t *testing.T) {
 			checkCallCounters(t, rep, frames)
 			byInside := map[string][]uint16{}
 			for _, c := range rep.Calls {
-				byInside[c.InsideIP] = append(byInside[c.InsideIP], c.InsideCallID)
+				byInside[c.InsideIP.String()] = append(byInside[c.InsideIP.String()], c.InsideCallID)
 			}
 			want := []uint16{cfg.BaseCallID, cfg.BaseCallID + 1}
 			for _, ip := range []string{GWWANIP.String(), ClientIP(0).String()} {
@@ -122,7 +123,7 @@ func TestGatewayRouterOriginated(t *testing.T) {
 					t.Errorf("calls with inside address %s have inside call IDs %#04x, want %#04x", ip, got, want)
 				}
 			}
-			if split && rep.Counters["ctl_released"] == 0 {
+			if split && testbedtest.Counter(t, rep.Counters, "ctl_released") == 0 {
 				t.Errorf("split control: no held segment was released (ctl_released = 0)")
 			}
 			waitNoCalls(t, gw)
@@ -165,7 +166,7 @@ forwards:
 		{NS: topo.Server, Config: PNSConfig{Server: GWWANIP, Port: 1723, Calls: calls, Frames: frames, BaseCallID: 0x0100, Timeout: 8 * time.Second}},
 		{NS: topo.Server, Config: PNSConfig{Server: GWWANIP, Port: 1724, Calls: calls, Frames: frames, BaseCallID: 0x0200, Timeout: 8 * time.Second}},
 	}
-	var rep CallsReport
+	var rep nat.CallsReply
 	var table string
 	var repErr, tableErr error
 	res := RunPNSTogether(ctx, runs, func() {
@@ -205,13 +206,13 @@ forwards:
 	wantPort := map[string]uint16{ClientIP(0).String(): 1723, ClientIP(1).String(): 1724}
 	inside := map[string][]uint16{}
 	for _, c := range rep.Calls {
-		if c.PublicPort != wantPort[c.InsideIP] {
-			t.Errorf("call %s %#04x: public port %d, want %d", c.InsideIP, c.InsideCallID, c.PublicPort, wantPort[c.InsideIP])
+		if c.PublicPort != wantPort[c.InsideIP.String()] {
+			t.Errorf("call %s %#04x: public port %d, want %d", c.InsideIP, c.InsideCallID, c.PublicPort, wantPort[c.InsideIP.String()])
 		}
 		if !seen[c.OutsideCallID] {
 			t.Errorf("call %s %#04x: outside call ID %#04x is not one the PNS was given", c.InsideIP, c.InsideCallID, c.OutsideCallID)
 		}
-		inside[c.InsideIP] = append(inside[c.InsideIP], c.InsideCallID)
+		inside[c.InsideIP.String()] = append(inside[c.InsideIP.String()], c.InsideCallID)
 	}
 	// The mini PACs number their calls alike (from 0x4000): the point of
 	// the test is that equal inside IDs leave as distinct outside IDs.
@@ -249,7 +250,7 @@ func TestGatewayInsidePPTPUntouched(t *testing.T) {
 	}
 	const calls, frames = 3, 20
 	cfg := PNSConfig{Server: ClientIP(0), Calls: calls, Frames: frames, Timeout: 8 * time.Second}
-	var rep CallsReport
+	var rep nat.CallsReply
 	var repErr error
 	res := RunPNSTogether(ctx, []PNSRun{{NS: topo.Clients[1], Config: cfg}, {NS: lan2, Config: cfg}, {NS: topo.GW, Config: cfg}},
 		func() { rep, repErr = gw.Calls(ctx) })
@@ -268,7 +269,7 @@ func TestGatewayInsidePPTPUntouched(t *testing.T) {
 	}
 	for _, k := range []string{"ctl_new", "ctl_pickup", "ctl_ok", "ctl_untracked", "ctl_untracked_empty",
 		"gre_in", "gre_out", "gre_no_call", "not_pptp", "unknown_iface", "calls_mapped"} {
-		if n := after.Counters[k]; n != 0 {
+		if n := testbedtest.Counter(t, after.Counters, k); n != 0 {
 			t.Errorf("counter %s = %d: the gateway saw inside-only PPTP", k, n)
 		}
 	}
@@ -301,7 +302,7 @@ func TestGatewayAllRolesAtOnce(t *testing.T) {
 		pns(topo.Clients[1], ServerIP, 0x0300),
 		pns(topo.GW, ServerIP, 0x0400),
 	}
-	var rep CallsReport
+	var rep nat.CallsReply
 	var repErr error
 	res := RunPNSTogether(ctx, runs, func() { rep, repErr = gw.Calls(ctx) })
 	checkPNS(t, gw, []string{"server -> forwarded PAC on client 0", "client 0 -> server", "client 1 -> server", "router -> server"}, res)
@@ -375,7 +376,7 @@ func callAcrossWANChange(t *testing.T, newAddr netip.Addr, change func(context.C
 		}
 	}
 
-	var rep CallsReport
+	var rep nat.CallsReply
 	var repErr error
 	cfg.Hold = func() { rep, repErr = gw.Calls(ctx) }
 	checkPNS(t, gw, []string{"PNS after the change"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
@@ -383,7 +384,7 @@ func callAcrossWANChange(t *testing.T, newAddr netip.Addr, change func(context.C
 		t.Fatalf("pptpgw calls --json: %v", repErr)
 	}
 	t.Logf("calls: %s", fmtCalls(rep))
-	if len(rep.Calls) != 1 || rep.Calls[0].PublicIP != newAddr.String() {
+	if len(rep.Calls) != 1 || rep.Calls[0].PublicIP != newAddr {
 		t.Errorf("calls during the second PNS's hold: %+v, want one on %s", rep.Calls, newAddr)
 	}
 	waitNoCalls(t, gw)

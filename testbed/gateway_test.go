@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"pptpgw/nat"
 	. "pptpgw/testbed"
 	"pptpgw/testbed/testbedtest"
 )
@@ -47,7 +48,7 @@ func TestGatewayPPTPLinuxX6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep CallsReport
+	var rep nat.CallsReply
 	var repErr error
 	res := RunPPTPClients(ctx, topo, topo.Clients, ServerIP, 50, func() { rep, repErr = gw.Calls(ctx) })
 	t.Logf("pptpgw, %d pptp-linux clients: ok=%v\n%s", n, res.OK(), res)
@@ -89,27 +90,33 @@ func waitNoCalls(t *testing.T, gw *Gateway) {
 
 // checkCalls asserts want live calls from wantInside distinct inside
 // addresses, with distinct outside call IDs toward the server.
-func checkCalls(t *testing.T, rep CallsReport, want, wantInside int) {
+func checkCalls(t *testing.T, rep nat.CallsReply, want, wantInside int) {
 	t.Helper()
 	if len(rep.Calls) != want {
 		t.Fatalf("pptpgw calls: %d calls, want %d", len(rep.Calls), want)
 	}
 	inside := map[string]bool{}
 	for _, c := range rep.Calls {
-		inside[c.InsideIP] = true
-		if c.PublicIP != GWWANIP.String() || c.PeerIP != ServerIP.String() {
+		inside[c.InsideIP.String()] = true
+		if c.PublicIP.String() != GWWANIP.String() || c.PeerIP.String() != ServerIP.String() {
 			t.Errorf("call %+v: want public %s peer %s", c, GWWANIP, ServerIP)
 		}
 	}
 	if len(inside) != wantInside {
 		t.Errorf("calls from %d inside addresses, want %d", len(inside), wantInside)
 	}
-	if got := rep.DistinctOutsideIDs(); got != want {
+	if got := DistinctOutsideIDs(rep.Calls); got != want {
 		t.Errorf("%d distinct outside call IDs for %d calls", got, want)
+	}
+	// Every translated GRE packet came through the queue: the counter that
+	// must stay 0 for plain TCP (TestGatewayIperf) counts here.
+	greIn, greOut := testbedtest.Counter(t, rep.Counters, "gre_in"), testbedtest.Counter(t, rep.Counters, "gre_out")
+	if q := testbedtest.Counter(t, rep.Counters, "nfqueue_packets"); greIn == 0 || greOut == 0 || q < greIn+greOut {
+		t.Errorf("nfqueue_packets = %d, gre_in = %d, gre_out = %d: want GRE both ways, all of it queued", q, greIn, greOut)
 	}
 }
 
-func fmtCalls(rep CallsReport) string {
+func fmtCalls(rep nat.CallsReply) string {
 	var b strings.Builder
 	for _, c := range rep.Calls {
 		fmt.Fprintf(&b, "\n  %s call %#04x -> %s call %#04x -> %s (peer call %#04x) %s out=%d in=%d",
@@ -161,7 +168,7 @@ func helperThenGateway(t *testing.T, name string, wantCalls int, scenario func(c
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep CallsReport
+	var rep nat.CallsReply
 	var repErr error
 	res := scenario(ctx, topo, func() { rep, repErr = gw.Calls(ctx) })
 	t.Logf("pptpgw, %s: ok=%v\n%s", name, res.OK(), res)
@@ -221,7 +228,7 @@ func TestGatewayIperf(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := rep.Counters["nfqueue_packets"]; n != 0 {
+		if n := testbedtest.Counter(t, rep.Counters, "nfqueue_packets"); n != 0 {
 			t.Errorf("pptpgw queued %d packets of a plain TCP transfer; only PPTP control and GRE may leave the kernel path", n)
 		}
 		if err := gw.Stop(); err != nil {
@@ -314,11 +321,11 @@ func TestGatewayBadInput(t *testing.T) {
 	}
 	t.Logf("counters: %v", rep.Counters)
 	stray := res.GRESentOut + res.GRESentIn + res.GRESentStale + res.GRESentInside
-	if n := rep.Counters["gre_no_call"]; n < uint64(stray) {
+	if n := testbedtest.Counter(t, rep.Counters, "gre_no_call"); n < uint64(stray) {
 		t.Errorf("gre_no_call = %d, want >= %d stray GRE counted", n, stray)
 	}
 	for _, k := range []string{"helper_bad_magic", "helper_bad_length", "helper_unknown_type"} {
-		if rep.Counters[k] < 1 {
+		if testbedtest.Counter(t, rep.Counters, k) < 1 {
 			t.Errorf("counter %s = %d, want the malformed message counted", k, rep.Counters[k])
 		}
 	}

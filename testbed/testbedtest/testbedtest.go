@@ -135,3 +135,16 @@ func Main(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// Counter returns the counter key of a `pptpgw calls --json` or `pptpgw
+// sessions --json` reply and fails the test if the reply has no such key: a
+// missing key would read as 0 and let "counter == 0" pass for a counter that
+// was renamed or never exported.
+func Counter(tb testing.TB, counters map[string]uint64, key string) uint64 {
+	tb.Helper()
+	v, ok := counters[key]
+	if !ok {
+		tb.Fatalf("counter %q missing from the reply (%d keys)", key, len(counters))
+	}
+	return v
+}
