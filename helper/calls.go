@@ -211,7 +211,7 @@ func (c *Translator) forget(cl call) {
 }
 
 // recall returns the outside ID of the inside call ID insideID from the
-// Conn's own memory: a tracked call, else the most recently forgotten one.
+// Translator's own memory: a tracked call, else the most recently forgotten one.
 func (c *Translator) recall(insideID uint16) (uint16, bool) {
 	if i := c.findInside(insideID); i >= 0 {
 		return c.calls[i].outside, true
@@ -233,5 +233,5 @@ func (c *Translator) Call(insideID uint16) (Phase, bool) {
 	return 0, false
 }
 
-// NumCalls returns how many calls the Conn tracks.
+// NumCalls returns how many calls the Translator tracks.
 func (c *Translator) NumCalls() int { return len(c.calls) }

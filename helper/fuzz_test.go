@@ -7,7 +7,7 @@ import (
 	"pptpgw/internal/pkt"
 )
 
-// FuzzProcess drives a Conn with two arbitrary byte streams cut into
+// FuzzProcess drives a Translator with two arbitrary byte streams cut into
 // segments by ops: in order, resends of old bytes, gaps, hold expiry,
 // FIN/RST. Invariants: no panic; Patches describe exactly the bytes Process
 // changed; ReleasedPatches exactly what changed in the held segment since it

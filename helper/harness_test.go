@@ -243,7 +243,7 @@ type splitter func(turn, n int) []int
 
 func whole(_, n int) []int { return []int{n} }
 
-// runner feeds a conversation through a Conn, checking every Result
+// runner feeds a conversation through a Translator, checking every Result
 // against the bytes it changed.
 type runner struct {
 	t       testing.TB

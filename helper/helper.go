@@ -127,7 +127,7 @@ const (
 	CallEstablished                      // successful OCRP, or ICCN: expect GRE now
 	CallFailed                           // unsuccessful OCRP/ICRP
 	CallCleared                          // CCRQ or CDN
-	ControlStopped                       // StopCCRQ/StopCCRP, FIN or RST (once per Conn)
+	ControlStopped                       // StopCCRQ/StopCCRP, FIN or RST (once per Translator)
 	EchoSeen                             // Echo-Request or Echo-Reply: the connection is alive
 )
 
@@ -168,7 +168,7 @@ type Mapper interface {
 	// ID it already maps (a repeated request) it should return the same.
 	AllocOutside(insideID uint16) (outsideID uint16, err error)
 	// OutsideOf may forget a call from its first CallCleared event on;
-	// the Conn then maps the rest of that call's clearing itself.
+	// the Translator then maps the rest of that call's clearing itself.
 	OutsideOf(insideID uint16) (uint16, bool)
 	InsideOf(outsideID uint16) (uint16, bool)
 	Event(ev Event)
@@ -182,7 +182,7 @@ type Config struct {
 }
 
 // Result of one Process call. Patches and ReleasedPatches point into the
-// Conn and are valid until its next Process call.
+// Translator and are valid until its next Process call.
 type Result struct {
 	Verdict pkt.Verdict
 	Reason  Reason
@@ -275,7 +275,7 @@ type stream struct {
 	// Outcome of the field's rewrite, for the state machine.
 	fieldOld, fieldNew uint16
 	fieldOK            bool
-	fieldRecalled      bool // the Mapper had forgotten it; the Conn's own memory mapped it
+	fieldRecalled      bool // the Mapper had forgotten it; the Translator's own memory mapped it
 
 	// pending: the field's first byte (at pendSeq == next-1) is seen, the
 	// second is not.
@@ -283,7 +283,7 @@ type stream struct {
 	pendSeq uint32
 	held    []byte // the segment holding the pending byte, if kept
 	heldSeq uint32
-	heldAge uint64 // Conn.holdClock at hold time
+	heldAge uint64 // Translator.holdClock at hold time
 
 	badSeq    uint32 // modePoisoned: first byte of the malformed message
 	badReason Reason
@@ -301,7 +301,7 @@ type call struct {
 	state                 Phase
 }
 
-// goneLen is how many translations of calls the Conn has forgotten (CDN,
+// goneLen is how many translations of calls the Translator has forgotten (CDN,
 // failure, connection stop) it still remembers, for a late Call-Clear-
 // Request or Call-Disconnect-Notify of the inside party.
 const goneLen = 16
@@ -346,7 +346,7 @@ func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
 // Process handles one TCP segment of the control connection in direction
 // dir: seq is the segment's sequence number, syn/fin/rst its flags and
 // payload its TCP payload, which may be rewritten in place. With Verdict
-// Hold the Conn keeps payload (the caller must own it and keep the packet)
+// Hold the Translator keeps payload (the caller must own it and keep the packet)
 // until a later Result reports Released, or ExpireHeld.
 func (c *Translator) Process(dir Dir, seq uint32, syn, fin, rst bool, payload []byte) Result {
 	c.patches = c.patches[:0]
@@ -676,7 +676,7 @@ func (c *Translator) rewrite(s *stream, first, seq uint32, p []byte) {
 	}
 }
 
-// ExpireHeld gives up on the oldest held segment: the Conn forgets it and
+// ExpireHeld gives up on the oldest held segment: the Translator forgets it and
 // the caller decides its fate (lenient: send it unpatched; strict: drop
 // it, and TCP resends it). The split field is still completed when its
 // second byte arrives, and a resent copy of its first byte is patched. It

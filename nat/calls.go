@@ -66,16 +66,11 @@ func (e *Engine) Calls() []CallInfo {
 		}
 		out = append(out, c)
 	}
-	SortCalls(out)
-	return out
-}
-
-// SortCalls orders calls by inside address, then inside call ID.
-func SortCalls(calls []CallInfo) {
-	sort.Slice(calls, func(i, j int) bool {
-		if c := calls[i].InsideIP.Compare(calls[j].InsideIP); c != 0 {
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i].InsideIP.Compare(out[j].InsideIP); c != 0 {
 			return c < 0
 		}
-		return calls[i].InsideCallID < calls[j].InsideCallID
+		return out[i].InsideCallID < out[j].InsideCallID
 	})
+	return out
 }

@@ -91,21 +91,23 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 	rel = e.released(c, dir, res, rel)
 	switch res.Verdict {
 	case pkt.Hold:
+		// The translator may already have rewritten earlier call IDs of
+		// this segment (res.Patches, in buf): the held copy's checksum
+		// covers them now, and the rest when it is released.
+		patchChecksum(pkt.TCP(buf[pp.IPLen:]), res.Patches)
 		e.holds = append(e.holds, &heldSegment{
 			id: p.ID, buf: buf, tcpOff: pp.IPLen, c: c, dir: dir, deadline: e.clk.Now().Add(e.set.Timeouts.Hold)})
 		v, r = e.count(pkt.Hold, rCtlHeld)
 	case pkt.Accept:
 		if len(res.Patches) > 0 {
-			seg := pkt.TCP(p.Payload[pp.IPLen:pp.TotalLen])
-			cs := seg.Checksum()
+			// The translator rewrote its copy (pl); the queued packet
+			// gets the same bytes and the checksum update.
 			for _, pt := range res.Patches {
-				if pt.Off < 0 || pt.Off >= len(payload) {
-					continue // a translator bug; never write outside the payload
+				if pt.Off >= 0 && pt.Off < len(payload) { // never write outside the payload
+					payload[pt.Off] = pt.New
 				}
-				cs = pkt.UpdateByte(cs, pt.Off, pt.Old, pt.New)
-				payload[pt.Off] = pt.New
 			}
-			seg.SetChecksum(cs)
+			patchChecksum(pkt.TCP(p.Payload[pp.IPLen:pp.TotalLen]), res.Patches)
 			p.Modified = true
 		}
 		v, r = e.translatorVerdict(res, r)
@@ -115,6 +117,26 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 	e.ctlMu.Unlock()
 	e.release(rel)
 	return v, r
+}
+
+// patchChecksum updates seg's TCP checksum for rewritten payload bytes
+// (RFC 1624, byte by byte: a patch's offset is from the start of the
+// payload, which starts at an even offset of the checksummed data because
+// the TCP header is a whole number of 32-bit words).
+// Patches outside the payload (a translator bug) are skipped here as they
+// are when the bytes are written.
+func patchChecksum(seg pkt.TCP, patches []helper.Patch) {
+	if len(patches) == 0 {
+		return
+	}
+	n := len(seg.Payload())
+	cs := seg.Checksum()
+	for _, pt := range patches {
+		if pt.Off >= 0 && pt.Off < n {
+			cs = pkt.UpdateByte(cs, pt.Off, pt.Old, pt.New)
+		}
+	}
+	seg.SetChecksum(cs)
 }
 
 // controlFor finds or creates the control connection of key k. With a nil
@@ -202,12 +224,7 @@ func (e *Engine) released(c *control, dir helper.Dir, res helper.Result, rel []r
 	}
 	h := e.holds[idx]
 	e.holds = append(e.holds[:idx], e.holds[idx+1:]...)
-	seg := pkt.TCP(h.buf[h.tcpOff:])
-	cs := seg.Checksum()
-	for _, pt := range res.ReleasedPatches {
-		cs = pkt.UpdateByte(cs, pt.Off, pt.Old, pt.New)
-	}
-	seg.SetChecksum(cs)
+	patchChecksum(pkt.TCP(h.buf[h.tcpOff:]), res.ReleasedPatches)
 	e.counters.Inc(int(rCtlReleased))
 	return append(rel, release{h.id, h.buf, pkt.Accept})
 }

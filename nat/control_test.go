@@ -62,7 +62,7 @@ func (c *client) send(out bool, payload []byte, o pkttest.TCPOpt, want pkt.Verdi
 		c.seqIn += adv
 	}
 	p.Payload = b
-	v, r := c.e.Process(&p)
+	v, r := checkedProcess(c.t, c.e, &p)
 	if v != want {
 		c.t.Fatalf("segment (out=%v, %d bytes): verdict %v %q, want %v", out, len(payload), v, r, want)
 	}
@@ -118,7 +118,11 @@ func (c *client) call(insideID, peerID uint16) uint16 {
 
 func gre(t testing.TB, e *Engine, b []byte, inIf uint32) (pkt.Verdict, []byte) {
 	t.Helper()
-	v, _ := e.Process(&nfq.Packet{Payload: b, InDev: inIf})
+	p := nfq.Packet{Payload: b, InDev: inIf}
+	v, _ := checkedProcess(t, e, &p)
+	if v == pkt.Accept && !p.Modified {
+		t.Fatal("translated GRE not marked Modified")
+	}
 	if v == pkt.Accept {
 		pkttest.CheckSums(t, b)
 	}
@@ -239,6 +243,41 @@ func collect(e *Engine) *[]released {
 	return &rs
 }
 
+// TestHoldWithEarlierRewrite: one segment carries a whole OCRQ (rewritten
+// at once) and the first 13 bytes of a second one (held). The released
+// segment must carry both rewrites and a valid checksum covering both.
+func TestHoldWithEarlierRewrite(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	rs := collect(e)
+	a := newClient(t, e, lanA, 40000)
+	a.startControl()
+	req1 := (&wire.OCRQ{CallID: 0x0102, CallSerial: 1, RecvWindow: 16}).Append(nil)
+	req2 := (&wire.OCRQ{CallID: 0x0304, CallSerial: 2, RecvWindow: 16}).Append(nil)
+	seg := append(append([]byte(nil), req1...), req2[:13]...)
+	a.send(true, seg, pkttest.TCPOpt{ACK: true}, pkt.Hold)
+	second := a.send(true, req2[13:], pkttest.TCPOpt{ACK: true}, pkt.Accept)
+	if len(*rs) != 1 || (*rs)[0].v != pkt.Accept {
+		t.Fatalf("releases %+v", *rs)
+	}
+	rel := (*rs)[0].data
+	pkttest.CheckSums(t, rel)
+	msg := append(append([]byte(nil), pkt.TCP(pkt.IPv4(rel).Payload()).Payload()...), pkt.TCP(pkt.IPv4(second).Payload()).Payload()...)
+	calls := e.Calls()
+	if len(calls) != 2 {
+		t.Fatalf("calls %+v", calls)
+	}
+	out := map[uint16]uint16{}
+	for _, c := range calls {
+		out[c.InsideCallID] = c.OutsideCallID
+	}
+	if got := u16at(msg, 12); got != out[0x0102] {
+		t.Errorf("first OCRQ carries call ID %#x, want %#x", got, out[0x0102])
+	}
+	if got := u16at(msg, len(req1)+12); got != out[0x0304] {
+		t.Errorf("second OCRQ carries call ID %#x, want %#x", got, out[0x0304])
+	}
+}
+
 // TestHoldSplitCallID: an OCRQ split right after the first byte of its Call
 // ID. The first segment is held and released, patched, with the second.
 func TestHoldSplitCallID(t *testing.T) {
@@ -323,7 +362,7 @@ func TestControlUntracked(t *testing.T) {
 	} {
 		e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = tc.strict })
 		orig := append([]byte(nil), tc.b...)
-		v, r := process(e, tc.b, tc.inIf, nfq.HookPrerouting)
+		v, r := process(t, e, tc.b, tc.inIf, nfq.HookPrerouting)
 		if v != tc.v || r != tc.reason {
 			t.Errorf("%s: %v %q, want %v %q", tc.name, v, r, tc.v, tc.reason)
 		}
@@ -357,7 +396,7 @@ func TestForward(t *testing.T) {
 		if o.SYN {
 			seq[out]++
 		}
-		v, r := process(e, b, inIf, nfq.HookPrerouting)
+		v, r := process(t, e, b, inIf, nfq.HookPrerouting)
 		if v != pkt.Accept {
 			t.Fatalf("verdict %v %q", v, r)
 		}

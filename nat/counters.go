@@ -64,15 +64,41 @@ const (
 	ReasonCallIDsOut    = "callid_exhausted"
 )
 
-var reasonNames = [numReasons]string{
-	ReasonGREOut, ReasonGREIn, ReasonGRENoCall, ReasonGREMalformed, ReasonGREFragment,
-	ReasonCtl, ReasonCtlHeld, ReasonCtlReleased, ReasonCtlHoldExpire, ReasonCtlNoConn,
-	ReasonCtlPickup, ReasonCtlEmpty, ReasonCtlUntracked, ReasonCtlNew,
-	ReasonIPMalformed, ReasonTCPMalformed, ReasonTCPFragment, ReasonNotPPTP, ReasonUnknownIface,
-	ReasonCallIDsOut, "calls_mapped", "calls_established", "calls_cleared", "establish_no_call",
+// reasonDefs gives each reason its key and its metric family and labels:
+// the one table a new reason is added to.
+var reasonDefs = [numReasons]metrics.Def{
+	rGREOut:           {Desc: descGRE, LabelValues: []string{"out"}, Key: ReasonGREOut},
+	rGREIn:            {Desc: descGRE, LabelValues: []string{"in"}, Key: ReasonGREIn},
+	rGRENoCall:        packets(ReasonGRENoCall),
+	rGREMalformed:     packets(ReasonGREMalformed),
+	rGREFragment:      packets(ReasonGREFragment),
+	rCtl:              packets(ReasonCtl),
+	rCtlHeld:          packets(ReasonCtlHeld),
+	rCtlReleased:      packets(ReasonCtlReleased),
+	rCtlHoldExpire:    packets(ReasonCtlHoldExpire),
+	rCtlNoConn:        packets(ReasonCtlNoConn),
+	rCtlPickup:        packets(ReasonCtlPickup),
+	rCtlEmpty:         packets(ReasonCtlEmpty),
+	rCtlUntracked:     packets(ReasonCtlUntracked),
+	rCtlNew:           packets(ReasonCtlNew),
+	rIPMalformed:      packets(ReasonIPMalformed),
+	rTCPMalformed:     packets(ReasonTCPMalformed),
+	rTCPFragment:      packets(ReasonTCPFragment),
+	rNotPPTP:          packets(ReasonNotPPTP),
+	rUnknownIface:     packets(ReasonUnknownIface),
+	rCallIDsOut:       packets(ReasonCallIDsOut),
+	rCallsMapped:      {Desc: descCallEvents, LabelValues: []string{"mapped"}, Key: "calls_mapped"},
+	rCallsEstablished: {Desc: descCallEvents, LabelValues: []string{"established"}, Key: "calls_established"},
+	rCallsCleared:     {Desc: descCallEvents, LabelValues: []string{"cleared"}, Key: "calls_cleared"},
+	rEstablishNoCall:  {Desc: descCallEvents, LabelValues: []string{"establish_no_call"}, Key: "establish_no_call"},
 }
 
-func (r reason) String() string { return reasonNames[r] }
+// packets is the Def of a reason counted in packets_total{reason}.
+func packets(key string) metrics.Def {
+	return metrics.Def{Desc: descPackets, LabelValues: []string{key}, Key: key}
+}
+
+func (r reason) String() string { return reasonDefs[r].Key }
 
 // The engine's metric families. Keys (`pptpgw calls --json`) are the reason
 // names above, "helper_" + the translator's reasons, and the names below.
@@ -100,20 +126,7 @@ func helperReason(r helper.Reason) int { return int(numReasons) + int(r) }
 
 // newCounters declares one counter per reason and per translator reason.
 func newCounters() *metrics.Counters {
-	defs := make([]metrics.Def, 0, int(numReasons)+int(helper.NumReasons))
-	for r := range numReasons {
-		d := metrics.Def{Desc: descPackets, LabelValues: []string{r.String()}, Key: r.String()}
-		switch {
-		case r == rGREOut:
-			d.Desc, d.LabelValues = descGRE, []string{"out"}
-		case r == rGREIn:
-			d.Desc, d.LabelValues = descGRE, []string{"in"}
-		case r >= rCallsMapped:
-			d.Desc = descCallEvents
-			d.LabelValues = []string{[...]string{"mapped", "established", "cleared", "establish_no_call"}[r-rCallsMapped]}
-		}
-		defs = append(defs, d)
-	}
+	defs := append(make([]metrics.Def, 0, int(numReasons)+int(helper.NumReasons)), reasonDefs[:]...)
 	for r := range helper.NumReasons {
 		name := r.String()
 		if r == helper.ReasonNone {
@@ -126,7 +139,7 @@ func newCounters() *metrics.Counters {
 
 func (e *Engine) count(v pkt.Verdict, r reason) (pkt.Verdict, string) {
 	e.counters.Inc(int(r))
-	return v, reasonNames[r]
+	return v, r.String()
 }
 
 // Collect emits every counter and gauge of the engine (metrics.Source).

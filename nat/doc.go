@@ -17,8 +17,8 @@
 //	             segments, the helper.Mapper on top of the table and allocator
 //	alloc.go     outside call IDs per (public IP, peer IP), with quarantine
 //	tick.go      Tick: held segments, idle calls, quarantine, drop summary
-//	counters.go  reasons and metrics (internal/metrics), Counters, Metrics
-//	calls.go     Call and CallsReply: the calls view and its JSON (`pptpgw calls`)
+//	counters.go  reasons and metrics (internal/metrics): Collect, Counters
+//	calls.go     CallInfo and CallsReply: the calls view and its JSON (`pptpgw calls`)
 //
 // # One GRE packet
 //
@@ -56,7 +56,8 @@
 // segment that ends between the two bytes of a call-ID field is held
 // (pkt.Hold): its bytes are kept in Engine.holds until the next segment
 // completes the field, then released through the releaser (nfq's
-// SetVerdict), or let go unmodified by Tick after timeouts.hold.
+// SetVerdict), or given up by Tick after timeouts.hold (let go unmodified;
+// dropped in strict mode).
 //
 // # Lock order
 //

@@ -51,8 +51,9 @@ type Settings struct {
 	Forwards []Forward
 }
 
-// Engine translates PPTP packets. Process, Tick, Calls and Metrics are safe
-// for concurrent use (the lock order is in the package comment).
+// Engine translates PPTP packets. Process, Handle, Tick, Calls, Collect and
+// Counters are safe for concurrent use (the lock order is in the package
+// comment).
 type Engine struct {
 	pub      [4]byte // new control connections' public address; ctlMu
 	wan      atomic.Uint32
@@ -137,8 +138,8 @@ func (e *Engine) SetReleaser(f func(id uint32, data []byte, v pkt.Verdict)) {
 	e.releaser.Store(&f)
 }
 
-// Handle is Process as an nfq.Handler: it marks a translated packet
-// Modified so that nfq sends its rewritten bytes back.
+// Handle is Process as an nfq.Handler. A packet Process rewrote is marked
+// Modified (by processGRE and processTCP) so that nfq sends its bytes back.
 func (e *Engine) Handle(p *nfq.Packet) pkt.Verdict {
 	v, _ := e.Process(p)
 	return v
@@ -159,6 +160,12 @@ func (e *Engine) Handle(p *nfq.Packet) pkt.Verdict {
 //     held segment is copied; its verdict comes later through the releaser.
 //  4. Anything else is accepted untouched.
 func (e *Engine) Process(p *nfq.Packet) (pkt.Verdict, string) {
+	if len(p.Payload) == 0 {
+		// Queued before the copy mode was set: nothing to look at, and
+		// nothing nfq could send back. Dropped in both modes (it may be
+		// GRE, which must never leave untranslated).
+		return e.count(pkt.Drop, rIPMalformed)
+	}
 	var pp pkt.Parsed
 	pp.Parse(p.Payload)
 	if pp.Err == pkt.ErrIPv4 {

@@ -14,7 +14,6 @@ import (
 	"pptpgw/internal/pkt"
 	"pptpgw/internal/pkt/pkttest"
 	"pptpgw/nat/nfq"
-	"pptpgw/pptp/wire"
 )
 
 const (
@@ -59,8 +58,26 @@ func addCall(t testing.TB, e *Engine, ip [4]byte, sport, insideID, peerID uint16
 	return out
 }
 
-func process(e *Engine, b []byte, inIf uint32, hook nfq.Hook) (pkt.Verdict, string) {
-	return e.Process(&nfq.Packet{ID: 1, Payload: b, InDev: inIf, Hook: hook})
+func process(t testing.TB, e *Engine, b []byte, inIf uint32, hook nfq.Hook) (pkt.Verdict, string) {
+	t.Helper()
+	return checkedProcess(t, e, &nfq.Packet{ID: 1, Payload: b, InDev: inIf, Hook: hook})
+}
+
+// checkedProcess runs p through the engine and checks the Modified contract
+// nfq relies on: a packet whose bytes changed is marked Modified (or nfq
+// would send the original back), and only an accepted one.
+func checkedProcess(t testing.TB, e *Engine, p *nfq.Packet) (pkt.Verdict, string) {
+	t.Helper()
+	before := bytes.Clone(p.Payload)
+	v, r := e.Process(p)
+	changed := !bytes.Equal(before, p.Payload)
+	if changed && !p.Modified {
+		t.Fatalf("%s: packet rewritten but not marked Modified", r)
+	}
+	if p.Modified && v != pkt.Accept {
+		t.Fatalf("%s: verdict %v with Modified set", r, v)
+	}
+	return v, r
 }
 
 func u32p(v uint32) *uint32 { return &v }
@@ -103,7 +120,7 @@ func TestGRETranslation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			orig := append([]byte(nil), tc.in...)
-			v, r := process(e, tc.in, tc.inIf, tc.hook)
+			v, r := process(t, e, tc.in, tc.inIf, tc.hook)
 			if v != tc.v || r != tc.reason {
 				t.Fatalf("verdict %v %q, want %v %q", v, r, tc.v, tc.reason)
 			}
@@ -164,7 +181,7 @@ func TestMalformed(t *testing.T) {
 			e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = strict })
 			addCall(t, e, lanA, 40000, 7, 555)
 			b := append([]byte(nil), tc.b...)
-			v, r := process(e, b, lanIf, nfq.HookPrerouting)
+			v, r := process(t, e, b, lanIf, nfq.HookPrerouting)
 			want := pkt.Accept
 			if tc.fixed {
 				want = tc.always
@@ -193,14 +210,14 @@ func TestGRETimeoutsAndEviction(t *testing.T) {
 	o2 := addCall(t, e, lanA, 40000, 2, 502)
 	pk := PoolKey{pubIP, server}
 	// Call 1 is used, so call 2 is the LRU victim when call 3 arrives.
-	if v, _ := process(e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Accept {
+	if v, _ := process(t, e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Accept {
 		t.Fatal("call 1")
 	}
 	o3 := addCall(t, e, lanA, 40000, 3, 503)
 	if o1 == o2 || o2 == o3 || o1 == o3 {
 		t.Fatalf("outside IDs not distinct: %d %d %d", o1, o2, o3)
 	}
-	if v, r := process(e, pkttest.GRE(t, server, pubIP, o2, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting); v != pkt.Drop || r != ReasonGRENoCall {
+	if v, r := process(t, e, pkttest.GRE(t, server, pubIP, o2, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting); v != pkt.Drop || r != ReasonGRENoCall {
 		t.Fatalf("evicted call still translated: %v %s", v, r)
 	}
 	if used, q := e.alloc.InUse(pk); used != 2 || q != 1 {
@@ -212,16 +229,16 @@ func TestGRETimeoutsAndEviction(t *testing.T) {
 
 	// Call 1 has seen outbound only: unreplied timeout (30s).
 	clk.Advance(conntrack.DefaultGREUnreplied + time.Second)
-	if v, _ := process(e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Drop {
+	if v, _ := process(t, e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Drop {
 		t.Fatal("unreplied call outlived its timeout")
 	}
 	// Call 3 gets traffic both ways, then survives 179s but not 181s.
 	o3b := addCall(t, e, lanB, 40001, 3, 503)
-	process(e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting)
-	process(e, pkttest.GRE(t, server, pubIP, o3b, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
+	process(t, e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting)
+	process(t, e, pkttest.GRE(t, server, pubIP, o3b, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
 	clk.Advance(conntrack.DefaultGREReplied - time.Second)
 	e.Tick()
-	if v, _ := process(e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Accept {
+	if v, _ := process(t, e, pkttest.GRE(t, lanB, server, 503, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Accept {
 		t.Fatal("replied call expired early")
 	}
 	clk.Advance(conntrack.DefaultGREReplied + time.Second)
@@ -295,8 +312,6 @@ func benchGRE(b *testing.B, inbound bool) {
 func BenchmarkGREOut(b *testing.B) { benchGRE(b, false) }
 func BenchmarkGREIn(b *testing.B)  { benchGRE(b, true) }
 
-var _ = wire.ControlPort
-
 // TestEngineConcurrent runs GRE, control segments, Tick and Calls at once
 // (meaningful under -race).
 func TestEngineConcurrent(t *testing.T) {
@@ -345,7 +360,7 @@ func TestDropSummaryLog(t *testing.T) {
 	})
 	e.Tick() // first summary: nothing dropped yet
 	for range 3 {
-		process(e, pkttest.GRE(t, server, pubIP, 4, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
+		process(t, e, pkttest.GRE(t, server, pubIP, 4, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
 	}
 	e.Tick()
 	if buf.Len() != 0 {
@@ -389,14 +404,25 @@ func TestMetrics(t *testing.T) {
 	}
 
 	out := addCall(t, e, lanA, 40000, 0x100, 555)
-	process(e, pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting)
-	process(e, pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
-	process(e, pkttest.GRE(t, server, pubIP, out+1, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
+	process(t, e, pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting)
+	process(t, e, pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
+	process(t, e, pkttest.GRE(t, server, pubIP, out+1, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting)
 	m := metrics.Collect(e).Map()
 	for k, want := range map[string]uint64{ReasonGREOut: 1, ReasonGREIn: 1, ReasonGRENoCall: 1,
 		"calls_mapped": 1, "calls_established": 1, "calls_active": 1, "conns_active": 1, "callid_allocated": 1} {
 		if m[k] != want {
 			t.Errorf("%q = %d, want %d", k, m[k], want)
+		}
+	}
+}
+
+// A packet queued with no bytes (before the copy mode was set) is dropped in
+// both modes: nothing can be checked or sent back, and it may be GRE.
+func TestEmptyPayloadDropped(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		e, _ := newEngine(t, func(c *EngineConfig) { c.Strict = strict })
+		if v, r := process(t, e, nil, lanIf, nfq.HookPrerouting); v != pkt.Drop || r != ReasonIPMalformed {
+			t.Errorf("strict=%v: %v %q, want drop %q", strict, v, r, ReasonIPMalformed)
 		}
 	}
 }

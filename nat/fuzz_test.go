@@ -76,7 +76,7 @@ func FuzzEngineProcess(f *testing.F) {
 			default:
 				p.InDev = 42
 			}
-			v, r := e.Process(&p)
+			v, r := checkedProcess(t, e, &p)
 			if r == "" {
 				t.Fatal("empty reason")
 			}

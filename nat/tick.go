@@ -56,7 +56,7 @@ func (e *Engine) logDrops(now time.Time) {
 	for _, r := range dropReasons {
 		n := e.counters.Load(int(r))
 		if d := n - e.lastDrops[r]; d > 0 {
-			attrs = append(attrs, reasonNames[r], d)
+			attrs = append(attrs, r.String(), d)
 		}
 		e.lastDrops[r] = n
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"pptpgw/pptp/wire"
 	"pptpgw/testbed/fakeppp"
 )
 
@@ -110,7 +111,7 @@ func (t *Topology) StartPPTPD(ctx context.Context, cfg PPTPDConfig) (*PPTPD, err
 	if d.Proc, err = t.Start(cmd); err != nil {
 		return nil, fmt.Errorf("start pptpd: %w", err)
 	}
-	if err := cfg.NS.WaitListening(1723, 3*time.Second); err != nil {
+	if err := cfg.NS.WaitListening(wire.ControlPort, 3*time.Second); err != nil {
 		_ = d.Proc.Stop(time.Second)
 		return nil, fmt.Errorf("pptpd: %w; output: %s", err, d.Proc.Output())
 	}

@@ -13,6 +13,7 @@ import (
 	"pptpgw/pptp"
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/tun"
+	"pptpgw/pptp/wire"
 	"pptpgw/testbed"
 )
 
@@ -38,14 +39,14 @@ func tunnelIperf(ctx context.Context, self string, gw bool, secs int) (testbed.I
 			return err
 		}
 		srv, err := topo.Start(topo.Server.Command(ctx, self, "serve",
-			"--listen", netip.AddrPortFrom(testbed.ServerIP, 1723).String(),
+			"--listen", netip.AddrPortFrom(testbed.ServerIP, wire.ControlPort).String(),
 			"--pool", benchTunnelPool, "--secrets", secrets, "--log-level", "warn",
 			"--admin-socket", filepath.Join(topo.Dir, "serve.sock"), "--tun", topo.Prefix+"srv"))
 		if err != nil {
 			return fmt.Errorf("pptpgw serve: %w", err)
 		}
 		defer srv.Stop(2 * time.Second)
-		if err := topo.Server.WaitListening(1723, 5*time.Second); err != nil {
+		if err := topo.Server.WaitListening(wire.ControlPort, 5*time.Second); err != nil {
 			return fmt.Errorf("pptpgw serve: %w: %s", err, srv.Output())
 		}
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"text/tabwriter"
 
 	"pptpgw/nat"
@@ -50,7 +51,12 @@ Flags:
 }
 
 func printCalls(w io.Writer, calls []nat.CallInfo) {
-	nat.SortCalls(calls)
+	sort.Slice(calls, func(i, j int) bool { // the table's order since its first release
+		if a, b := calls[i].InsideIP.String(), calls[j].InsideIP.String(); a != b {
+			return a < b
+		}
+		return calls[i].InsideCallID < calls[j].InsideCallID
+	})
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	// PEER, not SERVER: behind a forward the inside party is the server
 	// and the peer is the client; such calls show their public port.

@@ -251,7 +251,7 @@ type batch struct {
 	limit int          // largest datagram the socket accepts
 
 	// Per-message layout, for sending with sendmmsg instead (one datagram
-	// per verdict; kept to compare the two, see Conn.sendmmsg).
+	// per verdict; kept to compare the two, see Queue.sendmmsg).
 	ents []ent
 	mmsg []unix.Mmsghdr
 	miov []unix.Iovec

@@ -107,7 +107,7 @@ type Packet struct {
 // (and counts it against MaxQueueLen) until then.
 type Handler func(p *Packet) pkt.Verdict
 
-// Stats are the Conn's counters.
+// Stats are the Queue's counters.
 type Stats struct {
 	Packets       uint64 // packets handed to the handler
 	Batches       uint64 // receive calls that returned data
