@@ -61,7 +61,9 @@ type Credentials interface {
 
 // Config of a Server. Zero values mean the documented defaults.
 type Config struct {
-	Listen string // TCP listen address, default ":1723"
+	// Listen is the TCP listen address: IP:PORT, :PORT, or an IP alone for port
+	// 1723 (as pptpd's listen option); default ":1723".
+	Listen string
 
 	PoolStart, PoolEnd netip.Addr // inclusive IPv4 pool for clients (required)
 	// LocalIP is the server's own tunnel address, announced in IPCP and put on the TUN.
@@ -103,8 +105,9 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Listen == "" {
-		c.Listen = ":1723"
+	var err error
+	if c.Listen, err = ListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("pptp: %w", err)
 	}
 	if !c.PoolStart.Is4() || !c.PoolEnd.Is4() || c.PoolEnd.Less(c.PoolStart) {
 		return errors.New("pptp: pool start/end must be IPv4 with start <= end")
@@ -166,6 +169,18 @@ func (c *Config) defaults() error {
 	return nil
 }
 
+// newPool makes the address pool and checks that the local IP is outside it.
+func (c *Config) newPool() (*Pool, error) {
+	pool, err := NewPool(c.PoolStart, c.PoolEnd)
+	if err != nil {
+		return nil, err
+	}
+	if pool.Contains(c.LocalIP) {
+		return nil, fmt.Errorf("pptp: local IP %s is inside the pool", c.LocalIP)
+	}
+	return pool, nil
+}
+
 // MSS is the TCP MSS clamped on the tunnel: MRU - 40 (IPv4+TCP) - 4 (MPPE header and
 // the encrypted PPP protocol field).
 func (c *Config) MSS() uint16 { return c.MRU - 40 - 4 }
@@ -203,12 +218,9 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 	if cfg.Secrets == nil {
 		return nil, errors.New("pptp: no secrets")
 	}
-	pool, err := NewPool(cfg.PoolStart, cfg.PoolEnd)
+	pool, err := cfg.newPool()
 	if err != nil {
 		return nil, err
-	}
-	if pool.Contains(cfg.LocalIP) {
-		return nil, fmt.Errorf("pptp: local IP %s is inside the pool", cfg.LocalIP)
 	}
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = int(binary.BigEndian.Uint32(cfg.PoolEnd.AsSlice())-binary.BigEndian.Uint32(cfg.PoolStart.AsSlice())) + 1
