@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp/dhcpinform"
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/mppe"
@@ -438,19 +439,19 @@ func (s *Server) readNet() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		pkt := buf[:n]
-		if n < 20 || pkt[0]>>4 != 4 {
+		b := buf[:n]
+		if !isIPv4(b) {
 			s.count("net_not_ipv4")
 			continue
 		}
-		v, ok := s.byAddr.Load(netip.AddrFrom4([4]byte(pkt[16:20])))
+		v, ok := s.byAddr.Load(netip.AddrFrom4(pkt.IPv4(b).DestinationAddress()))
 		if !ok {
 			s.count("net_no_session")
 			continue
 		}
 		ss := v.(*session)
-		ClampMSS(pkt, mss)
-		ss.sendNet(pkt) // queued while the peer's window is full: encrypted when it leaves
+		ClampMSS(b, mss)
+		ss.sendNet(b) // queued while the peer's window is full: encrypted when it leaves
 	}
 }
 
@@ -523,12 +524,12 @@ func (s *Server) Sessions() []SessionInfo {
 var errNetClosed = errors.New("pptp: net closed")
 
 // answerDHCP handles a DHCPINFORM from the client when split routes are configured.
-func (s *Server) answerDHCP(pkt []byte) ([]byte, bool) {
+func (s *Server) answerDHCP(b []byte) ([]byte, bool) {
 	if len(s.cfg.SplitRoutes) == 0 {
 		return nil, false
 	}
-	if !dhcpinform.IsDHCPRequest(pkt) {
+	if !dhcpinform.IsDHCPRequest(b) {
 		return nil, false
 	}
-	return dhcpinform.Answer(pkt, s.cfg.LocalIP, s.cfg.SplitRoutes, s.cfg.DNS)
+	return dhcpinform.Answer(b, s.cfg.LocalIP, s.cfg.SplitRoutes, s.cfg.DNS)
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/ppp"
 	"pptpgw/pptp/wire"
@@ -196,13 +197,13 @@ func (ss *session) up() bool {
 }
 
 // onPeerIP is step 3 of the packet's way: client -> kernel.
-func (ss *session) onPeerIP(pkt []byte) {
+func (ss *session) onPeerIP(b []byte) {
 	s := ss.srv
-	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+	if !isIPv4(b) {
 		ss.countOnce("peer_not_ipv4", nil)
 		return
 	}
-	if reply, ok := s.answerDHCP(pkt); ok {
+	if reply, ok := s.answerDHCP(b); ok {
 		s.count("dhcpinform_answered")
 		if err := ss.ppp.SendIP(reply); err != nil {
 			ss.countOnce("send_ip_failed", err)
@@ -212,17 +213,17 @@ func (ss *session) onPeerIP(pkt []byte) {
 	ss.mu.Lock()
 	addr := ss.addr
 	ss.mu.Unlock()
-	if netip.AddrFrom4([4]byte(pkt[12:16])) != addr {
+	if netip.AddrFrom4(pkt.IPv4(b).SourceAddress()) != addr {
 		ss.spoofed.Add(1)
 		ss.countOnce("peer_spoofed_source", nil)
 		return
 	}
-	ClampMSS(pkt, s.cfg.MSS())
+	ClampMSS(b, s.cfg.MSS())
 	var err error
 	if s.qnet != nil {
-		err = s.qnet.QueuePacket(pkt) // the GRE mux flushes after the batch
+		err = s.qnet.QueuePacket(b) // the GRE mux flushes after the batch
 	} else {
-		err = s.net.WritePacket(pkt)
+		err = s.net.WritePacket(b)
 	}
 	if err != nil {
 		ss.countOnce("net_write_failed", err)

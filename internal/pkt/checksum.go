@@ -1,6 +1,9 @@
 package pkt
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // Internet checksum helpers (RFC 1071) and incremental updates (RFC 1624).
 //
@@ -15,26 +18,44 @@ import "encoding/binary"
 // Sum adds the 16-bit big-endian words of b to initial in ones' complement
 // arithmetic and returns the folded sum (not complemented). An odd trailing
 // byte is padded with a zero byte, as RFC 1071 specifies.
+//
+// It adds 64-bit words with carry (RFC 1071 §2(C): the sum of wider words
+// folds to the same 16-bit result), 32 bytes per round.
 func Sum(b []byte, initial uint16) uint16 {
-	acc := uint64(initial)
+	acc, c := uint64(initial), uint64(0)
+	for len(b) >= 32 {
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		acc += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
 		b = b[8:]
 	}
-	for len(b) >= 2 {
-		acc += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
+	var tail uint64 // at most 7 bytes left: they fit one word, left-aligned
+	switch {
+	case len(b) >= 4:
+		tail = uint64(binary.BigEndian.Uint32(b)) << 32
+		b = b[4:]
+		fallthrough
+	default:
+		for i, x := range b {
+			tail |= uint64(x) << (24 - 8*i)
+		}
 	}
-	if len(b) == 1 {
-		acc += uint64(b[0]) << 8
-	}
+	acc, c = bits.Add64(acc, tail, c)
+	acc += c // cannot carry again: acc was at most 2^64-2 after a carry
 	return fold(acc)
 }
 
+// fold reduces a sum to 16 bits (not complemented).
 func fold(acc uint64) uint16 {
-	for acc > 0xffff {
-		acc = (acc & 0xffff) + acc>>16
-	}
+	acc = (acc >> 32) + (acc & 0xffffffff)
+	acc = (acc >> 32) + (acc & 0xffffffff)
+	acc = (acc >> 16) + (acc & 0xffff)
+	acc = (acc >> 16) + (acc & 0xffff)
 	return uint16(acc)
 }
 
