@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pptpgw/internal/metrics"
 	"pptpgw/internal/pkt"
 	"pptpgw/pptp/dhcpinform"
 	"pptpgw/pptp/gre"
@@ -205,9 +206,10 @@ type Server struct {
 	byAddr   sync.Map     // netip.Addr -> *session (data path, read-mostly)
 	txQueued atomic.Int64 // packets in all sessions' txQueues
 
-	counters sync.Map // reason -> *atomic.Uint64
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	counters  *metrics.Counters // indexed by counter
+	pppTotals *metrics.Counters // the PPP reasons of all sessions (ppp.Config.Totals)
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // NewServer makes a server that uses greConn for GRE and n for IP packets. It does
@@ -229,13 +231,13 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, mux: gre.NewMux(greConn, cfg.GRE), net: n, pool: pool,
 		conns: map[*ctrlConn]struct{}{}, perSource: map[netip.Addr]int{}, sessions: map[*session]struct{}{},
-		stop: make(chan struct{}),
+		counters: metrics.NewCounters(counterDefs[:]), pppTotals: ppp.NewCounters(), stop: make(chan struct{}),
 	}
 	if qn, ok := n.(QueueNet); ok {
 		s.qnet = qn
 		s.mux.AddFlush(func() {
 			if err := qn.Flush(); err != nil {
-				s.count("net_write_failed")
+				s.count(cNetWriteFailed)
 			}
 		})
 	}
@@ -247,27 +249,6 @@ func (s *Server) Config() Config { return s.cfg }
 
 // GRE is the server's GRE mux (counters).
 func (s *Server) GRE() *gre.Mux { return s.mux }
-
-func (s *Server) count(reason string) {
-	v, ok := s.counters.Load(reason)
-	if !ok {
-		v, _ = s.counters.LoadOrStore(reason, new(atomic.Uint64))
-	}
-	v.(*atomic.Uint64).Add(1)
-}
-
-// Counters returns the server's event and drop counters, GRE ones prefixed "gre_".
-func (s *Server) Counters() map[string]uint64 {
-	out := map[string]uint64{}
-	s.counters.Range(func(k, v any) bool {
-		out[k.(string)] = v.(*atomic.Uint64).Load()
-		return true
-	})
-	for k, v := range s.mux.Counters() {
-		out["gre_"+k] = v
-	}
-	return out
-}
 
 // ListenAndServe listens on cfg.Listen and serves until ctx is done or Close.
 func (s *Server) ListenAndServe(ctx context.Context) error {
@@ -355,13 +336,13 @@ func (s *Server) accept(c net.Conn) {
 		return
 	case len(s.conns) >= s.cfg.MaxConns:
 		s.mu.Unlock()
-		s.count("conn_limit_global")
+		s.count(cConnLimitGlobal)
 		s.log.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
 		c.Close()
 		return
 	case s.perSource[src] >= s.cfg.MaxConnsPerSource:
 		s.mu.Unlock()
-		s.count("conn_limit_source")
+		s.count(cConnLimitSource)
 		s.log.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.cfg.MaxConnsPerSource)
 		c.Close()
 		return
@@ -371,7 +352,7 @@ func (s *Server) accept(c net.Conn) {
 	s.conns[cc] = struct{}{}
 	s.perSource[src]++
 	s.mu.Unlock()
-	s.count("conns_accepted")
+	s.count(cConnsAccepted)
 	go cc.run()
 }
 
@@ -435,18 +416,18 @@ func (s *Server) readNet() {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, errNetClosed) {
 				return
 			}
-			s.count("net_read_error")
+			s.count(cNetReadError)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		b := buf[:n]
 		if !isIPv4(b) {
-			s.count("net_not_ipv4")
+			s.count(cNetNotIPv4)
 			continue
 		}
 		v, ok := s.byAddr.Load(netip.AddrFrom4(pkt.IPv4(b).DestinationAddress()))
 		if !ok {
-			s.count("net_no_session")
+			s.count(cNetNoSession)
 			continue
 		}
 		ss := v.(*session)

@@ -138,6 +138,11 @@ func TestServeBinarySession(t *testing.T) {
 		rep.Sessions[0].PeerCallID != c.LocalCallID() || rep.Sessions[0].Encryption != "mppe-128-stateless" {
 		t.Fatalf("sessions --json:\n%s", js)
 	}
+	for k, want := range map[string]uint64{"sessions_up": 1, "calls_started": 1, "sessions_active": 1, "ppp_auth_failed": 0} {
+		if v, ok := rep.Counters[k]; !ok || v != want {
+			t.Fatalf("sessions --json: counter %s = %d, %v; want %d, true\n%s", k, v, ok, want, js)
+		}
+	}
 	cmdT := topo.Server.Command(ctx, os.Args[0], "sessions", "--admin-socket", sock)
 	cmdT.Env = append(os.Environ(), envRunMain+"=1")
 	table, err := cmdT.Output()
