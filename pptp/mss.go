@@ -2,6 +2,7 @@ package pptp
 
 import (
 	"encoding/binary"
+	"math/bits"
 
 	"pptpgw/internal/pkt"
 )
@@ -47,15 +48,16 @@ func ClampMSS(b []byte, mss uint16) bool {
 		}
 		if opts[i] == tcpOptMSS && opts[i+1] == tcpOptMSSLen {
 			v := opts[i+2 : i+4]
-			if binary.BigEndian.Uint16(v) <= mss {
+			old := binary.BigEndian.Uint16(v)
+			if old <= mss {
 				return false
 			}
-			// The value may straddle two checksum words (odd offset): update byte by byte.
-			off := pkt.TCPMinimumSize + i + 2
-			cs := pkt.UpdateByte(tcp.Checksum(), off, v[0], byte(mss>>8))
-			cs = pkt.UpdateByte(cs, off+1, v[1], byte(mss))
 			binary.BigEndian.PutUint16(v, mss)
-			tcp.SetChecksum(cs)
+			o, n := old, mss
+			if i%2 == 1 { // the field straddles two checksum words: it counts byte-swapped
+				o, n = bits.ReverseBytes16(o), bits.ReverseBytes16(n)
+			}
+			tcp.SetChecksum(pkt.Update16(tcp.Checksum(), o, n))
 			return true
 		}
 		i += int(opts[i+1])

@@ -13,6 +13,12 @@
 //  4. The kernel routes replies to the session's /32 route on the TUN; Server.readNet
 //     finds the session by destination address, clamps MSS, and ppp.Session.SendIP
 //     encrypts and sends it through gre.Call.Send (sequence number + piggybacked ack).
+//
+// It owns the PAC side of the control channel, the session glue, the address pool,
+// MSS clamping, the server's config file (config.go) and counters (metrics.go), the
+// admin reply, and the PNS-side clients. It must not know the gateway (nat, helper,
+// conntrack, rules, NFQUEUE) nor the commands' flags and output; the kernel reaches it
+// only through Net and gre.PacketConn (cmd/pptpgw plugs in pptp/tun and a raw socket).
 package pptp
 
 import (

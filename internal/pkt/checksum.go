@@ -20,9 +20,20 @@ import (
 // byte is padded with a zero byte, as RFC 1071 specifies.
 //
 // It adds 64-bit words with carry (RFC 1071 §2(C): the sum of wider words
-// folds to the same 16-bit result), 32 bytes per round.
+// folds to the same 16-bit result), 64 bytes per round.
 func Sum(b []byte, initial uint16) uint16 {
 	acc, c := uint64(initial), uint64(0)
+	for len(b) >= 64 {
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[32:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[40:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[48:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[56:]), c)
+		b = b[64:]
+	}
 	for len(b) >= 32 {
 		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
 		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
@@ -34,19 +45,18 @@ func Sum(b []byte, initial uint16) uint16 {
 		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
 		b = b[8:]
 	}
-	var tail uint64 // at most 7 bytes left: they fit one word, left-aligned
-	switch {
-	case len(b) >= 4:
-		tail = uint64(binary.BigEndian.Uint32(b)) << 32
+	if len(b) >= 4 {
+		acc, c = bits.Add64(acc, uint64(binary.BigEndian.Uint32(b)), c)
 		b = b[4:]
-		fallthrough
-	default:
-		for i, x := range b {
-			tail |= uint64(x) << (24 - 8*i)
-		}
 	}
-	acc, c = bits.Add64(acc, tail, c)
-	acc += c // cannot carry again: acc was at most 2^64-2 after a carry
+	if len(b) >= 2 {
+		acc, c = bits.Add64(acc, uint64(binary.BigEndian.Uint16(b)), c)
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		acc, c = bits.Add64(acc, uint64(b[0])<<8, c)
+	}
+	acc += c // cannot overflow: after a carry out acc is at most 2^64-2
 	return fold(acc)
 }
 

@@ -12,6 +12,10 @@
 //     options, pads the BOOTP message to 300 octets, and wraps it in UDP
 //     (67 -> 68) and IPv4 from the server's address to ciaddr (or, when
 //     ciaddr is 0, the request's source address), checksums included.
+//
+// It owns the DHCPINFORM/DHCPACK formats (on internal/pkt's IPv4 and UDP
+// views). It must not know sessions, PPP or the server's configuration: the
+// caller passes what to answer with.
 package dhcpinform
 
 import (

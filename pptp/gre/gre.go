@@ -20,6 +20,11 @@
 // Sending: Call.Send prepends the header with the next sequence number and piggybacks a
 // pending acknowledgement. When there is nothing to send, Tick sends an ack-only packet
 // after AckDelay, or immediately once a quarter of our advertised window is unacknowledged.
+//
+// It owns per-call sequencing, acknowledgement, the window, the reorder buffer and
+// their counters (metrics.go). It must not know what the payload is (PPP, MPPE) nor
+// the control channel that agrees on call IDs (package pptp hands them in), nor IP
+// headers (the PacketConn strips and adds them).
 package gre
 
 import (

@@ -21,6 +21,12 @@ func benchSegments(b *testing.B) (segs [][]byte, merged []byte) {
 		segs = append(segs, tcpPacket(1000+uint32(i*mss), fl, bytes.Repeat([]byte{byte(i)}, mss)))
 	}
 	var c coalescer
+	coalesce(b, &c, segs)
+	return segs, append([]byte(nil), c.take()...)
+}
+
+// coalesce runs segs through c as QueuePacket does; every one must merge.
+func coalesce(b *testing.B, c *coalescer, segs [][]byte) {
 	for i, s := range segs {
 		hl, ok := tcpSegment(s)
 		switch {
@@ -28,11 +34,12 @@ func benchSegments(b *testing.B) (segs [][]byte, merged []byte) {
 			b.Fatal("segment refused")
 		case i == 0:
 			c.hold(s, hl)
-		default:
+		case c.mergeable(s, hl):
 			c.add(s, hl)
+		default:
+			b.Fatal("not mergeable")
 		}
 	}
-	return segs, append([]byte(nil), c.take()...)
 }
 
 // BenchmarkSegment: ReadPacket's TSO path, a 64 KiB packet from the kernel cut
@@ -68,19 +75,7 @@ func BenchmarkCoalesce(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		for i, s := range segs {
-			hl, ok := tcpSegment(s)
-			switch {
-			case !ok:
-				b.Fatal("segment refused")
-			case i == 0:
-				c.hold(s, hl)
-			case c.mergeable(s, hl):
-				c.add(s, hl)
-			default:
-				b.Fatal("not mergeable")
-			}
-		}
+		coalesce(b, &c, segs)
 		c.take()
 	}
 }
