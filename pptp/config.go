@@ -64,6 +64,16 @@ type FileConfig struct {
 	} `yaml:"gre"`
 }
 
+// The spellings of auth and mppe_bits in the file.
+var (
+	authNames = map[string]ppp.AuthMethod{
+		"mschapv2": ppp.AuthMSCHAPv2, "ms-chapv2": ppp.AuthMSCHAPv2, "mschap-v2": ppp.AuthMSCHAPv2,
+		"chap-md5": ppp.AuthCHAPMD5, "chap": ppp.AuthCHAPMD5,
+		"pap": ppp.AuthPAP,
+	}
+	mppeBits = map[int]mppe.Strength{40: mppe.Bits40, 56: mppe.Bits56, 128: mppe.Bits128}
+)
+
 // LoadFileConfig reads a YAML config strictly (unknown fields are errors).
 // Errors name the file and, for a bad key or value, the line.
 func LoadFileConfig(path string) (*FileConfig, error) {
@@ -123,16 +133,11 @@ func (fc *FileConfig) Config() (Config, error) {
 		cfg.SplitRoutes = append(cfg.SplitRoutes, p.Masked())
 	}
 	for _, a := range fc.Auth {
-		switch strings.ToLower(a) {
-		case "mschapv2", "ms-chapv2", "mschap-v2":
-			cfg.Auth = append(cfg.Auth, ppp.AuthMSCHAPv2)
-		case "chap-md5", "chap":
-			cfg.Auth = append(cfg.Auth, ppp.AuthCHAPMD5)
-		case "pap":
-			cfg.Auth = append(cfg.Auth, ppp.AuthPAP)
-		default:
+		m, ok := authNames[strings.ToLower(a)]
+		if !ok {
 			return cfg, fmt.Errorf("auth %q: want mschapv2, chap-md5 or pap", a)
 		}
+		cfg.Auth = append(cfg.Auth, m)
 	}
 	switch fc.Encryption {
 	case "", "required":
@@ -149,16 +154,11 @@ func (fc *FileConfig) Config() (Config, error) {
 		}
 	}
 	for _, b := range fc.MPPEBits {
-		switch b {
-		case 40:
-			cfg.MPPEStrengths = append(cfg.MPPEStrengths, mppe.Bits40)
-		case 56:
-			cfg.MPPEStrengths = append(cfg.MPPEStrengths, mppe.Bits56)
-		case 128:
-			cfg.MPPEStrengths = append(cfg.MPPEStrengths, mppe.Bits128)
-		default:
+		st, ok := mppeBits[b]
+		if !ok {
 			return cfg, fmt.Errorf("mppe_bits %d: want 40, 56 or 128", b)
 		}
+		cfg.MPPEStrengths = append(cfg.MPPEStrengths, st)
 	}
 	switch fc.MPPEMode {
 	case "", "any":

@@ -5,9 +5,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"pptpgw/pptp/mppe"
+	"pptpgw/pptp/ppp"
 )
 
 // TestServeConfigExample loads the config reference of pptp/README.md verbatim.
@@ -114,5 +118,24 @@ func TestListenAddr(t *testing.T) {
 	cfg := Config{Listen: "127.0.0.1", PoolStart: poolStart, PoolEnd: netip.MustParseAddr("10.8.0.20")}
 	if err := cfg.defaults(); err != nil || cfg.Listen != "127.0.0.1:1723" {
 		t.Fatalf("defaults: %v, listen %q", err, cfg.Listen)
+	}
+}
+
+// TestFileConfigAuthAndBits: the spellings auth and mppe_bits take.
+func TestFileConfigAuthAndBits(t *testing.T) {
+	fc := FileConfig{Pool: "10.8.0.10-20", Encryption: "optional", Auth: []string{"MS-CHAPv2", "chap", "pap"}, MPPEBits: []int{128, 40, 56}}
+	cfg, err := fc.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []ppp.AuthMethod{ppp.AuthMSCHAPv2, ppp.AuthCHAPMD5, ppp.AuthPAP}; !slices.Equal(cfg.Auth, want) {
+		t.Errorf("auth %v, want %v", cfg.Auth, want)
+	}
+	if want := []mppe.Strength{mppe.Bits128, mppe.Bits40, mppe.Bits56}; !slices.Equal(cfg.MPPEStrengths, want) {
+		t.Errorf("mppe bits %v, want %v", cfg.MPPEStrengths, want)
+	}
+	fc.Auth = []string{"eap"}
+	if _, err := fc.Config(); err == nil || !strings.Contains(err.Error(), `auth "eap": want mschapv2, chap-md5 or pap`) {
+		t.Errorf("auth eap: %v", err)
 	}
 }

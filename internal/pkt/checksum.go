@@ -34,13 +34,6 @@ func Sum(b []byte, initial uint16) uint16 {
 		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[56:]), c)
 		b = b[64:]
 	}
-	for len(b) >= 32 {
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
-		b = b[32:]
-	}
 	for len(b) >= 8 {
 		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
 		b = b[8:]
@@ -69,17 +62,24 @@ func fold(acc uint64) uint16 {
 	return uint16(acc)
 }
 
+// foldSmall reduces a sum of at most 2^16 words to 16 bits (not complemented).
+func foldSmall(acc uint32) uint16 {
+	acc = (acc >> 16) + (acc & 0xffff)
+	acc = (acc >> 16) + (acc & 0xffff)
+	return uint16(acc)
+}
+
 // Checksum returns the Internet checksum of b (the value to store in a
 // zeroed checksum field).
 func Checksum(b []byte) uint16 { return ^Sum(b, 0) }
 
 // Combine returns the ones' complement sum of a and b.
-func Combine(a, b uint16) uint16 { return fold(uint64(a) + uint64(b)) }
+func Combine(a, b uint16) uint16 { return foldSmall(uint32(a) + uint32(b)) }
 
 // Update16 returns checksum field hc updated for one covered 16-bit word
 // changing from old to new (RFC 1624 eqn. 3).
 func Update16(hc, old, new uint16) uint16 {
-	return ^fold(uint64(^hc) + uint64(^old) + uint64(new))
+	return ^foldSmall(uint32(^hc) + uint32(^old) + uint32(new))
 }
 
 // UpdateAddr returns checksum field hc updated for a covered IPv4 address

@@ -226,7 +226,7 @@ func (m *Mux) RegisterAuto(cc CallConfig) (*Call, error) {
 // newCall makes the Call of cc (not registered yet).
 func (m *Mux) newCall(cc CallConfig) *Call {
 	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow),
-		ackCh: make(chan struct{}, 1), drops: metrics.NewCounters(counterDefs[:numDrops])}
+		ackCh: make(chan struct{}, 1)}
 	if cc.Handler != nil {
 		c.handler.Store(&cc.Handler)
 	}
@@ -386,8 +386,8 @@ type Call struct {
 	ackCh      chan struct{} // signalled when an ack opens the window
 
 	txPkts, txBytes, rxPkts, rxBytes, ackOnly atomic.Uint64
-	drops                                     *metrics.Counters // indexed by counter, below numDrops
-	logged                                    atomic.Uint32     // bit c: a drop of counter c was logged
+	drops                                     [numDrops]atomic.Uint64 // indexed by counter, as the Mux's
+	logged                                    atomic.Uint32           // bit c: a drop of counter c was logged
 }
 
 // LocalID is our call ID. PeerID is the peer's.
@@ -468,7 +468,7 @@ func (c *Call) Close() {
 // and logs the first of each reason per call.
 func (c *Call) count(r counter) {
 	c.mux.counters.Inc(int(r))
-	c.drops.Inc(int(r))
+	c.drops[r].Add(1)
 	if c.logged.Or(1<<r)&(1<<r) == 0 { // each failure logged once per call, counted always
 		c.mux.cfg.Logger.Warn("gre: packet dropped (logged once per call and reason)", "reason", reasonOf(r),
 			"peer", c.peer, "call_id", c.localID, "peer_call_id", c.peerID)
@@ -480,7 +480,7 @@ func (c *Call) Stats() Stats {
 	s := Stats{TxPackets: c.txPkts.Load(), TxBytes: c.txBytes.Load(), RxPackets: c.rxPkts.Load(),
 		RxBytes: c.rxBytes.Load(), AckOnlySent: c.ackOnly.Load(), Drops: map[string]uint64{}}
 	for r := range numDrops {
-		if v := c.drops.Load(int(r)); v != 0 {
+		if v := c.drops[r].Load(); v != 0 {
 			s.Drops[reasonOf(r)] = v
 		}
 	}

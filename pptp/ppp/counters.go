@@ -1,6 +1,10 @@
 package ppp
 
-import "pptpgw/internal/metrics"
+import (
+	"sync/atomic"
+
+	"pptpgw/internal/metrics"
+)
 
 // Reason is a constant reason for a dropped frame or a failed session; each
 // one is counted per Session (see Session.Counters and Session.Metrics) and
@@ -97,3 +101,16 @@ func NewCounters() *metrics.Counters { return metrics.NewCounters(reasonDefs) }
 
 // index is r's index in reasonDefs; ok is false for ReasonNone and unknown values.
 func (r Reason) index() (int, bool) { return int(r) - 1, r > ReasonNone && r < reasonCount }
+
+// counters are one Session's counts, indexed by Reason.index like reasonDefs: an
+// array inside the Session rather than a metrics.Counters of its own, so that a
+// session costs no allocation for them.
+type counters [reasonCount - 1]atomic.Uint64
+
+// Collect emits every reason, zero or not (metrics.Source).
+func (c *counters) Collect(emit func(metrics.Sample)) {
+	for i := range c {
+		d := &reasonDefs[i]
+		emit(metrics.Sample{Desc: d.Desc, LabelValues: d.LabelValues, Key: d.Key, Value: c[i].Load()})
+	}
+}

@@ -107,7 +107,7 @@ type Session struct {
 	rxMu  sync.Mutex
 	rxBuf []byte
 
-	cnt                                *metrics.Counters // indexed by Reason.index
+	cnt                                counters
 	pktsIn, pktsOut, bytesIn, bytesOut atomic.Uint64
 }
 
@@ -138,7 +138,6 @@ func NewSession(cfg Config, send func(frame []byte)) *Session {
 		doneCh: make(chan struct{}),
 		txBuf:  make([]byte, 0, 2048),
 		rxBuf:  make([]byte, 0, 2048),
-		cnt:    NewCounters(),
 	}
 	s.lcp.init(s)
 	s.auth.s = s
@@ -151,7 +150,7 @@ func (s *Session) now() time.Time { return s.cfg.Now() }
 
 func (s *Session) count(r Reason) {
 	if i, ok := r.index(); ok {
-		s.cnt.Inc(i)
+		s.cnt[i].Add(1)
 		if s.cfg.Totals != nil {
 			s.cfg.Totals.Inc(i)
 		}
@@ -760,7 +759,7 @@ func (s *Session) Counters() map[string]uint64 {
 	m := make(map[string]uint64)
 	for r := ReasonNone + 1; r < reasonCount; r++ {
 		i, _ := r.index()
-		if v := s.cnt.Load(i); v != 0 {
+		if v := s.cnt[i].Load(); v != 0 {
 			m[r.String()] = v
 		}
 	}
