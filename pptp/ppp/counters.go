@@ -85,8 +85,9 @@ func (r Reason) String() string {
 var descEvents = &metrics.Desc{Name: "ppp_events_total", Labels: []string{"reason"},
 	Help: "PPP frames dropped and session failures, by reason."}
 
-// reasonDefs are the counters of a Session (and of Config.Totals), indexed by
-// Reason; their flat keys are the reasons prefixed "ppp_".
+// reasonDefs are the counters of a Session (and of Config.Totals), every Reason
+// but ReasonNone in order (Reason.index); their flat keys are the reasons
+// prefixed "ppp_".
 var reasonDefs = func() []metrics.Def {
 	defs := make([]metrics.Def, 0, reasonCount-1)
 	for r := ReasonNone + 1; r < reasonCount; r++ {
