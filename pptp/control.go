@@ -63,11 +63,11 @@ func (cc *ctrlConn) run() {
 		m, err := wire.ReadMessage(cc.c, buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				reason := "ctrl_read_error"
+				reason := cCtrlReadError
 				switch {
 				case errors.Is(err, wire.ErrBadMagic), errors.Is(err, wire.ErrBadLength),
 					errors.Is(err, wire.ErrUnknownType), errors.Is(err, wire.ErrNotControl):
-					reason = "ctrl_bad_message"
+					reason = cCtrlBadMessage
 				}
 				s.count(reason)
 				s.log.Warn("control connection error", append(cc.logAttrs(), "err", err)...)
@@ -91,14 +91,14 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 	state := cc.state
 	cc.mu.Unlock()
 	if state == ctrlIdle && m.Type() != wire.StartCtrlConnRequest {
-		s.count("ctrl_not_started")
+		s.count(cCtrlNotStarted)
 		s.log.Warn("control message before SCCRQ", append(cc.logAttrs(), "type", m.Type().String())...)
 		return false
 	}
 	switch m := m.(type) {
 	case *wire.SCCRQ:
 		if state != ctrlIdle {
-			s.count("ctrl_duplicate_sccrq")
+			s.count(cCtrlDuplicateSCCRQ)
 			return true
 		}
 		rep := &wire.SCCRP{ProtocolVersion: wire.ProtocolVersion, Result: wire.SCCRPResultOK,
@@ -107,7 +107,7 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 		if m.ProtocolVersion>>8 != 1 {
 			rep.Result = wire.SCCRPResultBadProtocolVer
 			_ = cc.send(rep)
-			s.count("ctrl_bad_version")
+			s.count(cCtrlBadVersion)
 			return false
 		}
 		if err := cc.send(rep); err != nil {
@@ -121,13 +121,13 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 		cc.outgoingCall(m)
 	case *wire.ICRP:
 		// We never send ICRQ (no dial-in lines), so any ICRP is for an unknown call.
-		s.count("ctrl_unexpected_icrp")
+		s.count(cCtrlUnexpectedICRP)
 	case *wire.ICRQ, *wire.ICCN:
 		// PNS -> PAC direction only carries ICRP; an ICRQ/ICCN from the PNS is a role error.
-		s.count("ctrl_wrong_direction")
+		s.count(cCtrlWrongDirection)
 	case *wire.SLI:
 		// ACCMs are meaningless for our synchronous PPP over GRE; accept and count.
-		s.count("ctrl_set_link_info")
+		s.count(cCtrlSetLinkInfo)
 	case *wire.EchoRQ:
 		_ = cc.send(&wire.EchoRP{ID: m.ID, Result: wire.EchoRPResultOK})
 	case *wire.EchoRP:
@@ -135,16 +135,16 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 	case *wire.CCRQ:
 		ss := cc.findByPeerID(m.CallID)
 		if ss == nil {
-			s.count("ctrl_ccrq_unknown_call")
+			s.count(cCtrlCCRQUnknownCall)
 			// Still confirm: the PNS wants the call gone.
 			_ = cc.send(&wire.CDN{CallID: 0, Result: wire.CDNResultGeneralError, Error: wire.ErrorBadCallID})
 			return true
 		}
 		ss.end("call clear request", true, wire.CDNResultRequest)
 	case *wire.CDN:
-		s.count("ctrl_unexpected_cdn")
+		s.count(cCtrlUnexpectedCDN)
 	case *wire.WEN:
-		s.count("ctrl_wan_error_notify")
+		s.count(cCtrlWANErrorNotify)
 	case *wire.StopCCRQ:
 		cc.closeAll("stop control connection request")
 		_ = cc.send(&wire.StopCCRP{Result: wire.StopCCRPResultOK})
@@ -152,7 +152,7 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 	case *wire.StopCCRP:
 		return false
 	default:
-		s.count("ctrl_unexpected")
+		s.count(cCtrlUnexpected)
 	}
 	return true
 }
@@ -170,32 +170,32 @@ func (cc *ctrlConn) findByPeerID(peerID uint16) *session {
 
 func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 	s := cc.srv
-	reject := func(reason string, code uint8) {
+	reject := func(reason counter, code uint8) {
 		s.count(reason)
-		s.log.Warn("outgoing call refused", append(cc.logAttrs(), "reason", reason, "peer_call_id", m.CallID)...)
+		s.log.Warn("outgoing call refused", append(cc.logAttrs(), "reason", reason.key(), "peer_call_id", m.CallID)...)
 		_ = cc.send(&wire.OCRP{PeerCallID: m.CallID, Result: wire.OCRPResultGeneralError, Error: code})
 	}
 	cc.mu.Lock()
 	n := len(cc.calls)
 	cc.mu.Unlock()
 	if n >= s.cfg.MaxCallsPerConn {
-		reject("call_limit_conn", wire.ErrorNoResource)
+		reject(cCallLimitConn, wire.ErrorNoResource)
 		return
 	}
 	if cc.findByPeerID(m.CallID) != nil {
-		reject("call_duplicate_peer_id", wire.ErrorBadCallID)
+		reject(cCallDuplicatePeerID, wire.ErrorBadCallID)
 		return
 	}
 	s.mu.Lock()
 	full := len(s.sessions) >= s.cfg.MaxSessions || s.closed
 	s.mu.Unlock()
 	if full {
-		reject("call_limit_global", wire.ErrorNoResource)
+		reject(cCallLimitGlobal, wire.ErrorNoResource)
 		return
 	}
 	call, err := s.mux.RegisterAuto(gre.CallConfig{Peer: cc.peerIP, PeerID: m.CallID, PeerWindow: m.RecvWindow})
 	if err != nil {
-		reject("call_id_exhausted", wire.ErrorNoResource)
+		reject(cCallIDExhausted, wire.ErrorNoResource)
 		return
 	}
 	ss := newSession(s, cc, call, m.CallID)
@@ -214,7 +214,7 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 		ss.end("control write failed", false, 0)
 		return
 	}
-	s.count("calls_started")
+	s.count(cCallsStarted)
 	ss.startOnFirstFrame()
 }
 
@@ -273,7 +273,7 @@ func (cc *ctrlConn) tick(now time.Time) {
 		if !cc.close() {
 			return
 		}
-		s.count("ctrl_first_message_timeout")
+		s.count(cCtrlFirstMessageTimeout)
 		s.log.Warn("control connection: no SCCRQ in time", append(cc.logAttrs(), "timeout", s.cfg.FirstMessageTimeout)...)
 	case state != ctrlEstablished:
 	case !echoSent.IsZero() && now.Sub(echoSent) >= s.cfg.EchoTimeout:
@@ -281,7 +281,7 @@ func (cc *ctrlConn) tick(now time.Time) {
 		if !cc.close() {
 			return
 		}
-		s.count("ctrl_echo_timeout")
+		s.count(cCtrlEchoTimeout)
 		s.log.Warn("control connection: no Echo-Reply", cc.logAttrs()...)
 	case echoSent.IsZero() && now.Sub(lastRx) >= s.cfg.EchoIdle:
 		cc.mu.Lock()
@@ -289,7 +289,7 @@ func (cc *ctrlConn) tick(now time.Time) {
 		id := cc.echoID
 		cc.echoSent = now
 		cc.mu.Unlock()
-		s.count("ctrl_echo_sent")
+		s.count(cCtrlEchoSent)
 		if err := cc.send(&wire.EchoRQ{ID: id}); err != nil {
 			cc.close()
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/ppp"
 )
@@ -50,15 +51,7 @@ func (m *memNet) ReadPacket(b []byte) (int, error) {
 func (m *memNet) WritePacket(p []byte) error {
 	m.written.Add(1)
 	m.bytes.Add(uint64(len(p)))
-	if len(p) >= 28 && p[9] == 1 && p[20] == 8 && m.answer[netip.AddrFrom4([4]byte(p[16:20]))] {
-		r := append([]byte(nil), p...)
-		copy(r[12:16], p[16:20])
-		copy(r[16:20], p[12:16])
-		r[20] = 0 // echo reply
-		binary.BigEndian.PutUint16(r[22:], 0)
-		binary.BigEndian.PutUint16(r[22:], ^checksum(r[20:]))
-		binary.BigEndian.PutUint16(r[10:], 0)
-		binary.BigEndian.PutUint16(r[10:], ^checksum(r[:20]))
+	if r, ok := m.echoReply(p); ok {
 		select {
 		case m.in <- r:
 		default:
@@ -69,6 +62,24 @@ func (m *memNet) WritePacket(p []byte) error {
 	m.last = append(m.last[:0], p...)
 	m.mu.Unlock()
 	return nil
+}
+
+// echoReply answers an ICMP echo request to one of the answering addresses, as
+// the kernel would: addresses swapped, type 0, both checksums patched (RFC 1624).
+func (m *memNet) echoReply(p []byte) ([]byte, bool) {
+	var pp pkt.Parsed
+	pp.Parse(p)
+	if pp.Err != "" || pp.Fragment || pp.Proto != pkt.IPv4ProtocolICMP || !m.answer[netip.AddrFrom4(pp.Dst)] ||
+		pkt.ICMPv4(pp.Transport(p)).Type() != pkt.ICMPv4Echo {
+		return nil, false
+	}
+	r := append([]byte(nil), p[:pp.TotalLen]...)
+	ip, icmp := pkt.IPv4(r), pkt.ICMPv4(pp.Transport(r))
+	ip.SetSourceAddressWithChecksumUpdate(pp.Dst)
+	ip.SetDestinationAddressWithChecksumUpdate(pp.Src)
+	icmp.SetChecksum(pkt.UpdateByte(icmp.Checksum(), pkt.ICMPv4TypeOffset, pkt.ICMPv4Echo, pkt.ICMPv4EchoReply))
+	r[pp.IPLen+pkt.ICMPv4TypeOffset] = pkt.ICMPv4EchoReply
+	return r, true
 }
 
 func (m *memNet) AddRoute(dst, src netip.Addr) error {

@@ -40,7 +40,7 @@ func PumpTUN(dev PacketDevice, c IPConn, mss uint16) error {
 		if err != nil {
 			return err
 		}
-		if n < 20 || buf[0]>>4 != 4 {
+		if !isIPv4(buf[:n]) {
 			continue // IPv6 router solicitations and the like
 		}
 		if mss != 0 {

@@ -13,6 +13,12 @@
 //  4. The kernel routes replies to the session's /32 route on the TUN; Server.readNet
 //     finds the session by destination address, clamps MSS, and ppp.Session.SendIP
 //     encrypts and sends it through gre.Call.Send (sequence number + piggybacked ack).
+//
+// It owns the PAC side of the control channel, the session glue, the address pool,
+// MSS clamping, the server's config file (config.go) and counters (metrics.go), the
+// admin reply, and the PNS-side clients. It must not know the gateway (nat, helper,
+// conntrack, rules, NFQUEUE) nor the commands' flags and output; the kernel reaches it
+// only through Net and gre.PacketConn (cmd/pptpgw plugs in pptp/tun and a raw socket).
 package pptp
 
 import (
@@ -29,6 +35,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pptpgw/internal/metrics"
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp/dhcpinform"
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/mppe"
@@ -61,7 +69,9 @@ type Credentials interface {
 
 // Config of a Server. Zero values mean the documented defaults.
 type Config struct {
-	Listen string // TCP listen address, default ":1723"
+	// Listen is the TCP listen address: IP:PORT, :PORT, or an IP alone for port
+	// 1723 (as pptpd's listen option); default ":1723".
+	Listen string
 
 	PoolStart, PoolEnd netip.Addr // inclusive IPv4 pool for clients (required)
 	// LocalIP is the server's own tunnel address, announced in IPCP and put on the TUN.
@@ -103,8 +113,9 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Listen == "" {
-		c.Listen = ":1723"
+	var err error
+	if c.Listen, err = ListenAddr(c.Listen); err != nil {
+		return fmt.Errorf("pptp: %w", err)
 	}
 	if !c.PoolStart.Is4() || !c.PoolEnd.Is4() || c.PoolEnd.Less(c.PoolStart) {
 		return errors.New("pptp: pool start/end must be IPv4 with start <= end")
@@ -166,6 +177,18 @@ func (c *Config) defaults() error {
 	return nil
 }
 
+// newPool makes the address pool and checks that the local IP is outside it.
+func (c *Config) newPool() (*Pool, error) {
+	pool, err := NewPool(c.PoolStart, c.PoolEnd)
+	if err != nil {
+		return nil, err
+	}
+	if pool.Contains(c.LocalIP) {
+		return nil, fmt.Errorf("pptp: local IP %s is inside the pool", c.LocalIP)
+	}
+	return pool, nil
+}
+
 // MSS is the TCP MSS clamped on the tunnel: MRU - 40 (IPv4+TCP) - 4 (MPPE header and
 // the encrypted PPP protocol field).
 func (c *Config) MSS() uint16 { return c.MRU - 40 - 4 }
@@ -189,9 +212,10 @@ type Server struct {
 	byAddr   sync.Map     // netip.Addr -> *session (data path, read-mostly)
 	txQueued atomic.Int64 // packets in all sessions' txQueues
 
-	counters sync.Map // reason -> *atomic.Uint64
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	counters  *metrics.Counters // indexed by counter
+	pppTotals *metrics.Counters // the PPP reasons of all sessions (ppp.Config.Totals)
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // NewServer makes a server that uses greConn for GRE and n for IP packets. It does
@@ -203,12 +227,9 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 	if cfg.Secrets == nil {
 		return nil, errors.New("pptp: no secrets")
 	}
-	pool, err := NewPool(cfg.PoolStart, cfg.PoolEnd)
+	pool, err := cfg.newPool()
 	if err != nil {
 		return nil, err
-	}
-	if pool.Contains(cfg.LocalIP) {
-		return nil, fmt.Errorf("pptp: local IP %s is inside the pool", cfg.LocalIP)
 	}
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = int(binary.BigEndian.Uint32(cfg.PoolEnd.AsSlice())-binary.BigEndian.Uint32(cfg.PoolStart.AsSlice())) + 1
@@ -216,13 +237,13 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, mux: gre.NewMux(greConn, cfg.GRE), net: n, pool: pool,
 		conns: map[*ctrlConn]struct{}{}, perSource: map[netip.Addr]int{}, sessions: map[*session]struct{}{},
-		stop: make(chan struct{}),
+		counters: metrics.NewCounters(counterDefs[:]), pppTotals: ppp.NewCounters(), stop: make(chan struct{}),
 	}
 	if qn, ok := n.(QueueNet); ok {
 		s.qnet = qn
 		s.mux.AddFlush(func() {
 			if err := qn.Flush(); err != nil {
-				s.count("net_write_failed")
+				s.count(cNetWriteFailed)
 			}
 		})
 	}
@@ -234,27 +255,6 @@ func (s *Server) Config() Config { return s.cfg }
 
 // GRE is the server's GRE mux (counters).
 func (s *Server) GRE() *gre.Mux { return s.mux }
-
-func (s *Server) count(reason string) {
-	v, ok := s.counters.Load(reason)
-	if !ok {
-		v, _ = s.counters.LoadOrStore(reason, new(atomic.Uint64))
-	}
-	v.(*atomic.Uint64).Add(1)
-}
-
-// Counters returns the server's event and drop counters, GRE ones prefixed "gre_".
-func (s *Server) Counters() map[string]uint64 {
-	out := map[string]uint64{}
-	s.counters.Range(func(k, v any) bool {
-		out[k.(string)] = v.(*atomic.Uint64).Load()
-		return true
-	})
-	for k, v := range s.mux.Counters() {
-		out["gre_"+k] = v
-	}
-	return out
-}
 
 // ListenAndServe listens on cfg.Listen and serves until ctx is done or Close.
 func (s *Server) ListenAndServe(ctx context.Context) error {
@@ -342,13 +342,13 @@ func (s *Server) accept(c net.Conn) {
 		return
 	case len(s.conns) >= s.cfg.MaxConns:
 		s.mu.Unlock()
-		s.count("conn_limit_global")
+		s.count(cConnLimitGlobal)
 		s.log.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
 		c.Close()
 		return
 	case s.perSource[src] >= s.cfg.MaxConnsPerSource:
 		s.mu.Unlock()
-		s.count("conn_limit_source")
+		s.count(cConnLimitSource)
 		s.log.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.cfg.MaxConnsPerSource)
 		c.Close()
 		return
@@ -358,7 +358,7 @@ func (s *Server) accept(c net.Conn) {
 	s.conns[cc] = struct{}{}
 	s.perSource[src]++
 	s.mu.Unlock()
-	s.count("conns_accepted")
+	s.count(cConnsAccepted)
 	go cc.run()
 }
 
@@ -422,23 +422,23 @@ func (s *Server) readNet() {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, errNetClosed) {
 				return
 			}
-			s.count("net_read_error")
+			s.count(cNetReadError)
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		pkt := buf[:n]
-		if n < 20 || pkt[0]>>4 != 4 {
-			s.count("net_not_ipv4")
+		b := buf[:n]
+		if !isIPv4(b) {
+			s.count(cNetNotIPv4)
 			continue
 		}
-		v, ok := s.byAddr.Load(netip.AddrFrom4([4]byte(pkt[16:20])))
+		v, ok := s.byAddr.Load(netip.AddrFrom4(pkt.IPv4(b).DestinationAddress()))
 		if !ok {
-			s.count("net_no_session")
+			s.count(cNetNoSession)
 			continue
 		}
 		ss := v.(*session)
-		ClampMSS(pkt, mss)
-		ss.sendNet(pkt) // queued while the peer's window is full: encrypted when it leaves
+		ClampMSS(b, mss)
+		ss.sendNet(b) // queued while the peer's window is full: encrypted when it leaves
 	}
 }
 
@@ -511,12 +511,12 @@ func (s *Server) Sessions() []SessionInfo {
 var errNetClosed = errors.New("pptp: net closed")
 
 // answerDHCP handles a DHCPINFORM from the client when split routes are configured.
-func (s *Server) answerDHCP(pkt []byte) ([]byte, bool) {
+func (s *Server) answerDHCP(b []byte) ([]byte, bool) {
 	if len(s.cfg.SplitRoutes) == 0 {
 		return nil, false
 	}
-	if !dhcpinform.IsDHCPRequest(pkt) {
+	if !dhcpinform.IsDHCPRequest(b) {
 		return nil, false
 	}
-	return dhcpinform.Answer(pkt, s.cfg.LocalIP, s.cfg.SplitRoutes, s.cfg.DNS)
+	return dhcpinform.Answer(b, s.cfg.LocalIP, s.cfg.SplitRoutes, s.cfg.DNS)
 }

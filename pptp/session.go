@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/ppp"
 	"pptpgw/pptp/wire"
@@ -31,7 +32,7 @@ type session struct {
 	addr    netip.Addr // allocated address (released on end)
 	routed  bool
 	ended   bool
-	logged  map[string]bool
+	logged  atomic.Uint64 // bit c: failure counter c was logged (countOnce)
 	spoofed atomic.Uint64
 	endOnce sync.Once
 	endCh   chan struct{}
@@ -40,7 +41,7 @@ type session struct {
 }
 
 func newSession(s *Server, cc *ctrlConn, call *gre.Call, peerID uint16) *session {
-	ss := &session{srv: s, cc: cc, call: call, peerID: peerID, started: s.cfg.Now(), logged: map[string]bool{}, endCh: make(chan struct{})}
+	ss := &session{srv: s, cc: cc, call: call, peerID: peerID, started: s.cfg.Now(), endCh: make(chan struct{})}
 	ss.txq.kick = make(chan struct{}, 1)
 	cfg := ppp.Config{
 		Role:           ppp.Server,
@@ -58,13 +59,14 @@ func newSession(s *Server, cc *ctrlConn, call *gre.Call, peerID uint16) *session
 		EchoInterval:   s.cfg.PPPEcho,
 		Now:            s.cfg.Now,
 		Logger:         s.log.With("peer", cc.peer.String(), "call_id", call.LocalID()),
+		Totals:         s.pppTotals,
 	}
 	if cfg.EchoInterval < 0 {
 		cfg.EchoInterval = 0
 	}
 	ss.ppp = ppp.NewSession(cfg, func(frame []byte) {
 		if err := call.SendPrefixed(hdlcAddrCtrl, frame); err != nil && err != gre.ErrWindowFull {
-			ss.countOnce("gre_send_failed", err)
+			ss.countOnce(cGRESendFailed, err)
 		}
 	})
 	ss.ppp.OnIP(ss.onPeerIP)
@@ -87,7 +89,7 @@ func (ss *session) allocIP(user string) (netip.Addr, error) {
 	}
 	a, err := ss.srv.allocIP(user)
 	if err != nil {
-		ss.srv.count("pool_exhausted")
+		ss.srv.count(cPoolExhausted)
 		return a, err
 	}
 	ss.addr = a
@@ -95,15 +97,14 @@ func (ss *session) allocIP(user string) (netip.Addr, error) {
 }
 
 // countOnce counts a data-path failure and logs only its first occurrence per session.
-func (ss *session) countOnce(reason string, err error) {
-	ss.srv.count(reason)
-	ss.mu.Lock()
-	first := !ss.logged[reason]
-	ss.logged[reason] = true
-	ss.mu.Unlock()
-	if first {
+func (ss *session) countOnce(c counter, err error) {
+	ss.srv.count(c)
+	if ss.logged.Or(1<<c)&(1<<c) == 0 {
+		ss.mu.Lock()
+		user := ss.user
+		ss.mu.Unlock()
 		ss.srv.log.Warn("session data path failure (logged once)", "peer", ss.cc.peer.String(),
-			"call_id", ss.call.LocalID(), "user", ss.user, "reason", reason, "err", err)
+			"call_id", ss.call.LocalID(), "user", user, "reason", c.key(), "err", err)
 	}
 }
 
@@ -180,7 +181,7 @@ func (ss *session) up() bool {
 		return false
 	}
 	if err := s.net.AddRoute(addr, s.cfg.LocalIP); err != nil {
-		ss.countOnce("route_add_failed", err)
+		ss.countOnce(cRouteAddFailed, err)
 		ss.end("route setup failed", true, wire.CDNResultGeneralError)
 		return false
 	}
@@ -188,7 +189,7 @@ func (ss *session) up() bool {
 	ss.routed = true
 	ss.mu.Unlock()
 	s.byAddr.Store(addr, ss)
-	s.count("sessions_up")
+	s.count(cSessionsUp)
 	info := ss.ppp.Info()
 	s.log.Info("session up", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(), "peer_call_id", ss.peerID,
 		"user", info.Username, "address", addr, "auth", info.Auth.String(), "encryption", encryptionString(info))
@@ -196,36 +197,36 @@ func (ss *session) up() bool {
 }
 
 // onPeerIP is step 3 of the packet's way: client -> kernel.
-func (ss *session) onPeerIP(pkt []byte) {
+func (ss *session) onPeerIP(b []byte) {
 	s := ss.srv
-	if len(pkt) < 20 || pkt[0]>>4 != 4 {
-		ss.countOnce("peer_not_ipv4", nil)
+	if !isIPv4(b) {
+		ss.countOnce(cPeerNotIPv4, nil)
 		return
 	}
-	if reply, ok := s.answerDHCP(pkt); ok {
-		s.count("dhcpinform_answered")
+	if reply, ok := s.answerDHCP(b); ok {
+		s.count(cDHCPInformAnswered)
 		if err := ss.ppp.SendIP(reply); err != nil {
-			ss.countOnce("send_ip_failed", err)
+			ss.countOnce(cSendIPFailed, err)
 		}
 		return
 	}
 	ss.mu.Lock()
 	addr := ss.addr
 	ss.mu.Unlock()
-	if netip.AddrFrom4([4]byte(pkt[12:16])) != addr {
+	if netip.AddrFrom4(pkt.IPv4(b).SourceAddress()) != addr {
 		ss.spoofed.Add(1)
-		ss.countOnce("peer_spoofed_source", nil)
+		ss.countOnce(cPeerSpoofedSource, nil)
 		return
 	}
-	ClampMSS(pkt, s.cfg.MSS())
+	ClampMSS(b, s.cfg.MSS())
 	var err error
 	if s.qnet != nil {
-		err = s.qnet.QueuePacket(pkt) // the GRE mux flushes after the batch
+		err = s.qnet.QueuePacket(b) // the GRE mux flushes after the batch
 	} else {
-		err = s.net.WritePacket(pkt)
+		err = s.net.WritePacket(b)
 	}
 	if err != nil {
-		ss.countOnce("net_write_failed", err)
+		ss.countOnce(cNetWriteFailed, err)
 	}
 }
 
@@ -259,7 +260,7 @@ func (ss *session) end(reason string, cdn bool, result uint8) {
 		if cdn {
 			_ = ss.cc.send(&wire.CDN{CallID: ss.call.LocalID(), Result: result})
 		}
-		s.count("sessions_ended")
+		s.count(cSessionsEnded)
 		s.log.Info("session ended", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(), "user", user,
 			"address", addr, "reason", reason, "ppp_reason", pi.Reason, "bytes_in", pi.BytesIn, "bytes_out", pi.BytesOut,
 			"uptime", s.cfg.Now().Sub(ss.started).Round(time.Millisecond).String())

@@ -57,19 +57,19 @@ func (ss *session) sendNet(pkt []byte) {
 		err := ss.ppp.SendIP(pkt)
 		q.mu.Unlock()
 		if err != nil {
-			ss.countOnce("send_ip_failed", err)
+			ss.countOnce(cSendIPFailed, err)
 		}
 		return
 	}
 	if q.len() >= txQueueMax {
 		q.mu.Unlock()
-		ss.srv.count("net_peer_window_full")
+		ss.srv.count(cNetPeerWindowFull)
 		return
 	}
 	if ss.srv.txQueued.Add(1) > txQueueTotal {
 		ss.srv.txQueued.Add(-1)
 		q.mu.Unlock()
-		ss.srv.count("net_tx_queue_full")
+		ss.srv.count(cNetTxQueueFull)
 		return
 	}
 	q.push(pkt)
@@ -105,7 +105,7 @@ func (ss *session) drainTx() {
 			b := q.pop()
 			ss.srv.txQueued.Add(-1)
 			if err := ss.ppp.SendIP(*b); err != nil {
-				ss.countOnce("send_ip_failed", err)
+				ss.countOnce(cSendIPFailed, err)
 			}
 			txBufPool.Put(b)
 		}

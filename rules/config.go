@@ -30,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"pptpgw/conntrack"
+	"pptpgw/internal/logging"
 	"pptpgw/pptp/wire"
 )
 
@@ -437,20 +438,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ParseLogLevel maps debug/info/warn/error to a slog.Level.
-func ParseLogLevel(s string) (slog.Level, error) {
-	switch strings.ToLower(s) {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "info", "":
-		return slog.LevelInfo, nil
-	case "warn", "warning":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("%q is not one of debug, info, warn, error", s)
-}
+// ParseLogLevel maps debug/info/warn/error to a slog.Level (logging.ParseLevel,
+// the one parser both products use).
+func ParseLogLevel(s string) (slog.Level, error) { return logging.ParseLevel(s) }
 
 // SlogLevel returns the parsed LogLevel (info if invalid).
 func (c *Config) SlogLevel() slog.Level {

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -17,54 +14,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"pptpgw/pptp"
 	"pptpgw/pptp/gre"
-	"pptpgw/pptp/mppe"
 	"pptpgw/pptp/ppp"
 	"pptpgw/pptp/secrets"
 	"pptpgw/pptp/tun"
 )
-
-// serveConfig is the YAML config of `pptpgw serve` (unknown keys are errors).
-type serveConfig struct {
-	Listen      string   `yaml:"listen"`
-	Pool        string   `yaml:"pool"`
-	LocalIP     string   `yaml:"local_ip"`
-	DNS         []string `yaml:"dns"`
-	SplitRoutes []string `yaml:"split_routes"`
-	Secrets     string   `yaml:"secrets"`
-	ServerName  string   `yaml:"server_name"`
-	Auth        []string `yaml:"auth"`       // mschapv2, chap-md5, pap
-	Encryption  string   `yaml:"encryption"` // required (default) | optional
-	MPPEBits    []int    `yaml:"mppe_bits"`  // 40, 56, 128
-	MPPEMode    string   `yaml:"mppe_mode"`  // any (default) | stateless | stateful
-	MRU         uint16   `yaml:"mru"`
-	TUN         string   `yaml:"tun"`
-	AdminSocket string   `yaml:"admin_socket"`
-	LogLevel    string   `yaml:"log_level"`
-	Limits      struct {
-		MaxConns          int `yaml:"max_conns"`
-		MaxConnsPerSource int `yaml:"max_conns_per_source"`
-		MaxSessions       int `yaml:"max_sessions"`
-		MaxCallsPerConn   int `yaml:"max_calls_per_conn"`
-	} `yaml:"limits"`
-	Timeouts struct {
-		FirstMessage time.Duration `yaml:"first_message"`
-		EchoIdle     time.Duration `yaml:"echo_idle"`
-		EchoTimeout  time.Duration `yaml:"echo_timeout"`
-		PPPEcho      time.Duration `yaml:"ppp_echo"`
-	} `yaml:"timeouts"`
-	GRE struct {
-		Window         uint16        `yaml:"window"`
-		ReorderTimeout time.Duration `yaml:"reorder_timeout"`
-		ReorderMax     int           `yaml:"reorder_max"`
-		AckDelay       time.Duration `yaml:"ack_delay"`
-	} `yaml:"gre"`
-}
-
-const defaultTUN = "pptpgw0"
 
 func serveUsage(fs *flag.FlagSet) func() {
 	return func() {
@@ -94,141 +49,20 @@ Example:
   pptpgw serve --pool 10.8.0.10-10.8.0.200 --secrets /etc/ppp/chap-secrets
 
 Flags:
-`, defaultTUN)
+`, pptp.DefaultTUN)
 		fs.PrintDefaults()
 	}
 }
 
-// loadServeConfig reads a YAML config strictly (unknown fields are errors).
-func loadServeConfig(path string) (*serveConfig, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var c serveConfig
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return &c, nil
-}
-
-// toServerConfig validates everything that needs no privileges.
-func (sc *serveConfig) toServerConfig() (pptp.Config, error) {
-	var cfg pptp.Config
-	cfg.Listen = sc.Listen
-	if sc.Pool == "" {
-		return cfg, errors.New("no pool: set --pool A-B (e.g. 10.8.0.10-10.8.0.200)")
-	}
-	var err error
-	if cfg.PoolStart, cfg.PoolEnd, err = pptp.ParseRange(sc.Pool); err != nil {
-		return cfg, err
-	}
-	if sc.LocalIP != "" {
-		if cfg.LocalIP, err = netip.ParseAddr(sc.LocalIP); err != nil || !cfg.LocalIP.Is4() {
-			return cfg, fmt.Errorf("local IP %q: want an IPv4 address", sc.LocalIP)
-		}
-	}
-	for _, d := range sc.DNS {
-		a, err := netip.ParseAddr(d)
-		if err != nil || !a.Is4() {
-			return cfg, fmt.Errorf("dns %q: want an IPv4 address", d)
-		}
-		cfg.DNS = append(cfg.DNS, a)
-	}
-	for _, r := range sc.SplitRoutes {
-		p, err := netip.ParsePrefix(r)
-		if err != nil || !p.Addr().Is4() {
-			return cfg, fmt.Errorf("split route %q: want an IPv4 prefix", r)
-		}
-		cfg.SplitRoutes = append(cfg.SplitRoutes, p.Masked())
-	}
-	for _, a := range sc.Auth {
-		switch strings.ToLower(a) {
-		case "mschapv2", "ms-chapv2", "mschap-v2":
-			cfg.Auth = append(cfg.Auth, ppp.AuthMSCHAPv2)
-		case "chap-md5", "chap":
-			cfg.Auth = append(cfg.Auth, ppp.AuthCHAPMD5)
-		case "pap":
-			cfg.Auth = append(cfg.Auth, ppp.AuthPAP)
-		default:
-			return cfg, fmt.Errorf("auth %q: want mschapv2, chap-md5 or pap", a)
-		}
-	}
-	switch sc.Encryption {
-	case "", "required":
-	case "optional":
-		cfg.AllowUnencrypted = true
-	default:
-		return cfg, fmt.Errorf("encryption %q: want required or optional", sc.Encryption)
-	}
-	if !cfg.AllowUnencrypted {
-		for _, m := range cfg.Auth {
-			if m != ppp.AuthMSCHAPv2 {
-				return cfg, fmt.Errorf("auth %s yields no MPPE keys: set encryption: optional to allow it", m)
-			}
-		}
-	}
-	for _, b := range sc.MPPEBits {
-		switch b {
-		case 40:
-			cfg.MPPEStrengths = append(cfg.MPPEStrengths, mppe.Bits40)
-		case 56:
-			cfg.MPPEStrengths = append(cfg.MPPEStrengths, mppe.Bits56)
-		case 128:
-			cfg.MPPEStrengths = append(cfg.MPPEStrengths, mppe.Bits128)
-		default:
-			return cfg, fmt.Errorf("mppe_bits %d: want 40, 56 or 128", b)
-		}
-	}
-	switch sc.MPPEMode {
-	case "", "any":
-	case "stateless":
-		cfg.StatelessOnly = true
-	case "stateful":
-		cfg.StatefulOnly = true
-	default:
-		return cfg, fmt.Errorf("mppe_mode %q: want any, stateless or stateful", sc.MPPEMode)
-	}
-	if sc.MRU != 0 && (sc.MRU < 576 || sc.MRU > 1500) {
-		return cfg, fmt.Errorf("mru %d: want 576..1500", sc.MRU)
-	}
-	cfg.MRU = sc.MRU
-	cfg.ServerName = sc.ServerName
-	cfg.MaxConns, cfg.MaxConnsPerSource = sc.Limits.MaxConns, sc.Limits.MaxConnsPerSource
-	cfg.MaxSessions, cfg.MaxCallsPerConn = sc.Limits.MaxSessions, sc.Limits.MaxCallsPerConn
-	cfg.FirstMessageTimeout, cfg.EchoIdle = sc.Timeouts.FirstMessage, sc.Timeouts.EchoIdle
-	cfg.EchoTimeout, cfg.PPPEcho = sc.Timeouts.EchoTimeout, sc.Timeouts.PPPEcho
-	cfg.GRE = gre.Config{RecvWindow: sc.GRE.Window, ReorderTimeout: sc.GRE.ReorderTimeout,
-		ReorderMax: sc.GRE.ReorderMax, AckDelay: sc.GRE.AckDelay}
-	// Validate the pool/local IP combination now (NewServer repeats it).
-	probe := cfg
-	probe.Secrets = &secrets.Secrets{}
-	if _, err := pptp.NewServer(probe, nil, nil); err != nil {
-		return cfg, err
-	}
-	return cfg, nil
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if s == "" {
-		return slog.LevelInfo, nil
-	}
-	err := l.UnmarshalText([]byte(s))
-	return l, err
-}
-
 func cmdServe(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	listen := fs.String("listen", "", "TCP listen address for the control channel (default :1723)")
+	listen := fs.String("listen", "", "TCP listen address for the control channel: IP, IP:PORT or :PORT (default :1723)")
 	pool := fs.String("pool", "", "client address pool A-B, e.g. 10.8.0.10-10.8.0.200 (required)")
 	secretsPath := fs.String("secrets", "", "pppd chap-secrets file (required; not world-readable)")
 	cfgPath := fs.String("config", "", "YAML config file (optional)")
 	localIP := fs.String("local-ip", "", "server's tunnel address (default: the address below the pool)")
 	adminSock := fs.String("admin-socket", "", "unix socket for 'pptpgw sessions' (default "+pptp.DefaultAdminSocket+")")
-	tunName := fs.String("tun", "", "TUN device name (default "+defaultTUN+")")
+	tunName := fs.String("tun", "", "TUN device name (default "+pptp.DefaultTUN+")")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
 	fs.Usage = serveUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -242,10 +76,10 @@ func cmdServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "pptpgw serve: "+format+"\n", a...)
 		return 1
 	}
-	sc := &serveConfig{}
+	sc := &pptp.FileConfig{}
 	if *cfgPath != "" {
 		var err error
-		if sc, err = loadServeConfig(*cfgPath); err != nil {
+		if sc, err = pptp.LoadFileConfig(*cfgPath); err != nil {
 			return fail("config: %v", err)
 		}
 	}
@@ -260,11 +94,11 @@ func cmdServe(args []string) int {
 			*o.dst = o.flag
 		}
 	}
-	level, err := parseLevel(sc.LogLevel)
+	level, err := sc.Level()
 	if err != nil {
-		return fail("log level %q: want debug, info, warn or error", sc.LogLevel)
+		return fail("%v", err)
 	}
-	cfg, err := sc.toServerConfig()
+	cfg, err := sc.Config()
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -282,7 +116,7 @@ func cmdServe(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
 	if sc.TUN == "" {
-		sc.TUN = defaultTUN
+		sc.TUN = pptp.DefaultTUN
 	}
 	if sc.AdminSocket == "" {
 		sc.AdminSocket = pptp.DefaultAdminSocket

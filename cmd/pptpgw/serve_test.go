@@ -53,6 +53,9 @@ func TestServeCLIErrors(t *testing.T) {
 		{[]string{"serve", "--pool", "10.8.0.10-20", "--secrets", open}, 1, "world-readable"},
 		{[]string{"serve", "--pool", "10.8.0.10-20", "--secrets", filepath.Join(dir, "missing")}, 1, "missing"},
 		{[]string{"serve", "--config", badCfg, "--secrets", good}, 1, "poool"},
+		{[]string{"serve", "--config", badCfg, "--secrets", good}, 1, "line 2"},
+		{[]string{"serve", "--listen", "a:b:c", "--pool", "10.8.0.10-20", "--secrets", good}, 1, `listen "a:b:c": want an IP address, IP:PORT or :PORT`},
+		{[]string{"serve", "--log-level", "loud", "--pool", "10.8.0.10-20", "--secrets", good}, 1, `log level "loud": want debug, info, warn or error`},
 		{[]string{"serve", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"sessions", "--admin-socket", filepath.Join(dir, "none.sock")}, 1, "no pptpgw serve answers at"},
 	} {
@@ -84,23 +87,10 @@ func TestServeBinarySession(t *testing.T) {
 	requireRoot(t)
 	topo := testbedtest.New(t, testbed.Config{})
 	dir := t.TempDir()
-	sec := writeSecrets(t, dir, 0o600)
 	sock := filepath.Join(dir, "serve.sock")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := topo.Server.Command(ctx, os.Args[0], "serve", "--listen", testbed.ServerIP.String()+":1723",
-		"--pool", "10.8.0.10-10.8.0.50", "--secrets", sec, "--admin-socket", sock, "--tun", topo.Prefix+"t0")
-	cmd.Env = append(os.Environ(), envRunMain+"=1")
-	proc, err := topo.Start(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 100 && !strings.Contains(proc.Output(), "msg=ready"); i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !strings.Contains(proc.Output(), "msg=ready") {
-		t.Fatalf("server not ready:\n%s", proc.Output())
-	}
+	proc := startServe(ctx, t, topo, dir, testbed.ServerIP.String()+":1723", "--admin-socket", sock)
 	var mux *pptp.Client
 	var pc greHolder
 	must := func(err error) {
@@ -149,6 +139,11 @@ func TestServeBinarySession(t *testing.T) {
 		rep.Sessions[0].PeerCallID != c.LocalCallID() || rep.Sessions[0].Encryption != "mppe-128-stateless" {
 		t.Fatalf("sessions --json:\n%s", js)
 	}
+	for k, want := range map[string]uint64{"sessions_up": 1, "calls_started": 1, "sessions_active": 1, "ppp_auth_failed": 0} {
+		if v, ok := rep.Counters[k]; !ok || v != want {
+			t.Fatalf("sessions --json: counter %s = %d, %v; want %d, true\n%s", k, v, ok, want, js)
+		}
+	}
 	cmdT := topo.Server.Command(ctx, os.Args[0], "sessions", "--admin-socket", sock)
 	cmdT.Env = append(os.Environ(), envRunMain+"=1")
 	table, err := cmdT.Output()
@@ -163,6 +158,57 @@ func TestServeBinarySession(t *testing.T) {
 	}
 	if !strings.Contains(proc.Output(), "session ended") {
 		t.Fatalf("server log:\n%s", proc.Output())
+	}
+}
+
+// startServe starts the real `pptpgw serve --listen listen` (pool 10.8.0.10-50,
+// chap-secrets in dir, a TUN named after the topology) in the server namespace
+// and waits for it to log msg=ready.
+func startServe(ctx context.Context, t *testing.T, topo *testbed.Topology, dir, listen string, args ...string) *testbed.Proc {
+	t.Helper()
+	sec := writeSecrets(t, dir, 0o600)
+	cmd := topo.Server.Command(ctx, os.Args[0], append([]string{"serve", "--listen", listen,
+		"--pool", "10.8.0.10-10.8.0.50", "--secrets", sec, "--tun", topo.Prefix + "t0"}, args...)...)
+	cmd.Env = append(os.Environ(), envRunMain+"=1")
+	proc, err := topo.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && !strings.Contains(proc.Output(), "msg=ready"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(proc.Output(), "msg=ready") {
+		t.Fatalf("server not ready:\n%s", proc.Output())
+	}
+	return proc
+}
+
+// TestServeListenAddressOnly: `--listen IP` (no port, as pptpd's listen option)
+// listens on IP:1723, where a PPTP client's control connection reaches it.
+func TestServeListenAddressOnly(t *testing.T) {
+	requireRoot(t)
+	topo := testbedtest.New(t, testbed.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	proc := startServe(ctx, t, topo, dir, testbed.ServerIP.String(), "--admin-socket", filepath.Join(dir, "serve.sock"))
+	if want := "listen=" + testbed.ServerIP.String() + ":1723"; !strings.Contains(proc.Output(), want) {
+		t.Fatalf("log has no %q:\n%s", want, proc.Output())
+	}
+	var pc greHolder
+	if err := topo.GW.Do(func() error { return pc.open() }); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.close()
+	c, err := pptp.Dial(ctx, pptp.ClientConfig{Server: testbed.ServerIP.String(), Username: "alice", Password: "s3cret pass",
+		Mux: pc.mux, Dial: topo.GW.DialContext})
+	if err != nil {
+		t.Fatalf("client: %v\nserver log:\n%s", err, proc.Output())
+	}
+	c.Close()
+	proc.Signal(syscall.SIGTERM)
+	if err := proc.Wait(5 * time.Second); err != nil {
+		t.Fatalf("serve exit: %v\n%s", err, proc.Output())
 	}
 }
 
@@ -187,39 +233,6 @@ func (g *greHolder) close() {
 	if g.mux != nil {
 		close(g.stop)
 		g.mux.Close()
-	}
-}
-
-// TestServeConfigExample loads the config reference of pptp/README.md verbatim.
-func TestServeConfigExample(t *testing.T) {
-	readme, err := os.ReadFile("../../pptp/README.md")
-	if err != nil {
-		t.Skip("README not found")
-	}
-	_, rest, ok := strings.Cut(string(readme), "## Config reference")
-	if !ok {
-		t.Fatal("no config reference in README")
-	}
-	_, rest, _ = strings.Cut(rest, "```yaml\n")
-	example, _, _ := strings.Cut(rest, "```")
-	p := filepath.Join(t.TempDir(), "serve.yaml")
-	os.WriteFile(p, []byte(example), 0o600)
-	sc, err := loadServeConfig(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := sc.toServerConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.PoolStart.String() != "10.8.0.10" || cfg.LocalIP.String() != "10.8.0.1" || len(cfg.SplitRoutes) != 1 ||
-		cfg.GRE.RecvWindow != 256 || cfg.EchoIdle != 60*time.Second || cfg.AllowUnencrypted || sc.TUN != "pptpgw0" {
-		t.Fatalf("parsed %+v", cfg)
-	}
-	// PAP without optional encryption is refused with a reason.
-	sc.Auth = []string{"pap"}
-	if _, err := sc.toServerConfig(); err == nil || !strings.Contains(err.Error(), "encryption: optional") {
-		t.Fatalf("pap with required encryption: %v", err)
 	}
 }
 

@@ -38,6 +38,34 @@ func TestChecksumMatchesNaive(t *testing.T) {
 	}
 }
 
+// TestSumCarries: all-ones data and initial values push every carry of the
+// 64-bit accumulation; lengths cover every tail (0..7 bytes) after whole
+// 32-byte rounds, at every start alignment.
+func TestSumCarries(t *testing.T) {
+	ones := make([]byte, 300)
+	for i := range ones {
+		ones[i] = 0xff
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	rnd := make([]byte, 300)
+	for i := range rnd {
+		rnd[i] = byte(r.Uint32())
+	}
+	for _, buf := range [][]byte{ones, rnd} {
+		for start := range 8 {
+			for n := 0; start+n <= len(buf); n++ {
+				b := buf[start : start+n]
+				for _, initial := range []uint16{0, 1, 0x8000, 0xfffe, 0xffff} {
+					want := Combine(^naiveChecksum(b), initial)
+					if got := Sum(b, initial); got != want {
+						t.Fatalf("start %d len %d initial %#04x: Sum %#04x, want %#04x", start, n, initial, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
 // withChecksum fills a random buffer whose checksum field sits at offset 0.
 func randomCovered(r *rand.Rand, n int) []byte {
 	b := make([]byte, n)

@@ -7,8 +7,8 @@ package pkt
 // zero.
 type Parsed struct {
 	// Err is "" for a packet whose IPv4 header (and, unless it is a
-	// non-first fragment, transport header) is whole and valid; otherwise
-	// a constant reason: ErrIPv4 or ErrTransport.
+	// fragment, first or not, transport header) is whole and valid;
+	// otherwise a constant reason: ErrIPv4 or ErrTransport.
 	Err string
 
 	Src, Dst [4]byte

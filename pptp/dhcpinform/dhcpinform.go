@@ -12,12 +12,18 @@
 //     options, pads the BOOTP message to 300 octets, and wraps it in UDP
 //     (67 -> 68) and IPv4 from the server's address to ciaddr (or, when
 //     ciaddr is 0, the request's source address), checksums included.
+//
+// It owns the DHCPINFORM/DHCPACK formats (on internal/pkt's IPv4 and UDP
+// views). It must not know sessions, PPP or the server's configuration: the
+// caller passes what to answer with.
 package dhcpinform
 
 import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+
+	"pptpgw/internal/pkt"
 )
 
 // Ports and message types.
@@ -58,8 +64,6 @@ const (
 	offChaddr    = 28
 	offCookie    = bootpLen
 	minBootpSize = 300 // BOOTP messages are padded to at least this (RFC 1542 §2.1)
-	ipHdrLen     = 20
-	udpHdrLen    = 8
 )
 
 var magicCookie = [4]byte{99, 130, 83, 99}
@@ -110,39 +114,34 @@ func (in *Inform) Requested(code byte) bool {
 func addr4(b []byte) netip.Addr { return netip.AddrFrom4([4]byte(b[:4])) }
 
 // Parse decodes an IPv4/UDP DHCPINFORM. It never panics.
-func Parse(pkt []byte) (*Inform, error) {
-	if len(pkt) < ipHdrLen || pkt[0]>>4 != 4 {
+func Parse(b []byte) (*Inform, error) {
+	ip := pkt.IPv4(b)
+	if len(b) < pkt.IPv4MinimumSize || b[pkt.IPv4VersIHLOffset]>>4 != 4 {
 		return nil, ErrNotIPv4
 	}
-	ihl := int(pkt[0]&0x0F) * 4
-	total := int(binary.BigEndian.Uint16(pkt[2:4]))
-	if ihl < ipHdrLen || total < ihl || total > len(pkt) {
+	if !ip.IsValid(len(b)) {
 		return nil, ErrIPHeader
 	}
-	if frag := binary.BigEndian.Uint16(pkt[6:8]); frag&0x3FFF != 0 { // MF or offset
+	if ip.IsFragment() {
 		return nil, ErrFragment
 	}
-	if pkt[9] != 17 {
+	if ip.Protocol() != pkt.IPv4ProtocolUDP {
 		return nil, ErrNotUDP
 	}
-	udp := pkt[ihl:total]
-	if len(udp) < udpHdrLen {
+	udp := pkt.UDP(ip.Payload())
+	if !udp.IsValid() {
 		return nil, ErrUDPHeader
 	}
-	ulen := int(binary.BigEndian.Uint16(udp[4:6]))
-	if ulen < udpHdrLen || ulen > len(udp) {
-		return nil, ErrUDPHeader
-	}
-	if binary.BigEndian.Uint16(udp[0:2]) != ClientPort || binary.BigEndian.Uint16(udp[2:4]) != ServerPort {
+	if udp.SourcePort() != ClientPort || udp.DestinationPort() != ServerPort {
 		return nil, ErrPorts
 	}
-	m := udp[udpHdrLen:ulen]
+	m := udp.Payload()
 	if len(m) < bootpLen+4 || m[offOp] != 1 || [4]byte(m[offCookie:offCookie+4]) != magicCookie {
 		return nil, ErrBOOTP
 	}
 	in := &Inform{
-		Src:    addr4(pkt[12:16]),
-		Dst:    addr4(pkt[16:20]),
+		Src:    netip.AddrFrom4(ip.SourceAddress()),
+		Dst:    netip.AddrFrom4(ip.DestinationAddress()),
 		Xid:    binary.BigEndian.Uint32(m[offXid:]),
 		Flags:  binary.BigEndian.Uint16(m[offFlags:]),
 		Ciaddr: addr4(m[offCiaddr:]),
@@ -289,8 +288,8 @@ func Build(in *Inform, cfg Config) ([]byte, error) {
 	}
 
 	msgLen := max(bootpLen+4+len(opts), minBootpSize)
-	total := ipHdrLen + udpHdrLen + msgLen
-	pkt := make([]byte, total)
+	total := pkt.IPv4MinimumSize + pkt.UDPMinimumSize + msgLen
+	b := make([]byte, total)
 
 	dst := in.Ciaddr
 	if !dst.IsValid() || dst.IsUnspecified() {
@@ -299,19 +298,19 @@ func Build(in *Inform, cfg Config) ([]byte, error) {
 	if !dst.Is4() || dst.IsUnspecified() {
 		dst = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 	}
-	// IPv4 header
-	ip := pkt[:ipHdrLen]
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(total))
-	ip[8] = 64 // TTL
-	ip[9] = 17 // UDP
 	src4, dst4 := cfg.ServerIP.As4(), dst.As4()
-	copy(ip[12:16], src4[:])
-	copy(ip[16:20], dst4[:])
-	binary.BigEndian.PutUint16(ip[10:], ^checksum(0, ip))
+	// IPv4 header
+	ip := pkt.IPv4(b[:pkt.IPv4MinimumSize])
+	ip[pkt.IPv4VersIHLOffset] = 0x45
+	binary.BigEndian.PutUint16(ip[pkt.IPv4TotalLenOffset:], uint16(total))
+	ip[pkt.IPv4TTLOffset] = 64
+	ip[pkt.IPv4ProtocolOffset] = pkt.IPv4ProtocolUDP
+	copy(ip[pkt.IPv4SrcAddrOffset:], src4[:])
+	copy(ip[pkt.IPv4DstAddrOffset:], dst4[:])
+	ip.SetChecksum(ip.CalculateChecksum())
 
 	// BOOTP reply
-	m := pkt[ipHdrLen+udpHdrLen:]
+	m := b[pkt.IPv4MinimumSize+pkt.UDPMinimumSize:]
 	m[offOp] = 2
 	m[offHtype] = in.Htype
 	m[offHlen] = in.Hlen
@@ -330,37 +329,12 @@ func Build(in *Inform, cfg Config) ([]byte, error) {
 	copy(m[bootpLen+4:], opts) // the rest stays zero (pad)
 
 	// UDP header and checksum over the pseudo-header
-	udp := pkt[ipHdrLen:]
-	binary.BigEndian.PutUint16(udp[0:], ServerPort)
-	binary.BigEndian.PutUint16(udp[2:], ClientPort)
-	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
-	var pseudo [12]byte
-	copy(pseudo[0:4], src4[:])
-	copy(pseudo[4:8], dst4[:])
-	pseudo[9] = 17
-	binary.BigEndian.PutUint16(pseudo[10:], uint16(len(udp)))
-	cs := ^checksum(checksum(0, pseudo[:]), udp)
-	if cs == 0 {
-		cs = 0xFFFF
-	}
-	binary.BigEndian.PutUint16(udp[6:], cs)
-	return pkt, nil
-}
-
-// checksum adds b to the one's-complement sum s (RFC 1071), folded.
-func checksum(s uint16, b []byte) uint16 {
-	sum := uint32(s)
-	for len(b) >= 2 {
-		sum += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum > 0xFFFF {
-		sum = sum>>16 + sum&0xFFFF
-	}
-	return uint16(sum)
+	udp := pkt.UDP(b[pkt.IPv4MinimumSize:])
+	binary.BigEndian.PutUint16(udp[pkt.UDPSrcPortOffset:], ServerPort)
+	binary.BigEndian.PutUint16(udp[pkt.UDPDstPortOffset:], ClientPort)
+	binary.BigEndian.PutUint16(udp[pkt.UDPLengthOffset:], uint16(len(udp)))
+	udp.SetChecksum(udp.CalculateChecksum(src4, dst4))
+	return b, nil
 }
 
 // Answer returns the DHCPACK for ipPacket when it is a DHCPINFORM; ok is
@@ -379,15 +353,11 @@ func AnswerConfig(ipPacket []byte, cfg Config) ([]byte, error) {
 	return Build(in, cfg)
 }
 
-// IsDHCPRequest is a cheap pre-filter for the data path: an unfragmented
+// IsDHCPRequest is a cheap pre-filter for the data path: a whole, unfragmented
 // IPv4/UDP packet to port 67 from port 68.
-func IsDHCPRequest(pkt []byte) bool {
-	if len(pkt) < ipHdrLen || pkt[0]>>4 != 4 || pkt[9] != 17 {
-		return false
-	}
-	ihl := int(pkt[0]&0x0F) * 4
-	if ihl < ipHdrLen || len(pkt) < ihl+udpHdrLen || binary.BigEndian.Uint16(pkt[6:8])&0x3FFF != 0 {
-		return false
-	}
-	return binary.BigEndian.Uint16(pkt[ihl:]) == ClientPort && binary.BigEndian.Uint16(pkt[ihl+2:]) == ServerPort
+func IsDHCPRequest(b []byte) bool {
+	var p pkt.Parsed
+	p.Parse(b)
+	return p.Err == "" && !p.Fragment && p.Proto == pkt.IPv4ProtocolUDP &&
+		p.SrcPort == ClientPort && p.DstPort == ServerPort
 }

@@ -68,18 +68,17 @@ func decodeReply(t *testing.T, pkt []byte) (*layers.IPv4, *layers.UDP, *layers.D
 	if ip == nil || udp == nil || d == nil {
 		t.Fatalf("layers missing: %v", p)
 	}
-	// checksums
-	if checksum(0, pkt[:20]) != 0xFFFF {
-		t.Error("bad IPv4 header checksum")
+	// Checksums: gopacket, an independent encoder, computes the same ones.
+	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
 	}
-	var pseudo [12]byte
-	copy(pseudo[0:4], ip.SrcIP.To4())
-	copy(pseudo[4:8], ip.DstIP.To4())
-	pseudo[9] = 17
-	udpLen := len(pkt) - 20
-	pseudo[10], pseudo[11] = byte(udpLen>>8), byte(udpLen)
-	if checksum(checksum(0, pseudo[:]), pkt[20:]) != 0xFFFF {
-		t.Error("bad UDP checksum")
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true},
+		ip, udp, gopacket.Payload(udp.Payload)); err != nil {
+		t.Fatal(err)
+	}
+	if want := buf.Bytes(); !bytes.Equal(pkt[10:12], want[10:12]) || !bytes.Equal(pkt[26:28], want[26:28]) {
+		t.Errorf("checksums IPv4 % x UDP % x, gopacket computes % x and % x", pkt[10:12], pkt[26:28], want[10:12], want[26:28])
 	}
 	return ip, udp, d
 }
@@ -259,6 +258,12 @@ func TestIsDHCPRequest(t *testing.T) {
 	reply, _ := Answer(inform(t, nil), serverIP, nil, nil)
 	if IsDHCPRequest(reply) || IsDHCPRequest(nil) || IsDHCPRequest([]byte{0x45}) {
 		t.Error("false positive")
+	}
+	frag := inform(t, func(ip *layers.IPv4, _ *layers.UDP, _ *layers.DHCPv4) { ip.Flags = layers.IPv4MoreFragments })
+	short := inform(t, nil)
+	short = short[:len(short)-1] // Total Length beyond the bytes
+	if IsDHCPRequest(frag) || IsDHCPRequest(short) {
+		t.Error("fragment or truncated packet taken for a request")
 	}
 }
 

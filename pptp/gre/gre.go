@@ -20,6 +20,11 @@
 // Sending: Call.Send prepends the header with the next sequence number and piggybacks a
 // pending acknowledgement. When there is nothing to send, Tick sends an ack-only packet
 // after AckDelay, or immediately once a quarter of our advertised window is unacknowledged.
+//
+// It owns per-call sequencing, acknowledgement, the window, the reorder buffer and
+// their counters (metrics.go). It must not know what the payload is (PPP, MPPE) nor
+// the control channel that agrees on call IDs (package pptp hands them in), nor IP
+// headers (the PacketConn strips and adds them).
 package gre
 
 import (
@@ -30,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pptpgw/internal/metrics"
 	"pptpgw/pptp/wire"
 )
 
@@ -88,19 +94,6 @@ func (c *Config) defaults() {
 	}
 }
 
-// Drop reasons, counted per Mux and per Call.
-const (
-	ReasonParse       = "parse"        // not a valid enhanced GRE header
-	ReasonUnknownCall = "unknown_call" // no call for (peer, call ID)
-	ReasonDuplicate   = "duplicate"    // seq already delivered: replay or duplicate
-	ReasonOutOfWindow = "out_of_window"
-	ReasonLate        = "late"         // arrived after the reorder timeout skipped it
-	ReasonReorderFull = "reorder_full" // reorder buffer overflow forced a skip
-	ReasonWindowFull  = "send_window_full"
-	ReasonClosed      = "closed"
-	ReasonResync      = "resync" // sequence resynchronised after consecutive out-of-window packets
-)
-
 // resyncAfter consecutive out-of-window packets move the receive sequence.
 const resyncAfter = 4
 
@@ -124,9 +117,8 @@ type Mux struct {
 	calls  map[key]*Call
 	nextID uint16
 
-	counters sync.Map // reason -> *atomic.Uint64
-	rxPkts   atomic.Uint64
-	rxReads  atomic.Uint64 // read system calls (recvmmsg batches)
+	counters *metrics.Counters // indexed by counter
+	logged   atomic.Uint32     // bit c: a drop of counter c was logged
 	flushMu  sync.Mutex
 	flush    atomic.Pointer[[]*func()] // copy on write (flushMu)
 }
@@ -170,41 +162,19 @@ func (m *Mux) runFlush() {
 // NewMux wraps conn. Call Serve to start receiving.
 func NewMux(conn PacketConn, cfg Config) *Mux {
 	cfg.defaults()
-	return &Mux{conn: conn, cfg: cfg, calls: make(map[key]*Call)}
+	return &Mux{conn: conn, cfg: cfg, calls: make(map[key]*Call), counters: metrics.NewCounters(counterDefs)}
 }
 
 // Config returns the effective configuration.
 func (m *Mux) Config() Config { return m.cfg }
 
-func (m *Mux) count(reason string) {
-	v, ok := m.counters.Load(reason)
-	if !ok {
-		v, _ = m.counters.LoadOrStore(reason, new(atomic.Uint64))
-	}
-	v.(*atomic.Uint64).Add(1)
-}
-
 // countPeer counts a drop not tied to a call, logging only the first of each reason
 // (these can be floods: the counters tell the rest).
-func (m *Mux) countPeer(reason string, src netip.Addr, callID uint16) {
-	v, ok := m.counters.Load(reason)
-	if !ok {
-		v, _ = m.counters.LoadOrStore(reason, new(atomic.Uint64))
+func (m *Mux) countPeer(c counter, src netip.Addr, callID uint16) {
+	m.counters.Inc(int(c))
+	if m.logged.Or(1<<c)&(1<<c) == 0 {
+		m.cfg.Logger.Warn("gre: packet dropped (first of its kind; see counters)", "reason", reasonOf(c), "peer", src, "call_id", callID)
 	}
-	if v.(*atomic.Uint64).Add(1) == 1 {
-		m.cfg.Logger.Warn("gre: packet dropped (first of its kind; see counters)", "reason", reason, "peer", src, "call_id", callID)
-	}
-}
-
-// Counters returns a snapshot of the drop counters by reason plus "rx_packets" and
-// "rx_reads" (read system calls: rx_packets/rx_reads is the mean recvmmsg batch).
-func (m *Mux) Counters() map[string]uint64 {
-	out := map[string]uint64{"rx_packets": m.rxPkts.Load(), "rx_reads": m.rxReads.Load()}
-	m.counters.Range(func(k, v any) bool {
-		out[k.(string)] = v.(*atomic.Uint64).Load()
-		return true
-	})
-	return out
 }
 
 // CallConfig describes one call.
@@ -219,10 +189,7 @@ type CallConfig struct {
 // Register creates a Call. The handler may be set later with SetHandler.
 func (m *Mux) Register(cc CallConfig) (*Call, error) {
 	k := key{cc.Peer, cc.LocalID}
-	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow), ackCh: make(chan struct{}, 1)}
-	if cc.Handler != nil {
-		c.handler.Store(&cc.Handler)
-	}
+	c := m.newCall(cc)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.calls[k]; ok {
@@ -251,12 +218,19 @@ func (m *Mux) RegisterAuto(cc CallConfig) (*Call, error) {
 		}
 	}
 	cc.LocalID = m.nextID
-	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow), ackCh: make(chan struct{}, 1)}
+	c := m.newCall(cc)
+	m.calls[key{cc.Peer, cc.LocalID}] = c
+	return c, nil
+}
+
+// newCall makes the Call of cc (not registered yet).
+func (m *Mux) newCall(cc CallConfig) *Call {
+	c := &Call{mux: m, peer: cc.Peer, localID: cc.LocalID, peerID: cc.PeerID, peerWindow: uint32(cc.PeerWindow),
+		ackCh: make(chan struct{}, 1)}
 	if cc.Handler != nil {
 		c.handler.Store(&cc.Handler)
 	}
-	m.calls[key{cc.Peer, cc.LocalID}] = c
-	return c, nil
+	return c
 }
 
 // Lookup reports whether (peer, localID) is registered.
@@ -299,7 +273,7 @@ func (m *Mux) Serve() error {
 			if err != nil {
 				return err
 			}
-			m.rxReads.Add(1)
+			m.counters.Inc(int(countRxReads))
 			for i := range n {
 				m.Input(pkts[i], srcs[i])
 			}
@@ -312,7 +286,7 @@ func (m *Mux) Serve() error {
 		if err != nil {
 			return err
 		}
-		m.rxReads.Add(1)
+		m.counters.Inc(int(countRxReads))
 		m.Input(buf[:n], src)
 		m.runFlush()
 	}
@@ -335,17 +309,17 @@ func (m *Mux) RunTicker(interval time.Duration, stop <-chan struct{}) {
 // Input processes one received GRE packet (header + payload) from src.
 // It never panics on any input; failures are counted.
 func (m *Mux) Input(b []byte, src netip.Addr) {
-	m.rxPkts.Add(1)
+	m.counters.Inc(int(countRxPackets))
 	h, payload, err := wire.ParseGRE(b)
 	if err != nil {
-		m.countPeer(ReasonParse, src, 0)
+		m.countPeer(dropParse, src, 0)
 		return
 	}
 	m.mu.RLock()
 	c := m.calls[key{src.Unmap(), h.CallID}]
 	m.mu.RUnlock()
 	if c == nil {
-		m.countPeer(ReasonUnknownCall, src, h.CallID)
+		m.countPeer(dropUnknownCall, src, h.CallID)
 		return
 	}
 	c.receive(&h, payload)
@@ -412,7 +386,8 @@ type Call struct {
 	ackCh      chan struct{} // signalled when an ack opens the window
 
 	txPkts, txBytes, rxPkts, rxBytes, ackOnly atomic.Uint64
-	drops                                     sync.Map
+	drops                                     [numDrops]atomic.Uint64 // indexed by counter, as the Mux's
+	logged                                    atomic.Uint32           // bit c: a drop of counter c was logged
 }
 
 // LocalID is our call ID. PeerID is the peer's.
@@ -489,26 +464,26 @@ func (c *Call) Close() {
 	m.mu.Unlock()
 }
 
-func (c *Call) count(reason string) {
-	c.mux.count(reason)
-	v, ok := c.drops.Load(reason)
-	if !ok {
-		v, _ = c.drops.LoadOrStore(reason, new(atomic.Uint64))
-	}
-	if v.(*atomic.Uint64).Add(1) == 1 { // each failure logged once per call, counted always
-		c.mux.cfg.Logger.Warn("gre: packet dropped (logged once per call and reason)", "reason", reason,
+// count counts a drop (or resync) of the call, in the call's and the Mux's counters,
+// and logs the first of each reason per call.
+func (c *Call) count(r counter) {
+	c.mux.counters.Inc(int(r))
+	c.drops[r].Add(1)
+	if c.logged.Or(1<<r)&(1<<r) == 0 { // each failure logged once per call, counted always
+		c.mux.cfg.Logger.Warn("gre: packet dropped (logged once per call and reason)", "reason", reasonOf(r),
 			"peer", c.peer, "call_id", c.localID, "peer_call_id", c.peerID)
 	}
 }
 
-// Stats returns counters of the call.
+// Stats returns counters of the call; Drops holds the reasons that occurred.
 func (c *Call) Stats() Stats {
 	s := Stats{TxPackets: c.txPkts.Load(), TxBytes: c.txBytes.Load(), RxPackets: c.rxPkts.Load(),
 		RxBytes: c.rxBytes.Load(), AckOnlySent: c.ackOnly.Load(), Drops: map[string]uint64{}}
-	c.drops.Range(func(k, v any) bool {
-		s.Drops[k.(string)] = v.(*atomic.Uint64).Load()
-		return true
-	})
+	for r := range numDrops {
+		if v := c.drops[r].Load(); v != 0 {
+			s.Drops[reasonOf(r)] = v
+		}
+	}
 	return s
 }
 
@@ -530,7 +505,7 @@ func (c *Call) SendPrefixed(prefix, payload []byte) error {
 	if c.peerWindow != 0 {
 		if c.inflightLocked() >= c.peerWindow {
 			c.txMu.Unlock()
-			c.count(ReasonWindowFull)
+			c.count(dropWindowFull)
 			return ErrWindowFull
 		}
 	}
@@ -569,7 +544,7 @@ func (c *Call) sendAckOnly(ack uint32) {
 
 func (c *Call) receive(h *wire.GREHeader, payload []byte) {
 	if c.closed.Load() {
-		c.count(ReasonClosed)
+		c.count(dropClosed)
 		return
 	}
 	if h.HasAck {
@@ -598,9 +573,9 @@ func (c *Call) receive(h *wire.GREHeader, payload []byte) {
 	cfg := &c.mux.cfg
 	if !seqLess(c.lastRecv, h.Seq) {
 		if cfg.ReorderTimeout == 0 && c.lastRecv-h.Seq < uint32(cfg.RecvWindow) {
-			c.count(ReasonLate)
+			c.count(dropLate)
 		} else {
-			c.count(ReasonDuplicate)
+			c.count(dropDuplicate)
 		}
 		return
 	}
@@ -615,10 +590,10 @@ func (c *Call) receive(h *wire.GREHeader, payload []byte) {
 		}
 		c.oowLast = h.Seq
 		if c.oowRun < resyncAfter {
-			c.count(ReasonOutOfWindow)
+			c.count(dropOutOfWindow)
 			return
 		}
-		c.count(ReasonResync)
+		c.count(countResync)
 		c.oowRun = 0
 		c.reorder = nil
 		c.lastRecv = h.Seq - 1
@@ -632,16 +607,16 @@ func (c *Call) receive(h *wire.GREHeader, payload []byte) {
 	// Early: hold a copy until the gap is filled or the timeout expires.
 	for _, p := range c.reorder {
 		if p.seq == h.Seq {
-			c.count(ReasonDuplicate)
+			c.count(dropDuplicate)
 			return
 		}
 	}
 	if len(c.reorder) >= cfg.ReorderMax {
 		// Give up on the gap: deliver the oldest held packets first.
-		c.count(ReasonReorderFull)
+		c.count(dropReorderFull)
 		c.drainReorder(now, true)
 		if !seqLess(c.lastRecv, h.Seq) { // a held copy covered it
-			c.count(ReasonDuplicate)
+			c.count(dropDuplicate)
 			return
 		}
 		if h.Seq == c.lastRecv+1 || len(c.reorder) == 0 {

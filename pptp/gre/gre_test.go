@@ -393,3 +393,29 @@ func TestResyncAfterConsecutiveOutOfWindow(t *testing.T) {
 	r.in(105)
 	r.want(0, 1, 103, 104, 105)
 }
+
+// TestMuxMetrics: the Mux's snapshot is valid for exporters, names every
+// counter (zero or not), and counts a drop under its gre_ key.
+func TestMuxMetrics(t *testing.T) {
+	r := newRig(t, Config{})
+	r.mux.Input([]byte{1, 2, 3}, peerA)
+	snap := r.mux.Metrics()
+	if err := snap.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := snap.Get("gre_parse"); !ok || v != 1 {
+		t.Fatalf("gre_parse = %d, %v; want 1, true", v, ok)
+	}
+	if v, ok := snap.Get("gre_rx_packets"); !ok || v != 1 {
+		t.Fatalf("gre_rx_packets = %d, %v; want 1, true", v, ok)
+	}
+	for _, reason := range []string{ReasonUnknownCall, ReasonDuplicate, ReasonOutOfWindow, ReasonLate,
+		ReasonReorderFull, ReasonWindowFull, ReasonClosed, ReasonResync} {
+		if v, ok := snap.Get("gre_" + reason); !ok || v != 0 {
+			t.Errorf("gre_%s = %d, %v; want 0, true", reason, v, ok)
+		}
+	}
+	if c := r.mux.Counters(); len(c) != len(snap) || c[ReasonParse] != 1 {
+		t.Fatalf("Counters %v", c)
+	}
+}

@@ -11,6 +11,9 @@
 // is set in the Async-Control-Character-Map, are sent as 0x7D followed by the
 // byte XOR 0x20. The FCS-16 (RFC 1662 §C.2) covers the unescaped frame, is
 // complemented and sent least significant byte first.
+//
+// It owns the byte-stream framing only. It must not know the PPP protocols
+// inside the frames (pptp/ppp), nor the pty or process it talks to.
 package hdlc
 
 import "errors"

@@ -15,6 +15,10 @@
 //
 // MPPE has no integrity protection: a forged packet decrypts to garbage that
 // the PPP layer must drop; it may also desynchronise the key schedule.
+//
+// It owns the key schedule and the packet transform. It must not know CCP
+// negotiation or when keys change hands (pptp/ppp decides), nor GRE or any
+// transport.
 package mppe
 
 import (

@@ -9,6 +9,9 @@
 // These primitives are only as strong as MS-CHAPv2 itself, which is weak
 // (the NT-Response can be reduced to a single 2^56 DES search); they exist
 // for interoperability with PPTP clients, nothing more.
+//
+// It owns the computations. It must not know the CHAP packet formats and
+// their exchange (pptp/ppp), nor where passwords are kept (pptp/secrets).
 package mschap
 
 import (

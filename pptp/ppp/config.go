@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"pptpgw/internal/metrics"
 	"pptpgw/pptp/mppe"
 )
 
@@ -106,6 +107,10 @@ type Config struct {
 	Now    func() time.Time // default time.Now
 	Rand   io.Reader        // default crypto/rand.Reader
 	Logger *slog.Logger     // default slog.Default()
+
+	// Totals, when set (NewCounters), counts every Reason of this session
+	// too: a server shares one among its sessions for its own counters.
+	Totals *metrics.Counters
 }
 
 // DefaultConfig returns the documented default policy for role: MS-CHAPv2

@@ -1,9 +1,14 @@
 package ppp
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"pptpgw/internal/metrics"
+)
 
 // Reason is a constant reason for a dropped frame or a failed session; each
-// one is counted per Session (see Session.Counters).
+// one is counted per Session (see Session.Counters and Session.Metrics) and
+// in Config.Totals when set.
 type Reason uint8
 
 const (
@@ -76,10 +81,37 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
-type counters [reasonCount]atomic.Uint64
+// descEvents is the family of the reasons: one sample per reason, zero or not.
+var descEvents = &metrics.Desc{Name: "ppp_events_total", Labels: []string{"reason"},
+	Help: "PPP frames dropped and session failures, by reason."}
 
-func (c *counters) inc(r Reason) {
-	if r < reasonCount {
-		c[r].Add(1)
+// reasonDefs are the counters of a Session (and of Config.Totals), every Reason
+// but ReasonNone in order (Reason.index); their flat keys are the reasons
+// prefixed "ppp_".
+var reasonDefs = func() []metrics.Def {
+	defs := make([]metrics.Def, 0, reasonCount-1)
+	for r := ReasonNone + 1; r < reasonCount; r++ {
+		defs = append(defs, metrics.Def{Desc: descEvents, LabelValues: []string{r.String()}, Key: "ppp_" + r.String()})
+	}
+	return defs
+}()
+
+// NewCounters returns a set of counters of every Reason, for Config.Totals: the
+// sessions sharing it count into it besides their own.
+func NewCounters() *metrics.Counters { return metrics.NewCounters(reasonDefs) }
+
+// index is r's index in reasonDefs; ok is false for ReasonNone and unknown values.
+func (r Reason) index() (int, bool) { return int(r) - 1, r > ReasonNone && r < reasonCount }
+
+// counters are one Session's counts, indexed by Reason.index like reasonDefs: an
+// array inside the Session rather than a metrics.Counters of its own, so that a
+// session costs no allocation for them.
+type counters [reasonCount - 1]atomic.Uint64
+
+// Collect emits every reason, zero or not (metrics.Source).
+func (c *counters) Collect(emit func(metrics.Sample)) {
+	for i := range c {
+		d := &reasonDefs[i]
+		emit(metrics.Sample{Desc: d.Desc, LabelValues: d.LabelValues, Key: d.Key, Value: c[i].Load()})
 	}
 }

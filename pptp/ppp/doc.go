@@ -9,4 +9,10 @@
 // out through the send function given to NewSession; IPv4 packets go out
 // through SendIP and come in through the OnIP callback. Time only moves
 // through Tick (and Config.Now), so tests drive it with a fake clock.
+//
+// It owns the PPP protocols, authentication, the use of MPPE keys and its
+// drop/failure reasons (counters.go, on internal/metrics). It must not know
+// GRE, PPTP, TUN devices or IP beyond "a packet": where frames travel,
+// where passwords come from (Config.Lookup) and where addresses come from
+// (Config.AllocIP) are its callers' business.
 package ppp

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"pptpgw/internal/metrics"
 	"pptpgw/pptp/mppe"
 )
 
@@ -508,4 +509,45 @@ func TestConfAckMustMatchRequest(t *testing.T) {
 	if got := r.s.Counters()[ReasonUnexpected.String()]; got != before+1 {
 		t.Fatalf("exact Ack counted as unexpected")
 	}
+}
+
+// TestCountersMetrics: a session's snapshot is valid for exporters and names
+// every reason; a wrong password counts auth_failed in the session and in the
+// shared Totals, and Counters still lists only what occurred.
+func TestCountersMetrics(t *testing.T) {
+	clk, s, c := newConfigs()
+	totals := NewCounters()
+	s.Totals = totals
+	c.Password = "wrong"
+	p := newPairClk(t, clk, s, c)
+	p.start()
+	if !p.runUntil(30, func() bool { return isClosed(p.srv.Done()) }) {
+		t.Fatal("server did not end the session")
+	}
+	snap := p.srv.Metrics()
+	if err := snap.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := snap.Get("ppp_auth_failed"); !ok || v != 1 {
+		t.Fatalf("ppp_auth_failed = %d, %v; want 1, true", v, ok)
+	}
+	if _, ok := snap.Get("ppp_" + ReasonLoopback.String()); !ok || len(snap) != int(reasonCount)-1 {
+		t.Fatalf("%d samples: want every reason but none", len(snap))
+	}
+	tot := metrics.Collect(totals)
+	if v, ok := tot.Get("ppp_auth_failed"); !ok || v != 1 {
+		t.Fatalf("totals ppp_auth_failed = %d, %v; want 1, true", v, ok)
+	}
+	if m := p.srv.Counters(); m["auth_failed"] != 1 || len(m) != countNonZero(snap) {
+		t.Fatalf("Counters %v", m)
+	}
+}
+
+func countNonZero(s metrics.Snapshot) (n int) {
+	for _, x := range s {
+		if x.Value != 0 {
+			n++
+		}
+	}
+	return n
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pptpgw/internal/metrics"
 	"pptpgw/pptp/mppe"
 )
 
@@ -147,7 +148,14 @@ func NewSession(cfg Config, send func(frame []byte)) *Session {
 
 func (s *Session) now() time.Time { return s.cfg.Now() }
 
-func (s *Session) count(r Reason) { s.cnt.inc(r) }
+func (s *Session) count(r Reason) {
+	if i, ok := r.index(); ok {
+		s.cnt[i].Add(1)
+		if s.cfg.Totals != nil {
+			s.cfg.Totals.Inc(i)
+		}
+	}
+}
 
 func (s *Session) random(b []byte) {
 	if _, err := io.ReadFull(s.cfg.Rand, b); err != nil {
@@ -749,10 +757,18 @@ func (s *Session) Info() Info {
 // Counters returns the non-zero counts of dropped frames and failures by reason.
 func (s *Session) Counters() map[string]uint64 {
 	m := make(map[string]uint64)
-	for r := Reason(1); r < reasonCount; r++ {
-		if v := s.cnt[r].Load(); v != 0 {
+	for r := ReasonNone + 1; r < reasonCount; r++ {
+		i, _ := r.index()
+		if v := s.cnt[i].Load(); v != 0 {
 			m[r.String()] = v
 		}
 	}
 	return m
 }
+
+// Collect emits the session's counters, every reason, keys prefixed "ppp_"
+// (metrics.Source).
+func (s *Session) Collect(emit func(metrics.Sample)) { s.cnt.Collect(emit) }
+
+// Metrics returns a snapshot of the session's counters.
+func (s *Session) Metrics() metrics.Snapshot { return metrics.Collect(s) }

@@ -16,6 +16,10 @@
 // the peer may use: none, or "-", means no address is allowed, "*" any
 // (pppd semantics; they are returned as written). A "--" word ends the
 // address list; the words after it are kept as Options.
+//
+// It owns the file format and the lookup by client and server name. It must
+// not know about PPP, sessions or the address pool (pptp decides what a
+// listed address means).
 package secrets
 
 import (

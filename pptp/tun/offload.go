@@ -3,9 +3,10 @@ package tun
 import (
 	"encoding/binary"
 	"errors"
-	"math/bits"
 
 	"golang.org/x/sys/unix"
+
+	"pptpgw/internal/pkt"
 )
 
 // Offloads (IFF_VNET_HDR): every packet through the device is preceded by a struct
@@ -46,91 +47,28 @@ func (h *vnetHdr) encode(b []byte) {
 	binary.NativeEndian.PutUint16(b[8:], h.csumOffset)
 }
 
-// IPv4 and TCP offsets used here.
-const (
-	ipTotalLen = 2
-	ipID       = 4
-	ipFrag     = 6
-	ipTTL      = 8
-	ipProto    = 9
-	ipCsum     = 10
-	ipSrc      = 12
-	tcpSeq     = 4
-	tcpAck     = 8
-	tcpOff     = 12
-	tcpFlags   = 13
-	tcpWin     = 14
-	tcpCsum    = 16
+// maxGROSegs bounds the segments merged into one GSO packet.
+const maxGROSegs = 64
 
-	flagFIN = 0x01
-	flagSYN = 0x02
-	flagRST = 0x04
-	flagPSH = 0x08
-	flagACK = 0x10
-	flagURG = 0x20
-	flagECE = 0x40
-	flagCWR = 0x80
-
-	ipDF = 0x4000
-	ipMF = 0x2000
-
-	maxGROSegs = 64
-)
+// The IPv4 header of a mergeable segment has no options (IHL 5), so its TCP
+// header starts here.
+const tcpAt = pkt.IPv4MinimumSize
 
 var (
 	errBadGSO      = errors.New("tun: malformed offload packet from the kernel")
 	errShortBuffer = errors.New("tun: buffer too small for the packet")
 )
 
-// sum is the RFC 1071 one's-complement sum of b added to acc (unfolded).
-func sum(b []byte, acc uint64) uint64 {
-	var c uint64
-	for len(b) >= 32 {
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
-		b = b[32:]
-	}
-	for len(b) >= 8 {
-		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
-		b = b[8:]
-	}
-	acc += c
-	if len(b) >= 4 {
-		acc, c = bits.Add64(acc, uint64(binary.BigEndian.Uint32(b)), 0)
-		acc += c
-		b = b[4:]
-	}
-	if len(b) >= 2 {
-		acc, c = bits.Add64(acc, uint64(binary.BigEndian.Uint16(b)), 0)
-		acc += c
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc, c = bits.Add64(acc, uint64(b[0])<<8, 0)
-		acc += c
-	}
-	return acc
-}
-
-// fold reduces an unfolded sum to 16 bits (not complemented).
-func fold(acc uint64) uint16 {
-	acc = (acc >> 32) + (acc & 0xffffffff)
-	acc = (acc >> 32) + (acc & 0xffffffff)
-	acc = (acc >> 16) + (acc & 0xffff)
-	acc = (acc >> 16) + (acc & 0xffff)
-	return uint16(acc)
-}
-
-// pseudoSum is the IPv4 pseudo-header sum for TCP of length tcpLen.
-func pseudoSum(ip []byte, tcpLen int) uint64 {
-	return sum(ip[ipSrc:ipSrc+8], uint64(unix.IPPROTO_TCP)+uint64(tcpLen))
-}
-
-func ipHeaderChecksum(ip []byte, ihl int) {
-	ip[ipCsum], ip[ipCsum+1] = 0, 0
-	binary.BigEndian.PutUint16(ip[ipCsum:], ^fold(sum(ip[:ihl], 0)))
+// setChecksums recomputes the IPv4 header checksum of the packet b (IP header
+// length ihl) and the full TCP checksum of its segment. Each field is zeroed
+// and its header summed in one pass (CalculateChecksum would sum around it).
+func setChecksums(b []byte, ihl int) {
+	ip, tcp := pkt.IPv4(b), pkt.TCP(b[ihl:])
+	ip.SetChecksum(0)
+	ip.SetChecksum(pkt.Checksum(b[:ihl]))
+	tcp.SetChecksum(0)
+	ph := pkt.PseudoHeaderSum(ip.SourceAddress(), ip.DestinationAddress(), pkt.IPv4ProtocolTCP, uint16(len(tcp)))
+	tcp.SetChecksum(^pkt.Sum(tcp, ph))
 }
 
 // segmenter cuts one TSO packet from the kernel into MTU-sized packets.
@@ -145,21 +83,26 @@ type segmenter struct {
 func (s *segmenter) pending() bool { return s.pkt != nil && s.hl+s.off < len(s.pkt) }
 
 // start validates a TCPV4 GSO packet and prepares segmenting it.
-func (s *segmenter) start(h *vnetHdr, pkt []byte) error {
+func (s *segmenter) start(h *vnetHdr, b []byte) error {
 	s.pkt = nil
-	if len(pkt) < 40 || pkt[0]>>4 != 4 || pkt[ipProto] != unix.IPPROTO_TCP {
+	// The kernel's Total Length of a GSO packet may be anything: only the
+	// headers are checked, against the bytes read.
+	ip := pkt.IPv4(b)
+	if len(b) < pkt.IPv4MinimumSize+pkt.TCPMinimumSize || b[pkt.IPv4VersIHLOffset]>>4 != 4 ||
+		ip.Protocol() != pkt.IPv4ProtocolTCP {
 		return errBadGSO
 	}
-	ihl := int(pkt[0]&0x0f) * 4
-	if ihl < 20 || len(pkt) < ihl+20 {
+	ihl := ip.HeaderLength()
+	if ihl < pkt.IPv4MinimumSize || len(b) < ihl+pkt.TCPMinimumSize {
 		return errBadGSO
 	}
-	hl := ihl + int(pkt[ihl+tcpOff]>>4)*4
-	if hl < ihl+20 || hl > len(pkt) || h.gsoSize == 0 {
+	tcp := pkt.TCP(b[ihl:])
+	if !tcp.IsValid() || h.gsoSize == 0 {
 		return errBadGSO
 	}
-	*s = segmenter{pkt: pkt, hl: hl, ihl: ihl, mss: int(h.gsoSize)}
-	if hl == len(pkt) { // no payload: one packet
+	hl := ihl + tcp.DataOffset()
+	*s = segmenter{pkt: b, hl: hl, ihl: ihl, mss: int(h.gsoSize)}
+	if hl == len(b) { // no payload: one packet
 		s.mss = 1
 	}
 	return nil
@@ -179,19 +122,17 @@ func (s *segmenter) next(b []byte) (int, error) {
 	copy(b, s.pkt[:s.hl])
 	copy(b[s.hl:], s.pkt[s.hl+s.off:s.hl+s.off+pay])
 	ip, tcp := b[:s.ihl], b[s.ihl:n]
-	binary.BigEndian.PutUint16(ip[ipTotalLen:], uint16(n))
-	binary.BigEndian.PutUint16(ip[ipID:], binary.BigEndian.Uint16(s.pkt[ipID:])+uint16(s.i))
-	ipHeaderChecksum(ip, s.ihl)
-	binary.BigEndian.PutUint32(tcp[tcpSeq:], binary.BigEndian.Uint32(s.pkt[s.ihl+tcpSeq:])+uint32(s.off))
+	binary.BigEndian.PutUint16(ip[pkt.IPv4TotalLenOffset:], uint16(n))
+	binary.BigEndian.PutUint16(ip[pkt.IPv4IDOffset:], pkt.IPv4(s.pkt).ID()+uint16(s.i))
+	binary.BigEndian.PutUint32(tcp[pkt.TCPSeqNumOffset:], pkt.TCP(s.pkt[s.ihl:]).SequenceNumber()+uint32(s.off))
 	last := s.hl+s.off+pay >= len(s.pkt)
 	if !last {
-		tcp[tcpFlags] &^= flagFIN | flagPSH
+		tcp[pkt.TCPFlagsOffset] &^= pkt.TCPFlagFin | pkt.TCPFlagPsh
 	}
 	if s.i > 0 {
-		tcp[tcpFlags] &^= flagCWR
+		tcp[pkt.TCPFlagsOffset] &^= tcpFlagCwr
 	}
-	tcp[tcpCsum], tcp[tcpCsum+1] = 0, 0
-	binary.BigEndian.PutUint16(tcp[tcpCsum:], ^fold(sum(tcp, pseudoSum(ip, len(tcp)))))
+	setChecksums(b[:n], s.ihl)
 	s.off += pay
 	s.i++
 	if last {
@@ -200,15 +141,18 @@ func (s *segmenter) next(b []byte) (int, error) {
 	return n, nil
 }
 
+// tcpFlagCwr is the CWR flag (RFC 3168), which only the first segment of a
+// TSO burst carries.
+const tcpFlagCwr = 0x80
+
 // finishChecksum completes a NEEDS_CSUM packet: the field holds the pseudo-header sum,
 // the sum from csum_start on gives the final value.
-func finishChecksum(h *vnetHdr, pkt []byte) bool {
+func finishChecksum(h *vnetHdr, b []byte) bool {
 	start, at := int(h.csumStart), int(h.csumStart)+int(h.csumOffset)
-	if start > len(pkt) || at+2 > len(pkt) {
+	if start > len(b) || at+2 > len(b) {
 		return false
 	}
-	v := ^fold(sum(pkt[start:], 0))
-	binary.BigEndian.PutUint16(pkt[at:], v)
+	binary.BigEndian.PutUint16(b[at:], pkt.Checksum(b[start:]))
 	return true
 }
 
@@ -223,65 +167,78 @@ type coalescer struct {
 	next   uint32
 }
 
-// tcpSegment checks pkt is a plain IPv4 TCP data segment that may be merged (no IP
+// tcpSegment checks b is a plain IPv4 TCP data segment that may be merged (no IP
 // options or fragments, DF, only ACK and maybe PSH, payload, valid checksums) and
 // returns its header length.
-func tcpSegment(pkt []byte) (hl int, ok bool) {
-	if len(pkt) < 41 || pkt[0] != 0x45 || pkt[ipProto] != unix.IPPROTO_TCP ||
-		int(binary.BigEndian.Uint16(pkt[ipTotalLen:])) != len(pkt) {
+func tcpSegment(b []byte) (hl int, ok bool) {
+	ip := pkt.IPv4(b)
+	if len(b) < tcpAt+pkt.TCPMinimumSize+1 || !ip.IsValid(len(b)) || ip.HeaderLength() != tcpAt ||
+		int(ip.TotalLength()) != len(b) || ip.Protocol() != pkt.IPv4ProtocolTCP {
 		return 0, false
 	}
-	if frag := binary.BigEndian.Uint16(pkt[ipFrag:]); frag&^ipDF != 0 || frag&ipDF == 0 {
+	if frag := binary.BigEndian.Uint16(b[pkt.IPv4FlagsFragOffset:]); frag != pkt.IPv4FlagDontFrag {
 		return 0, false
 	}
-	hl = 20 + int(pkt[20+tcpOff]>>4)*4
-	if hl < 40 || hl >= len(pkt) {
+	tcp := pkt.TCP(b[tcpAt:])
+	if !tcp.IsValid() || tcpAt+tcp.DataOffset() >= len(b) {
 		return 0, false
 	}
-	if f := pkt[20+tcpFlags]; f&^flagPSH != flagACK {
+	if f := tcp.Flags(); f&^pkt.TCPFlagPsh != pkt.TCPFlagAck {
 		return 0, false
 	}
 	// Merging drops the individual checksums: a corrupted segment must not be covered.
-	if fold(sum(pkt[:20], 0)) != 0xffff || fold(sum(pkt[20:], pseudoSum(pkt, len(pkt)-20))) != 0xffff {
+	if !ip.IsChecksumValid() || !tcp.IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress()) {
 		return 0, false
 	}
-	return hl, true
+	return tcpAt + tcp.DataOffset(), true
 }
 
-// mergeable reports whether the segment pkt (header length hl) continues the held one.
-func (c *coalescer) mergeable(pkt []byte, hl int) bool {
+// mergeable reports whether the segment b (header length hl) continues the held one.
+func (c *coalescer) mergeable(b []byte, hl int) bool {
 	if c.n == 0 || c.closed || hl != c.hl || c.segs >= maxGROSegs {
 		return false
 	}
 	h := c.buf[vnetHdrLen : vnetHdrLen+c.hl]
-	pay := len(pkt) - hl
-	if pay > c.mss || c.n+pay > vnetHdrLen+65535 || binary.BigEndian.Uint32(pkt[20+tcpSeq:]) != c.next {
+	pay := len(b) - hl
+	if pay > c.mss || c.n+pay > vnetHdrLen+65535 || pkt.TCP(b[tcpAt:]).SequenceNumber() != c.next {
 		return false
 	}
 	// Same TOS, TTL, addresses, ports, ack, window, options; flags differ at most in PSH.
-	return pkt[1] == h[1] && pkt[ipTTL] == h[ipTTL] && string(pkt[ipSrc:24]) == string(h[ipSrc:24]) &&
-		string(pkt[20+tcpAck:20+tcpFlags]) == string(h[20+tcpAck:20+tcpFlags]) &&
-		string(pkt[20+tcpWin:20+tcpCsum]) == string(h[20+tcpWin:20+tcpCsum]) &&
-		string(pkt[40:hl]) == string(h[40:hl])
+	const (
+		ack     = tcpAt + pkt.TCPAckNumOffset
+		flags   = tcpAt + pkt.TCPFlagsOffset
+		win     = tcpAt + pkt.TCPWindowOffset
+		csum    = tcpAt + pkt.TCPChecksumOffset
+		tcpOpts = tcpAt + pkt.TCPMinimumSize
+		ttl     = pkt.IPv4TTLOffset
+		tos     = pkt.IPv4TOSOffset
+		src     = pkt.IPv4SrcAddrOffset
+		ports   = tcpAt + pkt.TCPSeqNumOffset // addresses and ports: src .. the TCP sequence number
+	)
+	return b[tos] == h[tos] && b[ttl] == h[ttl] && string(b[src:ports]) == string(h[src:ports]) &&
+		string(b[ack:flags]) == string(h[ack:flags]) &&
+		string(b[win:csum]) == string(h[win:csum]) &&
+		string(b[tcpOpts:hl]) == string(h[tcpOpts:hl])
 }
 
-func (c *coalescer) hold(pkt []byte, hl int) {
+func (c *coalescer) hold(b []byte, hl int) {
 	if len(c.buf) < vnetHdrLen+65535 {
 		c.buf = make([]byte, vnetHdrLen+65535)
 	}
-	c.n = vnetHdrLen + copy(c.buf[vnetHdrLen:], pkt)
-	c.hl, c.mss, c.segs = hl, len(pkt)-hl, 1
-	c.next = binary.BigEndian.Uint32(pkt[20+tcpSeq:]) + uint32(len(pkt)-hl)
-	c.closed = pkt[20+tcpFlags]&flagPSH != 0
+	tcp := pkt.TCP(b[tcpAt:])
+	c.n = vnetHdrLen + copy(c.buf[vnetHdrLen:], b)
+	c.hl, c.mss, c.segs = hl, len(b)-hl, 1
+	c.next = tcp.SequenceNumber() + uint32(len(b)-hl)
+	c.closed = tcp.Flags()&pkt.TCPFlagPsh != 0
 }
 
-func (c *coalescer) add(pkt []byte, hl int) {
-	pay := pkt[hl:]
+func (c *coalescer) add(b []byte, hl int) {
+	pay := b[hl:]
 	c.n += copy(c.buf[c.n:], pay)
 	c.segs++
 	c.next += uint32(len(pay))
-	if pkt[20+tcpFlags]&flagPSH != 0 {
-		c.buf[vnetHdrLen+20+tcpFlags] |= flagPSH
+	if pkt.TCP(b[tcpAt:]).Flags()&pkt.TCPFlagPsh != 0 {
+		c.buf[vnetHdrLen+tcpAt+pkt.TCPFlagsOffset] |= pkt.TCPFlagPsh
 		c.closed = true
 	}
 	if len(pay) < c.mss {
@@ -294,16 +251,19 @@ func (c *coalescer) add(pkt []byte, hl int) {
 func (c *coalescer) take() []byte {
 	b := c.buf[:c.n]
 	c.n = 0
-	pkt := b[vnetHdrLen:]
+	p := b[vnetHdrLen:]
 	if c.segs == 1 { // unchanged packet, its own checksums
 		clear(b[:vnetHdrLen])
 		return b
 	}
-	binary.BigEndian.PutUint16(pkt[ipTotalLen:], uint16(len(pkt)))
-	ipHeaderChecksum(pkt, 20)
-	binary.BigEndian.PutUint16(pkt[20+tcpCsum:], fold(pseudoSum(pkt, len(pkt)-20)))
+	ip := pkt.IPv4(p)
+	binary.BigEndian.PutUint16(p[pkt.IPv4TotalLenOffset:], uint16(len(p)))
+	ip.SetChecksum(ip.CalculateChecksum())
+	// NEEDS_CSUM: the field holds the pseudo-header sum, the kernel adds the rest.
+	tcpLen := uint16(len(p) - tcpAt)
+	pkt.TCP(p[tcpAt:]).SetChecksum(pkt.PseudoHeaderSum(ip.SourceAddress(), ip.DestinationAddress(), pkt.IPv4ProtocolTCP, tcpLen))
 	h := vnetHdr{flags: unix.VIRTIO_NET_HDR_F_NEEDS_CSUM, gsoType: unix.VIRTIO_NET_HDR_GSO_TCPV4,
-		hdrLen: uint16(c.hl), gsoSize: uint16(c.mss), csumStart: 20, csumOffset: tcpCsum}
+		hdrLen: uint16(c.hl), gsoSize: uint16(c.mss), csumStart: tcpAt, csumOffset: pkt.TCPChecksumOffset}
 	h.encode(b)
 	return b
 }

@@ -6,41 +6,43 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"pptpgw/internal/pkt"
 )
 
 // tcpPacket builds a valid IPv4/TCP segment (DF, ACK|flags, timestamp-sized options).
 func tcpPacket(seq uint32, flags byte, payload []byte) []byte {
 	p := make([]byte, 52+len(payload))
-	p[0], p[ipTTL], p[ipProto] = 0x45, 64, unix.IPPROTO_TCP
-	binary.BigEndian.PutUint16(p[ipTotalLen:], uint16(len(p)))
-	binary.BigEndian.PutUint16(p[ipID:], 77)
-	binary.BigEndian.PutUint16(p[ipFrag:], ipDF)
-	copy(p[ipSrc:], []byte{10, 0, 0, 1, 10, 0, 0, 2})
+	p[0], p[pkt.IPv4TTLOffset], p[pkt.IPv4ProtocolOffset] = 0x45, 64, unix.IPPROTO_TCP
+	binary.BigEndian.PutUint16(p[pkt.IPv4TotalLenOffset:], uint16(len(p)))
+	binary.BigEndian.PutUint16(p[pkt.IPv4IDOffset:], 77)
+	binary.BigEndian.PutUint16(p[pkt.IPv4FlagsFragOffset:], pkt.IPv4FlagDontFrag)
+	copy(p[pkt.IPv4SrcAddrOffset:], []byte{10, 0, 0, 1, 10, 0, 0, 2})
 	t := p[20:]
 	binary.BigEndian.PutUint16(t[0:], 40000)
 	binary.BigEndian.PutUint16(t[2:], 5201)
-	binary.BigEndian.PutUint32(t[tcpSeq:], seq)
-	binary.BigEndian.PutUint32(t[tcpAck:], 99)
-	t[tcpOff] = 8 << 4
-	t[tcpFlags] = flagACK | flags
-	binary.BigEndian.PutUint16(t[tcpWin:], 512)
+	binary.BigEndian.PutUint32(t[pkt.TCPSeqNumOffset:], seq)
+	binary.BigEndian.PutUint32(t[pkt.TCPAckNumOffset:], 99)
+	t[pkt.TCPDataOffsetOffset] = 8 << 4
+	t[pkt.TCPFlagsOffset] = pkt.TCPFlagAck | flags
+	binary.BigEndian.PutUint16(t[pkt.TCPWindowOffset:], 512)
 	copy(t[20:], []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2})
 	copy(t[32:], payload)
-	ipHeaderChecksum(p, 20)
-	binary.BigEndian.PutUint16(t[tcpCsum:], ^fold(sum(t, pseudoSum(p, len(t)))))
+	setChecksums(p, 20)
 	return p
 }
 
 func validTCP(t *testing.T, p []byte) {
 	t.Helper()
-	if fold(sum(p[:20], 0)) != 0xffff {
+	ip := pkt.IPv4(p)
+	if !ip.IsValid(len(p)) || int(ip.TotalLength()) != len(p) {
+		t.Fatal("bad total length")
+	}
+	if !ip.IsChecksumValid() {
 		t.Fatal("bad IP checksum")
 	}
-	if fold(sum(p[20:], pseudoSum(p, len(p)-20))) != 0xffff {
+	if !pkt.TCP(ip.Payload()).IsChecksumValid(ip.SourceAddress(), ip.DestinationAddress()) {
 		t.Fatal("bad TCP checksum")
-	}
-	if int(binary.BigEndian.Uint16(p[ipTotalLen:])) != len(p) {
-		t.Fatal("bad total length")
 	}
 }
 
@@ -54,7 +56,7 @@ func TestCoalesceSegmentRoundTrip(t *testing.T) {
 	for i := range 5 {
 		n, fl := mss, byte(0)
 		if i == 4 {
-			n, fl = 37, flagPSH
+			n, fl = 37, pkt.TCPFlagPsh
 		}
 		pay := bytes.Repeat([]byte{byte('a' + i)}, n)
 		segs = append(segs, tcpPacket(seq, fl, pay))
@@ -86,7 +88,7 @@ func TestCoalesceSegmentRoundTrip(t *testing.T) {
 		t.Fatalf("vnet header %+v", h)
 	}
 	super := append([]byte(nil), out[vnetHdrLen:]...)
-	if fold(sum(super[:20], 0)) != 0xffff || len(super) != 52+4*mss+37 {
+	if !pkt.IPv4(super).IsChecksumValid() || len(super) != 52+4*mss+37 {
 		t.Fatalf("super packet: len %d", len(super))
 	}
 	// The kernel's view: checksum partial; ReadPacket's segmenter must restore the
@@ -107,8 +109,8 @@ func TestCoalesceSegmentRoundTrip(t *testing.T) {
 		got := buf[:n]
 		validTCP(t, got)
 		want := append([]byte(nil), segs[i]...)
-		binary.BigEndian.PutUint16(want[ipID:], 77+uint16(i))
-		ipHeaderChecksum(want, 20)
+		binary.BigEndian.PutUint16(want[pkt.IPv4IDOffset:], 77+uint16(i))
+		setChecksums(want, 20)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("segment %d:\n got %x\nwant %x", i, got, want)
 		}
@@ -154,9 +156,14 @@ func TestCoalesceRefuses(t *testing.T) {
 	base := tcpPacket(1000, 0, make([]byte, 100))
 	hl, _ := tcpSegment(base)
 	cases := map[string][]byte{
-		"gap":        tcpPacket(1101, 0, make([]byte, 100)),
-		"bigger":     tcpPacket(1100, 0, make([]byte, 101)),
-		"other ack":  func() []byte { p := tcpPacket(1100, 0, make([]byte, 100)); p[20+tcpAck+3]++; fix(p); return p }(),
+		"gap":    tcpPacket(1101, 0, make([]byte, 100)),
+		"bigger": tcpPacket(1100, 0, make([]byte, 101)),
+		"other ack": func() []byte {
+			p := tcpPacket(1100, 0, make([]byte, 100))
+			p[20+pkt.TCPAckNumOffset+3]++
+			fix(p)
+			return p
+		}(),
 		"other port": func() []byte { p := tcpPacket(1100, 0, make([]byte, 100)); p[21]++; fix(p); return p }(),
 		"options":    func() []byte { p := tcpPacket(1100, 0, make([]byte, 100)); p[20+31]++; fix(p); return p }(),
 	}
@@ -171,10 +178,10 @@ func TestCoalesceRefuses(t *testing.T) {
 	// Not accepted for merging at all: corrupted checksum, SYN, FIN, no DF, no payload.
 	bad := tcpPacket(1100, 0, make([]byte, 100))
 	bad[len(bad)-1] ^= 1
-	syn := tcpPacket(1100, flagSYN, make([]byte, 10))
-	fin := tcpPacket(1100, flagFIN, make([]byte, 10))
+	syn := tcpPacket(1100, pkt.TCPFlagSyn, make([]byte, 10))
+	fin := tcpPacket(1100, pkt.TCPFlagFin, make([]byte, 10))
 	nodf := tcpPacket(1100, 0, make([]byte, 10))
-	binary.BigEndian.PutUint16(nodf[ipFrag:], 0)
+	binary.BigEndian.PutUint16(nodf[pkt.IPv4FlagsFragOffset:], 0)
 	fix(nodf)
 	empty := tcpPacket(1100, 0, nil)
 	for name, p := range map[string][]byte{"corrupt": bad, "syn": syn, "fin": fin, "no DF": nodf, "empty": empty} {
@@ -201,21 +208,18 @@ func TestCoalesceRefuses(t *testing.T) {
 	}
 }
 
-func fix(p []byte) {
-	ipHeaderChecksum(p, 20)
-	p[20+tcpCsum], p[20+tcpCsum+1] = 0, 0
-	binary.BigEndian.PutUint16(p[20+tcpCsum:], ^fold(sum(p[20:], pseudoSum(p, len(p)-20))))
-}
+func fix(p []byte) { setChecksums(p, 20) }
 
 // TestFinishChecksum: a NEEDS_CSUM packet (pseudo-header sum in the field) gets its
 // final checksum.
 func TestFinishChecksum(t *testing.T) {
-	p := tcpPacket(5, flagPSH, []byte("hello, partial checksum"))
-	want := binary.BigEndian.Uint16(p[20+tcpCsum:])
-	binary.BigEndian.PutUint16(p[20+tcpCsum:], fold(pseudoSum(p, len(p)-20)))
-	h := vnetHdr{flags: unix.VIRTIO_NET_HDR_F_NEEDS_CSUM, csumStart: 20, csumOffset: tcpCsum}
-	if !finishChecksum(&h, p) || binary.BigEndian.Uint16(p[20+tcpCsum:]) != want {
-		t.Fatalf("checksum %04x want %04x", binary.BigEndian.Uint16(p[20+tcpCsum:]), want)
+	p := tcpPacket(5, pkt.TCPFlagPsh, []byte("hello, partial checksum"))
+	ip, tcp := pkt.IPv4(p), pkt.TCP(p[20:])
+	want := tcp.Checksum()
+	tcp.SetChecksum(pkt.PseudoHeaderSum(ip.SourceAddress(), ip.DestinationAddress(), pkt.IPv4ProtocolTCP, uint16(len(tcp))))
+	h := vnetHdr{flags: unix.VIRTIO_NET_HDR_F_NEEDS_CSUM, csumStart: 20, csumOffset: pkt.TCPChecksumOffset}
+	if !finishChecksum(&h, p) || tcp.Checksum() != want {
+		t.Fatalf("checksum %04x want %04x", tcp.Checksum(), want)
 	}
 	h.csumStart = uint16(len(p))
 	if finishChecksum(&h, p) {
@@ -223,32 +227,10 @@ func TestFinishChecksum(t *testing.T) {
 	}
 }
 
-func TestSumOddLengths(t *testing.T) {
-	for n := range 80 {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(i*37 + 11)
-		}
-		var ref uint32
-		for i := 0; i+1 < n; i += 2 {
-			ref += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-		if n%2 == 1 {
-			ref += uint32(b[n-1]) << 8
-		}
-		for ref>>16 != 0 {
-			ref = ref>>16 + ref&0xffff
-		}
-		if got := fold(sum(b, 0)); got != uint16(ref) {
-			t.Fatalf("len %d: %04x want %04x", n, got, ref)
-		}
-	}
-}
-
 // FuzzSegment: whatever the kernel's vnet header and packet say, segmenting never
 // panics and never writes past the buffer.
 func FuzzSegment(f *testing.F) {
-	p := tcpPacket(1, flagPSH, make([]byte, 300))
+	p := tcpPacket(1, pkt.TCPFlagPsh, make([]byte, 300))
 	hdr := make([]byte, vnetHdrLen)
 	(&vnetHdr{gsoType: unix.VIRTIO_NET_HDR_GSO_TCPV4, gsoSize: 100, hdrLen: 52}).encode(hdr)
 	f.Add(append(hdr, p...))
@@ -259,17 +241,17 @@ func FuzzSegment(f *testing.F) {
 		}
 		var h vnetHdr
 		h.decode(b)
-		pkt := append([]byte(nil), b[vnetHdrLen:]...)
+		p := append([]byte(nil), b[vnetHdrLen:]...)
 		if h.flags&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
-			finishChecksum(&h, pkt)
+			finishChecksum(&h, p)
 		}
 		var s segmenter
-		if s.start(&h, pkt) != nil {
+		if s.start(&h, p) != nil {
 			return
 		}
 		out := make([]byte, 1500)
 		for i := 0; s.pending(); i++ {
-			if i > len(pkt) {
+			if i > len(p) {
 				t.Fatal("segmenting does not end")
 			}
 			n, err := s.next(out)
@@ -287,7 +269,7 @@ func FuzzSegment(f *testing.F) {
 // no panic, and whatever is merged is a GSO packet whose segments have valid checksums.
 func FuzzCoalesce(f *testing.F) {
 	a := tcpPacket(1000, 0, make([]byte, 100))
-	b := tcpPacket(1100, flagPSH, make([]byte, 60))
+	b := tcpPacket(1100, pkt.TCPFlagPsh, make([]byte, 60))
 	f.Add(a, b, a)
 	f.Add(a, a, b)
 	f.Fuzz(func(t *testing.T, p1, p2, p3 []byte) {

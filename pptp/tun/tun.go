@@ -9,6 +9,10 @@
 // session to one netlink route (~100 µs), costs one file descriptor and one reader
 // goroutine in total, and scales to thousands of sessions; per-session traffic shaping
 // would need a device per session, which the pptp package does not do.
+//
+// It owns the device, its offloads (offload.go) and its address and routes.
+// It must not know sessions, PPP or PPTP: it moves IPv4 packets, parsed with
+// internal/pkt.
 package tun
 
 import (

@@ -18,6 +18,10 @@
 // receivers ignore them) and Append writes them as zero, so a decoded
 // message re-encodes to the same bytes except in the ranges that
 // ReservedRanges lists.
+//
+// It owns wire formats only, for both products (the server and the
+// gateway's ALG). It must not know connection or call state, sockets, or
+// either product's policy.
 package wire
 
 import (
