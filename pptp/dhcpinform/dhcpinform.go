@@ -77,6 +77,7 @@ var (
 	ErrUDPHeader   = errors.New("dhcpinform: bad UDP header or length")
 	ErrPorts       = errors.New("dhcpinform: not UDP 68 -> 67")
 	ErrBOOTP       = errors.New("dhcpinform: not a BOOTREQUEST with the DHCP magic cookie")
+	ErrHlen        = errors.New("dhcpinform: hardware address length over 16 (chaddr's size)")
 	ErrOptions     = errors.New("dhcpinform: malformed DHCP options")
 	ErrNotInform   = errors.New("dhcpinform: not a DHCPINFORM")
 	ErrNoAddress   = errors.New("dhcpinform: server address is not IPv4")
@@ -138,6 +139,11 @@ func Parse(b []byte) (*Inform, error) {
 	m := udp.Payload()
 	if len(m) < bootpLen+4 || m[offOp] != 1 || [4]byte(m[offCookie:offCookie+4]) != magicCookie {
 		return nil, ErrBOOTP
+	}
+	if m[offHlen] > 16 {
+		// RFC 2131 section 2: chaddr is 16 bytes. Echoing a longer
+		// length would make our reply malformed.
+		return nil, ErrHlen
 	}
 	in := &Inform{
 		Src:    netip.AddrFrom4(ip.SourceAddress()),

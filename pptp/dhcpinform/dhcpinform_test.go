@@ -216,6 +216,11 @@ func TestRejects(t *testing.T) {
 		{"reply op", inform(t, func(_ *layers.IPv4, _ *layers.UDP, d *layers.DHCPv4) {
 			d.Operation = layers.DHCPOpReply
 		}), ErrBOOTP},
+		{"hlen over 16", func() []byte {
+			p := inform(t, nil)
+			p[20+8+2] = 17 // hlen: longer than chaddr
+			return p
+		}(), ErrHlen},
 		{"wrong ports", inform(t, func(_ *layers.IPv4, u *layers.UDP, _ *layers.DHCPv4) {
 			u.SrcPort = 1068
 		}), ErrPorts},
