@@ -11,12 +11,7 @@ import (
 	"pptpgw/internal/pkt/pkttest"
 )
 
-var (
-	lanA   = [4]byte{10, 0, 0, 2}
-	lanB   = [4]byte{10, 0, 0, 3}
-	pubIP  = [4]byte{203, 0, 113, 1}
-	server = [4]byte{198, 51, 100, 7}
-)
+var lanA, lanB, pubIP, server = pkttest.LANA, pkttest.LANB, pkttest.PublicIP, pkttest.Server
 
 func TestViewsAgainstGopacket(t *testing.T) {
 	for _, opts := range []bool{false, true} {
