@@ -187,3 +187,113 @@ func TestQueueDataPathNetns(t *testing.T) {
 		t.Error("fail-closed without listener: GRE was delivered")
 	}
 }
+
+// TestMSSClampDataPathNetns checks MSS clamping on real connections through
+// a gateway namespace (client -- lan0 [gateway] wan0 -- server): forwarded
+// SYNs and SYN-ACKs are clamped both ways, and the gateway's own
+// connections, whose packets cross postrouting too, are not.
+func TestMSSClampDataPathNetns(t *testing.T) {
+	cns, ch := testNetns(t)
+	gns, gh := testNetns(t)
+	sns, sh := testNetns(t)
+	nsRun(t, gns, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", cns)
+	nsRun(t, gns, "ip", "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", sns)
+	for _, c := range []struct{ ns, dev, addr, via string }{
+		{cns, "eth0", "10.61.0.2/24", "10.61.0.1"},
+		{gns, "lan0", "10.61.0.1/24", ""},
+		{gns, "wan0", "198.51.100.1/24", ""},
+		{sns, "eth0", "198.51.100.2/24", "198.51.100.1"},
+	} {
+		nsRun(t, c.ns, "ip", "addr", "add", c.addr, "dev", c.dev)
+		nsRun(t, c.ns, "ip", "link", "set", c.dev, "up")
+		if c.via != "" {
+			nsRun(t, c.ns, "ip", "route", "add", "default", "via", c.via)
+		}
+	}
+	nsRun(t, gns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+	// mss returns the MSS each end of a connection from dialer to
+	// listener's address settled on (TCP_MAXSEG: the peer's MSS option,
+	// less the timestamp option, or less if the own route says so).
+	mss := func(dialer, listener netns.NsHandle, addr string) (dialed, accepted int) {
+		t.Helper()
+		var l net.Listener
+		var err error
+		inNetns(t, listener, func() { l, err = net.Listen("tcp4", addr) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		acc := make(chan net.Conn, 1)
+		go func() {
+			c, _ := l.Accept()
+			acc <- c
+		}()
+		var c net.Conn
+		inNetns(t, dialer, func() { c, err = net.DialTimeout("tcp4", addr, 3*time.Second) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var a net.Conn
+		select {
+		case a = <-acc:
+		case <-time.After(3 * time.Second):
+			t.Fatal("accept timed out")
+		}
+		if a == nil {
+			t.Fatal("accept failed")
+		}
+		defer a.Close()
+		return tcpMaxSeg(t, c), tcpMaxSeg(t, a)
+	}
+
+	const clamp = 1000
+	for _, tc := range []struct {
+		mode MSSClamp
+		want func(int) bool
+		what string
+	}{
+		{MSSClamp{Mode: MSSFixed, Value: clamp}, func(m int) bool { return m <= clamp }, "<= 1000 (clamped)"},
+		{MSSClamp{Mode: MSSOff}, func(m int) bool { return m > clamp }, "> 1000 (not clamped)"},
+	} {
+		in, err := Install(Plan{Table: "pgmss", WAN: "wan0", Queue: 47, FailOpen: true, MSS: tc.mode, NetNS: int(gh)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Forwarded: client to server, both directions of the handshake.
+		if d, a := mss(ch, sh, "198.51.100.2:5001"); !tc.want(d) || !tc.want(a) {
+			t.Errorf("mss_clamp %+v, forwarded connection: MSS client %d, server %d, want %s", tc.mode, d, a, tc.what)
+		}
+		// The gateway's own connections, out of and into it: never clamped.
+		for _, c := range []struct {
+			name             string
+			dialer, listener netns.NsHandle
+			addr             string
+		}{{"gateway to server", gh, sh, "198.51.100.2:5002"}, {"client to gateway", ch, gh, "10.61.0.1:5003"}} {
+			if d, a := mss(c.dialer, c.listener, c.addr); d <= clamp || a <= clamp {
+				t.Errorf("mss_clamp %+v, %s: MSS %d and %d, want > %d (the gateway's own connections are not clamped)", tc.mode, c.name, d, a, clamp)
+			}
+		}
+		if err := in.Remove(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func tcpMaxSeg(t *testing.T, c net.Conn) int {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mss int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { mss, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_MAXSEG) }); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return mss
+}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -190,7 +191,7 @@ func TestGoldenNativeQueue(t *testing.T) {
 			if twin, ok := outputTwin[r.chain]; ok {
 				body = withChain(t, r, twin)
 			}
-			body = dropZeroQueueFlags(t, body)
+			body = asNFTSends(t, body)
 			found := false
 			for i, g := range golden {
 				if bytes.Equal(g.body, body) {
@@ -209,11 +210,42 @@ func TestGoldenNativeQueue(t *testing.T) {
 	}
 }
 
-// dropZeroQueueFlags removes a zero NFTA_QUEUE_FLAGS from queue expressions:
-// google/nftables always sends the attribute, nft(8) leaves it out when no
-// flag is set, and the kernel (nft_queue_init) reads a missing attribute as
-// 0. This is the one known, harmless encoding difference from nft.
-func dropZeroQueueFlags(t *testing.T, body []byte) []byte {
+// asNFTSends rewrites the two known, harmless encoding differences between
+// google/nftables and nft(8), both about the inside of one expression, so
+// that everything else can be compared byte for byte:
+//
+//   - google/nftables always sends NFTA_QUEUE_FLAGS; nft leaves it out when
+//     no flag is set, and the kernel (nft_queue_init) reads a missing
+//     attribute as 0. A zero one is dropped.
+//   - google/nftables sends a fib expression's attributes as DREG, FLAGS,
+//     RESULT; nft (libnftnl) as FLAGS, RESULT, DREG. The kernel
+//     (nft_fib_init) looks each one up by type. They are put in nft's order.
+func asNFTSends(t *testing.T, body []byte) []byte {
+	t.Helper()
+	fibOrder := map[uint16]int{unix.NFTA_FIB_FLAGS: 0, unix.NFTA_FIB_RESULT: 1, unix.NFTA_FIB_DREG: 2}
+	return mapExprData(t, body, func(name string, data []netlink.Attribute) []netlink.Attribute {
+		switch name {
+		case "queue":
+			kept := data[:0]
+			for _, a := range data {
+				if a.Type == unix.NFTA_QUEUE_FLAGS && bytes.Equal(a.Data, []byte{0, 0}) {
+					continue
+				}
+				kept = append(kept, a)
+			}
+			return kept
+		case "fib":
+			slices.SortStableFunc(data, func(a, b netlink.Attribute) int {
+				return fibOrder[a.Type] - fibOrder[b.Type]
+			})
+		}
+		return data
+	})
+}
+
+// mapExprData re-marshals a NEWRULE body with each expression's data
+// attributes (NFTA_EXPR_DATA) passed through f with the expression's name.
+func mapExprData(t *testing.T, body []byte, f func(name string, data []netlink.Attribute) []netlink.Attribute) []byte {
 	t.Helper()
 	top, err := netlink.UnmarshalAttributes(body[4:])
 	if err != nil {
@@ -232,21 +264,14 @@ func dropZeroQueueFlags(t *testing.T, body []byte) []byte {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(ex) != 2 || string(ex[0].Data) != "queue\x00" {
+			if len(ex) != 2 || ex[0].Type != unix.NFTA_EXPR_NAME {
 				continue
 			}
 			data, err := netlink.UnmarshalAttributes(ex[1].Data)
 			if err != nil {
 				t.Fatal(err)
 			}
-			kept := data[:0]
-			for _, a := range data {
-				if a.Type == unix.NFTA_QUEUE_FLAGS && bytes.Equal(a.Data, []byte{0, 0}) {
-					continue
-				}
-				kept = append(kept, a)
-			}
-			ex[1].Data = mustMarshal(t, kept)
+			ex[1].Data = mustMarshal(t, f(strings.TrimRight(string(ex[0].Data), "\x00"), data))
 			elems[j].Data = mustMarshal(t, ex)
 		}
 		top[i].Data = mustMarshal(t, elems)

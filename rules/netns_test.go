@@ -83,10 +83,10 @@ func TestInstallNetns(t *testing.T) {
 				`tcp dport 1723 iifname "wan0" queue num 47 bypass`, `tcp sport 1723 iifname "wan0" queue num 47 bypass`,
 				`ip protocol gre oifname "wan0" queue num 47 bypass`,
 				`tcp dport 1723 oifname "wan0" queue num 47 bypass`, `tcp sport 1723 oifname "wan0" queue num 47 bypass`,
-				"tcp flags syn tcp option maxseg size set rt mtu",
+				"tcp flags syn fib saddr type != local tcp option maxseg size set rt mtu",
 				`oifname "wan0" masquerade`,
 			},
-			not: []string{"stale_chain", "snat", "dnat", "queue_output"},
+			not: []string{"stale_chain", "snat", "dnat", "queue_output", "hook forward"},
 		},
 		{
 			name: "snat-forward-fixedmss-failclosed",
@@ -97,7 +97,7 @@ func TestInstallNetns(t *testing.T) {
 				`oifname "wan0" snat to 203.0.113.7`,
 				`iifname "wan0" tcp dport 1723 dnat to 10.0.1.5`,
 				`iifname "wan0" tcp dport 1724 dnat to 10.0.1.6:1723`,
-				"tcp option maxseg size set 1400",
+				"tcp flags syn fib saddr type != local tcp option maxseg size set 1400",
 				"queue num 5\n",
 			},
 			not: []string{"masquerade", "bypass", "rt mtu"},
@@ -106,7 +106,7 @@ func TestInstallNetns(t *testing.T) {
 			name: "mss-off",
 			plan: Plan{Table: "pgt", WAN: "wan0", Queue: 47, FailOpen: true, MSS: MSSClamp{Mode: MSSOff}},
 			want: []string{"masquerade"},
-			not:  []string{"mss_forward", "maxseg"},
+			not:  []string{"maxseg", "fib", "hook forward"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,7 +197,9 @@ func comparable(nftOut string) (text string, hasQueue bool) {
 
 // checkQueueTargets reads the queue chains back over netlink (independent of
 // nft's libxtables) and checks each holds its rules ending in the queue
-// statement for num/bypass, whatever the implementation.
+// statement for num/bypass, whatever the implementation, after the MSS
+// clamp (an exthdr write) that queue_postrouting starts with unless it is
+// off.
 func checkQueueTargets(t *testing.T, h netns.NsHandle, p Plan, impl QueueImpl) {
 	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
@@ -205,14 +207,25 @@ func checkQueueTargets(t *testing.T, h netns.NsHandle, p Plan, impl QueueImpl) {
 		t.Fatal(err)
 	}
 	tbl := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: p.Table}
-	for chain, want := range map[string]int{ChainQueuePrerouting: 3, ChainQueuePostrouting: 3} {
+	mss := 0
+	if p.MSS.Mode != MSSOff {
+		mss = 1
+	}
+	for chain, clamps := range map[string]int{ChainQueuePrerouting: 0, ChainQueuePostrouting: mss} {
 		rs, err := c.GetRules(tbl, &nftables.Chain{Name: chain, Table: tbl})
 		if err != nil {
 			t.Fatalf("GetRules %s: %v", chain, err)
 		}
-		if len(rs) != want {
-			t.Errorf("%s: %d rules, want %d", chain, len(rs), want)
+		if len(rs) != clamps+3 {
+			t.Errorf("%s: %d rules, want %d", chain, len(rs), clamps+3)
+			continue
 		}
+		for i, r := range rs[:clamps] {
+			if w, ok := r.Exprs[len(r.Exprs)-1].(*expr.Exthdr); !ok || w.Op != expr.ExthdrOpTcpopt || w.SourceRegister == 0 {
+				t.Errorf("%s rule %d: last expression %T, want the MSS clamp (a TCP option write)", chain, i, r.Exprs[len(r.Exprs)-1])
+			}
+		}
+		rs = rs[clamps:]
 		for i, r := range rs {
 			last := r.Exprs[len(r.Exprs)-1]
 			switch e := last.(type) {
