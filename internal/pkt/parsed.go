@@ -17,13 +17,15 @@ type Parsed struct {
 	TotalLen int   // IPv4 Total Length: the packet's bytes
 	Fragment bool  // a fragment (MF set or offset not zero)
 
-	// Transport, for TCP, UDP and ICMP, when not a fragment: ports (echo
-	// identifier for ICMP), TCP flags and sequence number, and where the
-	// transport header and its payload start in the packet.
+	// Transport, for TCP, UDP and ICMP, when not a fragment: ports (the
+	// identifier of an ICMP echo or echo reply, 0 for other ICMP), TCP
+	// flags and sequence number, and where the transport payload lies in
+	// the packet.
 	SrcPort, DstPort uint16
 	TCPFlags         uint8
 	TCPSeq           uint32
 	PayloadOff       int // offset of the transport payload; for other protocols the IP payload
+	PayloadEnd       int // end of it: Total Length, or for UDP the end its Length gives
 }
 
 // Reasons of Parsed.Err.
@@ -45,7 +47,7 @@ func (p *Parsed) Parse(b []byte) {
 	p.IPLen = ip.HeaderLength()
 	p.TotalLen = int(ip.TotalLength())
 	p.Fragment = ip.IsFragment()
-	p.PayloadOff = p.IPLen
+	p.PayloadOff, p.PayloadEnd = p.IPLen, p.TotalLen
 	if p.Fragment {
 		return
 	}
@@ -68,13 +70,16 @@ func (p *Parsed) Parse(b []byte) {
 		}
 		p.SrcPort, p.DstPort = u.SourcePort(), u.DestinationPort()
 		p.PayloadOff = p.IPLen + UDPMinimumSize
+		p.PayloadEnd = p.IPLen + int(u.Length())
 	case IPv4ProtocolICMP:
 		c := ICMPv4(l4)
 		if !c.IsValid() {
 			p.Err = ErrTransport
 			return
 		}
-		p.SrcPort, p.DstPort = c.Ident(), c.Ident()
+		if t := c.Type(); t == ICMPv4Echo || t == ICMPv4EchoReply {
+			p.SrcPort, p.DstPort = c.Ident(), c.Ident()
+		}
 		p.PayloadOff = p.IPLen + ICMPv4MinimumSize
 	}
 }
@@ -88,4 +93,4 @@ func (p *Parsed) Transport(b []byte) []byte { return b[p.IPLen:p.TotalLen] }
 
 // Payload returns the transport payload (for GRE and others, the IP
 // payload).
-func (p *Parsed) Payload(b []byte) []byte { return b[p.PayloadOff:p.TotalLen] }
+func (p *Parsed) Payload(b []byte) []byte { return b[p.PayloadOff:p.PayloadEnd] }

@@ -2,6 +2,7 @@ package pkt_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -189,3 +190,29 @@ func withByte(b []byte, off int, v byte) []byte {
 func cutIPv4(b []byte, n int) []byte {
 	return withUint16(b[:n], pkt.IPv4TotalLenOffset, uint16(n))
 }
+
+// A UDP datagram shorter than its IP payload (padding after it) has a
+// Payload that ends where its Length says; an ICMP message that is not an
+// echo has no identifier, so no ports.
+func TestParseUDPLengthAndICMPPorts(t *testing.T) {
+	b := udpPacket(t, lanA, server, 68, 67, []byte("bootp"))
+	padded := append(bytes.Clone(b), 0, 0, 0, 0)
+	ip := pkt.IPv4(padded)
+	binary.BigEndian.PutUint16(padded[pkt.IPv4TotalLenOffset:], uint16(len(padded)))
+	ip.SetChecksum(0)
+	ip.SetChecksum(ip.CalculateChecksum())
+	var p pkt.Parsed
+	p.Parse(padded)
+	if p.Err != "" || string(p.Payload(padded)) != "bootp" {
+		t.Errorf("padded UDP: Err %q, payload %q, want \"bootp\"", p.Err, p.Payload(padded))
+	}
+	p.Parse(icmpPacket(t, lanA, server, pkt.ICMPv4Unreachable, 3, 0x4242, 3, []byte("orig")))
+	if p.Err != "" || p.SrcPort != 0 || p.DstPort != 0 {
+		t.Errorf("ICMP unreachable: %+v, want no ports", p)
+	}
+	p.Parse(icmpPacket(t, lanA, server, pkt.ICMPv4EchoReply, 0, 0x4242, 3, []byte("pong")))
+	if p.SrcPort != 0x4242 || p.DstPort != 0x4242 {
+		t.Errorf("ICMP echo reply: ports %d/%d, want the identifier", p.SrcPort, p.DstPort)
+	}
+}
+
