@@ -215,4 +215,3 @@ func TestParseUDPLengthAndICMPPorts(t *testing.T) {
 		t.Errorf("ICMP echo reply: ports %d/%d, want the identifier", p.SrcPort, p.DstPort)
 	}
 }
-
