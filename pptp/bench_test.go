@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"pptpgw/internal/pkt"
 )
 
 // udpPacket builds an IPv4/UDP packet of total length size (no UDP checksum).
@@ -16,7 +18,7 @@ func udpPacket(src, dst netip.Addr, size int) []byte {
 	s4, d4 := src.As4(), dst.As4()
 	copy(p[12:], s4[:])
 	copy(p[16:], d4[:])
-	binary.BigEndian.PutUint16(p[10:], ^checksum(p[:20]))
+	binary.BigEndian.PutUint16(p[10:], pkt.Checksum(p[:20]))
 	binary.BigEndian.PutUint16(p[20:], 40000)
 	binary.BigEndian.PutUint16(p[22:], 5001)
 	binary.BigEndian.PutUint16(p[24:], uint16(size-20))

@@ -103,20 +103,6 @@ func (m *memNet) routeCount() int { m.mu.Lock(); defer m.mu.Unlock(); return len
 
 func (m *memNet) Close() { m.once.Do(func() { close(m.closed) }) }
 
-func checksum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
-}
-
 // icmpEcho builds an IPv4 ICMP echo request of total length size.
 func icmpEcho(src, dst netip.Addr, id, seq uint16, size int) []byte {
 	p := make([]byte, size)
@@ -125,14 +111,14 @@ func icmpEcho(src, dst netip.Addr, id, seq uint16, size int) []byte {
 	s4, d4 := src.As4(), dst.As4()
 	copy(p[12:], s4[:])
 	copy(p[16:], d4[:])
-	binary.BigEndian.PutUint16(p[10:], ^checksum(p[:20]))
+	binary.BigEndian.PutUint16(p[10:], pkt.Checksum(p[:20]))
 	p[20] = 8
 	binary.BigEndian.PutUint16(p[24:], id)
 	binary.BigEndian.PutUint16(p[26:], seq)
 	for i := 28; i < size; i++ {
 		p[i] = byte(i)
 	}
-	binary.BigEndian.PutUint16(p[22:], ^checksum(p[20:]))
+	binary.BigEndian.PutUint16(p[22:], pkt.Checksum(p[20:]))
 	return p
 }
 

@@ -15,11 +15,6 @@ const (
 	tcpOptMSSLen = 4
 )
 
-// isIPv4 reports whether b can be an IPv4 packet: at least a minimal header, version 4.
-func isIPv4(b []byte) bool {
-	return len(b) >= pkt.IPv4MinimumSize && b[pkt.IPv4VersIHLOffset]>>4 == 4
-}
-
 // ClampMSS lowers the MSS option of a TCP SYN inside the IPv4 packet b to mss, fixing
 // the TCP checksum incrementally (RFC 1624). It reports whether it changed the packet.
 // Anything that is not an IPv4 TCP SYN (a first fragment counts when it holds the whole

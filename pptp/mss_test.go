@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"pptpgw/internal/pkt"
 )
 
 // tcpSYN builds an IPv4 TCP SYN carrying opts, with a valid TCP checksum.
@@ -26,17 +28,12 @@ func tcpSYN(opts []byte, flags byte) []byte {
 	return p
 }
 
+// tcpSum is the ones' complement sum of p's TCP segment with its
+// pseudo-header: 0xffff when the checksum is right.
 func tcpSum(p []byte) uint16 {
-	tcp := p[20:]
-	var ph [12]byte
-	copy(ph[:], p[12:20])
-	ph[9] = 6
-	binary.BigEndian.PutUint16(ph[10:], uint16(len(tcp)))
-	s := uint32(checksum(ph[:])) + uint32(checksum(tcp))
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
+	ip := pkt.IPv4(p)
+	tcp := ip.Payload()
+	return pkt.Sum(tcp, pkt.PseudoHeaderSum(ip.SourceAddress(), ip.DestinationAddress(), pkt.IPv4ProtocolTCP, uint16(len(tcp))))
 }
 
 func mssOf(p []byte, off int) uint16 { return binary.BigEndian.Uint16(p[20+20+off:]) }
@@ -109,7 +106,7 @@ func dhcpInform(client netip.Addr) []byte {
 	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
 	copy(p[12:], c4[:])
 	copy(p[16:], []byte{255, 255, 255, 255})
-	binary.BigEndian.PutUint16(p[10:], ^checksum(p[:20]))
+	binary.BigEndian.PutUint16(p[10:], pkt.Checksum(p[:20]))
 	binary.BigEndian.PutUint16(p[20:], 68)
 	binary.BigEndian.PutUint16(p[22:], 67)
 	binary.BigEndian.PutUint16(p[24:], uint16(8+len(bootp)))

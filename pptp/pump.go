@@ -1,5 +1,7 @@
 package pptp
 
+import "pptpgw/internal/pkt"
+
 // IPConn is what PumpTUN needs of a client: Client and PTYClient implement it.
 type IPConn interface {
 	SendIP(pkt []byte) error
@@ -40,7 +42,7 @@ func PumpTUN(dev PacketDevice, c IPConn, mss uint16) error {
 		if err != nil {
 			return err
 		}
-		if !isIPv4(buf[:n]) {
+		if !pkt.IPv4(buf[:n]).IsVersion4() {
 			continue // IPv6 router solicitations and the like
 		}
 		if mss != 0 {

@@ -427,7 +427,7 @@ func (s *Server) readNet() {
 			continue
 		}
 		b := buf[:n]
-		if !isIPv4(b) {
+		if !pkt.IPv4(b).IsVersion4() {
 			s.count(cNetNotIPv4)
 			continue
 		}

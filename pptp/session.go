@@ -199,7 +199,7 @@ func (ss *session) up() bool {
 // onPeerIP is step 3 of the packet's way: client -> kernel.
 func (ss *session) onPeerIP(b []byte) {
 	s := ss.srv
-	if !isIPv4(b) {
+	if !pkt.IPv4(b).IsVersion4() {
 		ss.countOnce(cPeerNotIPv4, nil)
 		return
 	}

@@ -84,7 +84,8 @@ type Config struct {
 	IPForward bool `yaml:"ip_forward"`
 	// Forwards publishes PPTP servers behind the gateway.
 	Forwards []Forward `yaml:"forwards"`
-	// LogLevel is one of debug, info, warn, error.
+	// LogLevel is one of debug, info, warn (or warning), error, in any case,
+	// optionally with a slog offset such as info+2 (logging.ParseLevel).
 	LogLevel string `yaml:"log_level"`
 
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
@@ -432,19 +433,15 @@ func (c *Config) Validate() error {
 			bad(p+".to", "%s is not a unicast address", a)
 		}
 	}
-	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}
 	return errors.Join(errs...)
 }
 
-// ParseLogLevel maps debug/info/warn/error to a slog.Level (logging.ParseLevel,
-// the one parser both products use).
-func ParseLogLevel(s string) (slog.Level, error) { return logging.ParseLevel(s) }
-
 // SlogLevel returns the parsed LogLevel (info if invalid).
 func (c *Config) SlogLevel() slog.Level {
-	l, _ := ParseLogLevel(c.LogLevel)
+	l, _ := logging.ParseLevel(c.LogLevel)
 	return l
 }
 

@@ -261,9 +261,14 @@ func TestMSSClampDataPathNetns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Forwarded: client to server, both directions of the handshake.
-		if d, a := mss(ch, sh, "198.51.100.2:5001"); !tc.want(d) || !tc.want(a) {
-			t.Errorf("mss_clamp %+v, forwarded connection: MSS client %d, server %d, want %s", tc.mode, d, a, tc.what)
+		// Forwarded: client to server, both directions of the handshake;
+		// also to port 1723, whose SYN is queued in postrouting (no reader
+		// is bound: the fail-open bypass resumes at the next hook, so a
+		// clamp placed after the queue rules would be skipped).
+		for _, addr := range []string{"198.51.100.2:5001", "198.51.100.2:1723"} {
+			if d, a := mss(ch, sh, addr); !tc.want(d) || !tc.want(a) {
+				t.Errorf("mss_clamp %+v, forwarded connection to %s: MSS client %d, server %d, want %s", tc.mode, addr, d, a, tc.what)
+			}
 		}
 		// The gateway's own connections, out of and into it: never clamped.
 		for _, c := range []struct {

@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -69,7 +70,13 @@ func (c *GRECapture) loop(read func(func(fd uintptr) bool) error) {
 		}); err != nil {
 			return
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); rerr != nil || !ok || ll.Pkttype == unix.PACKET_OUTGOING {
+		if rerr != nil {
+			if rerr == unix.EINTR {
+				continue
+			}
+			return // the socket is closed or broken: nothing more to count
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); !ok || ll.Pkttype == unix.PACKET_OUTGOING {
 			continue
 		}
 		var p pkt.Parsed
@@ -93,5 +100,9 @@ func (c *GRECapture) Close() error {
 }
 
 // htons converts a 16-bit value to network byte order, as AF_PACKET's
-// protocol fields want it.
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
+// protocol fields want it (stored in host order).
+func htons(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}

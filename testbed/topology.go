@@ -377,7 +377,12 @@ func (n *NS) Netlink() *netlink.Handle { return n.nl }
 
 // Do runs fn inside the namespace (nsenter.Do). Sockets created inside fn
 // stay in the namespace and can be used from any goroutine afterwards.
-func (n *NS) Do(fn func() error) error { return nsenter.Do(int(n.Handle), fn) }
+func (n *NS) Do(fn func() error) error {
+	if err := nsenter.Do(int(n.Handle), fn); err != nil {
+		return fmt.Errorf("in namespace %s: %w", n.Name, err)
+	}
+	return nil
+}
 
 // Close kills every process in the topology's namespaces, runs registered
 // cleanups, deletes the namespaces (which removes their interfaces) and the

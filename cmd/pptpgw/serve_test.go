@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"pptpgw/internal/pkt"
 	"pptpgw/pptp"
 	"pptpgw/pptp/gre"
 	"pptpgw/testbed"
@@ -245,17 +246,7 @@ func icmpEchoPacket(src, dst netip.Addr, seq uint16) []byte {
 	copy(p[16:], d4[:])
 	p[20] = 8
 	p[24], p[25], p[26], p[27] = 0x12, 0x34, byte(seq>>8), byte(seq)
-	put := func(off int, b []byte) {
-		var sum uint32
-		for i := 0; i+1 < len(b); i += 2 {
-			sum += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-		for sum>>16 != 0 {
-			sum = sum&0xffff + sum>>16
-		}
-		p[off], p[off+1] = byte(^sum>>8), byte(^sum)
-	}
-	put(10, p[:20])
-	put(22, p[20:])
+	pkt.IPv4(p).SetChecksum(pkt.Checksum(p[:20]))
+	pkt.ICMPv4(p[20:]).SetChecksum(pkt.Checksum(p[20:]))
 	return p
 }

@@ -29,7 +29,9 @@ func Run(tb testing.TB, f func()) {
 	finish(tb, returned, err)
 }
 
-// Do runs f inside the network namespace open as fd, as Run does.
+// Do runs f inside the network namespace open as fd; like Run, a Fatal or
+// Skip inside f ends the test, but Do does not skip when not root (the
+// caller opened fd, so it has the privileges already).
 func Do(tb testing.TB, fd int, f func()) {
 	tb.Helper()
 	returned := false

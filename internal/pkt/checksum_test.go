@@ -39,8 +39,8 @@ func TestChecksumMatchesNaive(t *testing.T) {
 }
 
 // TestSumCarries: all-ones data and initial values push every carry of the
-// 64-bit accumulation; lengths cover every tail (0..7 bytes) after whole
-// 32-byte rounds, at every start alignment.
+// 64-bit accumulation; lengths cover every tail after whole 64-byte rounds,
+// at every start alignment.
 func TestSumCarries(t *testing.T) {
 	ones := make([]byte, 300)
 	for i := range ones {
@@ -66,7 +66,7 @@ func TestSumCarries(t *testing.T) {
 	}
 }
 
-// withChecksum fills a random buffer whose checksum field sits at offset 0.
+// randomCovered fills a random buffer whose checksum field sits at offset 0.
 func randomCovered(r *rand.Rand, n int) []byte {
 	b := make([]byte, n)
 	for i := range b {

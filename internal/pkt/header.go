@@ -45,6 +45,13 @@ const (
 	ipv4Version         = 4
 )
 
+// IsVersion4 reports whether b can be an IPv4 packet: at least a minimal
+// header, version 4. Unlike IsValid it does not check the lengths (a GSO
+// packet's Total Length, for one, may be anything).
+func (b IPv4) IsVersion4() bool {
+	return len(b) >= IPv4MinimumSize && b[IPv4VersIHLOffset]>>4 == ipv4Version
+}
+
 // IsValid reports whether b holds a whole IPv4 header and the packet its
 // Total Length announces, pktSize being the number of bytes received. It
 // must be called before any other method.
@@ -174,6 +181,8 @@ const (
 	TCPFlagPsh = 0x08
 	TCPFlagAck = 0x10
 	TCPFlagUrg = 0x20
+	TCPFlagEce = 0x40 // RFC 3168
+	TCPFlagCwr = 0x80 // RFC 3168; of a TSO burst, only the first segment carries it
 )
 
 // IsValid reports whether b holds a whole TCP header (including options).

@@ -77,7 +77,6 @@ var (
 	ErrUDPHeader   = errors.New("dhcpinform: bad UDP header or length")
 	ErrPorts       = errors.New("dhcpinform: not UDP 68 -> 67")
 	ErrBOOTP       = errors.New("dhcpinform: not a BOOTREQUEST with the DHCP magic cookie")
-	ErrHlen        = errors.New("dhcpinform: hardware address length over 16 (chaddr's size)")
 	ErrOptions     = errors.New("dhcpinform: malformed DHCP options")
 	ErrNotInform   = errors.New("dhcpinform: not a DHCPINFORM")
 	ErrNoAddress   = errors.New("dhcpinform: server address is not IPv4")
@@ -117,7 +116,7 @@ func addr4(b []byte) netip.Addr { return netip.AddrFrom4([4]byte(b[:4])) }
 // Parse decodes an IPv4/UDP DHCPINFORM. It never panics.
 func Parse(b []byte) (*Inform, error) {
 	ip := pkt.IPv4(b)
-	if len(b) < pkt.IPv4MinimumSize || b[pkt.IPv4VersIHLOffset]>>4 != 4 {
+	if !ip.IsVersion4() {
 		return nil, ErrNotIPv4
 	}
 	if !ip.IsValid(len(b)) {
@@ -139,11 +138,6 @@ func Parse(b []byte) (*Inform, error) {
 	m := udp.Payload()
 	if len(m) < bootpLen+4 || m[offOp] != 1 || [4]byte(m[offCookie:offCookie+4]) != magicCookie {
 		return nil, ErrBOOTP
-	}
-	if m[offHlen] > 16 {
-		// RFC 2131 section 2: chaddr is 16 bytes. Echoing a longer
-		// length would make our reply malformed.
-		return nil, ErrHlen
 	}
 	in := &Inform{
 		Src:    netip.AddrFrom4(ip.SourceAddress()),
@@ -319,7 +313,9 @@ func Build(in *Inform, cfg Config) ([]byte, error) {
 	m := b[pkt.IPv4MinimumSize+pkt.UDPMinimumSize:]
 	m[offOp] = 2
 	m[offHtype] = in.Htype
-	m[offHlen] = in.Hlen
+	// RFC 2131 section 2: chaddr is 16 bytes; a longer hlen echoed as it
+	// came would make the reply malformed.
+	m[offHlen] = min(in.Hlen, 16)
 	binary.BigEndian.PutUint32(m[offXid:], in.Xid)
 	binary.BigEndian.PutUint16(m[offFlags:], in.Flags)
 	if in.Ciaddr.Is4() {

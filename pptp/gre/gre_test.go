@@ -75,14 +75,14 @@ func newRig(t *testing.T, cfg Config) *rig {
 	return r
 }
 
-func pkt(callID uint16, seq uint32, hasAck bool, ack uint32) []byte {
+func greFrame(callID uint16, seq uint32, hasAck bool, ack uint32) []byte {
 	h := wire.GREHeader{CallID: callID, PayloadLen: 4, HasSeq: true, Seq: seq, HasAck: hasAck, Ack: ack}
 	return binary.BigEndian.AppendUint32(h.Append(nil), seq)
 }
 
 func (r *rig) in(seqs ...uint32) {
 	for _, s := range seqs {
-		r.mux.Input(pkt(7, s, false, 0), peerA)
+		r.mux.Input(greFrame(7, s, false, 0), peerA)
 	}
 }
 
@@ -270,10 +270,10 @@ func TestDemuxByPeerAndCallID(t *testing.T) {
 	if _, err := m.Register(CallConfig{Peer: peerB, LocalID: 5}); err != ErrCallExists {
 		t.Fatal("duplicate registration accepted")
 	}
-	m.Input(pkt(5, 10, false, 0), peerA)
-	m.Input(pkt(5, 20, false, 0), peerB)
-	m.Input(pkt(6, 30, false, 0), peerB)
-	m.Input(pkt(5, 40, false, 0), netip.MustParseAddr("203.0.113.12"))
+	m.Input(greFrame(5, 10, false, 0), peerA)
+	m.Input(greFrame(5, 20, false, 0), peerB)
+	m.Input(greFrame(6, 30, false, 0), peerB)
+	m.Input(greFrame(5, 40, false, 0), netip.MustParseAddr("203.0.113.12"))
 	m.Input([]byte{1, 2, 3}, peerA)
 	if !slices.Equal(a, []byte{10}) || !slices.Equal(b, []byte{20}) {
 		t.Fatalf("a=%v b=%v", a, b)
@@ -325,9 +325,9 @@ func TestPipeEndToEnd(t *testing.T) {
 
 // FuzzReceive feeds arbitrary packets to a call: no panic, deliveries strictly increase.
 func FuzzReceive(f *testing.F) {
-	f.Add(pkt(7, 0, false, 0), pkt(7, 2, true, 0), pkt(7, 1, false, 0), uint8(10))
-	f.Add(pkt(7, 0xffffffff, false, 0), pkt(7, 0, true, 5), []byte{0x30, 0x81, 0x88, 0x0b, 0, 0, 0, 7}, uint8(200))
-	f.Add([]byte{}, []byte{0x20, 1}, pkt(8, 1, false, 0), uint8(0))
+	f.Add(greFrame(7, 0, false, 0), greFrame(7, 2, true, 0), greFrame(7, 1, false, 0), uint8(10))
+	f.Add(greFrame(7, 0xffffffff, false, 0), greFrame(7, 0, true, 5), []byte{0x30, 0x81, 0x88, 0x0b, 0, 0, 0, 7}, uint8(200))
+	f.Add([]byte{}, []byte{0x20, 1}, greFrame(8, 1, false, 0), uint8(0))
 	f.Fuzz(func(t *testing.T, p1, p2, p3 []byte, adv uint8) {
 		for _, timeout := range []time.Duration{0, 30 * time.Millisecond} {
 			clk := &fakeClock{t: time.Unix(0, 0)}

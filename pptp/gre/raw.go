@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"pptpgw/internal/pkt"
 )
 
 // rawConn is a raw IPPROTO_GRE (47) socket. The kernel strips the IPv4 header on
@@ -107,14 +109,11 @@ func (r *rawConn) ReadBatch(bufs, pkts [][]byte, srcs []netip.Addr) (int, error)
 	k := 0
 	for i := range got {
 		b := bufs[i][:r.msgs[i].len]
-		if len(b) < 20 || b[0]>>4 != 4 {
+		ip := pkt.IPv4(b)
+		if !ip.IsValid(len(b)) {
 			continue
 		}
-		ihl := int(b[0]&0x0f) * 4
-		if ihl < 20 || ihl > len(b) {
-			continue
-		}
-		pkts[k] = b[ihl:]
+		pkts[k] = ip.Payload()
 		srcs[k] = netip.AddrFrom4(r.names[i].Addr)
 		k++
 	}

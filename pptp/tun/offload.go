@@ -88,8 +88,7 @@ func (s *segmenter) start(h *vnetHdr, b []byte) error {
 	// The kernel's Total Length of a GSO packet may be anything: only the
 	// headers are checked, against the bytes read.
 	ip := pkt.IPv4(b)
-	if len(b) < pkt.IPv4MinimumSize+pkt.TCPMinimumSize || b[pkt.IPv4VersIHLOffset]>>4 != 4 ||
-		ip.Protocol() != pkt.IPv4ProtocolTCP {
+	if len(b) < pkt.IPv4MinimumSize+pkt.TCPMinimumSize || !ip.IsVersion4() || ip.Protocol() != pkt.IPv4ProtocolTCP {
 		return errBadGSO
 	}
 	ihl := ip.HeaderLength()
@@ -130,7 +129,7 @@ func (s *segmenter) next(b []byte) (int, error) {
 		tcp[pkt.TCPFlagsOffset] &^= pkt.TCPFlagFin | pkt.TCPFlagPsh
 	}
 	if s.i > 0 {
-		tcp[pkt.TCPFlagsOffset] &^= tcpFlagCwr
+		tcp[pkt.TCPFlagsOffset] &^= pkt.TCPFlagCwr
 	}
 	setChecksums(b[:n], s.ihl)
 	s.off += pay
@@ -140,10 +139,6 @@ func (s *segmenter) next(b []byte) (int, error) {
 	}
 	return n, nil
 }
-
-// tcpFlagCwr is the CWR flag (RFC 3168), which only the first segment of a
-// TSO burst carries.
-const tcpFlagCwr = 0x80
 
 // finishChecksum completes a NEEDS_CSUM packet: the field holds the pseudo-header sum,
 // the sum from csum_start on gives the final value.
