@@ -15,7 +15,8 @@ import (
 //	                               ICCN ->established
 //	clearing:                      CCRQ ->clearing (CallCleared); CDN ->removed (CallCleared
 //	                               unless already sent)
-//	the whole connection:          StopCCRQ/StopCCRP/FIN/RST ->ControlStopped, all calls gone
+//	the whole connection:          SCCRP ok ->ControlEstablished;
+//	                               StopCCRQ/StopCCRP/FIN/RST ->ControlStopped, all calls gone
 
 // complete runs the state machine for the message just completed in s.
 // After ControlStopped there are no calls left to report on.
@@ -36,6 +37,10 @@ func (c *Translator) complete(s *stream, dir Dir) {
 		c.stop(t)
 	case wire.EchoRequest, wire.EchoReply:
 		c.m.Event(Event{Kind: EchoSeen, Msg: t})
+	case wire.StartCtrlConnReply:
+		if res := result(); res == wire.SCCRPResultOK {
+			c.m.Event(Event{Kind: ControlEstablished, Msg: t, Result: res})
+		}
 	case wire.OutgoingCallRequest, wire.IncomingCallRequest:
 		if out {
 			if !s.fieldOK {

@@ -305,7 +305,9 @@ func TestRST(t *testing.T) {
 func TestUnknownCallID(t *testing.T) {
 	cv := pnsInside()
 	r := start(t, cv, Config{Strict: true}, 2)
-	// OCRP for an outside ID nobody allocated: untouched, no event.
+	// OCRP for an outside ID nobody allocated: untouched, no event (the
+	// SCCRP's ControlEstablished came before).
+	r.m.events = r.m.events[:0]
 	p := (&wire.OCRP{CallID: 1, PeerCallID: 0x4242, Result: 1}).Append(nil)
 	orig := bytes.Clone(p)
 	res := r.process(Inbound, r.seq[Inbound], false, p)
@@ -322,6 +324,7 @@ func TestAllocFailed(t *testing.T) {
 	cv := pnsInside()
 	r := start(t, cv, Config{Strict: true}, 2)
 	r.m.failAlloc = true
+	r.m.events = r.m.events[:0] // the SCCRP's ControlEstablished
 	p := (&wire.OCRQ{CallID: 0x0101}).Append(nil)
 	orig := bytes.Clone(p)
 	res := r.process(Outbound, r.seq[Outbound], false, p)

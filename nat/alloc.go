@@ -51,9 +51,10 @@ type Allocator struct {
 	stats AllocStats
 }
 
-// AllocStats counts allocator events.
+// AllocStats counts allocator events. Released counts every release;
+// ReleasedUnused those freed at once (ReleaseUnused).
 type AllocStats struct {
-	Allocated, Released, Exhausted, Collisions uint64
+	Allocated, Released, ReleasedUnused, Exhausted, Collisions uint64
 }
 
 type quarantined struct {
@@ -149,7 +150,16 @@ func (a *Allocator) Alloc(k PoolKey) (uint16, error) {
 
 // Release hands id back to pool k; it becomes allocatable again after the
 // quarantine. It reports false (and changes nothing) if id was not in use.
-func (a *Allocator) Release(k PoolKey, id uint16) bool {
+func (a *Allocator) Release(k PoolKey, id uint16) bool { return a.release(k, id, true) }
+
+// ReleaseUnused hands back an id that never carried GRE (a call refused,
+// early-dropped, failed or cleared before its first GRE packet): no late
+// packet of the old call can reach a new one, so it is free at once,
+// without quarantine. Otherwise a flood of calls that never carry
+// anything would hold the pool for the quarantine after it stopped.
+func (a *Allocator) ReleaseUnused(k PoolKey, id uint16) bool { return a.release(k, id, false) }
+
+func (a *Allocator) release(k PoolKey, id uint16, quarantine bool) bool {
 	now := a.clk.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -159,7 +169,10 @@ func (a *Allocator) Release(k PoolKey, id uint16) bool {
 	}
 	p.inUse--
 	a.stats.Released++
-	if a.q > 0 {
+	if !quarantine {
+		a.stats.ReleasedUnused++
+	}
+	if quarantine && a.q > 0 {
 		p.set(&p.quar, id)
 		p.fifo = append(p.fifo, quarantined{id, now.Add(a.q)})
 	} else {

@@ -172,8 +172,16 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		v, r := e.count(pkt.Drop, rCtlNoConn)
 		return nil, v, r
 	}
+	tc, err := e.table.AddControl(k, e.pub, serverInside)
+	if err != nil {
+		// A full table (of established state) or a source at its limit:
+		// the segment is dropped, as the kernel drops a packet whose
+		// conntrack entry it cannot create; TCP resends it. The table
+		// counts the refusal by reason.
+		v, r := e.count(pkt.Drop, rCtlRefused)
+		return nil, v, r
+	}
 	e.counters.Inc(int(r))
-	tc = e.table.AddControl(k, e.pub, serverInside)
 	c := &control{tc: tc}
 	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
 	tc.Data = c
@@ -261,7 +269,9 @@ func (m *mapper) AllocOutside(insideID uint16) (uint16, error) {
 		return 0, err
 	}
 	if err := t.AddCall(tc, insideID, id); err != nil {
-		m.e.alloc.Release(pk, id)
+		// Refused (a limit, a full table) or a duplicate: the ID never
+		// reached anyone, so it is free again at once.
+		m.e.alloc.ReleaseUnused(pk, id)
 		return 0, err
 	}
 	m.e.counters.Inc(int(rCallsMapped))
@@ -289,6 +299,8 @@ func (m *mapper) Event(ev helper.Event) {
 			"inside_call_id", ev.InsideID, "outside_call_id", ev.OutsideID, "peer_call_id", ev.PeerID)
 	case helper.CallFailed, helper.CallCleared:
 		t.RemoveCall(tc, ev.InsideID, conntrack.ReasonCleared)
+	case helper.ControlEstablished:
+		t.EstablishControl(tc)
 	case helper.ControlStopped:
 		t.StopControl(tc)
 	case helper.EchoSeen:

@@ -37,6 +37,9 @@ type EngineConfig struct {
 	// Timeouts of the call table, the allocator's quarantine and held
 	// segments; zero fields take conntrack's defaults.
 	Timeouts conntrack.Timeouts
+	// Limits per source host and per control connection; zero fields take
+	// conntrack's defaults.
+	Limits   conntrack.Limits
 	MaxCalls int // bound of the call table (and of the control connection table); 0: conntrack.DefaultMaxCalls
 	Forwards []Forward
 	Logger   *slog.Logger // nil: slog.Default()
@@ -47,6 +50,7 @@ type EngineConfig struct {
 type Settings struct {
 	Strict   bool
 	Timeouts conntrack.Timeouts
+	Limits   conntrack.Limits
 	MaxCalls int
 	Forwards []Forward
 }
@@ -95,6 +99,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		set: Settings{
 			Strict:   cfg.Strict,
 			Timeouts: cfg.Timeouts.WithDefaults(),
+			Limits:   cfg.Limits.WithDefaults(),
 			MaxCalls: cfg.MaxCalls,
 			Forwards: append([]Forward(nil), cfg.Forwards...),
 		},
@@ -117,9 +122,15 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	e.alloc = NewAllocator(AllocatorConfig{Quarantine: e.set.Timeouts.CallIDQuarantine}, clk)
 	e.table = conntrack.New(conntrack.Config{
 		Timeouts: e.set.Timeouts,
+		Limits:   e.set.Limits,
 		MaxCalls: e.set.MaxCalls,
 		OnCallRemoved: func(c *conntrack.Call, why string) {
-			e.alloc.Release(PoolKey{c.PublicIP, c.PeerIP}, c.OutsideCallID)
+			pk := PoolKey{c.PublicIP, c.PeerIP}
+			if c.CarriedGRE() {
+				e.alloc.Release(pk, c.OutsideCallID)
+			} else {
+				e.alloc.ReleaseUnused(pk, c.OutsideCallID)
+			}
 			if why == conntrack.ReasonCleared || why == conntrack.ReasonStopped {
 				e.counters.Inc(int(rCallsCleared))
 			}

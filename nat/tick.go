@@ -43,7 +43,7 @@ func (e *Engine) Tick() {
 
 // dropReasons are the reasons logged in the periodic drop summary.
 var dropReasons = [...]reason{rGRENoCall, rGREMalformed, rGREFragment, rCtlNoConn, rCtlHoldExpire,
-	rIPMalformed, rTCPMalformed, rTCPFragment, rCallIDsOut}
+	rIPMalformed, rTCPMalformed, rTCPFragment, rCallIDsOut, rCtlRefused}
 
 // logDrops logs, at most once per SummaryInterval, how many packets were
 // dropped (or malformed) per reason since the last line. Only Tick calls it.
