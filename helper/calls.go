@@ -210,9 +210,13 @@ func (c *Translator) forget(cl call) {
 	if !cl.hasInside {
 		return
 	}
-	c.gone[c.goneNext] = goneCall{cl.inside, cl.outside}
+	g := goneCall{cl.inside, cl.outside}
+	if len(c.gone) < goneLen {
+		c.gone = append(c.gone, g)
+	} else {
+		c.gone[c.goneNext] = g
+	}
 	c.goneNext = (c.goneNext + 1) % goneLen
-	c.goneN = min(c.goneN+1, goneLen)
 }
 
 // recall returns the outside ID of the inside call ID insideID from the
@@ -221,7 +225,7 @@ func (c *Translator) recall(insideID uint16) (uint16, bool) {
 	if i := c.findInside(insideID); i >= 0 {
 		return c.calls[i].outside, true
 	}
-	for k := 1; k <= c.goneN; k++ {
+	for k := 1; k <= len(c.gone); k++ {
 		g := c.gone[(c.goneNext-k+goneLen)%goneLen]
 		if g.inside == insideID {
 			return g.outside, true

@@ -123,13 +123,13 @@ type Patch struct {
 type EventKind uint8
 
 const (
-	CallRequested   EventKind = iota + 1 // OCRQ/ICRQ seen (IDs known so far)
-	CallEstablished                      // successful OCRP, or ICCN: expect GRE now
-	CallFailed                           // unsuccessful OCRP/ICRP
-	CallCleared                          // CCRQ or CDN
-	ControlStopped                       // StopCCRQ/StopCCRP, FIN or RST (once per Translator)
-	EchoSeen                             // Echo-Request or Echo-Reply: the connection is alive
-	ControlEstablished                   // Start-Control-Connection-Reply "OK": the connection is set up
+	CallRequested      EventKind = iota + 1 // OCRQ/ICRQ seen (IDs known so far)
+	CallEstablished                         // successful OCRP, or ICCN: expect GRE now
+	CallFailed                              // unsuccessful OCRP/ICRP
+	CallCleared                             // CCRQ or CDN
+	ControlStopped                          // StopCCRQ/StopCCRP, FIN or RST (once per Translator)
+	EchoSeen                                // Echo-Request or Echo-Reply: the connection is alive
+	ControlEstablished                      // Start-Control-Connection-Reply "OK": the connection is set up
 )
 
 func (k EventKind) String() string {
@@ -322,25 +322,23 @@ type Translator struct {
 	calls   []call
 	stopped bool
 	// gone remembers the last goneLen translations of calls removed from
-	// calls (ring, goneNext is the next slot to overwrite).
-	gone     [goneLen]goneCall
-	goneN    int
+	// calls (a ring once it has grown to goneLen; goneNext is the next slot
+	// to overwrite).
+	gone     []goneCall
 	goneNext int
 
-	holdClock  uint64
+	holdClock uint64
+	// patches and relPatches are allocated by the first rewrite and reused
+	// from then on, like the rings and gone: a connection that never has a
+	// call ID rewritten (a SYN, a flood) costs only the Translator itself.
 	patches    []Patch
 	relPatches []Patch
 	res        Result
-	patchBuf   [8]Patch
-	relBuf     [4]Patch
 }
 
 // NewTranslator returns the ALG state for a new control connection.
 func NewTranslator(m Mapper, cfg Config) *Translator {
-	c := &Translator{m: m, cfg: cfg}
-	c.patches = c.patchBuf[:0]
-	c.relPatches = c.relBuf[:0]
-	return c
+	return &Translator{m: m, cfg: cfg}
 }
 
 // Serial-number comparisons of TCP sequence numbers.
