@@ -21,6 +21,7 @@ const (
 	rCtlHeld                        // control segment held for the rest of a call-ID field
 	rCtlReleased                    // held segment completed and released
 	rCtlHoldExpire                  // held segment timed out
+	rCtlHoldFull                    // segment not held: MaxHeldBytes reached; let go (lenient) or dropped
 	rCtlNoConn                      // strict: data on an untracked control connection
 	rCtlPickup                      // lenient: control connection picked up mid-stream
 	rCtlEmpty                       // segment without data on an untracked connection
@@ -52,6 +53,7 @@ const (
 	ReasonCtlHeld       = "ctl_held"
 	ReasonCtlReleased   = "ctl_released"
 	ReasonCtlHoldExpire = "ctl_hold_expired"
+	ReasonCtlHoldFull   = "ctl_hold_full"
 	ReasonCtlNoConn     = "ctl_no_conn"
 	ReasonCtlPickup     = "ctl_pickup"
 	ReasonCtlEmpty      = "ctl_untracked_empty"
@@ -78,6 +80,7 @@ var reasonDefs = [numReasons]metrics.Def{
 	rCtlHeld:          packets(ReasonCtlHeld),
 	rCtlReleased:      packets(ReasonCtlReleased),
 	rCtlHoldExpire:    packets(ReasonCtlHoldExpire),
+	rCtlHoldFull:      packets(ReasonCtlHoldFull),
 	rCtlNoConn:        packets(ReasonCtlNoConn),
 	rCtlPickup:        packets(ReasonCtlPickup),
 	rCtlEmpty:         packets(ReasonCtlEmpty),

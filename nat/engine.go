@@ -73,8 +73,10 @@ type Engine struct {
 	counters *metrics.Counters // indexed by reason (counters.go)
 	releaser atomic.Pointer[func(id uint32, data []byte, v pkt.Verdict)]
 
-	ctlMu sync.Mutex
-	holds []*heldSegment
+	ctlMu     sync.Mutex
+	holds     []*heldSegment
+	heldBytes int // sum of the holds' copies
+	maxHeld   int // MaxHeldBytes; tests lower it
 
 	// Drop summary logging (Tick only): logs are rate-limited to one line
 	// per SummaryInterval listing the drop reasons that grew.
@@ -107,6 +109,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		clk:      clk,
 		log:      log,
 		counters: newCounters(),
+		maxHeld:  MaxHeldBytes,
 	}
 	e.wan.Store(cfg.WANIf)
 	if cfg.PublicIP.Is4() {

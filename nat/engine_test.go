@@ -398,7 +398,7 @@ func TestMetrics(t *testing.T) {
 		"calls_mapped", "calls_established", "calls_cleared", "ctl_holding", "calls_evicted", "calls_expired",
 		"conns_evicted", "conns_expired", "conns_active", "calls_active", "callid_allocated",
 		"callid_released", "callid_collisions", "helper_" + helper.ReasonNoSYN.String(),
-		ReasonCtlRefused, "conns_early_dropped", "calls_early_dropped", "conns_refused_table_full",
+		ReasonCtlRefused, ReasonCtlHoldFull, "conns_early_dropped", "calls_early_dropped", "conns_refused_table_full",
 		"conns_refused_per_source", "calls_refused_table_full", "calls_refused_per_source",
 		"calls_refused_per_conn", "conns_setup", "calls_setup", "callid_released_unused"}
 	for _, k := range keys {
