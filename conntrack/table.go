@@ -53,8 +53,9 @@
 //
 // Why not sharded locks (as gVisor's conntrack does)? The table is fed by one
 // NFQUEUE reader goroutine, so the lock is uncontended in practice; critical
-// sections are one or two map operations; and the global LRU bound needs one
-// recency list anyway, which sharding would split into per-shard bounds.
+// sections are one or two map operations; and the global bounds need one
+// count and one early-drop FIFO anyway, which sharding would split into
+// per-shard bounds.
 // If profiling ever shows contention, the natural split is per NFQUEUE queue
 // (one Table per queue), not per hash bucket.
 package conntrack
