@@ -8,6 +8,7 @@ import (
 	"pptpgw/internal/pkt"
 	"pptpgw/internal/pkt/pkttest"
 	"pptpgw/nat/nfq"
+	"pptpgw/pptp/wire"
 )
 
 // What the table's state costs, measured through the engine's own packet
@@ -19,6 +20,9 @@ const (
 	boundSYNConn = 1024
 	// boundConn: an established control connection (SCCRQ/SCCRP seen).
 	boundConn = 1280
+	// boundConnFull: an established connection whose rewrites filled its
+	// patch memory in both directions (the most one can cost).
+	boundConnFull = 6144
 	// boundCall: a call with GRE both ways, on an established connection.
 	boundCall = 512
 	// boundPool: an outside call-ID pool (one per public IP and server)
@@ -159,4 +163,36 @@ func TestMemoryPoolPerCall(t *testing.T) {
 		t.Errorf("a one-call pool costs %d bytes, over the bound %d", perPool, boundPool)
 	}
 	runtime.KeepAlive(a)
+}
+
+// The most a control connection can cost: its patch memory full in both
+// directions (a request and a reply repeated until the rings wrap).
+func TestMemoryConnFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures 200 connections with full patch memory")
+	}
+	const conns = 200
+	e, _ := newEngine(t, func(c *EngineConfig) { c.MaxCalls = 2 * conns })
+	clients := make([]*client, conns)
+	for i := range clients {
+		clients[i] = newClient(t, e, insideHost(i), 40000)
+		clients[i].startControl()
+		clients[i].lastOut = nil
+	}
+	before := heap()
+	for _, c := range clients {
+		out := c.call(0x100, 0x4000)
+		for range 150 { // 2 patches per message and direction: > ringSize
+			c.msg(true, &wire.OCRQ{CallID: 0x100, CallSerial: 1, RecvWindow: 16})
+			c.msg(false, &wire.OCRP{CallID: 0x4000, PeerCallID: out, Result: 1, RecvWindow: 16})
+		}
+		c.lastOut = nil
+	}
+	full := (heap() - before) / conns // the call's own cost included
+	t.Logf("bytes a connection with one call gains when its patch memory fills: %d (bound %d, with boundConn %d)",
+		full, boundConnFull-boundConn, boundConn)
+	if full > boundConnFull-boundConn {
+		t.Errorf("over the bound")
+	}
+	runtime.KeepAlive(clients)
 }

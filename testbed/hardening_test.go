@@ -240,10 +240,10 @@ func TestGatewaySYNFloodMemory(t *testing.T) {
 }
 
 // defaultTableRSS bounds the RSS of a gateway with the default max_calls
-// (65536) whatever is sent to it: 65536 connections at 1 KB and 65536 calls
-// at 0.5 KB (with a call-ID pool share of 1 KB), twice over for the
-// collector's headroom, on top of the idle daemon.
-const defaultTableRSS = smallTableRSS + 2*65536*(1024+512+1024)
+// (65536) under a SYN flood, which fills the connection table only: 65536
+// connections at their SYN-only cost (1 KB, nat's memory_test), twice over
+// for the collector's headroom, on top of the small table's bound.
+const defaultTableRSS = smallTableRSS + 2*65536*1024
 
 // Row 4 of issue 7: garbage TCP segments to port 1723 from 150 LAN sources
 // in lenient mode: SYNs carrying Outgoing-Call-Requests, requests in the
