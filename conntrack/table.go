@@ -118,14 +118,17 @@ type Limits struct {
 // WithDefaults returns l with zero (or negative) fields replaced by the
 // defaults.
 func (l Limits) WithDefaults() Limits {
-	if l.ConnsPerSource <= 0 {
-		l.ConnsPerSource = DefaultConnsPerSource
-	}
-	if l.CallsPerConn <= 0 {
-		l.CallsPerConn = DefaultCallsPerConn
-	}
-	if l.CallsPerSource <= 0 {
-		l.CallsPerSource = DefaultCallsPerSource
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{
+		{&l.ConnsPerSource, DefaultConnsPerSource},
+		{&l.CallsPerConn, DefaultCallsPerConn},
+		{&l.CallsPerSource, DefaultCallsPerSource},
+	} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
 	}
 	return l
 }

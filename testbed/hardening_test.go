@@ -86,9 +86,12 @@ func tail(s string, n int) string {
 
 // floodTopology starts a topology with clients c0, c1 (live calls), c2
 // (the attacker) and c3 (a later legitimate client), a mini PAC and the
-// gateway with config, and sets up the live calls.
-func floodTopology(t *testing.T, ctx context.Context, config string) (*Topology, *Gateway, *liveCalls) {
+// gateway with config, and sets up the live calls. The context bounds the
+// whole test (90s).
+func floodTopology(t *testing.T, config string) (context.Context, *Topology, *Gateway, *liveCalls) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
 	bin := testbedtest.PPTPGW(t)
 	topo := testbedtest.New(t, Config{Clients: 4})
 	cfg := filepath.Join(topo.Dir, "gw.yaml")
@@ -106,7 +109,7 @@ func floodTopology(t *testing.T, ctx context.Context, config string) (*Topology,
 	t.Cleanup(func() { live.once.Do(func() { close(live.release) }); live.done.Wait() })
 	// Whether they came up is in their results (finish) and in
 	// calls_active, which the tests check after each flood.
-	return topo, gw, live
+	return ctx, topo, gw, live
 }
 
 // counters reads the gateway's counters, once the queue has drained.
@@ -118,6 +121,17 @@ func counters(t *testing.T, ctx context.Context, gw *Gateway) nat.CallsReply {
 		t.Fatal(err)
 	}
 	return rep
+}
+
+// rssUnder fails the test if the gateway's RSS is over bound; before is
+// its RSS before the flood, for the log.
+func rssUnder(t *testing.T, gw *Gateway, before, bound int64) {
+	t.Helper()
+	after := rss(t, gw)
+	t.Logf("gateway RSS %d KB before, %d KB after the flood (bound %d KB)", before>>10, after>>10, bound>>10)
+	if after > bound {
+		t.Errorf("RSS %d KB over the bound %d KB", after>>10, bound>>10)
+	}
 }
 
 // rss returns the gateway's resident set size.
@@ -160,9 +174,7 @@ func noEviction(t *testing.T, rep nat.CallsReply) {
 // established make room for each other (early drop); the 10 live calls
 // and their connections are never touched.
 func TestGatewaySYNFlood(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	topo, gw, live := floodTopology(t, ctx, "max_calls: 64\nlimits: {conns_per_source: 16}\n")
+	ctx, topo, gw, live := floodTopology(t, "max_calls: 64\nlimits: {conns_per_source: 16}\n")
 	attacker := topo.Clients[2]
 	before := rss(t, gw)
 
@@ -200,11 +212,7 @@ func TestGatewaySYNFlood(t *testing.T) {
 		}
 		noEviction(t, rep)
 	}
-	after := rss(t, gw)
-	t.Logf("gateway RSS %d KB before, %d KB after the floods (bound %d KB)", before>>10, after>>10, smallTableRSS>>10)
-	if after > smallTableRSS {
-		t.Errorf("RSS %d KB over the bound %d KB", after>>10, smallTableRSS>>10)
-	}
+	rssUnder(t, gw, before, smallTableRSS)
 	live.finish(t, gw)
 }
 
@@ -213,9 +221,7 @@ func TestGatewaySYNFlood(t *testing.T) {
 // source, each at its SYN-only cost, so RSS stays far below the bound
 // derived from max_calls (defaultTableRSS).
 func TestGatewaySYNFloodMemory(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	topo, gw, live := floodTopology(t, ctx, "")
+	ctx, topo, gw, live := floodTopology(t, "")
 	before := rss(t, gw)
 	start := time.Now()
 	if _, err := topo.Clients[2].SendTCPFlood(ctx, TCPFlood{Count: 100000, Sources: lanHosts(40), Seed: 4}); err != nil {
@@ -223,18 +229,15 @@ func TestGatewaySYNFloodMemory(t *testing.T) {
 	}
 	rep := counters(t, ctx, gw)
 	c := rep.Counters
-	after := rss(t, gw)
-	t.Logf("100000 SYNs from 40 sources in %v: conns_active %d, refused per source %d; RSS %d KB before, %d KB after (bound %d KB)",
-		time.Since(start).Round(time.Millisecond), c["conns_active"], c["conns_refused_per_source"], before>>10, after>>10, defaultTableRSS>>10)
+	t.Logf("100000 SYNs from 40 sources in %v: conns_active %d, refused per source %d",
+		time.Since(start).Round(time.Millisecond), c["conns_active"], c["conns_refused_per_source"])
 	if n := testbedtest.Counter(t, c, "conns_active"); n > 40*256+2 {
 		t.Errorf("%d connections tracked, over 40 sources x conns_per_source 256", n)
 	}
 	if testbedtest.Counter(t, c, "conns_refused_per_source") == 0 {
 		t.Error("no SYN refused per source: the flood did not reach the limit")
 	}
-	if after > defaultTableRSS {
-		t.Errorf("RSS %d KB over the bound %d KB", after>>10, defaultTableRSS>>10)
-	}
+	rssUnder(t, gw, before, defaultTableRSS)
 	noEviction(t, rep)
 	live.finish(t, gw)
 }
@@ -252,9 +255,8 @@ const defaultTableRSS = smallTableRSS + 2*65536*1024
 // go when the table is full (the connection table fills first here, and
 // its early drops take their calls along); the live calls stay.
 func TestGatewayGarbageFlood(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	topo, gw, live := floodTopology(t, ctx, "max_calls: 64\nstrict: false\n")
+	ctx, topo, gw, live := floodTopology(t, "max_calls: 64\nstrict: false\n")
+	before := rss(t, gw)
 	if _, err := topo.Clients[2].SendTCPFlood(ctx, TCPFlood{Count: 20000, Sources: lanHosts(150), Garbage: true, Seed: 5}); err != nil {
 		t.Fatal(err)
 	}
@@ -273,9 +275,7 @@ func TestGatewayGarbageFlood(t *testing.T) {
 		t.Errorf("calls_active %d (%d in setup): want at most 64, the 10 live ones established", n, setup)
 	}
 	noEviction(t, rep)
-	if after := rss(t, gw); after > smallTableRSS {
-		t.Errorf("RSS %d KB over the bound %d KB", after>>10, smallTableRSS>>10)
-	}
+	rssUnder(t, gw, before, smallTableRSS)
 	live.finish(t, gw)
 }
 
@@ -286,9 +286,7 @@ func TestGatewayGarbageFlood(t *testing.T) {
 // attacker hangs up, its IDs, which never carried GRE, are free at once
 // (no quarantine) and a new call works again.
 func TestGatewayCallFlood(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	topo, gw, live := floodTopology(t, ctx, "max_calls: 1024\nlimits: {calls_per_conn: 64, calls_per_source: 256}\n")
+	ctx, topo, gw, live := floodTopology(t, "max_calls: 1024\nlimits: {calls_per_conn: 64, calls_per_source: 256}\n")
 	attacker, other := topo.Clients[2], topo.Clients[3]
 	res := RunCallFlood(ctx, attacker, ServerIP, 10, 200, 3*time.Second)
 	// The attacker has closed its connections when RunCallFlood returns;
