@@ -17,12 +17,33 @@
 //	inbound  (peer -> public): InKey{PublicIP, PeerIP, OutsideCallID} (the GRE key the peer sends)
 //
 // The inbound key is unique by construction (nat allocates OutsideCallID per
-// (PublicIP, PeerIP)), so it doubles as the primary key: the bounded LRU
+// (PublicIP, PeerIP)), so it doubles as the primary key: the LRU
 // (hashicorp/golang-lru/v2 simplelru) is keyed by InKey and every removal,
-// whatever its cause (LRU eviction, idle expiry, call clear, control stop),
+// whatever its cause (early drop, idle expiry, call clear, control stop),
 // goes through the LRU's eviction callback, which cleans the outbound index,
 // the connection's call list and reports the removal (nat releases the
-// outside call ID into quarantine there).
+// outside call ID there, into quarantine if the call carried GRE).
+//
+// # Bounds, early drop and limits
+//
+// Established state is never evicted by state that is not (the kernel
+// conntrack's early-drop idea). A control connection is in setup from its
+// SYN (or pickup) until its Start-Control-Connection-Reply (EstablishControl)
+// or the set-up of one of its calls; a call is in setup from its request
+// until its reply (Establish). Entries in setup expire after SetupTimeout
+// and sit in a FIFO of their own (setupQueue), oldest first: when the
+// connection or call table is full, the oldest entry in setup is dropped
+// (ReasonEarlyDrop), and if there is none, the new entry is refused
+// (ErrTableFull). So the tables' bounds (MaxConns, MaxCalls) are never
+// enforced by removing an established connection or a set-up call: those
+// leave only by their idle timeouts, which their GRE (Outbound, Inbound) and
+// Echo (RefreshCalls) keep fresh, or by their signalling.
+//
+// Limits (per source host: connections and calls; per connection: calls)
+// refuse new state too (ErrSourceLimit, ErrConnLimit), so that one host
+// cannot take the tables or the outside call-ID pools. A connection's
+// source is the host that opened it: the inside host, or the outside peer
+// for forwards and the gateway's own server.
 //
 // # Locking
 //
@@ -32,8 +53,9 @@
 //
 // Why not sharded locks (as gVisor's conntrack does)? The table is fed by one
 // NFQUEUE reader goroutine, so the lock is uncontended in practice; critical
-// sections are one or two map operations; and the global LRU bound needs one
-// recency list anyway, which sharding would split into per-shard bounds.
+// sections are one or two map operations; and the global bounds need one
+// count and one early-drop FIFO anyway, which sharding would split into
+// per-shard bounds.
 // If profiling ever shows contention, the natural split is per NFQUEUE queue
 // (one Table per queue), not per hash bucket.
 package conntrack
@@ -61,7 +83,55 @@ const (
 	// calls were stopped (Stop-Control-Connection, FIN or RST): long enough
 	// for the remaining reply and FIN/ACK exchange to pass the helper.
 	ClosingTimeout = 10 * time.Second
+	// SetupTimeout is the idle timeout of state not yet established: a
+	// control connection without its Start-Control-Connection-Reply and a
+	// call without its reply (the kernel gives an unanswered SYN 60s too).
+	// A PAC answers an Outgoing-Call-Request once the call is connected,
+	// which takes seconds, even for a dial-up line.
+	SetupTimeout = time.Minute
+
+	// Per-source and per-connection limits (Limits). A client host runs one
+	// control connection per VPN session and one call on it (pptp-linux,
+	// Windows); a PAC concentrator behind one address, or an office NAT in
+	// front of a forwarded server, a few dozen. An attacker needs far more to
+	// hurt: 256 connections x 64 calls are out of reach because of the
+	// 1024 calls per source, which is 1.6% of a (public, peer) call-ID pool
+	// of 65535, so exhausting one takes 64 hosts.
+	DefaultConnsPerSource = 256
+	DefaultCallsPerConn   = 64
+	DefaultCallsPerSource = 1024
 )
+
+// Limits bound what one source host and one control connection may hold in
+// the table: the `limits:` block of the configuration and what the table
+// runs with, one type for both. Zero fields take the defaults
+// (WithDefaults).
+type Limits struct {
+	// ConnsPerSource: control connections opened by one host.
+	ConnsPerSource int `yaml:"conns_per_source"`
+	// CallsPerConn: calls on one control connection.
+	CallsPerConn int `yaml:"calls_per_conn"`
+	// CallsPerSource: calls on all control connections one host opened.
+	CallsPerSource int `yaml:"calls_per_source"`
+}
+
+// WithDefaults returns l with zero (or negative) fields replaced by the
+// defaults.
+func (l Limits) WithDefaults() Limits {
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{
+		{&l.ConnsPerSource, DefaultConnsPerSource},
+		{&l.CallsPerConn, DefaultCallsPerConn},
+		{&l.CallsPerSource, DefaultCallsPerSource},
+	} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
+	return l
+}
 
 // Timeouts are the gateway's timeouts: the `timeouts:` block of the
 // configuration (YAML durations such as "30s") and what the table and the
@@ -73,8 +143,9 @@ type Timeouts struct {
 	GREUnreplied time.Duration `yaml:"gre_unreplied"`
 	// GREReplied: a call whose GRE was seen in both directions.
 	GREReplied time.Duration `yaml:"gre_replied"`
-	// ControlIdle: a control connection with no segment and no GRE of its
-	// calls (Echo counts); also a call still waiting for its reply.
+	// ControlIdle: an established control connection with no segment and
+	// no GRE of its calls (Echo counts). State still in setup gets
+	// SetupTimeout (or ControlIdle if that is shorter).
 	ControlIdle time.Duration `yaml:"control_idle"`
 	// CallIDQuarantine: how long nat holds a released outside call ID back
 	// before it hands it out again.
@@ -158,6 +229,7 @@ const (
 	ReasonConnRemoved = "conn_removed"    // its control connection was evicted, expired or replaced
 	ReasonReplaced    = "replaced"        // a newer call took over its outbound key
 	ReasonPurged      = "purged"          // Table.Purge
+	ReasonEarlyDrop   = "early_dropped"   // not established, and the table was full
 )
 
 // Errors.
@@ -165,6 +237,14 @@ var (
 	ErrConnGone   = errors.New("conntrack: control connection no longer tracked")
 	ErrCallExists = errors.New("conntrack: call already tracked")
 	ErrNoCall     = errors.New("conntrack: no such call")
+	// ErrTableFull: the table is full of established state; nothing new is
+	// tracked until some of it leaves.
+	ErrTableFull = errors.New("conntrack: table full of established state")
+	// ErrSourceLimit: the source host holds Limits.ConnsPerSource
+	// connections or Limits.CallsPerSource calls.
+	ErrSourceLimit = errors.New("conntrack: per-source limit reached")
+	// ErrConnLimit: the control connection holds Limits.CallsPerConn calls.
+	ErrConnLimit = errors.New("conntrack: calls per control connection limit reached")
 )
 
 // Control is a tracked control connection. Exported fields are set at creation
@@ -180,11 +260,30 @@ type Control struct {
 	// Table never reads or writes it; the caller synchronises access.
 	Data any
 
-	lastSeen time.Time
-	calls    []*Call
-	closing  bool
-	dead     bool
+	lastSeen    time.Time
+	calls       []*Call
+	src         *source
+	setup       setupHooks[Control] // in Table.setupConns until established
+	established bool
+	closing     bool
+	dead        bool
 }
+
+func (cn *Control) hooks() *setupHooks[Control] { return &cn.setup }
+
+// Source returns the address of the host that opened the connection: the
+// inside host, or the peer for a forward (or the gateway's own server).
+func (cn *Control) Source() [4]byte { return sourceOf(cn.Key, cn.Forward) }
+
+func sourceOf(k ControlKey, forward bool) [4]byte {
+	if forward {
+		return k.PeerIP
+	}
+	return k.InsideIP
+}
+
+// source is what one source host holds in the table.
+type source struct{ conns, calls int }
 
 // Call is a tracked call. Exported identity fields never change after
 // creation, except PeerCallID which is set once by Establish.
@@ -198,9 +297,16 @@ type Call struct {
 
 	state                              CallState
 	lastSeen                           time.Time
+	setup                              setupHooks[Call] // in Table.setupCalls until its reply
 	seenOut, seenIn                    bool
 	pktsOut, pktsIn, bytesOut, bytesIn uint64
 }
+
+func (c *Call) hooks() *setupHooks[Call] { return &c.setup }
+
+// CarriedGRE reports whether GRE of the call was seen in either direction.
+// Only for OnCallRemoved (it reads state the table lock guards).
+func (c *Call) CarriedGRE() bool { return c.seenOut || c.seenIn }
 
 func (c *Call) inKey() InKey { return InKey{c.PublicIP, c.PeerIP, c.OutsideCallID} }
 func (c *Call) outKey() OutKey {
@@ -210,6 +316,7 @@ func (c *Call) outKey() OutKey {
 // Config configures a Table.
 type Config struct {
 	Timeouts Timeouts
+	Limits   Limits
 	MaxCalls int // bound of the call table; 0 => DefaultMaxCalls
 	MaxConns int // bound of the control connection table; 0 => MaxCalls
 	// OnCallRemoved is called, with the table lock held, for every call that
@@ -217,9 +324,16 @@ type Config struct {
 	OnCallRemoved func(c *Call, reason string)
 }
 
-// Stats are removal counters.
+// Stats are removal and refusal counters.
 type Stats struct {
 	CallsEvicted, CallsExpired, ConnsEvicted, ConnsExpired uint64
+	// Early drops: state in setup removed to make room (ReasonEarlyDrop).
+	ConnsEarlyDropped, CallsEarlyDropped uint64
+	// Refusals, by reason: the table full of established state
+	// (ErrTableFull), a per-source limit (ErrSourceLimit), the per-connection
+	// limit (ErrConnLimit).
+	ConnsRefusedFull, ConnsRefusedSource                   uint64
+	CallsRefusedFull, CallsRefusedSource, CallsRefusedConn uint64
 }
 
 // Table is the connection and call table. All methods are safe for
@@ -227,12 +341,19 @@ type Stats struct {
 type Table struct {
 	clk      Clock
 	to       Timeouts
+	lim      Limits
+	maxConns int
+	maxCalls int
 	onRemove func(*Call, string)
 
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
 	calls *simplelru.LRU[InKey, *Call] // primary store and inbound index
 	out   map[OutKey]*Call             // outbound index (established calls only)
+	// State in setup, oldest first: the early-drop candidates.
+	setupConns setupQueue[Control, *Control]
+	setupCalls setupQueue[Call, *Call]
+	sources    map[[4]byte]*source
 	// reason is the removal reason passed to the eviction callbacks; empty
 	// means the LRU evicted on its own because it was full.
 	reason string
@@ -253,10 +374,16 @@ func New(cfg Config, clk Clock) *Table {
 	t := &Table{
 		clk:      clk,
 		to:       cfg.Timeouts.WithDefaults(),
+		lim:      cfg.Limits.WithDefaults(),
+		maxConns: cfg.MaxConns,
+		maxCalls: cfg.MaxCalls,
 		onRemove: cfg.OnCallRemoved,
 		out:      make(map[OutKey]*Call),
+		sources:  make(map[[4]byte]*source),
 	}
-	// NewLRU only fails for size <= 0, excluded above.
+	// NewLRU only fails for size <= 0, excluded above. The LRUs never
+	// evict on their own: AddControl and AddCall make room (early drop) or
+	// refuse before they add.
 	t.calls, _ = simplelru.NewLRU[InKey, *Call](cfg.MaxCalls, t.callEvicted)
 	t.conns, _ = simplelru.NewLRU[ControlKey, *Control](cfg.MaxConns, t.connEvicted)
 	return t
@@ -264,6 +391,9 @@ func New(cfg Config, clk Clock) *Table {
 
 // Timeouts returns the effective timeouts (defaults applied).
 func (t *Table) Timeouts() Timeouts { return t.to }
+
+// Limits returns the effective limits (defaults applied).
+func (t *Table) Limits() Limits { return t.lim }
 
 // callEvicted is the single exit path of a call. t.mu is held.
 func (t *Table) callEvicted(_ InKey, c *Call) {
@@ -277,7 +407,11 @@ func (t *Table) callEvicted(_ InKey, c *Call) {
 			delete(t.out, k)
 		}
 	}
+	t.setupCalls.remove(c)
 	if cn := c.conn; cn != nil {
+		if cn.src != nil {
+			cn.src.calls--
+		}
 		for i, x := range cn.calls {
 			if x == c {
 				last := len(cn.calls) - 1
@@ -299,6 +433,7 @@ func (t *Table) connEvicted(_ ControlKey, cn *Control) {
 		t.stats.ConnsEvicted++
 	}
 	cn.dead = true
+	t.setupConns.remove(cn)
 	saved := t.reason
 	t.reason = ReasonConnRemoved
 	for len(cn.calls) > 0 {
@@ -309,6 +444,12 @@ func (t *Table) connEvicted(_ ControlKey, cn *Control) {
 		}
 	}
 	t.reason = saved
+	if s := cn.src; s != nil {
+		s.conns--
+		if s.conns <= 0 && s.calls <= 0 {
+			delete(t.sources, cn.Source())
+		}
+	}
 }
 
 func (t *Table) removeCall(c *Call, reason string) {
@@ -332,14 +473,41 @@ func (t *Table) callTimeout(c *Call) time.Duration {
 	case CallReplied:
 		return t.to.GREReplied
 	}
-	return t.to.ControlIdle
+	return min(SetupTimeout, t.to.ControlIdle)
 }
 
 func (t *Table) connTimeout(cn *Control) time.Duration {
-	if cn.closing {
+	switch {
+	case cn.closing:
 		return min(ClosingTimeout, t.to.ControlIdle)
+	case !cn.established:
+		return min(SetupTimeout, t.to.ControlIdle)
 	}
 	return t.to.ControlIdle
+}
+
+// earlyDropConn removes the oldest control connection in setup, if there
+// is one, to make room in the full connection table. t.mu is held.
+func (t *Table) earlyDropConn() bool {
+	cn := t.setupConns.front()
+	if cn == nil {
+		return false
+	}
+	t.stats.ConnsEarlyDropped++
+	t.removeConn(cn, ReasonEarlyDrop)
+	return true
+}
+
+// earlyDropCall removes the oldest call waiting for its reply, if there
+// is one, to make room in the full call table. t.mu is held.
+func (t *Table) earlyDropCall() bool {
+	c := t.setupCalls.front()
+	if c == nil {
+		return false
+	}
+	t.stats.CallsEarlyDropped++
+	t.removeCall(c, ReasonEarlyDrop)
+	return true
 }
 
 func (t *Table) callExpired(c *Call, now time.Time) bool {
@@ -352,18 +520,54 @@ func (t *Table) connExpired(cn *Control, now time.Time) bool {
 
 // ---- control connections ----
 
-// AddControl starts tracking a control connection, replacing (and removing the
-// calls of) any connection with the same key.
-func (t *Table) AddControl(k ControlKey, publicIP [4]byte, forward bool) *Control {
+// AddControl starts tracking a control connection, in setup until
+// EstablishControl, replacing (and removing the calls of) any connection
+// with the same key. It refuses (ErrSourceLimit) a connection beyond its
+// source's Limits.ConnsPerSource; in a full table it early-drops the oldest
+// connection in setup, and refuses (ErrTableFull) if there is none.
+func (t *Table) AddControl(k ControlKey, publicIP [4]byte, forward bool) (*Control, error) {
 	now := t.clk.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.conns.Peek(k); ok {
 		t.removeConn(old, ReasonReplaced)
 	}
-	cn := &Control{Key: k, PublicIP: publicIP, Forward: forward, Created: now, lastSeen: now}
+	ip := sourceOf(k, forward)
+	if s := t.sources[ip]; s != nil && s.conns >= t.lim.ConnsPerSource {
+		t.stats.ConnsRefusedSource++
+		return nil, ErrSourceLimit
+	}
+	if t.conns.Len() >= t.maxConns && !t.earlyDropConn() {
+		t.stats.ConnsRefusedFull++
+		return nil, ErrTableFull
+	}
+	s := t.sources[ip] // after the early drop, which may have removed it
+	if s == nil {
+		s = &source{}
+		t.sources[ip] = s
+	}
+	s.conns++
+	cn := &Control{Key: k, PublicIP: publicIP, Forward: forward, Created: now, lastSeen: now, src: s}
+	t.setupConns.push(cn)
 	t.conns.Add(k, cn)
-	return cn
+	return cn, nil
+}
+
+// EstablishControl marks cn set up (its Start-Control-Connection-Reply was
+// seen): from now on it has the ControlIdle timeout and is no candidate for
+// early drop.
+func (t *Table) EstablishControl(cn *Control) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.establishControl(cn)
+}
+
+func (t *Table) establishControl(cn *Control) {
+	if cn.dead || cn.established {
+		return
+	}
+	cn.established = true
+	t.setupConns.remove(cn)
 }
 
 // LookupControl finds a control connection and marks it active. An idle-expired
@@ -425,9 +629,13 @@ func (t *Table) RefreshCalls(cn *Control) {
 
 // ---- calls ----
 
-// AddCall tracks a new call of cn in state CallRequested: the inside host's
-// call ID insideID is seen by the peer as outsideID. The caller (nat) owns
-// outsideID's allocation; OnCallRemoved hands it back.
+// AddCall tracks a new call of cn in state CallRequested (in setup until
+// Establish): the inside host's call ID insideID is seen by the peer as
+// outsideID. The caller (nat) owns outsideID's allocation; OnCallRemoved
+// hands it back. It refuses a call beyond Limits.CallsPerConn
+// (ErrConnLimit) or its source's Limits.CallsPerSource (ErrSourceLimit); in
+// a full table it early-drops the oldest call waiting for its reply, and
+// refuses (ErrTableFull) if there is none.
 func (t *Table) AddCall(cn *Control, insideID, outsideID uint16) error {
 	now := t.clk.Now()
 	t.mu.Lock()
@@ -453,7 +661,21 @@ func (t *Table) AddCall(cn *Control, insideID, outsideID uint16) error {
 			return ErrCallExists
 		}
 	}
+	if len(cn.calls) >= t.lim.CallsPerConn {
+		t.stats.CallsRefusedConn++
+		return ErrConnLimit
+	}
+	if cn.src.calls >= t.lim.CallsPerSource {
+		t.stats.CallsRefusedSource++
+		return ErrSourceLimit
+	}
+	if t.calls.Len() >= t.maxCalls && !t.earlyDropCall() {
+		t.stats.CallsRefusedFull++
+		return ErrTableFull
+	}
+	cn.src.calls++
 	cn.calls = append(cn.calls, c)
+	t.setupCalls.push(c)
 	t.calls.Add(c.inKey(), c)
 	return nil
 }
@@ -497,9 +719,10 @@ func (t *Table) InsideOf(cn *Control, id uint16) (uint16, bool) {
 }
 
 // Establish records the peer's call ID of cn's call insideID and installs
-// the outbound GRE index: the call is set up and GRE may flow. A different
-// call holding the same outbound key (the peer reused its call ID before we
-// saw the old call's clear) is removed.
+// the outbound GRE index: the call is set up and GRE may flow, and cn is
+// established too (a call was set up on it). A different call holding the
+// same outbound key (the peer reused its call ID before we saw the old
+// call's clear) is removed.
 func (t *Table) Establish(cn *Control, insideID, peerID uint16) error {
 	now := t.clk.Now()
 	t.mu.Lock()
@@ -525,6 +748,8 @@ func (t *Table) Establish(cn *Control, insideID, peerID uint16) error {
 	c.seenIn, c.seenOut = false, false
 	c.lastSeen = now
 	t.out[k] = c
+	t.setupCalls.remove(c)
+	t.establishControl(cn)
 	t.calls.Get(c.inKey())
 	return nil
 }
@@ -682,9 +907,72 @@ func (t *Table) Len() (conns, calls int) {
 	return t.conns.Len(), t.calls.Len()
 }
 
+// InSetup returns how many of the tracked control connections and calls
+// are still in setup (the early-drop candidates).
+func (t *Table) InSetup() (conns, calls int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.setupConns.n, t.setupCalls.n
+}
+
 // Stats returns the removal counters.
 func (t *Table) Stats() Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.stats
 }
+
+// setupHooks link an entry into a setupQueue.
+type setupHooks[T any] struct {
+	prev, next *T
+	queued     bool
+}
+
+// setupQueue is an intrusive FIFO of entries in setup (control connections
+// without Start-Control-Connection-Reply, calls without their reply),
+// oldest first: the candidates for early drop. Push, remove and front are
+// O(1) and allocate nothing beyond the entry itself.
+type setupQueue[T any, P interface {
+	*T
+	hooks() *setupHooks[T]
+}] struct {
+	head, tail *T
+	n          int
+}
+
+func (q *setupQueue[T, P]) push(x P) {
+	h := x.hooks()
+	if h.queued {
+		return
+	}
+	h.prev, h.next, h.queued = q.tail, nil, true
+	if q.tail != nil {
+		P(q.tail).hooks().next = x
+	} else {
+		q.head = x
+	}
+	q.tail = x
+	q.n++
+}
+
+func (q *setupQueue[T, P]) remove(x P) {
+	h := x.hooks()
+	if !h.queued {
+		return
+	}
+	if h.prev != nil {
+		P(h.prev).hooks().next = h.next
+	} else {
+		q.head = h.next
+	}
+	if h.next != nil {
+		P(h.next).hooks().prev = h.prev
+	} else {
+		q.tail = h.prev
+	}
+	*h = setupHooks[T]{}
+	q.n--
+}
+
+// front returns the oldest entry, nil if the queue is empty.
+func (q *setupQueue[T, P]) front() P { return q.head }

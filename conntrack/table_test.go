@@ -2,6 +2,7 @@ package conntrack
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -31,10 +32,20 @@ func connKey(ip [4]byte, port uint16) ControlKey {
 	return ControlKey{InsideIP: ip, PeerIP: peer, InsidePort: port, PeerPort: 1723}
 }
 
+// addControl is AddControl for a connection the test expects to be tracked.
+func addControl(t testing.TB, tb *Table, k ControlKey) *Control {
+	t.Helper()
+	cn, err := tb.AddControl(k, public, false)
+	if err != nil {
+		t.Fatalf("AddControl %v: %v", k, err)
+	}
+	return cn
+}
+
 // setup adds a conn with one established call inside 7 -> outside 1000, peer 55.
 func setup(t *testing.T, tb *Table) *Control {
 	t.Helper()
-	cn := tb.AddControl(connKey(inside, 40000), public, false)
+	cn := addControl(t, tb, connKey(inside, 40000))
 	if err := tb.AddCall(cn, 7, 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +122,7 @@ func TestLookupBothDirections(t *testing.T) {
 
 func TestRequestedCallHasNoGRE(t *testing.T) {
 	tb, _, _ := newTable(t, Config{})
-	cn := tb.AddControl(connKey(inside, 1), public, false)
+	cn := addControl(t, tb, connKey(inside, 1))
 	if err := tb.AddCall(cn, 7, 1000); err != nil {
 		t.Fatal(err)
 	}
@@ -230,10 +241,13 @@ func TestControlTimeoutAndClosing(t *testing.T) {
 	}
 }
 
-func TestLRUEviction(t *testing.T) {
-	tb, _, rm := newTable(t, Config{MaxCalls: 3})
-	cn := tb.AddControl(connKey(inside, 1), public, false)
-	for i := range uint16(3) {
+// A full call table never evicts a set-up call: the oldest call still
+// waiting for its reply is dropped early, and with none left the new call
+// is refused; the set-up calls keep working throughout.
+func TestFullCallTableEarlyDropThenRefuse(t *testing.T) {
+	tb, _, rm := newTable(t, Config{MaxCalls: 4})
+	cn := addControl(t, tb, connKey(inside, 1))
+	for i := range uint16(2) { // two set-up calls, 100 and 101
 		if err := tb.AddCall(cn, 10+i, 100+i); err != nil {
 			t.Fatal(err)
 		}
@@ -241,46 +255,225 @@ func TestLRUEviction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Touch call 0 so that call 1 is the least recently used.
-	if _, ok := tb.Outbound(OutKey{inside, peer, 50}, 1); !ok {
-		t.Fatal("lookup")
+	for i := range uint16(2) { // two calls waiting for their reply, 102 then 103
+		if err := tb.AddCall(cn, 12+i, 102+i); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := tb.AddCall(cn, 13, 103); err != nil {
+	// Full: each new request drops the oldest request, never a set-up call.
+	if err := tb.AddCall(cn, 14, 104); err != nil {
 		t.Fatal(err)
 	}
-	if len(*rm) != 1 || (*rm)[0] != (removal{101, ReasonEvicted}) {
-		t.Fatalf("removals %v", *rm)
+	if err := tb.AddCall(cn, 15, 105); err != nil {
+		t.Fatal(err)
 	}
-	// Every index forgot call 1.
-	if _, ok := tb.Outbound(OutKey{inside, peer, 51}, 1); ok {
-		t.Fatal("outbound index kept evicted call")
+	want := []removal{{102, ReasonEarlyDrop}, {103, ReasonEarlyDrop}}
+	if fmt.Sprint(*rm) != fmt.Sprint(want) {
+		t.Fatalf("removals %v, want %v", *rm, want)
 	}
-	if _, _, ok := tb.Inbound(InKey{public, peer, 101}, 1); ok {
-		t.Fatal("inbound index kept evicted call")
+	// Set up the two requests: the table is full of set-up calls now.
+	for i := range uint16(2) {
+		if err := tb.Establish(cn, 14+i, 54+i); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, ok := tb.OutsideOf(cn, 11); ok {
-		t.Fatal("conn kept evicted call")
+	if err := tb.AddCall(cn, 16, 106); err != ErrTableFull {
+		t.Fatalf("AddCall into a table full of set-up calls: %v, want ErrTableFull", err)
 	}
-	if _, ok := tb.Outbound(OutKey{inside, peer, 50}, 1); !ok {
-		t.Fatal("recently used call evicted")
+	if len(*rm) != 2 {
+		t.Fatalf("a set-up call was removed to make room: %v", *rm)
 	}
-	if tb.Stats().CallsEvicted != 1 {
-		t.Fatalf("stats %+v", tb.Stats())
+	if _, ok := tb.OutsideOf(cn, 16); ok {
+		t.Fatal("refused call tracked")
+	}
+	for _, k := range []uint16{50, 51, 54, 55} {
+		if _, ok := tb.Outbound(OutKey{inside, peer, k}, 1); !ok {
+			t.Fatalf("set-up call with peer ID %d lost", k)
+		}
+	}
+	wantStats(t, tb, Stats{CallsEarlyDropped: 2, CallsRefusedFull: 1})
+}
+
+// wantStats checks the table's counters and that nothing is left in setup.
+func wantStats(t *testing.T, tb *Table, want Stats) {
+	t.Helper()
+	if st := tb.Stats(); st != want {
+		t.Errorf("stats %+v, want %+v", st, want)
+	}
+	if conns, calls := tb.InSetup(); conns+calls != 0 {
+		t.Errorf("in setup: %d connections, %d calls; want none", conns, calls)
 	}
 }
 
-func TestConnEvictionRemovesCalls(t *testing.T) {
-	tb, _, rm := newTable(t, Config{MaxCalls: 10, MaxConns: 1})
-	setup(t, tb)
-	tb.AddControl(connKey(inside2, 2), public, false)
-	if len(*rm) != 1 || (*rm)[0] != (removal{1000, ReasonConnRemoved}) {
+// A full connection table early-drops connections in setup, oldest first
+// (with their calls), and refuses new ones when every connection is
+// established, whatever the LRU order: a connection kept alive only by its
+// calls' GRE is the least recently looked up one here.
+func TestFullConnTableEarlyDropThenRefuse(t *testing.T) {
+	tb, clk, rm := newTable(t, Config{MaxCalls: 10, MaxConns: 3})
+	live := setup(t, tb) // established through its call: outside 1000
+	clk.Advance(time.Second)
+	syn1 := addControl(t, tb, connKey(inside2, 1))
+	if err := tb.AddCall(syn1, 9, 2000); err != nil { // a request on a connection in setup
+		t.Fatal(err)
+	}
+	syn2 := addControl(t, tb, connKey(inside2, 2))
+	tb.LookupControl(syn1.Key) // the LRU's order is not what decides
+	for range 5 {
+		clk.Advance(time.Second)
+		tb.Outbound(OutKey{inside, peer, 55}, 1)
+	}
+	// Full: the oldest connection in setup goes first, with its call.
+	syn3 := addControl(t, tb, connKey(inside2, 3))
+	if !syn1.dead || syn2.dead || live.dead {
+		t.Fatalf("early drop took the wrong connection (dead: syn1 %v syn2 %v live %v)", syn1.dead, syn2.dead, live.dead)
+	}
+	if len(*rm) != 1 || (*rm)[0] != (removal{2000, ReasonConnRemoved}) {
 		t.Fatalf("removals %v", *rm)
 	}
-	if _, ok := tb.Outbound(OutKey{inside, peer, 55}, 1); ok {
-		t.Fatal("call of evicted conn still matched")
+	// Established by Start-Control-Connection-Reply: no longer a candidate.
+	tb.EstablishControl(syn2)
+	tb.EstablishControl(syn3)
+	if _, err := tb.AddControl(connKey(inside2, 4), public, false); err != ErrTableFull {
+		t.Fatalf("AddControl into a table of established connections: %v, want ErrTableFull", err)
 	}
-	if tb.Stats().ConnsEvicted != 1 {
-		t.Fatalf("stats %+v", tb.Stats())
+	if _, ok := tb.Outbound(OutKey{inside, peer, 55}, 1); !ok {
+		t.Fatal("the live call was lost")
+	}
+	wantStats(t, tb, Stats{ConnsEarlyDropped: 1, ConnsRefusedFull: 1})
+}
+
+// State in setup has SetupTimeout; established state keeps its timeouts.
+func TestSetupTimeout(t *testing.T) {
+	tb, clk, rm := newTable(t, Config{})
+	syn := addControl(t, tb, connKey(inside2, 1))
+	req := addControl(t, tb, connKey(inside2, 2))
+	tb.EstablishControl(req)
+	if err := tb.AddCall(req, 9, 2000); err != nil {
+		t.Fatal(err)
+	}
+	live := setup(t, tb)
+	tb.Outbound(OutKey{inside, peer, 55}, 1)
+	tb.Inbound(InKey{public, peer, 1000}, 1)
+	clk.Advance(SetupTimeout)
+	if _, conns := tb.Sweep(); conns != 0 || len(*rm) != 0 {
+		t.Fatalf("swept at the setup timeout: %d conns, %v", conns, *rm)
+	}
+	tb.RefreshCalls(live) // Echo on the live connection
+	tb.LookupControl(req.Key)
+	clk.Advance(time.Second)
+	calls, conns := tb.Sweep()
+	if conns != 1 || calls != 1 || !syn.dead || req.dead || live.dead {
+		t.Fatalf("swept %d calls, %d conns (dead: syn %v req %v live %v)", calls, conns, syn.dead, req.dead, live.dead)
+	}
+	if len(*rm) != 1 || (*rm)[0] != (removal{2000, ReasonExpired}) {
+		t.Fatalf("removals %v", *rm)
+	}
+}
+
+// Limits: connections per source, calls per connection, calls per source;
+// each refusal is counted by its reason and a source's count comes back
+// when its state leaves.
+func TestLimits(t *testing.T) {
+	tb, _, _ := newTable(t, Config{Limits: Limits{ConnsPerSource: 2, CallsPerConn: 3, CallsPerSource: 4}})
+	a1 := addControl(t, tb, connKey(inside, 1))
+	a2 := addControl(t, tb, connKey(inside, 2))
+	if _, err := tb.AddControl(connKey(inside, 3), public, false); err != ErrSourceLimit {
+		t.Fatalf("third connection of a source: %v, want ErrSourceLimit", err)
+	}
+	addControl(t, tb, connKey(inside2, 1)) // another source is not affected
+	for i := range uint16(3) {
+		if err := tb.AddCall(a1, i, 100+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tb.AddCall(a1, 3, 103); err != ErrConnLimit {
+		t.Fatalf("fourth call of a connection: %v, want ErrConnLimit", err)
+	}
+	if err := tb.AddCall(a2, 0, 200); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.AddCall(a2, 1, 201); err != ErrSourceLimit {
+		t.Fatalf("fifth call of a source: %v, want ErrSourceLimit", err)
+	}
+	st := tb.Stats()
+	if st.ConnsRefusedSource != 1 || st.CallsRefusedConn != 1 || st.CallsRefusedSource != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	// What leaves gives its room back.
+	if !tb.RemoveCall(a1, 0, ReasonCleared) {
+		t.Fatal("RemoveCall")
+	}
+	if err := tb.AddCall(a2, 1, 201); err != nil {
+		t.Fatalf("call after one of the source's calls left: %v", err)
+	}
+	tb.RemoveControl(a1, ReasonStopped)
+	if _, err := tb.AddControl(connKey(inside, 3), public, false); err != nil {
+		t.Fatalf("connection after one of the source's connections left: %v", err)
+	}
+	// A forward's source is its peer, the host that opened it.
+	fk := ControlKey{InsideIP: inside, PeerIP: [4]byte{192, 0, 2, 9}, InsidePort: 1723, PeerPort: 5000}
+	for i := range uint16(3) {
+		fk.PeerPort = 5000 + i
+		cn, err := tb.AddControl(fk, public, true)
+		if i < 2 && (err != nil || cn.Source() != fk.PeerIP) {
+			t.Fatalf("forward %d: %v", i, err)
+		}
+		if i == 2 && err != ErrSourceLimit {
+			t.Fatalf("third forwarded connection from one peer: %v, want ErrSourceLimit", err)
+		}
+	}
+	if got := len(tb.sources); got != 3 {
+		t.Fatalf("%d sources tracked, want 3", got)
+	}
+	tb.Purge()
+	if len(tb.sources) != 0 {
+		t.Fatalf("sources left after Purge: %v", tb.sources)
+	}
+}
+
+func TestLimitsDefaults(t *testing.T) {
+	got := Limits{}.WithDefaults()
+	want := Limits{ConnsPerSource: 256, CallsPerConn: 64, CallsPerSource: 1024}
+	if got != want {
+		t.Fatalf("got %+v want %+v", got, want)
+	}
+	if l := (Limits{CallsPerConn: 5}).WithDefaults(); l.CallsPerConn != 5 || l.ConnsPerSource != 256 {
+		t.Fatalf("a set field was replaced: %+v", l)
+	}
+}
+
+// The setup FIFO against a naive reference: random pushes and removals
+// keep its order and count.
+func TestSetupQueueAgainstReference(t *testing.T) {
+	var q setupQueue[Call, *Call]
+	var ref []*Call
+	all := make([]*Call, 64)
+	for i := range all {
+		all[i] = &Call{OutsideCallID: uint16(i)}
+	}
+	r := uint32(1)
+	for step := range 5000 {
+		r = r*1664525 + 1013904223
+		c := all[r>>26]
+		if r&(1<<20) != 0 {
+			q.push(c)
+			if !slices.Contains(ref, c) {
+				ref = append(ref, c)
+			}
+		} else {
+			q.remove(c)
+			if i := slices.Index(ref, c); i >= 0 {
+				ref = slices.Delete(ref, i, i+1)
+			}
+		}
+		var got []*Call
+		for x := q.front(); x != nil; x = x.setup.next {
+			got = append(got, x)
+		}
+		if !slices.Equal(got, ref) || q.n != len(ref) {
+			t.Fatalf("step %d: queue %d entries, reference %d", step, q.n, len(ref))
+		}
 	}
 }
 
@@ -288,7 +481,7 @@ func TestReplaceConnAndOutKey(t *testing.T) {
 	tb, _, rm := newTable(t, Config{})
 	cn := setup(t, tb)
 	// A second call on another conn, same inside host, whose peer reuses call ID 55.
-	cn2 := tb.AddControl(connKey(inside, 40001), public, false)
+	cn2 := addControl(t, tb, connKey(inside, 40001))
 	if err := tb.AddCall(cn2, 8, 1001); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +495,7 @@ func TestReplaceConnAndOutKey(t *testing.T) {
 		t.Fatal("replaced call still on its conn")
 	}
 	// Same 4-tuple again (port reuse): the old conn and its calls go.
-	tb.AddControl(cn2.Key, public, false)
+	addControl(t, tb, cn2.Key)
 	if len(*rm) != 2 || (*rm)[1] != (removal{1001, ReasonConnRemoved}) {
 		t.Fatalf("removals %v", *rm)
 	}
@@ -334,9 +527,16 @@ func TestConcurrent(t *testing.T) {
 			defer wg.Done()
 			ip := [4]byte{10, 0, 1, byte(w)}
 			for i := range 200 {
-				cn := tb.AddControl(ControlKey{ip, peer, uint16(i), 1723}, public, false)
+				cn, err := tb.AddControl(ControlKey{ip, peer, uint16(i), 1723}, public, false)
+				if err == ErrTableFull {
+					continue // full of established connections: refused, not evicted
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
 				id := uint16(w*1000 + i)
-				if err := tb.AddCall(cn, id, id); err != nil && err != ErrConnGone {
+				if err := tb.AddCall(cn, id, id); err != nil && err != ErrConnGone && err != ErrTableFull {
 					t.Error(fmt.Sprint(err))
 					return
 				}
@@ -359,7 +559,7 @@ func TestConcurrent(t *testing.T) {
 
 func BenchmarkOutbound(b *testing.B) {
 	tb := New(Config{}, SystemClock{})
-	cn := tb.AddControl(connKey(inside, 1), public, false)
+	cn := addControl(b, tb, connKey(inside, 1))
 	tb.AddCall(cn, 7, 1000)
 	tb.Establish(cn, 7, 55)
 	k := OutKey{inside, peer, 55}

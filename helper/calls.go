@@ -15,7 +15,8 @@ import (
 //	                               ICCN ->established
 //	clearing:                      CCRQ ->clearing (CallCleared); CDN ->removed (CallCleared
 //	                               unless already sent)
-//	the whole connection:          StopCCRQ/StopCCRP/FIN/RST ->ControlStopped, all calls gone
+//	the whole connection:          SCCRP ok ->ControlEstablished;
+//	                               StopCCRQ/StopCCRP/FIN/RST ->ControlStopped, all calls gone
 
 // complete runs the state machine for the message just completed in s.
 // After ControlStopped there are no calls left to report on.
@@ -36,6 +37,10 @@ func (c *Translator) complete(s *stream, dir Dir) {
 		c.stop(t)
 	case wire.EchoRequest, wire.EchoReply:
 		c.m.Event(Event{Kind: EchoSeen, Msg: t})
+	case wire.StartCtrlConnReply:
+		if res := result(); res == wire.SCCRPResultOK {
+			c.m.Event(Event{Kind: ControlEstablished, Msg: t, Result: res})
+		}
 	case wire.OutgoingCallRequest, wire.IncomingCallRequest:
 		if out {
 			if !s.fieldOK {
@@ -205,9 +210,13 @@ func (c *Translator) forget(cl call) {
 	if !cl.hasInside {
 		return
 	}
-	c.gone[c.goneNext] = goneCall{cl.inside, cl.outside}
+	g := goneCall{cl.inside, cl.outside}
+	if len(c.gone) < goneLen {
+		c.gone = append(c.gone, g)
+	} else {
+		c.gone[c.goneNext] = g
+	}
 	c.goneNext = (c.goneNext + 1) % goneLen
-	c.goneN = min(c.goneN+1, goneLen)
 }
 
 // recall returns the outside ID of the inside call ID insideID from the
@@ -216,7 +225,7 @@ func (c *Translator) recall(insideID uint16) (uint16, bool) {
 	if i := c.findInside(insideID); i >= 0 {
 		return c.calls[i].outside, true
 	}
-	for k := 1; k <= c.goneN; k++ {
+	for k := 1; k <= len(c.gone); k++ {
 		g := c.gone[(c.goneNext-k+goneLen)%goneLen]
 		if g.inside == insideID {
 			return g.outside, true

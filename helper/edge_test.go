@@ -305,7 +305,9 @@ func TestRST(t *testing.T) {
 func TestUnknownCallID(t *testing.T) {
 	cv := pnsInside()
 	r := start(t, cv, Config{Strict: true}, 2)
-	// OCRP for an outside ID nobody allocated: untouched, no event.
+	// OCRP for an outside ID nobody allocated: untouched, no event (the
+	// SCCRP's ControlEstablished came before).
+	r.m.events = r.m.events[:0]
 	p := (&wire.OCRP{CallID: 1, PeerCallID: 0x4242, Result: 1}).Append(nil)
 	orig := bytes.Clone(p)
 	res := r.process(Inbound, r.seq[Inbound], false, p)
@@ -322,6 +324,7 @@ func TestAllocFailed(t *testing.T) {
 	cv := pnsInside()
 	r := start(t, cv, Config{Strict: true}, 2)
 	r.m.failAlloc = true
+	r.m.events = r.m.events[:0] // the SCCRP's ControlEstablished
 	p := (&wire.OCRQ{CallID: 0x0101}).Append(nil)
 	orig := bytes.Clone(p)
 	res := r.process(Outbound, r.seq[Outbound], false, p)
@@ -452,5 +455,35 @@ func TestResendFullSegment(t *testing.T) {
 	res := r.process(Outbound, seq, false, p)
 	if res.Verdict != pkt.Accept || res.Reason != ReasonRetransmission || !bytes.Equal(p, want) || len(res.Patches) != 2*91 {
 		t.Fatalf("resend: %v %q, %d patches", res.Verdict, res.Reason, len(res.Patches))
+	}
+}
+
+// A connection costs what it holds: no patch memory before its first
+// rewrite, a few entries after one, and at most ringSize per direction
+// however many rewrites follow.
+func TestPatchMemoryGrowsLazily(t *testing.T) {
+	cv := pnsInside()
+	r := start(t, cv, Config{Strict: true}, 2) // SYNs, SCCRQ, SCCRP: no call ID
+	for d := range r.c.dirs {
+		if s := &r.c.dirs[d]; s.ring != nil {
+			t.Fatalf("%v: ring of %d allocated before any rewrite", Dir(d), cap(s.ring))
+		}
+	}
+	if r.c.patches != nil || r.c.relPatches != nil || r.c.gone != nil {
+		t.Fatal("patch or gone buffers allocated before any rewrite")
+	}
+	p := (&wire.OCRQ{CallID: 0x0101}).Append(nil)
+	if res := r.process(Outbound, r.seq[Outbound], false, p); len(res.Patches) != 2 {
+		t.Fatalf("OCRQ: %+v", res)
+	}
+	if s := &r.c.dirs[Outbound]; len(s.ring) != 2 || cap(s.ring) > 8 || r.c.dirs[Inbound].ring != nil {
+		t.Fatalf("after one rewrite: out ring %d/%d, in ring %v", len(s.ring), cap(s.ring), r.c.dirs[Inbound].ring)
+	}
+	s := &r.c.dirs[Outbound]
+	for i := range uint32(3 * ringSize) {
+		s.remember(1000+i, 1, 2)
+	}
+	if len(s.ring) != ringSize || cap(s.ring) > ringSize || !s.hasFloor || s.floor != 1000+2*ringSize {
+		t.Fatalf("ring %d/%d, floor %d (%v): want %d entries, wrapped", len(s.ring), cap(s.ring), s.floor, s.hasFloor, ringSize)
 	}
 }

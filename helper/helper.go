@@ -123,12 +123,13 @@ type Patch struct {
 type EventKind uint8
 
 const (
-	CallRequested   EventKind = iota + 1 // OCRQ/ICRQ seen (IDs known so far)
-	CallEstablished                      // successful OCRP, or ICCN: expect GRE now
-	CallFailed                           // unsuccessful OCRP/ICRP
-	CallCleared                          // CCRQ or CDN
-	ControlStopped                       // StopCCRQ/StopCCRP, FIN or RST (once per Translator)
-	EchoSeen                             // Echo-Request or Echo-Reply: the connection is alive
+	CallRequested      EventKind = iota + 1 // OCRQ/ICRQ seen (IDs known so far)
+	CallEstablished                         // successful OCRP, or ICCN: expect GRE now
+	CallFailed                              // unsuccessful OCRP/ICRP
+	CallCleared                             // CCRQ or CDN
+	ControlStopped                          // StopCCRQ/StopCCRP, FIN or RST (once per Translator)
+	EchoSeen                                // Echo-Request or Echo-Reply: the connection is alive
+	ControlEstablished                      // Start-Control-Connection-Reply "OK": the connection is set up
 )
 
 func (k EventKind) String() string {
@@ -145,6 +146,8 @@ func (k EventKind) String() string {
 		return "stopped"
 	case EchoSeen:
 		return "echo"
+	case ControlEstablished:
+		return "control_established"
 	}
 	return "event?"
 }
@@ -224,7 +227,9 @@ const (
 	// ringSize bounds the remembered patches per direction (each rewritten
 	// call ID costs at most two): 2 KiB, enough for a full 1460-byte
 	// segment of the smallest rewritten message (CCRQ, 16 bytes: 91 IDs)
-	// plus the ones before it.
+	// plus the ones before it. The ring grows as patches are made (a
+	// connection that never had a call ID rewritten has none), so a
+	// tracked connection costs what it holds.
 	ringSize = 256
 	// keepLen is how many leading bytes of each message are kept: enough
 	// for every field the state machine reads (the last is OCRP/ICRP's
@@ -288,8 +293,7 @@ type stream struct {
 	badSeq    uint32 // modePoisoned: first byte of the malformed message
 	badReason Reason
 
-	ring     [ringSize]memo
-	ringLen  int
+	ring     []memo // grows to ringSize, then wraps at ringNext
 	ringNext int
 	floor    uint32 // with hasFloor: patches before floor were forgotten
 	hasFloor bool
@@ -318,25 +322,23 @@ type Translator struct {
 	calls   []call
 	stopped bool
 	// gone remembers the last goneLen translations of calls removed from
-	// calls (ring, goneNext is the next slot to overwrite).
-	gone     [goneLen]goneCall
-	goneN    int
+	// calls (a ring once it has grown to goneLen; goneNext is the next slot
+	// to overwrite).
+	gone     []goneCall
 	goneNext int
 
-	holdClock  uint64
+	holdClock uint64
+	// patches and relPatches are allocated by the first rewrite and reused
+	// from then on, like the rings and gone: a connection that never has a
+	// call ID rewritten (a SYN, a flood) costs only the Translator itself.
 	patches    []Patch
 	relPatches []Patch
 	res        Result
-	patchBuf   [8]Patch
-	relBuf     [4]Patch
 }
 
 // NewTranslator returns the ALG state for a new control connection.
 func NewTranslator(m Mapper, cfg Config) *Translator {
-	c := &Translator{m: m, cfg: cfg}
-	c.patches = c.patchBuf[:0]
-	c.relPatches = c.relBuf[:0]
-	return c
+	return &Translator{m: m, cfg: cfg}
 }
 
 // Serial-number comparisons of TCP sequence numbers.
@@ -488,7 +490,7 @@ func (c *Translator) hold(s *stream, seq uint32, p []byte) {
 
 // reapply re-applies the remembered patches that fall in [seq, end).
 func (c *Translator) reapply(s *stream, seq, end uint32, p []byte) {
-	for i := 0; i < s.ringLen; i++ {
+	for i := range s.ring {
 		m := &s.ring[i]
 		if seqLE(seq, m.seq) && seqLT(m.seq, end) {
 			off := int(m.seq - seq)
@@ -501,12 +503,16 @@ func (c *Translator) reapply(s *stream, seq, end uint32, p []byte) {
 }
 
 func (s *stream) remember(seq uint32, old, new byte) {
-	if s.ringLen == ringSize {
-		s.floor, s.hasFloor = s.ring[s.ringNext].seq+1, true
-	} else {
-		s.ringLen++
+	m := memo{seq: seq, old: old, new: new}
+	if len(s.ring) < ringSize {
+		// Grow by append (doubling) up to ringSize: a connection with a
+		// call or two keeps a few entries, not 2 KiB.
+		s.ring = append(s.ring, m)
+		s.ringNext = len(s.ring) % ringSize
+		return
 	}
-	s.ring[s.ringNext] = memo{seq: seq, old: old, new: new}
+	s.floor, s.hasFloor = s.ring[s.ringNext].seq+1, true
+	s.ring[s.ringNext] = m
 	s.ringNext = (s.ringNext + 1) % ringSize
 }
 

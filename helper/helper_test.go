@@ -18,7 +18,8 @@ func conversations(t testing.TB) []conversation {
 func TestConversations(t *testing.T) {
 	want := map[string]string{
 		// pptp-linux -> pptpd: call ID 0x9dff (inside) -> 0x6200; pptpd's call ID 0.
-		"long": `requested Outgoing-Call-Request in=0x9dff out=0x6200 peer=0x0 res=0
+		"long": `control_established Start-Control-Connection-Reply in=0x0 out=0x0 peer=0x0 res=1
+requested Outgoing-Call-Request in=0x9dff out=0x6200 peer=0x0 res=0
 established Outgoing-Call-Reply in=0x9dff out=0x6200 peer=0x0 res=1
 echo Echo-Request in=0x0 out=0x0 peer=0x0 res=0
 echo Echo-Reply in=0x0 out=0x0 peer=0x0 res=0
@@ -30,14 +31,16 @@ stopped MsgType(0) in=0x0 out=0x0 peer=0x0 res=0
 `,
 		// Echo-Request and Call-Clear-Request in one segment; pptpd's FIN;
 		// pptp-linux's second CCRQ, after the stop, adds no event.
-		"clear": `requested Outgoing-Call-Request in=0x5e6d out=0xa192 peer=0x0 res=0
+		"clear": `control_established Start-Control-Connection-Reply in=0x0 out=0x0 peer=0x0 res=1
+requested Outgoing-Call-Request in=0x5e6d out=0xa192 peer=0x0 res=0
 established Outgoing-Call-Reply in=0x5e6d out=0xa192 peer=0x0 res=1
 echo Echo-Request in=0x0 out=0x0 peer=0x0 res=0
 cleared Call-Clear-Request in=0x5e6d out=0xa192 peer=0x0 res=0
 echo Echo-Reply in=0x0 out=0x0 peer=0x0 res=0
 stopped MsgType(0) in=0x0 out=0x0 peer=0x0 res=0
 `,
-		"pns-inside": `requested Outgoing-Call-Request in=0x101 out=0xfefe peer=0x0 res=0
+		"pns-inside": `control_established Start-Control-Connection-Reply in=0x0 out=0x0 peer=0x0 res=1
+requested Outgoing-Call-Request in=0x101 out=0xfefe peer=0x0 res=0
 requested Outgoing-Call-Request in=0x202 out=0xfdfd peer=0x0 res=0
 requested Outgoing-Call-Request in=0x303 out=0xfcfc peer=0x0 res=0
 echo Echo-Request in=0x0 out=0x0 peer=0x0 res=0
@@ -52,7 +55,8 @@ cleared Call-Clear-Request in=0x404 out=0xfbfb peer=0x7004 res=0
 cleared Call-Disconnect-Notify in=0x303 out=0xfcfc peer=0x7003 res=1
 stopped Stop-Control-Connection-Request in=0x0 out=0x0 peer=0x0 res=0
 `,
-		"pac-inside": `requested Outgoing-Call-Request in=0x0 out=0x0 peer=0x6001 res=0
+		"pac-inside": `control_established Start-Control-Connection-Reply in=0x0 out=0x0 peer=0x0 res=1
+requested Outgoing-Call-Request in=0x0 out=0x0 peer=0x6001 res=0
 established Outgoing-Call-Reply in=0xa0a out=0xf5f5 peer=0x6001 res=1
 requested Incoming-Call-Request in=0xb0b out=0xf4f4 peer=0x0 res=0
 established Incoming-Call-Connected in=0xb0b out=0xf4f4 peer=0x6002 res=0

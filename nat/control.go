@@ -30,6 +30,14 @@ type heldSegment struct {
 	deadline time.Time
 }
 
+// MaxHeldBytes bounds the copies of held segments, all connections
+// together. A hold is rare (a call-ID field split between two segments) and
+// short (timeouts.hold), so legitimate traffic stays far below it; beyond
+// it a segment to be held is given up at once, as Tick gives up one whose
+// hold expired (counted as ctl_hold_full), so that a flood of split fields
+// cannot hold up to 2 x 64 KB per tracked connection.
+const MaxHeldBytes = 4 << 20
+
 // release is a verdict for a held segment, delivered after ctlMu is
 // released.
 type release struct {
@@ -95,6 +103,21 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 		// this segment (res.Patches, in buf): the held copy's checksum
 		// covers them now, and the rest when it is released.
 		patchChecksum(pkt.TCP(buf[pp.IPLen:]), res.Patches)
+		if e.heldBytes+len(buf) > e.maxHeld {
+			// Over the budget: give up at once, as Tick does at the
+			// deadline (lenient: sent as it is, with the rewrites
+			// already made; strict: dropped, and TCP resends it).
+			c.tr.ExpireHeld()
+			if e.set.Strict {
+				v, r = e.count(pkt.Drop, rCtlHoldFull)
+				break
+			}
+			copy(p.Payload, buf)
+			p.Modified = len(res.Patches) > 0
+			v, r = e.count(pkt.Accept, rCtlHoldFull)
+			break
+		}
+		e.heldBytes += len(buf)
 		e.holds = append(e.holds, &heldSegment{
 			id: p.ID, buf: buf, tcpOff: pp.IPLen, c: c, dir: dir, deadline: e.clk.Now().Add(e.set.Timeouts.Hold)})
 		v, r = e.count(pkt.Hold, rCtlHeld)
@@ -172,8 +195,16 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		v, r := e.count(pkt.Drop, rCtlNoConn)
 		return nil, v, r
 	}
+	tc, err := e.table.AddControl(k, e.pub, serverInside)
+	if err != nil {
+		// A full table (of established state) or a source at its limit:
+		// the segment is dropped, as the kernel drops a packet whose
+		// conntrack entry it cannot create; TCP resends it. The table
+		// counts the refusal by reason.
+		v, r := e.count(pkt.Drop, rCtlRefused)
+		return nil, v, r
+	}
 	e.counters.Inc(int(r))
-	tc = e.table.AddControl(k, e.pub, serverInside)
 	c := &control{tc: tc}
 	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
 	tc.Data = c
@@ -224,6 +255,7 @@ func (e *Engine) released(c *control, dir helper.Dir, res helper.Result, rel []r
 	}
 	h := e.holds[idx]
 	e.holds = append(e.holds[:idx], e.holds[idx+1:]...)
+	e.heldBytes -= len(h.buf)
 	patchChecksum(pkt.TCP(h.buf[h.tcpOff:]), res.ReleasedPatches)
 	e.counters.Inc(int(rCtlReleased))
 	return append(rel, release{h.id, h.buf, pkt.Accept})
@@ -261,7 +293,9 @@ func (m *mapper) AllocOutside(insideID uint16) (uint16, error) {
 		return 0, err
 	}
 	if err := t.AddCall(tc, insideID, id); err != nil {
-		m.e.alloc.Release(pk, id)
+		// Refused (a limit, a full table) or a duplicate: the ID never
+		// reached anyone, so it is free again at once.
+		m.e.alloc.ReleaseUnused(pk, id)
 		return 0, err
 	}
 	m.e.counters.Inc(int(rCallsMapped))
@@ -289,6 +323,8 @@ func (m *mapper) Event(ev helper.Event) {
 			"inside_call_id", ev.InsideID, "outside_call_id", ev.OutsideID, "peer_call_id", ev.PeerID)
 	case helper.CallFailed, helper.CallCleared:
 		t.RemoveCall(tc, ev.InsideID, conntrack.ReasonCleared)
+	case helper.ControlEstablished:
+		t.EstablishControl(tc)
 	case helper.ControlStopped:
 		t.StopControl(tc)
 	case helper.EchoSeen:

@@ -513,3 +513,37 @@ func TestPublicIPChange(t *testing.T) {
 		}
 	}
 }
+
+// Held copies have a budget (MaxHeldBytes): beyond it a segment to be held
+// is given up at once, as an expired hold is (lenient: sent unmodified;
+// strict: dropped), and what the holds leave gives the budget back.
+func TestHoldBudget(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		e, clk := newEngine(t, func(c *EngineConfig) { c.Strict = strict })
+		rs := collect(e)
+		a := newClient(t, e, lanA, 40000)
+		b := newClient(t, e, lanB, 40001)
+		a.startControl()
+		b.startControl()
+		req := (&wire.OCRQ{CallID: 0x0102}).Append(nil)
+		a.send(true, req[:13], pkttest.TCPOpt{ACK: true}, pkt.Hold)
+		e.maxHeld = e.heldBytes + 1 // room for nothing more
+		want := pkt.Accept
+		if strict {
+			want = pkt.Drop
+		}
+		orig := pkttest.TCP(t, lanB, server, 40001, 1723, req[:13], pkttest.TCPOpt{ACK: true, Seq: b.seqOut})
+		got := b.send(true, req[:13], pkttest.TCPOpt{ACK: true}, want)
+		if !strict && !bytes.Equal(got, orig) {
+			t.Fatalf("lenient: a segment over the budget must leave unmodified")
+		}
+		if c := e.Counters(); c[ReasonCtlHoldFull] != 1 || c["ctl_holding"] != 1 {
+			t.Fatalf("strict=%v: counters %v", strict, c)
+		}
+		clk.Advance(conntrack.DefaultHold + time.Millisecond)
+		e.Tick()
+		if len(*rs) != 1 || e.heldBytes != 0 {
+			t.Fatalf("strict=%v: releases %d, %d bytes still counted as held", strict, len(*rs), e.heldBytes)
+		}
+	}
+}

@@ -21,11 +21,13 @@ const (
 	rCtlHeld                        // control segment held for the rest of a call-ID field
 	rCtlReleased                    // held segment completed and released
 	rCtlHoldExpire                  // held segment timed out
+	rCtlHoldFull                    // segment not held: MaxHeldBytes reached; let go (lenient) or dropped
 	rCtlNoConn                      // strict: data on an untracked control connection
 	rCtlPickup                      // lenient: control connection picked up mid-stream
 	rCtlEmpty                       // segment without data on an untracked connection
 	rCtlUntracked                   // TCP 1723 to an inside server that is not forwarded
 	rCtlNew                         // control connection tracked from its SYN
+	rCtlRefused                     // new control connection refused (full table, per-source limit): dropped
 	rIPMalformed                    // not a whole IPv4 packet
 	rTCPMalformed                   // TCP header cut short or with a bad data offset
 	rTCPFragment                    // an IPv4 fragment of TCP 1723
@@ -51,11 +53,13 @@ const (
 	ReasonCtlHeld       = "ctl_held"
 	ReasonCtlReleased   = "ctl_released"
 	ReasonCtlHoldExpire = "ctl_hold_expired"
+	ReasonCtlHoldFull   = "ctl_hold_full"
 	ReasonCtlNoConn     = "ctl_no_conn"
 	ReasonCtlPickup     = "ctl_pickup"
 	ReasonCtlEmpty      = "ctl_untracked_empty"
 	ReasonCtlUntracked  = "ctl_untracked"
 	ReasonCtlNew        = "ctl_new"
+	ReasonCtlRefused    = "ctl_refused"
 	ReasonIPMalformed   = "ip_malformed"
 	ReasonTCPMalformed  = "tcp_malformed"
 	ReasonTCPFragment   = "tcp_fragment"
@@ -76,11 +80,13 @@ var reasonDefs = [numReasons]metrics.Def{
 	rCtlHeld:          packets(ReasonCtlHeld),
 	rCtlReleased:      packets(ReasonCtlReleased),
 	rCtlHoldExpire:    packets(ReasonCtlHoldExpire),
+	rCtlHoldFull:      packets(ReasonCtlHoldFull),
 	rCtlNoConn:        packets(ReasonCtlNoConn),
 	rCtlPickup:        packets(ReasonCtlPickup),
 	rCtlEmpty:         packets(ReasonCtlEmpty),
 	rCtlUntracked:     packets(ReasonCtlUntracked),
 	rCtlNew:           packets(ReasonCtlNew),
+	rCtlRefused:       packets(ReasonCtlRefused),
 	rIPMalformed:      packets(ReasonIPMalformed),
 	rTCPMalformed:     packets(ReasonTCPMalformed),
 	rTCPFragment:      packets(ReasonTCPFragment),
@@ -114,11 +120,13 @@ var (
 	descHolding = &metrics.Desc{Name: "control_segments_held", Kind: metrics.Gauge,
 		Help: "Control segments held now, waiting for the rest of a call-ID field."}
 	descRemoved = &metrics.Desc{Name: "removed_total", Labels: []string{"what", "reason"},
-		Help: "Calls and control connections removed from the table by the LRU bound (evicted) or idle timeouts (expired)."}
+		Help: "Calls and control connections removed from the table by idle timeouts (expired), to make room for new state while not yet established (early_dropped), or by the LRU bound (evicted; the table makes room before it is reached, so this stays 0)."}
+	descRefused = &metrics.Desc{Name: "refused_total", Labels: []string{"what", "reason"},
+		Help: "New calls and control connections not tracked: the table full of established state (table_full), a per-source limit (per_source), the calls-per-connection limit (per_conn)."}
 	descActive = &metrics.Desc{Name: "active", Kind: metrics.Gauge, Labels: []string{"what"},
-		Help: "Calls and control connections tracked now."}
+		Help: "Calls and control connections tracked now (control, call) and those of them not yet established (control_setup, call_setup)."}
 	descCallIDs = &metrics.Desc{Name: "callid_events_total", Labels: []string{"event"},
-		Help: "Outside call-ID allocator events: allocated, released (into quarantine), collisions (random start taken)."}
+		Help: "Outside call-ID allocator events: allocated, released (all), released_unused (of those, free at once: the call never carried GRE), collisions (random start taken)."}
 )
 
 // helperReason is the counter index of a translator reason.
@@ -158,12 +166,30 @@ func (e *Engine) Collect(emit func(metrics.Sample)) {
 	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"call", "expired"}, Key: "calls_expired", Value: st.CallsExpired})
 	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"control", "evicted"}, Key: "conns_evicted", Value: st.ConnsEvicted})
 	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"control", "expired"}, Key: "conns_expired", Value: st.ConnsExpired})
+	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"call", "early_dropped"}, Key: "calls_early_dropped", Value: st.CallsEarlyDropped})
+	emit(metrics.Sample{Desc: descRemoved, LabelValues: []string{"control", "early_dropped"}, Key: "conns_early_dropped", Value: st.ConnsEarlyDropped})
+	for _, r := range []struct {
+		what, reason, key string
+		v                 uint64
+	}{
+		{"control", "table_full", "conns_refused_table_full", st.ConnsRefusedFull},
+		{"control", "per_source", "conns_refused_per_source", st.ConnsRefusedSource},
+		{"call", "table_full", "calls_refused_table_full", st.CallsRefusedFull},
+		{"call", "per_source", "calls_refused_per_source", st.CallsRefusedSource},
+		{"call", "per_conn", "calls_refused_per_conn", st.CallsRefusedConn},
+	} {
+		emit(metrics.Sample{Desc: descRefused, LabelValues: []string{r.what, r.reason}, Key: r.key, Value: r.v})
+	}
 	controls, calls := e.table.Len()
+	setupControls, setupCalls := e.table.InSetup()
 	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"control"}, Key: "conns_active", Value: uint64(controls)})
 	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"call"}, Key: "calls_active", Value: uint64(calls)})
+	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"control_setup"}, Key: "conns_setup", Value: uint64(setupControls)})
+	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"call_setup"}, Key: "calls_setup", Value: uint64(setupCalls)})
 	as := e.alloc.Stats()
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"allocated"}, Key: "callid_allocated", Value: as.Allocated})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released"}, Key: "callid_released", Value: as.Released})
+	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released_unused"}, Key: "callid_released_unused", Value: as.ReleasedUnused})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"collision"}, Key: "callid_collisions", Value: as.Collisions})
 }
 

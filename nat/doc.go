@@ -59,12 +59,28 @@
 // SetVerdict), or given up by Tick after timeouts.hold (let go unmodified;
 // dropped in strict mode).
 //
+// # Bounds
+//
+// Nothing a packet can make the engine keep grows without a bound, and
+// established state is never given up to make room for state that is not
+// (conntrack's package comment has the policy): AddControl early-drops a
+// control connection still in setup or refuses the new one, and the SYN
+// or segment that asked for it is dropped (ctl_refused); AddCall does the
+// same for calls and enforces the per-source and per-connection limits,
+// and a refused call's Outgoing-Call-Request passes untranslated
+// (helper_alloc_failed). An outside call ID goes back to the allocator
+// through OnCallRemoved, into quarantine only if the call carried GRE
+// (Allocator.Release; otherwise ReleaseUnused), and a refused call's ID at
+// once. Held segments share MaxHeldBytes. A translator allocates its patch
+// memory on first use and the allocator its bitsets by chunk, so a
+// connection or pool costs what it holds (memory_test.go measures it).
+//
 // # Lock order
 //
 // Engine.ctlMu (the control path: translators, held segments, the public
 // address of new connections) -> conntrack.Table.mu -> Allocator.mu. The GRE
 // path takes only Table.mu. The table's OnCallRemoved callback runs under
-// Table.mu and only takes Allocator.mu (to quarantine the call's outside ID).
+// Table.mu and only takes Allocator.mu (to release the call's outside ID).
 // Counters are atomics and take no lock. This is the only place the order is
 // written; the other packages point here.
 package nat

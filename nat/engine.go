@@ -37,6 +37,9 @@ type EngineConfig struct {
 	// Timeouts of the call table, the allocator's quarantine and held
 	// segments; zero fields take conntrack's defaults.
 	Timeouts conntrack.Timeouts
+	// Limits per source host and per control connection; zero fields take
+	// conntrack's defaults.
+	Limits   conntrack.Limits
 	MaxCalls int // bound of the call table (and of the control connection table); 0: conntrack.DefaultMaxCalls
 	Forwards []Forward
 	Logger   *slog.Logger // nil: slog.Default()
@@ -47,6 +50,7 @@ type EngineConfig struct {
 type Settings struct {
 	Strict   bool
 	Timeouts conntrack.Timeouts
+	Limits   conntrack.Limits
 	MaxCalls int
 	Forwards []Forward
 }
@@ -69,8 +73,10 @@ type Engine struct {
 	counters *metrics.Counters // indexed by reason (counters.go)
 	releaser atomic.Pointer[func(id uint32, data []byte, v pkt.Verdict)]
 
-	ctlMu sync.Mutex
-	holds []*heldSegment
+	ctlMu     sync.Mutex
+	holds     []*heldSegment
+	heldBytes int // sum of the holds' copies
+	maxHeld   int // MaxHeldBytes; tests lower it
 
 	// Drop summary logging (Tick only): logs are rate-limited to one line
 	// per SummaryInterval listing the drop reasons that grew.
@@ -95,6 +101,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		set: Settings{
 			Strict:   cfg.Strict,
 			Timeouts: cfg.Timeouts.WithDefaults(),
+			Limits:   cfg.Limits.WithDefaults(),
 			MaxCalls: cfg.MaxCalls,
 			Forwards: append([]Forward(nil), cfg.Forwards...),
 		},
@@ -102,6 +109,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		clk:      clk,
 		log:      log,
 		counters: newCounters(),
+		maxHeld:  MaxHeldBytes,
 	}
 	e.wan.Store(cfg.WANIf)
 	if cfg.PublicIP.Is4() {
@@ -117,9 +125,15 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	e.alloc = NewAllocator(AllocatorConfig{Quarantine: e.set.Timeouts.CallIDQuarantine}, clk)
 	e.table = conntrack.New(conntrack.Config{
 		Timeouts: e.set.Timeouts,
+		Limits:   e.set.Limits,
 		MaxCalls: e.set.MaxCalls,
 		OnCallRemoved: func(c *conntrack.Call, why string) {
-			e.alloc.Release(PoolKey{c.PublicIP, c.PeerIP}, c.OutsideCallID)
+			pk := PoolKey{c.PublicIP, c.PeerIP}
+			if c.CarriedGRE() {
+				e.alloc.Release(pk, c.OutsideCallID)
+			} else {
+				e.alloc.ReleaseUnused(pk, c.OutsideCallID)
+			}
 			if why == conntrack.ReasonCleared || why == conntrack.ReasonStopped {
 				e.counters.Inc(int(rCallsCleared))
 			}

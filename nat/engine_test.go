@@ -44,7 +44,10 @@ func addCall(t testing.TB, e *Engine, ip [4]byte, sport, insideID, peerID uint16
 	if ok {
 		c = cn.Data.(*control)
 	} else {
-		cn = e.table.AddControl(k, pubIP, false)
+		var err error
+		if cn, err = e.table.AddControl(k, pubIP, false); err != nil {
+			t.Fatal(err)
+		}
 		c = &control{tc: cn}
 		c.tr = helper.NewTranslator(&mapper{e, c}, helper.Config{})
 		cn.Data = c
@@ -201,30 +204,31 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
-func TestGRETimeoutsAndEviction(t *testing.T) {
+// A full table refuses a new call instead of evicting a set-up one (its
+// outside ID is free again at once), then the GRE timeouts apply.
+func TestGRETimeoutsAndFullTable(t *testing.T) {
 	e, clk := newEngine(t, func(c *EngineConfig) {
 		c.MaxCalls = 2
 		c.Timeouts.CallIDQuarantine = time.Minute
 	})
-	o1 := addCall(t, e, lanA, 40000, 1, 501)
+	addCall(t, e, lanA, 40000, 1, 501)
 	o2 := addCall(t, e, lanA, 40000, 2, 502)
 	pk := PoolKey{pubIP, server}
-	// Call 1 is used, so call 2 is the LRU victim when call 3 arrives.
 	if v, _ := process(t, e, pkttest.GRE(t, lanA, server, 501, pkttest.GREOpt{}), lanIf, nfq.HookPrerouting); v != pkt.Accept {
 		t.Fatal("call 1")
 	}
-	o3 := addCall(t, e, lanA, 40000, 3, 503)
-	if o1 == o2 || o2 == o3 || o1 == o3 {
-		t.Fatalf("outside IDs not distinct: %d %d %d", o1, o2, o3)
+	cn, _ := e.table.LookupControl(conntrack.ControlKey{InsideIP: lanA, PeerIP: server, InsidePort: 40000, PeerPort: 1723})
+	if _, err := (&mapper{e, cn.Data.(*control)}).AllocOutside(3); err != conntrack.ErrTableFull {
+		t.Fatalf("third call in a table of two set-up calls: %v, want ErrTableFull", err)
 	}
-	if v, r := process(t, e, pkttest.GRE(t, server, pubIP, o2, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting); v != pkt.Drop || r != ReasonGRENoCall {
-		t.Fatalf("evicted call still translated: %v %s", v, r)
+	if v, r := process(t, e, pkttest.GRE(t, server, pubIP, o2, pkttest.GREOpt{}), wanIf, nfq.HookPrerouting); v != pkt.Accept {
+		t.Fatalf("set-up call lost to a new one: %v %s", v, r)
 	}
-	if used, q := e.alloc.InUse(pk); used != 2 || q != 1 {
-		t.Fatalf("allocator: %d used, %d quarantined; eviction must release the ID", used, q)
+	if used, q := e.alloc.InUse(pk); used != 2 || q != 0 {
+		t.Fatalf("allocator: %d used, %d quarantined; the refused call's ID must be free at once", used, q)
 	}
-	if e.Counters()["calls_evicted"] != 1 {
-		t.Fatalf("counters %v", e.Counters())
+	if c := e.Counters(); c["calls_refused_table_full"] != 1 || c["calls_evicted"] != 0 || c["callid_released_unused"] != 1 {
+		t.Fatalf("counters %v", c)
 	}
 
 	// Call 1 has seen outbound only: unreplied timeout (30s).
@@ -393,7 +397,10 @@ func TestMetrics(t *testing.T) {
 	keys := []string{ReasonGREOut, ReasonGREIn, ReasonGRENoCall, ReasonCtlNew, ReasonNotPPTP,
 		"calls_mapped", "calls_established", "calls_cleared", "ctl_holding", "calls_evicted", "calls_expired",
 		"conns_evicted", "conns_expired", "conns_active", "calls_active", "callid_allocated",
-		"callid_released", "callid_collisions", "helper_" + helper.ReasonNoSYN.String()}
+		"callid_released", "callid_collisions", "helper_" + helper.ReasonNoSYN.String(),
+		ReasonCtlRefused, ReasonCtlHoldFull, "conns_early_dropped", "calls_early_dropped", "conns_refused_table_full",
+		"conns_refused_per_source", "calls_refused_table_full", "calls_refused_per_source",
+		"calls_refused_per_conn", "conns_setup", "calls_setup", "callid_released_unused"}
 	for _, k := range keys {
 		if v, ok := s.Get(k); !ok || v != 0 {
 			t.Errorf("fresh engine: %q = %d, present %v; want present at 0", k, v, ok)

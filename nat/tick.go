@@ -25,6 +25,7 @@ func (e *Engine) Tick() {
 			continue
 		}
 		h.c.tr.ExpireHeld()
+		e.heldBytes -= len(h.buf)
 		e.counters.Inc(int(rCtlHoldExpire))
 		v := pkt.Accept
 		if e.set.Strict {
@@ -43,7 +44,7 @@ func (e *Engine) Tick() {
 
 // dropReasons are the reasons logged in the periodic drop summary.
 var dropReasons = [...]reason{rGRENoCall, rGREMalformed, rGREFragment, rCtlNoConn, rCtlHoldExpire,
-	rIPMalformed, rTCPMalformed, rTCPFragment, rCallIDsOut}
+	rIPMalformed, rTCPMalformed, rTCPFragment, rCallIDsOut, rCtlRefused, rCtlHoldFull}
 
 // logDrops logs, at most once per SummaryInterval, how many packets were
 // dropped (or malformed) per reason since the last line. Only Tick calls it.

@@ -45,6 +45,9 @@ const (
 	// MaxMaxCalls bounds max_calls so a typo cannot make the tracking table
 	// reserve unbounded memory.
 	MaxMaxCalls = 1 << 22
+	// MaxCallsPerConn bounds limits.calls_per_conn: a control connection
+	// cannot carry more calls than there are call IDs.
+	MaxCallsPerConn = 65535
 	// MaxHold bounds timeouts.hold: a held control segment stalls its TCP
 	// stream, so holding longer than this is never useful.
 	MaxHold = 10 * time.Second
@@ -74,8 +77,12 @@ type Config struct {
 	// segments: the engine's own type (one declaration, one set of
 	// defaults, in package conntrack).
 	Timeouts conntrack.Timeouts `yaml:"timeouts"`
-	// MaxCalls bounds the number of tracked calls.
+	// MaxCalls bounds the number of tracked calls (and, separately, of
+	// tracked control connections).
 	MaxCalls int `yaml:"max_calls"`
+	// Limits bound what one source host and one control connection may
+	// hold: the engine's own type (package conntrack), like Timeouts.
+	Limits conntrack.Limits `yaml:"limits"`
 	// AdminSocket is the unix socket `pptpgw calls` talks to.
 	AdminSocket string `yaml:"admin_socket"`
 	// MSSClamp clamps the MSS of forwarded TCP SYNs.
@@ -205,6 +212,7 @@ func Default() *Config {
 		Strict:      false,
 		Timeouts:    conntrack.Timeouts{}.WithDefaults(),
 		MaxCalls:    conntrack.DefaultMaxCalls,
+		Limits:      conntrack.Limits{}.WithDefaults(),
 		AdminSocket: DefaultAdminSocket,
 		MSSClamp:    MSSClamp{Mode: MSSAuto},
 		IPForward:   true,
@@ -399,6 +407,18 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxCalls < 1 || c.MaxCalls > MaxMaxCalls {
 		bad("max_calls", "%d out of range 1..%d", c.MaxCalls, MaxMaxCalls)
+	}
+	for _, l := range []struct {
+		name   string
+		v, max int
+	}{
+		{"limits.conns_per_source", c.Limits.ConnsPerSource, MaxMaxCalls},
+		{"limits.calls_per_conn", c.Limits.CallsPerConn, MaxCallsPerConn},
+		{"limits.calls_per_source", c.Limits.CallsPerSource, MaxMaxCalls},
+	} {
+		if l.v < 1 || l.v > l.max {
+			bad(l.name, "%d out of range 1..%d", l.v, l.max)
+		}
 	}
 	switch {
 	case c.AdminSocket == "":

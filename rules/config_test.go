@@ -23,6 +23,9 @@ func TestDefault(t *testing.T) {
 	if c.Timeouts != want {
 		t.Errorf("Default().Timeouts = %+v, want %+v", c.Timeouts, want)
 	}
+	if wl := (conntrack.Limits{ConnsPerSource: 256, CallsPerConn: 64, CallsPerSource: 1024}); c.Limits != wl {
+		t.Errorf("Default().Limits = %+v, want %+v", c.Limits, wl)
+	}
 	// Defaults alone lack wan and lan, and nothing else.
 	err := c.Validate()
 	if got := fieldsOf(err); strings.Join(got, ",") != "wan,lan" {
@@ -70,7 +73,7 @@ func TestExampleLoadsAndValidates(t *testing.T) {
 
 func equalConfig(a, b *Config) bool {
 	return a.Table == b.Table && a.Queue == b.Queue && a.FailOpen == b.FailOpen && a.Strict == b.Strict &&
-		a.Timeouts == b.Timeouts && a.MaxCalls == b.MaxCalls && a.AdminSocket == b.AdminSocket &&
+		a.Timeouts == b.Timeouts && a.MaxCalls == b.MaxCalls && a.Limits == b.Limits && a.AdminSocket == b.AdminSocket &&
 		a.MSSClamp == b.MSSClamp && a.IPForward == b.IPForward && a.LogLevel == b.LogLevel &&
 		a.PublicAddress == b.PublicAddress
 }
@@ -86,6 +89,7 @@ fail_open: false
 strict: yes
 timeouts: {gre_unreplied: 10s, gre_replied: 1m30s, control_idle: 20m, call_id_quarantine: 1s, hold: 50ms}
 max_calls: 10
+limits: {conns_per_source: 3, calls_per_conn: 4, calls_per_source: 5}
 admin_socket: /tmp/x.sock
 mss_clamp: 1400
 ip_forward: off
@@ -100,6 +104,7 @@ log_level: DEBUG
 	}
 	if c.PublicAddr().String() != "203.0.113.9" || c.Queue != 65535 || c.FailOpen || !c.Strict ||
 		c.Timeouts.GREReplied != 90*time.Second || c.Timeouts.Hold != 50*time.Millisecond || c.MaxCalls != 10 ||
+		c.Limits != (conntrack.Limits{ConnsPerSource: 3, CallsPerConn: 4, CallsPerSource: 5}) ||
 		c.MSSClamp != (MSSClamp{Mode: MSSFixed, Value: 1400}) || c.IPForward || c.SlogLevel().String() != "DEBUG" {
 		t.Errorf("decoded %+v", c)
 	}
@@ -200,6 +205,10 @@ func TestValidateErrors(t *testing.T) {
 		{base + "timeouts: {gre_unreplied: 5m, gre_replied: 1m}\n", "timeouts.gre_replied", "shorter than gre_unreplied"},
 		{base + "max_calls: 0\n", "max_calls", "out of range 1..4194304"},
 		{base + "max_calls: 5000000\n", "max_calls", "out of range"},
+		{base + "limits: {conns_per_source: 0}\n", "limits.conns_per_source", "out of range 1..4194304"},
+		{base + "limits: {calls_per_conn: -1}\n", "limits.calls_per_conn", "out of range 1..65535"},
+		{base + "limits: {calls_per_conn: 65536}\n", "limits.calls_per_conn", "out of range 1..65535"},
+		{base + "limits: {calls_per_source: 0}\n", "limits.calls_per_source", "out of range 1..4194304"},
 		{base + "admin_socket: \"\"\n", "admin_socket", "required"},
 		{base + "admin_socket: run/x.sock\n", "admin_socket", "must be an absolute path"},
 		{base + "admin_socket: /" + strings.Repeat("x", 110) + "\n", "admin_socket", "at most 107"},
@@ -279,13 +288,14 @@ func TestConfigDocCoversFields(t *testing.T) {
 	s := string(doc)
 	for _, k := range []string{"wan", "lan", "public_address", "table", "queue", "fail_open", "strict", "timeouts",
 		"gre_unreplied", "gre_replied", "control_idle", "call_id_quarantine", "hold", "max_calls", "admin_socket",
+		"limits", "conns_per_source", "calls_per_conn", "calls_per_source",
 		"mss_clamp", "ip_forward", "forwards", "port", "to", "log_level"} {
 		if !strings.Contains(s, "`"+k+"`") {
 			t.Errorf("CONFIG.md does not mention `%s`", k)
 		}
 	}
 	for _, d := range []string{"`pptpgw`", "`47`", "`65536`", "`/run/pptpgw/admin.sock`", "`30s`", "`3m`", "`1h`",
-		"`2m`", "`300ms`", "`auto`", "`info`"} {
+		"`2m`", "`300ms`", "`auto`", "`info`", "`256`", "`64`", "`1024`"} {
 		if !strings.Contains(s, d) {
 			t.Errorf("CONFIG.md does not give the default %s", d)
 		}

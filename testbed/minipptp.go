@@ -228,6 +228,10 @@ type PNSConfig struct {
 	Pause      time.Duration // between split writes (default 30ms)
 	Timeout    time.Duration // overall bound (default 5s)
 	Hold       func()        // called while all calls are up, before they are cleared
+	// FramesAfterHold: GRE frames to round-trip per call once more after
+	// Hold returns (PNSCall.GoodAfter), e.g. to show that calls survived
+	// what Hold did to the gateway.
+	FramesAfterHold int
 }
 
 // PNSCall is one call's outcome.
@@ -241,6 +245,8 @@ type PNSCall struct {
 	Good       int    `json:"good"`    // distinct own frames echoed
 	Foreign    int    `json:"foreign"` // frames for this call ID carrying another call's tag
 	Cleared    bool   `json:"cleared"` // a CDN carrying the PAC's call ID (RFC 2637: the sender's own) arrived
+	WantAfter  int    `json:"want_after,omitempty"`
+	GoodAfter  int    `json:"good_after,omitempty"` // distinct own frames echoed after Hold (PNSConfig.FramesAfterHold)
 }
 
 // PNSResult is the outcome of RunPNS.
@@ -259,7 +265,8 @@ type PNSResult struct {
 // OK reports whether the call was connected and carried all its frames
 // back, and only its own.
 func (c PNSCall) OK() bool {
-	return c.Replied && c.Result == wire.OCRPResultConnected && c.Good == c.Want && c.Foreign == 0
+	return c.Replied && c.Result == wire.OCRPResultConnected && c.Good == c.Want && c.Foreign == 0 &&
+		c.GoodAfter == c.WantAfter
 }
 
 func (r PNSResult) OK() bool {
@@ -283,6 +290,9 @@ func (r PNSResult) String() string {
 	for _, c := range r.Calls {
 		fmt.Fprintf(&b, "\n  call %#04x peer %#04x replied=%v result=%d good=%d/%d foreign=%d sent=%d cleared=%v",
 			c.CallID, c.PeerCallID, c.Replied, c.Result, c.Good, c.Want, c.Foreign, c.Sent, c.Cleared)
+		if c.WantAfter > 0 {
+			fmt.Fprintf(&b, " after_hold=%d/%d", c.GoodAfter, c.WantAfter)
+		}
 	}
 	return b.String()
 }
@@ -441,6 +451,11 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 	if cfg.Hold != nil {
 		cfg.Hold()
 	}
+	if cfg.FramesAfterHold > 0 && res.Error == "" {
+		if err := pnsFramesAgain(ctx, gre, cfg, &res, byID); err != nil {
+			res.Error = fmt.Sprintf("GRE after hold: %v", err)
+		}
+	}
 
 	// Tear down: clear every call, then stop the control connection. A PAC
 	// that does not know a call (its ID was mangled on the way) never answers
@@ -576,6 +591,36 @@ func pnsFrames(ctx context.Context, gre *net.IPConn, server netip.Addr, res *PNS
 }
 
 func pnsTag(ns string, callID uint16) string { return fmt.Sprintf("%s/call-%04x", ns, callID) }
+
+// pnsFramesAgain round-trips cfg.FramesAfterHold more frames on every call
+// (tagged apart from the first round's) into res.Calls[i].GoodAfter.
+// Echoes of the first round still queued on the socket are read and
+// dropped first.
+func pnsFramesAgain(ctx context.Context, gre *net.IPConn, cfg PNSConfig, res *PNSResult, byID map[uint16]int) error {
+	buf := make([]byte, 65536)
+	_ = gre.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	for {
+		if _, _, err := gre.ReadFromIP(buf); err != nil {
+			break
+		}
+	}
+	dl, _ := ctx.Deadline() // zero: none
+	_ = gre.SetReadDeadline(dl)
+	again := PNSResult{NS: res.NS + "/after-hold", Calls: make([]PNSCall, len(res.Calls))}
+	for i, c := range res.Calls {
+		again.Calls[i] = PNSCall{CallID: c.CallID, PeerCallID: c.PeerCallID, Replied: c.Replied, Result: c.Result,
+			Want: cfg.FramesAfterHold}
+	}
+	err := pnsFrames(ctx, gre, cfg.Server, &again, byID)
+	for i := range res.Calls {
+		res.Calls[i].WantAfter = cfg.FramesAfterHold
+		res.Calls[i].GoodAfter = again.Calls[i].Good
+		res.Calls[i].Foreign += again.Calls[i].Foreign
+		res.Calls[i].Sent += again.Calls[i].Sent
+	}
+	res.UnknownGRE += again.UnknownGRE
+	return err
+}
 
 // MultiCallConfig configures RunMultiCall.
 type MultiCallConfig struct {

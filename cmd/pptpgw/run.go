@@ -267,6 +267,7 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		LANIfs:   res.LANIndex,
 		Strict:   cfg.Strict,
 		Timeouts: cfg.Timeouts,
+		Limits:   cfg.Limits,
 		MaxCalls: cfg.MaxCalls,
 		Forwards: fwds,
 		Logger:   log,

@@ -21,6 +21,7 @@ wan: wan0
 lan: [lan0]
 strict: true
 max_calls: 3
+limits: {conns_per_source: 4, calls_per_conn: 5, calls_per_source: 6}
 timeouts:
   gre_unreplied: 11s
   gre_replied: 22m
@@ -39,6 +40,7 @@ forwards:
 		Strict: true,
 		Timeouts: conntrack.Timeouts{GREUnreplied: 11 * time.Second, GREReplied: 22 * time.Minute,
 			ControlIdle: 33 * time.Minute, CallIDQuarantine: 44 * time.Second, Hold: 55 * time.Millisecond},
+		Limits:   conntrack.Limits{ConnsPerSource: 4, CallsPerConn: 5, CallsPerSource: 6},
 		MaxCalls: 3,
 		Forwards: []nat.Forward{{Port: 1724, InsideIP: netip.MustParseAddr("10.0.1.5")}},
 	}
@@ -58,7 +60,8 @@ forwards:
 		t.Fatal(err)
 	}
 	d := newEngine(def, res, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).Settings()
-	if d.Strict || d.MaxCalls != conntrack.DefaultMaxCalls || d.Timeouts != (conntrack.Timeouts{}).WithDefaults() {
+	if d.Strict || d.MaxCalls != conntrack.DefaultMaxCalls || d.Timeouts != (conntrack.Timeouts{}).WithDefaults() ||
+		d.Limits != (conntrack.Limits{}).WithDefaults() {
 		t.Errorf("defaults: engine runs with %+v", d)
 	}
 }
