@@ -38,7 +38,8 @@ func TestServeConfigExample(t *testing.T) {
 	}
 	if cfg.PoolStart.String() != "10.8.0.10" || cfg.LocalIP.String() != "10.8.0.1" || len(cfg.SplitRoutes) != 1 ||
 		cfg.GRE.RecvWindow != 256 || cfg.EchoIdle != 60*time.Second || cfg.AllowUnencrypted || fc.TUN != "pptpgw0" ||
-		cfg.Listen != ":1723" {
+		cfg.Listen != ":1723" || cfg.CallRequestTimeout != 10*time.Second || cfg.AuthTimeout != 15*time.Second ||
+		cfg.MaxUnauthCallsPerConn != 4 || cfg.MaxUnauthCallsPerSource != 256 {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	if l, err := fc.Level(); err != nil || l != slog.LevelInfo {
