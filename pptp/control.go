@@ -121,13 +121,15 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 			s.count(cCtrlBadVersion)
 			return false
 		}
-		if err := cc.send(rep); err != nil {
-			return false
-		}
+		// Established before the reply leaves: a peer that has the reply is never
+		// taken for one that has sent nothing (first-message timeout).
 		cc.mu.Lock()
 		cc.state = ctrlEstablished
 		cc.established = s.cfg.Now()
 		cc.mu.Unlock()
+		if err := cc.send(rep); err != nil {
+			return false
+		}
 		s.log.Debug("control connection started", append(cc.logAttrs(), "host", m.Hostname, "vendor", m.Vendor)...)
 	case *wire.OCRQ:
 		cc.outgoingCall(m)
