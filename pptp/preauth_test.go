@@ -302,20 +302,23 @@ func TestPreauthSilentConnectsLogBounded(t *testing.T) {
 		}
 		t.Cleanup(func() { c.Close() })
 	}
-	waitFor(t, func() bool { return r.srv.Counters()["conns_accepted"] == connects })
+	waitFor(t, func() bool {
+		cnt := r.srv.Counters()
+		return cnt["conns_accepted"]+cnt["conn_limit_global"] == connects
+	})
 	if _, err := r.dial(t, "alice", "s3cret pass", nil); err != nil {
-		t.Fatalf("legitimate client during the flood: %v", err)
+		t.Errorf("legitimate client during the flood: %v", err)
 	}
 	clk.Advance(10 * time.Second) // first_message: every silent connection left goes
 	r.srv.Tick(clk.Now())
-	waitFor(t, func() bool { return r.connCount() == 1 })
+	waitFor(t, func() bool { return r.connCount() <= 1 })
 	clk.Advance(10 * time.Second) // the rate limit's interval: the counts come out
 	r.srv.Tick(clk.Now())
 
 	cnt := r.srv.Counters()
 	evicted, timedOut := cnt["conn_evicted_unauthenticated"], cnt["ctrl_first_message_timeout"]
 	if evicted+timedOut != connects || timedOut != maxConns-1 {
-		t.Fatalf("evicted %d, timed out %d of %d", evicted, timedOut, connects)
+		t.Errorf("evicted %d, timed out %d of %d", evicted, timedOut, connects)
 	}
 	all := rec.warns("")
 	if len(all) > 6 {
