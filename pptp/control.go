@@ -1,7 +1,6 @@
 package pptp
 
 import (
-	"container/list"
 	"errors"
 	"fmt"
 	"io"
@@ -35,9 +34,9 @@ type ctrlConn struct {
 	// authed: one of its calls has authenticated; from then on the connection is
 	// neither evicted nor closed by the pre-authentication timeouts.
 	authed atomic.Bool
-	// Under Server.mu: its place in Server.preauth (nil once authenticated or
+	// Under Server.mu: its place in Server.preauth (zero once authenticated or
 	// forgotten) and its calls that have not authenticated yet.
-	preauth     *list.Element
+	preauth     preauthPos
 	unauthCalls int
 
 	mu          sync.Mutex

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -342,5 +343,33 @@ func TestPreauthSilentConnectsLogBounded(t *testing.T) {
 	}
 	if summed == 0 || uint64(summed) != r.srv.Counters()["log_suppressed"] {
 		t.Errorf("log_suppressed = %d, the summary lines count %d", r.srv.Counters()["log_suppressed"], summed)
+	}
+}
+
+// TestPreauthQueueVictim: a new connection replaces the oldest unauthenticated one
+// of its own source, else the oldest overall; removed connections are never chosen.
+func TestPreauthQueueVictim(t *testing.T) {
+	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	var q preauthQueue
+	conns := []*ctrlConn{{peerIP: a}, {peerIP: b}, {peerIP: a}, {peerIP: b}}
+	for _, cc := range conns {
+		q.push(cc)
+	}
+	if q.victim(b) != conns[1] || q.victim(a) != conns[0] || q.victim(c) != conns[0] {
+		t.Fatal("not the oldest of the source, or of all")
+	}
+	q.remove(conns[0])
+	q.remove(conns[0]) // twice is harmless
+	if q.victim(a) != conns[2] || q.victim(c) != conns[1] {
+		t.Fatal("a removed connection is still a candidate")
+	}
+	q.remove(conns[1])
+	q.remove(conns[3])
+	if q.victim(b) != conns[2] || len(q.bySource) != 1 {
+		t.Fatalf("source without connections kept: %d sources", len(q.bySource))
+	}
+	q.remove(conns[2])
+	if q.victim(a) != nil || q.all.Len() != 0 {
+		t.Fatal("empty queue has a victim")
 	}
 }

@@ -22,7 +22,6 @@
 package pptp
 
 import (
-	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -97,8 +96,9 @@ type Config struct {
 
 	// MaxConns is the number of control connections in total, default 1024. When it
 	// is reached, a new connection takes the place of the oldest one that has not
-	// authenticated a call yet (counted conn_evicted_unauthenticated); only when
-	// every connection has is the new one refused.
+	// authenticated a call yet, from its own source if there is one, else from any
+	// (counted conn_evicted_unauthenticated); only when every connection has
+	// authenticated is the new one refused.
 	MaxConns          int
 	MaxConnsPerSource int // control connections per source IP, default 256
 	// MaxSessions is the number of authenticated sessions (each holds an address),
@@ -248,9 +248,9 @@ type Server struct {
 	perSource map[netip.Addr]int
 	sessions  map[*session]struct{}
 	closed    bool
-	// preauth holds the connections none of whose calls has authenticated yet,
-	// oldest first: the ones a new connection may evict when MaxConns is reached.
-	preauth list.List
+	// preauth holds the connections none of whose calls has authenticated yet: the
+	// ones a new connection may evict when MaxConns is reached.
+	preauth preauthQueue
 	// unauthBySource counts the calls not yet authenticated per source IP
 	// (MaxUnauthCallsPerSource); authed counts the sessions past authentication
 	// that hold an address (MaxSessions).
@@ -383,9 +383,10 @@ func (s *Server) Close() error {
 }
 
 // accept admits a new control connection within the limits. When MaxConns is
-// reached, the oldest connection that has not authenticated a call makes room (the
-// kernel conntrack's early drop): connections that never authenticate cannot keep
-// a legitimate client out, and an authenticated one is never evicted.
+// reached, a connection that has not authenticated a call makes room (the kernel
+// conntrack's early drop; preauthQueue.victim says which): connections that never
+// authenticate cannot keep a legitimate client out, and an authenticated one is
+// never evicted.
 func (s *Server) accept(c net.Conn) {
 	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 	src := ap.Addr().Unmap()
@@ -403,22 +404,21 @@ func (s *Server) accept(c net.Conn) {
 		c.Close()
 		return
 	case len(s.conns) >= s.cfg.MaxConns:
-		e := s.preauth.Front()
-		if e == nil {
+		evicted = s.preauth.victim(src)
+		if evicted == nil {
 			s.mu.Unlock()
 			s.count(cConnLimitGlobal)
 			s.warn.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
 			c.Close()
 			return
 		}
-		evicted = e.Value.(*ctrlConn)
 		s.forgetLocked(evicted)
 	}
 	now := s.cfg.Now()
 	cc := &ctrlConn{srv: s, c: c, peer: ap, peerIP: src, started: now, lastRx: now, calls: map[uint16]*session{}}
 	s.conns[cc] = struct{}{}
 	s.perSource[src]++
-	cc.preauth = s.preauth.PushBack(cc)
+	s.preauth.push(cc)
 	s.mu.Unlock()
 	if evicted != nil {
 		// Its reader ends on the closed socket and ends its calls (run).
@@ -446,10 +446,7 @@ func (s *Server) forgetLocked(cc *ctrlConn) {
 	if s.perSource[cc.peerIP]--; s.perSource[cc.peerIP] <= 0 {
 		delete(s.perSource, cc.peerIP)
 	}
-	if cc.preauth != nil {
-		s.preauth.Remove(cc.preauth)
-		cc.preauth = nil
-	}
+	s.preauth.remove(cc)
 }
 
 // reserveUnauthCall counts a new call of cc against the limits of calls that have not
@@ -491,10 +488,7 @@ func (s *Server) authenticated(ss *session) {
 	}
 	cc := ss.cc
 	cc.authed.Store(true)
-	if cc.preauth != nil {
-		s.preauth.Remove(cc.preauth)
-		cc.preauth = nil
-	}
+	s.preauth.remove(cc)
 }
 
 // takeSessionSlot counts an authenticated session against MaxSessions.
