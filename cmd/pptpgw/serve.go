@@ -51,7 +51,9 @@ within timeouts.first_message [10s] and a call within timeouts.call_request
 [10s]; a call must finish PPP authentication within timeouts.auth [15s]; calls
 not yet authenticated are capped per connection [4] and per source IP [256];
 an address and a max_sessions slot are given only after authentication. When
-max_conns is reached, the oldest unauthenticated connection makes room.
+max_conns is reached, the oldest unauthenticated connection makes room (one of
+the new connection's own source first). Warnings a flood can trigger are
+logged once per 10s per message, then as one line with the count left out.
 
 Example:
   pptpgw serve --pool 10.8.0.10-10.8.0.200 --secrets /etc/ppp/chap-secrets
