@@ -201,7 +201,7 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 	}
 	// The call counts as unauthenticated until PPP authenticates its peer
 	// (Server.authenticated); it takes an address and a MaxSessions slot only then.
-	if reason := s.reserveUnauthCall(cc); reason >= 0 {
+	if reason, ok := s.reserveUnauthCall(cc); !ok {
 		reject(reason, wire.ErrorNoResource)
 		return
 	}

@@ -107,8 +107,9 @@ type Config struct {
 	MaxSessions     int
 	MaxCallsPerConn int // default 256
 	// MaxUnauthCallsPerConn and MaxUnauthCallsPerSource bound the calls that have
-	// not finished PPP authentication yet, per control connection (default 4) and
-	// per source IP (default 256, as many as MaxConnsPerSource: the clients behind one NAT may all dial at once): a client opens one call per connection.
+	// not finished PPP authentication yet, per control connection (default 4: a
+	// client opens one call per connection) and per source IP (default 256, as
+	// many as MaxConnsPerSource: the clients behind one NAT may all dial at once).
 	MaxUnauthCallsPerConn, MaxUnauthCallsPerSource int
 
 	FirstMessageTimeout time.Duration // SCCRQ must arrive within, default 10 s
@@ -450,23 +451,23 @@ func (s *Server) forgetLocked(cc *ctrlConn) {
 }
 
 // reserveUnauthCall counts a new call of cc against the limits of calls that have not
-// authenticated; it returns the refusal reason, or -1 when the call may start (the
-// caller hands the reservation to the session: session.unauth, or releases it with
-// releaseUnauthLocked).
-func (s *Server) reserveUnauthCall(cc *ctrlConn) counter {
+// authenticated. When ok, the caller hands the reservation to the session
+// (session.unauth) or gives it back with releaseUnauthLocked; otherwise reason says
+// which limit refused the call.
+func (s *Server) reserveUnauthCall(cc *ctrlConn) (reason counter, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed || s.authed >= s.cfg.MaxSessions:
-		return cCallLimitGlobal
+		return cCallLimitGlobal, false
 	case cc.unauthCalls >= s.cfg.MaxUnauthCallsPerConn:
-		return cCallLimitUnauthConn
+		return cCallLimitUnauthConn, false
 	case s.unauthBySource[cc.peerIP] >= s.cfg.MaxUnauthCallsPerSource:
-		return cCallLimitUnauthSource
+		return cCallLimitUnauthSource, false
 	}
 	cc.unauthCalls++
 	s.unauthBySource[cc.peerIP]++
-	return -1
+	return 0, true
 }
 
 func (s *Server) releaseUnauthLocked(cc *ctrlConn) {
