@@ -69,6 +69,8 @@ func TestFileConfigErrors(t *testing.T) {
 		{"pool: 10.8.0.10-20\nmppe_bits: [64]\n", []string{"mppe_bits 64"}},
 		{"pool: 10.8.0.10-20\nlocal_ip: 10.8.0.15\n", []string{"inside the pool"}},
 		{"pool: 10.8.0.10-20\nlog_level: loud\n", []string{`log level "loud"`, "want debug, info, warn or error"}},
+		{"pool: 10.8.0.10-20\ntimeouts:\n  auth: -1s\n", []string{"timeouts.auth -1s", "positive"}},
+		{"pool: 10.8.0.10-20\nlimits:\n  unauthenticated_calls_per_conn: -1\n", []string{"limits.unauthenticated_calls_per_conn -1"}},
 	} {
 		p := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o600)
