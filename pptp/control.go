@@ -80,7 +80,7 @@ func (cc *ctrlConn) run() {
 					reason = cCtrlBadMessage
 				}
 				s.count(reason)
-				s.warn.Warn("control connection error", append(cc.logAttrs(), "err", err)...)
+				s.limited.Warn("control connection error", append(cc.logAttrs(), "err", err)...)
 			}
 			return
 		}
@@ -102,7 +102,7 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 	cc.mu.Unlock()
 	if state == ctrlIdle && m.Type() != wire.StartCtrlConnRequest {
 		s.count(cCtrlNotStarted)
-		s.warn.Warn("control message before SCCRQ", append(cc.logAttrs(), "type", m.Type().String())...)
+		s.limited.Warn("control message before SCCRQ", append(cc.logAttrs(), "type", m.Type().String())...)
 		return false
 	}
 	switch m := m.(type) {
@@ -185,7 +185,7 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 	s := cc.srv
 	reject := func(reason counter, code uint8) {
 		s.count(reason)
-		s.warn.Warn("outgoing call refused", append(cc.logAttrs(), "reason", reason.key(), "peer_call_id", m.CallID)...)
+		s.limited.Warn("outgoing call refused", append(cc.logAttrs(), "reason", reason.key(), "peer_call_id", m.CallID)...)
 		_ = cc.send(&wire.OCRP{PeerCallID: m.CallID, Result: wire.OCRPResultGeneralError, Error: code})
 	}
 	cc.mu.Lock()
@@ -295,20 +295,20 @@ func (cc *ctrlConn) tick(now time.Time) {
 			return
 		}
 		s.count(cTimeoutFirstMessage)
-		s.warn.Warn("control connection: no SCCRQ in time", append(cc.logAttrs(), "timeout", s.cfg.FirstMessageTimeout)...)
+		s.limited.Warn("control connection: no SCCRQ in time", append(cc.logAttrs(), "timeout", s.cfg.FirstMessageTimeout)...)
 	case preauth && calls == 0 && now.Sub(established) >= s.cfg.CallRequestTimeout:
 		if !cc.close() {
 			return
 		}
 		s.count(cTimeoutCallRequest)
-		s.warn.Warn("control connection: no call request in time", append(cc.logAttrs(), "timeout", s.cfg.CallRequestTimeout)...)
+		s.limited.Warn("control connection: no call request in time", append(cc.logAttrs(), "timeout", s.cfg.CallRequestTimeout)...)
 	case preauth && now.Sub(established) >= s.cfg.CallRequestTimeout+s.cfg.AuthTimeout:
 		cc.closeAll("not authenticated in time")
 		if !cc.close() {
 			return
 		}
 		s.count(cTimeoutAuth)
-		s.warn.Warn("control connection: no call authenticated in time", append(cc.logAttrs(),
+		s.limited.Warn("control connection: no call authenticated in time", append(cc.logAttrs(),
 			"timeout", s.cfg.CallRequestTimeout+s.cfg.AuthTimeout)...)
 	case state != ctrlEstablished:
 	case !echoSent.IsZero() && now.Sub(echoSent) >= s.cfg.EchoTimeout:
@@ -317,7 +317,7 @@ func (cc *ctrlConn) tick(now time.Time) {
 			return
 		}
 		s.count(cCtrlEchoTimeout)
-		s.warn.Warn("control connection: no Echo-Reply", cc.logAttrs()...)
+		s.limited.Warn("control connection: no Echo-Reply", cc.logAttrs()...)
 	case echoSent.IsZero() && now.Sub(lastRx) >= s.cfg.EchoIdle:
 		cc.mu.Lock()
 		cc.echoID++

@@ -44,12 +44,15 @@ func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
 }
 
 // warns returns the WARN lines whose message starts with prefix.
-func (l *logRecorder) warns(prefix string) []logLine {
+func (l *logRecorder) warns(prefix string) []logLine { return l.lines(slog.LevelWarn, prefix) }
+
+// lines returns the lines of level whose message starts with prefix.
+func (l *logRecorder) lines(level slog.Level, prefix string) []logLine {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []logLine
 	for _, r := range l.recs {
-		if r.level == slog.LevelWarn && strings.HasPrefix(r.msg, prefix) {
+		if r.level == level && strings.HasPrefix(r.msg, prefix) {
 			out = append(out, r)
 		}
 	}
@@ -111,6 +114,15 @@ func TestRateLog(t *testing.T) {
 	}
 	if events(rec.warns("a")) != 100+1+3 {
 		t.Fatalf("lines stand for %d events", events(rec.warns("a")))
+	}
+	// Info lines the same way, their count at their level.
+	for range 5 {
+		r.Info("c")
+	}
+	clk.Advance(10 * time.Second)
+	r.Flush(clk.Now())
+	if got := rec.lines(slog.LevelInfo, "c"); len(got) != 2 || got[1].suppressed != 4 {
+		t.Fatalf("info lines: %+v", got)
 	}
 }
 
@@ -227,7 +239,7 @@ func readOCRPs(t *testing.T, c *ctl, n int) (connected int) {
 // stop at the per-source cap; the calls are cleared at the auth timeout.
 func TestPreauthOCRQFlood(t *testing.T) {
 	const perConn, perSource, ocrqs = 4, 6, 64 // the pool has 11 addresses
-	r, clk, _ := preauthRig(t, func(c *Config) { c.MaxUnauthCallsPerSource = perSource })
+	r, clk, rec := preauthRig(t, func(c *Config) { c.MaxUnauthCallsPerSource = perSource })
 	a := dialCtl(t, r.addr)
 	a.start()
 	for i := range ocrqs {
@@ -273,6 +285,13 @@ func TestPreauthOCRQFlood(t *testing.T) {
 	waitFor(t, func() bool { return len(r.srv.Sessions()) == 1 })
 	if got := r.srv.Counters()["timeout_auth"]; got != perSource {
 		t.Fatalf("timeout_auth = %d, want %d", got, perSource)
+	}
+	// One line for the six calls, one for the six warnings (each rate-limited).
+	if got := rec.lines(slog.LevelInfo, "call ended before authentication"); len(got) != 1 {
+		t.Errorf("%d lines for the calls that ended unauthenticated, want 1", len(got))
+	}
+	if got := rec.warns("call cleared: not authenticated in time"); len(got) != 1 {
+		t.Errorf("%d warnings for the cleared calls, want 1", len(got))
 	}
 	m, err := a.recv()
 	if cdn, ok := m.(*wire.CDN); err != nil || !ok || cdn.Result != wire.CDNResultGeneralError {

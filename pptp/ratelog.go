@@ -1,19 +1,21 @@
 package pptp
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
 )
 
-// rateLog writes the warnings that a flood of connections can trigger (one per
+// rateLog writes the lines that a flood of connections can trigger (one per
 // connection or call) without letting the flood write the log: per message, the
 // first line of each interval is logged as it is, the rest are only counted, and
-// when the interval is over the count goes out as one line with "suppressed": n.
+// when the interval is over the count goes out as one line with "suppressed": n,
+// at the message's level.
 // A message therefore costs at most two lines per interval, however many peers
 // trigger it. The clock is injected (Config.Now), so tests run it on fake time.
 type rateLog struct {
-	log        *slog.Logger
+	logger     *slog.Logger
 	every      time.Duration
 	now        func() time.Time
 	suppressed func(n int) // counts the lines left out (the server's log_suppressed)
@@ -24,16 +26,22 @@ type rateLog struct {
 
 type rateEntry struct {
 	start      time.Time // when the line that opened the interval was logged
+	level      slog.Level
 	suppressed int
 }
 
 func newRateLog(log *slog.Logger, every time.Duration, now func() time.Time, suppressed func(int)) *rateLog {
-	return &rateLog{log: log, every: every, now: now, suppressed: suppressed, msgs: map[string]*rateEntry{}}
+	return &rateLog{logger: log, every: every, now: now, suppressed: suppressed, msgs: map[string]*rateEntry{}}
 }
 
 // Warn logs msg with args at level Warn, or counts it when msg was already logged in
 // this interval.
-func (r *rateLog) Warn(msg string, args ...any) {
+func (r *rateLog) Warn(msg string, args ...any) { r.log(slog.LevelWarn, msg, args...) }
+
+// Info is Warn at level Info.
+func (r *rateLog) Info(msg string, args ...any) { r.log(slog.LevelInfo, msg, args...) }
+
+func (r *rateLog) log(level slog.Level, msg string, args ...any) {
 	now := r.now()
 	r.mu.Lock()
 	e := r.msgs[msg]
@@ -52,12 +60,13 @@ func (r *rateLog) Warn(msg string, args ...any) {
 	} else {
 		n = e.suppressed
 	}
-	e.start, e.suppressed = now, 0
+	prev := e.level
+	e.start, e.level, e.suppressed = now, level, 0
 	r.mu.Unlock()
 	if n > 0 {
-		r.summary(msg, n)
+		r.summary(prev, msg, n)
 	}
-	r.log.Warn(msg, args...)
+	r.logger.Log(context.Background(), level, msg, args...)
 }
 
 // Flush writes the count of every message whose interval is over and forgets the
@@ -65,8 +74,9 @@ func (r *rateLog) Warn(msg string, args ...any) {
 // Tick.
 func (r *rateLog) Flush(now time.Time) {
 	type line struct {
-		msg string
-		n   int
+		level slog.Level
+		msg   string
+		n     int
 	}
 	var out []line
 	r.mu.Lock()
@@ -75,16 +85,16 @@ func (r *rateLog) Flush(now time.Time) {
 			continue
 		}
 		if e.suppressed > 0 {
-			out = append(out, line{msg, e.suppressed})
+			out = append(out, line{e.level, msg, e.suppressed})
 		}
 		delete(r.msgs, msg)
 	}
 	r.mu.Unlock()
 	for _, l := range out {
-		r.summary(l.msg, l.n)
+		r.summary(l.level, l.msg, l.n)
 	}
 }
 
-func (r *rateLog) summary(msg string, n int) {
-	r.log.Warn(msg, "suppressed", n, "interval", r.every.String())
+func (r *rateLog) summary(level slog.Level, msg string, n int) {
+	r.logger.Log(context.Background(), level, msg, "suppressed", n, "interval", r.every.String())
 }

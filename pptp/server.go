@@ -263,7 +263,7 @@ type Server struct {
 
 	counters  *metrics.Counters // indexed by counter
 	pppTotals *metrics.Counters // the PPP reasons of all sessions (ppp.Config.Totals)
-	warn      *rateLog          // warnings a flood of peers can trigger
+	limited   *rateLog          // lines a flood of peers can trigger, rate-limited
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
@@ -290,7 +290,7 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 		unauthBySource: map[netip.Addr]int{},
 		counters:       metrics.NewCounters(counterDefs[:]), pppTotals: ppp.NewCounters(), stop: make(chan struct{}),
 	}
-	s.warn = newRateLog(cfg.Logger, cfg.WarnInterval, cfg.Now, func(n int) { s.counters.Add(int(cLogSuppressed), uint64(n)) })
+	s.limited = newRateLog(cfg.Logger, cfg.WarnInterval, cfg.Now, func(n int) { s.counters.Add(int(cLogSuppressed), uint64(n)) })
 	if qn, ok := n.(QueueNet); ok {
 		s.qnet = qn
 		s.mux.AddFlush(func() {
@@ -401,7 +401,7 @@ func (s *Server) accept(c net.Conn) {
 	case s.perSource[src] >= s.cfg.MaxConnsPerSource:
 		s.mu.Unlock()
 		s.count(cConnLimitSource)
-		s.warn.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.cfg.MaxConnsPerSource)
+		s.limited.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.cfg.MaxConnsPerSource)
 		c.Close()
 		return
 	case len(s.conns) >= s.cfg.MaxConns:
@@ -409,7 +409,7 @@ func (s *Server) accept(c net.Conn) {
 		if evicted == nil {
 			s.mu.Unlock()
 			s.count(cConnLimitGlobal)
-			s.warn.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
+			s.limited.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
 			c.Close()
 			return
 		}
@@ -425,7 +425,7 @@ func (s *Server) accept(c net.Conn) {
 		// Its reader ends on the closed socket and ends its calls (run).
 		evicted.close()
 		s.count(cConnEvictedUnauth)
-		s.warn.Warn("control connection evicted: connection limit reached and it has not authenticated",
+		s.limited.Warn("control connection evicted: connection limit reached and it has not authenticated",
 			"peer", evicted.peer.String(), "limit", s.cfg.MaxConns)
 	}
 	s.count(cConnsAccepted)
@@ -525,7 +525,7 @@ func (s *Server) Tick(now time.Time) {
 	s.mu.Unlock()
 	for _, ss := range late {
 		s.count(cTimeoutAuth)
-		s.warn.Warn("call cleared: not authenticated in time", "peer", ss.cc.peer.String(),
+		s.limited.Warn("call cleared: not authenticated in time", "peer", ss.cc.peer.String(),
 			"call_id", ss.call.LocalID(), "timeout", s.cfg.AuthTimeout)
 		ss.end("authentication timeout", true, wire.CDNResultGeneralError)
 	}
@@ -535,7 +535,7 @@ func (s *Server) Tick(now time.Time) {
 	for _, ss := range sessions {
 		ss.ppp.Tick(now)
 	}
-	s.warn.Flush(now)
+	s.limited.Flush(now)
 }
 
 func (s *Server) runTimers() {

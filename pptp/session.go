@@ -281,7 +281,8 @@ func (ss *session) end(reason string, cdn bool, result uint8) {
 		ss.cc.removeCall(ss)
 		s.mu.Lock()
 		delete(s.sessions, ss)
-		if ss.unauth {
+		unauth := ss.unauth
+		if unauth {
 			ss.unauth = false
 			s.releaseUnauthLocked(ss.cc)
 		}
@@ -293,9 +294,17 @@ func (ss *session) end(reason string, cdn bool, result uint8) {
 			_ = ss.cc.send(&wire.CDN{CallID: ss.call.LocalID(), Result: result})
 		}
 		s.count(cSessionsEnded)
+		uptime := s.cfg.Now().Sub(ss.started).Round(time.Millisecond).String()
+		if unauth {
+			// A flood of calls that never authenticate must not write a line each
+			// (a refused password is still logged per session by ppp).
+			s.limited.Info("call ended before authentication", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(),
+				"user", user, "reason", reason, "ppp_reason", pi.Reason, "uptime", uptime)
+			return
+		}
 		s.log.Info("session ended", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(), "user", user,
 			"address", addr, "reason", reason, "ppp_reason", pi.Reason, "bytes_in", pi.BytesIn, "bytes_out", pi.BytesOut,
-			"uptime", s.cfg.Now().Sub(ss.started).Round(time.Millisecond).String())
+			"uptime", uptime)
 	})
 }
 
