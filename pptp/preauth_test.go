@@ -176,8 +176,9 @@ func TestPreauthSCCRQFlood(t *testing.T) {
 	if !closedByServer(flood[0]) {
 		t.Fatal("the oldest unauthenticated connection was not evicted")
 	}
+	waitFor(t, func() bool { return r.srv.Counters()["sessions_up"] == 1 })
 	cnt := r.srv.Counters()
-	if cnt["conn_evicted_unauthenticated"] != 1 || cnt["conn_limit_global"] != 0 || cnt["sessions_up"] != 1 {
+	if cnt["conn_evicted_unauthenticated"] != 1 || cnt["conn_limit_global"] != 0 {
 		t.Fatalf("counters: %v", cnt)
 	}
 	// The slots come back call_request (10 s) after SCCRP; not a moment before.
@@ -390,5 +391,35 @@ func TestPreauthQueueVictim(t *testing.T) {
 	q.remove(conns[2])
 	if q.victim(a) != nil || q.all.Len() != 0 {
 		t.Fatal("empty queue has a victim")
+	}
+}
+
+// TestMaxSessionsCountsAuthenticated: max_sessions counts sessions past
+// authentication only, so a call still authenticating does not take the last place,
+// and a second authenticated session is refused when the first holds it.
+func TestMaxSessionsCountsAuthenticated(t *testing.T) {
+	r, _, _ := preauthRig(t, func(c *Config) { c.MaxSessions = 1 })
+	a := dialCtl(t, r.addr)
+	a.start()
+	a.send(&wire.OCRQ{CallID: 1, RecvWindow: 64})
+	if readOCRPs(t, a, 1) != 1 {
+		t.Fatal("unauthenticated call refused")
+	}
+	c, err := r.dial(t, "alice", "s3cret pass", nil)
+	if err != nil {
+		t.Fatalf("the one session while a call is authenticating: %v", err)
+	}
+	if _, err := r.dial(t, "bob", "hunter2", nil); err == nil {
+		t.Fatal("second session over max_sessions accepted")
+	}
+	waitFor(t, func() bool { return r.srv.Counters()["sessions_up"] == 1 }) // the server's side comes up on its own
+	cnt := r.srv.Counters()
+	if cnt["call_limit_global"] != 1 || r.srv.pool.InUse() != 1 {
+		t.Fatalf("counters %v, pool in use %d", cnt, r.srv.pool.InUse())
+	}
+	c.Close()
+	waitFor(t, func() bool { r.srv.mu.Lock(); defer r.srv.mu.Unlock(); return r.srv.authed == 0 })
+	if _, err := r.dial(t, "bob", "hunter2", nil); err != nil {
+		t.Fatalf("the place did not come back: %v", err)
 	}
 }
