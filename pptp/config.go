@@ -49,9 +49,14 @@ type FileConfig struct {
 		MaxConnsPerSource int `yaml:"max_conns_per_source"`
 		MaxSessions       int `yaml:"max_sessions"`
 		MaxCallsPerConn   int `yaml:"max_calls_per_conn"`
+		// Calls that have not finished PPP authentication yet.
+		UnauthCallsPerConn   int `yaml:"unauthenticated_calls_per_conn"`
+		UnauthCallsPerSource int `yaml:"unauthenticated_calls_per_source"`
 	} `yaml:"limits"`
 	Timeouts struct {
 		FirstMessage time.Duration `yaml:"first_message"`
+		CallRequest  time.Duration `yaml:"call_request"`
+		Auth         time.Duration `yaml:"auth"`
 		EchoIdle     time.Duration `yaml:"echo_idle"`
 		EchoTimeout  time.Duration `yaml:"echo_timeout"`
 		PPPEcho      time.Duration `yaml:"ppp_echo"`
@@ -176,7 +181,30 @@ func (fc *FileConfig) Config() (Config, error) {
 	cfg.ServerName = fc.ServerName
 	cfg.MaxConns, cfg.MaxConnsPerSource = fc.Limits.MaxConns, fc.Limits.MaxConnsPerSource
 	cfg.MaxSessions, cfg.MaxCallsPerConn = fc.Limits.MaxSessions, fc.Limits.MaxCallsPerConn
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"unauthenticated_calls_per_conn", fc.Limits.UnauthCallsPerConn},
+		{"unauthenticated_calls_per_source", fc.Limits.UnauthCallsPerSource},
+	} {
+		if l.v < 0 {
+			return cfg, fmt.Errorf("limits.%s %d: want a positive number (0 = default)", l.name, l.v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"call_request", fc.Timeouts.CallRequest}, {"auth", fc.Timeouts.Auth},
+	} {
+		if d.v < 0 {
+			return cfg, fmt.Errorf("timeouts.%s %s: want a positive duration (0 = default)", d.name, d.v)
+		}
+	}
+	cfg.MaxUnauthCallsPerConn, cfg.MaxUnauthCallsPerSource = fc.Limits.UnauthCallsPerConn, fc.Limits.UnauthCallsPerSource
 	cfg.FirstMessageTimeout, cfg.EchoIdle = fc.Timeouts.FirstMessage, fc.Timeouts.EchoIdle
+	cfg.CallRequestTimeout, cfg.AuthTimeout = fc.Timeouts.CallRequest, fc.Timeouts.Auth
 	cfg.EchoTimeout, cfg.PPPEcho = fc.Timeouts.EchoTimeout, fc.Timeouts.PPPEcho
 	cfg.GRE = gre.Config{RecvWindow: fc.GRE.Window, ReorderTimeout: fc.GRE.ReorderTimeout,
 		ReorderMax: fc.GRE.ReorderMax, AckDelay: fc.GRE.AckDelay}

@@ -38,7 +38,8 @@ func TestServeConfigExample(t *testing.T) {
 	}
 	if cfg.PoolStart.String() != "10.8.0.10" || cfg.LocalIP.String() != "10.8.0.1" || len(cfg.SplitRoutes) != 1 ||
 		cfg.GRE.RecvWindow != 256 || cfg.EchoIdle != 60*time.Second || cfg.AllowUnencrypted || fc.TUN != "pptpgw0" ||
-		cfg.Listen != ":1723" {
+		cfg.Listen != ":1723" || cfg.CallRequestTimeout != 10*time.Second || cfg.AuthTimeout != 15*time.Second ||
+		cfg.MaxUnauthCallsPerConn != 4 || cfg.MaxUnauthCallsPerSource != 256 {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	if l, err := fc.Level(); err != nil || l != slog.LevelInfo {
@@ -68,6 +69,8 @@ func TestFileConfigErrors(t *testing.T) {
 		{"pool: 10.8.0.10-20\nmppe_bits: [64]\n", []string{"mppe_bits 64"}},
 		{"pool: 10.8.0.10-20\nlocal_ip: 10.8.0.15\n", []string{"inside the pool"}},
 		{"pool: 10.8.0.10-20\nlog_level: loud\n", []string{`log level "loud"`, "want debug, info, warn or error"}},
+		{"pool: 10.8.0.10-20\ntimeouts:\n  auth: -1s\n", []string{"timeouts.auth -1s", "positive"}},
+		{"pool: 10.8.0.10-20\nlimits:\n  unauthenticated_calls_per_conn: -1\n", []string{"limits.unauthenticated_calls_per_conn -1"}},
 	} {
 		p := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o600)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"pptpgw/pptp/gre"
@@ -30,14 +31,23 @@ type ctrlConn struct {
 	wmu    sync.Mutex // serialises writes
 	wbuf   []byte
 
-	mu       sync.Mutex
-	state    ctrlState
-	started  time.Time
-	lastRx   time.Time
-	echoID   uint32
-	echoSent time.Time           // zero: no Echo-Request outstanding
-	calls    map[uint16]*session // by our call ID
-	closed   bool
+	// authed: one of its calls has authenticated; from then on the connection is
+	// neither evicted nor closed by the pre-authentication timeouts.
+	authed atomic.Bool
+	// Under Server.mu: its place in Server.preauth (zero once authenticated or
+	// forgotten) and its calls that have not authenticated yet.
+	preauth     preauthPos
+	unauthCalls int
+
+	mu          sync.Mutex
+	state       ctrlState
+	started     time.Time
+	established time.Time // SCCRP sent
+	lastRx      time.Time
+	echoID      uint32
+	echoSent    time.Time           // zero: no Echo-Request outstanding
+	calls       map[uint16]*session // by our call ID
+	closed      bool
 }
 
 func (cc *ctrlConn) logAttrs() []any { return []any{"peer", cc.peer.String()} }
@@ -70,7 +80,7 @@ func (cc *ctrlConn) run() {
 					reason = cCtrlBadMessage
 				}
 				s.count(reason)
-				s.log.Warn("control connection error", append(cc.logAttrs(), "err", err)...)
+				s.limited.Warn("control connection error", append(cc.logAttrs(), "err", err)...)
 			}
 			return
 		}
@@ -92,7 +102,7 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 	cc.mu.Unlock()
 	if state == ctrlIdle && m.Type() != wire.StartCtrlConnRequest {
 		s.count(cCtrlNotStarted)
-		s.log.Warn("control message before SCCRQ", append(cc.logAttrs(), "type", m.Type().String())...)
+		s.limited.Warn("control message before SCCRQ", append(cc.logAttrs(), "type", m.Type().String())...)
 		return false
 	}
 	switch m := m.(type) {
@@ -110,12 +120,15 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 			s.count(cCtrlBadVersion)
 			return false
 		}
+		// Established before the reply leaves: a peer that has the reply is never
+		// taken for one that has sent nothing (first-message timeout).
+		cc.mu.Lock()
+		cc.state = ctrlEstablished
+		cc.established = s.cfg.Now()
+		cc.mu.Unlock()
 		if err := cc.send(rep); err != nil {
 			return false
 		}
-		cc.mu.Lock()
-		cc.state = ctrlEstablished
-		cc.mu.Unlock()
 		s.log.Debug("control connection started", append(cc.logAttrs(), "host", m.Hostname, "vendor", m.Vendor)...)
 	case *wire.OCRQ:
 		cc.outgoingCall(m)
@@ -172,7 +185,7 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 	s := cc.srv
 	reject := func(reason counter, code uint8) {
 		s.count(reason)
-		s.log.Warn("outgoing call refused", append(cc.logAttrs(), "reason", reason.key(), "peer_call_id", m.CallID)...)
+		s.limited.Warn("outgoing call refused", append(cc.logAttrs(), "reason", reason.key(), "peer_call_id", m.CallID)...)
 		_ = cc.send(&wire.OCRP{PeerCallID: m.CallID, Result: wire.OCRPResultGeneralError, Error: code})
 	}
 	cc.mu.Lock()
@@ -186,15 +199,17 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 		reject(cCallDuplicatePeerID, wire.ErrorBadCallID)
 		return
 	}
-	s.mu.Lock()
-	full := len(s.sessions) >= s.cfg.MaxSessions || s.closed
-	s.mu.Unlock()
-	if full {
-		reject(cCallLimitGlobal, wire.ErrorNoResource)
+	// The call counts as unauthenticated until PPP authenticates its peer
+	// (Server.authenticated); it takes an address and a MaxSessions slot only then.
+	if reason, ok := s.reserveUnauthCall(cc); !ok {
+		reject(reason, wire.ErrorNoResource)
 		return
 	}
 	call, err := s.mux.RegisterAuto(gre.CallConfig{Peer: cc.peerIP, PeerID: m.CallID, PeerWindow: m.RecvWindow})
 	if err != nil {
+		s.mu.Lock()
+		s.releaseUnauthLocked(cc)
+		s.mu.Unlock()
 		reject(cCallIDExhausted, wire.ErrorNoResource)
 		return
 	}
@@ -204,6 +219,7 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 	cc.mu.Unlock()
 	s.mu.Lock()
 	s.sessions[ss] = struct{}{}
+	ss.unauth = true // the reservation above is the session's now
 	s.mu.Unlock()
 	speed := m.MaxBPS
 	if speed == 0 {
@@ -258,23 +274,42 @@ func (cc *ctrlConn) close() bool {
 	return !already
 }
 
-// tick enforces the first-message timeout and the echo keepalive (RFC 2637 §2.4: an
-// Echo-Request after EchoIdle without traffic, close after EchoTimeout more).
+// tick enforces the pre-authentication timeouts (no SCCRQ within FirstMessageTimeout;
+// until a call has authenticated: no call CallRequestTimeout after the SCCRP, or none
+// authenticated CallRequestTimeout + AuthTimeout after it) and the echo keepalive
+// (RFC 2637 §2.4: an Echo-Request after EchoIdle without traffic, close after
+// EchoTimeout more).
 func (cc *ctrlConn) tick(now time.Time) {
 	s := cc.srv
 	cc.mu.Lock()
-	state, started, lastRx, echoSent, closed := cc.state, cc.started, cc.lastRx, cc.echoSent, cc.closed
+	state, started, established, lastRx, echoSent, closed := cc.state, cc.started, cc.established, cc.lastRx, cc.echoSent, cc.closed
+	calls := len(cc.calls)
 	cc.mu.Unlock()
 	if closed {
 		return
 	}
+	preauth := state == ctrlEstablished && !cc.authed.Load()
 	switch {
 	case state == ctrlIdle && now.Sub(started) >= s.cfg.FirstMessageTimeout:
 		if !cc.close() {
 			return
 		}
-		s.count(cCtrlFirstMessageTimeout)
-		s.log.Warn("control connection: no SCCRQ in time", append(cc.logAttrs(), "timeout", s.cfg.FirstMessageTimeout)...)
+		s.count(cTimeoutFirstMessage)
+		s.limited.Warn("control connection: no SCCRQ in time", append(cc.logAttrs(), "timeout", s.cfg.FirstMessageTimeout)...)
+	case preauth && calls == 0 && now.Sub(established) >= s.cfg.CallRequestTimeout:
+		if !cc.close() {
+			return
+		}
+		s.count(cTimeoutCallRequest)
+		s.limited.Warn("control connection: no call request in time", append(cc.logAttrs(), "timeout", s.cfg.CallRequestTimeout)...)
+	case preauth && now.Sub(established) >= s.cfg.CallRequestTimeout+s.cfg.AuthTimeout:
+		cc.closeAll("not authenticated in time")
+		if !cc.close() {
+			return
+		}
+		s.count(cTimeoutAuth)
+		s.limited.Warn("control connection: no call authenticated in time", append(cc.logAttrs(),
+			"timeout", s.cfg.CallRequestTimeout+s.cfg.AuthTimeout)...)
 	case state != ctrlEstablished:
 	case !echoSent.IsZero() && now.Sub(echoSent) >= s.cfg.EchoTimeout:
 		cc.closeAll("echo timeout")
@@ -282,7 +317,7 @@ func (cc *ctrlConn) tick(now time.Time) {
 			return
 		}
 		s.count(cCtrlEchoTimeout)
-		s.log.Warn("control connection: no Echo-Reply", cc.logAttrs()...)
+		s.limited.Warn("control connection: no Echo-Reply", cc.logAttrs()...)
 	case echoSent.IsZero() && now.Sub(lastRx) >= s.cfg.EchoIdle:
 		cc.mu.Lock()
 		cc.echoID++

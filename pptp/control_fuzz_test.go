@@ -12,7 +12,8 @@ import (
 
 // FuzzControlStream feeds arbitrary bytes to a control connection: the server must
 // never panic, and when the connection ends every call it created is gone (no session,
-// no pool address, no GRE call left behind).
+// no pool address, no GRE call, no count against the pre-authentication limits left
+// behind).
 func FuzzControlStream(f *testing.F) {
 	sccrq := (&wire.SCCRQ{ProtocolVersion: wire.ProtocolVersion}).Append(nil)
 	ocrq := (&wire.OCRQ{CallID: 9, RecvWindow: 8}).Append(nil)
@@ -39,7 +40,8 @@ func FuzzControlStream(f *testing.F) {
 		deadline := time.Now().Add(2 * time.Second)
 		for time.Now().Before(deadline) {
 			srv.mu.Lock()
-			idle := len(srv.conns) == 0 && len(srv.sessions) == 0
+			idle := len(srv.conns) == 0 && len(srv.sessions) == 0 && len(srv.unauthBySource) == 0 &&
+				srv.authed == 0 && srv.preauth.all.Len() == 0
 			srv.mu.Unlock()
 			if idle && srv.pool.InUse() == 0 && srv.mux.Len() == 0 {
 				return

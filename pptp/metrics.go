@@ -11,6 +11,7 @@ const (
 	cConnsAccepted counter = iota
 	cConnLimitGlobal
 	cConnLimitSource
+	cConnEvictedUnauth
 
 	cCtrlReadError
 	cCtrlBadMessage
@@ -22,7 +23,6 @@ const (
 	cCtrlCCRQUnknownCall
 	cCtrlUnexpectedCDN
 	cCtrlUnexpected
-	cCtrlFirstMessageTimeout
 	cCtrlEchoTimeout
 	cCtrlSetLinkInfo
 	cCtrlWANErrorNotify
@@ -33,10 +33,17 @@ const (
 	cCallDuplicatePeerID
 	cCallLimitGlobal
 	cCallIDExhausted
+	cCallLimitUnauthConn
+	cCallLimitUnauthSource
+
+	cTimeoutFirstMessage
+	cTimeoutCallRequest
+	cTimeoutAuth
 
 	cSessionsUp
 	cSessionsEnded
 	cPoolExhausted
+	cSessionLimit
 	cRouteAddFailed
 
 	cNetReadError
@@ -50,6 +57,7 @@ const (
 	cPeerSpoofedSource
 	cNetWriteFailed
 	cDHCPInformAnswered
+	cLogSuppressed
 
 	numCounters
 )
@@ -59,7 +67,7 @@ var _ [64 - numCounters]struct{}
 
 var (
 	descConns = &metrics.Desc{Name: "control_connections_total", Labels: []string{"result"},
-		Help: "Control connections (TCP 1723) accepted, or refused by a limit."}
+		Help: "Control connections (TCP 1723) accepted, refused by a limit, or evicted (not authenticated) to make room for a new one."}
 	descCtrlErrors = &metrics.Desc{Name: "control_errors_total", Labels: []string{"reason"},
 		Help: "Control-channel errors: bad or unexpected messages from the PNS (ignored, or the connection closed) and timeouts."}
 	descCtrlNotices = &metrics.Desc{Name: "control_notices_total", Labels: []string{"message"},
@@ -68,10 +76,14 @@ var (
 		Help: "Echo-Requests sent on quiet control connections."}
 	descCalls = &metrics.Desc{Name: "calls_total", Labels: []string{"result"},
 		Help: "Outgoing-Call-Requests answered: started, or refused and why."}
+	descTimedOut = &metrics.Desc{Name: "preauth_timeouts_total", Labels: []string{"stage"},
+		Help: "Control connections and calls closed before authentication because the peer did not reach the next stage in time: first_message (no SCCRQ), call_request (no call after SCCRP), auth (PPP authentication not done)."}
+	descLogSuppressed = &metrics.Desc{Name: "log_lines_suppressed_total",
+		Help: "Warnings left out of the log by the rate limit (each interval's count is logged as one line)."}
 	descSessions = &metrics.Desc{Name: "sessions_total", Labels: []string{"event"},
 		Help: "Sessions whose PPP came up, and sessions ended."}
 	descSessionErrors = &metrics.Desc{Name: "session_errors_total", Labels: []string{"reason"},
-		Help: "Sessions that could not get an address or their route."}
+		Help: "Authenticated sessions that could not get an address (pool exhausted, or max_sessions reached) or their route."}
 	descNetReadErrors = &metrics.Desc{Name: "tun_read_errors_total",
 		Help: "Failed reads from the TUN device."}
 	descDropped = &metrics.Desc{Name: "packets_dropped_total", Labels: []string{"direction", "reason"},
@@ -92,35 +104,44 @@ func def(d *metrics.Desc, key string, labels ...string) metrics.Def {
 // counterDefs declares every server counter once; the keys are those of the admin
 // reply since the server was first written.
 var counterDefs = [numCounters]metrics.Def{
-	cConnsAccepted:   def(descConns, "conns_accepted", "accepted"),
-	cConnLimitGlobal: def(descConns, "conn_limit_global", "limit_global"),
-	cConnLimitSource: def(descConns, "conn_limit_source", "limit_source"),
+	cConnsAccepted:     def(descConns, "conns_accepted", "accepted"),
+	cConnLimitGlobal:   def(descConns, "conn_limit_global", "limit_global"),
+	cConnLimitSource:   def(descConns, "conn_limit_source", "limit_source"),
+	cConnEvictedUnauth: def(descConns, "conn_evicted_unauthenticated", "evicted_unauthenticated"),
 
-	cCtrlReadError:           def(descCtrlErrors, "ctrl_read_error", "read_error"),
-	cCtrlBadMessage:          def(descCtrlErrors, "ctrl_bad_message", "bad_message"),
-	cCtrlNotStarted:          def(descCtrlErrors, "ctrl_not_started", "not_started"),
-	cCtrlDuplicateSCCRQ:      def(descCtrlErrors, "ctrl_duplicate_sccrq", "duplicate_sccrq"),
-	cCtrlBadVersion:          def(descCtrlErrors, "ctrl_bad_version", "bad_version"),
-	cCtrlUnexpectedICRP:      def(descCtrlErrors, "ctrl_unexpected_icrp", "unexpected_icrp"),
-	cCtrlWrongDirection:      def(descCtrlErrors, "ctrl_wrong_direction", "wrong_direction"),
-	cCtrlCCRQUnknownCall:     def(descCtrlErrors, "ctrl_ccrq_unknown_call", "ccrq_unknown_call"),
-	cCtrlUnexpectedCDN:       def(descCtrlErrors, "ctrl_unexpected_cdn", "unexpected_cdn"),
-	cCtrlUnexpected:          def(descCtrlErrors, "ctrl_unexpected", "unexpected"),
-	cCtrlFirstMessageTimeout: def(descCtrlErrors, "ctrl_first_message_timeout", "first_message_timeout"),
-	cCtrlEchoTimeout:         def(descCtrlErrors, "ctrl_echo_timeout", "echo_timeout"),
-	cCtrlSetLinkInfo:         def(descCtrlNotices, "ctrl_set_link_info", "set_link_info"),
-	cCtrlWANErrorNotify:      def(descCtrlNotices, "ctrl_wan_error_notify", "wan_error_notify"),
-	cCtrlEchoSent:            def(descCtrlEcho, "ctrl_echo_sent"),
+	cCtrlReadError:       def(descCtrlErrors, "ctrl_read_error", "read_error"),
+	cCtrlBadMessage:      def(descCtrlErrors, "ctrl_bad_message", "bad_message"),
+	cCtrlNotStarted:      def(descCtrlErrors, "ctrl_not_started", "not_started"),
+	cCtrlDuplicateSCCRQ:  def(descCtrlErrors, "ctrl_duplicate_sccrq", "duplicate_sccrq"),
+	cCtrlBadVersion:      def(descCtrlErrors, "ctrl_bad_version", "bad_version"),
+	cCtrlUnexpectedICRP:  def(descCtrlErrors, "ctrl_unexpected_icrp", "unexpected_icrp"),
+	cCtrlWrongDirection:  def(descCtrlErrors, "ctrl_wrong_direction", "wrong_direction"),
+	cCtrlCCRQUnknownCall: def(descCtrlErrors, "ctrl_ccrq_unknown_call", "ccrq_unknown_call"),
+	cCtrlUnexpectedCDN:   def(descCtrlErrors, "ctrl_unexpected_cdn", "unexpected_cdn"),
+	cCtrlUnexpected:      def(descCtrlErrors, "ctrl_unexpected", "unexpected"),
+	cCtrlEchoTimeout:     def(descCtrlErrors, "ctrl_echo_timeout", "echo_timeout"),
+	cCtrlSetLinkInfo:     def(descCtrlNotices, "ctrl_set_link_info", "set_link_info"),
+	cCtrlWANErrorNotify:  def(descCtrlNotices, "ctrl_wan_error_notify", "wan_error_notify"),
+	cCtrlEchoSent:        def(descCtrlEcho, "ctrl_echo_sent"),
 
-	cCallsStarted:        def(descCalls, "calls_started", "started"),
-	cCallLimitConn:       def(descCalls, "call_limit_conn", "limit_conn"),
-	cCallDuplicatePeerID: def(descCalls, "call_duplicate_peer_id", "duplicate_peer_id"),
-	cCallLimitGlobal:     def(descCalls, "call_limit_global", "limit_global"),
-	cCallIDExhausted:     def(descCalls, "call_id_exhausted", "id_exhausted"),
+	cCallsStarted:          def(descCalls, "calls_started", "started"),
+	cCallLimitConn:         def(descCalls, "call_limit_conn", "limit_conn"),
+	cCallDuplicatePeerID:   def(descCalls, "call_duplicate_peer_id", "duplicate_peer_id"),
+	cCallLimitGlobal:       def(descCalls, "call_limit_global", "limit_global"),
+	cCallIDExhausted:       def(descCalls, "call_id_exhausted", "id_exhausted"),
+	cCallLimitUnauthConn:   def(descCalls, "call_limit_unauthenticated_conn", "limit_unauthenticated_conn"),
+	cCallLimitUnauthSource: def(descCalls, "call_limit_unauthenticated_source", "limit_unauthenticated_source"),
+
+	// The first-message timeout was a control error (its key is kept); it is the first
+	// of the three pre-authentication stages now.
+	cTimeoutFirstMessage: def(descTimedOut, "ctrl_first_message_timeout", "first_message"),
+	cTimeoutCallRequest:  def(descTimedOut, "timeout_call_request", "call_request"),
+	cTimeoutAuth:         def(descTimedOut, "timeout_auth", "auth"),
 
 	cSessionsUp:     def(descSessions, "sessions_up", "up"),
 	cSessionsEnded:  def(descSessions, "sessions_ended", "ended"),
 	cPoolExhausted:  def(descSessionErrors, "pool_exhausted", "pool_exhausted"),
+	cSessionLimit:   def(descSessionErrors, "session_limit", "session_limit"),
 	cRouteAddFailed: def(descSessionErrors, "route_add_failed", "route_add_failed"),
 
 	cNetReadError:       def(descNetReadErrors, "net_read_error"),
@@ -134,6 +155,7 @@ var counterDefs = [numCounters]metrics.Def{
 	cPeerSpoofedSource:  def(descDropped, "peer_spoofed_source", "from_peer", "spoofed_source"),
 	cNetWriteFailed:     def(descDropped, "net_write_failed", "from_peer", "write_failed"),
 	cDHCPInformAnswered: def(descDHCP, "dhcpinform_answered"),
+	cLogSuppressed:      def(descLogSuppressed, "log_suppressed"),
 }
 
 func (c counter) key() string { return counterDefs[c].Key }

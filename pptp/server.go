@@ -94,15 +94,41 @@ type Config struct {
 	Secrets    Credentials
 	ServerName string // server column matched in chap-secrets; default "*" (any)
 
-	MaxConns          int // control connections in total, default 1024
+	// MaxConns is the number of control connections in total, default 1024. When it
+	// is reached, a new connection takes the place of the oldest one that has not
+	// authenticated a call yet, from its own source if there is one, else from any
+	// (counted conn_evicted_unauthenticated); only when every connection has
+	// authenticated is the new one refused.
+	MaxConns          int
 	MaxConnsPerSource int // control connections per source IP, default 256
-	MaxSessions       int // calls in total, default = pool size
-	MaxCallsPerConn   int // default 256
+	// MaxSessions is the number of authenticated sessions (each holds an address),
+	// default = pool size. Calls still authenticating are bounded by the two
+	// MaxUnauthCalls limits instead, so they cannot take a legitimate user's place.
+	MaxSessions     int
+	MaxCallsPerConn int // default 256
+	// MaxUnauthCallsPerConn and MaxUnauthCallsPerSource bound the calls that have
+	// not finished PPP authentication yet, per control connection (default 4: a
+	// client opens one call per connection) and per source IP (default 256, as
+	// many as MaxConnsPerSource: the clients behind one NAT may all dial at once).
+	MaxUnauthCallsPerConn, MaxUnauthCallsPerSource int
 
 	FirstMessageTimeout time.Duration // SCCRQ must arrive within, default 10 s
-	EchoIdle            time.Duration // control Echo-Request after this idle time, default 60 s
-	EchoTimeout         time.Duration // close when no Echo-Reply within, default 60 s
-	PPPEcho             time.Duration // LCP echo interval, default 30 s (0 < means off)
+	// CallRequestTimeout: an established control connection without any call is
+	// closed this long after its SCCRP unless one of its calls has authenticated
+	// (default 10 s).
+	CallRequestTimeout time.Duration
+	// AuthTimeout: a call must finish PPP authentication within this after its
+	// Outgoing-Call-Request, or it is cleared (default 15 s); a control connection
+	// none of whose calls has authenticated CallRequestTimeout + AuthTimeout after
+	// its SCCRP is closed.
+	AuthTimeout time.Duration
+	// WarnInterval: warnings a flood can trigger (one per connection or call) are
+	// logged once per interval per message, then as one line with the count of
+	// those left out (default 10 s).
+	WarnInterval time.Duration
+	EchoIdle     time.Duration // control Echo-Request after this idle time, default 60 s
+	EchoTimeout  time.Duration // close when no Echo-Reply within, default 60 s
+	PPPEcho      time.Duration // LCP echo interval, default 30 s (0 < means off)
 
 	GRE gre.Config // window, reorder timeout, ack delay
 
@@ -147,8 +173,23 @@ func (c *Config) defaults() error {
 	if c.MaxCallsPerConn == 0 {
 		c.MaxCallsPerConn = 256
 	}
+	if c.MaxUnauthCallsPerConn == 0 {
+		c.MaxUnauthCallsPerConn = 4
+	}
+	if c.MaxUnauthCallsPerSource == 0 {
+		c.MaxUnauthCallsPerSource = 256
+	}
 	if c.FirstMessageTimeout == 0 {
 		c.FirstMessageTimeout = 10 * time.Second
+	}
+	if c.CallRequestTimeout == 0 {
+		c.CallRequestTimeout = 10 * time.Second
+	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = 15 * time.Second
+	}
+	if c.WarnInterval == 0 {
+		c.WarnInterval = 10 * time.Second
 	}
 	if c.EchoIdle == 0 {
 		c.EchoIdle = 60 * time.Second
@@ -208,12 +249,21 @@ type Server struct {
 	perSource map[netip.Addr]int
 	sessions  map[*session]struct{}
 	closed    bool
+	// preauth holds the connections none of whose calls has authenticated yet: the
+	// ones a new connection may evict when MaxConns is reached.
+	preauth preauthQueue
+	// unauthBySource counts the calls not yet authenticated per source IP
+	// (MaxUnauthCallsPerSource); authed counts the sessions past authentication
+	// that hold an address (MaxSessions).
+	unauthBySource map[netip.Addr]int
+	authed         int
 
 	byAddr   sync.Map     // netip.Addr -> *session (data path, read-mostly)
 	txQueued atomic.Int64 // packets in all sessions' txQueues
 
 	counters  *metrics.Counters // indexed by counter
 	pppTotals *metrics.Counters // the PPP reasons of all sessions (ppp.Config.Totals)
+	limited   *rateLog          // lines a flood of peers can trigger, rate-limited
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
@@ -237,8 +287,10 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, mux: gre.NewMux(greConn, cfg.GRE), net: n, pool: pool,
 		conns: map[*ctrlConn]struct{}{}, perSource: map[netip.Addr]int{}, sessions: map[*session]struct{}{},
-		counters: metrics.NewCounters(counterDefs[:]), pppTotals: ppp.NewCounters(), stop: make(chan struct{}),
+		unauthBySource: map[netip.Addr]int{},
+		counters:       metrics.NewCounters(counterDefs[:]), pppTotals: ppp.NewCounters(), stop: make(chan struct{}),
 	}
+	s.limited = newRateLog(cfg.Logger, cfg.WarnInterval, cfg.Now, func(n int) { s.counters.Add(int(cLogSuppressed), uint64(n)) })
 	if qn, ok := n.(QueueNet); ok {
 		s.qnet = qn
 		s.mux.AddFlush(func() {
@@ -331,50 +383,130 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// accept admits a new control connection within the limits. When MaxConns is
+// reached, a connection that has not authenticated a call makes room (the kernel
+// conntrack's early drop; preauthQueue.victim says which): connections that never
+// authenticate cannot keep a legitimate client out, and an authenticated one is
+// never evicted.
 func (s *Server) accept(c net.Conn) {
 	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 	src := ap.Addr().Unmap()
+	var evicted *ctrlConn
 	s.mu.Lock()
 	switch {
 	case s.closed:
 		s.mu.Unlock()
 		c.Close()
 		return
-	case len(s.conns) >= s.cfg.MaxConns:
-		s.mu.Unlock()
-		s.count(cConnLimitGlobal)
-		s.log.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
-		c.Close()
-		return
 	case s.perSource[src] >= s.cfg.MaxConnsPerSource:
 		s.mu.Unlock()
 		s.count(cConnLimitSource)
-		s.log.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.cfg.MaxConnsPerSource)
+		s.limited.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.cfg.MaxConnsPerSource)
 		c.Close()
 		return
+	case len(s.conns) >= s.cfg.MaxConns:
+		evicted = s.preauth.victim(src)
+		if evicted == nil {
+			s.mu.Unlock()
+			s.count(cConnLimitGlobal)
+			s.limited.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
+			c.Close()
+			return
+		}
+		s.forgetLocked(evicted)
 	}
 	now := s.cfg.Now()
 	cc := &ctrlConn{srv: s, c: c, peer: ap, peerIP: src, started: now, lastRx: now, calls: map[uint16]*session{}}
 	s.conns[cc] = struct{}{}
 	s.perSource[src]++
+	s.preauth.push(cc)
 	s.mu.Unlock()
+	if evicted != nil {
+		// Its reader ends on the closed socket and ends its calls (run).
+		evicted.close()
+		s.count(cConnEvictedUnauth)
+		s.limited.Warn("control connection evicted: connection limit reached and it has not authenticated",
+			"peer", evicted.peer.String(), "limit", s.cfg.MaxConns)
+	}
 	s.count(cConnsAccepted)
 	go cc.run()
 }
 
 func (s *Server) dropConn(cc *ctrlConn) {
 	s.mu.Lock()
-	if _, ok := s.conns[cc]; ok {
-		delete(s.conns, cc)
-		if s.perSource[cc.peerIP]--; s.perSource[cc.peerIP] <= 0 {
-			delete(s.perSource, cc.peerIP)
-		}
-	}
+	s.forgetLocked(cc)
 	s.mu.Unlock()
 }
 
-// Tick runs the control-connection timers (first message, echo) and PPP timers once,
-// at the given time. A running server calls it every 100 ms; tests call it with a fake clock.
+// forgetLocked takes cc out of the connection table and its limits, once.
+func (s *Server) forgetLocked(cc *ctrlConn) {
+	if _, ok := s.conns[cc]; !ok {
+		return
+	}
+	delete(s.conns, cc)
+	if s.perSource[cc.peerIP]--; s.perSource[cc.peerIP] <= 0 {
+		delete(s.perSource, cc.peerIP)
+	}
+	s.preauth.remove(cc)
+}
+
+// reserveUnauthCall counts a new call of cc against the limits of calls that have not
+// authenticated. When ok, the caller hands the reservation to the session
+// (session.unauth) or gives it back with releaseUnauthLocked; otherwise reason says
+// which limit refused the call.
+func (s *Server) reserveUnauthCall(cc *ctrlConn) (reason counter, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed || s.authed >= s.cfg.MaxSessions:
+		return cCallLimitGlobal, false
+	case cc.unauthCalls >= s.cfg.MaxUnauthCallsPerConn:
+		return cCallLimitUnauthConn, false
+	case s.unauthBySource[cc.peerIP] >= s.cfg.MaxUnauthCallsPerSource:
+		return cCallLimitUnauthSource, false
+	}
+	cc.unauthCalls++
+	s.unauthBySource[cc.peerIP]++
+	return 0, true
+}
+
+func (s *Server) releaseUnauthLocked(cc *ctrlConn) {
+	cc.unauthCalls--
+	if s.unauthBySource[cc.peerIP]--; s.unauthBySource[cc.peerIP] <= 0 {
+		delete(s.unauthBySource, cc.peerIP)
+	}
+}
+
+// authenticated is PPP's word (through ppp.Config.AllocIP) that ss's peer has
+// authenticated: the call leaves the unauthenticated limits and its connection
+// may no longer be evicted nor closed by the pre-authentication timeouts.
+func (s *Server) authenticated(ss *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss.unauth {
+		ss.unauth = false
+		s.releaseUnauthLocked(ss.cc)
+	}
+	cc := ss.cc
+	cc.authed.Store(true)
+	s.preauth.remove(cc)
+}
+
+// takeSessionSlot counts an authenticated session against MaxSessions.
+func (s *Server) takeSessionSlot() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.authed >= s.cfg.MaxSessions {
+		return false
+	}
+	s.authed++
+	return true
+}
+
+// Tick runs the control-connection timers (first message, call request, echo), the
+// authentication timeout of calls, the PPP timers and the rate-limited log once, at
+// the given time. A running server calls it every 100 ms; tests call it with a fake
+// clock.
 func (s *Server) Tick(now time.Time) {
 	s.mu.Lock()
 	conns := make([]*ctrlConn, 0, len(s.conns))
@@ -382,16 +514,28 @@ func (s *Server) Tick(now time.Time) {
 		conns = append(conns, c)
 	}
 	sessions := make([]*session, 0, len(s.sessions))
+	var late []*session
 	for ss := range s.sessions {
 		sessions = append(sessions, ss)
+		if ss.unauth && !ss.authTimedOut && now.Sub(ss.started) >= s.cfg.AuthTimeout {
+			ss.authTimedOut = true
+			late = append(late, ss)
+		}
 	}
 	s.mu.Unlock()
+	for _, ss := range late {
+		s.count(cTimeoutAuth)
+		s.limited.Warn("call cleared: not authenticated in time", "peer", ss.cc.peer.String(),
+			"call_id", ss.call.LocalID(), "timeout", s.cfg.AuthTimeout)
+		ss.end("authentication timeout", true, wire.CDNResultGeneralError)
+	}
 	for _, c := range conns {
 		c.tick(now)
 	}
 	for _, ss := range sessions {
 		ss.ppp.Tick(now)
 	}
+	s.limited.Flush(now)
 }
 
 func (s *Server) runTimers() {

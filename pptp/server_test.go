@@ -194,7 +194,8 @@ func (f *fakeClock) Advance(d time.Duration) {
 
 func TestEchoKeepalive(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1e6, 0)}
-	r := newRig(t, func(c *Config) { c.Now = clk.Now })
+	// The connection never makes a call: keep the call-request timeout out of the way.
+	r := newRig(t, func(c *Config) { c.Now, c.CallRequestTimeout = clk.Now, time.Hour })
 	c := dialCtl(t, r.addr)
 	c.start()
 	clk.Advance(59 * time.Second)
@@ -259,12 +260,19 @@ func TestConnectionLimits(t *testing.T) {
 	if r.srv.Counters()["conn_limit_source"] != 1 {
 		t.Fatal("not counted")
 	}
+	// The global limit refuses a connection when every slot holds an authenticated
+	// session (an unauthenticated one would be evicted: TestPreauthSCCRQFlood).
 	r2 := newRig(t, func(c *Config) { c.MaxConns = 1 })
-	dialCtl(t, r2.addr).start()
+	if _, err := r2.dial(t, "alice", "s3cret pass", nil); err != nil {
+		t.Fatal(err)
+	}
 	d := dialCtl(t, r2.addr)
 	d.send(&wire.SCCRQ{ProtocolVersion: wire.ProtocolVersion})
 	if _, err := d.recv(); err == nil || isTimeout(err) {
 		t.Fatalf("over global limit not refused: %v", err)
+	}
+	if r2.srv.Counters()["conn_limit_global"] != 1 || r2.srv.Counters()["conn_evicted_unauthenticated"] != 0 {
+		t.Fatalf("counters: %v", r2.srv.Counters())
 	}
 }
 

@@ -1,6 +1,7 @@
 package pptp
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -27,9 +28,14 @@ type session struct {
 	peerID  uint16
 	started time.Time
 
+	// Under Server.mu: unauth: the call counts against the limits of calls that have
+	// not authenticated (Server.reserveUnauthCall) until PPP authenticates its peer;
+	// authTimedOut: Tick has cleared it for not authenticating within AuthTimeout.
+	unauth, authTimedOut bool
+
 	mu      sync.Mutex
 	user    string
-	addr    netip.Addr // allocated address (released on end)
+	addr    netip.Addr // allocated address with its MaxSessions slot (both released on end)
 	routed  bool
 	ended   bool
 	logged  atomic.Uint64 // bit c: failure counter c was logged (countOnce)
@@ -81,15 +87,34 @@ func (ss *session) lookup(user string) (string, bool) {
 	return ss.srv.lookupPassword(user)
 }
 
+// errSessionLimit refuses an address to an authenticated peer when MaxSessions
+// sessions are up.
+var errSessionLimit = errors.New("pptp: session limit reached")
+
+// allocIP is ppp.Config.AllocIP, which PPP calls only once the peer has
+// authenticated: the call leaves the unauthenticated limits, and gets a
+// MaxSessions slot and its address only now.
 func (ss *session) allocIP(user string) (netip.Addr, error) {
+	s := ss.srv
+	s.authenticated(ss)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.addr.IsValid() { // IPCP renegotiation: keep the address
 		return ss.addr, nil
 	}
-	a, err := ss.srv.allocIP(user)
+	if ss.ended { // end has run: it would not give the address back
+		return netip.Addr{}, errSessionLimit
+	}
+	if !s.takeSessionSlot() {
+		s.count(cSessionLimit)
+		return netip.Addr{}, errSessionLimit
+	}
+	a, err := s.allocIP(user)
 	if err != nil {
-		ss.srv.count(cPoolExhausted)
+		s.mu.Lock()
+		s.authed--
+		s.mu.Unlock()
+		s.count(cPoolExhausted)
 		return a, err
 	}
 	ss.addr = a
@@ -256,14 +281,30 @@ func (ss *session) end(reason string, cdn bool, result uint8) {
 		ss.cc.removeCall(ss)
 		s.mu.Lock()
 		delete(s.sessions, ss)
+		unauth := ss.unauth
+		if unauth {
+			ss.unauth = false
+			s.releaseUnauthLocked(ss.cc)
+		}
+		if addr.IsValid() {
+			s.authed--
+		}
 		s.mu.Unlock()
 		if cdn {
 			_ = ss.cc.send(&wire.CDN{CallID: ss.call.LocalID(), Result: result})
 		}
 		s.count(cSessionsEnded)
+		uptime := s.cfg.Now().Sub(ss.started).Round(time.Millisecond).String()
+		if unauth {
+			// A flood of calls that never authenticate must not write a line each
+			// (a refused password is still logged per session by ppp).
+			s.limited.Info("call ended before authentication", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(),
+				"user", user, "reason", reason, "ppp_reason", pi.Reason, "uptime", uptime)
+			return
+		}
 		s.log.Info("session ended", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(), "user", user,
 			"address", addr, "reason", reason, "ppp_reason", pi.Reason, "bytes_in", pi.BytesIn, "bytes_out", pi.BytesOut,
-			"uptime", s.cfg.Now().Sub(ss.started).Round(time.Millisecond).String())
+			"uptime", uptime)
 	})
 }
 

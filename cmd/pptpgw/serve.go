@@ -41,9 +41,19 @@ Flags override the config file. Config keys (YAML, unknown keys are errors):
   listen, pool, local_ip, dns: [..], split_routes: [..] (pushed via DHCPINFORM),
   secrets, server_name, auth: [mschapv2|chap-md5|pap], encryption: required|optional,
   mppe_bits: [40|56|128], mppe_mode: any|stateless|stateful, mru, tun, admin_socket,
-  log_level, limits: {max_conns, max_conns_per_source, max_sessions, max_calls_per_conn},
-  timeouts: {first_message, echo_idle, echo_timeout, ppp_echo},
+  log_level, limits: {max_conns, max_conns_per_source, max_sessions, max_calls_per_conn,
+  unauthenticated_calls_per_conn, unauthenticated_calls_per_source},
+  timeouts: {first_message, call_request, auth, echo_idle, echo_timeout, ppp_echo},
   gre: {window, reorder_timeout, reorder_max, ack_delay}
+
+Before authentication (defaults in brackets): a connection must send SCCRQ
+within timeouts.first_message [10s] and a call within timeouts.call_request
+[10s]; a call must finish PPP authentication within timeouts.auth [15s]; calls
+not yet authenticated are capped per connection [4] and per source IP [256];
+an address and a max_sessions slot are given only after authentication. When
+max_conns is reached, the oldest unauthenticated connection makes room (one of
+the new connection's own source first). Warnings a flood can trigger are
+logged once per 10s per message, then as one line with the count left out.
 
 Example:
   pptpgw serve --pool 10.8.0.10-10.8.0.200 --secrets /etc/ppp/chap-secrets

@@ -85,10 +85,13 @@ type Config struct {
 	AllowStateless, AllowStateful bool
 
 	// Server side.
-	LocalIP   netip.Addr                            // our tunnel address, announced in IPCP
-	AllocIP   func(user string) (netip.Addr, error) // the peer's address
-	ReleaseIP func(netip.Addr)                      // called once when the session ends
-	DNS       []netip.Addr                          // IPCP options 129/131
+	LocalIP netip.Addr // our tunnel address, announced in IPCP
+	// AllocIP gives the peer its address. It is called once the peer has
+	// authenticated (never before), so a server may take its address, and
+	// count the peer as authenticated, there.
+	AllocIP   func(user string) (netip.Addr, error)
+	ReleaseIP func(netip.Addr) // called once when the session ends
+	DNS       []netip.Addr     // IPCP options 129/131
 	Lookup    func(user string) (password string, ok bool)
 	Name      string // our CHAP name, default DefaultServerName
 
