@@ -31,6 +31,7 @@ import (
 
 	"pptpgw/conntrack"
 	"pptpgw/internal/logging"
+	"pptpgw/nat/nfq"
 	"pptpgw/pptp/wire"
 )
 
@@ -45,6 +46,10 @@ const (
 	// MaxMaxCalls bounds max_calls so a typo cannot make the tracking table
 	// reserve unbounded memory.
 	MaxMaxCalls = 1 << 22
+	// MaxQueueLen bounds queue_len: each packet waiting in the kernel holds
+	// its buffer (a few KB), so a million is already gigabytes.
+	MaxQueueLen = 1 << 20
+
 	// MaxHold bounds timeouts.hold: a held control segment stalls its TCP
 	// stream, so holding longer than this is never useful.
 	MaxHold = 10 * time.Second
@@ -64,8 +69,12 @@ type Config struct {
 	Table string `yaml:"table"`
 	// Queue is the NFQUEUE number PPTP control and GRE packets go to.
 	Queue uint16 `yaml:"queue"`
-	// FailOpen makes the kernel accept queued packets when no daemon
-	// listens on the queue (NFQUEUE bypass). False drops them (fail-closed).
+	// QueueLen is how many packets the kernel holds for the daemon waiting
+	// for a verdict; it drops the rest (counted as nfqueue_queue_dropped).
+	QueueLen uint32 `yaml:"queue_len"`
+	// FailOpen makes the kernel accept PPTP control (TCP 1723) when no
+	// daemon listens on the queue (NFQUEUE bypass); false drops it
+	// (fail-closed). GRE is dropped then either way.
 	FailOpen bool `yaml:"fail_open"`
 	// Strict drops malformed control messages instead of passing them
 	// untouched. GRE that matches no call is dropped either way.
@@ -200,6 +209,7 @@ func Default() *Config {
 	return &Config{
 		Table:       DefaultTable,
 		Queue:       DefaultQueue,
+		QueueLen:    nfq.DefaultMaxQueueLen,
 		FailOpen:    true,
 		Strict:      false,
 		Timeouts:    conntrack.Timeouts{}.WithDefaults(),
@@ -395,6 +405,9 @@ func (c *Config) Validate() error {
 	}
 	if t.Hold > MaxHold {
 		bad("timeouts.hold", "%s is longer than the %s maximum: a held segment stalls its control connection", t.Hold, MaxHold)
+	}
+	if c.QueueLen < 1 || c.QueueLen > MaxQueueLen {
+		bad("queue_len", "%d out of range 1..%d", c.QueueLen, MaxQueueLen)
 	}
 	if c.MaxCalls < 1 || c.MaxCalls > MaxMaxCalls {
 		bad("max_calls", "%d out of range 1..%d", c.MaxCalls, MaxMaxCalls)
