@@ -31,7 +31,6 @@ import (
 
 	"pptpgw/conntrack"
 	"pptpgw/internal/logging"
-	"pptpgw/nat/nfq"
 	"pptpgw/pptp/wire"
 )
 
@@ -42,6 +41,10 @@ const (
 	DefaultQueue       = 47 // same number as the GRE protocol: easy to remember
 	DefaultAdminSocket = "/run/pptpgw/admin.sock"
 	DefaultLogLevel    = "info"
+
+	// DefaultQueueLen is nfq.DefaultMaxQueueLen (which rules cannot import:
+	// nfq's tests import rules); cmd/pptpgw's tests check they agree.
+	DefaultQueueLen = 8192
 
 	// MaxMaxCalls bounds max_calls so a typo cannot make the tracking table
 	// reserve unbounded memory.
@@ -209,7 +212,7 @@ func Default() *Config {
 	return &Config{
 		Table:       DefaultTable,
 		Queue:       DefaultQueue,
-		QueueLen:    nfq.DefaultMaxQueueLen,
+		QueueLen:    DefaultQueueLen,
 		FailOpen:    true,
 		Strict:      false,
 		Timeouts:    conntrack.Timeouts{}.WithDefaults(),
