@@ -152,7 +152,8 @@ func TestCallsNoDaemon(t *testing.T) {
 }
 
 // The daemon starts in a private namespace with no config file, answers
-// `calls --json` over its admin socket, and removes its table on SIGTERM.
+// `calls --json` over its admin socket, logs and ignores SIGHUP, and on
+// SIGTERM exits with status 0, reducing its table to the fail-safe rule.
 func TestRunLifecycle(t *testing.T) {
 	requireRoot(t)
 	if _, err := exec.LookPath("nft"); err != nil {
@@ -170,6 +171,8 @@ for i in $(seq 100); do grep -q 'msg=ready' "$2" && break; sleep 0.05; done
 grep -q 'msg=ready' "$2"
 "$0" calls --json --admin-socket "$1" > "$3"
 nft list table ip pptpgw > "$4"
+kill -HUP $pid
+for i in $(seq 100); do grep -q 'SIGHUP ignored' "$2" && break; sleep 0.05; done
 kill -TERM $pid; wait $pid
 echo "exit=$?" >> "$3"
 nft list table ip pptpgw > "$5" 2>&1 || true
@@ -200,11 +203,19 @@ nft list table ip pptpgw > "$5" 2>&1 || true
 		}
 	}
 	after, _ := os.ReadFile(filepath.Join(dir, "after"))
-	if !strings.Contains(string(after), "No such file") {
-		t.Errorf("table still there after SIGTERM:\n%s", after)
+	if !strings.Contains(string(after), "chain failsafe") ||
+		!strings.Contains(string(after), `ip protocol gre oifname "pgw0" fib saddr type != local drop`) {
+		t.Errorf("after SIGTERM the table is not the fail-safe rule:\n%s", after)
+	}
+	for _, gone := range []string{"queue", "masquerade", "notrack", "1723"} {
+		if strings.Contains(string(after), gone) {
+			t.Errorf("after SIGTERM the table still has %q:\n%s", gone, after)
+		}
 	}
 	log, _ := os.ReadFile(logf)
-	if !strings.Contains(string(log), "removed nftables table") {
-		t.Errorf("daemon log lacks the removal:\n%s", log)
+	for _, want := range []string{"SIGHUP ignored", "left the fail-safe nftables table", "nft delete table ip pptpgw"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("daemon log lacks %q:\n%s", want, log)
+		}
 	}
 }
