@@ -1,0 +1,339 @@
+package testbed_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
+)
+
+// The gateway fails safe: in no state of the daemon (killed, stopped,
+// sent SIGHUP, overrun) does GRE from the LAN leave the WAN with its inside
+// source address, and what the kernel drops is counted.
+
+// insidePrefix holds every inside address of the testbed (10.x).
+var insidePrefix = netip.MustParsePrefix("10.0.0.0/8")
+
+// failsafeTag tags the GRE these tests send from the LAN.
+const failsafeTag = "failsafe"
+
+// pacCallID is the mini PAC's first call ID: the key of the GRE a PNS
+// sends on its first call.
+const pacCallID = 0x4000
+
+// insideSources sums the packets of a capture whose source is an inside
+// address.
+func insideSources(src map[netip.Addr]int64) int64 {
+	var n int64
+	for a, c := range src {
+		if insidePrefix.Contains(a) {
+			n += c
+		}
+	}
+	return n
+}
+
+// sendLANGRE sends n GRE packets with the PAC's call ID as key from the
+// client to the server, in groups of ten 10 ms apart (GRE flowing, not one
+// burst), and fails the test if none could be sent.
+func sendLANGRE(t *testing.T, c *NS, n int) int {
+	t.Helper()
+	sent := 0
+	keys := make([]uint16, 10)
+	for i := range keys {
+		keys[i] = pacCallID
+	}
+	for sent < n {
+		k, err := SendGRE(c, c.IP, ServerIP, keys, failsafeTag)
+		sent += k
+		if err != nil {
+			t.Fatalf("GRE from %s after %d packets: %v", c.IP, sent, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return sent
+}
+
+// requireLeakVisible deletes the gateway's table and checks that the
+// capture then sees LAN GRE arrive with an inside source: without a rule
+// the kernel forwards it so, which proves the capture would have shown a
+// leak where the test saw none.
+func requireLeakVisible(t *testing.T, ctx context.Context, topo *Topology, wan *GRECapture) {
+	t.Helper()
+	if _, err := topo.GW.Output(ctx, "nft", "delete", "table", "ip", "pptpgw"); err != nil {
+		t.Fatal(err)
+	}
+	before := insideSources(wan.Sources())
+	deadline := time.Now().Add(3 * time.Second)
+	for insideSources(wan.Sources()) == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("with the table deleted, LAN GRE never reached the WAN capture: it could not have seen a leak either")
+		}
+		sendLANGRE(t, topo.Clients[0], 10)
+	}
+}
+
+// gatewayTable lists the gateway's nftables table; "" if there is none.
+func gatewayTable(t *testing.T, ctx context.Context, topo *Topology) string {
+	t.Helper()
+	out, err := topo.GW.Output(ctx, "nft", "list", "table", "ip", "pptpgw")
+	if err != nil {
+		if strings.Contains(string(out), "No such file") {
+			return ""
+		}
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// kill -9 of the daemon while a call's GRE flows: the client goes on
+// sending GRE on its call, and none of it reaches the WAN with its inside
+// source (captured on the server's link). The call's GRE before the kill
+// arrived translated, from the public address.
+func TestGatewayKill9NoLeak(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, Config{Clients: 1})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	wan, err := topo.Server.CaptureGRE(failsafeTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wan.Close()
+
+	var before, after map[netip.Addr]int64
+	var sent int
+	res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10, Timeout: 10 * time.Second, Hold: func() {
+		before = wan.Sources()
+		gw.Proc.Signal(syscall.SIGKILL)
+		<-gw.Proc.Done()
+		sent = sendLANGRE(t, topo.Clients[0], 100)
+		time.Sleep(200 * time.Millisecond) // let whatever is forwarded arrive
+		after = wan.Sources()
+	}})
+	t.Logf("call: %s", res)
+	t.Logf("GRE on the WAN by source: before the kill %v, after %v (%d sent from %s after the kill)",
+		before, after, sent, topo.Clients[0].IP)
+	if len(res.Calls) != 1 || res.Calls[0].Good != 10 {
+		t.Fatalf("the call did not carry its frames before the kill: %s\n%s", res, gw.Log())
+	}
+	if before[GWWANIP] < 10 || insideSources(before) != 0 {
+		t.Fatalf("before the kill: GRE by source %v, want the call's, translated to %s", before, GWWANIP)
+	}
+	if n := insideSources(after); n != 0 {
+		t.Errorf("%d GRE packets left the WAN with an inside source after kill -9", n)
+	}
+	if table := gatewayTable(t, ctx, topo); !strings.Contains(table, "queue_postrouting") {
+		t.Errorf("the table did not outlive the daemon:\n%s", table)
+	}
+	requireLeakVisible(t, ctx, topo, wan)
+}
+
+// SIGTERM: the daemon exits with status 0 and leaves the one-rule
+// fail-safe table, and the GRE the client goes on sending on its call does
+// not leave the WAN with its inside source. The next start replaces the
+// fail-safe table and calls work again.
+func TestGatewaySIGTERMNoLeak(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, Config{Clients: 1})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	wan, err := topo.Server.CaptureGRE(failsafeTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wan.Close()
+
+	var stopErr error
+	var after map[netip.Addr]int64
+	var sent int
+	res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10, Timeout: 10 * time.Second, Hold: func() {
+		stopErr = gw.Stop()
+		sent = sendLANGRE(t, topo.Clients[0], 100)
+		time.Sleep(200 * time.Millisecond)
+		after = wan.Sources()
+	}})
+	t.Logf("call: %s", res)
+	t.Logf("GRE on the WAN by source after the stop: %v (%d sent from %s)", after, sent, topo.Clients[0].IP)
+	if len(res.Calls) != 1 || res.Calls[0].Good != 10 {
+		t.Fatalf("the call did not carry its frames before the stop: %s\n%s", res, gw.Log())
+	}
+	if stopErr != nil {
+		t.Fatalf("pptpgw did not exit cleanly on SIGTERM: %v\n%s", stopErr, gw.Log())
+	}
+	if n := insideSources(after); n != 0 {
+		t.Errorf("%d GRE packets left the WAN with an inside source after SIGTERM", n)
+	}
+	table := gatewayTable(t, ctx, topo)
+	if !strings.Contains(table, "chain failsafe") || strings.Count(table, "chain ") != 1 ||
+		!strings.Contains(table, "ip protocol gre oifname \""+topo.WANIf+"\" fib saddr type != local drop") {
+		t.Errorf("after SIGTERM the table is not the fail-safe rule alone:\n%s", table)
+	}
+	if !strings.Contains(gw.Log(), "left the fail-safe nftables table") {
+		t.Errorf("the log does not say the fail-safe table was left:\n%s", gw.Log())
+	}
+
+	// The next start takes over from the fail-safe table.
+	gw2, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(gw2.Log(), "replaced the fail-safe table") {
+		t.Errorf("second start: no word of the fail-safe table it replaced:\n%s", gw2.Log())
+	}
+	if res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10}); !res.OK() {
+		t.Errorf("a call after the restart failed: %s\n%s", res, gw2.Log())
+	}
+	if err := gw2.Stop(); err != nil {
+		t.Fatalf("second stop: %v\n%s", err, gw2.Log())
+	}
+	requireLeakVisible(t, ctx, topo, wan)
+}
+
+// SIGHUP leaves the daemon running and translating: it logs that it
+// ignored the signal, and a call made afterwards carries its GRE.
+func TestGatewaySIGHUP(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, Config{Clients: 1})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		if err := gw.Proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(3 * time.Second)
+		for strings.Count(gw.Log(), "SIGHUP ignored") < i && !gw.Proc.Exited() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if gw.Proc.Exited() {
+			t.Fatalf("pptpgw exited on SIGHUP %d: %v\n%s", i, gw.Proc.Wait(0), gw.Log())
+		}
+		if n := strings.Count(gw.Log(), "SIGHUP ignored"); n != i {
+			t.Fatalf("after SIGHUP %d the log says %d times that it was ignored:\n%s", i, n, gw.Log())
+		}
+	}
+	res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 20})
+	if !res.OK() {
+		t.Fatalf("a call after SIGHUP failed: %s\n%s", res, gw.Log())
+	}
+	rep, err := gw.Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testbedtest.Counter(t, rep.Counters, "gre_out"); n < 20 {
+		t.Errorf("gre_out = %d after a call of 20 frames: its GRE did not go through the daemon", n)
+	}
+	if err := gw.Stop(); err != nil {
+		t.Errorf("pptpgw did not stop cleanly on SIGTERM after SIGHUP: %v\n%s", err, gw.Log())
+	}
+}
+
+// A burst of GRE overruns the kernel queue (queue_len 16) while the daemon
+// cannot read it (stopped with SIGSTOP, as a starved daemon would be): the
+// kernel drops what does not fit and the daemon's counter
+// nfqueue_queue_dropped shows exactly what the kernel's own table in the
+// gateway's namespace shows, and at least what it could not have queued.
+func TestGatewayQueueOverflowCounted(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, Config{Clients: 1})
+	const queueLen, burst = 16, 300
+	gw := startGatewayConfig(t, ctx, topo, bin, fmt.Sprintf("queue_len: %d\n", queueLen))
+	c0 := topo.Clients[0]
+	calls := func() map[string]uint64 {
+		t.Helper()
+		rep, err := gw.Calls(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep.Counters
+	}
+	// One packet first, so that the client has resolved the gateway's
+	// address and the burst is not held back (or cut) by ARP.
+	deadline := time.Now().Add(3 * time.Second)
+	for testbedtest.Counter(t, calls(), "nfqueue_packets") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no GRE reached the daemon:\n%s", gw.Log())
+		}
+		if _, err := SendGRE(c0, c0.IP, ServerIP, []uint16{1}, failsafeTag); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := testbedtest.Counter(t, calls(), "nfqueue_queue_dropped"); n != 0 {
+		t.Fatalf("nfqueue_queue_dropped = %d before the burst", n)
+	}
+
+	gw.Proc.Signal(syscall.SIGSTOP)
+	keys := make([]uint16, burst)
+	sent, err := SendGRE(c0, c0.IP, ServerIP, keys, failsafeTag)
+	gw.Proc.Signal(syscall.SIGCONT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := calls()
+	dropped := testbedtest.Counter(t, c, "nfqueue_queue_dropped")
+	kernel := kernelQueueDropped(t, ctx, topo)
+	t.Logf("%d GRE sent at a stopped daemon: nfqueue_queue_dropped %d (kernel's table: %d), nfqueue_user_dropped %d, nfqueue_packets %d",
+		sent, dropped, kernel, testbedtest.Counter(t, c, "nfqueue_user_dropped"), testbedtest.Counter(t, c, "nfqueue_packets"))
+	if dropped < uint64(sent-queueLen) || dropped > uint64(sent) {
+		t.Errorf("nfqueue_queue_dropped = %d, want between %d (sent %d, queue_len %d) and %d", dropped, sent-queueLen, sent, queueLen, sent)
+	}
+	if dropped != kernel {
+		t.Errorf("nfqueue_queue_dropped = %d, the kernel's table says %d", dropped, kernel)
+	}
+	if gw.Proc.Exited() {
+		t.Fatalf("pptpgw exited:\n%s", gw.Log())
+	}
+}
+
+// kernelQueueDropped reads queue 47's queue_dropped column from the
+// gateway namespace's /proc/net/netfilter/nfnetlink_queue.
+func kernelQueueDropped(t *testing.T, ctx context.Context, topo *Topology) uint64 {
+	t.Helper()
+	out, err := topo.GW.Output(ctx, "cat", "/proc/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("/proc/net/netfilter/nfnetlink_queue in the gateway namespace:\n%s", out)
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 7 && f[0] == "47" {
+			n, err := strconv.ParseUint(f[5], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("queue 47 not bound in the gateway namespace:\n%s", out)
+	return 0
+}
