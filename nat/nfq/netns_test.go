@@ -617,7 +617,7 @@ func TestKernelStatsNetns(t *testing.T) {
 		t.Fatalf("KernelStats before any packet = %+v, %v; want zeros", ks, err)
 	}
 	send(50)
-	t.Logf("%s:\n%s", procQueues, ns.run(t, "cat", "/proc/net/netfilter/nfnetlink_queue"))
+	t.Logf("queue full: %s:\n%s", procQueues, ns.run(t, "cat", "/proc/net/netfilter/nfnetlink_queue"))
 	ks, err := c.KernelStats()
 	if err != nil {
 		t.Fatal(err)
@@ -645,7 +645,7 @@ func TestKernelStatsNetns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("small socket buffer: %+v", ks)
+	t.Logf("small socket buffer: %+v; %s:\n%s", ks, procQueues, ns.run(t, "cat", "/proc/net/netfilter/nfnetlink_queue"))
 	if ks.UserDropped == 0 || ks.QueueDropped != 0 || uint64(ks.Waiting)+ks.UserDropped != 50 {
 		t.Errorf("KernelStats = %+v, want drops for the full socket only, adding up to 50 with those waiting", ks)
 	}
