@@ -80,6 +80,57 @@ func requireLeakVisible(t *testing.T, ctx context.Context, topo *Topology, wan *
 	}
 }
 
+// leakAfter makes a call from the client through the gateway with 10
+// frames; while it is up, it does what (to the gateway), then the client
+// goes on sending GRE on the call. It returns the capture's sources just
+// before what and once the GRE sent after it had time to arrive, and fails
+// the test if the call did not carry its frames before.
+func leakAfter(t *testing.T, ctx context.Context, topo *Topology, gw *Gateway, wan *GRECapture, name string, what func()) (before, after map[netip.Addr]int64) {
+	t.Helper()
+	var sent int
+	res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10, Timeout: 10 * time.Second, Hold: func() {
+		before = wan.Sources()
+		what()
+		sent = sendLANGRE(t, topo.Clients[0], 100)
+		time.Sleep(200 * time.Millisecond) // let whatever is forwarded arrive
+		after = wan.Sources()
+	}})
+	t.Logf("call: %s", res)
+	t.Logf("GRE on the WAN by source: before %s %v, after %v (%d sent from %s after it)",
+		name, before, after, sent, topo.Clients[0].IP)
+	if len(res.Calls) != 1 || res.Calls[0].Good != 10 {
+		t.Fatalf("the call did not carry its frames before %s: %s\n%s", name, res, gw.Log())
+	}
+	return before, after
+}
+
+// gatewayAndPAC builds a topology of one client behind the gateway, with a
+// mini PAC on the server.
+func gatewayAndPAC(t *testing.T, ctx context.Context, bin string) (*Topology, *Gateway) {
+	t.Helper()
+	topo := testbedtest.New(t, Config{Clients: 1})
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	return topo, gw
+}
+
+// captureWAN captures the GRE arriving at the server, i.e. what left the
+// gateway's WAN, until the test ends.
+func captureWAN(t *testing.T, topo *Topology) *GRECapture {
+	t.Helper()
+	wan, err := topo.Server.CaptureGRE(failsafeTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wan.Close() })
+	return wan
+}
+
 // gatewayTable lists the gateway's nftables table; "" if there is none.
 func gatewayTable(t *testing.T, ctx context.Context, topo *Topology) string {
 	t.Helper()
@@ -101,36 +152,13 @@ func TestGatewayKill9NoLeak(t *testing.T) {
 	bin := testbedtest.PPTPGW(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	topo := testbedtest.New(t, Config{Clients: 1})
-	gw, err := topo.StartGateway(ctx, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
-		t.Fatal(err)
-	}
-	wan, err := topo.Server.CaptureGRE(failsafeTag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wan.Close()
+	topo, gw := gatewayAndPAC(t, ctx, bin)
+	wan := captureWAN(t, topo)
 
-	var before, after map[netip.Addr]int64
-	var sent int
-	res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10, Timeout: 10 * time.Second, Hold: func() {
-		before = wan.Sources()
+	before, after := leakAfter(t, ctx, topo, gw, wan, "the kill", func() {
 		gw.Proc.Signal(syscall.SIGKILL)
 		<-gw.Proc.Done()
-		sent = sendLANGRE(t, topo.Clients[0], 100)
-		time.Sleep(200 * time.Millisecond) // let whatever is forwarded arrive
-		after = wan.Sources()
-	}})
-	t.Logf("call: %s", res)
-	t.Logf("GRE on the WAN by source: before the kill %v, after %v (%d sent from %s after the kill)",
-		before, after, sent, topo.Clients[0].IP)
-	if len(res.Calls) != 1 || res.Calls[0].Good != 10 {
-		t.Fatalf("the call did not carry its frames before the kill: %s\n%s", res, gw.Log())
-	}
+	})
 	if before[GWWANIP] < 10 || insideSources(before) != 0 {
 		t.Fatalf("before the kill: GRE by source %v, want the call's, translated to %s", before, GWWANIP)
 	}
@@ -151,34 +179,11 @@ func TestGatewaySIGTERMNoLeak(t *testing.T) {
 	bin := testbedtest.PPTPGW(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	topo := testbedtest.New(t, Config{Clients: 1})
-	gw, err := topo.StartGateway(ctx, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
-		t.Fatal(err)
-	}
-	wan, err := topo.Server.CaptureGRE(failsafeTag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wan.Close()
+	topo, gw := gatewayAndPAC(t, ctx, bin)
+	wan := captureWAN(t, topo)
 
 	var stopErr error
-	var after map[netip.Addr]int64
-	var sent int
-	res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10, Timeout: 10 * time.Second, Hold: func() {
-		stopErr = gw.Stop()
-		sent = sendLANGRE(t, topo.Clients[0], 100)
-		time.Sleep(200 * time.Millisecond)
-		after = wan.Sources()
-	}})
-	t.Logf("call: %s", res)
-	t.Logf("GRE on the WAN by source after the stop: %v (%d sent from %s)", after, sent, topo.Clients[0].IP)
-	if len(res.Calls) != 1 || res.Calls[0].Good != 10 {
-		t.Fatalf("the call did not carry its frames before the stop: %s\n%s", res, gw.Log())
-	}
+	_, after := leakAfter(t, ctx, topo, gw, wan, "the stop", func() { stopErr = gw.Stop() })
 	if stopErr != nil {
 		t.Fatalf("pptpgw did not exit cleanly on SIGTERM: %v\n%s", stopErr, gw.Log())
 	}
@@ -217,14 +222,7 @@ func TestGatewaySIGHUP(t *testing.T) {
 	bin := testbedtest.PPTPGW(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	topo := testbedtest.New(t, Config{Clients: 1})
-	gw, err := topo.StartGateway(ctx, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
-		t.Fatal(err)
-	}
+	topo, gw := gatewayAndPAC(t, ctx, bin)
 	for i := 1; i <= 2; i++ {
 		if err := gw.Proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
