@@ -146,7 +146,8 @@ func gatewayTable(t *testing.T, ctx context.Context, topo *Topology) string {
 
 // kill -9 of the daemon while a call's GRE flows: the client goes on
 // sending GRE on its call, and none of it reaches the WAN with its inside
-// source (captured on the server's link). The call's GRE before the kill
+// source (captured on the server's link), nor while a new daemon starts
+// over the table the killed one left. The call's GRE before the kill
 // arrived translated, from the public address.
 func TestGatewayKill9NoLeak(t *testing.T) {
 	bin := testbedtest.PPTPGW(t)
@@ -167,6 +168,39 @@ func TestGatewayKill9NoLeak(t *testing.T) {
 	}
 	if table := gatewayTable(t, ctx, topo); !strings.Contains(table, "queue_postrouting") {
 		t.Errorf("the table did not outlive the daemon:\n%s", table)
+	}
+
+	// A new daemon takes over the killed one's table while the client
+	// keeps sending: no leak during its start-up either.
+	c0 := topo.Clients[0]
+	sending := make(chan error, 1)
+	go func() {
+		keys := make([]uint16, 10)
+		for i := 0; i < 20; i++ {
+			if _, err := SendGRE(c0, c0.IP, ServerIP, keys, failsafeTag); err != nil {
+				sending <- err
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		sending <- nil
+	}()
+	gw2, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sending; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if !strings.Contains(gw2.Log(), "replaced a stale nftables table") {
+		t.Errorf("restart: no word of the stale table it replaced:\n%s", gw2.Log())
+	}
+	if n := insideSources(wan.Sources()); n != 0 {
+		t.Errorf("%d GRE packets left the WAN with an inside source while a new daemon started", n)
+	}
+	if err := gw2.Stop(); err != nil {
+		t.Fatalf("stop after the restart: %v\n%s", err, gw2.Log())
 	}
 	requireLeakVisible(t, ctx, topo, wan)
 }

@@ -3,7 +3,9 @@
 // carrying the verdicts of a whole batch, no allocation per packet.
 //
 // It owns the netlink side of a queue: binding, the Packet handed to a
-// Handler, verdicts (pkt.Verdict) and their batching, and its own counters.
+// Handler, verdicts (pkt.Verdict) and their batching, its own counters, and
+// the kernel's counters of the queue (KernelStats: what the kernel dropped
+// before the packets reached us).
 // It must not know what is in the packets (PPTP, GRE, calls: package nat)
 // or which rules queue them (package rules).
 //
