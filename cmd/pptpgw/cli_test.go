@@ -219,3 +219,43 @@ nft list table ip pptpgw > "$5" 2>&1 || true
 		}
 	}
 }
+
+// With its stderr a pipe nobody reads any more (a log collector that went
+// away), the daemon keeps running when it next logs (here: that it ignored
+// a SIGHUP) instead of dying of SIGPIPE, and still stops cleanly.
+func TestRunSurvivesBrokenLogPipe(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	script := `set -e
+ip link set lo up
+ip link add pgw0 type veth peer name pgw1; ip link set pgw0 up; ip addr add 203.0.113.1/24 dev pgw0
+ip link add pgl0 type veth peer name pgl1; ip link set pgl0 up; ip addr add 10.99.0.1/24 dev pgl0
+mkfifo "$2"
+sh -c 'exec <"$1"' reader "$2" &
+reader=$!
+"$0" run --wan pgw0 --lan pgl0 --admin-socket "$1" 2>"$2" &
+pid=$!
+wait $reader
+for i in $(seq 100); do "$0" calls --json --admin-socket "$1" >/dev/null 2>&1 && break; sleep 0.05; done
+"$0" calls --json --admin-socket "$1" >/dev/null
+kill -HUP $pid
+sleep 0.3
+set +e
+kill -0 $pid 2>/dev/null && echo "alive after SIGHUP" > "$3"
+kill -TERM $pid; wait $pid
+echo "exit=$?" >> "$3"
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res := filepath.Join(dir, "result")
+	cmd := exec.CommandContext(ctx, "unshare", "-n", "sh", "-c", script, os.Args[0],
+		filepath.Join(dir, "admin.sock"), filepath.Join(dir, "log"), res)
+	cmd.Env = append(os.Environ(), envRunMain+"=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	got, _ := os.ReadFile(res)
+	if string(got) != "alive after SIGHUP\nexit=0\n" {
+		t.Errorf("daemon with a broken log pipe: %q, want alive after SIGHUP and exit=0", got)
+	}
+}
