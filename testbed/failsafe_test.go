@@ -185,24 +185,39 @@ func TestGatewayKill9NoLeak(t *testing.T) {
 		}
 		sending <- nil
 	}()
-	gw2, err := topo.StartGateway(ctx, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gw2 := restart(t, ctx, topo, bin, "replaced a stale nftables table")
 	if err := <-sending; err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if !strings.Contains(gw2.Log(), "replaced a stale nftables table") {
-		t.Errorf("restart: no word of the stale table it replaced:\n%s", gw2.Log())
-	}
 	if n := insideSources(wan.Sources()); n != 0 {
 		t.Errorf("%d GRE packets left the WAN with an inside source while a new daemon started", n)
 	}
-	if err := gw2.Stop(); err != nil {
-		t.Fatalf("stop after the restart: %v\n%s", err, gw2.Log())
-	}
+	stopClean(t, gw2)
 	requireLeakVisible(t, ctx, topo, wan)
+}
+
+// restart starts a new daemon in topo and checks that its log says want
+// about the table its predecessor left.
+func restart(t *testing.T, ctx context.Context, topo *Topology, bin, want string) *Gateway {
+	t.Helper()
+	gw, err := topo.StartGateway(ctx, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(gw.Log(), want) {
+		t.Errorf("restart: the log does not say %q:\n%s", want, gw.Log())
+	}
+	return gw
+}
+
+// stopClean stops the daemon with SIGTERM and fails the test unless it
+// exits with status 0.
+func stopClean(t *testing.T, gw *Gateway) {
+	t.Helper()
+	if err := gw.Stop(); err != nil {
+		t.Fatalf("pptpgw did not exit cleanly on SIGTERM: %v\n%s", err, gw.Log())
+	}
 }
 
 // SIGTERM: the daemon exits with status 0 and leaves the one-rule
@@ -234,19 +249,11 @@ func TestGatewaySIGTERMNoLeak(t *testing.T) {
 	}
 
 	// The next start takes over from the fail-safe table.
-	gw2, err := topo.StartGateway(ctx, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(gw2.Log(), "replaced the fail-safe table") {
-		t.Errorf("second start: no word of the fail-safe table it replaced:\n%s", gw2.Log())
-	}
+	gw2 := restart(t, ctx, topo, bin, "replaced the fail-safe table")
 	if res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10}); !res.OK() {
 		t.Errorf("a call after the restart failed: %s\n%s", res, gw2.Log())
 	}
-	if err := gw2.Stop(); err != nil {
-		t.Fatalf("second stop: %v\n%s", err, gw2.Log())
-	}
+	stopClean(t, gw2)
 	requireLeakVisible(t, ctx, topo, wan)
 }
 
@@ -283,9 +290,7 @@ func TestGatewaySIGHUP(t *testing.T) {
 	if n := testbedtest.Counter(t, rep.Counters, "gre_out"); n < 20 {
 		t.Errorf("gre_out = %d after a call of 20 frames: its GRE did not go through the daemon", n)
 	}
-	if err := gw.Stop(); err != nil {
-		t.Errorf("pptpgw did not stop cleanly on SIGTERM after SIGHUP: %v\n%s", err, gw.Log())
-	}
+	stopClean(t, gw)
 }
 
 // A burst of GRE overruns the kernel queue (queue_len 16) while the daemon
