@@ -89,10 +89,15 @@ func leakAfter(t *testing.T, ctx context.Context, topo *Topology, gw *Gateway, w
 	t.Helper()
 	var sent int
 	res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10, Timeout: 10 * time.Second, Hold: func() {
+		// The frames came back, so they crossed the captured link: wait
+		// for the capture to have counted them.
+		for deadline := time.Now().Add(3 * time.Second); wan.Sources()[GWWANIP] < 10 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		before = wan.Sources()
 		what()
 		sent = sendLANGRE(t, topo.Clients[0], 100)
-		time.Sleep(200 * time.Millisecond) // let whatever is forwarded arrive
+		time.Sleep(500 * time.Millisecond) // let whatever is forwarded arrive and be counted
 		after = wan.Sources()
 	}})
 	t.Logf("call: %s", res)
@@ -331,6 +336,7 @@ func TestGatewayQueueOverflowCounted(t *testing.T) {
 	}
 
 	gw.Proc.Signal(syscall.SIGSTOP)
+	waitStopped(t, gw)
 	keys := make([]uint16, burst)
 	sent, err := SendGRE(c0, c0.IP, ServerIP, keys, failsafeTag)
 	gw.Proc.Signal(syscall.SIGCONT)
@@ -350,6 +356,25 @@ func TestGatewayQueueOverflowCounted(t *testing.T) {
 	}
 	if gw.Proc.Exited() {
 		t.Fatalf("pptpgw exited:\n%s", gw.Log())
+	}
+}
+
+// waitStopped waits (up to 3s) until every thread of the daemon is
+// stopped: SIGSTOP takes effect asynchronously, and a thread still running
+// could read part of the burst.
+func waitStopped(t *testing.T, gw *Gateway) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		threads := gw.Proc.Threads()
+		if strings.Contains(threads, "state T") && !strings.Contains(threads, "state R") &&
+			!strings.Contains(threads, "state S") && !strings.Contains(threads, "state D") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pptpgw not stopped 3s after SIGSTOP:\n%s", threads)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
