@@ -42,12 +42,19 @@ const (
 	DefaultAdminSocket = "/run/pptpgw/admin.sock"
 	DefaultLogLevel    = "info"
 
+	// DefaultQueueLen is nfq.DefaultMaxQueueLen (which rules cannot import:
+	// nfq's tests import rules); cmd/pptpgw's tests check they agree.
+	DefaultQueueLen = 8192
+
 	// MaxMaxCalls bounds max_calls so a typo cannot make the tracking table
 	// reserve unbounded memory.
 	MaxMaxCalls = 1 << 22
 	// MaxCallsPerConn bounds limits.calls_per_conn: a control connection
 	// cannot carry more calls than there are call IDs.
 	MaxCallsPerConn = 65535
+	// MaxQueueLen bounds queue_len: each packet waiting in the kernel holds
+	// its buffer (a few KB), so a million is already gigabytes.
+	MaxQueueLen = 1 << 20
 	// MaxHold bounds timeouts.hold: a held control segment stalls its TCP
 	// stream, so holding longer than this is never useful.
 	MaxHold = 10 * time.Second
@@ -67,8 +74,12 @@ type Config struct {
 	Table string `yaml:"table"`
 	// Queue is the NFQUEUE number PPTP control and GRE packets go to.
 	Queue uint16 `yaml:"queue"`
-	// FailOpen makes the kernel accept queued packets when no daemon
-	// listens on the queue (NFQUEUE bypass). False drops them (fail-closed).
+	// QueueLen is how many packets the kernel holds for the daemon waiting
+	// for a verdict; it drops the rest (counted as nfqueue_queue_dropped).
+	QueueLen uint32 `yaml:"queue_len"`
+	// FailOpen makes the kernel accept PPTP control (TCP 1723) when no
+	// daemon listens on the queue (NFQUEUE bypass); false drops it
+	// (fail-closed). GRE is dropped then either way.
 	FailOpen bool `yaml:"fail_open"`
 	// Strict drops malformed control messages instead of passing them
 	// untouched. GRE that matches no call is dropped either way.
@@ -208,6 +219,7 @@ func Default() *Config {
 	return &Config{
 		Table:       DefaultTable,
 		Queue:       DefaultQueue,
+		QueueLen:    DefaultQueueLen,
 		FailOpen:    true,
 		Strict:      false,
 		Timeouts:    conntrack.Timeouts{}.WithDefaults(),
@@ -404,6 +416,9 @@ func (c *Config) Validate() error {
 	}
 	if t.Hold > MaxHold {
 		bad("timeouts.hold", "%s is longer than the %s maximum: a held segment stalls its control connection", t.Hold, MaxHold)
+	}
+	if c.QueueLen < 1 || c.QueueLen > MaxQueueLen {
+		bad("queue_len", "%d out of range 1..%d", c.QueueLen, MaxQueueLen)
 	}
 	if c.MaxCalls < 1 || c.MaxCalls > MaxMaxCalls {
 		bad("max_calls", "%d out of range 1..%d", c.MaxCalls, MaxMaxCalls)

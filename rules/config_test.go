@@ -270,11 +270,11 @@ func dedupKeys(s string) string {
 }
 
 func TestValidateReportsAll(t *testing.T) {
-	c, err := Parse([]byte("wan: \"\"\nlan: [x]\nqueue: 1\nmax_calls: 0\nlog_level: x\n"))
+	c, err := Parse([]byte("wan: \"\"\nlan: [x]\nqueue: 1\nqueue_len: 0\nmax_calls: 0\nlog_level: x\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(fieldsOf(c.Validate()), ","); got != "wan,max_calls,log_level" {
+	if got := strings.Join(fieldsOf(c.Validate()), ","); got != "wan,queue_len,max_calls,log_level" {
 		t.Errorf("fields = %s", got)
 	}
 }
@@ -286,7 +286,7 @@ func TestConfigDocCoversFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(doc)
-	for _, k := range []string{"wan", "lan", "public_address", "table", "queue", "fail_open", "strict", "timeouts",
+	for _, k := range []string{"wan", "lan", "public_address", "table", "queue", "queue_len", "fail_open", "strict", "timeouts",
 		"gre_unreplied", "gre_replied", "control_idle", "call_id_quarantine", "hold", "max_calls", "admin_socket",
 		"limits", "conns_per_source", "calls_per_conn", "calls_per_source",
 		"mss_clamp", "ip_forward", "forwards", "port", "to", "log_level"} {
@@ -294,7 +294,7 @@ func TestConfigDocCoversFields(t *testing.T) {
 			t.Errorf("CONFIG.md does not mention `%s`", k)
 		}
 	}
-	for _, d := range []string{"`pptpgw`", "`47`", "`65536`", "`/run/pptpgw/admin.sock`", "`30s`", "`3m`", "`1h`",
+	for _, d := range []string{"`pptpgw`", "`47`", "`8192`", "`65536`", "`/run/pptpgw/admin.sock`", "`30s`", "`3m`", "`1h`",
 		"`2m`", "`300ms`", "`auto`", "`info`", "`256`", "`64`", "`1024`"} {
 		if !strings.Contains(s, d) {
 			t.Errorf("CONFIG.md does not give the default %s", d)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/florianl/go-nfqueue/v2"
+	"github.com/google/nftables"
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -63,9 +64,31 @@ func sendGRE(tx, rx int, key uint16, wait time.Duration) (delivered bool, sendEr
 	}
 }
 
+// dial1723 reports whether a TCP connection to 127.0.0.1:1723 inside h gets
+// through within wait (a listener is there).
+func dial1723(t *testing.T, h netns.NsHandle, wait time.Duration) bool {
+	t.Helper()
+	ok := false
+	inNetns(t, h, func() {
+		l, err := net.Listen("tcp4", "127.0.0.1:1723")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		c, err := net.DialTimeout("tcp4", "127.0.0.1:1723", wait)
+		if err == nil {
+			c.Close()
+			ok = true
+		}
+	})
+	return ok
+}
+
 // TestQueueDataPathNetns checks the installed rules on real packets: GRE and
-// TCP 1723 reach the NFQUEUE (output and prerouting hooks), the bypass flag
-// lets them pass with no listener, and fail-closed drops them.
+// TCP 1723 reach the NFQUEUE (output and prerouting hooks); with no listener
+// the bypass flag (fail_open) lets TCP 1723 pass but never GRE, and
+// fail-closed drops both; the fail-safe table a clean stop leaves lets the
+// host's own GRE pass and is recognized by the next Install.
 func TestQueueDataPathNetns(t *testing.T) {
 	ns, h := testNetns(t)
 	nsRun(t, ns, "ip", "link", "set", "lo", "up")
@@ -78,9 +101,12 @@ func TestQueueDataPathNetns(t *testing.T) {
 	t.Cleanup(func() { in.Remove() })
 	tx, rx := greSockets(t, h)
 
-	// 1. Fail-open, nobody on the queue: the packet passes.
-	if ok, err := sendGRE(tx, rx, 1, 3*time.Second); !ok {
-		t.Fatalf("fail-open without listener: GRE not delivered (send: %v)", err)
+	// 1. Fail-open, nobody on the queue: TCP 1723 passes, GRE is dropped.
+	if ok, _ := sendGRE(tx, rx, 1, 300*time.Millisecond); ok {
+		t.Error("fail-open without listener: GRE was delivered; it must never bypass the queue")
+	}
+	if !dial1723(t, h, 3*time.Second) {
+		t.Error("fail-open without listener: TCP 1723 did not get through")
 	}
 
 	// 2. A listener on the queue sees GRE twice (queue_postrouting out of
@@ -185,6 +211,42 @@ func TestQueueDataPathNetns(t *testing.T) {
 	}
 	if ok, _ := sendGRE(tx, rx, 3, 300*time.Millisecond); ok {
 		t.Error("fail-closed without listener: GRE was delivered")
+	}
+	if dial1723(t, h, 300*time.Millisecond) {
+		t.Error("fail-closed without listener: TCP 1723 got through")
+	}
+
+	// 4. The fail-safe table of a clean stop: one chain, and GRE of the
+	// host's own (a local source, as here) passes it.
+	if err := in2.ReduceToFailsafe(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ch := range chains {
+		if ch.Table.Name == plan.Table {
+			names = append(names, ch.Name)
+		}
+	}
+	if len(names) != 1 || names[0] != ChainFailsafe {
+		t.Errorf("chains after ReduceToFailsafe: %v, want only %s", names, ChainFailsafe)
+	}
+	if ok, err := sendGRE(tx, rx, 4, 3*time.Second); !ok {
+		t.Errorf("fail-safe table: the host's own GRE was not delivered (send: %v)", err)
+	}
+	in3, err := Install(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in3.ReplacedFailsafe || in3.ReplacedStale {
+		t.Errorf("Install over the fail-safe table: ReplacedFailsafe %v ReplacedStale %v, want true false", in3.ReplacedFailsafe, in3.ReplacedStale)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -123,6 +124,8 @@ func goldenPlans(impl QueueImpl) []Plan {
 	}
 }
 
+// installFake returns the rules InstallConn sends for p, followed by those
+// ReduceToFailsafe sends afterwards.
 func installFake(t *testing.T, p Plan) []ruleMsg {
 	t.Helper()
 	var got []ruleMsg
@@ -133,8 +136,15 @@ func installFake(t *testing.T, p Plan) []ruleMsg {
 	if in.QueueImpl != p.QueueImpl {
 		t.Fatalf("QueueImpl = %q, want %q", in.QueueImpl, p.QueueImpl)
 	}
+	if err := in.ReduceToFailsafe(); err != nil {
+		t.Fatalf("ReduceToFailsafe: %v", err)
+	}
 	return got
 }
+
+// isGRE reports whether r starts with `ip protocol gre` (a payload load of
+// the protocol byte), as the GRE queue rules and the fail-safe rule do.
+func isGRE(r ruleMsg) bool { return len(r.exprs) > 0 && r.exprs[0].name == "payload" }
 
 func readGolden(t *testing.T, name string) []ruleMsg {
 	t.Helper()
@@ -338,8 +348,9 @@ func TestGoldenXTQueue(t *testing.T) {
 				continue
 			}
 			queued++
-			if !bytes.Equal(last.raw, wantTarget[p.FailOpen]) {
-				t.Errorf("%s: NFQUEUE target (bypass=%v)\n got %x\nwant %x (iptables-nft)", r.chain, p.FailOpen, last.raw, wantTarget[p.FailOpen])
+			bypass := p.FailOpen && !isGRE(r) // GRE never bypasses
+			if !bytes.Equal(last.raw, wantTarget[bypass]) {
+				t.Errorf("%s [%s]: NFQUEUE target (bypass=%v)\n got %x\nwant %x (iptables-nft)", r.chain, r.exprNames(), bypass, last.raw, wantTarget[bypass])
 			}
 			// The matches must be a golden queue rule's matches.
 			ok := false
@@ -361,6 +372,52 @@ func TestGoldenXTQueue(t *testing.T) {
 	if queued != 12 { // 2 plans x 2 chains x 3 rules
 		t.Errorf("%d NFQUEUE target rules, want 12", queued)
 	}
+}
+
+// TestGRENeverBypasses: whatever fail_open says and whichever queue
+// implementation is used, the GRE queue rules carry no bypass flag (with no
+// daemon bound the kernel must drop GRE, not forward it untranslated), and
+// the TCP 1723 rules carry it exactly when fail_open is set.
+func TestGRENeverBypasses(t *testing.T) {
+	for _, impl := range []QueueImpl{QueueNative, QueueXT} {
+		for _, failOpen := range []bool{true, false} {
+			p := Plan{Table: "pptpgw", WAN: "wan0", Queue: 47, FailOpen: failOpen, MSS: MSSClamp{Mode: MSSOff}, QueueImpl: impl}
+			gre, tcp := 0, 0
+			for _, r := range installFake(t, p) {
+				if r.chain != ChainQueuePrerouting && r.chain != ChainQueuePostrouting {
+					continue
+				}
+				want := QueueExprs(impl, 47, failOpen)
+				if isGRE(r) {
+					want = QueueExprs(impl, 47, false)
+					gre++
+				} else {
+					tcp++
+				}
+				if got, w := r.exprs[len(r.exprs)-1].raw, queueAttr(t, impl, want); !bytes.Equal(got, w) {
+					t.Errorf("%s fail_open=%v %s [%s]: queue\n got %x\nwant %x", impl, failOpen, r.chain, r.exprNames(), got, w)
+				}
+			}
+			if gre != 2 || tcp != 4 {
+				t.Errorf("%s fail_open=%v: %d GRE and %d TCP queue rules, want 2 and 4", impl, failOpen, gre, tcp)
+			}
+		}
+	}
+}
+
+// queueAttr is the rule expression attribute a queue statement marshals to
+// (the last expression of a one-rule batch through the fake connection).
+func queueAttr(t *testing.T, impl QueueImpl, q []expr.Any) []byte {
+	t.Helper()
+	var got []ruleMsg
+	c := fakeConn(t, &got)
+	tb := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: "x"})
+	ch := c.AddChain(&nftables.Chain{Name: "c", Table: tb})
+	c.AddRule(&nftables.Rule{Table: tb, Chain: ch, Exprs: q})
+	if err := c.Flush(); err != nil || len(got) != 1 {
+		t.Fatalf("%s: marshal queue statement: %v (%d rules)", impl, err, len(got))
+	}
+	return got[0].exprs[len(got[0].exprs)-1].raw
 }
 
 // TestNFQInfoV3 pins the layout independently of the recordings.

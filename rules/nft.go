@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -29,15 +30,28 @@ import (
 //	chain nat_prerouting   { type nat hook prerouting priority dstnat (-100)
 //	    iifname WAN tcp dport P dnat to X[:1723] } // 2. forwards (only if any)
 //	chain queue_prerouting { type filter hook prerouting priority -50
-//	    ip protocol gre iifname WAN queue num N [bypass] // 3. from the WAN, after
-//	    tcp dport 1723 iifname WAN queue num N [bypass]  //    de-NAT, before routing
-//	    tcp sport 1723 iifname WAN queue num N [bypass] }
+//	    ip protocol gre iifname WAN queue num N          // 3. from the WAN, after
+//	    tcp dport 1723 iifname WAN queue num N [bypass]  //    de-NAT, before routing;
+//	    tcp sport 1723 iifname WAN queue num N [bypass] } //    GRE never bypasses
 //	chain queue_postrouting { type filter hook postrouting priority -50
 //	    tcp flags syn fib saddr type != local
 //	        tcp option maxseg size set rt mtu | V  // MSS clamp of forwarded SYNs, unless off
 //	    ... oifname WAN ... (same 3 rules) }           //    to the WAN: after routing, before SNAT
 //	chain nat_postrouting  { type nat hook postrouting priority srcnat (100)
 //	    oifname WAN masquerade | snat to PUBLIC }  // 4. everything else: kernel NAT
+//
+// Without a daemon on the queue (before it binds, after a crash or kill -9)
+// the table stays and the kernel drops GRE at the queue rules: GRE is
+// notracked, so nothing else would translate it and it would leave the WAN
+// with its inside source address. Bypass (fail_open) applies to TCP 1723
+// only, whose connections the kernel still masquerades. On a clean stop
+// ReduceToFailsafe leaves only
+//
+//	chain failsafe { type filter hook postrouting priority -50
+//	    ip protocol gre oifname WAN fib saddr type != local drop }
+//
+// so that GRE of calls that were live keeps being dropped rather than
+// forwarded with inside sources once the table's notrack and NAT are gone.
 
 // Chain names and priorities.
 const (
@@ -47,6 +61,8 @@ const (
 	ChainQueuePrerouting  = "queue_prerouting"
 	ChainQueuePostrouting = "queue_postrouting"
 	ChainNATPostrouting   = "nat_postrouting"
+	// ChainFailsafe is the one chain of the table a clean stop leaves.
+	ChainFailsafe = "failsafe"
 
 	// PriorityQueue: in prerouting after conntrack (-200) and dstnat
 	// (-100); in postrouting before srcnat (100).
@@ -73,9 +89,12 @@ type Plan struct {
 	LAN        []string   // informational: no rule depends on it
 	PublicAddr netip.Addr // invalid: masquerade on WAN
 	Queue      uint16
-	FailOpen   bool // NFQUEUE bypass
-	MSS        MSSClamp
-	Forwards   []Forward
+	// FailOpen sets the NFQUEUE bypass flag on the TCP 1723 rules: with no
+	// daemon bound, control connections pass (the kernel still masquerades
+	// them) instead of being dropped. The GRE rules never bypass.
+	FailOpen bool
+	MSS      MSSClamp
+	Forwards []Forward
 	// QueueImpl forces an implementation; QueueAuto probes the kernel.
 	QueueImpl QueueImpl
 	// NetNS is an open fd of the network namespace to program; 0 means the
@@ -103,8 +122,11 @@ type Installed struct {
 	// QueueImpl is the queue implementation in use (never QueueAuto).
 	QueueImpl QueueImpl
 	// ReplacedStale is true if a table of the same name existed (left by a
-	// crashed run) and was replaced.
+	// crashed or killed run) and was replaced.
 	ReplacedStale bool
+	// ReplacedFailsafe is true if the table found was the fail-safe table a
+	// clean stop leaves (ReduceToFailsafe); ReplacedStale is false then.
+	ReplacedFailsafe bool
 
 	conn *nftables.Conn
 }
@@ -135,20 +157,68 @@ func InstallConn(c *nftables.Conn, plan Plan) (*Installed, error) {
 			impl = QueueNative
 		}
 	}
-	stale, err := tableExists(c, plan.Table)
+	found, err := findLeftover(c, plan.Table)
 	if err != nil {
 		return nil, fmt.Errorf("nftables: list tables: %w", err)
 	}
-	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: plan.Table}
-	// add+delete+add: deletes a stale table without failing when there is
-	// none, all inside the one batch.
-	c.AddTable(t)
-	c.DelTable(t)
-	addRules(c, c.AddTable(t), plan, impl)
+	// One batch replaces whatever is there, so GRE never crosses a moment
+	// without a rule that queues or drops it.
+	replaceTable(c, plan.Table, func(t *nftables.Table) { addRules(c, t, plan, impl) })
 	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("nftables: install table ip %s: %w", plan.Table, explain(err))
 	}
-	return &Installed{Plan: plan, QueueImpl: impl, ReplacedStale: stale, conn: c}, nil
+	return &Installed{Plan: plan, QueueImpl: impl, ReplacedStale: found == leftoverStale,
+		ReplacedFailsafe: found == leftoverFailsafe, conn: c}, nil
+}
+
+// replaceTable queues, into c's batch, the deletion of table `ip name` if
+// it exists and its creation with the chains and rules fill adds:
+// add+delete+add deletes a table without failing when there is none.
+func replaceTable(c *nftables.Conn, name string, fill func(*nftables.Table)) {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: name}
+	c.AddTable(t)
+	c.DelTable(t)
+	fill(c.AddTable(t))
+}
+
+// ReduceToFailsafe replaces the table, in one atomic batch, by the
+// fail-safe table (FailsafeRuleset): one rule that drops GRE leaving the
+// WAN with a source address that is not the gateway's own. The daemon calls
+// it on a clean stop instead of removing the table: GRE is never tracked or
+// NATed by the kernel while the table exists, and once it is gone the
+// kernel would forward the GRE of calls that were live with their inside
+// source addresses. The next Install replaces it in its own batch.
+func (in *Installed) ReduceToFailsafe() error {
+	replaceTable(in.conn, in.Plan.Table, func(t *nftables.Table) { addFailsafe(in.conn, t, in.Plan.WAN) })
+	if err := in.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: replace table ip %s by its fail-safe rule: %w", in.Plan.Table, explain(err))
+	}
+	return nil
+}
+
+// FailsafeRuleset is what ReduceToFailsafe leaves, as nft(8) input (and
+// the command that removes it), for logs and documentation.
+func FailsafeRuleset(table, wan string) string {
+	return fmt.Sprintf("table ip %s { chain %s { type filter hook postrouting priority %d; policy accept; "+
+		"ip protocol gre oifname %q fib saddr type != local drop; }; }", table, ChainFailsafe, PriorityQueue, wan)
+}
+
+// addFailsafe adds the fail-safe chain to t (see ReduceToFailsafe). It
+// matches after routing and before any source NAT, where GRE forwarded
+// from inside still has its inside source; the gateway's own GRE (a PPTP
+// client on the router, its source a local address) and GRE between inside
+// networks pass.
+func addFailsafe(c *nftables.Conn, t *nftables.Table, wan string) {
+	ch := c.AddChain(&nftables.Chain{
+		Name: ChainFailsafe, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPostrouting,
+		Priority: nftables.ChainPriorityRef(PriorityQueue),
+	})
+	var ex []expr.Any
+	for _, e := range [][]expr.Any{MatchGRE(), MatchIfname(expr.MetaKeyOIFNAME, wan), MatchSourceNotLocal(),
+		{&expr.Verdict{Kind: expr.VerdictDrop}}} {
+		ex = append(ex, e...)
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ex})
 }
 
 // Remove deletes the table. Removing a table that is already gone is not an
@@ -202,17 +272,37 @@ func ProbeNativeQueue(c *nftables.Conn, table string) (bool, error) {
 
 func probeName(table string) string { return table + "_probe" }
 
-func tableExists(c *nftables.Conn, name string) (bool, error) {
+// leftover is what Install found under its table's name.
+type leftover uint8
+
+const (
+	leftoverNone     leftover = iota
+	leftoverStale             // a full table: a crashed or killed run, or another program
+	leftoverFailsafe          // the fail-safe table of a clean stop
+)
+
+func findLeftover(c *nftables.Conn, name string) (leftover, error) {
 	ts, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
 	if err != nil {
-		return false, err
+		return leftoverNone, err
 	}
-	for _, t := range ts {
-		if t.Name == name {
-			return true, nil
+	if !slices.ContainsFunc(ts, func(t *nftables.Table) bool { return t.Name == name }) {
+		return leftoverNone, nil
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return leftoverNone, err
+	}
+	var ours []string
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == name {
+			ours = append(ours, ch.Name)
 		}
 	}
-	return false, nil
+	if len(ours) == 1 && ours[0] == ChainFailsafe {
+		return leftoverFailsafe, nil
+	}
+	return leftoverStale, nil
 }
 
 // explain adds a hint to the errors people hit most.
@@ -313,6 +403,12 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		rule(post, MatchTCPSyn(), MatchSourceNotLocal(), SetMSS(p.MSS))
 	}
 
+	// GRE is queued without bypass whatever fail_open says: with no daemon
+	// bound the kernel drops it here. Bypassed, it would leave the WAN
+	// untranslated (it is notracked, so no NAT of the kernel touches it),
+	// with its inside source address. TCP 1723 may bypass: the kernel
+	// masquerades it like any connection; only its call IDs go unrewritten.
+	greQ := QueueExprs(impl, p.Queue, false)
 	q := QueueExprs(impl, p.Queue, p.FailOpen)
 	for _, h := range []struct {
 		ch    *nftables.Chain
@@ -328,7 +424,7 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		// protocol jumping to per-protocol chains was dearer (measured
 		// with perf as above).
 		wan := MatchIfname(h.iface, p.WAN)
-		rule(h.ch, MatchGRE(), wan, q)
+		rule(h.ch, MatchGRE(), wan, greQ)
 		rule(h.ch, MatchTCPPort(false, wire.ControlPort), wan, q)
 		rule(h.ch, MatchTCPPort(true, wire.ControlPort), wan, q)
 	}
@@ -496,5 +592,6 @@ func (in *Installed) LogValue() slog.Value {
 		slog.String("queue_impl", string(in.QueueImpl)),
 		slog.Bool("fail_open", in.Plan.FailOpen),
 		slog.Bool("replaced_stale", in.ReplacedStale),
+		slog.Bool("replaced_failsafe", in.ReplacedFailsafe),
 	)
 }

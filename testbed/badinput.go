@@ -149,13 +149,13 @@ func sendStray(t *Topology, working, stale uint16, res *BadInputResult) (err err
 	for i := range unknown {
 		unknown[i] = 0xBEEF - uint16(i)
 	}
-	if res.GRESentOut, err = sendGRE(c0, c0.IP, srv.IP, unknown); err != nil {
+	if res.GRESentOut, err = sendGRE(c0, c0.IP, srv.IP, unknown, strayTag); err != nil {
 		return fmt.Errorf("outbound stray GRE: %w", err)
 	}
-	if res.GRESentIn, err = sendGRE(srv, srv.IP, GWWANIP, unknown); err != nil {
+	if res.GRESentIn, err = sendGRE(srv, srv.IP, GWWANIP, unknown, strayTag); err != nil {
 		return fmt.Errorf("inbound stray GRE: %w", err)
 	}
-	if res.GRESentStale, err = sendGRE(srv, srv.IP, GWWANIP, []uint16{stale, stale, stale}); err != nil {
+	if res.GRESentStale, err = sendGRE(srv, srv.IP, GWWANIP, []uint16{stale, stale, stale}, strayTag); err != nil {
 		return fmt.Errorf("stray GRE with a cleared call's key: %w", err)
 	}
 	// Keys a client could take for its own: the working call's, the
@@ -172,7 +172,7 @@ func sendStray(t *Topology, working, stale uint16, res *BadInputResult) (err err
 		}
 	}()
 	for _, c := range t.Clients {
-		n, err := sendGRE(srv, srv.IP, c.IP, inside)
+		n, err := sendGRE(srv, srv.IP, c.IP, inside, strayTag)
 		res.GRESentInside += n
 		if err != nil {
 			return fmt.Errorf("stray GRE to %s: %w", c.IP, err)
@@ -181,9 +181,9 @@ func sendStray(t *Topology, working, stale uint16, res *BadInputResult) (err err
 	return nil
 }
 
-// sendGRE sends one stray GRE packet per key from namespace n (address
-// from) to to, each carrying a fakeppp frame tagged strayTag.
-func sendGRE(n *NS, from, to netip.Addr, keys []uint16) (int, error) {
+// sendGRE sends one GRE packet per key from namespace n (address from) to
+// to, each carrying a fakeppp frame tagged tag.
+func sendGRE(n *NS, from, to netip.Addr, keys []uint16, tag string) (int, error) {
 	var g *net.IPConn
 	if err := n.Do(func() (err error) {
 		g, err = net.ListenIP("ip4:47", &net.IPAddr{IP: from.AsSlice()})
@@ -194,7 +194,7 @@ func sendGRE(n *NS, from, to netip.Addr, keys []uint16) (int, error) {
 	defer g.Close()
 	sent := 0
 	for i, key := range keys {
-		payload := fakeppp.MakeFrame(strayTag, uint32(i), 16)
+		payload := fakeppp.MakeFrame(tag, uint32(i), 16)
 		h := wire.GREHeader{CallID: key, PayloadLen: uint16(len(payload)), HasSeq: true, Seq: uint32(i)}
 		if _, err := g.WriteToIP(append(h.Append(nil), payload...), &net.IPAddr{IP: to.AsSlice()}); err != nil {
 			return sent, err

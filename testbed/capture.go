@@ -3,7 +3,10 @@ package testbed
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -17,13 +20,17 @@ import (
 // interface, read with AF_PACKET: every frame the link brings in, whether or
 // not the host's IP layer would take it (its own outgoing frames are left
 // out). Packets whose payload is a fakeppp frame tagged with the capture's
-// tag count as Tagged, all other GRE as Other.
+// tag count as Tagged, all other GRE as Other; Sources counts all of them
+// by source address.
 type GRECapture struct {
 	Tagged, Other atomic.Int64
 
 	f    *os.File
 	tag  string
 	done chan struct{}
+
+	mu      sync.Mutex
+	sources map[netip.Addr]int64
 }
 
 // CaptureGRE starts a GRECapture on n.If for tag. Close stops it.
@@ -45,7 +52,8 @@ func (n *NS) CaptureGRE(tag string) (*GRECapture, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind AF_PACKET to %s in %s: %w", n.If, n.Name, err)
 	}
-	c := &GRECapture{f: os.NewFile(uintptr(fd), "packet:"+n.If), tag: tag, done: make(chan struct{})}
+	c := &GRECapture{f: os.NewFile(uintptr(fd), "packet:"+n.If), tag: tag, done: make(chan struct{}),
+		sources: map[netip.Addr]int64{}}
 	rc, err := c.f.SyscallConn()
 	if err != nil {
 		c.f.Close()
@@ -83,6 +91,9 @@ func (c *GRECapture) loop(read func(func(fd uintptr) bool) error) {
 		if p.Parse(buf[:n]); p.Err != "" || p.Proto != pkt.IPv4ProtocolGRE || p.Fragment {
 			continue
 		}
+		c.mu.Lock()
+		c.sources[netip.AddrFrom4(p.Src)]++
+		c.mu.Unlock()
 		_, payload, err := wire.ParseGRE(buf[p.PayloadOff:p.TotalLen])
 		if tag, _, ok := fakeppp.ParseFrame(payload); err == nil && ok && tag == c.tag {
 			c.Tagged.Add(1)
@@ -90,6 +101,14 @@ func (c *GRECapture) loop(read func(func(fd uintptr) bool) error) {
 			c.Other.Add(1)
 		}
 	}
+}
+
+// Sources returns how many GRE packets arrived from each source address
+// so far.
+func (c *GRECapture) Sources() map[netip.Addr]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.sources)
 }
 
 // Close stops the capture; the counters keep their values.

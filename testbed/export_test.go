@@ -10,3 +10,6 @@ var CreateNamedNS = createNamedNS
 func FloodSegment(b []byte, seed uint64, src, dst [4]byte, garbage bool) []byte {
 	return floodSegment(b, rand.New(rand.NewPCG(seed, 1)), src, dst, garbage)
 }
+
+// SendGRE sends one GRE packet per key from a namespace (sendGRE).
+var SendGRE = sendGRE

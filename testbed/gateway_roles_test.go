@@ -352,14 +352,7 @@ func callAcrossWANChange(t *testing.T, newAddr netip.Addr, change func(context.C
 	bin := testbedtest.PPTPGW(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	topo := testbedtest.New(t, Config{Clients: 1})
-	gw, err := topo.StartGateway(ctx, bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
-		t.Fatal(err)
-	}
+	topo, gw := gatewayAndPAC(t, ctx, bin)
 	cfg := PNSConfig{Server: ServerIP, Calls: 1, Frames: 20}
 	checkPNS(t, gw, []string{"PNS before the change"}, []PNSResult{RunPNS(ctx, topo.Clients[0], cfg)})
 

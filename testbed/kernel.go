@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"pptpgw/rules"
 )
 
 // KernelTable is the nftables table (family ip) the kernel baselines use in
@@ -44,19 +46,31 @@ func (t *Topology) KernelMasquerade(ctx context.Context) error {
 
 // KernelReset removes the baseline table from the gateway namespace.
 func (t *Topology) KernelReset(ctx context.Context) error {
+	return t.deleteTable(ctx, KernelTable)
+}
+
+// deleteTable deletes table `ip name` in the gateway namespace if it is there.
+func (t *Topology) deleteTable(ctx context.Context, name string) error {
 	out, err := t.GW.Output(ctx, "nft", "list", "tables")
 	if err != nil {
 		return err
 	}
-	if !strings.Contains(string(out), "table ip "+KernelTable) {
+	if !strings.Contains(string(out)+"\n", "table ip "+name+"\n") {
 		return nil
 	}
-	_, err = t.GW.Output(ctx, "nft", "delete", "table", "ip", KernelTable)
+	_, err = t.GW.Output(ctx, "nft", "delete", "table", "ip", name)
 	return err
 }
 
+// loadKernel installs a baseline. It first deletes the fail-safe table a
+// pptpgw stopped in this topology leaves behind (rules.DefaultTable), so that the
+// baseline runs with nothing of pptpgw's in the way: that table drops
+// forwarded GRE (the helper's calls) and costs a base chain per packet.
 func (t *Topology) loadKernel(ctx context.Context, helper bool) error {
 	if err := t.KernelReset(ctx); err != nil {
+		return err
+	}
+	if err := t.deleteTable(ctx, rules.DefaultTable); err != nil {
 		return err
 	}
 	cmd := t.GW.Command(ctx, "nft", "-f", "-")

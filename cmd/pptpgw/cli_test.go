@@ -152,7 +152,8 @@ func TestCallsNoDaemon(t *testing.T) {
 }
 
 // The daemon starts in a private namespace with no config file, answers
-// `calls --json` over its admin socket, and removes its table on SIGTERM.
+// `calls --json` over its admin socket, logs and ignores SIGHUP, and on
+// SIGTERM exits with status 0, reducing its table to the fail-safe rule.
 func TestRunLifecycle(t *testing.T) {
 	requireRoot(t)
 	if _, err := exec.LookPath("nft"); err != nil {
@@ -170,6 +171,8 @@ for i in $(seq 100); do grep -q 'msg=ready' "$2" && break; sleep 0.05; done
 grep -q 'msg=ready' "$2"
 "$0" calls --json --admin-socket "$1" > "$3"
 nft list table ip pptpgw > "$4"
+kill -HUP $pid
+for i in $(seq 100); do grep -q 'SIGHUP ignored' "$2" && break; sleep 0.05; done
 kill -TERM $pid; wait $pid
 echo "exit=$?" >> "$3"
 nft list table ip pptpgw > "$5" 2>&1 || true
@@ -200,11 +203,59 @@ nft list table ip pptpgw > "$5" 2>&1 || true
 		}
 	}
 	after, _ := os.ReadFile(filepath.Join(dir, "after"))
-	if !strings.Contains(string(after), "No such file") {
-		t.Errorf("table still there after SIGTERM:\n%s", after)
+	if !strings.Contains(string(after), "chain failsafe") ||
+		!strings.Contains(string(after), `ip protocol gre oifname "pgw0" fib saddr type != local drop`) {
+		t.Errorf("after SIGTERM the table is not the fail-safe rule:\n%s", after)
+	}
+	for _, gone := range []string{"queue", "masquerade", "notrack", "1723"} {
+		if strings.Contains(string(after), gone) {
+			t.Errorf("after SIGTERM the table still has %q:\n%s", gone, after)
+		}
 	}
 	log, _ := os.ReadFile(logf)
-	if !strings.Contains(string(log), "removed nftables table") {
-		t.Errorf("daemon log lacks the removal:\n%s", log)
+	for _, want := range []string{"SIGHUP ignored", "left the fail-safe nftables table", "nft delete table ip pptpgw"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("daemon log lacks %q:\n%s", want, log)
+		}
+	}
+}
+
+// With its stderr a pipe nobody reads any more (a log collector that went
+// away), the daemon keeps running when it next logs (here: that it ignored
+// a SIGHUP) instead of dying of SIGPIPE, and still stops cleanly.
+func TestRunSurvivesBrokenLogPipe(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	script := `set -e
+ip link set lo up
+ip link add pgw0 type veth peer name pgw1; ip link set pgw0 up; ip addr add 203.0.113.1/24 dev pgw0
+ip link add pgl0 type veth peer name pgl1; ip link set pgl0 up; ip addr add 10.99.0.1/24 dev pgl0
+mkfifo "$2"
+sh -c 'exec <"$1"' reader "$2" &
+reader=$!
+"$0" run --wan pgw0 --lan pgl0 --admin-socket "$1" 2>"$2" &
+pid=$!
+wait $reader
+for i in $(seq 100); do "$0" calls --json --admin-socket "$1" >/dev/null 2>&1 && break; sleep 0.05; done
+"$0" calls --json --admin-socket "$1" >/dev/null
+kill -HUP $pid
+sleep 0.3
+set +e
+kill -0 $pid 2>/dev/null && echo "alive after SIGHUP" > "$3"
+kill -TERM $pid; wait $pid
+echo "exit=$?" >> "$3"
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res := filepath.Join(dir, "result")
+	cmd := exec.CommandContext(ctx, "unshare", "-n", "sh", "-c", script, os.Args[0],
+		filepath.Join(dir, "admin.sock"), filepath.Join(dir, "log"), res)
+	cmd.Env = append(os.Environ(), envRunMain+"=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	got, _ := os.ReadFile(res)
+	if string(got) != "alive after SIGHUP\nexit=0\n" {
+		t.Errorf("daemon with a broken log pipe: %q, want alive after SIGHUP and exit=0", got)
 	}
 }

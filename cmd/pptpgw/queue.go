@@ -39,10 +39,11 @@ type queue struct {
 }
 
 // openQueue binds queue num; from here on the kernel queues packets to us
-// (they wait until start runs the reader). The kernel keeps at most
-// nfq.DefaultMaxQueueLen of them and drops the rest (never fail-open).
-func openQueue(num uint16, engine *nat.Engine, log *slog.Logger) (*queue, error) {
-	conn, err := nfq.Open(nfq.Config{Queue: num})
+// (they wait until start runs the reader). The kernel keeps at most maxLen
+// of them and drops the rest (never fail-open), counting the drops
+// (nfq.Queue.KernelStats, warnKernelDrops).
+func openQueue(num uint16, maxLen uint32, engine *nat.Engine, log *slog.Logger) (*queue, error) {
+	conn, err := nfq.Open(nfq.Config{Queue: num, MaxQueueLen: maxLen})
 	if err != nil {
 		return nil, fmt.Errorf("NFQUEUE %d: %w", num, err)
 	}
@@ -65,3 +66,19 @@ func (q *queue) start(ctx context.Context) {
 }
 
 func (q *queue) close() error { return q.conn.Close() }
+
+// warnKernelDrops reads the kernel's drop counters of the queue and logs a
+// warning if they grew since last (the value it returns for the next call).
+func (q *queue) warnKernelDrops(last nfq.KernelStats) nfq.KernelStats {
+	ks, err := q.conn.KernelStats()
+	if err != nil {
+		q.log.Debug("cannot read the kernel's queue counters", "err", err)
+		return last
+	}
+	if full, sock := ks.QueueDropped-last.QueueDropped, ks.UserDropped-last.UserDropped; full > 0 || sock > 0 {
+		q.log.Warn("the kernel dropped packets queued to the daemon (GRE or PPTP control lost; raise queue_len if this repeats)",
+			"queue_full", full, "socket_full", sock, "since", kernelDropsEvery,
+			"nfqueue_queue_dropped", ks.QueueDropped, "nfqueue_user_dropped", ks.UserDropped)
+	}
+	return ks
+}

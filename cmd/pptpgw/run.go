@@ -16,6 +16,7 @@ import (
 	"pptpgw/conntrack"
 	"pptpgw/internal/metrics"
 	"pptpgw/nat"
+	"pptpgw/nat/nfq"
 	"pptpgw/rules"
 )
 
@@ -33,9 +34,13 @@ new calls follow its primary IPv4 address if that changes (DHCP, PPPoE), as
 the kernel's masquerade does.
 
 Everything the daemon needs lives in one nftables table (default "pptpgw") that
-is replaced at start and removed on SIGTERM/SIGINT; other rulesets are left
-alone. Needs root (CAP_NET_ADMIN). With no --config it needs only --wan/--lan.
-Flags override the config file. See rules/CONFIG.md for every setting.
+is replaced at start; other rulesets are left alone. No inside address leaves
+the WAN untranslated while the daemon is not running: after a crash the table
+stays and drops GRE; on SIGTERM/SIGINT it is reduced to one rule that drops
+GRE forwarded to the WAN (logged; the next start replaces it, 'nft delete
+table ip pptpgw' removes it). SIGHUP is logged and ignored. Needs root
+(CAP_NET_ADMIN). With no --config it needs only --wan/--lan. Flags override
+the config file. See rules/CONFIG.md for every setting.
 
 Flags:
 `)
@@ -44,6 +49,15 @@ Flags:
 }
 
 func cmdRun(args []string) int {
+	// From the first instruction on, SIGHUP must not kill the daemon (its
+	// default action): it would stop translating with its table in place.
+	// Reload is not implemented; runGateway logs and ignores it. SIGPIPE
+	// (a log reader gone: stderr is a broken pipe) would kill it too.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	signal.Ignore(syscall.SIGPIPE)
+
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	wan := fs.String("wan", "", "outside interface (masquerade/SNAT happens there)")
 	lan := fs.String("lan", "", "inside interface(s), comma-separated")
@@ -51,7 +65,7 @@ func cmdRun(args []string) int {
 	adminSock := fs.String("admin-socket", "", "unix socket for 'pptpgw calls' (default "+rules.DefaultAdminSocket+")")
 	table := fs.String("table", "", "nftables table name the daemon owns (default "+rules.DefaultTable+")")
 	queueNum := fs.Uint("queue", 0, fmt.Sprintf("NFQUEUE number for PPTP control and GRE (default %d)", rules.Default().Queue))
-	failClosed := fs.Bool("fail-closed", false, "drop queued packets while no daemon listens (default: fail-open)")
+	failClosed := fs.Bool("fail-closed", false, "drop PPTP control (TCP 1723) while no daemon listens (default: let it pass, masqueraded; GRE is dropped then either way)")
 	strict := fs.Bool("strict", false, "drop malformed PPTP control messages instead of passing them")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
@@ -120,7 +134,7 @@ func cmdRun(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := runGateway(ctx, cfg, log); err != nil {
+	if err := runGateway(ctx, cfg, log, hup); err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw run:", err)
 		return 1
 	}
@@ -137,24 +151,25 @@ func splitList(s string) []string {
 	return out
 }
 
-// runGateway brings the gateway up, serves until ctx ends, and tears down
-// what it installed.
-func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error {
+// runGateway brings the gateway up, serves until ctx ends, and leaves the
+// fail-safe table (rules.Installed.ReduceToFailsafe) behind. SIGHUPs that
+// arrive on hup are logged and ignored.
+//
+// The order keeps inside addresses off the WAN at every step: the queue is
+// bound before the rules exist, so whatever they (or a table left by an
+// earlier run) queue reaches this daemon; the table is installed, replacing
+// a leftover in the same batch, before IPv4 forwarding is switched on; on
+// the way out the table is reduced to its fail-safe rule while the queue is
+// still being read, and only then is the queue closed.
+func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-chan os.Signal) error {
 	start := time.Now()
 	res, err := rules.Resolve(cfg)
 	if err != nil {
 		return err
 	}
-	if cfg.IPForward {
-		if err := rules.EnableIPForward(); err != nil {
-			return fmt.Errorf("enable IPv4 forwarding: %w", err)
-		}
-	}
 	engine := newEngine(cfg, res, conntrack.SystemClock{}, log)
 
-	// Bind the queue before the rules exist so that no packet is ever
-	// queued to a socket nobody reads (fail-closed would drop it).
-	q, err := openQueue(cfg.Queue, engine, log)
+	q, err := openQueue(cfg.Queue, cfg.QueueLen, engine, log)
 	if err != nil {
 		return err
 	}
@@ -186,32 +201,57 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger) error 
 		return fmt.Errorf("install nftables table %q: %w", plan.Table, err)
 	}
 	defer func() {
-		if err := inst.Remove(); err != nil {
-			log.Error("removing nftables table failed", "table", plan.Table, "err", err)
-		} else {
-			log.Info("removed nftables table", "table", plan.Table)
+		if err := inst.ReduceToFailsafe(); err != nil {
+			// The full table stays: with the queue closed it drops GRE
+			// like after a crash, and keeps masquerading the rest.
+			log.Error("could not reduce the nftables table to its fail-safe rule; left it in place",
+				"table", plan.Table, "err", err)
+			return
 		}
+		log.Info("left the fail-safe nftables table: it drops GRE forwarded to the WAN until the next start",
+			"table", plan.Table, "ruleset", rules.FailsafeRuleset(plan.Table, plan.WAN),
+			"remove_with", "nft delete table ip "+plan.Table)
 	}()
-	if inst.ReplacedStale {
-		log.Warn("replaced a stale nftables table left by an earlier run", "table", plan.Table)
+	switch {
+	case inst.ReplacedStale:
+		log.Warn("replaced a stale nftables table left by an earlier run (crashed or killed)", "table", plan.Table)
+	case inst.ReplacedFailsafe:
+		log.Info("replaced the fail-safe table left by the last clean stop", "table", plan.Table)
+	}
+	if cfg.IPForward {
+		if err := rules.EnableIPForward(); err != nil {
+			return fmt.Errorf("enable IPv4 forwarding: %w", err)
+		}
 	}
 	log.Info("ready", "wan", cfg.WAN, "lan", strings.Join(cfg.LAN, ","), "public", res.PublicIP,
 		"table", plan.Table, "queue", cfg.Queue, "queue_impl", inst.QueueImpl,
-		"fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
+		"queue_len", cfg.QueueLen, "fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
 		"startup", time.Since(start).Round(time.Millisecond))
 
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	drops := time.NewTicker(kernelDropsEvery)
+	defer drops.Stop()
+	var last nfq.KernelStats
 	for {
 		select {
 		case <-ctx.Done():
 			log.Info("shutting down", "reason", context.Cause(ctx))
 			return nil
+		case <-hup:
+			log.Warn("SIGHUP ignored: configuration reload is not supported yet; restart the daemon to apply changes")
 		case <-tick.C:
 			engine.Tick()
+		case <-drops.C:
+			last = q.warnKernelDrops(last)
 		}
 	}
 }
+
+// kernelDropsEvery is how often the daemon reads the kernel's queue drop
+// counters to warn about new drops: at most one log line per period, and
+// far more often than the kernel's 32-bit counters can wrap.
+const kernelDropsEvery = 10 * time.Second
 
 // followWAN keeps the engine in step with the WAN interface until ctx ends:
 // its index when it is created again under its name (a PPPoE or VPN uplink

@@ -10,6 +10,7 @@ import (
 
 	"pptpgw/conntrack"
 	"pptpgw/nat"
+	"pptpgw/nat/nfq"
 	"pptpgw/rules"
 )
 
@@ -63,5 +64,14 @@ forwards:
 	if d.Strict || d.MaxCalls != conntrack.DefaultMaxCalls || d.Timeouts != (conntrack.Timeouts{}).WithDefaults() ||
 		d.Limits != (conntrack.Limits{}).WithDefaults() {
 		t.Errorf("defaults: engine runs with %+v", d)
+	}
+}
+
+// The queue length the configuration defaults to is nfq's own default
+// (declared twice only because rules cannot import nfq).
+func TestDefaultQueueLen(t *testing.T) {
+	if rules.DefaultQueueLen != nfq.DefaultMaxQueueLen || rules.Default().QueueLen != nfq.DefaultMaxQueueLen {
+		t.Errorf("rules.DefaultQueueLen = %d, Default().QueueLen = %d, nfq.DefaultMaxQueueLen = %d: want equal",
+			rules.DefaultQueueLen, rules.Default().QueueLen, nfq.DefaultMaxQueueLen)
 	}
 }

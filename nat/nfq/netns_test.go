@@ -20,6 +20,7 @@ import (
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
+	"pptpgw/internal/metrics"
 	"pptpgw/internal/nstest"
 	"pptpgw/internal/pkt"
 	"pptpgw/rules"
@@ -587,5 +588,68 @@ func TestThroughputNetns(t *testing.T) {
 		if r.missing != 0 {
 			t.Errorf("%s: %d packets not handled", r.name, r.missing)
 		}
+	}
+}
+
+// TestKernelStatsNetns: with nobody reading, a queue of MaxQueueLen 8 takes
+// 8 of a burst of 50 GRE packets and the kernel drops 42, which KernelStats
+// and the metrics (nfqueue_queue_dropped) report; a socket whose receive
+// buffer fills before the queue does makes the kernel drop for the socket
+// instead (nfqueue_user_dropped).
+func TestKernelStatsNetns(t *testing.T) {
+	ns := newTestNS(t, 22)
+	tx, _ := ns.greSockets(t)
+	send := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if err := unix.Sendto(tx, grePacket(uint16(i)), 0, loopback); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	c, err := Open(Config{Queue: ns.q, NetNS: ns.fd, MaxQueueLen: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ks, err := c.KernelStats(); err != nil || ks != (KernelStats{}) {
+		t.Fatalf("KernelStats before any packet = %+v, %v; want zeros", ks, err)
+	}
+	send(50)
+	t.Logf("queue full: %s:\n%s", procQueues, ns.run(t, "cat", "/proc/net/netfilter/nfnetlink_queue"))
+	ks, err := c.KernelStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks != (KernelStats{Waiting: 8, QueueDropped: 42}) {
+		t.Errorf("KernelStats = %+v, want 8 waiting, 42 dropped (queue full), 0 (socket full)", ks)
+	}
+	snap := metrics.Collect(c)
+	if err := snap.Validate(); err != nil {
+		t.Error(err)
+	}
+	if v, _ := snap.Get("nfqueue_queue_dropped"); v != 42 {
+		t.Errorf("nfqueue_queue_dropped = %d, want 42", v)
+	}
+	c.Close()
+
+	// A second queue whose socket can hold hardly anything.
+	c2, err := Open(Config{Queue: ns.q, NetNS: ns.fd, MaxQueueLen: 1000, ReadBuffer: 8 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	send(50)
+	ks, err = c2.KernelStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("small socket buffer: %+v; %s:\n%s", ks, procQueues, ns.run(t, "cat", "/proc/net/netfilter/nfnetlink_queue"))
+	if ks.UserDropped == 0 || ks.QueueDropped != 0 || uint64(ks.Waiting)+ks.UserDropped != 50 {
+		t.Errorf("KernelStats = %+v, want drops for the full socket only, adding up to 50 with those waiting", ks)
+	}
+	if v, _ := metrics.Collect(c2).Get("nfqueue_user_dropped"); v != ks.UserDropped {
+		t.Errorf("nfqueue_user_dropped = %d, want %d", v, ks.UserDropped)
 	}
 }

@@ -3,7 +3,9 @@
 // carrying the verdicts of a whole batch, no allocation per packet.
 //
 // It owns the netlink side of a queue: binding, the Packet handed to a
-// Handler, verdicts (pkt.Verdict) and their batching, and its own counters.
+// Handler, verdicts (pkt.Verdict) and their batching, its own counters, and
+// the kernel's counters of the queue (KernelStats: what the kernel dropped
+// before the packets reached us).
 // It must not know what is in the packets (PPTP, GRE, calls: package nat)
 // or which rules queue them (package rules).
 //
@@ -29,7 +31,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,13 +154,36 @@ type Queue struct {
 	sendmmsg bool
 
 	packets, batches, verdicts, recvErrors, malformed, verdictErrors atomic.Uint64
+
+	// The kernel's own counters of this queue (KernelStats).
+	kmu    sync.Mutex
+	proc   *os.File // /proc/net/netfilter/nfnetlink_queue of the socket's namespace; nil if it could not be opened
+	portid uint32   // the socket's netlink port ID: the kernel's peer_portid of our queue
+	kbuf   []byte
+	kraw   procQueueLine // last values read
+	kstats KernelStats   // accumulated (the kernel's counters are 32 bits wide)
+}
+
+// KernelStats are the kernel's counters of a bound queue, from its line of
+// /proc/net/netfilter/nfnetlink_queue. The kernel keeps them from the bind
+// on, in 32 bits; KernelStats accumulates them in 64.
+type KernelStats struct {
+	// Waiting is how many packets wait for a verdict now (held ones included).
+	Waiting uint32
+	// QueueDropped counts packets the kernel dropped because MaxQueueLen
+	// packets were already waiting.
+	QueueDropped uint64
+	// UserDropped counts packets the kernel dropped because it could not
+	// hand them to the socket (its receive buffer was full).
+	UserDropped uint64
 }
 
 // DefaultMaxQueueLen is how many packets the kernel keeps waiting for a
 // verdict. Bursts beyond it are dropped by the kernel, deliberately not
 // accepted: fail-open on overflow (NFQA_CFG_F_FAIL_OPEN) would let GRE leave
-// untranslated, with an inside source address. Fail-open while no reader is
-// bound is the rule's bypass flag (rules.Plan.FailOpen), a different thing.
+// untranslated, with an inside source address. The kernel counts those
+// drops (KernelStats). Fail-open while no reader is bound is the rule's
+// bypass flag (rules.Plan.FailOpen, never set on GRE), a different thing.
 const DefaultMaxQueueLen = 8192
 
 const (
@@ -195,7 +222,121 @@ func Open(cfg Config) (*Queue, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	// The kernel's drop counters are only in /proc, per network namespace:
+	// the file is opened in the socket's and read from then on. Without
+	// it (no /proc) the queue works and KernelStats says why it cannot.
+	c.proc, c.kbuf = openProcQueues(cfg.NetNS), make([]byte, 0, 4096)
+	if sa, err := unix.Getsockname(fd); err == nil {
+		if nl, ok := sa.(*unix.SockaddrNetlink); ok {
+			c.portid = nl.Pid
+		}
+	}
 	return c, nil
+}
+
+// procQueues is the kernel's table of the queues bound in the reading
+// thread's network namespace.
+const procQueues = "/proc/thread-self/net/netfilter/nfnetlink_queue"
+
+// openProcQueues opens procQueues in namespace netns (0: the caller's); nil
+// if it cannot.
+func openProcQueues(netns int) *os.File {
+	var f *os.File
+	open := func() (err error) {
+		f, err = os.Open(procQueues)
+		return err
+	}
+	if netns == 0 {
+		open()
+	} else {
+		nsenter.Do(netns, open)
+	}
+	return f
+}
+
+// procQueueLine is one line of /proc/net/netfilter/nfnetlink_queue, as
+// nfnetlink_queue.c's seq_show prints it:
+//
+//	queue_num peer_portid queue_total copy_mode copy_range queue_dropped queue_user_dropped id_sequence 1
+type procQueueLine struct {
+	queue, portid, total, dropped, userDropped uint32
+}
+
+// parseProcQueues finds the line of queue num bound by portid (0: any) in
+// the file's contents.
+func parseProcQueues(b []byte, num uint16, portid uint32) (procQueueLine, bool, error) {
+	for len(b) > 0 {
+		var line []byte
+		if i := slices.Index(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			line, b = b, nil
+		}
+		f := strings.Fields(string(line))
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) < 8 {
+			return procQueueLine{}, false, fmt.Errorf("nfq: %d fields in queue line %q, want at least 8", len(f), line)
+		}
+		var v [8]uint32
+		for i := range v {
+			n, err := strconv.ParseUint(f[i], 10, 32)
+			if err != nil {
+				return procQueueLine{}, false, fmt.Errorf("nfq: queue line %q: field %d: %w", line, i+1, err)
+			}
+			v[i] = uint32(n)
+		}
+		if v[0] == uint32(num) && (portid == 0 || v[1] == portid) {
+			return procQueueLine{queue: v[0], portid: v[1], total: v[2], dropped: v[5], userDropped: v[6]}, true, nil
+		}
+	}
+	return procQueueLine{}, false, nil
+}
+
+// KernelStats reads the kernel's counters of the queue. It reads a small
+// file in /proc: meant for snapshots and periodic checks (the daemon does
+// both), not per packet. Safe for concurrent use.
+func (c *Queue) KernelStats() (KernelStats, error) {
+	c.kmu.Lock()
+	defer c.kmu.Unlock()
+	if c.proc == nil {
+		return c.kstats, fmt.Errorf("nfq: cannot read the kernel's queue counters: %s not available", procQueues)
+	}
+	b := c.kbuf[:0]
+	for off := int64(0); ; {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, cap(b))
+		}
+		n, err := c.proc.ReadAt(b[len(b):cap(b)], off)
+		b, off = b[:len(b)+n], off+int64(n)
+		if err == io.EOF || n == 0 && err == nil {
+			break
+		}
+		if err != nil {
+			return c.kstats, fmt.Errorf("nfq: read %s: %w", procQueues, err)
+		}
+	}
+	c.kbuf = b
+	l, ok, err := parseProcQueues(b, c.queue, c.portid)
+	if err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("nfq: queue %d (port %d) not in %s", c.queue, c.portid, procQueues)
+		}
+		return c.kstats, err
+	}
+	c.kstats.add(c.kraw, l)
+	c.kraw = l
+	return c.kstats, nil
+}
+
+// add accumulates the kernel's counters from line prev to line cur.
+// Differences mod 2^32 keep counting across a wrap of the kernel's 32-bit
+// counters (as long as reads come more often than 2^32 drops).
+func (k *KernelStats) add(prev, cur procQueueLine) {
+	k.Waiting = cur.total
+	k.QueueDropped += uint64(cur.dropped - prev.dropped)
+	k.UserDropped += uint64(cur.userDropped - prev.userDropped)
 }
 
 func (c *Queue) setup(cfg Config) error {
@@ -588,6 +729,7 @@ var (
 	descBatches  = &metrics.Desc{Name: "nfqueue_batches_total", Help: "Receive calls (recvmmsg) that returned queued packets."}
 	descVerdicts = &metrics.Desc{Name: "nfqueue_verdicts_total", Help: "Verdicts sent to the kernel, batched or one by one."}
 	descErrors   = &metrics.Desc{Name: "nfqueue_errors_total", Help: "Queue errors by kind: recv (the kernel dropped messages for us, e.g. ENOBUFS), malformed (messages skipped), verdict (verdicts refused or unsendable).", Labels: []string{"kind"}}
+	descDropped  = &metrics.Desc{Name: "nfqueue_kernel_dropped_total", Help: "Packets the kernel dropped instead of queueing them to the daemon, by reason: queue_full (the queue length was reached), socket_full (the daemon's receive buffer was full); read from /proc/net/netfilter/nfnetlink_queue.", Labels: []string{"reason"}}
 )
 
 // Collect emits the queue's counters (metrics.Source); the keys are those
@@ -600,6 +742,10 @@ func (c *Queue) Collect(emit func(metrics.Sample)) {
 	emit(metrics.Sample{Desc: descErrors, LabelValues: []string{"recv"}, Key: "nfqueue_recv_errors", Value: st.RecvErrors})
 	emit(metrics.Sample{Desc: descErrors, LabelValues: []string{"malformed"}, Key: "nfqueue_malformed", Value: st.Malformed})
 	emit(metrics.Sample{Desc: descErrors, LabelValues: []string{"verdict"}, Key: "nfqueue_verdict_errors", Value: st.VerdictErrors})
+	// On a read error the last values read stay (zero if none was).
+	ks, _ := c.KernelStats()
+	emit(metrics.Sample{Desc: descDropped, LabelValues: []string{"queue_full"}, Key: "nfqueue_queue_dropped", Value: ks.QueueDropped})
+	emit(metrics.Sample{Desc: descDropped, LabelValues: []string{"socket_full"}, Key: "nfqueue_user_dropped", Value: ks.UserDropped})
 }
 
 // Close stops Run and closes the socket, which unbinds the queue: the
@@ -620,5 +766,11 @@ func (c *Queue) Close() error {
 	defer c.mu.Unlock()
 	err := unix.Close(c.fd)
 	c.fd = -1
+	c.kmu.Lock()
+	if c.proc != nil {
+		c.proc.Close()
+		c.proc = nil
+	}
+	c.kmu.Unlock()
 	return err
 }
