@@ -1,0 +1,63 @@
+package conntrack
+
+// The GRE fast path: called for every GRE packet, one lock, no allocation,
+// expiry checked during the lookup.
+
+// Outbound accounts an outbound GRE packet of n bytes and returns the public
+// address to use as its source.
+func (t *Table) Outbound(k OutKey, n int) (publicIP [4]byte, ok bool) {
+	now := t.clk.Now()
+	t.mu.Lock()
+	c := t.out[k]
+	if c == nil {
+		t.mu.Unlock()
+		return publicIP, false
+	}
+	if t.callExpired(c, now) {
+		t.stats.CallsExpired++
+		t.removeCall(c, ReasonExpired)
+		t.mu.Unlock()
+		return publicIP, false
+	}
+	t.calls.Get(c.inKey())
+	c.lastSeen = now
+	c.conn.lastSeen = now // a live call keeps its control connection alive
+	c.pktsOut++
+	c.bytesOut += uint64(n)
+	c.seenOut = true
+	if c.seenIn {
+		c.state = CallReplied
+	}
+	publicIP = c.PublicIP
+	t.mu.Unlock()
+	return publicIP, true
+}
+
+// Inbound accounts an inbound GRE packet of n bytes and returns the inside
+// address and call ID to deliver it to. Calls not yet set up do not match.
+func (t *Table) Inbound(k InKey, n int) (insideIP [4]byte, insideID uint16, ok bool) {
+	now := t.clk.Now()
+	t.mu.Lock()
+	c, found := t.calls.Get(k)
+	if !found || c.state == CallRequested {
+		t.mu.Unlock()
+		return insideIP, 0, false
+	}
+	if t.callExpired(c, now) {
+		t.stats.CallsExpired++
+		t.removeCall(c, ReasonExpired)
+		t.mu.Unlock()
+		return insideIP, 0, false
+	}
+	c.lastSeen = now
+	c.conn.lastSeen = now
+	c.pktsIn++
+	c.bytesIn += uint64(n)
+	c.seenIn = true
+	if c.seenOut {
+		c.state = CallReplied
+	}
+	insideIP, insideID = c.InsideIP, c.InsideCallID
+	t.mu.Unlock()
+	return insideIP, insideID, true
+}
