@@ -173,6 +173,32 @@ func (fc *FileConfig) Config() (Config, error) {
 		return cfg, fmt.Errorf("mru %d: want 576..1500", fc.MRU)
 	}
 	cfg.MRU = fc.MRU
+	// A negative limit would refuse every connection or call, a negative
+	// duration fire at once; 0 keeps a field's default.
+	for _, l := range []struct {
+		name string
+		v    int
+	}{
+		{"limits.max_conns", fc.Limits.MaxConns}, {"limits.max_conns_per_source", fc.Limits.MaxConnsPerSource},
+		{"limits.max_sessions", fc.Limits.MaxSessions}, {"limits.max_calls_per_conn", fc.Limits.MaxCallsPerConn},
+		{"gre.reorder_max", fc.GRE.ReorderMax},
+	} {
+		if l.v < 0 {
+			return cfg, fmt.Errorf("%s %d: want 0 or more", l.name, l.v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"timeouts.first_message", fc.Timeouts.FirstMessage}, {"timeouts.echo_idle", fc.Timeouts.EchoIdle},
+		{"timeouts.echo_timeout", fc.Timeouts.EchoTimeout}, {"timeouts.ppp_echo", fc.Timeouts.PPPEcho},
+		{"gre.reorder_timeout", fc.GRE.ReorderTimeout}, {"gre.ack_delay", fc.GRE.AckDelay},
+	} {
+		if d.v < 0 {
+			return cfg, fmt.Errorf("%s %s: want 0 or more", d.name, d.v)
+		}
+	}
 	cfg.ServerName = fc.ServerName
 	cfg.MaxConns, cfg.MaxConnsPerSource = fc.Limits.MaxConns, fc.Limits.MaxConnsPerSource
 	cfg.MaxSessions, cfg.MaxCallsPerConn = fc.Limits.MaxSessions, fc.Limits.MaxCallsPerConn

@@ -68,6 +68,9 @@ func TestFileConfigErrors(t *testing.T) {
 		{"pool: 10.8.0.10-20\nmppe_bits: [64]\n", []string{"mppe_bits 64"}},
 		{"pool: 10.8.0.10-20\nlocal_ip: 10.8.0.15\n", []string{"inside the pool"}},
 		{"pool: 10.8.0.10-20\nlog_level: loud\n", []string{`log level "loud"`, "want debug, info, warn or error"}},
+		{"pool: 10.8.0.10-20\nlimits:\n  max_conns: -1\n", []string{"limits.max_conns -1: want 0 or more"}},
+		{"pool: 10.8.0.10-20\ntimeouts: {echo_idle: -1s}\n", []string{"timeouts.echo_idle -1s: want 0 or more"}},
+		{"pool: 10.8.0.10-20\ngre: {ack_delay: -5ms}\n", []string{"gre.ack_delay -5ms: want 0 or more"}},
 	} {
 		p := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o600)
