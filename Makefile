@@ -5,6 +5,7 @@ GO      ?= $(shell command -v go || echo /usr/local/go/bin/go)
 PKGS    := pptp-linux pptpd iperf3 nftables iptables tshark iproute2
 BIN     := bin/pptpgw
 FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 5s
 
 .PHONY: all deps build demo test bench fuzz clean
 
@@ -41,7 +42,7 @@ bench: deps build
 # fuzz: every fuzz target, one after another, for FUZZTIME each, on one core
 # (make fuzz FUZZTIME=30s). make test already runs their seed corpora.
 fuzz:
-	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) .ci/fuzz
 
 clean:
 	rm -rf bin
