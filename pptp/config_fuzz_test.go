@@ -22,14 +22,7 @@ import (
 // method that cannot provide keys unless encryption is optional, and no
 // negative limit or duration.
 func FuzzFileConfig(f *testing.F) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		f.Fatal(err)
-	}
-	_, rest, _ := strings.Cut(string(readme), "## Config reference")
-	_, rest, _ = strings.Cut(rest, "```yaml\n")
-	example, _, _ := strings.Cut(rest, "```")
-	f.Add([]byte(example))
+	f.Add([]byte(readmeConfigExample(f)))
 	for _, s := range []string{
 		"pool: 10.8.0.10-20\n",
 		"pool: 10.8.0.10-20\npoool: typo\n",

@@ -14,20 +14,27 @@ import (
 	"pptpgw/pptp/ppp"
 )
 
-// TestServeConfigExample loads the config reference of pptp/README.md verbatim.
-func TestServeConfigExample(t *testing.T) {
+// readmeConfigExample returns the YAML of the config reference in
+// pptp/README.md.
+func readmeConfigExample(tb testing.TB) string {
+	tb.Helper()
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(readme), "## Config reference")
 	if !ok {
-		t.Fatal("no config reference in README")
+		tb.Fatal("no config reference in README")
 	}
 	_, rest, _ = strings.Cut(rest, "```yaml\n")
 	example, _, _ := strings.Cut(rest, "```")
+	return example
+}
+
+// TestServeConfigExample loads the config reference of pptp/README.md verbatim.
+func TestServeConfigExample(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "serve.yaml")
-	os.WriteFile(p, []byte(example), 0o600)
+	os.WriteFile(p, []byte(readmeConfigExample(t)), 0o600)
 	fc, err := LoadFileConfig(p)
 	if err != nil {
 		t.Fatal(err)
