@@ -4,6 +4,8 @@
 GO      ?= $(shell command -v go || echo /usr/local/go/bin/go)
 PKGS    := pptp-linux pptpd iperf3 nftables iptables tshark iproute2
 BIN     := bin/pptpgw
+FUZZTIME ?= 10s
+FUZZMINIMIZETIME ?= 5s
 
 .PHONY: all deps build demo test bench fuzz clean
 
@@ -36,6 +38,11 @@ test: deps
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	./$(BIN) bench
+
+# fuzz: every fuzz target, one after another, for FUZZTIME each, on one core
+# (make fuzz FUZZTIME=30s). make test already runs their seed corpora.
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) .ci/fuzz
 
 clean:
 	rm -rf bin

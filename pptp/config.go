@@ -178,30 +178,38 @@ func (fc *FileConfig) Config() (Config, error) {
 		return cfg, fmt.Errorf("mru %d: want 576..1500", fc.MRU)
 	}
 	cfg.MRU = fc.MRU
-	cfg.ServerName = fc.ServerName
-	cfg.MaxConns, cfg.MaxConnsPerSource = fc.Limits.MaxConns, fc.Limits.MaxConnsPerSource
-	cfg.MaxSessions, cfg.MaxCallsPerConn = fc.Limits.MaxSessions, fc.Limits.MaxCallsPerConn
+	// A negative limit would refuse every connection or call, a negative
+	// duration fire at once; 0 keeps a field's default.
 	for _, l := range []struct {
 		name string
 		v    int
 	}{
-		{"unauthenticated_calls_per_conn", fc.Limits.UnauthCallsPerConn},
-		{"unauthenticated_calls_per_source", fc.Limits.UnauthCallsPerSource},
+		{"limits.max_conns", fc.Limits.MaxConns}, {"limits.max_conns_per_source", fc.Limits.MaxConnsPerSource},
+		{"limits.max_sessions", fc.Limits.MaxSessions}, {"limits.max_calls_per_conn", fc.Limits.MaxCallsPerConn},
+		{"limits.unauthenticated_calls_per_conn", fc.Limits.UnauthCallsPerConn},
+		{"limits.unauthenticated_calls_per_source", fc.Limits.UnauthCallsPerSource},
+		{"gre.reorder_max", fc.GRE.ReorderMax},
 	} {
 		if l.v < 0 {
-			return cfg, fmt.Errorf("limits.%s %d: want a positive number (0 = default)", l.name, l.v)
+			return cfg, fmt.Errorf("%s %d: want 0 or more", l.name, l.v)
 		}
 	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
 	}{
-		{"call_request", fc.Timeouts.CallRequest}, {"auth", fc.Timeouts.Auth},
+		{"timeouts.first_message", fc.Timeouts.FirstMessage}, {"timeouts.echo_idle", fc.Timeouts.EchoIdle},
+		{"timeouts.echo_timeout", fc.Timeouts.EchoTimeout}, {"timeouts.ppp_echo", fc.Timeouts.PPPEcho},
+		{"timeouts.call_request", fc.Timeouts.CallRequest}, {"timeouts.auth", fc.Timeouts.Auth},
+		{"gre.reorder_timeout", fc.GRE.ReorderTimeout}, {"gre.ack_delay", fc.GRE.AckDelay},
 	} {
 		if d.v < 0 {
-			return cfg, fmt.Errorf("timeouts.%s %s: want a positive duration (0 = default)", d.name, d.v)
+			return cfg, fmt.Errorf("%s %s: want 0 or more", d.name, d.v)
 		}
 	}
+	cfg.ServerName = fc.ServerName
+	cfg.MaxConns, cfg.MaxConnsPerSource = fc.Limits.MaxConns, fc.Limits.MaxConnsPerSource
+	cfg.MaxSessions, cfg.MaxCallsPerConn = fc.Limits.MaxSessions, fc.Limits.MaxCallsPerConn
 	cfg.MaxUnauthCallsPerConn, cfg.MaxUnauthCallsPerSource = fc.Limits.UnauthCallsPerConn, fc.Limits.UnauthCallsPerSource
 	cfg.FirstMessageTimeout, cfg.EchoIdle = fc.Timeouts.FirstMessage, fc.Timeouts.EchoIdle
 	cfg.CallRequestTimeout, cfg.AuthTimeout = fc.Timeouts.CallRequest, fc.Timeouts.Auth

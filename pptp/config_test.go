@@ -14,20 +14,27 @@ import (
 	"pptpgw/pptp/ppp"
 )
 
-// TestServeConfigExample loads the config reference of pptp/README.md verbatim.
-func TestServeConfigExample(t *testing.T) {
+// readmeConfigExample returns the YAML of the config reference in
+// pptp/README.md.
+func readmeConfigExample(tb testing.TB) string {
+	tb.Helper()
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(readme), "## Config reference")
 	if !ok {
-		t.Fatal("no config reference in README")
+		tb.Fatal("no config reference in README")
 	}
 	_, rest, _ = strings.Cut(rest, "```yaml\n")
 	example, _, _ := strings.Cut(rest, "```")
+	return example
+}
+
+// TestServeConfigExample loads the config reference of pptp/README.md verbatim.
+func TestServeConfigExample(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "serve.yaml")
-	os.WriteFile(p, []byte(example), 0o600)
+	os.WriteFile(p, []byte(readmeConfigExample(t)), 0o600)
 	fc, err := LoadFileConfig(p)
 	if err != nil {
 		t.Fatal(err)
@@ -69,8 +76,11 @@ func TestFileConfigErrors(t *testing.T) {
 		{"pool: 10.8.0.10-20\nmppe_bits: [64]\n", []string{"mppe_bits 64"}},
 		{"pool: 10.8.0.10-20\nlocal_ip: 10.8.0.15\n", []string{"inside the pool"}},
 		{"pool: 10.8.0.10-20\nlog_level: loud\n", []string{`log level "loud"`, "want debug, info, warn or error"}},
-		{"pool: 10.8.0.10-20\ntimeouts:\n  auth: -1s\n", []string{"timeouts.auth -1s", "positive"}},
+		{"pool: 10.8.0.10-20\ntimeouts:\n  auth: -1s\n", []string{"timeouts.auth -1s: want 0 or more"}},
 		{"pool: 10.8.0.10-20\nlimits:\n  unauthenticated_calls_per_conn: -1\n", []string{"limits.unauthenticated_calls_per_conn -1"}},
+		{"pool: 10.8.0.10-20\nlimits:\n  max_conns: -1\n", []string{"limits.max_conns -1: want 0 or more"}},
+		{"pool: 10.8.0.10-20\ntimeouts: {echo_idle: -1s}\n", []string{"timeouts.echo_idle -1s: want 0 or more"}},
+		{"pool: 10.8.0.10-20\ngre: {ack_delay: -5ms}\n", []string{"gre.ack_delay -5ms: want 0 or more"}},
 	} {
 		p := filepath.Join(dir, "bad.yaml")
 		os.WriteFile(p, []byte(tc.yaml), 0o600)

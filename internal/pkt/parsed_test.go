@@ -170,10 +170,20 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if !(pkt.IPv4MinimumSize <= p.IPLen && p.IPLen <= p.PayloadOff && p.PayloadOff <= p.TotalLen && p.TotalLen <= len(b)) {
+		if !(pkt.IPv4MinimumSize <= p.IPLen && p.IPLen <= p.PayloadOff && p.PayloadOff <= p.PayloadEnd &&
+			p.PayloadEnd <= p.TotalLen && p.TotalLen <= len(b)) {
 			t.Fatalf("offsets out of order or bounds: %+v, %d bytes", p, len(b))
 		}
-		if len(p.IPv4(b)) != p.TotalLen || len(p.Transport(b)) != p.TotalLen-p.IPLen || len(p.Payload(b)) != p.TotalLen-p.PayloadOff {
+		// The payload ends at Total Length, except UDP's, which ends where
+		// its Length says (padding after a datagram is not payload).
+		end := p.TotalLen
+		if p.Proto == pkt.IPv4ProtocolUDP && !p.Fragment {
+			end = p.IPLen + int(pkt.UDP(l4).Length())
+		}
+		if p.PayloadEnd != end {
+			t.Fatalf("payload ends at %d, want %d: %+v", p.PayloadEnd, end, p)
+		}
+		if len(p.IPv4(b)) != p.TotalLen || len(p.Transport(b)) != p.TotalLen-p.IPLen || len(p.Payload(b)) != p.PayloadEnd-p.PayloadOff {
 			t.Fatal("accessor lengths")
 		}
 	})

@@ -2,6 +2,9 @@ package wire
 
 import (
 	"bytes"
+	"errors"
+	"io"
+	"reflect"
 	"testing"
 )
 
@@ -62,6 +65,90 @@ func FuzzParseGRE(f *testing.F) {
 		}
 		if len(payload) > 0 && &payload[0] != &b[h.Len()] {
 			t.Fatal("payload does not alias the input")
+		}
+	})
+}
+
+// chunkReader returns at most n bytes per Read, as a TCP stream may.
+type chunkReader struct {
+	b []byte
+	n int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), r.n)], r.b)
+	r.b = r.b[k:]
+	return k, nil
+}
+
+// FuzzReadMessage: ReadMessage, reading a stream in chunks of any size,
+// agrees message by message with a reference that cuts the whole stream by
+// PeekHeader and Decode: the same messages, each consuming exactly its
+// length, then the documented error (io.EOF at a message boundary or after
+// a whole header, io.ErrUnexpectedEOF inside a header or body, PeekHeader's
+// error for a bad header); and no message refers to the reused buffer.
+func FuzzReadMessage(f *testing.F) {
+	var all []byte
+	for _, m := range samples() {
+		all = m.Append(all)
+	}
+	f.Add(all, byte(0))
+	f.Add(all[:len(all)-3], byte(6))
+	for _, name := range []string{"long", "clear"} {
+		for _, s := range loadSegments(f, name) {
+			f.Add(s.Payload, byte(len(s.Payload)))
+		}
+	}
+	f.Add([]byte{0, 16, 0, 1, 0x1a, 0x2b, 0x3c, 0x4d, 0, 5, 0xff, 0xff, 1, 2, 3, 4}, byte(3))
+	f.Fuzz(func(t *testing.T, stream []byte, chunk byte) {
+		r := &chunkReader{b: stream, n: 1 + int(chunk)%64}
+		buf := make([]byte, MaxMsgLen)
+		for pos := 0; ; {
+			m, err := ReadMessage(r, buf)
+			rest := stream[pos:]
+			var want error
+			var n int
+			switch {
+			case len(rest) == 0:
+				want = io.EOF
+			case len(rest) < HeaderLen:
+				want = io.ErrUnexpectedEOF
+			default:
+				var perr error
+				n, _, perr = PeekHeader(rest[:HeaderLen])
+				switch {
+				case perr != nil:
+					want = perr
+				case len(rest) == HeaderLen && n > HeaderLen:
+					want = io.EOF
+				case len(rest) < n:
+					want = io.ErrUnexpectedEOF
+				}
+			}
+			if want != nil {
+				if m != nil || !errors.Is(err, want) {
+					t.Fatalf("at %d: %v, %v; want %v", pos, m, err, want)
+				}
+				return
+			}
+			ref, rerr := Decode(rest[:n])
+			if err != nil || rerr != nil || !reflect.DeepEqual(m, ref) {
+				t.Fatalf("at %d: %+v, %v; Decode gives %+v, %v", pos, m, err, ref, rerr)
+			}
+			if consumed := len(stream) - len(r.b); consumed != pos+n {
+				t.Fatalf("at %d: consumed %d bytes, want %d", pos, consumed-pos, n)
+			}
+			enc := m.Append(nil)
+			for i := range buf {
+				buf[i] = 0xA5
+			}
+			if again := m.Append(nil); !bytes.Equal(enc, again) {
+				t.Fatalf("at %d: message refers to the reused buffer", pos)
+			}
+			pos += n
 		}
 	})
 }
