@@ -15,7 +15,7 @@ import (
 //	                               ICCN ->established
 //	clearing:                      CCRQ ->clearing (CallCleared); CDN ->removed (CallCleared
 //	                               unless already sent)
-//	the whole connection:          SCCRP ok ->ControlEstablished;
+//	the whole connection:          SCCRQ one way, SCCRP ok the other ->ControlEstablished;
 //	                               StopCCRQ/StopCCRP/FIN/RST ->ControlStopped, all calls gone
 
 // complete runs the state machine for the message just completed in s.
@@ -37,8 +37,14 @@ func (c *Translator) complete(s *stream, dir Dir) {
 		c.stop(t)
 	case wire.EchoRequest, wire.EchoReply:
 		c.m.Event(Event{Kind: EchoSeen, Msg: t})
+	case wire.StartCtrlConnRequest:
+		c.sccrq[dir] = true
 	case wire.StartCtrlConnReply:
-		if res := result(); res == wire.SCCRPResultOK {
+		// Only a reply to a request seen going the other way sets the
+		// connection up: a lone SCCRP (a connection picked up mid-stream,
+		// or one side talking to itself) would otherwise make state that
+		// early drop can no longer remove.
+		if res := result(); res == wire.SCCRPResultOK && c.sccrq[1-dir] {
 			c.m.Event(Event{Kind: ControlEstablished, Msg: t, Result: res})
 		}
 	case wire.OutgoingCallRequest, wire.IncomingCallRequest:

@@ -321,6 +321,9 @@ type Translator struct {
 	dirs    [2]stream
 	calls   []call
 	stopped bool
+	// sccrq: a Start-Control-Connection-Request was seen in that
+	// direction; only a reply in the other direction sets the connection up.
+	sccrq [2]bool
 	// gone remembers the last goneLen translations of calls removed from
 	// calls (a ring once it has grown to goneLen; goneNext is the next slot
 	// to overwrite).

@@ -198,3 +198,55 @@ func TestKeptFieldsFit(t *testing.T) {
 		}
 	}
 }
+
+// Only an SCCRP answering an SCCRQ seen going the other way sets the
+// connection up: a lone SCCRP, or one in the same direction as the request,
+// would make state that early drop can no longer remove.
+func TestControlEstablishedNeedsRequest(t *testing.T) {
+	sccrq := (&wire.SCCRQ{ProtocolVersion: 0x100}).Append(nil)
+	sccrp := (&wire.SCCRP{ProtocolVersion: 0x100, Result: wire.SCCRPResultOK}).Append(nil)
+	established := func(m *fakeMapper) bool {
+		for _, ev := range m.events {
+			if ev.Kind == ControlEstablished {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tc := range []struct {
+		name string
+		segs []struct {
+			d Dir
+			b []byte
+		}
+		want bool
+	}{
+		{"request out, reply in", []struct {
+			d Dir
+			b []byte
+		}{{Outbound, sccrq}, {Inbound, sccrp}}, true},
+		{"lone reply out", []struct {
+			d Dir
+			b []byte
+		}{{Outbound, sccrp}}, false},
+		{"request and reply out", []struct {
+			d Dir
+			b []byte
+		}{{Outbound, sccrq}, {Outbound, sccrp}}, false},
+	} {
+		m := newFakeMapper()
+		tr := NewTranslator(m, Config{})
+		seq := [2]uint32{100, 200}
+		tr.Process(Outbound, seq[Outbound], true, false, false, nil)
+		tr.Process(Inbound, seq[Inbound], true, false, false, nil)
+		seq[Outbound]++
+		seq[Inbound]++
+		for _, s := range tc.segs {
+			tr.Process(s.d, seq[s.d], false, false, false, bytes.Clone(s.b))
+			seq[s.d] += uint32(len(s.b))
+		}
+		if got := established(m); got != tc.want {
+			t.Errorf("%s: ControlEstablished %v, want %v (events %v)", tc.name, got, tc.want, m.events)
+		}
+	}
+}

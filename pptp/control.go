@@ -214,13 +214,25 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 		return
 	}
 	ss := newSession(s, cc, call, m.CallID)
-	cc.mu.Lock()
-	cc.calls[call.LocalID()] = ss
-	cc.mu.Unlock()
+	// The session owns the reservation before anything can end it: once it
+	// is in cc.calls, closeAll (a timeout, shutdown) may end it at once,
+	// and its end must find it in s.sessions with unauth set to give the
+	// reservation back (else the source loses one unauthenticated call for
+	// good).
 	s.mu.Lock()
 	s.sessions[ss] = struct{}{}
-	ss.unauth = true // the reservation above is the session's now
+	ss.unauth = true
 	s.mu.Unlock()
+	cc.mu.Lock()
+	closing := cc.state == ctrlClosing
+	if !closing {
+		cc.calls[call.LocalID()] = ss
+	}
+	cc.mu.Unlock()
+	if closing { // closeAll has already run: it would never end this call
+		ss.end("control connection closing", false, 0)
+		return
+	}
 	speed := m.MaxBPS
 	if speed == 0 {
 		speed = 100_000_000
