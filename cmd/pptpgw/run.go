@@ -174,7 +174,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		return err
 	}
 	defer q.close()
-	qctx, qcancel := context.WithCancel(ctx)
+	// Not derived from ctx: the reader must keep answering while the
+	// deferred reduction to the fail-safe table runs on the way out (the
+	// defers run in reverse: reduce, then qcancel, then q.close).
+	qctx, qcancel := context.WithCancel(context.Background())
 	defer qcancel()
 	q.start(qctx)
 
