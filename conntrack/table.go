@@ -198,6 +198,9 @@ func (c *Call) hooks() *setupHooks[Call] { return &c.setup }
 // Only for OnCallRemoved (it reads state the table lock guards).
 func (c *Call) CarriedGRE() bool { return c.seenOut || c.seenIn }
 
+// State is the call's state. Only for OnCallRemoved, like CarriedGRE.
+func (c *Call) State() CallState { return c.state }
+
 func (c *Call) inKey() InKey { return InKey{c.PublicIP, c.PeerIP, c.OutsideCallID} }
 func (c *Call) outKey() OutKey {
 	return OutKey{c.InsideIP, c.PeerIP, c.PeerCallID}

@@ -129,7 +129,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		MaxCalls: e.set.MaxCalls,
 		OnCallRemoved: func(c *conntrack.Call, why string) {
 			pk := PoolKey{c.PublicIP, c.PeerIP}
-			if c.CarriedGRE() {
+			if c.CarriedGRE() || unansweredRequest(c, why) {
 				e.alloc.Release(pk, c.OutsideCallID)
 			} else {
 				e.alloc.ReleaseUnused(pk, c.OutsideCallID)
@@ -140,6 +140,24 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		},
 	}, clk)
 	return e
+}
+
+// unansweredRequest reports whether c leaves the table while the peer may
+// still answer it: its request went out with the outside call ID, no reply
+// came, and the gateway gave up on it on its own (idle expiry, early drop,
+// the connection's own expiry or eviction). A late reply and GRE for that
+// ID must not reach a new call that got it, so it is quarantined like a call
+// that carried GRE. Calls refused, failed, cleared or stopped by signalling
+// come back at once.
+func unansweredRequest(c *conntrack.Call, why string) bool {
+	if c.State() != conntrack.CallRequested {
+		return false
+	}
+	switch why {
+	case conntrack.ReasonExpired, conntrack.ReasonEarlyDrop, conntrack.ReasonConnRemoved, conntrack.ReasonEvicted:
+		return true
+	}
+	return false
 }
 
 // Settings returns what the engine runs with, defaults applied.

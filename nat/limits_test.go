@@ -136,3 +136,21 @@ func TestNoQuarantineWithoutGRE(t *testing.T) {
 		t.Fatalf("counters %v", c)
 	}
 }
+
+// A call whose request went out but that the gateway gave up on itself
+// (idle expiry of state in setup) keeps its outside ID in quarantine: the
+// peer may still answer that ID, and a new call must not receive it.
+func TestQuarantineUnansweredRequest(t *testing.T) {
+	e, clk := newEngine(t, func(c *EngineConfig) { c.Timeouts.CallIDQuarantine = time.Hour })
+	a := newClient(t, e, lanA, 40000)
+	a.startControl()
+	a.msg(true, &wire.OCRQ{CallID: 7, CallSerial: 7, RecvWindow: 16}) // never answered
+	clk.Advance(conntrack.SetupTimeout + time.Second)
+	e.Tick()
+	if _, calls := e.table.Len(); calls != 0 {
+		t.Fatalf("%d calls left after the setup timeout", calls)
+	}
+	if used, q := e.alloc.InUse(PoolKey{pubIP, server}); used != 0 || q != 1 {
+		t.Fatalf("allocator: %d used, %d quarantined; want the unanswered request's ID quarantined", used, q)
+	}
+}
