@@ -165,10 +165,12 @@ func TestNetnsPreauthFloods(t *testing.T) {
 		cnt["call_limit_unauthenticated_conn"] == 0 {
 		t.Errorf("counters: %v", cnt)
 	}
-	// One legitimate session at a time; the OCRQ flood's calls (4 per connection, a
-	// closing connection's calls may briefly overlap the next one's) never hold one.
-	if maxPool.Load() > 1 || maxCalls.Load() > 2*4+1 {
-		t.Errorf("pool in use up to %d (want <= 1), calls up to %d (want <= 9)", maxPool.Load(), maxCalls.Load())
+	// One legitimate session at a time; the OCRQ flood's calls (4 per connection;
+	// on a loaded machine the calls of two closing connections may still be
+	// ending when the next one's arrive) never hold an address. Without the cap
+	// one connection alone would hold up to 256 calls.
+	if maxPool.Load() > 1 || maxCalls.Load() > 3*4+1 {
+		t.Errorf("pool in use up to %d (want <= 1), calls up to %d (want <= 13)", maxPool.Load(), maxCalls.Load())
 	}
 	// Per message at most a first line and one count per 10 s interval.
 	byMsg := map[string]int{}
