@@ -186,8 +186,9 @@ func (a *Allocator) Alloc(k PoolKey) (uint16, error) {
 func (a *Allocator) Release(k PoolKey, id uint16) bool { return a.release(k, id, true) }
 
 // ReleaseUnused hands back an id that never carried GRE (a call refused,
-// early-dropped, failed or cleared before its first GRE packet): no late
-// packet of the old call can reach a new one, so it is free at once,
+// failed, cleared or stopped before its first GRE packet; the engine keeps
+// the quarantine for a request it gave up on unanswered): no late packet
+// of the old call can reach a new one, so it is free at once,
 // without quarantine. Otherwise a flood of calls that never carry
 // anything would hold the pool for the quarantine after it stopped.
 func (a *Allocator) ReleaseUnused(k PoolKey, id uint16) bool { return a.release(k, id, false) }
