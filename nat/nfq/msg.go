@@ -35,9 +35,11 @@ const (
 	// enum nfqnl_attr_type.
 	attrPacketHdr = 1  // NFQA_PACKET_HDR: struct nfqnl_msg_packet_hdr
 	attrVerdict   = 2  // NFQA_VERDICT_HDR: struct nfqnl_msg_verdict_hdr
+	attrMark      = 3  // NFQA_MARK: be32 skb->mark
 	attrInDev     = 5  // NFQA_IFINDEX_INDEV: be32
 	attrOutDev    = 6  // NFQA_IFINDEX_OUTDEV: be32
 	attrPayload   = 10 // NFQA_PAYLOAD
+	attrPriority  = 21 // NFQA_PRIORITY: be32 skb->priority (verdicts: Linux 6.12+)
 
 	// enum nfqnl_attr_config.
 	attrCfgCmd    = 1 // NFQA_CFG_CMD: struct nfqnl_msg_config_cmd
@@ -56,9 +58,11 @@ const (
 
 	// verdictHdrLen: nlmsghdr + nfgenmsg + NFQA_VERDICT_HDR{be32 verdict; be32 id}.
 	verdictHdrLen = nlmsgHdrLen + nfgenLen + nlaHdrLen + 8 // 32
-	// verdictMaxHdr adds the NFQA_PAYLOAD attribute header and room for the
-	// padding after the payload.
-	verdictMaxHdr = verdictHdrLen + nlaHdrLen + 3
+	// attrU32Len is one attribute carrying a be32 (NFQA_MARK, NFQA_PRIORITY).
+	attrU32Len = nlaHdrLen + 4
+	// verdictMaxHdr adds NFQA_MARK, NFQA_PRIORITY, the NFQA_PAYLOAD
+	// attribute header and room for the padding after the payload.
+	verdictMaxHdr = verdictHdrLen + 2*attrU32Len + nlaHdrLen + 3
 )
 
 // Errors of the parser; a message that fails to parse is counted and skipped.
@@ -120,6 +124,11 @@ func parsePacket(body []byte, p *Packet) (haveID bool, err error) {
 			p.ID = binary.BigEndian.Uint32(d[0:4])
 			p.Hook = Hook(d[6])
 			gotHdr = true
+		case attrMark:
+			if len(d) < 4 {
+				return gotHdr, errBadAttr
+			}
+			p.Mark = binary.BigEndian.Uint32(d)
 		case attrInDev:
 			if len(d) < 4 {
 				return gotHdr, errBadAttr
@@ -180,9 +189,21 @@ func putAttrHdr(b []byte, dataLen int, typ uint16) {
 // payload (pad). With a payload the message is b[:hdr] + payload +
 // zeros[:pad]; without, just b[:hdr]. Like mdlayher/netlink (and so
 // go-nfqueue), nlmsg_len counts the padding after the last attribute.
-func putVerdict(b []byte, queue uint16, id uint32, accept bool, payload []byte, withPayload bool) (hdr, pad int) {
+// An accepted packet also carries a's mark and priority, if set, as
+// NFQA_MARK and NFQA_PRIORITY before the payload.
+func putVerdict(b []byte, queue uint16, id uint32, accept bool, payload []byte, withPayload bool, a Attrs) (hdr, pad int) {
 	hdr = verdictHdrLen
-	total := verdictHdrLen
+	if accept && a.SetMark {
+		putAttrHdr(b[hdr:], 4, attrMark)
+		binary.BigEndian.PutUint32(b[hdr+nlaHdrLen:], a.Mark)
+		hdr += attrU32Len
+	}
+	if accept && a.SetPriority {
+		putAttrHdr(b[hdr:], 4, attrPriority)
+		binary.BigEndian.PutUint32(b[hdr+nlaHdrLen:], a.Priority)
+		hdr += attrU32Len
+	}
+	total := hdr
 	if withPayload {
 		hdr += nlaHdrLen
 		pad = align4(len(payload)) - len(payload)
@@ -197,7 +218,7 @@ func putVerdict(b []byte, queue uint16, id uint32, accept bool, payload []byte, 
 	binary.BigEndian.PutUint32(b[24:28], v)
 	binary.BigEndian.PutUint32(b[28:32], id)
 	if withPayload {
-		putAttrHdr(b[32:], len(payload), attrPayload)
+		putAttrHdr(b[hdr-nlaHdrLen:], len(payload), attrPayload)
 	}
 	return hdr, pad
 }
@@ -284,8 +305,8 @@ func (b *batch) fits(payloadLen int) bool {
 		b.size+verdictMaxHdr+payloadLen <= b.limit
 }
 
-func (b *batch) add(queue uint16, id uint32, accept bool, payload []byte, withPayload bool) {
-	h, pad := putVerdict(b.hdr[b.off:], queue, id, accept, payload, withPayload)
+func (b *batch) add(queue uint16, id uint32, accept bool, payload []byte, withPayload bool, a Attrs) {
+	h, pad := putVerdict(b.hdr[b.off:], queue, id, accept, payload, withPayload, a)
 	e := ent{off: b.off, hdr: h, pad: pad}
 	if withPayload {
 		e.payload = payload

@@ -150,8 +150,9 @@ func TestGoldenConfig(t *testing.T) {
 	}
 }
 
-func goNfqueueVerdict(t testing.TB, q uint16, id uint32, verdict byte, payload []byte) []byte {
+func goNfqueueVerdict(t testing.TB, q uint16, id uint32, verdict byte, payload []byte, extra ...netlink.Attribute) []byte {
 	vh := []netlink.Attribute{{Type: 2, Data: binary.BigEndian.AppendUint32([]byte{0, 0, 0, verdict}, id)}}
+	vh = append(vh, extra...)
 	if payload == nil {
 		return goNfqueueMsg(t, typeVerdict, netlink.Request, 0, q, vh)
 	}
@@ -161,25 +162,28 @@ func goNfqueueVerdict(t testing.TB, q uint16, id uint32, verdict byte, payload [
 func TestGoldenVerdictBatch(t *testing.T) {
 	b := newBatch(8, 1<<20)
 	p27 := grePayload[:27] // odd length: needs padding
-	b.add(3, 1, true, nil, false)
-	b.add(3, 2, false, nil, false)
-	b.add(3, 3, true, grePayload, true)
-	b.add(3, 4, true, p27, true)
-	b.add(3, 5, true, nil, false)
-	b.add(3, 6, true, []byte{}, true)
+	b.add(3, 1, true, nil, false, Attrs{})
+	b.add(3, 2, false, nil, false, Attrs{})
+	b.add(3, 3, true, grePayload, true, Attrs{})
+	b.add(3, 4, true, p27, true, Attrs{Mark: 0x1234, SetMark: true, Priority: 0x10010, SetPriority: true})
+	b.add(3, 5, true, nil, false, Attrs{Priority: 0x10007, SetPriority: true})
+	b.add(3, 6, true, []byte{}, true, Attrs{})
+	b.add(3, 7, false, nil, false, Attrs{Mark: 1, SetMark: true}) // a drop sets nothing
 	got := b.bytes(nil)
 	var want []byte
 	want = append(want, goNfqueueVerdict(t, 3, 1, 1, nil)...)
 	want = append(want, goNfqueueVerdict(t, 3, 2, 0, nil)...)
 	want = append(want, goNfqueueVerdict(t, 3, 3, 1, grePayload)...)
-	want = append(want, goNfqueueVerdict(t, 3, 4, 1, p27)...)
-	want = append(want, goNfqueueVerdict(t, 3, 5, 1, nil)...)
+	be := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+	want = append(want, goNfqueueVerdict(t, 3, 4, 1, p27, netlink.Attribute{Type: 3, Data: be(0x1234)}, netlink.Attribute{Type: 21, Data: be(0x10010)})...)
+	want = append(want, goNfqueueVerdict(t, 3, 5, 1, nil, netlink.Attribute{Type: 21, Data: be(0x10007)})...)
 	want = append(want, goNfqueueVerdict(t, 3, 6, 1, []byte{})...)
+	want = append(want, goNfqueueVerdict(t, 3, 7, 0, nil)...)
 	if !bytes.Equal(got, want) {
 		t.Errorf("verdict batch\n got %x\nwant %x", got, want)
 	}
-	if b.size != len(want) || b.n != 6 {
-		t.Errorf("size %d n %d, want %d 6", b.size, b.n, len(want))
+	if b.size != len(want) || b.n != 7 {
+		t.Errorf("size %d n %d, want %d 7", b.size, b.n, len(want))
 	}
 	// The same batch as one datagram per verdict (sendmmsg).
 	var perMsg []byte
@@ -188,7 +192,7 @@ func TestGoldenVerdictBatch(t *testing.T) {
 			perMsg = append(perMsg, unsafe.Slice(v.Base, v.Len)...)
 		}
 	}
-	if !bytes.Equal(perMsg, want) || len(b.mmsgs()) != 6 {
+	if !bytes.Equal(perMsg, want) || len(b.mmsgs()) != 7 {
 		t.Errorf("per-message layout\n got %x\nwant %x", perMsg, want)
 	}
 	// Payloads are referenced, not copied.
@@ -203,18 +207,18 @@ func TestGoldenVerdictBatch(t *testing.T) {
 }
 
 func TestBatchLimit(t *testing.T) {
-	b := newBatch(4, 200)
+	b := newBatch(4, 220)
 	n := 0
 	for b.fits(len(grePayload)) && n < 10 {
-		b.add(0, uint32(n), true, grePayload, true)
+		b.add(0, uint32(n), true, grePayload, true, Attrs{})
 		n++
 	}
-	if b.size > 200 || n != 3 {
-		t.Errorf("%d verdicts of %d bytes in a batch limited to 200", n, b.size)
+	if b.size > 220 || n != 3 {
+		t.Errorf("%d verdicts of %d bytes in a batch limited to 220", n, b.size)
 	}
 	b.reset()
 	for b.fits(0) && n < 100 {
-		b.add(0, 1, true, nil, false)
+		b.add(0, 1, true, nil, false, Attrs{})
 		n++
 	}
 	if b.n != 4 {

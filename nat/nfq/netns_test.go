@@ -653,3 +653,44 @@ func TestKernelStatsNetns(t *testing.T) {
 		t.Errorf("nfqueue_user_dropped = %d, want %d", v, ks.UserDropped)
 	}
 }
+
+// TestVerdictAttrsNetns: an accepted packet's verdict sets skb->mark and
+// skb->priority (NFQA_MARK, NFQA_PRIORITY), which later hooks see; the
+// mark the packet was queued with reaches the handler.
+func TestVerdictAttrsNetns(t *testing.T) {
+	ns := newTestNS(t, 23)
+	tx, rx := ns.greSockets(t)
+	// Marked 0x77 on the way out (output), queued in prerouting (lo), and
+	// delivered in input only with the mark and priority the verdict set.
+	ns.run(t, "nft", "add chain ip pgnfq out { type filter hook output priority 0; }")
+	ns.run(t, "nft", "add rule ip pgnfq out ip protocol gre meta mark set 0x77")
+	ns.run(t, "nft", "add chain ip pgnfq in { type filter hook input priority 0; }")
+	ns.run(t, "nft", "add rule ip pgnfq in ip protocol gre meta mark 0x1234 meta priority 1:10 accept")
+	ns.run(t, "nft", "add rule ip pgnfq in ip protocol gre drop")
+	c, err := Open(Config{Queue: ns.q, NetNS: ns.fd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	marks := make(chan uint32, 4)
+	go c.Run(context.Background(), func(p *Packet) pkt.Verdict {
+		marks <- p.Mark
+		if len(p.Payload) >= 28 && p.Payload[27] == 9 {
+			p.Set = Attrs{Mark: 0x1234, SetMark: true, Priority: 0x10010, SetPriority: true}
+		}
+		return pkt.Accept
+	})
+	unix.Sendto(tx, grePacket(10), 0, loopback) // accepted without attributes: dropped in input
+	if recvKey(rx, 10, 300*time.Millisecond) {
+		t.Error("packet without the verdict's mark and priority passed the input rule")
+	}
+	unix.Sendto(tx, grePacket(9), 0, loopback)
+	if !recvKey(rx, 9, 3*time.Second) {
+		t.Fatal("packet accepted with mark 0x1234 and priority 1:10 did not match them in input")
+	}
+	for range 2 {
+		if m := <-marks; m != 0x77 {
+			t.Errorf("queued packet's mark %#x, want 0x77", m)
+		}
+	}
+}

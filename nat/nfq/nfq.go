@@ -103,6 +103,21 @@ type Packet struct {
 	// Modified: send Payload (rewritten in place, or replaced by the handler
 	// with a slice it owns) back with an Accept verdict.
 	Modified bool
+	// Mark is the packet's skb->mark as queued (NFQA_MARK; 0 if none).
+	Mark uint32
+	// Set is what an Accept verdict changes besides the payload.
+	Set Attrs
+}
+
+// Attrs are the packet metadata an Accept verdict may set: skb->mark
+// (NFQA_MARK), which policy routing and later rules see, and skb->priority
+// (NFQA_PRIORITY, honoured in verdicts since Linux 6.12), which HTB takes as
+// a leaf class id. A Drop verdict ignores them.
+type Attrs struct {
+	Mark        uint32
+	Priority    uint32
+	SetMark     bool
+	SetPriority bool
 }
 
 // Handler decides about one packet. It runs on Run's goroutine and must
@@ -578,7 +593,7 @@ func (c *Queue) handleDatagram(b []byte, h Handler) {
 					c.verdictErrors.Add(1)
 					c.queueVerdict(p.ID, false, nil, false)
 				} else {
-					c.queueVerdict(p.ID, true, p.Payload, p.Modified)
+					c.queueVerdictAttrs(p.ID, true, p.Payload, p.Modified, p.Set)
 				}
 			case pkt.Hold:
 			default: // Drop, or a value that is no Verdict
@@ -597,10 +612,14 @@ func (c *Queue) handleDatagram(b []byte, h Handler) {
 }
 
 func (c *Queue) queueVerdict(id uint32, accept bool, payload []byte, withPayload bool) {
+	c.queueVerdictAttrs(id, accept, payload, withPayload, Attrs{})
+}
+
+func (c *Queue) queueVerdictAttrs(id uint32, accept bool, payload []byte, withPayload bool, a Attrs) {
 	if !c.out.fits(len(payload)) {
 		c.flush()
 	}
-	c.out.add(c.queue, id, accept, payload, withPayload)
+	c.out.add(c.queue, id, accept, payload, withPayload, a)
 }
 
 // flush sends the queued verdicts in one sendmsg.
@@ -675,6 +694,12 @@ var zeros [4]byte
 // content. Safe for concurrent use with Run. A kernel refusal (unknown ID)
 // arrives asynchronously and is counted in Stats().VerdictErrors.
 func (c *Queue) SetVerdict(id uint32, accept bool, payload []byte) error {
+	return c.SetVerdictAttrs(id, accept, payload, Attrs{})
+}
+
+// SetVerdictAttrs is SetVerdict that also sets a's mark and priority on an
+// accepted packet.
+func (c *Queue) SetVerdictAttrs(id uint32, accept bool, payload []byte, a Attrs) error {
 	if len(payload) > 0xffff {
 		return fmt.Errorf("nfq: verdict payload of %d bytes exceeds 65535", len(payload))
 	}
@@ -684,7 +709,7 @@ func (c *Queue) SetVerdict(id uint32, accept bool, payload []byte) error {
 	if c.fd < 0 {
 		return ErrClosed
 	}
-	hdr, pad := putVerdict(c.vbuf[:], c.queue, id, accept, payload, withPayload)
+	hdr, pad := putVerdict(c.vbuf[:], c.queue, id, accept, payload, withPayload, a)
 	c.viov[0] = unix.Iovec{Base: &c.vbuf[0]}
 	c.viov[0].SetLen(hdr)
 	n := 1
