@@ -63,6 +63,11 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 	if !known {
 		return e.count(pkt.Accept, rUnknownIface)
 	}
+	if out {
+		e.counters.Inc(int(rCtlSegOut))
+	} else {
+		e.counters.Inc(int(rCtlSegIn))
+	}
 	k := conntrack.ControlKey{InsideIP: pp.Src, PeerIP: pp.Dst, InsidePort: sp, PeerPort: dp}
 	if !out {
 		k = conntrack.ControlKey{InsideIP: pp.Dst, PeerIP: pp.Src, InsidePort: dp, PeerPort: sp}
@@ -201,6 +206,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		// the segment is dropped, as the kernel drops a packet whose
 		// conntrack entry it cannot create; TCP resends it. The table
 		// counts the refusal by reason.
+		e.eventRefused("control", k, e.pub, 0, err)
 		v, r := e.count(pkt.Drop, rCtlRefused)
 		return nil, v, r
 	}
@@ -208,6 +214,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 	c := &control{tc: tc}
 	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
 	tc.Data = c
+	e.eventControlNew(k, e.pub, r)
 	e.log.Debug("pptp control connection tracked", "inside", addrPort(k.InsideIP, k.InsidePort),
 		"peer", addrPort(k.PeerIP, k.PeerPort), "how", r.String())
 	return c, 0, r.String()
@@ -227,6 +234,9 @@ func (e *Engine) translatorVerdict(res helper.Result, created string) (pkt.Verdi
 	}
 	if res.Reason != helper.ReasonNone {
 		e.counters.Inc(helperReason(res.Reason))
+		if v == pkt.Drop {
+			e.drops.Inc(helperReason(res.Reason))
+		}
 		if v == pkt.Drop || created == "" {
 			return v, res.Reason.String()
 		}
@@ -289,6 +299,7 @@ func (m *mapper) AllocOutside(insideID uint16) (uint16, error) {
 	pk := PoolKey{tc.PublicIP, tc.Key.PeerIP}
 	id, err := m.e.alloc.Alloc(pk)
 	if err != nil {
+		m.e.eventRefused("call", tc.Key, tc.PublicIP, insideID, err)
 		m.e.counters.Inc(int(rCallIDsOut))
 		return 0, err
 	}
@@ -296,6 +307,7 @@ func (m *mapper) AllocOutside(insideID uint16) (uint16, error) {
 		// Refused (a limit, a full table) or a duplicate: the ID never
 		// reached anyone, so it is free again at once.
 		m.e.alloc.ReleaseUnused(pk, id)
+		m.e.eventRefused("call", tc.Key, tc.PublicIP, insideID, err)
 		return 0, err
 	}
 	m.e.counters.Inc(int(rCallsMapped))
@@ -319,6 +331,7 @@ func (m *mapper) Event(ev helper.Event) {
 			return
 		}
 		m.e.counters.Inc(int(rCallsEstablished))
+		m.e.eventCallSetup(tc, ev.InsideID, ev.OutsideID, ev.PeerID)
 		m.e.log.Debug("pptp call established", "inside", netip.AddrFrom4(tc.Key.InsideIP),
 			"inside_call_id", ev.InsideID, "outside_call_id", ev.OutsideID, "peer_call_id", ev.PeerID)
 	case helper.CallFailed, helper.CallCleared:

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"pptpgw/conntrack"
 	"pptpgw/helper"
 	"pptpgw/internal/metrics"
 	"pptpgw/internal/pkt"
@@ -38,6 +39,19 @@ const (
 	rCallsEstablished               // a call was set up (OCRP/ICCN): GRE may flow
 	rCallsCleared                   // a call was cleared or its control connection stopped
 	rEstablishNoCall                // a set-up message for a call the table no longer has
+	// observability (issue 8): packets_total{path="control"}, bytes_total,
+	// call_teardowns_total{reason} (counted in callRemoved, events.go).
+	rCtlSegOut           // a TCP 1723 segment of tracked PPTP, inside to peer
+	rCtlSegIn            // a TCP 1723 segment of tracked PPTP, peer to inside
+	rGREBytesOut         // bytes of GRE translated, inside to peer
+	rGREBytesIn          // bytes of GRE translated, peer to inside
+	rTeardownCleared     // call removed: Call-Clear-Request, Call-Disconnect-Notify, failed setup
+	rTeardownStopped     // call removed: its control connection stopped (Stop-Control-Connection, FIN, RST)
+	rTeardownConnRemoved // call removed with its control connection (expired, evicted, replaced)
+	rTeardownExpired     // call removed: idle timeout
+	rTeardownEvicted     // call removed: LRU bound
+	rTeardownEarlyDrop   // call removed: not set up, and the table was full
+	rTeardownOther       // call removed: replaced by a newer call, or purged
 	numReasons
 )
 
@@ -71,8 +85,8 @@ const (
 // reasonDefs gives each reason its key and its metric family and labels:
 // the one table a new reason is added to.
 var reasonDefs = [numReasons]metrics.Def{
-	rGREOut:           {Desc: descGRE, LabelValues: []string{"out"}, Key: ReasonGREOut},
-	rGREIn:            {Desc: descGRE, LabelValues: []string{"in"}, Key: ReasonGREIn},
+	rGREOut:           {Desc: descPPTPPackets, LabelValues: []string{"gre", "out"}, Key: ReasonGREOut},
+	rGREIn:            {Desc: descPPTPPackets, LabelValues: []string{"gre", "in"}, Key: ReasonGREIn},
 	rGRENoCall:        packets(ReasonGRENoCall),
 	rGREMalformed:     packets(ReasonGREMalformed),
 	rGREFragment:      packets(ReasonGREFragment),
@@ -94,9 +108,21 @@ var reasonDefs = [numReasons]metrics.Def{
 	rUnknownIface:     packets(ReasonUnknownIface),
 	rCallIDsOut:       packets(ReasonCallIDsOut),
 	rCallsMapped:      {Desc: descCallEvents, LabelValues: []string{"mapped"}, Key: "calls_mapped"},
-	rCallsEstablished: {Desc: descCallEvents, LabelValues: []string{"established"}, Key: "calls_established"},
+	rCallsEstablished: {Desc: descCallSetups, Key: "calls_established"},
 	rCallsCleared:     {Desc: descCallEvents, LabelValues: []string{"cleared"}, Key: "calls_cleared"},
 	rEstablishNoCall:  {Desc: descCallEvents, LabelValues: []string{"establish_no_call"}, Key: "establish_no_call"},
+
+	rCtlSegOut:           {Desc: descPPTPPackets, LabelValues: []string{"control", "out"}, Key: "ctl_segments_out"},
+	rCtlSegIn:            {Desc: descPPTPPackets, LabelValues: []string{"control", "in"}, Key: "ctl_segments_in"},
+	rGREBytesOut:         {Desc: descBytes, LabelValues: []string{"out"}, Key: "gre_bytes_out"},
+	rGREBytesIn:          {Desc: descBytes, LabelValues: []string{"in"}, Key: "gre_bytes_in"},
+	rTeardownCleared:     teardown(conntrack.ReasonCleared),
+	rTeardownStopped:     teardown(conntrack.ReasonStopped),
+	rTeardownConnRemoved: teardown(conntrack.ReasonConnRemoved),
+	rTeardownExpired:     teardown(conntrack.ReasonExpired),
+	rTeardownEvicted:     teardown(conntrack.ReasonEvicted),
+	rTeardownEarlyDrop:   teardown(conntrack.ReasonEarlyDrop),
+	rTeardownOther:       teardown("other"),
 }
 
 // packets is the Def of a reason counted in packets_total{reason}.
@@ -109,12 +135,10 @@ func (r reason) String() string { return reasonDefs[r].Key }
 // The engine's metric families. Keys (`pptpgw calls --json`) are the reason
 // names above, "helper_" + the translator's reasons, and the names below.
 var (
-	descGRE = &metrics.Desc{Name: "gre_translated_total", Labels: []string{"direction"},
-		Help: "GRE packets translated, by direction (out: inside to peer, in: peer to inside)."}
-	descPackets = &metrics.Desc{Name: "packets_total", Labels: []string{"reason"},
+	descPackets = &metrics.Desc{Name: "decisions_total", Labels: []string{"reason"},
 		Help: "Packets the engine decided on other than translated GRE, by reason (drops, control segments, untouched)."}
 	descCallEvents = &metrics.Desc{Name: "call_events_total", Labels: []string{"event"},
-		Help: "Call life-cycle events: mapped (outside call ID given), established, cleared, establish_no_call."}
+		Help: "Call life-cycle events: mapped (outside call ID given), cleared (by signalling: Call-Clear-Request, Call-Disconnect-Notify, failed setup, or its control connection stopped), establish_no_call (a set-up message for a call no longer tracked)."}
 	descHelper = &metrics.Desc{Name: "control_translator_total", Labels: []string{"reason"},
 		Help: "What the control-stream translator noticed about segments, by reason (see package helper)."}
 	descHolding = &metrics.Desc{Name: "control_segments_held", Kind: metrics.Gauge,
@@ -123,8 +147,8 @@ var (
 		Help: "Calls and control connections removed from the table by idle timeouts (expired), to make room for new state while not yet established (early_dropped), or by the LRU bound (evicted; the table makes room before it is reached, so this stays 0)."}
 	descRefused = &metrics.Desc{Name: "refused_total", Labels: []string{"what", "reason"},
 		Help: "New calls and control connections not tracked: the table full of established state (table_full), a per-source limit (per_source), the calls-per-connection limit (per_conn)."}
-	descActive = &metrics.Desc{Name: "active", Kind: metrics.Gauge, Labels: []string{"what"},
-		Help: "Calls and control connections tracked now (control, call) and those of them not yet established (control_setup, call_setup)."}
+	descActive = &metrics.Desc{Name: "setup_active", Kind: metrics.Gauge, Labels: []string{"what"},
+		Help: "Calls and control connections tracked now and not yet established (control, call)."}
 	descCallIDs = &metrics.Desc{Name: "callid_events_total", Labels: []string{"event"},
 		Help: "Outside call-ID allocator events: allocated, released (all), released_unused (of those, free at once: the call never carried GRE), collisions (random start taken)."}
 )
@@ -147,6 +171,9 @@ func newCounters() *metrics.Counters {
 
 func (e *Engine) count(v pkt.Verdict, r reason) (pkt.Verdict, string) {
 	e.counters.Inc(int(r))
+	if v == pkt.Drop {
+		e.drops.Inc(int(r))
+	}
 	return v, r.String()
 }
 
@@ -182,15 +209,16 @@ func (e *Engine) Collect(emit func(metrics.Sample)) {
 	}
 	controls, calls := e.table.Len()
 	setupControls, setupCalls := e.table.InSetup()
-	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"control"}, Key: "conns_active", Value: uint64(controls)})
-	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"call"}, Key: "calls_active", Value: uint64(calls)})
-	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"control_setup"}, Key: "conns_setup", Value: uint64(setupControls)})
-	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"call_setup"}, Key: "calls_setup", Value: uint64(setupCalls)})
+	emit(metrics.Sample{Desc: descConnsActive, Key: "conns_active", Value: uint64(controls)})
+	emit(metrics.Sample{Desc: descCallsActive, Key: "calls_active", Value: uint64(calls)})
+	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"control"}, Key: "conns_setup", Value: uint64(setupControls)})
+	emit(metrics.Sample{Desc: descActive, LabelValues: []string{"call"}, Key: "calls_setup", Value: uint64(setupCalls)})
 	as := e.alloc.Stats()
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"allocated"}, Key: "callid_allocated", Value: as.Allocated})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released"}, Key: "callid_released", Value: as.Released})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released_unused"}, Key: "callid_released_unused", Value: as.ReleasedUnused})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"collision"}, Key: "callid_collisions", Value: as.Collisions})
+	e.collectObs(emit) // issue 8 (metrics_obs.go)
 }
 
 // Counters returns every counter and gauge of the engine as the flat map of

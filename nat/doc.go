@@ -81,6 +81,8 @@
 // address of new connections) -> conntrack.Table.mu -> Allocator.mu. The GRE
 // path takes only Table.mu. The table's OnCallRemoved callback runs under
 // Table.mu and only takes Allocator.mu (to release the call's outside ID).
+// The call events' hub lock (eventHub.mu, events.go) is a leaf taken under
+// either, and only while someone listens to `pptpgw events`.
 // Counters are atomics and take no lock. This is the only place the order is
 // written; the other packages point here.
 package nat

@@ -82,6 +82,10 @@ type Engine struct {
 	// per SummaryInterval listing the drop reasons that grew.
 	lastSummary time.Time
 	lastDrops   [numReasons]uint64
+
+	// observability (issue 8): drops_total by reason, call events.
+	drops  *metrics.Counters // same index space as counters (metrics_obs.go)
+	events eventHub          // events.go
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -110,6 +114,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		log:      log,
 		counters: newCounters(),
 		maxHeld:  MaxHeldBytes,
+		drops:    newDropCounters(),
 	}
 	e.wan.Store(cfg.WANIf)
 	if cfg.PublicIP.Is4() {
@@ -137,6 +142,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			if why == conntrack.ReasonCleared || why == conntrack.ReasonStopped {
 				e.counters.Inc(int(rCallsCleared))
 			}
+			e.callRemoved(c, why) // teardown counters and events (events.go)
 		},
 	}, clk)
 	return e

@@ -39,6 +39,7 @@ func (e *Engine) processGRE(p *nfq.Packet, pp *pkt.Parsed, out bool) (pkt.Verdic
 		}
 		ip.SetSourceAddressWithChecksumUpdate(pub)
 		p.Modified = true
+		e.counters.Add(int(rGREBytesOut), uint64(pp.TotalLen))
 		return e.count(pkt.Accept, rGREOut)
 	}
 	inside, insideID, ok := e.table.Inbound(conntrack.InKey{
@@ -49,5 +50,6 @@ func (e *Engine) processGRE(p *nfq.Packet, pp *pkt.Parsed, out bool) (pkt.Verdic
 	ip.SetDestinationAddressWithChecksumUpdate(inside)
 	binary.BigEndian.PutUint16(g[wire.GREKeyCallIDOffset:], insideID)
 	p.Modified = true
+	e.counters.Add(int(rGREBytesIn), uint64(pp.TotalLen))
 	return e.count(pkt.Accept, rGREIn)
 }

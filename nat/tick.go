@@ -30,6 +30,7 @@ func (e *Engine) Tick() {
 		v := pkt.Accept
 		if e.set.Strict {
 			v = pkt.Drop
+			e.drops.Inc(int(rCtlHoldExpire))
 		}
 		rel = append(rel, release{h.id, h.buf, v})
 	}

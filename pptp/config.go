@@ -44,7 +44,10 @@ type FileConfig struct {
 	TUN         string   `yaml:"tun"`
 	AdminSocket string   `yaml:"admin_socket"`
 	LogLevel    string   `yaml:"log_level"`
-	Limits      struct {
+	// operations (issue 8): /metrics address ("" = off), admin socket group.
+	Metrics    string `yaml:"metrics"`
+	AdminGroup string `yaml:"admin_group"`
+	Limits     struct {
 		MaxConns          int `yaml:"max_conns"`
 		MaxConnsPerSource int `yaml:"max_conns_per_source"`
 		MaxSessions       int `yaml:"max_sessions"`

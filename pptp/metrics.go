@@ -80,8 +80,10 @@ var (
 		Help: "Control connections and calls closed before authentication because the peer did not reach the next stage in time: first_message (no SCCRQ), call_request (no call after SCCRP), auth (PPP authentication not done)."}
 	descLogSuppressed = &metrics.Desc{Name: "log_lines_suppressed_total",
 		Help: "Warnings left out of the log by the rate limit (each interval's count is logged as one line)."}
-	descSessions = &metrics.Desc{Name: "sessions_total", Labels: []string{"event"},
-		Help: "Sessions whose PPP came up, and sessions ended."}
+	descSessions = &metrics.Desc{Name: "sessions_ended_total",
+		Help: "Sessions ended (calls, authenticated or not)."}
+	descSessionSetups = &metrics.Desc{Name: "session_setups_total",
+		Help: "Sessions whose PPP came up (authenticated, address given)."}
 	descSessionErrors = &metrics.Desc{Name: "session_errors_total", Labels: []string{"reason"},
 		Help: "Authenticated sessions that could not get an address (pool exhausted, or max_sessions reached) or their route."}
 	descNetReadErrors = &metrics.Desc{Name: "tun_read_errors_total",
@@ -91,8 +93,8 @@ var (
 	descDHCP = &metrics.Desc{Name: "dhcpinform_answered_total",
 		Help: "DHCPINFORMs from clients answered with the split routes."}
 
-	descSessionsActive = &metrics.Desc{Name: "sessions", Kind: metrics.Gauge, Help: "Sessions now (calls, up or coming up)."}
-	descConnsActive    = &metrics.Desc{Name: "control_connections", Kind: metrics.Gauge, Help: "Control connections now."}
+	descSessionsActive = &metrics.Desc{Name: "sessions_active", Kind: metrics.Gauge, Help: "Sessions now (calls, up or coming up)."}
+	descConnsActive    = &metrics.Desc{Name: "control_connections_active", Kind: metrics.Gauge, Help: "Control connections now."}
 	descTxQueued       = &metrics.Desc{Name: "tx_queued_packets", Kind: metrics.Gauge,
 		Help: "Packets from the kernel waiting for clients' GRE windows, over all sessions."}
 )
@@ -138,8 +140,8 @@ var counterDefs = [numCounters]metrics.Def{
 	cTimeoutCallRequest:  def(descTimedOut, "timeout_call_request", "call_request"),
 	cTimeoutAuth:         def(descTimedOut, "timeout_auth", "auth"),
 
-	cSessionsUp:     def(descSessions, "sessions_up", "up"),
-	cSessionsEnded:  def(descSessions, "sessions_ended", "ended"),
+	cSessionsUp:     def(descSessionSetups, "sessions_up"),
+	cSessionsEnded:  def(descSessions, "sessions_ended"),
 	cPoolExhausted:  def(descSessionErrors, "pool_exhausted", "pool_exhausted"),
 	cSessionLimit:   def(descSessionErrors, "session_limit", "session_limit"),
 	cRouteAddFailed: def(descSessionErrors, "route_add_failed", "route_add_failed"),
@@ -176,7 +178,7 @@ func (s *Server) collectGauges(emit func(metrics.Sample)) {
 // GRE mux's (keys "gre_...") and the PPP reasons summed over all its sessions
 // (keys "ppp_...").
 func (s *Server) Metrics() metrics.Snapshot {
-	return metrics.Collect(s.counters, metrics.SourceFunc(s.collectGauges), s.mux, s.pppTotals)
+	return metrics.Collect(s.counters, metrics.SourceFunc(s.collectGauges), s.mux, s.pppTotals, &s.obsTotals)
 }
 
 // Counters returns Metrics as the flat map of the admin reply: every key, zero or not.

@@ -266,6 +266,9 @@ type Server struct {
 	limited   *rateLog          // lines a flood of peers can trigger, rate-limited
 	stop      chan struct{}
 	wg        sync.WaitGroup
+
+	// operations (issue 8): bytes and auth failures over all sessions.
+	obsTotals ppp.ServerTotals
 }
 
 // NewServer makes a server that uses greConn for GRE and n for IP packets. It does

@@ -66,6 +66,7 @@ func newSession(s *Server, cc *ctrlConn, call *gre.Call, peerID uint16) *session
 		Now:            s.cfg.Now,
 		Logger:         s.log.With("peer", cc.peer.String(), "call_id", call.LocalID()),
 		Totals:         s.pppTotals,
+		ServerTotals:   &s.obsTotals,
 	}
 	if cfg.EchoInterval < 0 {
 		cfg.EchoInterval = 0

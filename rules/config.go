@@ -106,6 +106,12 @@ type Config struct {
 	// optionally with a slog offset such as info+2 (logging.ParseLevel).
 	LogLevel string `yaml:"log_level"`
 
+	// operations: metrics, admin socket group (issue 8, config_obs.go)
+	// Metrics is the TCP address /metrics is served on ("" = off).
+	Metrics string `yaml:"metrics"`
+	// AdminGroup owns the admin socket (mode 0660); "" = root only (0600).
+	AdminGroup string `yaml:"admin_group"`
+
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
 	lines map[string]int
@@ -125,6 +131,7 @@ func (c *Config) flagKeys() map[string]string {
 		"queue":        strconv.Itoa(int(c.Queue)),
 		"admin_socket": c.AdminSocket,
 		"log_level":    c.LogLevel,
+		"metrics":      c.Metrics,
 	}
 }
 
@@ -471,6 +478,7 @@ func (c *Config) Validate() error {
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}
+	c.validateObs(bad) // issue 8 (config_obs.go)
 	return errors.Join(errs...)
 }
 

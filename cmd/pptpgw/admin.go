@@ -18,7 +18,9 @@ import (
 
 // The admin socket speaks one request per connection: the client writes a
 // command word and a newline ("calls"), the daemon answers with one JSON
-// document and closes. It is a unix socket so that file permissions (0600,
+// document and closes; or, for a command answered with an adminStream
+// ("events"), keeps the connection and writes JSON lines until either side
+// closes it. It is a unix socket so that file permissions (0600,
 // root) are the access control, and its path is configurable so daemons in
 // different network namespaces never share one.
 
@@ -66,11 +68,15 @@ func serveAdmin(ctx context.Context, l net.Listener, h adminHandler, log *slog.L
 			}
 			return
 		}
-		go answerAdmin(c, h)
+		go answerAdmin(ctx, c, h)
 	}
 }
 
-func answerAdmin(c net.Conn, h adminHandler) {
+// adminStream is a handler's answer that streams: it owns the connection
+// (no deadline) until ctx ends or it returns.
+type adminStream func(ctx context.Context, c net.Conn)
+
+func answerAdmin(ctx context.Context, c net.Conn, h adminHandler) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
@@ -78,6 +84,11 @@ func answerAdmin(c net.Conn, h adminHandler) {
 		return
 	}
 	v, err := h(strings.TrimSpace(line))
+	if s, ok := v.(adminStream); ok && err == nil {
+		c.SetDeadline(time.Time{})
+		s(ctx, c)
+		return
+	}
 	enc := json.NewEncoder(c)
 	if err != nil {
 		enc.Encode(map[string]string{"error": err.Error()})

@@ -68,6 +68,7 @@ func cmdRun(args []string) int {
 	failClosed := fs.Bool("fail-closed", false, "drop PPTP control (TCP 1723) while no daemon listens (default: let it pass, masqueraded; GRE is dropped then either way)")
 	strict := fs.Bool("strict", false, "drop malformed PPTP control messages instead of passing them")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this TCP address, e.g. 127.0.0.1:9247 (default: the config's metrics key; off)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -104,6 +105,8 @@ func cmdRun(args []string) int {
 			cfg.Strict = *strict
 		case "log-level":
 			cfg.LogLevel = *logLevel
+		case "metrics":
+			cfg.Metrics = *metricsAddr
 		}
 	})
 	if *queueNum > 65535 {
@@ -181,8 +184,11 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	defer qcancel()
 	q.start(qctx)
 
-	adminL, err := listenAdmin(cfg.AdminSocket)
+	adminL, err := listenAdminGroup(cfg.AdminSocket, cfg.AdminGroup)
 	if err != nil {
+		return err
+	}
+	if _, err := startGatewayMetrics(ctx, cfg, engine, q, log); err != nil { // issue 8 (metrics_http.go)
 		return err
 	}
 	actx, acancel := context.WithCancel(ctx)
@@ -191,8 +197,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		switch cmd {
 		case "calls":
 			return callsReply(engine, q), nil
+		case "events":
+			return eventsStream(engine), nil
 		default:
-			return nil, fmt.Errorf("unknown admin command %q (try: calls)", cmd)
+			return nil, fmt.Errorf("unknown admin command %q (try: calls, events)", cmd)
 		}
 	}, log)
 

@@ -74,6 +74,7 @@ func cmdServe(args []string) int {
 	adminSock := fs.String("admin-socket", "", "unix socket for 'pptpgw sessions' (default "+pptp.DefaultAdminSocket+")")
 	tunName := fs.String("tun", "", "TUN device name (default "+pptp.DefaultTUN+")")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this TCP address, e.g. 127.0.0.1:9248 (default: the config's metrics key; off)")
 	fs.Usage = serveUsage(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
@@ -98,7 +99,7 @@ func cmdServe(args []string) int {
 		dst  *string
 	}{
 		{*listen, &sc.Listen}, {*pool, &sc.Pool}, {*secretsPath, &sc.Secrets}, {*localIP, &sc.LocalIP},
-		{*adminSock, &sc.AdminSocket}, {*tunName, &sc.TUN}, {*logLevel, &sc.LogLevel},
+		{*adminSock, &sc.AdminSocket}, {*tunName, &sc.TUN}, {*logLevel, &sc.LogLevel}, {*metricsAddr, &sc.Metrics},
 	} {
 		if o.flag != "" {
 			*o.dst = o.flag
@@ -110,6 +111,9 @@ func cmdServe(args []string) int {
 	}
 	cfg, err := sc.Config()
 	if err != nil {
+		return fail("%v", err)
+	}
+	if err := validateServeObs(sc); err != nil { // issue 8 (serve_obs.go)
 		return fail("%v", err)
 	}
 	if sc.Secrets == "" {
@@ -133,14 +137,14 @@ func cmdServe(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := runServe(ctx, cfg, sc.TUN, sc.AdminSocket, log); err != nil {
+	if err := runServe(ctx, cfg, sc.TUN, sc.AdminSocket, serveObs{sc.Metrics, sc.AdminGroup}, log); err != nil {
 		return fail("%v", err)
 	}
 	return 0
 }
 
 // runServe opens the TUN and the GRE socket and serves until ctx ends.
-func runServe(ctx context.Context, cfg pptp.Config, tunName, adminSock string, log *slog.Logger) error {
+func runServe(ctx context.Context, cfg pptp.Config, tunName, adminSock string, obs serveObs, log *slog.Logger) error {
 	mru := int(cfg.MRU)
 	if mru == 0 {
 		mru = ppp.DefaultMRU
@@ -169,8 +173,13 @@ func runServe(ctx context.Context, cfg pptp.Config, tunName, adminSock string, l
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil && strings.TrimSpace(string(b)) != "1" {
 		log.Warn("net.ipv4.ip_forward is 0: clients reach only this host's addresses")
 	}
-	adminL, err := listenAdmin(adminSock)
+	adminL, err := listenAdminGroup(adminSock, obs.AdminGroup)
 	if err != nil {
+		greConn.Close()
+		return err
+	}
+	if err := startServeMetrics(ctx, obs.Metrics, srv, log); err != nil {
+		adminL.Close()
 		greConn.Close()
 		return err
 	}

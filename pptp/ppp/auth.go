@@ -295,6 +295,7 @@ func (a *authState) fail(user string) {
 	a.failed, a.user = true, user
 	a.deadline = time.Time{}
 	a.s.count(ReasonAuthFailed)
+	a.s.totalAuthFailed(a.method)
 	a.s.log.Info("ppp authentication failed", "user", user, "method", a.method.String())
 	a.s.closeLater(ReasonAuthFailed, "authentication failed")
 }

@@ -114,6 +114,10 @@ type Config struct {
 	// Totals, when set (NewCounters), counts every Reason of this session
 	// too: a server shares one among its sessions for its own counters.
 	Totals *metrics.Counters
+
+	// ServerTotals, when set, counts IP bytes and failed authentications
+	// by method over all of a server's sessions (issue 8, totals_obs.go).
+	ServerTotals *ServerTotals
 }
 
 // DefaultConfig returns the documented default policy for role: MS-CHAPv2

@@ -501,6 +501,7 @@ func (s *Session) deliver(pkt []byte) {
 	}
 	s.pktsIn.Add(1)
 	s.bytesIn.Add(uint64(len(pkt)))
+	s.totalBytes(true, len(pkt))
 	if f := s.onIP.Load(); f != nil {
 		(*f)(pkt)
 	}
@@ -648,6 +649,7 @@ func (s *Session) SendIP(pkt []byte) error {
 	s.txMu.Unlock()
 	s.pktsOut.Add(1)
 	s.bytesOut.Add(uint64(len(pkt)))
+	s.totalBytes(false, len(pkt))
 	return nil
 }
 
