@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"pptpgw/internal/metrics"
+	"pptpgw/internal/promexport"
 	"pptpgw/pptp"
 	"pptpgw/rules"
 )
@@ -45,7 +46,7 @@ func startServeMetrics(ctx context.Context, addr string, srv *pptp.Server, log *
 	if addr == "" {
 		return nil
 	}
-	a, err := serveMetrics(ctx, addr, newMetricsExporter("pptpgw_serve_", serverSource(srv)), log)
+	a, err := promexport.Serve(ctx, addr, newExporter("pptpgw_serve_", serverSource(srv)), log)
 	if err != nil {
 		return err
 	}
