@@ -2,12 +2,12 @@
 # Both install what is missing (Debian packages, as root) before they run.
 
 GO      ?= $(shell command -v go || echo /usr/local/go/bin/go)
-PKGS    := pptp-linux pptpd iperf3 nftables iptables tshark iproute2
+PKGS    := pptp-linux pptpd iperf3 nftables iptables tshark iproute2 prometheus
 BIN     := bin/pptpgw
 FUZZTIME ?= 10s
 FUZZMINIMIZETIME ?= 5s
 
-.PHONY: all deps build demo test bench fuzz clean
+.PHONY: all deps build demo test bench fuzz clean install
 
 all: build
 
@@ -46,3 +46,23 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# install: the binary, the systemd units and example configs (an existing
+# config is never overwritten). PREFIX=/usr for a package, DESTDIR to stage
+# (make install DESTDIR=/tmp/stage PREFIX=/usr). Then:
+#   systemctl daemon-reload && systemctl enable --now pptpgw
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/pptpgw
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	for u in pptpgw.service pptpgw-serve.service; do \
+		sed -e 's#@SBINDIR@#$(SBINDIR)#g' -e 's#@SYSCONFDIR@#$(SYSCONFDIR)#g' dist/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
+	done
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/pptpgw
+	for c in pptpgw.yaml serve.yaml; do \
+		[ -e $(DESTDIR)$(SYSCONFDIR)/pptpgw/$$c ] || install -m 0640 dist/$$c $(DESTDIR)$(SYSCONFDIR)/pptpgw/$$c; \
+	done
