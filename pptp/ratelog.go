@@ -1,100 +1,18 @@
 package pptp
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"time"
+
+	"pptpgw/internal/logging"
 )
 
 // rateLog writes the lines that a flood of connections can trigger (one per
-// connection or call) without letting the flood write the log: per message, the
-// first line of each interval is logged as it is, the rest are only counted, and
-// when the interval is over the count goes out as one line with "suppressed": n,
-// at the message's level.
-// A message therefore costs at most two lines per interval, however many peers
-// trigger it. The clock is injected (Config.Now), so tests run it on fake time.
-type rateLog struct {
-	logger     *slog.Logger
-	every      time.Duration
-	now        func() time.Time
-	suppressed func(n int) // counts the lines left out (the server's log_suppressed)
-
-	mu   sync.Mutex
-	msgs map[string]*rateEntry // by message
-}
-
-type rateEntry struct {
-	start      time.Time // when the line that opened the interval was logged
-	level      slog.Level
-	suppressed int
-}
+// connection or call) without letting the flood write the log: the first line
+// of each interval per message, then one line with the count left out. It is
+// logging.RateLimiter, shared with the gateway.
+type rateLog = logging.RateLimiter
 
 func newRateLog(log *slog.Logger, every time.Duration, now func() time.Time, suppressed func(int)) *rateLog {
-	return &rateLog{logger: log, every: every, now: now, suppressed: suppressed, msgs: map[string]*rateEntry{}}
-}
-
-// Warn logs msg with args at level Warn, or counts it when msg was already logged in
-// this interval.
-func (r *rateLog) Warn(msg string, args ...any) { r.log(slog.LevelWarn, msg, args...) }
-
-// Info is Warn at level Info.
-func (r *rateLog) Info(msg string, args ...any) { r.log(slog.LevelInfo, msg, args...) }
-
-func (r *rateLog) log(level slog.Level, msg string, args ...any) {
-	now := r.now()
-	r.mu.Lock()
-	e := r.msgs[msg]
-	if e != nil && now.Sub(e.start) < r.every {
-		e.suppressed++
-		r.mu.Unlock()
-		if r.suppressed != nil {
-			r.suppressed(1)
-		}
-		return
-	}
-	var n int
-	if e == nil {
-		e = &rateEntry{}
-		r.msgs[msg] = e
-	} else {
-		n = e.suppressed
-	}
-	prev := e.level
-	e.start, e.level, e.suppressed = now, level, 0
-	r.mu.Unlock()
-	if n > 0 {
-		r.summary(prev, msg, n)
-	}
-	r.logger.Log(context.Background(), level, msg, args...)
-}
-
-// Flush writes the count of every message whose interval is over and forgets the
-// message, so that the next occurrence is logged in full. The server calls it from
-// Tick.
-func (r *rateLog) Flush(now time.Time) {
-	type line struct {
-		level slog.Level
-		msg   string
-		n     int
-	}
-	var out []line
-	r.mu.Lock()
-	for msg, e := range r.msgs {
-		if now.Sub(e.start) < r.every {
-			continue
-		}
-		if e.suppressed > 0 {
-			out = append(out, line{e.level, msg, e.suppressed})
-		}
-		delete(r.msgs, msg)
-	}
-	r.mu.Unlock()
-	for _, l := range out {
-		r.summary(l.level, l.msg, l.n)
-	}
-}
-
-func (r *rateLog) summary(level slog.Level, msg string, n int) {
-	r.logger.Log(context.Background(), level, msg, "suppressed", n, "interval", r.every.String())
+	return logging.NewRateLimiter(log, every, now, suppressed)
 }

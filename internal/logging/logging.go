@@ -1,8 +1,9 @@
 // Package logging holds what the commands of both products share about
-// logging: the one parser of a log level as configs and flags spell it.
+// logging: the one parser of a log level as configs and flags spell it, and
+// the one rate limit on repeated warnings (RateLimiter).
 //
-// It owns the spelling of levels only. It must not know about handlers,
-// outputs or any product's configuration.
+// It owns the spelling of levels and the rate limit only. It must not know
+// about handlers, outputs or any product's configuration.
 package logging
 
 import (

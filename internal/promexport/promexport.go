@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"pptpgw/internal/logging"
 	"pptpgw/internal/metrics"
 )
 
@@ -139,10 +141,23 @@ func Serve(ctx context.Context, addr string, m *Exporter, log *slog.Logger) (net
 		}
 		fmt.Fprintln(w, "pptpgw: metrics at /metrics")
 	})
+	// A client can make the HTTP server log at will (bad requests, TLS
+	// handshakes to a plain port): one line per 10 s, then the count.
+	lim := logging.NewRateLimiter(log, 10*time.Second, time.Now, nil)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		ErrorLog: stdlog.New(lim.Writer("metrics endpoint: HTTP server error"), "", 0)}
 	go func() {
-		<-ctx.Done()
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+	wait:
+		for {
+			select {
+			case now := <-t.C:
+				lim.Flush(now)
+			case <-ctx.Done():
+				break wait
+			}
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
