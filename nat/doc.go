@@ -19,6 +19,8 @@
 //	tick.go      Tick: held segments, idle calls, quarantine, drop summary
 //	counters.go  reasons and metrics (internal/metrics): Collect, Counters
 //	calls.go     CallInfo and CallsReply: the calls view and its JSON (`pptpgw calls`)
+//	events.go    call events for `pptpgw events`: Event, SubscribeEvents, the hub
+//	metrics_obs.go  the Prometheus-facing families (packets, bytes, drops, teardowns)
 //
 // # One GRE packet
 //

@@ -191,3 +191,23 @@ func TestAdminSocketGroup(t *testing.T) {
 		t.Errorf("unknown group: %v", err)
 	}
 }
+
+// BenchmarkGatewayScrape: one /metrics scrape of an engine with 1000
+// tracked connections (the Go runtime and process collectors included).
+func BenchmarkGatewayScrape(b *testing.B) {
+	e := nat.NewEngine(nat.EngineConfig{PublicIP: netip.AddrFrom4(pkttest.PublicIP), WANIf: 2, LANIfs: []uint32{3},
+		MaxCalls: 10000, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+	for i := range 1000 {
+		p := pkttest.TCP(b, pkttest.LANA, pkttest.Server, uint16(1024+i), 1723, nil, pkttest.TCPOpt{SYN: true})
+		e.Process(&nfq.Packet{Payload: p, InDev: 3, Hook: nfq.HookPrerouting})
+	}
+	h := newExporter("pptpgw_", e).Handler()
+	b.ResetTimer()
+	for range b.N {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		if rec.Code != 200 {
+			b.Fatal(rec.Code)
+		}
+	}
+}

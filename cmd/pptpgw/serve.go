@@ -41,7 +41,7 @@ Flags override the config file. Config keys (YAML, unknown keys are errors):
   listen, pool, local_ip, dns: [..], split_routes: [..] (pushed via DHCPINFORM),
   secrets, server_name, auth: [mschapv2|chap-md5|pap], encryption: required|optional,
   mppe_bits: [40|56|128], mppe_mode: any|stateless|stateful, mru, tun, admin_socket,
-  log_level, limits: {max_conns, max_conns_per_source, max_sessions, max_calls_per_conn,
+  admin_group, metrics, log_level, limits: {max_conns, max_conns_per_source, max_sessions, max_calls_per_conn,
   unauthenticated_calls_per_conn, unauthenticated_calls_per_source},
   timeouts: {first_message, call_request, auth, echo_idle, echo_timeout, ppp_echo},
   gre: {window, reorder_timeout, reorder_max, ack_delay}
