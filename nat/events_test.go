@@ -200,3 +200,29 @@ func TestDropAndTrafficCounters(t *testing.T) {
 		t.Errorf("lenient malformed: ip_malformed %d, drop_ip_malformed %d; want 1, 0", m[ReasonIPMalformed], m["drop_ip_malformed"])
 	}
 }
+
+// A call still being set up that makes room for a new one (the table full)
+// is a call-evicted event with reason early_dropped, counted as such.
+func TestEventsEarlyDrop(t *testing.T) {
+	e, _ := newEngine(t, func(c *EngineConfig) { c.MaxCalls = 2 })
+	tc, err := e.table.AddControl(conntrack.ControlKey{InsideIP: lanA, PeerIP: server, InsidePort: 40000, PeerPort: 1723}, pubIP, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &control{tc: tc}
+	m := &mapper{e, c}
+	s := e.SubscribeEvents(0)
+	defer s.Close()
+	for id := uint16(1); id <= 3; id++ {
+		if _, err := m.AllocOutside(id); err != nil {
+			t.Fatalf("call %d: %v", id, err)
+		}
+	}
+	evs := drain(s)
+	if len(evs) != 1 || evs[0].Type != EventCallEvicted || evs[0].Reason != conntrack.ReasonEarlyDrop || evs[0].InsideCallID != 1 {
+		t.Fatalf("events %+v, want one call-evicted (early_dropped) of call 1", evs)
+	}
+	if v := e.Counters()["call_teardown_early_dropped"]; v != 1 {
+		t.Errorf("call_teardown_early_dropped = %d, want 1", v)
+	}
+}

@@ -202,33 +202,59 @@ func eventsStream(e *nat.Engine) adminStream {
 	}
 }
 
-// listenAdminGroup is listenAdmin with the socket owned by group (a name or
-// number; admin_group) and mode 0660, or root's alone (0600) when group is
-// "".
+// listenAdminGroup is listenAdmin with the socket's group set by
+// setAdminGroup.
 func listenAdminGroup(path, group string) (net.Listener, error) {
-	gid := -1
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			if g, err = user.LookupGroupId(group); err != nil {
-				return nil, fmt.Errorf("admin_group %q: no such group", group)
-			}
-		}
-		if gid, err = strconv.Atoi(g.Gid); err != nil {
-			return nil, fmt.Errorf("admin_group %q: gid %q", group, g.Gid)
-		}
+	if _, err := lookupGroup(group); err != nil { // before the socket exists
+		return nil, err
 	}
 	l, err := listenAdmin(path)
-	if err != nil || gid < 0 {
-		return l, err
+	if err != nil {
+		return nil, err
 	}
-	if err := os.Chown(path, -1, gid); err != nil {
+	if err := setAdminGroup(path, group); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("admin socket: %w", err)
+		return nil, err
 	}
 	return l, nil
+}
+
+// setAdminGroup gives the admin socket at path to group (a name or number;
+// admin_group) with mode 0660, or to the daemon's user alone (0600, its own
+// group) when group is "".
+// Idempotent: a reload calls it with the new admin_group.
+func setAdminGroup(path, group string) error {
+	gid, err := lookupGroup(group)
+	if err != nil {
+		return err
+	}
+	mode := os.FileMode(0o660)
+	if group == "" {
+		gid, mode = os.Getegid(), 0o600
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	return nil
+}
+
+// lookupGroup returns the gid of a group name or number ("" is 0).
+func lookupGroup(group string) (int, error) {
+	if group == "" {
+		return 0, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		if g, err = user.LookupGroupId(group); err != nil {
+			return 0, fmt.Errorf("admin_group %q: no such group", group)
+		}
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("admin_group %q: gid %q", group, g.Gid)
+	}
+	return gid, nil
 }

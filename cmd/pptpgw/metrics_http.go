@@ -23,22 +23,32 @@ func buildVersion() (string, string) {
 	return v, runtime.Version()
 }
 
+// gatewayMetrics is the gateway's /metrics: the exporter, to which another
+// feature adds its families with one line (m.Exp.Sources.Add(src), e.g.
+// reloads_total), and the endpoint, which a reload brings to the new
+// `metrics` address with m.Endpoint.Apply(cfg.Metrics).
+type gatewayMetrics struct {
+	Exp      *promexport.Exporter
+	Endpoint *promexport.Endpoint
+}
+
 // startGatewayMetrics builds the gateway's exporter (pptpgw_*: the engine's
-// and the queue's families) and, when cfg.Metrics is set, serves it until
-// ctx ends. The exporter is returned even when not served, so another
-// feature registers its metrics.Source with one line:
-// exp.Sources.Add(src).
-func startGatewayMetrics(ctx context.Context, cfg *rules.Config, e *nat.Engine, q *queue, log *slog.Logger) (*promexport.Exporter, error) {
-	exp := newExporter("pptpgw_", e, q.conn)
-	if cfg.Metrics == "" {
-		return exp, nil
-	}
-	addr, err := promexport.Serve(ctx, cfg.Metrics, exp, log)
-	if err != nil {
+// and the queue's families) and serves it on cfg.Metrics (if set) until ctx
+// ends.
+func startGatewayMetrics(ctx context.Context, cfg *rules.Config, e *nat.Engine, q *queue, log *slog.Logger) (*gatewayMetrics, error) {
+	m := &gatewayMetrics{Exp: newExporter("pptpgw_", e, q.conn)}
+	m.Endpoint = promexport.NewEndpoint(m.Exp, log)
+	if err := m.Endpoint.Apply(cfg.Metrics); err != nil {
 		return nil, err
 	}
-	log.Info("serving Prometheus metrics", "url", "http://"+addr.String()+"/metrics")
-	return exp, nil
+	go func() {
+		<-ctx.Done()
+		m.Endpoint.Close()
+	}()
+	if a := m.Endpoint.Addr(); a != nil {
+		log.Info("serving Prometheus metrics", "url", "http://"+a.String()+"/metrics")
+	}
+	return m, nil
 }
 
 // newExporter is promexport.New with this build's version.

@@ -185,6 +185,16 @@ func TestAdminSocketGroup(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o660 {
 		t.Errorf("mode %v, %v; want 0660", fi.Mode(), err)
 	}
+	// A reload without admin_group takes the group's access away.
+	if err := setAdminGroup(sock, ""); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("after setAdminGroup(\"\"): mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	if err := setAdminGroup(sock, "no-such-group-pptpgw"); err == nil {
+		t.Error("unknown group accepted by setAdminGroup")
+	}
 	l.Close()
 	if _, err := listenAdminGroup(filepath.Join(t.TempDir(), "b.sock"), "no-such-group-pptpgw"); err == nil ||
 		!strings.Contains(err.Error(), "no such group") {
@@ -209,5 +219,48 @@ func BenchmarkGatewayScrape(b *testing.B) {
 		if rec.Code != 200 {
 			b.Fatal(rec.Code)
 		}
+	}
+}
+
+// The text format of the events that have no call, and of a lost line.
+func TestFormatEvent(t *testing.T) {
+	at := time.Date(2026, 12, 1, 22, 0, 0, 0, time.Local)
+	for _, tc := range []struct {
+		ev   nat.EventJSON
+		want string
+	}{
+		{nat.EventJSON{Time: at, Event: "refused", What: "control", Reason: "per_source",
+			InsideIP: netip.MustParseAddr("10.0.0.2"), InsidePort: 40001, PublicIP: netip.MustParseAddr("203.0.113.1"),
+			PeerIP: netip.MustParseAddr("198.51.100.7"), PeerPort: 1723},
+			"22:00:00.000 [REFUSED] control reason=per_source inside=10.0.0.2:40001 outside=203.0.113.1 peer=198.51.100.7:1723"},
+		{nat.EventJSON{Time: at, Event: "refused", What: "call", Reason: "per_conn", InsideCallID: 9,
+			InsideIP: netip.MustParseAddr("10.0.0.2"), InsidePort: 40001, PublicIP: netip.MustParseAddr("203.0.113.1"),
+			PeerIP: netip.MustParseAddr("198.51.100.7"), PeerPort: 1723},
+			"22:00:00.000 [REFUSED] call reason=per_conn inside=10.0.0.2:40001 call=9 outside=203.0.113.1 peer=198.51.100.7:1723"},
+		{nat.EventJSON{Time: at, Event: nat.EventLost, Lost: 12}, "22:00:00.000 lost 12 events (this listener read too slowly)"},
+	} {
+		if got := formatEvent(tc.ev); got != tc.want {
+			t.Errorf("got  %q\nwant %q", got, tc.want)
+		}
+	}
+}
+
+// Bad operations settings stop both daemons before they touch anything,
+// naming the key.
+func TestObsFlagsRejected(t *testing.T) {
+	out, code := pptpgw(t, nil, "run", "--wan", "eth0", "--lan", "eth1", "--metrics", "127.0.0.1")
+	if code != 2 || !strings.Contains(out, "metrics: want HOST:PORT") {
+		t.Errorf("run --metrics 127.0.0.1: exit %d\n%s", code, out)
+	}
+	out, code = pptpgw(t, nil, "serve", "--pool", "10.8.0.10-10.8.0.20", "--metrics", ":x")
+	if code != 1 || !strings.Contains(out, `metrics: port "x"`) {
+		t.Errorf("serve --metrics :x: exit %d\n%s", code, out)
+	}
+	out, code = pptpgw(t, nil, "events", "--admin-socket", filepath.Join(t.TempDir(), "none.sock"))
+	if code != 1 || !strings.Contains(out, "no pptpgw run answers") {
+		t.Errorf("events without daemon: exit %d\n%s", code, out)
+	}
+	if out, code = pptpgw(t, nil, "events", "--help"); code != 0 || !strings.Contains(out, "Usage: pptpgw events") {
+		t.Errorf("events --help: exit %d\n%s", code, out)
 	}
 }

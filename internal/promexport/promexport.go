@@ -128,12 +128,59 @@ func (m *Exporter) Handler() http.Handler {
 // Serve listens on addr (so a taken or bad address fails the start)
 // and serves /metrics until ctx ends. It returns the address bound.
 func Serve(ctx context.Context, addr string, m *Exporter, log *slog.Logger) (net.Addr, error) {
+	ep := NewEndpoint(m, log)
+	if err := ep.Apply(addr); err != nil {
+		return nil, err
+	}
+	go func() {
+		<-ctx.Done()
+		ep.Close()
+	}()
+	return ep.Addr(), nil
+}
+
+// Endpoint is the /metrics listener of a daemon, following the reload
+// contract: Apply(addr) brings it to addr ("" = off), Close stops it.
+type Endpoint struct {
+	exp *Exporter
+	log *slog.Logger
+	lim *logging.RateLimiter
+
+	mu   sync.Mutex
+	addr string // as configured
+	srv  *http.Server
+	l    net.Listener
+	stop chan struct{}
+}
+
+// NewEndpoint returns an Endpoint of m, not listening yet.
+func NewEndpoint(m *Exporter, log *slog.Logger) *Endpoint {
+	// A client can make the HTTP server log at will (bad requests, TLS
+	// handshakes to a plain port): one line per 10 s, then the count.
+	return &Endpoint{exp: m, log: log, lim: logging.NewRateLimiter(log, 10*time.Second, time.Now, nil)}
+}
+
+// Apply serves on addr: nothing changes when it already does; a new address
+// is bound before the old listener closes (a scrape is never refused for
+// the change, and a bad or taken address leaves the old one serving and is
+// returned); "" stops serving.
+func (e *Endpoint) Apply(addr string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if addr == e.addr && (addr == "") == (e.srv == nil) {
+		return nil
+	}
+	if addr == "" {
+		e.closeLocked()
+		return nil
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
+		return fmt.Errorf("metrics: %w", err)
 	}
+	e.closeLocked()
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", m.Handler())
+	mux.Handle("/metrics", e.exp.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
@@ -141,31 +188,56 @@ func Serve(ctx context.Context, addr string, m *Exporter, log *slog.Logger) (net
 		}
 		fmt.Fprintln(w, "pptpgw: metrics at /metrics")
 	})
-	// A client can make the HTTP server log at will (bad requests, TLS
-	// handshakes to a plain port): one line per 10 s, then the count.
-	lim := logging.NewRateLimiter(log, 10*time.Second, time.Now, nil)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second,
-		ErrorLog: stdlog.New(lim.Writer("metrics endpoint: HTTP server error"), "", 0)}
+		ErrorLog: stdlog.New(e.lim.Writer("metrics endpoint: HTTP server error"), "", 0)}
+	stop := make(chan struct{})
 	go func() {
 		t := time.NewTicker(10 * time.Second)
 		defer t.Stop()
-	wait:
 		for {
 			select {
 			case now := <-t.C:
-				lim.Flush(now)
-			case <-ctx.Done():
-				break wait
+				e.lim.Flush(now)
+			case <-stop:
+				return
 			}
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
 	}()
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics endpoint stopped", "err", err)
+			e.log.Error("metrics endpoint stopped", "err", err)
 		}
 	}()
-	return l.Addr(), nil
+	e.addr, e.srv, e.l, e.stop = addr, srv, l, stop
+	return nil
+}
+
+// Addr returns the address bound (nil when off).
+func (e *Endpoint) Addr() net.Addr {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.l == nil {
+		return nil
+	}
+	return e.l.Addr()
+}
+
+// Close stops serving.
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closeLocked()
+	return nil
+}
+
+func (e *Endpoint) closeLocked() {
+	if e.srv == nil {
+		e.addr = ""
+		return
+	}
+	close(e.stop)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	e.srv.Shutdown(ctx)
+	e.addr, e.srv, e.l, e.stop = "", nil, nil, nil
 }

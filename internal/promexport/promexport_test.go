@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -115,4 +116,62 @@ func TestServe(t *testing.T) {
 		t.Errorf("GET /metrics: %s\n%s", resp.Status, b)
 	}
 	cancel()
+}
+
+// Endpoint follows the reload contract: the same address keeps its
+// listener, a new one is bound before the old closes, a taken one is
+// refused with the old still serving, "" stops.
+func TestEndpointApply(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ep := NewEndpoint(New("pptpgw_", "v", "go"), log)
+	defer ep.Close()
+	get := func(a string) error {
+		resp, err := http.Get("http://" + a + "/metrics")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	if err := ep.Apply("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	first := ep.Addr()
+	if err := ep.Apply("127.0.0.1:0"); err != nil || ep.Addr() != first {
+		t.Fatalf("same address: %v, listener %v -> %v", err, first, ep.Addr())
+	}
+	if err := get(first.String()); err != nil {
+		t.Fatal(err)
+	}
+	// A taken address: refused, the old listener still serves.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	if err := ep.Apply(taken.Addr().String()); err == nil {
+		t.Fatal("taken address accepted")
+	}
+	if err := get(first.String()); err != nil {
+		t.Fatalf("old listener gone after a refused change: %v", err)
+	}
+	// A free address: the new one serves, the old one is closed.
+	free, _ := net.Listen("tcp", "127.0.0.1:0")
+	next := free.Addr().String()
+	free.Close()
+	if err := ep.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	if err := get(next); err != nil {
+		t.Fatal(err)
+	}
+	if err := get(first.String()); err == nil {
+		t.Error("old listener still serving after the change")
+	}
+	if err := ep.Apply(""); err != nil || ep.Addr() != nil {
+		t.Fatalf("off: %v %v", err, ep.Addr())
+	}
+	if err := get(next); err == nil {
+		t.Error("still serving after Apply(\"\")")
+	}
 }
