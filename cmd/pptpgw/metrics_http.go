@@ -56,3 +56,15 @@ func newExporter(prefix string, srcs ...metrics.Source) *promexport.Exporter {
 	v, gov := buildVersion()
 	return promexport.New(prefix, v, gov, srcs...)
 }
+
+// Apply brings /metrics to cfg.Metrics on a reload (the reload contract:
+// the same address keeps its listener; a new one is bound before the old
+// closes; a taken one is an error and the old one keeps serving).
+func (m *gatewayMetrics) Apply(cfg *rules.Config) error { return m.Endpoint.Apply(cfg.Metrics) }
+
+// adminGroup applies admin_group to the admin socket at Path on a reload
+// (the socket's path itself changes only with a restart).
+type adminGroup struct{ Path string }
+
+// Apply sets the socket's group and mode for cfg.AdminGroup.
+func (a adminGroup) Apply(cfg *rules.Config) error { return setAdminGroup(a.Path, cfg.AdminGroup) }

@@ -12,13 +12,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"pptpgw/internal/pkt/pkttest"
+	"pptpgw/internal/promexport"
 	"pptpgw/nat"
 	"pptpgw/nat/nfq"
+	"pptpgw/rules"
 )
 
 func testEngine() *nat.Engine {
@@ -262,5 +265,36 @@ func TestObsFlagsRejected(t *testing.T) {
 	}
 	if out, code = pptpgw(t, nil, "events", "--help"); code != 0 || !strings.Contains(out, "Usage: pptpgw events") {
 		t.Errorf("events --help: exit %d\n%s", code, out)
+	}
+}
+
+// The appliers a reload calls: /metrics moves to the new address, the admin
+// socket's group follows admin_group.
+func TestObsAppliers(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e := testEngine()
+	m := &gatewayMetrics{Exp: newExporter("pptpgw_", e)}
+	m.Endpoint = promexport.NewEndpoint(m.Exp, log)
+	defer m.Endpoint.Close()
+	cfg := rules.Default()
+	if err := m.Apply(cfg); err != nil || m.Endpoint.Addr() != nil {
+		t.Fatalf("metrics unset: %v, serving on %v", err, m.Endpoint.Addr())
+	}
+	cfg.Metrics = "127.0.0.1:0"
+	if err := m.Apply(cfg); err != nil || m.Endpoint.Addr() == nil {
+		t.Fatalf("metrics set: %v, serving on %v", err, m.Endpoint.Addr())
+	}
+	sock := filepath.Join(t.TempDir(), "a.sock")
+	l, err := listenAdminGroup(sock, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cfg.AdminGroup = strconv.Itoa(os.Getegid())
+	if err := (adminGroup{sock}).Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(sock); fi.Mode().Perm() != 0o660 {
+		t.Errorf("mode %v after admin_group, want 0660", fi.Mode().Perm())
 	}
 }
