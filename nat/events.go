@@ -82,23 +82,25 @@ type Event struct {
 // declaration of that JSON shape. A line with Event "lost" says how many
 // events this listener missed (Lost).
 type EventJSON struct {
-	Time          time.Time  `json:"time"`
-	Event         string     `json:"event"`
-	What          string     `json:"what,omitempty"`
-	Reason        string     `json:"reason,omitempty"`
-	InsideIP      netip.Addr `json:"inside_ip,omitzero"`
-	InsidePort    uint16     `json:"inside_port,omitempty"`
-	PublicIP      netip.Addr `json:"public_ip,omitzero"`
-	PeerIP        netip.Addr `json:"peer_ip,omitzero"`
-	PeerPort      uint16     `json:"peer_port,omitempty"`
-	InsideCallID  uint16     `json:"inside_call_id,omitempty"`
-	OutsideCallID uint16     `json:"outside_call_id,omitempty"`
-	PeerCallID    uint16     `json:"peer_call_id,omitempty"`
-	PktsOut       uint64     `json:"pkts_out,omitempty"`
-	PktsIn        uint64     `json:"pkts_in,omitempty"`
-	BytesOut      uint64     `json:"bytes_out,omitempty"`
-	BytesIn       uint64     `json:"bytes_in,omitempty"`
-	Lost          uint64     `json:"lost,omitempty"`
+	Time       time.Time  `json:"time"`
+	Event      string     `json:"event"`
+	What       string     `json:"what,omitempty"`
+	Reason     string     `json:"reason,omitempty"`
+	InsideIP   netip.Addr `json:"inside_ip,omitzero"`
+	InsidePort uint16     `json:"inside_port,omitempty"`
+	PublicIP   netip.Addr `json:"public_ip,omitzero"`
+	PeerIP     netip.Addr `json:"peer_ip,omitzero"`
+	PeerPort   uint16     `json:"peer_port,omitempty"`
+	// Call IDs are always written (0 is a valid call ID); for control
+	// events they are 0, and refusals carry only the inside one.
+	InsideCallID  uint16 `json:"inside_call_id"`
+	OutsideCallID uint16 `json:"outside_call_id"`
+	PeerCallID    uint16 `json:"peer_call_id"`
+	PktsOut       uint64 `json:"pkts_out,omitempty"`
+	PktsIn        uint64 `json:"pkts_in,omitempty"`
+	BytesOut      uint64 `json:"bytes_out,omitempty"`
+	BytesIn       uint64 `json:"bytes_in,omitempty"`
+	Lost          uint64 `json:"lost,omitempty"`
 }
 
 // EventLost is EventJSON.Event of a "lost N events" line.
