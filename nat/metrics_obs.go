@@ -11,7 +11,7 @@ import (
 // /metrics (by family), and the hot path only adds to atomic counters.
 var (
 	descPPTPPackets = &metrics.Desc{Name: "packets_total", Labels: []string{"path", "direction"},
-		Help: "PPTP packets by path and direction (out: inside to peer, in: peer to inside): gre counts GRE translated, control every TCP 1723 segment of PPTP the engine tracks or may track (passed, held or dropped)."}
+		Help: "PPTP packets by path and direction (out: inside to peer, in: peer to inside): gre counts GRE translated, control every TCP 1723 segment the engine saw from a known side (tracked or not; passed, held or dropped)."}
 	descBytes = &metrics.Desc{Name: "bytes_total", Labels: []string{"direction"},
 		Help: "Bytes (whole IPv4 packets) of GRE translated, by direction."}
 	descCallSetups = &metrics.Desc{Name: "call_setups_total",
