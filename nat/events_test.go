@@ -226,3 +226,41 @@ func TestEventsEarlyDrop(t *testing.T) {
 		t.Errorf("call_teardown_early_dropped = %d, want 1", v)
 	}
 }
+
+// Listeners come and go while control connections are tracked from two
+// goroutines (run with -race): no event is sent to a closed listener's
+// accounting after Close, and event_listeners ends at 0.
+func TestEventsConcurrentListeners(t *testing.T) {
+	e, _ := newEngine(t, func(c *EngineConfig) { c.MaxCalls = 50 })
+	done := make(chan struct{})
+	for g := range 2 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 2000 {
+				b := pkttest.TCP(t, lanA, server, uint16(1024+g*3000+i), 1723, nil, pkttest.TCPOpt{SYN: true})
+				e.Process(&nfq.Packet{Payload: b, InDev: lanIf, Hook: nfq.HookPrerouting})
+			}
+		}()
+	}
+	var got int
+	for i := 0; i < 2; {
+		select {
+		case <-done:
+			i++
+		default:
+			s := e.SubscribeEvents(8)
+			for range 4 {
+				select {
+				case <-s.C:
+					got++
+				case <-time.After(time.Millisecond):
+				}
+			}
+			s.Close()
+		}
+	}
+	if v, _ := metricsValue(e, "event_listeners"); v != 0 {
+		t.Errorf("event_listeners = %d after every Close", v)
+	}
+	t.Logf("%d events read by short-lived listeners", got)
+}
