@@ -197,28 +197,41 @@ func TestGatewayMetricsAndEvents(t *testing.T) {
 	}
 	call := during.Calls[0]
 	c := during.Counters
+	// The call's own values cannot move while the PNS holds: equal in
+	// both scrapes and in calls --json. Control-plane counters may see a
+	// late TCP ACK between the three reads: calls --json's value lies
+	// between the two scrapes'.
 	for _, w := range []struct {
 		series string
 		want   uint64
+		exact  bool
 	}{
-		{"pptpgw_calls_active", uint64(len(during.Calls))},
-		{"pptpgw_control_connections_active", testbedtest.Counter(t, c, "conns_active")},
-		{"pptpgw_call_setups_total", testbedtest.Counter(t, c, "calls_established")},
-		{`pptpgw_packets_total{direction="out",path="gre"}`, call.PktsOut},
-		{`pptpgw_packets_total{direction="in",path="gre"}`, call.PktsIn},
-		{`pptpgw_packets_total{direction="out",path="control"}`, testbedtest.Counter(t, c, "ctl_segments_out")},
-		{`pptpgw_bytes_total{direction="out"}`, call.BytesOut},
-		{`pptpgw_bytes_total{direction="in"}`, call.BytesIn},
-		{`pptpgw_drops_total{reason="gre_no_call"}`, testbedtest.Counter(t, c, "drop_gre_no_call")},
-		{"pptpgw_callid_pool_in_use", 1},
-		{"pptpgw_nfqueue_packets_total", testbedtest.Counter(t, c, "nfqueue_packets")},
-		{"pptpgw_event_listeners", 2},
+		{"pptpgw_calls_active", uint64(len(during.Calls)), true},
+		{"pptpgw_control_connections_active", testbedtest.Counter(t, c, "conns_active"), true},
+		{"pptpgw_call_setups_total", testbedtest.Counter(t, c, "calls_established"), true},
+		{`pptpgw_packets_total{direction="out",path="gre"}`, call.PktsOut, true},
+		{`pptpgw_packets_total{direction="in",path="gre"}`, call.PktsIn, true},
+		{`pptpgw_bytes_total{direction="out"}`, call.BytesOut, true},
+		{`pptpgw_bytes_total{direction="in"}`, call.BytesIn, true},
+		{"pptpgw_callid_pool_in_use", 1, true},
+		{"pptpgw_event_listeners", 2, true},
+		{`pptpgw_packets_total{direction="out",path="control"}`, testbedtest.Counter(t, c, "ctl_segments_out"), false},
+		{`pptpgw_drops_total{reason="gre_no_call"}`, testbedtest.Counter(t, c, "drop_gre_no_call"), false},
+		{"pptpgw_nfqueue_packets_total", testbedtest.Counter(t, c, "nfqueue_packets"), false},
 	} {
 		got1, ok1 := v1[w.series]
 		got2, ok2 := v2[w.series]
-		if !ok1 || !ok2 || got1 != float64(w.want) || got2 != got1 {
+		want := float64(w.want)
+		bad := !ok1 || !ok2 || got1 > want || want > got2
+		if w.exact {
+			bad = bad || got1 != want || got2 != want
+		}
+		if bad {
 			t.Errorf("%s = %v, %v (present %v, %v); calls --json says %d", w.series, got1, got2, ok1, ok2, w.want)
 		}
+	}
+	if v1["pptpgw_nfqueue_packets_total"] < 2*frames {
+		t.Errorf("pptpgw_nfqueue_packets_total = %v, want at least the %d GRE frames, each queued once", v1["pptpgw_nfqueue_packets_total"], 2*frames)
 	}
 	if call.PktsOut < frames || call.PktsIn < frames {
 		t.Errorf("call counters %d/%d, want at least %d frames each way", call.PktsOut, call.PktsIn, frames)
