@@ -93,15 +93,17 @@ func contains(l []string, s string) bool {
 	return false
 }
 
-// The example configurations `make install` puts in /etc/pptpgw load and
-// validate.
+// The example configurations `make install` puts in /etc/pptpgw load; the
+// gateway's is refused until wan and lan are set (a freshly installed unit
+// must not start translating on guessed interfaces), and valid with them.
 func TestExampleConfigs(t *testing.T) {
 	c, err := rules.Load("pptpgw.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Validate(); err != nil {
-		t.Errorf("pptpgw.yaml: %v", err)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "wan: required") ||
+		!strings.Contains(err.Error(), "lan: required") || strings.Count(err.Error(), "\n") != 1 {
+		t.Errorf("pptpgw.yaml as installed: %v; want exactly wan and lan required", err)
 	}
 	sc, err := pptp.LoadFileConfig("serve.yaml")
 	if err != nil {
@@ -114,6 +116,8 @@ func TestExampleConfigs(t *testing.T) {
 	for _, f := range []string{"pptpgw.yaml", "serve.yaml"} {
 		b, _ := os.ReadFile(f)
 		text := strings.ReplaceAll(string(b), "# metrics:", "metrics:")
+		text = strings.ReplaceAll(text, "# wan:", "wan:")
+		text = strings.ReplaceAll(text, "# lan:", "lan:")
 		text = strings.ReplaceAll(text, "# admin_group:", "admin_group:")
 		p := filepath.Join(t.TempDir(), f)
 		os.WriteFile(p, []byte(text), 0o600)
