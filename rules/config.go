@@ -32,6 +32,7 @@ import (
 	"pptpgw/conntrack"
 	"pptpgw/internal/logging"
 	"pptpgw/pptp/wire"
+	"pptpgw/qos"
 )
 
 // Defaults. Kept as constants so the documentation and the code cannot drift
@@ -105,6 +106,11 @@ type Config struct {
 	// LogLevel is one of debug, info, warn (or warning), error, in any case,
 	// optionally with a slog offset such as info+2 (logging.ParseLevel).
 	LogLevel string `yaml:"log_level"`
+
+	// Shaping (issue 9): config_qos.go validates these.
+	Classes  []qos.Class   `yaml:"classes"`
+	Shaping  []qos.Shaping `yaml:"shaping"`
+	Policing qos.Policing  `yaml:"policing"`
 
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
@@ -471,6 +477,7 @@ func (c *Config) Validate() error {
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}
+	c.validateQoS(bad) // shaping (issue 9): config_qos.go
 	return errors.Join(errs...)
 }
 
