@@ -181,6 +181,12 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	defer qcancel()
 	q.start(qctx)
 
+	shape, err := startShaping(cfg, log) // shaping (issue 9): qos.go
+	if err != nil {
+		return err
+	}
+	defer shape.stop(log)
+
 	adminL, err := listenAdmin(cfg.AdminSocket)
 	if err != nil {
 		return err
@@ -191,6 +197,8 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		switch cmd {
 		case "calls":
 			return callsReply(engine, q), nil
+		case "qos": // shaping (issue 9)
+			return shape.reply()
 		default:
 			return nil, fmt.Errorf("unknown admin command %q (try: calls)", cmd)
 		}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"text/tabwriter"
+
+	"pptpgw/qos"
+	"pptpgw/rules"
+)
+
+// Shaping (issue 9): the daemon's HTB trees and `pptpgw qos`.
+
+// shaping is the daemon's shaping state: the Shaper (which owns the
+// qdiscs) and the trees it applied, for `pptpgw qos`.
+type shaping struct {
+	shaper *qos.Shaper
+	trees  []qos.Tree
+}
+
+// startShaping builds cfg's HTB trees; stop removes exactly what was
+// created. With no `shaping:` it does nothing.
+func startShaping(cfg *rules.Config, log *slog.Logger) (*shaping, error) {
+	s := &shaping{shaper: qos.NewShaper(log)}
+	if len(cfg.Shaping) == 0 {
+		return s, nil
+	}
+	if err := s.apply(cfg); err != nil {
+		_ = s.shaper.Close()
+		return nil, err
+	}
+	log.Info("shaping", "interfaces", s.shaper.Interfaces(), "leaf_qdisc", s.shaper.LeafKind())
+	return s, nil
+}
+
+// apply brings the kernel to cfg (what a reload calls).
+func (s *shaping) apply(cfg *rules.Config) error {
+	trees, err := qos.Trees(cfg.Classes, cfg.Shaping)
+	if err != nil {
+		return err
+	}
+	if err := s.shaper.Apply(trees); err != nil {
+		return err
+	}
+	s.trees = trees
+	return nil
+}
+
+func (s *shaping) stop(log *slog.Logger) {
+	if err := s.shaper.Close(); err != nil {
+		log.Error("could not remove the shaping qdiscs", "err", err)
+	}
+}
+
+// QoSReply is the answer to the admin command "qos".
+type QoSReply struct {
+	LeafQdisc  string           `json:"leaf_qdisc"`
+	Interfaces []qos.IfaceStats `json:"interfaces"`
+}
+
+func (s *shaping) reply() (QoSReply, error) {
+	st, err := qos.ReadStats(s.trees)
+	return QoSReply{LeafQdisc: s.shaper.LeafKind(), Interfaces: st}, err
+}
+
+func cmdQoS(args []string) int {
+	fs := flag.NewFlagSet("qos", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	sock := fs.String("admin-socket", rules.DefaultAdminSocket, "admin socket of the running gateway")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: pptpgw qos [--json] [--admin-socket PATH]
+
+Shows the shaped interfaces of a running 'pptpgw run' (rules/CONFIG.md,
+Shaping): each interface's rate and default class, and each class with its
+HTB id, priority, rate and ceil and the kernel's live counters (bytes,
+packets, drops, overlimits, backlog).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	b, err := queryAdmin("pptpgw run", *sock, "qos")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw qos:", err)
+		return 1
+	}
+	if *asJSON {
+		os.Stdout.Write(b)
+		return 0
+	}
+	var r QoSReply
+	if err := json.Unmarshal(b, &r); err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw qos: bad answer from daemon:", err)
+		return 1
+	}
+	printQoS(os.Stdout, r)
+	return 0
+}
+
+func printQoS(w io.Writer, r QoSReply) {
+	if len(r.Interfaces) == 0 {
+		fmt.Fprintln(w, "(no shaped interfaces)")
+		return
+	}
+	for _, is := range r.Interfaces {
+		state := ""
+		if !is.Present {
+			state = "  (HTB root MISSING from the kernel)"
+		}
+		fmt.Fprintf(w, "%s: rate %s, default %s, leaf qdisc %s%s\n", is.Interface, is.Rate, is.Default, r.LeafQdisc, state)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  CLASS\tID\tPRIO\tRATE\tCEIL\tBYTES\tPKTS\tDROPS\tOVERLIMITS\tBACKLOG")
+		for _, c := range is.Classes {
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%db/%dp\n", c.Class, c.ID, c.Priority, c.Rate, c.Ceil,
+				c.Bytes, c.Packets, c.Drops, c.Overlimits, c.Backlog, c.Qlen)
+		}
+		tw.Flush()
+	}
+}
