@@ -132,6 +132,16 @@ func (c *Config) validateMatch(bad func(field, format string, a ...any), f strin
 	case pptp && kernel:
 		bad(f, "pptp and inside match calls (classed by the engine) and cannot be combined with src, dst, protocol, ports or dscp (classed by nftables): use two alternatives")
 	}
+	for _, l := range []struct {
+		k string
+		v qos.Prefixes
+	}{{"src", m.Src}, {"dst", m.Dst}} {
+		for _, p := range l.v {
+			if p.Bits() == 0 {
+				bad(f+"."+l.k, "%s matches every address: leave %s out", p, l.k)
+			}
+		}
+	}
 	if m.Inside != "" && !m.InsideAddr().Is4() {
 		bad(f+".inside", "%q is not an IPv4 address", m.Inside)
 	}

@@ -148,15 +148,21 @@ func QoSMatches(m qos.Match) [][]expr.Any {
 	return rules
 }
 
-// MatchPrefix is `ip saddr P` (off 12) or `ip daddr P` (off 16).
+// MatchPrefix is `ip saddr P` (off 12) or `ip daddr P` (off 16), as nft
+// encodes it: a prefix ending on a byte boundary loads only the bytes it
+// covers, any other loads the address and masks it.
 func MatchPrefix(off uint32, p netip.Prefix) []expr.Any {
 	a := p.Addr().As4()
-	ex := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4}}
-	if p.Bits() < 32 {
-		m := netip.PrefixFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), p.Bits()).Masked().Addr().As4()
-		ex = append(ex, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: m[:], Xor: make([]byte, 4)})
+	n := uint32(p.Bits()) / 8
+	if p.Bits()%8 != 0 {
+		n = 4
 	}
-	return append(ex, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]})
+	ex := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}}
+	if p.Bits()%8 != 0 {
+		m := netip.PrefixFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), p.Bits()).Masked().Addr().As4()
+		ex = append(ex, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: m[:n], Xor: make([]byte, n)})
+	}
+	return append(ex, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:n]})
 }
 
 // MatchDSCP is `ip dscp D`.
@@ -177,12 +183,13 @@ func MatchL4Proto(p uint8) []expr.Any {
 }
 
 // MatchPort is `th sport R` (off 0) or `th dport R` (off 2); a range is
-// `th dport lo-hi`.
+// `th dport lo-hi` (two compares, as nft sends it).
 func MatchPort(off uint32, r qos.PortRange) []expr.Any {
 	ex := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2}}
 	if r.Lo == r.Hi {
 		return append(ex, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Lo)})
 	}
-	return append(ex, &expr.Range{Op: expr.CmpOpEq, Register: 1,
-		FromData: binaryutil.BigEndian.PutUint16(r.Lo), ToData: binaryutil.BigEndian.PutUint16(r.Hi)})
+	return append(ex,
+		&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Lo)},
+		&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Hi)})
 }
