@@ -38,6 +38,7 @@ const (
 	rCallsEstablished               // a call was set up (OCRP/ICCN): GRE may flow
 	rCallsCleared                   // a call was cleared or its control connection stopped
 	rEstablishNoCall                // a set-up message for a call the table no longer has
+	rGREPoliced                     // shaping (issue 9): GRE over its call's policing rate: dropped
 	numReasons
 )
 
@@ -66,6 +67,7 @@ const (
 	ReasonNotPPTP       = "not_pptp"
 	ReasonUnknownIface  = "unknown_iface"
 	ReasonCallIDsOut    = "callid_exhausted"
+	ReasonGREPoliced    = "gre_policed" // shaping (issue 9)
 )
 
 // reasonDefs gives each reason its key and its metric family and labels:
@@ -97,6 +99,7 @@ var reasonDefs = [numReasons]metrics.Def{
 	rCallsEstablished: {Desc: descCallEvents, LabelValues: []string{"established"}, Key: "calls_established"},
 	rCallsCleared:     {Desc: descCallEvents, LabelValues: []string{"cleared"}, Key: "calls_cleared"},
 	rEstablishNoCall:  {Desc: descCallEvents, LabelValues: []string{"establish_no_call"}, Key: "establish_no_call"},
+	rGREPoliced:       packets(ReasonGREPoliced),
 }
 
 // packets is the Def of a reason counted in packets_total{reason}.

@@ -9,7 +9,9 @@ import (
 	"os"
 	"text/tabwriter"
 
+	"pptpgw/nat"
 	"pptpgw/qos"
+	"pptpgw/qos/police"
 	"pptpgw/rules"
 )
 
@@ -123,4 +125,18 @@ func printQoS(w io.Writer, r QoSReply) {
 		}
 		tw.Flush()
 	}
+}
+
+// engineQoS is the engine's part of cfg's shaping: the classes (the engine
+// uses the alternatives naming PPTP) and the per-call policer.
+func engineQoS(cfg *rules.Config) nat.QoSConfig {
+	q := nat.QoSConfig{Classes: cfg.Classes}
+	if p := cfg.Policing.PPTPCall; p != nil {
+		b := p.Burst
+		if b == 0 {
+			b = qos.DefaultBurst(p.Rate)
+		}
+		q.CallLimit = police.Limit{BytesPerSecond: p.Rate.BytesPerSecond(), Burst: uint32(b)}
+	}
+	return q
 }
