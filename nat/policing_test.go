@@ -80,7 +80,7 @@ func TestCallClass(t *testing.T) {
 		}
 	}
 	calls := e.Calls()
-	if len(calls) != 2 || calls[0].Class != "boss" || calls[1].Class != "tunnels" {
+	if len(calls) != 2 || calls[0].Class != "tunnels" || calls[1].Class != "boss" {
 		t.Errorf("calls = %+v", calls)
 	}
 
@@ -188,4 +188,3 @@ func TestNoAllocsGREQoS(t *testing.T) {
 		t.Error("nothing policed at 1 byte/s")
 	}
 }
-
