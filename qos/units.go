@@ -161,8 +161,14 @@ func (r *Rate) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// MarshalYAML implements yaml.Marshaler.
-func (r Rate) MarshalYAML() (any, error) { return r.String(), nil }
+// MarshalYAML implements yaml.Marshaler. The zero Rate (unset) is null,
+// which reads back as unset.
+func (r Rate) MarshalYAML() (any, error) {
+	if r == 0 {
+		return nil, nil
+	}
+	return r.String(), nil
+}
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (z *Size) UnmarshalYAML(n *yaml.Node) error {
@@ -177,5 +183,10 @@ func (z *Size) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// MarshalYAML implements yaml.Marshaler.
-func (z Size) MarshalYAML() (any, error) { return z.String(), nil }
+// MarshalYAML implements yaml.Marshaler. The zero Size (unset) is null.
+func (z Size) MarshalYAML() (any, error) {
+	if z == 0 {
+		return nil, nil
+	}
+	return z.String(), nil
+}

@@ -37,3 +37,23 @@ func (b *Bucket) Allow(l Limit, now int64, n int) bool {
 	b.tat = tat + cost
 	return true
 }
+
+// Wait returns how long (ns) after now a packet of n bytes would conform
+// to l (0: it conforms now). It changes nothing: a shaper waits that long
+// and then calls Take.
+func (b *Bucket) Wait(l Limit, now int64, n int) int64 {
+	if l.BytesPerSecond == 0 {
+		return 0
+	}
+	cost := int64(uint64(n) * 1e9 / l.BytesPerSecond)
+	tau := int64(uint64(l.Burst) * 1e9 / l.BytesPerSecond)
+	return max(max(b.tat, now)+cost-tau-now, 0)
+}
+
+// Take charges a packet of n bytes at now, whether it conforms or not.
+func (b *Bucket) Take(l Limit, now int64, n int) {
+	if l.BytesPerSecond == 0 {
+		return
+	}
+	b.tat = max(b.tat, now) + int64(uint64(n)*1e9/l.BytesPerSecond)
+}

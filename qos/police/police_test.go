@@ -89,3 +89,25 @@ func TestBucketNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocs", a)
 	}
 }
+
+// Wait says exactly when Allow would pass the packet.
+func TestWaitTake(t *testing.T) {
+	l := Limit{BytesPerSecond: 1000, Burst: 2000}
+	var b Bucket
+	if b.Wait(l, 0, 1000) != 0 {
+		t.Fatal("full bucket waits")
+	}
+	b.Take(l, 0, 1000)
+	b.Take(l, 0, 1000)
+	w := b.Wait(l, 0, 1000)
+	if w != 1e9 {
+		t.Fatalf("Wait = %d, want 1 s", w)
+	}
+	probe := b
+	if probe.Allow(l, w-1, 1000) {
+		t.Fatal("Allow passed before Wait said")
+	}
+	if !b.Allow(l, w, 1000) {
+		t.Fatal("Allow refused when Wait said")
+	}
+}
