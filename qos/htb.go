@@ -144,8 +144,14 @@ func Trees(classes []Class, shaping []Shaping) ([]Tree, error) {
 type Shaper struct {
 	mu   sync.Mutex
 	log  *slog.Logger
-	leaf string                       // probed leaf kind ("" until the first Apply)
-	own  map[string]map[uint32]string // interface -> its leaf class ids -> leaf kind
+	leaf string           // probed leaf kind ("" until the first Apply)
+	own  map[string]*tree // interfaces this Shaper put a root on
+}
+
+// tree is what the Shaper created on one interface.
+type tree struct {
+	defcls uint32            // the root's default class (minor)
+	leaves map[uint32]string // leaf class ids -> leaf qdisc kind
 }
 
 // NewShaper returns a Shaper that has created nothing yet.
@@ -153,7 +159,7 @@ func NewShaper(log *slog.Logger) *Shaper {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Shaper{log: log, own: map[string]map[uint32]string{}}
+	return &Shaper{log: log, own: map[string]*tree{}}
 }
 
 // LeafKind is the leaf qdisc kind in use ("" before the first Apply).
@@ -180,7 +186,9 @@ func (s *Shaper) Interfaces() []string {
 // (leaves no longer configured are deleted, new ones added), interfaces no
 // longer listed lose the root this Shaper created. An interface whose root
 // qdisc is someone else's HTB 1: is taken over only if this Shaper created
-// it; otherwise the root is replaced (tc qdisc replace).
+// it; otherwise the root is replaced (tc qdisc replace). A changed default
+// class rebuilds the interface's tree (HTB cannot change its root in
+// place).
 func (s *Shaper) Apply(trees []Tree) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -208,22 +216,29 @@ func (s *Shaper) applyTree(t Tree) error {
 		return fmt.Errorf("interface: %w", err)
 	}
 	ix := link.Attrs().Index
-	leaves, mine := s.own[t.Interface]
-	root := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: ix, Handle: RootHandle, Parent: netlink.HANDLE_ROOT})
-	root.Rate2Quantum = htbR2Q
-	root.Defcls = ClassID(t.Default) & 0xffff
-	if mine {
-		err = netlink.QdiscChange(root) // the default class may have changed
-	} else {
-		err = netlink.QdiscReplace(root)
-		if err == nil {
-			leaves = map[uint32]string{}
-			s.own[t.Interface] = leaves
+	defcls := ClassID(t.Default) & 0xffff
+	own, mine := s.own[t.Interface]
+	if mine && own.defcls != defcls {
+		// HTB has no change operation for its root (the kernel answers
+		// EINVAL), so a new default class means a new tree: the one
+		// change that interrupts the interface's traffic, briefly.
+		s.log.Warn("qos: the default class changed: rebuilding the HTB tree", "interface", t.Interface)
+		if err := s.removeRoot(t.Interface); err != nil {
+			return err
 		}
+		mine = false
 	}
-	if err != nil {
-		return fmt.Errorf("htb root: %w", err)
+	if !mine {
+		root := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: ix, Handle: RootHandle, Parent: netlink.HANDLE_ROOT})
+		root.Rate2Quantum = htbR2Q
+		root.Defcls = defcls
+		if err := netlink.QdiscReplace(root); err != nil {
+			return fmt.Errorf("htb root: %w", err)
+		}
+		own = &tree{defcls: defcls, leaves: map[uint32]string{}}
+		s.own[t.Interface] = own
 	}
+	leaves := own.leaves
 	linkClass := netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: ix, Handle: LinkClassID, Parent: RootHandle},
 		netlink.HtbClassAttrs{Rate: uint64(t.Rate), Ceil: uint64(t.Rate), Quantum: Quantum(t.Rate)})
 	if err := netlink.ClassReplace(linkClass); err != nil {
@@ -291,11 +306,13 @@ func LeafQdiscMsg(ix int, parent, handle uint32, kind string, ceil Rate) *nl.Net
 	req := nl.NewNetlinkRequest(unix.RTM_NEWQDISC, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
 	req.AddData(&nl.TcMsg{Family: nl.FAMILY_ALL, Ifindex: int32(ix), Handle: handle, Parent: parent})
 	req.AddData(nl.NewRtAttr(nl.TCA_KIND, nl.ZeroTerminated(kind)))
+	// As tc(8) sends them (golden-tc.hex): pfifo its limit, fq_codel an
+	// empty options attribute, sfq none; both take the kernel's defaults.
 	switch kind {
 	case LeafPfifo:
 		req.AddData(nl.NewRtAttr(nl.TCA_OPTIONS, nl.Uint32Attr(PfifoLimit(ceil))))
-	default:
-		// fq_codel and sfq: the kernel's defaults (no options attribute).
+	case LeafFQCodel:
+		req.AddData(nl.NewRtAttr(nl.TCA_OPTIONS, nil))
 	}
 	return req
 }
