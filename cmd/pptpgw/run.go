@@ -200,7 +200,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		case "qos": // shaping (issue 9)
 			return shape.reply()
 		default:
-			return nil, fmt.Errorf("unknown admin command %q (try: calls)", cmd)
+			return nil, fmt.Errorf("unknown admin command %q (try: calls, qos)", cmd)
 		}
 	}, log)
 
