@@ -2,6 +2,7 @@ package rules
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -14,7 +15,9 @@ import (
 // Shaping (issue 9): the classification of kernel-path traffic.
 //
 //	chain qos_postrouting { type filter hook postrouting priority mangle (-150)
-//	    meta mark & 0xff != 0 return            // classed already (by the engine's verdict)
+//	    meta mark & 0xff == k+1 meta priority set 1:(16*(k+1)) return
+//	                                            // for each class k the engine gives
+//	    meta mark & 0xff != 0 return            // classed already
 //	    <match of class i, alternative j>
 //	        meta mark set meta mark & 0xffffff00 | i+1
 //	        meta priority set 1:(16*(i+1)) return
@@ -23,12 +26,14 @@ import (
 // The chain runs in postrouting, so every packet leaving any interface,
 // forwarded or the gateway's own, is classed once, after routing and before
 // the queue rules (-50) and SNAT (100): matches see inside addresses. PPTP
-// that the engine handles gets its class from the engine's verdict instead:
-// GRE and control from the WAN are queued in prerouting and carry the class
-// bits when they get here (the first rule lets them pass unchanged); those
-// to the WAN are classed here first and the engine's verdict, which comes
-// later (-50), overrides the class of a call that matched a class of its
-// own. Alternatives naming `pptp` or `inside` are the engine's only.
+// that the engine handles gets its class from the engine's verdict instead.
+// GRE and control from the WAN are queued in prerouting, where the verdict
+// sets their mark and priority; forwarding then resets skb->priority
+// (ip_forward sets it from the TOS), so the first rules give a packet
+// carrying an engine class's bits its priority back. Those to the WAN are
+// classed here first and the engine's verdict, which comes later (-50),
+// overrides the class of a call that matched a class of its own.
+// Alternatives naming `pptp` or `inside` are the engine's only.
 
 // ChainQoS is the classification chain (only when classes are configured).
 const (
@@ -38,7 +43,13 @@ const (
 
 // addQoSRules queues the classification chain of p.Classes into t.
 func addQoSRules(c *nftables.Conn, t *nftables.Table, p Plan) {
-	if !hasKernelMatch(p.Classes) {
+	var engine []int // classes the engine may give
+	for i, cl := range p.Classes {
+		if slices.ContainsFunc(cl.Match, func(m qos.Match) bool { return !m.Kernel() }) {
+			engine = append(engine, i)
+		}
+	}
+	if !hasKernelMatch(p.Classes) && len(engine) == 0 {
 		return
 	}
 	ch := c.AddChain(&nftables.Chain{
@@ -51,6 +62,9 @@ func addQoSRules(c *nftables.Conn, t *nftables.Table, p Plan) {
 			all = append(all, e...)
 		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: all})
+	}
+	for _, i := range engine {
+		add(MatchClass(i), SetPriority(i), Verdict(expr.VerdictReturn))
 	}
 	add(MatchClassed(), Verdict(expr.VerdictReturn))
 	for i, cl := range p.Classes {
@@ -86,6 +100,24 @@ func MatchClassed() []expr.Any {
 	}
 }
 
+// MatchClass is `meta mark & 0xff == i+1`: the packet has class i.
+func MatchClass(i int) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(fwmark.ClassMask), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(fwmark.Class(i))},
+	}
+}
+
+// SetPriority is `meta priority set 1:(16*(i+1))` (qos.ClassID).
+func SetPriority(i int) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(qos.ClassID(i))},
+		&expr.Meta{Key: expr.MetaKeyPRIORITY, SourceRegister: true, Register: 1},
+	}
+}
+
 // SetClass is `meta mark set meta mark & ~ClassMask | i+1 meta priority
 // set 1:(16*(i+1))`: the class bits of the mark (fwmark.Class) and the HTB
 // class id (qos.ClassID).
@@ -96,8 +128,7 @@ func SetClass(i int) []expr.Any {
 			Mask: binaryutil.NativeEndian.PutUint32(^fwmark.ClassMask),
 			Xor:  binaryutil.NativeEndian.PutUint32(fwmark.Class(i))},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
-		&expr.Immediate{Register: 1, Data: binaryutil.NativeEndian.PutUint32(qos.ClassID(i))},
-		&expr.Meta{Key: expr.MetaKeyPRIORITY, SourceRegister: true, Register: 1},
+		SetPriority(i)[0], SetPriority(i)[1],
 	}
 }
 

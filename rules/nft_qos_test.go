@@ -81,14 +81,24 @@ func withoutBitwiseOp(t *testing.T, body []byte) []byte {
 	})
 }
 
-// No classes (or only the engine's): no chain at all.
-func TestQoSChainOnlyWithKernelMatches(t *testing.T) {
+// No classes: no chain at all. Only the engine's: the chain gives their
+// priority back after forwarding, and classes nothing else.
+func TestQoSChainWithoutKernelMatches(t *testing.T) {
 	p := goldenPlans(QueueXT)[0]
-	p.Classes = goldenQoSClasses(t)[1:2] // pptp only
 	for _, r := range installFake(t, p) {
 		if r.chain == ChainQoS {
-			t.Fatalf("rule in %s for engine-only classes", ChainQoS)
+			t.Fatalf("rule in %s without classes", ChainQoS)
 		}
+	}
+	p.Classes = goldenQoSClasses(t)[1:2] // pptp only
+	var n int
+	for _, r := range installFake(t, p) {
+		if r.chain == ChainQoS {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d rules in %s for one engine class, want 2", n, ChainQoS)
 	}
 }
 

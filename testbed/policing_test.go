@@ -2,6 +2,7 @@ package testbed_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -16,7 +17,9 @@ import (
 // `policing.pptp_call` at 2mbit, each flooded with GRE at twice that for
 // 4 s: each call's GRE gets through at its rate (within 10 %), and what it
 // sent beyond is counted as that call's drops (policed_out), not the other
-// call's.
+// call's. The calls are classed `tunnels` (pptp: true) and both directions
+// are shaped, so the GRE that passed is counted in that class's HTB leaf on
+// the WAN (the engine's NFQUEUE verdict set its priority) and on the LAN.
 func TestPolicingPerCall(t *testing.T) {
 	bin := testbedtest.PPTPGW(t)
 	topo := testbedtest.New(t, Config{Clients: 2})
@@ -28,7 +31,21 @@ func TestPolicingPerCall(t *testing.T) {
 		payload = 1000
 		dur     = 4 * time.Second
 	)
-	gw := startGatewayConfig(t, ctx, topo, bin, fmt.Sprintf("policing:\n  pptp_call: {rate: 2mbit, burst: %d}\n", burst))
+	gw := startGatewayConfig(t, ctx, topo, bin, fmt.Sprintf(`policing:
+  pptp_call: {rate: 2mbit, burst: %d}
+classes:
+  - {name: tunnels, match: [{pptp: true}]}
+  - {name: other}
+shaping:
+  - interface: %s
+    rate: 100mbit
+    default: other
+    classes: [{class: tunnels, rate: 50mbit}, {class: other, rate: 50mbit}]
+  - interface: %s
+    rate: 100mbit
+    default: other
+    classes: [{class: tunnels, rate: 50mbit}, {class: other, rate: 50mbit}]
+`, burst, topo.WANIf, topo.LANIf))
 	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
 		t.Fatal(err)
 	}
@@ -107,4 +124,34 @@ func TestPolicingPerCall(t *testing.T) {
 	if c := after.Counters["gre_policed"]; c < total {
 		t.Errorf("gre_policed %d < the calls' policed %d", c, total)
 	}
+	for _, c := range after.Calls {
+		if c.Class != "tunnels" {
+			t.Errorf("call of %s: class %q, want tunnels", c.InsideIP, c.Class)
+		}
+	}
+	// The GRE that passed, classed by the engine, in the tunnels leaf of
+	// both shaped interfaces: out on the WAN, its echo in on the LAN.
+	out, err := topo.GW.Output(ctx, bin, "qos", "--json", "--admin-socket", gw.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q struct {
+		Interfaces []struct {
+			Interface string `json:"interface"`
+			Classes   []struct {
+				Class   string `json:"class"`
+				Packets uint64 `json:"packets"`
+			} `json:"classes"`
+		} `json:"interfaces"`
+	}
+	if err := json.Unmarshal(out, &q); err != nil {
+		t.Fatal(err)
+	}
+	passed := uint64(floods[0].Echoed + floods[1].Echoed)
+	for _, is := range q.Interfaces {
+		if len(is.Classes) != 2 || is.Classes[0].Class != "tunnels" || is.Classes[0].Packets < passed {
+			t.Errorf("qos %s: %+v; want at least the %d GRE frames that passed in tunnels", is.Interface, is.Classes, passed)
+		}
+	}
+	t.Logf("pptpgw qos --json: %s", out)
 }
