@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"text/tabwriter"
 
 	"pptpgw/nat"
@@ -17,30 +18,20 @@ import (
 
 // Shaping (issue 9): the daemon's HTB trees and `pptpgw qos`.
 
-// shaping is the daemon's shaping state: the Shaper (which owns the
-// qdiscs) and the trees it applied, for `pptpgw qos`.
+// shaping is the daemon's shaping state, the owner of its qdiscs for the
+// reload contract: Apply brings the kernel to a config (idempotent, in
+// place), Close removes exactly what it created.
 type shaping struct {
 	shaper *qos.Shaper
-	trees  []qos.Tree
+	mu     sync.Mutex
+	trees  []qos.Tree // as last applied, for `pptpgw qos`
 }
 
-// startShaping builds cfg's HTB trees; stop removes exactly what was
-// created. With no `shaping:` it does nothing.
-func startShaping(cfg *rules.Config, log *slog.Logger) (*shaping, error) {
-	s := &shaping{shaper: qos.NewShaper(log)}
-	if len(cfg.Shaping) == 0 {
-		return s, nil
-	}
-	if err := s.apply(cfg); err != nil {
-		_ = s.shaper.Close()
-		return nil, err
-	}
-	log.Info("shaping", "interfaces", s.shaper.Interfaces(), "leaf_qdisc", s.shaper.LeafKind())
-	return s, nil
-}
+func newShaping(log *slog.Logger) *shaping { return &shaping{shaper: qos.NewShaper(log)} }
 
-// apply brings the kernel to cfg (what a reload calls).
-func (s *shaping) apply(cfg *rules.Config) error {
+// Apply brings the shaped interfaces to cfg's `shaping:` (none: the trees
+// this daemon created are removed).
+func (s *shaping) Apply(cfg *rules.Config) error {
 	trees, err := qos.Trees(cfg.Classes, cfg.Shaping)
 	if err != nil {
 		return err
@@ -48,12 +39,31 @@ func (s *shaping) apply(cfg *rules.Config) error {
 	if err := s.shaper.Apply(trees); err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.trees = trees
+	s.mu.Unlock()
 	return nil
 }
 
+// Close removes the qdiscs this daemon created.
+func (s *shaping) Close() error { return s.shaper.Close() }
+
+// startShaping applies cfg's shaping once at start (until reload calls
+// Apply) and logs what it built.
+func startShaping(cfg *rules.Config, log *slog.Logger) (*shaping, error) {
+	s := newShaping(log)
+	if err := s.Apply(cfg); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if len(cfg.Shaping) > 0 {
+		log.Info("shaping", "interfaces", s.shaper.Interfaces(), "leaf_qdisc", s.shaper.LeafKind())
+	}
+	return s, nil
+}
+
 func (s *shaping) stop(log *slog.Logger) {
-	if err := s.shaper.Close(); err != nil {
+	if err := s.Close(); err != nil {
 		log.Error("could not remove the shaping qdiscs", "err", err)
 	}
 }
@@ -65,7 +75,10 @@ type QoSReply struct {
 }
 
 func (s *shaping) reply() (QoSReply, error) {
-	st, err := qos.ReadStats(s.trees)
+	s.mu.Lock()
+	trees := s.trees
+	s.mu.Unlock()
+	st, err := qos.ReadStats(trees)
 	return QoSReply{LeafQdisc: s.shaper.LeafKind(), Interfaces: st}, err
 }
 
