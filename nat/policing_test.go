@@ -1,11 +1,13 @@
 package nat
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"pptpgw/conntrack"
 	"pptpgw/internal/fwmark"
 	"pptpgw/internal/pkt"
 	"pptpgw/internal/pkt/pkttest"
@@ -186,5 +188,25 @@ func TestNoAllocsGREQoS(t *testing.T) {
 	}
 	if e.counters.Load(int(rGREPoliced)) == 0 {
 		t.Error("nothing policed at 1 byte/s")
+	}
+}
+
+// BenchmarkGREOutQoS is BenchmarkGREOut with the call classed and policed
+// (at a rate it never reaches): the cost of shaping on the GRE path.
+func BenchmarkGREOutQoS(b *testing.B) {
+	e := NewEngine(EngineConfig{PublicIP: netip.AddrFrom4(pubIP), WANIf: wanIf, LANIfs: []uint32{lanIf},
+		QoS: QoSConfig{Classes: qosClasses(b, testClasses), CallLimit: police.Limit{BytesPerSecond: 1 << 60, Burst: 1 << 30}}},
+		conntrack.SystemClock{})
+	addCall(b, e, lanA, 40000, 7, 555)
+	tmpl := pkttest.GRE(b, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(1), Payload: make([]byte, 1400)})
+	buf := make([]byte, len(tmpl))
+	b.SetBytes(int64(len(tmpl)))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf[:40], tmpl)
+		p := nfq.Packet{Payload: buf, InDev: lanIf}
+		if v, _ := e.Process(&p); v != pkt.Accept || !p.Set.SetPriority {
+			b.Fatal("not accepted and classed")
+		}
 	}
 }
