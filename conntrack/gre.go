@@ -3,21 +3,22 @@ package conntrack
 // The GRE fast path: called for every GRE packet, one lock, no allocation,
 // expiry checked during the lookup.
 
-// Outbound accounts an outbound GRE packet of n bytes and returns the public
+// OutboundQoS accounts an outbound GRE packet of n bytes and returns the public
 // address to use as its source.
-func (t *Table) Outbound(k OutKey, n int) (publicIP [4]byte, ok bool) {
+// With it come the call's class and policing verdict (qos.go).
+func (t *Table) OutboundQoS(k OutKey, n int) (publicIP [4]byte, q GREQoS, ok bool) {
 	now := t.clk.Now()
 	t.mu.Lock()
 	c := t.out[k]
 	if c == nil {
 		t.mu.Unlock()
-		return publicIP, false
+		return publicIP, q, false
 	}
 	if t.callExpired(c, now) {
 		t.stats.CallsExpired++
 		t.removeCall(c, ReasonExpired)
 		t.mu.Unlock()
-		return publicIP, false
+		return publicIP, q, false
 	}
 	t.calls.Get(c.inKey())
 	c.lastSeen = now
@@ -29,25 +30,27 @@ func (t *Table) Outbound(k OutKey, n int) (publicIP [4]byte, ok bool) {
 		c.state = CallReplied
 	}
 	publicIP = c.PublicIP
+	q = c.admit(now, n, dirOut)
 	t.mu.Unlock()
-	return publicIP, true
+	return publicIP, q, true
 }
 
-// Inbound accounts an inbound GRE packet of n bytes and returns the inside
+// InboundQoS accounts an inbound GRE packet of n bytes and returns the inside
 // address and call ID to deliver it to. Calls not yet set up do not match.
-func (t *Table) Inbound(k InKey, n int) (insideIP [4]byte, insideID uint16, ok bool) {
+// With it come the call's class and policing verdict (qos.go).
+func (t *Table) InboundQoS(k InKey, n int) (insideIP [4]byte, insideID uint16, q GREQoS, ok bool) {
 	now := t.clk.Now()
 	t.mu.Lock()
 	c, found := t.calls.Get(k)
 	if !found || c.state == CallRequested {
 		t.mu.Unlock()
-		return insideIP, 0, false
+		return insideIP, 0, q, false
 	}
 	if t.callExpired(c, now) {
 		t.stats.CallsExpired++
 		t.removeCall(c, ReasonExpired)
 		t.mu.Unlock()
-		return insideIP, 0, false
+		return insideIP, 0, q, false
 	}
 	c.lastSeen = now
 	c.conn.lastSeen = now
@@ -58,6 +61,7 @@ func (t *Table) Inbound(k InKey, n int) (insideIP [4]byte, insideID uint16, ok b
 		c.state = CallReplied
 	}
 	insideIP, insideID = c.InsideIP, c.InsideCallID
+	q = c.admit(now, n, dirIn)
 	t.mu.Unlock()
-	return insideIP, insideID, true
+	return insideIP, insideID, q, true
 }

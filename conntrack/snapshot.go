@@ -48,6 +48,11 @@ type CallSnapshot struct {
 	Created                                 time.Time
 	Idle                                    time.Duration
 	PktsOut, PktsIn, BytesOut, BytesIn      uint64
+
+	// Shaping (issue 9): the call's class (-1: none) and its GRE packets
+	// dropped by its policer, out and in.
+	Class                 int
+	PolicedOut, PolicedIn uint64
 }
 
 // Snapshot copies every call, most recently used first.
@@ -64,6 +69,7 @@ func (t *Table) Snapshot() []CallSnapshot {
 			InsideCallID: c.InsideCallID, OutsideCallID: c.OutsideCallID, PeerCallID: c.PeerCallID,
 			State: c.state, Created: c.Created, Idle: now.Sub(c.lastSeen),
 			PktsOut: c.pktsOut, PktsIn: c.pktsIn, BytesOut: c.bytesOut, BytesIn: c.bytesIn,
+			Class: int(c.qos.class) - 1, PolicedOut: c.qos.policed[dirOut], PolicedIn: c.qos.policed[dirIn],
 		}
 		if c.conn != nil {
 			s.InsidePort, s.PeerPort, s.Forward = c.conn.Key.InsidePort, c.conn.Key.PeerPort, c.conn.Forward

@@ -190,6 +190,9 @@ type Call struct {
 	setup                              setupHooks[Call] // in Table.setupCalls until its reply
 	seenOut, seenIn                    bool
 	pktsOut, pktsIn, bytesOut, bytesIn uint64
+
+	// Shaping (issue 9): class and policers (qos.go).
+	qos callQoS
 }
 
 func (c *Call) hooks() *setupHooks[Call] { return &c.setup }

@@ -35,6 +35,12 @@ type CallInfo struct {
 	PktsIn   uint64 `json:"pkts_in"`
 	BytesOut uint64 `json:"bytes_out"`
 	BytesIn  uint64 `json:"bytes_in"`
+
+	// Shaping (issue 9): the call's class (omitted: none) and its GRE
+	// packets dropped by `policing.pptp_call`, out and in.
+	Class      string `json:"class,omitempty"`
+	PolicedOut uint64 `json:"policed_out"`
+	PolicedIn  uint64 `json:"policed_in"`
 }
 
 // CallsReply is the whole answer to the admin command "calls" (`pptpgw
@@ -57,6 +63,7 @@ func (e *Engine) Calls() []CallInfo {
 			InsideCallID: s.InsideCallID, OutsideCallID: s.OutsideCallID, PeerCallID: s.PeerCallID,
 			State: s.State.String(), IdleSeconds: s.Idle.Seconds(),
 			PktsOut: s.PktsOut, PktsIn: s.PktsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
+			Class: e.qos.className(s.Class), PolicedOut: s.PolicedOut, PolicedIn: s.PolicedIn,
 		}
 		if s.Forward {
 			c.PublicPort = e.forwards[s.InsideIP]

@@ -310,6 +310,7 @@ func (m *mapper) AllocOutside(insideID uint16) (uint16, error) {
 		m.e.eventRefused("call", tc.Key, tc.PublicIP, insideID, err)
 		return 0, err
 	}
+	m.e.setupCall(tc, insideID) // shaping (issue 9): policing.go
 	m.e.counters.Inc(int(rCallsMapped))
 	return id, nil
 }

@@ -52,6 +52,7 @@ const (
 	rTeardownEvicted     // call removed: LRU bound
 	rTeardownEarlyDrop   // call removed: not set up, and the table was full
 	rTeardownOther       // call removed: replaced by a newer call, or purged
+	rGREPoliced                     // shaping (issue 9): GRE over its call's policing rate: dropped
 	numReasons
 )
 
@@ -80,6 +81,7 @@ const (
 	ReasonNotPPTP       = "not_pptp"
 	ReasonUnknownIface  = "unknown_iface"
 	ReasonCallIDsOut    = "callid_exhausted"
+	ReasonGREPoliced    = "gre_policed" // shaping (issue 9)
 )
 
 // reasonDefs gives each reason its key and its metric family and labels:
@@ -123,6 +125,7 @@ var reasonDefs = [numReasons]metrics.Def{
 	rTeardownEvicted:     teardown(conntrack.ReasonEvicted),
 	rTeardownEarlyDrop:   teardown(conntrack.ReasonEarlyDrop),
 	rTeardownOther:       teardown("other"),
+	rGREPoliced:       packets(ReasonGREPoliced),
 }
 
 // packets is the Def of a reason counted in packets_total{reason}.

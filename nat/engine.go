@@ -43,6 +43,9 @@ type EngineConfig struct {
 	MaxCalls int // bound of the call table (and of the control connection table); 0: conntrack.DefaultMaxCalls
 	Forwards []Forward
 	Logger   *slog.Logger // nil: slog.Default()
+
+	// Shaping (issue 9): classes of PPTP traffic, per-call policing.
+	QoS QoSConfig
 }
 
 // Settings are the values an Engine runs with, defaults applied: what the
@@ -86,6 +89,8 @@ type Engine struct {
 	// observability (issue 8): drops_total by reason, call events.
 	drops  *metrics.Counters // same index space as counters (metrics_obs.go)
 	events eventHub          // events.go
+	// Shaping (issue 9): policing.go.
+	qos engineQoS
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -116,6 +121,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		maxHeld:  MaxHeldBytes,
 		drops:    newDropCounters(),
 	}
+	e.qos = newEngineQoS(cfg.QoS) // shaping (issue 9)
 	e.wan.Store(cfg.WANIf)
 	if cfg.PublicIP.Is4() {
 		e.pub = cfg.PublicIP.As4()
@@ -217,7 +223,9 @@ func (e *Engine) Process(p *nfq.Packet) (pkt.Verdict, string) {
 		}
 		return e.processGRE(p, &pp, out)
 	case pkt.IPv4ProtocolTCP:
-		return e.processTCP(p, &pp, out, known)
+		v, r := e.processTCP(p, &pp, out, known)
+		e.classControl(p, v, insideOf(&pp, out)) // shaping (issue 9): policing.go
+		return v, r
 	}
 	return e.count(pkt.Accept, rNotPPTP)
 }

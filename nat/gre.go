@@ -32,20 +32,26 @@ func (e *Engine) processGRE(p *nfq.Packet, pp *pkt.Parsed, out bool) (pkt.Verdic
 	ip := pp.IPv4(p.Payload)
 	key := binary.BigEndian.Uint16(g[wire.GREKeyCallIDOffset:])
 	if out {
-		pub, ok := e.table.Outbound(conntrack.OutKey{
+		pub, q, ok := e.table.OutboundQoS(conntrack.OutKey{
 			InsideIP: pp.Src, PeerIP: pp.Dst, PeerCallID: key}, pp.TotalLen)
 		if !ok {
 			return e.count(pkt.Drop, rGRENoCall)
+		}
+		if !e.greQoS(p, q) { // shaping (issue 9): policing.go
+			return e.count(pkt.Drop, rGREPoliced)
 		}
 		ip.SetSourceAddressWithChecksumUpdate(pub)
 		p.Modified = true
 		e.counters.Add(int(rGREBytesOut), uint64(pp.TotalLen))
 		return e.count(pkt.Accept, rGREOut)
 	}
-	inside, insideID, ok := e.table.Inbound(conntrack.InKey{
+	inside, insideID, q, ok := e.table.InboundQoS(conntrack.InKey{
 		PublicIP: pp.Dst, PeerIP: pp.Src, OutsideCallID: key}, pp.TotalLen)
 	if !ok {
 		return e.count(pkt.Drop, rGRENoCall)
+	}
+	if !e.greQoS(p, q) { // shaping (issue 9): policing.go
+		return e.count(pkt.Drop, rGREPoliced)
 	}
 	ip.SetDestinationAddressWithChecksumUpdate(inside)
 	binary.BigEndian.PutUint16(g[wire.GREKeyCallIDOffset:], insideID)

@@ -45,6 +45,8 @@ var dropKinds = func() []int {
 	for _, r := range dropReasons {
 		out = append(out, int(r))
 	}
+	// Drops by policy rather than by fault: not in the warning summary.
+	out = append(out, int(rGREPoliced))
 	for r := helper.ReasonNone + 1; r < helper.NumReasons; r++ {
 		out = append(out, helperReason(r))
 	}

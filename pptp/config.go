@@ -19,6 +19,7 @@ import (
 	"pptpgw/pptp/mppe"
 	"pptpgw/pptp/ppp"
 	"pptpgw/pptp/wire"
+	"pptpgw/qos"
 )
 
 // DefaultTUN is the name of the server's shared TUN device.
@@ -55,6 +56,8 @@ type FileConfig struct {
 		// Calls that have not finished PPP authentication yet.
 		UnauthCallsPerConn   int `yaml:"unauthenticated_calls_per_conn"`
 		UnauthCallsPerSource int `yaml:"unauthenticated_calls_per_source"`
+		// Shaping (issue 9): the rate of each session, each direction.
+		SessionRate qos.Rate `yaml:"session_rate"`
 	} `yaml:"limits"`
 	Timeouts struct {
 		FirstMessage time.Duration `yaml:"first_message"`
@@ -70,6 +73,9 @@ type FileConfig struct {
 		ReorderMax     int           `yaml:"reorder_max"`
 		AckDelay       time.Duration `yaml:"ack_delay"`
 	} `yaml:"gre"`
+
+	// Shaping (issue 9): per-user overrides of limits.session_rate.
+	Users map[string]UserConfig `yaml:"users"`
 }
 
 // The spellings of auth and mppe_bits in the file.
@@ -209,6 +215,9 @@ func (fc *FileConfig) Config() (Config, error) {
 		if d.v < 0 {
 			return cfg, fmt.Errorf("%s %s: want 0 or more", d.name, d.v)
 		}
+	}
+	if cfg.RateLimits, err = fc.rateLimits(); err != nil { // shaping (issue 9): ratelimit.go
+		return cfg, err
 	}
 	cfg.ServerName = fc.ServerName
 	cfg.MaxConns, cfg.MaxConnsPerSource = fc.Limits.MaxConns, fc.Limits.MaxConnsPerSource

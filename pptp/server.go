@@ -136,6 +136,9 @@ type Config struct {
 
 	Now    func() time.Time // default time.Now; injected into GRE and PPP too
 	Logger *slog.Logger
+
+	// Shaping (issue 9): session rate limits (ratelimit.go).
+	RateLimits RateLimits
 }
 
 func (c *Config) defaults() error {
@@ -584,6 +587,9 @@ func (s *Server) readNet() {
 			continue
 		}
 		ss := v.(*session)
+		if ss.rate.shape(toClient, b) { // shaping (issue 9): paced by ratelimit.go
+			continue
+		}
 		ClampMSS(b, mss)
 		ss.sendNet(b) // queued while the peer's window is full: encrypted when it leaves
 	}
@@ -631,6 +637,13 @@ type SessionInfo struct {
 	GREDrops      map[string]uint64 `json:"gre_drops,omitempty"`
 	Started       time.Time         `json:"started"`
 	UptimeSeconds float64           `json:"uptime_seconds"`
+
+	// Shaping (issue 9): the session's rate limit (omitted: none) and the
+	// IP packets from and to the client dropped because its pacing queue
+	// was full.
+	Rate         string `json:"rate,omitempty"`
+	RateDropsIn  uint64 `json:"rate_drops_in"`
+	RateDropsOut uint64 `json:"rate_drops_out"`
 }
 
 // Sessions lists live sessions, oldest first.

@@ -44,6 +44,9 @@ type session struct {
 	endCh   chan struct{}
 	gate    inputGate
 	txq     txQueue
+
+	// Shaping (issue 9): ratelimit.go.
+	rate sessionShaper
 }
 
 func newSession(s *Server, cc *ctrlConn, call *gre.Call, peerID uint16) *session {
@@ -214,9 +217,10 @@ func (ss *session) up() bool {
 	ss.mu.Lock()
 	ss.routed = true
 	ss.mu.Unlock()
+	info := ss.ppp.Info()
+	ss.setRate(info.Username) // shaping (issue 9): before the first packet can reach it
 	s.byAddr.Store(addr, ss)
 	s.count(cSessionsUp)
-	info := ss.ppp.Info()
 	s.log.Info("session up", "peer", ss.cc.peer.String(), "call_id", ss.call.LocalID(), "peer_call_id", ss.peerID,
 		"user", info.Username, "address", addr, "auth", info.Auth.String(), "encryption", encryptionString(info))
 	return true
@@ -242,6 +246,9 @@ func (ss *session) onPeerIP(b []byte) {
 	if netip.AddrFrom4(pkt.IPv4(b).SourceAddress()) != addr {
 		ss.spoofed.Add(1)
 		ss.countOnce(cPeerSpoofedSource, nil)
+		return
+	}
+	if ss.rate.shape(fromClient, b) { // shaping (issue 9): paced by ratelimit.go
 		return
 	}
 	ClampMSS(b, s.cfg.MSS())
@@ -328,6 +335,7 @@ func (ss *session) info(now time.Time) SessionInfo {
 	if addr.IsValid() {
 		si.Address = addr.String()
 	}
+	ss.rateInfo(&si) // shaping (issue 9)
 	return si
 }
 

@@ -1,11 +1,12 @@
-// Package qos will own shaping of the gateway's traffic: the classes of the
-// configuration (first match wins, over addresses, protocols, ports, DSCP and
-// PPTP calls), the HTB trees programmed on shaped interfaces (both
-// directions, IFB for ingress), and per-call policing of GRE. The engine
-// (nat) will ask it for a packet's class; rules will install the nftables
-// classification of the traffic that stays on the kernel's path.
+// Package qos owns shaping of the gateway's traffic (issue 9): the
+// configuration's types (classes, first match wins, over addresses,
+// protocols, ports, DSCP and PPTP calls; shaping; policing), rates and
+// sizes in tc's units, and the HTB trees on shaped interfaces (Shaper,
+// over netlink, with Apply/Close for reload; ReadStats for `pptpgw qos`).
+// The class ids it hands out (ClassID) are what nftables (rules/nft_qos.go)
+// and the engine (nat/policing.go) put in skb->priority; the token bucket of
+// per-call policing and of the server's session limits is qos/police.
 //
 // It must not know about NFQUEUE, the call table's internals or PPTP's wire
-// formats: it gets a parsed packet or a call's identity and answers with a
-// class. No code lives here until the shaping issue lands.
+// formats: the engine and the server ask it for classes and buckets.
 package qos

@@ -32,6 +32,7 @@ import (
 	"pptpgw/conntrack"
 	"pptpgw/internal/logging"
 	"pptpgw/pptp/wire"
+	"pptpgw/qos"
 )
 
 // Defaults. Kept as constants so the documentation and the code cannot drift
@@ -111,6 +112,10 @@ type Config struct {
 	Metrics string `yaml:"metrics"`
 	// AdminGroup owns the admin socket (mode 0660); "" = root only (0600).
 	AdminGroup string `yaml:"admin_group"`
+	// Shaping (issue 9): config_qos.go validates these.
+	Classes  []qos.Class   `yaml:"classes"`
+	Shaping  []qos.Shaping `yaml:"shaping"`
+	Policing qos.Policing  `yaml:"policing"`
 
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
@@ -479,6 +484,7 @@ func (c *Config) Validate() error {
 		bad("log_level", "%v", err)
 	}
 	c.validateObs(bad) // issue 8 (config_obs.go)
+	c.validateQoS(bad) // shaping (issue 9): config_qos.go
 	return errors.Join(errs...)
 }
 

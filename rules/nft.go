@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"pptpgw/pptp/wire"
+	"pptpgw/qos"
 )
 
 // The ruleset Install programs, all in one table `ip <Plan.Table>` so other
@@ -100,6 +101,10 @@ type Plan struct {
 	// NetNS is an open fd of the network namespace to program; 0 means the
 	// caller's.
 	NetNS int
+
+	// Shaping (issue 9): the classes whose kernel-path matches nft_qos.go
+	// turns into the classification chain.
+	Classes []qos.Class
 }
 
 // NewPlan derives the Plan from a validated Config.
@@ -113,6 +118,7 @@ func NewPlan(c *Config) Plan {
 		FailOpen:   c.FailOpen,
 		MSS:        c.MSSClamp,
 		Forwards:   append([]Forward(nil), c.Forwards...),
+		Classes:    c.Classes, // shaping (issue 9)
 	}
 }
 
@@ -436,6 +442,8 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 	} else {
 		rule(ch, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), []expr.Any{&expr.Masq{}})
 	}
+
+	addQoSRules(c, t, p) // shaping (issue 9): nft_qos.go
 }
 
 // The expression builders below emit exactly what nft(8) 1.0.6 emits for the

@@ -184,6 +184,12 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	defer qcancel()
 	q.start(qctx)
 
+	shape, err := startShaping(cfg, log) // shaping (issue 9): qos.go
+	if err != nil {
+		return err
+	}
+	defer shape.stop(log)
+
 	adminL, err := listenAdminGroup(cfg.AdminSocket, cfg.AdminGroup)
 	if err != nil {
 		return err
@@ -199,8 +205,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			return callsReply(engine, q), nil
 		case "events":
 			return eventsStream(engine), nil
+		case "qos": // shaping (issue 9)
+			return shape.reply()
 		default:
-			return nil, fmt.Errorf("unknown admin command %q (try: calls, events)", cmd)
+			return nil, fmt.Errorf("unknown admin command %q (try: calls, events, qos)", cmd)
 		}
 	}, log)
 
@@ -322,6 +330,7 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		MaxCalls: cfg.MaxCalls,
 		Forwards: fwds,
 		Logger:   log,
+		QoS:      engineQoS(cfg), // shaping (issue 9): qos.go
 	}, clk)
 }
 

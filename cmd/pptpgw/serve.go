@@ -231,11 +231,15 @@ func cmdSessions(args []string) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "USER\tPEER\tCALL IDS (our/peer)\tADDRESS\tSTATE\tAUTH\tENCRYPTION\tBYTES IN\tBYTES OUT\tUPTIME")
+	fmt.Fprintln(tw, "USER\tPEER\tCALL IDS (our/peer)\tADDRESS\tSTATE\tAUTH\tENCRYPTION\tBYTES IN\tBYTES OUT\tUPTIME\tRATE\tRATE DROPS IN/OUT")
 	for _, s := range rep.Sessions {
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.User, s.Peer, s.LocalCallID, s.PeerCallID,
+		rate := s.Rate // shaping (issue 9)
+		if rate == "" {
+			rate = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d/%d\n", s.User, s.Peer, s.LocalCallID, s.PeerCallID,
 			s.Address, s.State, s.Auth, s.Encryption, s.BytesIn, s.BytesOut,
-			time.Duration(s.UptimeSeconds*float64(time.Second)).Round(time.Second).String())
+			time.Duration(s.UptimeSeconds*float64(time.Second)).Round(time.Second).String(), rate, s.RateDropsIn, s.RateDropsOut)
 	}
 	tw.Flush()
 	fmt.Printf("%d session(s)\n", len(rep.Sessions))

@@ -1,0 +1,74 @@
+package conntrack
+
+import (
+	"time"
+
+	"pptpgw/qos/police"
+)
+
+// Shaping (issue 9): a call's class and its GRE policers, kept on the call
+// under the table's lock and applied by OutboundQoS/InboundQoS, which
+// account the packet as Outbound/Inbound do.
+
+// GREQoS is what shaping and policing say about one GRE packet of a call.
+type GREQoS struct {
+	// Class is the call's class (index in `classes:`), -1 if none.
+	Class int
+	// Policed: the packet is over the call's rate in its direction; the
+	// engine drops it (it is accounted and counted as policed).
+	Policed bool
+}
+
+// callQoS is the shaping state of a call.
+type callQoS struct {
+	class   int16 // 1 + class index; 0: none
+	limit   police.Limit
+	bucket  [2]police.Bucket // 0 out, 1 in
+	policed [2]uint64
+}
+
+const (
+	dirOut = 0
+	dirIn  = 1
+)
+
+// admit classes and polices one packet of n bytes of c (t.mu held).
+func (c *Call) admit(now time.Time, n, dir int) GREQoS {
+	q := GREQoS{Class: int(c.qos.class) - 1}
+	if c.qos.limit.Enabled() && !c.qos.bucket[dir].Allow(c.qos.limit, int64(now.Sub(c.Created)), n) {
+		c.qos.policed[dir]++
+		q.Policed = true
+	}
+	return q
+}
+
+// SetCallQoS gives cn's call insideID its class (index in `classes:`, -1
+// for none) and its policer (the zero Limit: none). It reports whether the
+// call was found.
+func (t *Table) SetCallQoS(cn *Control, insideID uint16, class int, l police.Limit) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := cn.byInside(insideID)
+	if c == nil {
+		return false
+	}
+	c.qos.class = int16(max(class, -1) + 1)
+	c.qos.limit = l
+	return true
+}
+
+// Outbound accounts an outbound GRE packet of n bytes and returns the public
+// address to translate it to; ok is false if no established call matches.
+// It ignores the call's class and policer (OutboundQoS).
+func (t *Table) Outbound(k OutKey, n int) (publicIP [4]byte, ok bool) {
+	publicIP, _, ok = t.OutboundQoS(k, n)
+	return publicIP, ok
+}
+
+// Inbound accounts an inbound GRE packet of n bytes and returns the inside
+// address and call ID to deliver it to. Calls not yet set up do not match.
+// It ignores the call's class and policer (InboundQoS).
+func (t *Table) Inbound(k InKey, n int) (insideIP [4]byte, insideID uint16, ok bool) {
+	insideIP, insideID, _, ok = t.InboundQoS(k, n)
+	return insideIP, insideID, ok
+}
