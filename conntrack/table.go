@@ -215,6 +215,11 @@ type Config struct {
 	// OnCallRemoved is called, with the table lock held, for every call that
 	// leaves the table. It must not call into the Table.
 	OnCallRemoved func(c *Call, reason string)
+
+	// pool (issue 11): OnControlRemoved is called, with the table lock
+	// held, for every control connection that leaves the table (after its
+	// calls). It must not call into the Table.
+	OnControlRemoved func(cn *Control, reason string)
 }
 
 // Stats are removal and refusal counters.
@@ -238,6 +243,8 @@ type Table struct {
 	maxConns int
 	maxCalls int
 	onRemove func(*Call, string)
+	// pool (issue 11)
+	onConnRemove func(*Control, string)
 
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
@@ -271,8 +278,10 @@ func New(cfg Config, clk Clock) *Table {
 		maxConns: cfg.MaxConns,
 		maxCalls: cfg.MaxCalls,
 		onRemove: cfg.OnCallRemoved,
-		out:      make(map[OutKey]*Call),
-		sources:  make(map[[4]byte]*source),
+		// pool (issue 11)
+		onConnRemove: cfg.OnControlRemoved,
+		out:          make(map[OutKey]*Call),
+		sources:      make(map[[4]byte]*source),
 	}
 	// NewLRU only fails for size <= 0, excluded above. The LRUs never
 	// evict on their own: AddControl and AddCall make room (early drop) or
@@ -342,6 +351,9 @@ func (t *Table) connEvicted(_ ControlKey, cn *Control) {
 		if s.conns <= 0 && s.calls <= 0 {
 			delete(t.sources, cn.Source())
 		}
+	}
+	if t.onConnRemove != nil { // pool (issue 11)
+		t.onConnRemove(cn, saved)
 	}
 }
 

@@ -35,6 +35,13 @@ type CallInfo struct {
 	PktsIn   uint64 `json:"pkts_in"`
 	BytesOut uint64 `json:"bytes_out"`
 	BytesIn  uint64 `json:"bytes_in"`
+
+	// pool (issue 11): Direction is "outbound" (an inside client's call to
+	// an outside server) or "published" (an outside client's call to a
+	// server behind a forward); Member is the pool member that took it
+	// (omitted outside pools).
+	Direction string     `json:"direction"`
+	Member    netip.Addr `json:"member,omitzero"`
 }
 
 // CallsReply is the whole answer to the admin command "calls" (`pptpgw
@@ -58,7 +65,12 @@ func (e *Engine) Calls() []CallInfo {
 			State: s.State.String(), IdleSeconds: s.Idle.Seconds(),
 			PktsOut: s.PktsOut, PktsIn: s.PktsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
 		}
+		c.Direction = DirectionOutbound // pool (issue 11)
 		if s.Forward {
+			c.Direction = DirectionPublished
+			if e.memberOf(s.InsideIP) != nil {
+				c.Member = c.InsideIP
+			}
 			c.PublicPort = e.forwards[s.InsideIP]
 			if c.PublicPort == 0 {
 				c.PublicPort = wire.ControlPort

@@ -56,6 +56,9 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 	if pp.Err != "" {
 		return e.malformed(rTCPMalformed)
 	}
+	if v, r, ok := e.poolSYN(p, pp); ok { // pool (issue 11): a pool's opening SYN, before dstnat
+		return v, r
+	}
 	sp, dp := pp.SrcPort, pp.DstPort
 	if sp != wire.ControlPort && dp != wire.ControlPort {
 		return e.count(pkt.Accept, rNotPPTP)
@@ -205,6 +208,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		return nil, v, r
 	}
 	e.counters.Inc(int(r))
+	e.poolTracked(tc) // pool (issue 11)
 	c := &control{tc: tc}
 	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
 	tc.Data = c
@@ -299,6 +303,7 @@ func (m *mapper) AllocOutside(insideID uint16) (uint16, error) {
 		return 0, err
 	}
 	m.e.counters.Inc(int(rCallsMapped))
+	m.e.poolCallAdded(tc) // pool (issue 11)
 	return id, nil
 }
 

@@ -43,6 +43,9 @@ type EngineConfig struct {
 	MaxCalls int // bound of the call table (and of the control connection table); 0: conntrack.DefaultMaxCalls
 	Forwards []Forward
 	Logger   *slog.Logger // nil: slog.Default()
+
+	// pool (issue 11): published server pools (pool.go).
+	Pools []Pool
 }
 
 // Settings are the values an Engine runs with, defaults applied: what the
@@ -82,6 +85,10 @@ type Engine struct {
 	// per SummaryInterval listing the drop reasons that grew.
 	lastSummary time.Time
 	lastDrops   [numReasons]uint64
+
+	// pool (issue 11): fixed at NewEngine (pool.go).
+	pools   []*poolState
+	members map[[4]byte]*member // member address -> member
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -122,6 +129,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			e.forwards[f.InsideIP.As4()] = f.Port
 		}
 	}
+	e.initPools(cfg.Pools) // pool (issue 11)
 	e.alloc = NewAllocator(AllocatorConfig{Quarantine: e.set.Timeouts.CallIDQuarantine}, clk)
 	e.table = conntrack.New(conntrack.Config{
 		Timeouts: e.set.Timeouts,
@@ -137,7 +145,9 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			if why == conntrack.ReasonCleared || why == conntrack.ReasonStopped {
 				e.counters.Inc(int(rCallsCleared))
 			}
+			e.poolCallRemoved(c) // pool (issue 11)
 		},
+		OnControlRemoved: e.poolControlRemoved, // pool (issue 11)
 	}, clk)
 	return e
 }

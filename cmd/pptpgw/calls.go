@@ -60,15 +60,19 @@ func printCalls(w io.Writer, calls []nat.CallInfo) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	// PEER, not SERVER: behind a forward the inside party is the server
 	// and the peer is the client; such calls show their public port.
-	fmt.Fprintln(tw, "INSIDE\tCALL-ID\tOUTSIDE\tCALL-ID\tPEER\tCALL-ID\tSTATE\tIDLE\tPKTS OUT/IN\tBYTES OUT/IN")
+	fmt.Fprintln(tw, "INSIDE\tCALL-ID\tOUTSIDE\tCALL-ID\tPEER\tCALL-ID\tSTATE\tIDLE\tPKTS OUT/IN\tBYTES OUT/IN\tDIR\tMEMBER")
 	for _, c := range calls {
 		outside := c.PublicIP.String()
 		if c.PublicPort != 0 {
 			outside = fmt.Sprintf("%s:%d", c.PublicIP, c.PublicPort)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%s\t%.1fs\t%d/%d\t%d/%d\n",
+		member := "-"
+		if c.Member.IsValid() {
+			member = c.Member.String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%s\t%.1fs\t%d/%d\t%d/%d\t%s\t%s\n",
 			c.InsideIP, c.InsideCallID, outside, c.OutsideCallID, c.PeerIP, c.PeerCallID,
-			c.State, c.IdleSeconds, c.PktsOut, c.PktsIn, c.BytesOut, c.BytesIn)
+			c.State, c.IdleSeconds, c.PktsOut, c.PktsIn, c.BytesOut, c.BytesIn, c.Direction, member)
 	}
 	tw.Flush()
 	if len(calls) == 0 {

@@ -191,12 +191,15 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		switch cmd {
 		case "calls":
 			return callsReply(engine, q), nil
+		case "pool": // pool (issue 11)
+			return nat.PoolsReply{Pools: engine.Pools()}, nil
 		default:
 			return nil, fmt.Errorf("unknown admin command %q (try: calls)", cmd)
 		}
 	}, log)
 
 	followWAN(ctx, cfg, engine, res, log)
+	go engine.RunHealth(ctx, nil) // pool (issue 11): probes of pool members
 
 	plan := rules.NewPlan(cfg)
 	inst, err := rules.Install(plan)
@@ -302,6 +305,9 @@ func followWAN(ctx context.Context, cfg *rules.Config, engine *nat.Engine, res *
 func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log *slog.Logger) *nat.Engine {
 	var fwds []nat.Forward
 	for _, f := range cfg.Forwards {
+		if f.IsPool() {
+			continue // pool (issue 11): enginePools
+		}
 		fwds = append(fwds, nat.Forward{Port: f.Port, InsideIP: f.Addr()})
 	}
 	return nat.NewEngine(nat.EngineConfig{
@@ -314,6 +320,7 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		MaxCalls: cfg.MaxCalls,
 		Forwards: fwds,
 		Logger:   log,
+		Pools:    enginePools(cfg), // pool (issue 11), pool.go
 	}, clk)
 }
 

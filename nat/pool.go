@@ -1,0 +1,417 @@
+package nat
+
+import (
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"pptpgw/conntrack"
+	"pptpgw/internal/fwmark"
+	"pptpgw/internal/metrics"
+	"pptpgw/internal/pkt"
+	"pptpgw/nat/nfq"
+)
+
+// Server pools (issue 11): a forward with several members. The way of a
+// new control connection from an outside client to a pool:
+//
+//  1. Its opening SYN (to the public port) is queued in prerouting before
+//     dstnat (rules/nft_pool.go). poolSYN recognises it (a pool's port, a
+//     destination that is no member, no member bits in the mark yet) and
+//     picks a member by the pool's policy among the members that are up
+//     (pick). The verdict sets the member's bits in the mark
+//     (fwmark.Member), keeping every other bit.
+//  2. The kernel's DNAT rule for those bits sends it to the member; its
+//     conntrack keeps the whole connection there.
+//  3. After dstnat the SYN is queued again like every forwarded control
+//     segment; the engine tracks the connection with the member as inside
+//     party (controlFor; the member is in e.forwards) and counts the setup
+//     on the member (poolTracked).
+//  4. Calls on it get outside call IDs from the allocator's pool of
+//     (public address, client): two members that hand out the same call
+//     IDs to clients never collide, and outbound calls of LAN clients draw
+//     from the same pools. GRE follows the call's control connection (the
+//     table knows its inside address: the member), both ways.
+//
+// Members are probed (RunHealth, pool_probe.go); one that fails Fall probes
+// in a row is down and gets no new connections, its live connections and
+// calls stay; Rise probes in a row bring it back. With no member up, new
+// connections are spread over all members by the same policy (a failing
+// probe must not turn into an outage of the whole pool; a member that is
+// really gone answers with a reset or a timeout, as it would with no pool),
+// counted as pool_no_member_up.
+
+// Balance policies (rules.BalanceLeastCalls, rules.BalanceSourceHash).
+const (
+	BalanceLeastCalls = "least-calls"
+	BalanceSourceHash = "source-hash"
+)
+
+// Pool is a published server pool.
+type Pool struct {
+	Port    uint16 // public TCP port
+	Members []netip.Addr
+	Balance string // BalanceLeastCalls (default) or BalanceSourceHash
+	Health  Health
+}
+
+// Health configures a pool's probes.
+type Health struct {
+	Interval, Timeout time.Duration
+	Probe             string // ProbeControl, ProbeTCP or ProbeNone
+	Fall, Rise        int
+}
+
+// MemberState is a member's health.
+type MemberState string
+
+const (
+	MemberUp   MemberState = "up"
+	MemberDown MemberState = "down"
+)
+
+// probeHistoryLen is how many probe results a member keeps for `pptpgw pool`.
+const probeHistoryLen = 8
+
+// poolState is one pool at run time.
+type poolState struct {
+	cfg     Pool
+	members []*member
+	rr      atomic.Uint32 // round-robin start among equally loaded members
+	noneUp  atomic.Uint64 // picks made with no member up
+}
+
+// member is one server of a pool. Its counters are atomics: they are
+// updated under the table's lock (OnCallRemoved, OnControlRemoved) and
+// read without one.
+type member struct {
+	pool  *poolState
+	idx   int
+	addr  netip.Addr
+	a4    [4]byte
+	down  atomic.Bool
+	conns atomic.Int64 // control connections tracked now
+	calls atomic.Int64 // calls tracked now
+
+	picks, setups, callsTotal       atomic.Uint64
+	probesOK, probesFailed, changes atomic.Uint64
+
+	mu      sync.Mutex // the probe state below
+	fails   int        // consecutive failed probes
+	passes  int        // consecutive passed probes
+	since   time.Time  // of the last state change (or start)
+	history []ProbeResult
+}
+
+// ProbeResult is one probe of a member.
+type ProbeResult struct {
+	At  time.Time `json:"at"`
+	OK  bool      `json:"ok"`
+	RTT float64   `json:"rtt_ms"`
+	Err string    `json:"error,omitempty"`
+}
+
+// initPools builds the pools of cfg (NewEngine).
+func (e *Engine) initPools(cfg []Pool) {
+	e.members = make(map[[4]byte]*member)
+	now := e.clk.Now()
+	for _, pc := range cfg {
+		if len(pc.Members) == 0 || len(pc.Members) > fwmark.MaxMembers {
+			e.log.Error("nat: pool ignored: bad number of members", "port", pc.Port, "members", len(pc.Members))
+			continue
+		}
+		ps := &poolState{cfg: pc}
+		ps.cfg.Health = withHealthDefaults(pc.Health)
+		if ps.cfg.Balance == "" {
+			ps.cfg.Balance = BalanceLeastCalls
+		}
+		for i, a := range pc.Members {
+			if !a.Is4() {
+				continue
+			}
+			m := &member{pool: ps, idx: i, addr: a, a4: a.As4(), since: now}
+			ps.members = append(ps.members, m)
+			e.members[m.a4] = m
+			e.forwards[m.a4] = pc.Port
+		}
+		e.pools = append(e.pools, ps)
+	}
+}
+
+func withHealthDefaults(h Health) Health {
+	if h.Interval <= 0 {
+		h.Interval = 5 * time.Second
+	}
+	if h.Timeout <= 0 {
+		h.Timeout = 2 * time.Second
+	}
+	if h.Probe == "" {
+		h.Probe = ProbeControl
+	}
+	if h.Fall <= 0 {
+		h.Fall = 2
+	}
+	if h.Rise <= 0 {
+		h.Rise = 2
+	}
+	return h
+}
+
+// poolSYN handles the opening SYN of a pooled forward queued before dstnat
+// (step 1 above). ok is false for every other packet.
+func (e *Engine) poolSYN(p *nfq.Packet, pp *pkt.Parsed) (v pkt.Verdict, r string, ok bool) {
+	if len(e.pools) == 0 || p.Hook != nfq.HookPrerouting || pp.Fragment || pp.Err != "" ||
+		pp.TCPFlags&(pkt.TCPFlagSyn|pkt.TCPFlagAck) != pkt.TCPFlagSyn || fwmark.MemberOf(p.Mark) >= 0 {
+		return 0, "", false
+	}
+	if _, isMember := e.members[pp.Dst]; isMember {
+		return 0, "", false // after dstnat: tracked by processTCP
+	}
+	var ps *poolState
+	for _, x := range e.pools {
+		if x.cfg.Port == pp.DstPort {
+			ps = x
+			break
+		}
+	}
+	if ps == nil {
+		return 0, "", false
+	}
+	m := ps.pick(pp.Src)
+	m.picks.Add(1)
+	p.Set.Mark = fwmark.Set(p.Mark, fwmark.MemberMask, fwmark.Member(m.idx))
+	p.Set.SetMark = true
+	return pkt.Accept, ReasonPoolPick, true
+}
+
+// ReasonPoolPick is Process's reason for a pool's opening SYN sent to a
+// member.
+const ReasonPoolPick = "pool_pick"
+
+// pick chooses the member for a new connection from client src.
+func (ps *poolState) pick(src [4]byte) *member {
+	cands := make([]*member, 0, len(ps.members))
+	for _, m := range ps.members {
+		if !m.down.Load() {
+			cands = append(cands, m)
+		}
+	}
+	if len(cands) == 0 {
+		ps.noneUp.Add(1)
+		cands = append(cands, ps.members...)
+	}
+	if ps.cfg.Balance == BalanceSourceHash {
+		// Rendezvous hashing: the member with the highest hash of (client,
+		// member) wins, so a member going down moves only its own clients.
+		var best *member
+		var bestH uint64
+		for _, m := range cands {
+			h := fnv.New64a()
+			h.Write(src[:])
+			h.Write(m.a4[:])
+			if v := h.Sum64(); best == nil || v > bestH {
+				best, bestH = m, v
+			}
+		}
+		return best
+	}
+	start := int(ps.rr.Add(1)) % len(cands)
+	var best *member
+	var bestLoad int64
+	for i := range cands {
+		m := cands[(start+i)%len(cands)]
+		if l := m.conns.Load() + m.calls.Load(); best == nil || l < bestLoad {
+			best, bestLoad = m, l
+		}
+	}
+	return best
+}
+
+// poolTracked counts a control connection the engine started tracking
+// (controlFor). ctlMu is held.
+func (e *Engine) poolTracked(tc *conntrack.Control) {
+	if !tc.Forward {
+		return
+	}
+	if m := e.members[tc.Key.InsideIP]; m != nil {
+		m.conns.Add(1)
+		m.setups.Add(1)
+	}
+}
+
+// poolControlRemoved is the table's OnControlRemoved (Table.mu held).
+func (e *Engine) poolControlRemoved(tc *conntrack.Control, _ string) {
+	if !tc.Forward {
+		return
+	}
+	if m := e.members[tc.Key.InsideIP]; m != nil {
+		m.conns.Add(-1)
+	}
+}
+
+// poolCallAdded counts a call mapped on a member's connection (ctlMu held).
+func (e *Engine) poolCallAdded(tc *conntrack.Control) {
+	if !tc.Forward {
+		return
+	}
+	if m := e.members[tc.Key.InsideIP]; m != nil {
+		m.calls.Add(1)
+		m.callsTotal.Add(1)
+	}
+}
+
+// poolCallRemoved is called from OnCallRemoved (Table.mu held).
+func (e *Engine) poolCallRemoved(c *conntrack.Call) {
+	if !c.Forward() {
+		return
+	}
+	if m := e.members[c.InsideIP]; m != nil {
+		m.calls.Add(-1)
+	}
+}
+
+// memberOf returns the member a forwarded connection's inside address is,
+// or nil.
+func (e *Engine) memberOf(inside [4]byte) *member { return e.members[inside] }
+
+// probeDone records one probe of m and changes its state after Fall
+// failures or Rise successes in a row. It reports the new state if it
+// changed.
+func (e *Engine) probeDone(m *member, res ProbeResult) (MemberState, bool) {
+	h := m.pool.cfg.Health
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.history = append(m.history, res)
+	if len(m.history) > probeHistoryLen {
+		m.history = slices.Delete(m.history, 0, len(m.history)-probeHistoryLen)
+	}
+	if res.OK {
+		m.probesOK.Add(1)
+		m.passes++
+		m.fails = 0
+		if m.down.Load() && m.passes >= h.Rise {
+			m.down.Store(false)
+			m.since = res.At
+			m.changes.Add(1)
+			e.log.Warn("pool member up", "port", m.pool.cfg.Port, "member", m.addr, "passed", m.passes)
+			return MemberUp, true
+		}
+		return "", false
+	}
+	m.probesFailed.Add(1)
+	m.fails++
+	m.passes = 0
+	if !m.down.Load() && m.fails >= h.Fall {
+		m.down.Store(true)
+		m.since = res.At
+		m.changes.Add(1)
+		e.log.Warn("pool member down: no new control connections; live ones stay", "port", m.pool.cfg.Port,
+			"member", m.addr, "failed", m.fails, "err", res.Err)
+		return MemberDown, true
+	}
+	return "", false
+}
+
+// MemberInfo is one pool member as `pptpgw pool` shows it.
+type MemberInfo struct {
+	Addr  netip.Addr  `json:"addr"`
+	State MemberState `json:"state"`
+	// Since is when the member last changed state (or the daemon started).
+	Since time.Time `json:"since"`
+	Conns int64     `json:"conns"`
+	Calls int64     `json:"calls"`
+	// Picks: opening SYNs the engine sent to it; Setups: control
+	// connections tracked on it; CallsTotal: calls mapped on it.
+	Picks        uint64        `json:"picks"`
+	Setups       uint64        `json:"setups"`
+	CallsTotal   uint64        `json:"calls_total"`
+	ProbesOK     uint64        `json:"probes_ok"`
+	ProbesFailed uint64        `json:"probes_failed"`
+	Changes      uint64        `json:"state_changes"`
+	Probes       []ProbeResult `json:"probes"`
+}
+
+// PoolInfo is one pool as `pptpgw pool` shows it.
+type PoolInfo struct {
+	Port    uint16       `json:"port"`
+	Balance string       `json:"balance"`
+	Probe   string       `json:"probe"`
+	NoneUp  uint64       `json:"picks_none_up"`
+	Members []MemberInfo `json:"members"`
+}
+
+// PoolsReply is the answer to the admin command "pool".
+type PoolsReply struct {
+	Pools []PoolInfo `json:"pools"`
+}
+
+// Pools returns the state of every pool.
+func (e *Engine) Pools() []PoolInfo {
+	out := make([]PoolInfo, 0, len(e.pools))
+	for _, ps := range e.pools {
+		pi := PoolInfo{Port: ps.cfg.Port, Balance: ps.cfg.Balance, Probe: ps.cfg.Health.Probe, NoneUp: ps.noneUp.Load()}
+		for _, m := range ps.members {
+			m.mu.Lock()
+			mi := MemberInfo{Addr: m.addr, State: MemberUp, Since: m.since, Conns: m.conns.Load(), Calls: m.calls.Load(),
+				Picks: m.picks.Load(), Setups: m.setups.Load(), CallsTotal: m.callsTotal.Load(),
+				ProbesOK: m.probesOK.Load(), ProbesFailed: m.probesFailed.Load(), Changes: m.changes.Load(),
+				Probes: slices.Clone(m.history)}
+			m.mu.Unlock()
+			if m.down.Load() {
+				mi.State = MemberDown
+			}
+			pi.Members = append(pi.Members, mi)
+		}
+		out = append(out, pi)
+	}
+	return out
+}
+
+// The pools' metric families.
+var (
+	descPoolMember = &metrics.Desc{Name: "pool_member_total", Labels: []string{"port", "member", "event"},
+		Help: "Per pool member: picks (opening SYNs sent to it), setups (control connections tracked on it), calls (mapped on it), probes_ok, probes_failed, state_changes."}
+	descPoolActive = &metrics.Desc{Name: "pool_member_active", Kind: metrics.Gauge, Labels: []string{"port", "member", "what"},
+		Help: "Per pool member: control connections and calls tracked now, and up (1) or down (0)."}
+	descPoolNoneUp = &metrics.Desc{Name: "pool_none_up_total", Labels: []string{"port"},
+		Help: "New connections to a pool sent to a member while no member was up (spread over all)."}
+)
+
+// collectPools emits the pools' metrics (Collect).
+func (e *Engine) collectPools(emit func(metrics.Sample)) {
+	for _, ps := range e.pools {
+		port := strconv.Itoa(int(ps.cfg.Port))
+		emit(metrics.Sample{Desc: descPoolNoneUp, LabelValues: []string{port}, Key: "pool_" + port + "_none_up", Value: ps.noneUp.Load()})
+		for _, m := range ps.members {
+			a := m.addr.String()
+			key := "pool_" + port + "_" + a + "_"
+			up := uint64(1)
+			if m.down.Load() {
+				up = 0
+			}
+			for _, c := range []struct {
+				ev string
+				v  uint64
+			}{{"picks", m.picks.Load()}, {"setups", m.setups.Load()}, {"calls", m.callsTotal.Load()},
+				{"probes_ok", m.probesOK.Load()}, {"probes_failed", m.probesFailed.Load()}, {"state_changes", m.changes.Load()}} {
+				emit(metrics.Sample{Desc: descPoolMember, LabelValues: []string{port, a, c.ev}, Key: key + c.ev, Value: c.v})
+			}
+			for _, g := range []struct {
+				what string
+				v    uint64
+			}{{"conns", uint64(max(m.conns.Load(), 0))}, {"calls", uint64(max(m.calls.Load(), 0))}, {"up", up}} {
+				emit(metrics.Sample{Desc: descPoolActive, LabelValues: []string{port, a, g.what}, Key: key + g.what + "_now", Value: g.v})
+			}
+		}
+	}
+}
+
+// Directions of a call (CallInfo.Direction).
+const (
+	DirectionOutbound  = "outbound"
+	DirectionPublished = "published"
+)
