@@ -398,4 +398,3 @@ func TestRunHealth(t *testing.T) {
 	bad.Store(false)
 	wait(MemberUp)
 }
-
