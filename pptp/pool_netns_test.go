@@ -1,0 +1,211 @@
+package pptp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"pptpgw/nat"
+	"pptpgw/pptp/gre"
+	"pptpgw/pptp/tun"
+	"pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
+)
+
+// Server pools (issue 11) with both products: two `pptpgw serve` members
+// (in-process Servers in the LAN namespaces ClientIP(0) and ClientIP(1))
+// published as one pool of `pptpgw run`, Go clients outside.
+
+// poolMember is one in-process server of the pool.
+type poolMember struct {
+	srv    *Server
+	stop   context.CancelFunc
+	done   chan struct{}
+	listen net.Listener
+}
+
+func startPoolMember(t *testing.T, ns *testbed.NS, i int) *poolMember {
+	t.Helper()
+	cfg := Config{PoolStart: netip.MustParseAddr("10.8.0.10"), PoolEnd: netip.MustParseAddr("10.8.0.250"),
+		Secrets: mapSecrets{"alice": "s3cret pass"}, Listen: netip.AddrPortFrom(ns.IP, 1723).String()}
+	var dev *tun.Device
+	var greConn gre.PacketConn
+	m := &poolMember{done: make(chan struct{})}
+	must(t, ns.Do(func() error {
+		var err error
+		if dev, err = tun.Open(fmt.Sprintf("pm%dt%d", os.Getpid()%10000, i), 1396); err != nil {
+			return err
+		}
+		if greConn, err = gre.ListenRaw(netip.Addr{}); err != nil {
+			return err
+		}
+		m.listen, err = net.Listen("tcp", cfg.Listen)
+		return err
+	}))
+	var err error
+	m.srv, err = NewServer(cfg, greConn, dev)
+	must(t, err)
+	must(t, dev.AddAddr(m.srv.Config().LocalIP))
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stop = cancel
+	go func() { defer close(m.done); _ = m.srv.Serve(ctx, m.listen) }()
+	t.Cleanup(func() {
+		m.halt()
+		dev.Close()
+	})
+	return m
+}
+
+// halt stops the member's server: its listener and sessions go.
+func (m *poolMember) halt() {
+	m.stop()
+	m.listen.Close()
+	<-m.done
+}
+
+// poolClient dials the public address from outside namespace ns.
+func poolClient(t *testing.T, ctx context.Context, ns *testbed.NS) (*Client, error) {
+	return Dial(ctx, ClientConfig{Server: testbed.GWWANIP.String(), Username: "alice", Password: "s3cret pass",
+		Mux: muxIn(t, ns), Dial: ns.DialContext})
+}
+
+// TestNetnsPoolServe: 8 Go clients outside (MS-CHAPv2 + MPPE-128) reach
+// two `pptpgw serve` members through one public address; each session
+// pings the server's end of its tunnel; the calls spread over both members
+// with distinct outside IDs although both members number their calls
+// alike. Then member 0 stops: it is marked down, the sessions on member 1
+// keep working, and new clients all reach member 1.
+func TestNetnsPoolServe(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, testbed.Config{Clients: 2})
+	outs, err := topo.AddOutside(12)
+	must(t, err)
+	members := []*poolMember{startPoolMember(t, topo.Clients[0], 0), startPoolMember(t, topo.Clients[1], 1)}
+	m0, m1 := testbed.ClientIP(0), testbed.ClientIP(1)
+	yaml := fmt.Sprintf(`forwards:
+  - port: 1723
+    to: [%s, %s]
+    health: {interval: 300ms, timeout: 250ms}
+`, m0, m1)
+	path := filepath.Join(topo.Dir, "pptpgw.yaml")
+	must(t, os.WriteFile(path, []byte(yaml), 0o600))
+	gw, err := topo.StartGateway(ctx, bin, "--config", path)
+	must(t, err)
+
+	dialAll := func(nss []*testbed.NS) []*Client {
+		t.Helper()
+		cs := make([]*Client, len(nss))
+		var wg sync.WaitGroup
+		errs := make([]error, len(nss))
+		for i, ns := range nss {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+				defer dcancel()
+				cs[i], errs[i] = poolClient(t, dctx, ns)
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("client %s: %v\ngateway log:\n%s", nss[i].Name, err, gw.Log())
+			}
+		}
+		return cs
+	}
+	clients := dialAll(outs[:8])
+	for i, c := range clients {
+		ping(t, c, c.Session().Info().PeerIP, 64+i)
+	}
+	rep, err := gw.Calls(ctx)
+	must(t, err)
+	if len(rep.Calls) != 8 || testbed.DistinctOutsideIDs(rep.Calls) != 8 {
+		t.Fatalf("gateway lists %d calls with %d distinct outside IDs, want 8", len(rep.Calls), testbed.DistinctOutsideIDs(rep.Calls))
+	}
+	member := map[netip.Addr]netip.Addr{} // client -> member
+	ids := map[netip.Addr]map[uint16]bool{}
+	for _, c := range rep.Calls {
+		if c.Direction != nat.DirectionPublished || c.Member != c.InsideIP || c.PktsIn == 0 || c.PktsOut == 0 {
+			t.Errorf("call %+v: want published, on its member, GRE both ways", c)
+		}
+		member[c.PeerIP] = c.Member
+		if ids[c.Member] == nil {
+			ids[c.Member] = map[uint16]bool{}
+		}
+		ids[c.Member][c.InsideCallID] = true
+		t.Logf("client %s -> member %s: member's call ID %#04x, outside %#04x", c.PeerIP, c.Member, c.InsideCallID, c.OutsideCallID)
+	}
+	var shared []uint16
+	for id := range ids[m0] {
+		if ids[m1][id] {
+			shared = append(shared, id)
+		}
+	}
+	t.Logf("call IDs both members handed out: %#04x", shared)
+	if len(ids[m0]) == 0 || len(ids[m1]) == 0 {
+		t.Fatalf("calls not spread over both members: %v", member)
+	}
+	if len(shared) == 0 {
+		t.Errorf("test precondition: the two members handed out no call ID in common")
+	}
+	if n0, n1 := len(members[0].srv.Sessions()), len(members[1].srv.Sessions()); n0+n1 != 8 || n0 < 2 || n1 < 2 {
+		t.Errorf("sessions per member %d/%d, want 8 with at least 2 each", n0, n1)
+	}
+
+	// Member 0 stops.
+	stopped := time.Now()
+	members[0].halt()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r, err := gw.Pools(ctx)
+		must(t, err)
+		if len(r.Pools) == 1 && r.Pools[0].Members[0].State == nat.MemberDown {
+			t.Logf("member %s down %s after it stopped", m0, time.Since(stopped).Round(10*time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member 0 not marked down: %+v", r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i, c := range clients {
+		if member[outs[i].IP] == m1 {
+			ping(t, c, c.Session().Info().PeerIP, 100+i)
+		}
+	}
+	fresh := dialAll(outs[8:12])
+	for i, c := range fresh {
+		ping(t, c, c.Session().Info().PeerIP, 64+i)
+	}
+	rep, err = gw.Calls(ctx)
+	must(t, err)
+	n := 0
+	for _, c := range rep.Calls {
+		for _, o := range outs[8:12] {
+			if c.PeerIP == o.IP {
+				n++
+				if c.Member != m1 {
+					t.Errorf("new client %s went to %s, which is down", o.IP, c.Member)
+				}
+			}
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d calls of the new clients listed, want 4", n)
+	}
+	if tbl, err := gw.PoolTable(ctx); err == nil {
+		t.Logf("pptpgw pool:\n%s", tbl)
+	}
+	for _, c := range append(clients, fresh...) {
+		c.Close()
+	}
+}
