@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"pptpgw/nat"
+	"pptpgw/rules"
 )
 
 // Server pools (issue 11): several clients outside, several servers inside.
@@ -111,4 +112,42 @@ func (g *Gateway) Pools(ctx context.Context) (nat.PoolsReply, error) {
 func (g *Gateway) PoolTable(ctx context.Context) (string, error) {
 	out, err := g.NS.Output(ctx, g.Bin, "pool", "--admin-socket", g.Socket)
 	return string(out), err
+}
+
+// kernelPoolRuleset is the baseline for pools: Linux's own PPTP helper
+// (nf_conntrack_pptp + nf_nat_pptp) on TCP 1723, DNAT of the public port to
+// the members in turn (numgen), masquerade on the WAN.
+func kernelPoolRuleset(wan string, members []netip.Addr) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table ip %s {\n", KernelTable)
+	b.WriteString("\tct helper pptp-h {\n\t\ttype \"pptp\" protocol tcp\n\t\tl3proto ip\n\t}\n")
+	b.WriteString("\tchain pre {\n\t\ttype filter hook prerouting priority filter; policy accept;\n")
+	b.WriteString("\t\ttcp dport 1723 ct helper set \"pptp-h\"\n\t}\n")
+	b.WriteString("\tchain natpre {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
+	var m []string
+	for i, a := range members {
+		m = append(m, fmt.Sprintf("%d : %s", i, a))
+	}
+	fmt.Fprintf(&b, "\t\tiifname %q tcp dport 1723 dnat to numgen inc mod %d map { %s }\n\t}\n", wan, len(members), strings.Join(m, ", "))
+	fmt.Fprintf(&b, "\tchain natpost {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname %q masquerade\n\t}\n", wan)
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// KernelHelperPool programs the gateway namespace with the kernel baseline
+// for a pool (kernelPoolRuleset), replacing an earlier baseline and the
+// table a stopped pptpgw left.
+func (t *Topology) KernelHelperPool(ctx context.Context, members []netip.Addr) error {
+	if err := t.KernelReset(ctx); err != nil {
+		return err
+	}
+	if err := t.deleteTable(ctx, rules.DefaultTable); err != nil {
+		return err
+	}
+	cmd := t.GW.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(kernelPoolRuleset(t.WANIf, members))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft -f in %s: %w: %s", t.GW.Name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

@@ -135,12 +135,31 @@ func TestPoolPPTPD(t *testing.T) {
 		}
 		servers = append(servers, d)
 	}
-	gw := startGatewayConfig(t, ctx, topo, bin, poolYAML(topo, "least-calls"))
 	m0, m1 := ClientIP(0), ClientIP(1)
+
+	// Baseline, same run: Linux's PPTP helper with DNAT to the members in
+	// turn. Its outcome is logged (README "Scale-out"), not asserted.
+	const frames = 20
+	if err := topo.KernelHelperPool(ctx, []netip.Addr{m0, m1}); err != nil {
+		t.Fatal(err)
+	}
+	kres := RunPPTPClients(ctx, topo, outs[:8], GWWANIP, frames, nil)
+	complete := 0
+	for _, s := range kres.Summaries {
+		if s.OK() {
+			complete++
+		}
+	}
+	t.Logf("kernel helper + DNAT to 2 members: %d of 8 clients round-tripped all frames without cross-talk (ok=%v)\n%s",
+		complete, kres.OK(), kres)
+	if err := topo.KernelReset(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	gw := startGatewayConfig(t, ctx, topo, bin, poolYAML(topo, "least-calls"))
 	waitMember(t, ctx, gw, m0, nat.MemberUp, 10*time.Second)
 
 	// Phase 1: 8 clients at once.
-	const frames = 20
 	var rep nat.CallsReply
 	var repErr error
 	var table string
