@@ -37,9 +37,10 @@ type CallInfo struct {
 	BytesIn  uint64 `json:"bytes_in"`
 
 	// pool (issue 11): Direction is "outbound" (an inside client's call to
-	// an outside server) or "published" (an outside client's call to a
-	// server behind a forward); Member is the pool member that took it
-	// (omitted outside pools).
+	// an outside server), "published" (an outside client's call to a
+	// server behind a forward) or "hairpin" (an inside client's call to the
+	// public address, taken by a pool member); Member is the pool member
+	// that took it (omitted outside pools).
 	Direction string     `json:"direction"`
 	Member    netip.Addr `json:"member,omitzero"`
 }
@@ -66,6 +67,9 @@ func (e *Engine) Calls() []CallInfo {
 			PktsOut: s.PktsOut, PktsIn: s.PktsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
 		}
 		c.Direction = DirectionOutbound // pool (issue 11)
+		if !s.Forward && e.memberOf(s.PeerIP) != nil {
+			c.Direction, c.Member = DirectionHairpin, c.PeerIP
+		}
 		if s.Forward {
 			c.Direction = DirectionPublished
 			if e.memberOf(s.InsideIP) != nil {

@@ -66,6 +66,10 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 	if !known {
 		return e.count(pkt.Accept, rUnknownIface)
 	}
+	out, hv, hr, done := e.hairpinTCP(p, pp, out) // pool (issue 11): from inside, hairpin.go
+	if done {
+		return hv, hr
+	}
 	k := conntrack.ControlKey{InsideIP: pp.Src, PeerIP: pp.Dst, InsidePort: sp, PeerPort: dp}
 	if !out {
 		k = conntrack.ControlKey{InsideIP: pp.Dst, PeerIP: pp.Src, InsidePort: dp, PeerPort: sp}
@@ -324,6 +328,7 @@ func (m *mapper) Event(ev helper.Event) {
 			return
 		}
 		m.e.counters.Inc(int(rCallsEstablished))
+		m.e.hairpinEstablished(tc, ev.PeerID) // pool (issue 11)
 		m.e.log.Debug("pptp call established", "inside", netip.AddrFrom4(tc.Key.InsideIP),
 			"inside_call_id", ev.InsideID, "outside_call_id", ev.OutsideID, "peer_call_id", ev.PeerID)
 	case helper.CallFailed, helper.CallCleared:

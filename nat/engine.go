@@ -89,6 +89,11 @@ type Engine struct {
 	// pool (issue 11): fixed at NewEngine (pool.go).
 	pools   []*poolState
 	members map[[4]byte]*member // member address -> member
+	// Hairpin (hairpin.go): the aliases of hairpin calls, and the public
+	// address for the GRE path.
+	hpMu  sync.Mutex
+	hp    map[hpKey][4]byte
+	pubHP atomic.Uint32
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -121,6 +126,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	e.wan.Store(cfg.WANIf)
 	if cfg.PublicIP.Is4() {
 		e.pub = cfg.PublicIP.As4()
+		e.setPubHP(e.pub) // pool (issue 11): hairpin.go
 	} else {
 		log.Error("nat: public address is not IPv4; no call will be translated", "public", cfg.PublicIP)
 	}
@@ -264,6 +270,7 @@ func (e *Engine) SetPublicIP(a netip.Addr) error {
 	}
 	e.ctlMu.Lock()
 	e.pub = a.As4()
+	e.setPubHP(e.pub) // pool (issue 11): hairpin.go
 	e.ctlMu.Unlock()
 	return nil
 }

@@ -97,8 +97,8 @@ type member struct {
 	conns atomic.Int64 // control connections tracked now
 	calls atomic.Int64 // calls tracked now
 
-	picks, setups, callsTotal       atomic.Uint64
-	probesOK, probesFailed, changes atomic.Uint64
+	picks, setups, callsTotal, hairpins atomic.Uint64
+	probesOK, probesFailed, changes     atomic.Uint64
 
 	mu      sync.Mutex // the probe state below
 	fails   int        // consecutive failed probes
@@ -118,6 +118,7 @@ type ProbeResult struct {
 // initPools builds the pools of cfg (NewEngine).
 func (e *Engine) initPools(cfg []Pool) {
 	e.members = make(map[[4]byte]*member)
+	e.hp = make(map[hpKey][4]byte)
 	now := e.clk.Now()
 	for _, pc := range cfg {
 		if len(pc.Members) == 0 || len(pc.Members) > fwmark.MaxMembers {
@@ -181,9 +182,18 @@ func (e *Engine) poolSYN(p *nfq.Packet, pp *pkt.Parsed) (v pkt.Verdict, r string
 	if ps == nil {
 		return 0, "", false
 	}
-	m := ps.pick(pp.Src)
+	hairpin := p.InDev != e.wan.Load()
+	if hairpin && pp.Dst != e.pubAddr().As4() {
+		// From inside to another address of the gateway: not the pool's.
+		return pkt.Accept, ReasonHairpinNotOurs, true
+	}
+	m := ps.pick(pp.Src, hairpin)
 	m.picks.Add(1)
 	p.Set.Mark = fwmark.Set(p.Mark, fwmark.MemberMask, fwmark.Member(m.idx))
+	if hairpin {
+		p.Set.Mark |= fwmark.Hairpin
+		m.hairpins.Add(1)
+	}
 	p.Set.SetMark = true
 	return pkt.Accept, ReasonPoolPick, true
 }
@@ -192,8 +202,9 @@ func (e *Engine) poolSYN(p *nfq.Packet, pp *pkt.Parsed) (v pkt.Verdict, r string
 // member.
 const ReasonPoolPick = "pool_pick"
 
-// pick chooses the member for a new connection from client src.
-func (ps *poolState) pick(src [4]byte) *member {
+// pick chooses the member for a new connection from client src. A
+// hairpin connection is always placed by source hash (see hairpin.go).
+func (ps *poolState) pick(src [4]byte, hairpin bool) *member {
 	cands := make([]*member, 0, len(ps.members))
 	for _, m := range ps.members {
 		if !m.down.Load() {
@@ -204,7 +215,7 @@ func (ps *poolState) pick(src [4]byte) *member {
 		ps.noneUp.Add(1)
 		cands = append(cands, ps.members...)
 	}
-	if ps.cfg.Balance == BalanceSourceHash {
+	if ps.cfg.Balance == BalanceSourceHash || hairpin {
 		// Rendezvous hashing: the member with the highest hash of (client,
 		// member) wins, so a member going down moves only its own clients.
 		var best *member
@@ -266,6 +277,7 @@ func (e *Engine) poolCallAdded(tc *conntrack.Control) {
 
 // poolCallRemoved is called from OnCallRemoved (Table.mu held).
 func (e *Engine) poolCallRemoved(c *conntrack.Call) {
+	e.hairpinCallRemoved(c)
 	if !c.Forward() {
 		return
 	}
@@ -327,6 +339,7 @@ type MemberInfo struct {
 	// Picks: opening SYNs the engine sent to it; Setups: control
 	// connections tracked on it; CallsTotal: calls mapped on it.
 	Picks        uint64        `json:"picks"`
+	Hairpins     uint64        `json:"hairpin_picks"` // of Picks: from inside (hairpin)
 	Setups       uint64        `json:"setups"`
 	CallsTotal   uint64        `json:"calls_total"`
 	ProbesOK     uint64        `json:"probes_ok"`
@@ -357,7 +370,7 @@ func (e *Engine) Pools() []PoolInfo {
 		for _, m := range ps.members {
 			m.mu.Lock()
 			mi := MemberInfo{Addr: m.addr, State: MemberUp, Since: m.since, Conns: m.conns.Load(), Calls: m.calls.Load(),
-				Picks: m.picks.Load(), Setups: m.setups.Load(), CallsTotal: m.callsTotal.Load(),
+				Picks: m.picks.Load(), Hairpins: m.hairpins.Load(), Setups: m.setups.Load(), CallsTotal: m.callsTotal.Load(),
 				ProbesOK: m.probesOK.Load(), ProbesFailed: m.probesFailed.Load(), Changes: m.changes.Load(),
 				Probes: slices.Clone(m.history)}
 			m.mu.Unlock()
@@ -396,7 +409,7 @@ func (e *Engine) collectPools(emit func(metrics.Sample)) {
 			for _, c := range []struct {
 				ev string
 				v  uint64
-			}{{"picks", m.picks.Load()}, {"setups", m.setups.Load()}, {"calls", m.callsTotal.Load()},
+			}{{"picks", m.picks.Load()}, {"hairpin_picks", m.hairpins.Load()}, {"setups", m.setups.Load()}, {"calls", m.callsTotal.Load()},
 				{"probes_ok", m.probesOK.Load()}, {"probes_failed", m.probesFailed.Load()}, {"state_changes", m.changes.Load()}} {
 				emit(metrics.Sample{Desc: descPoolMember, LabelValues: []string{port, a, c.ev}, Key: key + c.ev, Value: c.v})
 			}
@@ -414,4 +427,7 @@ func (e *Engine) collectPools(emit func(metrics.Sample)) {
 const (
 	DirectionOutbound  = "outbound"
 	DirectionPublished = "published"
+	// DirectionHairpin: an inside client's call to the public address,
+	// taken by a pool member (hairpin.go).
+	DirectionHairpin = "hairpin"
 )

@@ -97,7 +97,13 @@ func (c *poolConn) seg(fromMember bool, pl []byte, o pkttest.TCPOpt) []byte {
 			c.seqCl++
 		}
 	}
-	p := nfq.Packet{ID: 3, Payload: b, InDev: inIf, Hook: nfq.HookPrerouting}
+	// As the ruleset queues them: the client's segments in prerouting from
+	// the WAN, the member's in postrouting on their way to the WAN.
+	hook := nfq.HookPrerouting
+	if fromMember {
+		hook = nfq.HookPostrouting
+	}
+	p := nfq.Packet{ID: 3, Payload: b, InDev: inIf, Hook: hook}
 	if v, r := checkedProcess(c.t, c.e, &p); v != pkt.Accept {
 		c.t.Fatalf("segment: %v %q", v, r)
 	}
@@ -114,6 +120,20 @@ func (c *poolConn) call(clientID, memberID uint16) uint16 {
 	c.seg(false, (&wire.OCRQ{CallID: clientID, RecvWindow: 64}).Append(nil), pkttest.TCPOpt{ACK: true})
 	rep := c.seg(true, (&wire.OCRP{CallID: memberID, PeerCallID: clientID, Result: 1}).Append(nil), pkttest.TCPOpt{ACK: true})
 	return u16at(rep, 12)
+}
+
+// greAt is gre with the hook the packet is queued at.
+func greAt(t *testing.T, e *Engine, b []byte, inIf uint32, hook nfq.Hook) (pkt.Verdict, []byte) {
+	t.Helper()
+	p := nfq.Packet{Payload: b, InDev: inIf, Hook: hook}
+	v, r := checkedProcess(t, e, &p)
+	if v == pkt.Accept && !p.Modified {
+		t.Fatalf("translated GRE not marked Modified (%s)", r)
+	}
+	if v == pkt.Accept {
+		pkttest.CheckSums(t, b)
+	}
+	return v, b
 }
 
 // TestPoolSameMemberCallIDs: two members hand out the same call ID to two
@@ -139,7 +159,7 @@ func TestPoolSameMemberCallIDs(t *testing.T) {
 		out, cid uint16
 	}{{c1, o1, 77}, {c2, o2, 78}} {
 		// Member -> client: key = the client's own call ID; source becomes public.
-		if v, p := gre(t, e, pkttest.GRE(t, x.c.member, cl, x.cid, pkttest.GREOpt{}), lanIf); v != pkt.Accept ||
+		if v, p := greAt(t, e, pkttest.GRE(t, x.c.member, cl, x.cid, pkttest.GREOpt{}), lanIf, nfq.HookPostrouting); v != pkt.Accept ||
 			!bytes.Equal(p, pkttest.GRE(t, pubIP, cl, x.cid, pkttest.GREOpt{})) {
 			t.Fatalf("GRE from member %v: %v", x.c.member, v)
 		}
@@ -198,7 +218,7 @@ func TestPoolHealth(t *testing.T) {
 	if v, _ := gre(t, e, pkttest.GRE(t, cl, pubIP, out, pkttest.GREOpt{}), wanIf); v != pkt.Accept {
 		t.Fatal("live call on a down member stopped")
 	}
-	if v, _ := gre(t, e, pkttest.GRE(t, down, cl, 5, pkttest.GREOpt{}), lanIf); v != pkt.Accept {
+	if v, _ := greAt(t, e, pkttest.GRE(t, down, cl, 5, pkttest.GREOpt{}), lanIf, nfq.HookPostrouting); v != pkt.Accept {
 		t.Fatal("live call on a down member stopped (from the member)")
 	}
 	// Both down: still picked (spread), counted.
@@ -235,9 +255,9 @@ func TestPoolSourceHash(t *testing.T) {
 	count := map[*member]int{}
 	for i := range 64 {
 		src := [4]byte{203, 0, 113, byte(i)}
-		m := ps.pick(src)
+		m := ps.pick(src, false)
 		for range 3 {
-			if ps.pick(src) != m {
+			if ps.pick(src, false) != m {
 				t.Fatalf("client %v moved between picks", src)
 			}
 		}
@@ -249,7 +269,7 @@ func TestPoolSourceHash(t *testing.T) {
 	}
 	ps.members[0].down.Store(true)
 	for src, m := range first {
-		got := ps.pick(src)
+		got := ps.pick(src, false)
 		if got == ps.members[0] {
 			t.Fatalf("client %v sent to the member that is down", src)
 		}

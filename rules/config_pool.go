@@ -51,8 +51,8 @@ const (
 	DefaultHealthFall = 2
 	DefaultHealthRise = 2
 	// MaxPoolMembers is how many members a pool may have (the member
-	// field of the packet mark, internal/fwmark, numbers 255).
-	MaxPoolMembers = 255
+	// field of the packet mark, internal/fwmark, numbers 127).
+	MaxPoolMembers = 127
 	// MinHealthInterval bounds how often a member is probed.
 	MinHealthInterval = 100 * time.Millisecond
 )

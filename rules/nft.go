@@ -440,6 +440,7 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 
 	// 4. Everything else: kernel NAT on the WAN.
 	ch := chain(ChainNATPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100)
+	addPoolSNAT(c, t, ch, p) // pool (issue 11): hairpin SNAT, nft_pool.go
 	if p.PublicAddr.IsValid() {
 		rule(ch, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), SNAT(p.PublicAddr))
 	} else {

@@ -287,3 +287,67 @@ func TestPoolPPTPD(t *testing.T) {
 		t.Logf("gateway log:\n%s", gw.Log())
 	}
 }
+
+// TestPoolHairpin: LAN hosts on the same bridge as the two pptpd members
+// call the public address (NAT loopback). Each reaches a member, every
+// frame round-trips without cross-talk, and the calls are listed as
+// hairpin calls with their member; an outside client works at the same
+// time.
+func TestPoolHairpin(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	testbedtest.NeedTools(t, "pptpd", "pptp")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, Config{Clients: 5})
+	outs, err := topo.AddOutside(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := topo.StartPPTPD(ctx, PPTPDConfig{NS: topo.Clients[i], Lifetime: 60}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gw := startGatewayConfig(t, ctx, topo, bin, poolYAML(topo, "least-calls"))
+	waitMember(t, ctx, gw, ClientIP(0), nat.MemberUp, 10*time.Second)
+	const frames = 20
+	var rep nat.CallsReply
+	var repErr error
+	var table string
+	clients := append([]*NS{outs[0]}, topo.Clients[2:5]...)
+	res := RunPPTPClients(ctx, topo, clients, GWWANIP, frames, func() {
+		rep, repErr = gw.Calls(ctx)
+		table, _ = gw.CallsTable(ctx)
+	})
+	t.Logf("1 outside + 3 hairpin clients:\n%s", res)
+	if !res.OK() {
+		t.Fatalf("clients failed:\n%s\ngateway log:\n%s\nconntrack:\n%s", res, gw.Log(), topo.Conntrack())
+	}
+	if repErr != nil {
+		t.Fatal(repErr)
+	}
+	t.Logf("pptpgw calls:\n%s", table)
+	hairpin := 0
+	for _, c := range rep.Calls {
+		switch {
+		case c.Direction == nat.DirectionHairpin:
+			hairpin++
+			if c.Member != c.PeerIP || (c.Member != ClientIP(0) && c.Member != ClientIP(1)) || c.PktsIn == 0 || c.PktsOut == 0 {
+				t.Errorf("hairpin call %+v: want a member as peer, GRE both ways", c)
+			}
+		case c.Direction == nat.DirectionPublished:
+			if c.PeerIP != outs[0].IP {
+				t.Errorf("published call %+v: not the outside client's", c)
+			}
+		default:
+			t.Errorf("call %+v: direction %q", c, c.Direction)
+		}
+	}
+	if hairpin != 3 || len(rep.Calls) != 4 {
+		t.Errorf("%d calls, %d of them hairpin; want 4 and 3:%s", len(rep.Calls), hairpin, fmtCalls(rep))
+	}
+	if n := testbedtest.Counter(t, rep.Counters, "pool_1723_"+ClientIP(0).String()+"_hairpin_picks") +
+		testbedtest.Counter(t, rep.Counters, "pool_1723_"+ClientIP(1).String()+"_hairpin_picks"); n < 3 {
+		t.Errorf("hairpin picks %d, want >= 3", n)
+	}
+}
