@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,6 +207,94 @@ func TestNetnsPoolServe(t *testing.T) {
 		t.Logf("pptpgw pool:\n%s", tbl)
 	}
 	for _, c := range append(clients, fresh...) {
+		c.Close()
+	}
+}
+
+// TestNetnsPoolScaleOut is the scale-out recipe measured (README
+// "Scale-out"): three `pptpgw serve` members (in-process Servers, the code
+// `pptpgw serve` runs) behind one `pptpgw run`, N sessions (MS-CHAPv2 +
+// MPPE-128) from 6 outside hosts set up 16 at a time, each pinging its
+// server's end of the tunnel. It asserts every session up and pinging and
+// the least-calls spread (each member at least a sixth of N), and logs
+// setups per second through the pool and sessions per member.
+// PPTPGW_POOL_SESSIONS sets N (default 90, at most 600).
+func TestNetnsPoolScaleOut(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	n := 90
+	if s := os.Getenv("PPTPGW_POOL_SESSIONS"); s != "" {
+		if _, err := fmt.Sscan(s, &n); err != nil || n < 3 || n > 600 {
+			t.Fatalf("PPTPGW_POOL_SESSIONS=%q: want 3..600", s)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, testbed.Config{Clients: 3})
+	outs, err := topo.AddOutside(6)
+	must(t, err)
+	var members []*poolMember
+	var addrs []string
+	for i := range 3 {
+		members = append(members, startPoolMember(t, topo.Clients[i], i))
+		addrs = append(addrs, testbed.ClientIP(i).String())
+	}
+	yaml := fmt.Sprintf("forwards:\n  - port: 1723\n    to: [%s]\n", strings.Join(addrs, ", "))
+	path := filepath.Join(topo.Dir, "pptpgw.yaml")
+	must(t, os.WriteFile(path, []byte(yaml), 0o600))
+	gw, err := topo.StartGateway(ctx, bin, "--config", path)
+	must(t, err)
+	muxes := make([]*gre.Mux, len(outs))
+	for i, o := range outs {
+		muxes[i] = muxIn(t, o)
+	}
+
+	clients := make([]*Client, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			o := outs[i%len(outs)]
+			dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+			defer dcancel()
+			clients[i], errs[i] = Dial(dctx, ClientConfig{Server: testbed.GWWANIP.String(), Username: "alice",
+				Password: "s3cret pass", Mux: muxes[i%len(outs)], Dial: o.DialContext})
+		}()
+	}
+	wg.Wait()
+	setup := time.Since(start)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("session %d: %v\ngateway log:\n%s", i, err, gw.Log())
+		}
+	}
+	for i, c := range clients {
+		ping(t, c, c.Session().Info().PeerIP, 64+i%512)
+	}
+	per := make([]int, len(members))
+	for i, m := range members {
+		per[i] = len(m.srv.Sessions())
+		if per[i] < n/6 {
+			t.Errorf("member %d has %d of %d sessions, want at least %d (least-calls)", i, per[i], n, n/6)
+		}
+	}
+	rep, err := gw.Calls(ctx)
+	must(t, err)
+	if len(rep.Calls) != n || testbed.DistinctOutsideIDs(rep.Calls) != n {
+		t.Errorf("gateway lists %d calls, %d distinct outside IDs, want %d", len(rep.Calls), testbed.DistinctOutsideIDs(rep.Calls), n)
+	}
+	t.Logf("scale-out: %d sessions (MS-CHAPv2 + MPPE-128) through one pptpgw run to 3 members in %s: %.1f setups/s, "+
+		"16 in flight; sessions per member %v; every session pinged its server", n, setup.Round(time.Millisecond),
+		float64(n)/setup.Seconds(), per)
+	if tbl, err := gw.PoolTable(ctx); err == nil {
+		t.Logf("pptpgw pool:\n%s", tbl)
+	}
+	for _, c := range clients {
 		c.Close()
 	}
 }
