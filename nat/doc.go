@@ -19,6 +19,9 @@
 //	tick.go      Tick: held segments, idle calls, quarantine, drop summary
 //	counters.go  reasons and metrics (internal/metrics): Collect, Counters
 //	calls.go     CallInfo and CallsReply: the calls view and its JSON (`pptpgw calls`)
+//	pool.go      server pools: member choice, per-member accounting, `pptpgw pool`
+//	pool_probe.go health probes of pool members
+//	hairpin.go   NAT loopback to a pool from inside
 //
 // # One GRE packet
 //
@@ -81,6 +84,10 @@
 // address of new connections) -> conntrack.Table.mu -> Allocator.mu. The GRE
 // path takes only Table.mu. The table's OnCallRemoved callback runs under
 // Table.mu and only takes Allocator.mu (to release the call's outside ID).
-// Counters are atomics and take no lock. This is the only place the order is
-// written; the other packages point here.
+// Counters are atomics and take no lock. Pools (pool.go, hairpin.go): a
+// member's counters are atomics; its probe state has its own mutex, taken
+// alone; Engine.hpMu (the hairpin calls' aliases) is taken after Table.mu
+// (OnCallRemoved) or alone (the GRE path, never while holding Table.mu).
+// This is the only place the order is written; the other packages point
+// here.
 package nat
