@@ -418,3 +418,32 @@ func TestRunHealth(t *testing.T) {
 	bad.Store(false)
 	wait(MemberUp)
 }
+
+// FuzzPoolProcess feeds arbitrary packets, at any hook, from the WAN or
+// inside, with any mark, to an engine with a pool and a tracked hairpin
+// alias: no panic, a verdict's mark keeps every bit outside the daemon's,
+// and accepted packets keep valid checksums.
+func FuzzPoolProcess(f *testing.F) {
+	cl := [4]byte{10, 0, 0, 77}
+	f.Add(pkttest.TCP(f, cl, pubIP, 41000, 1723, nil, pkttest.TCPOpt{SYN: true}), uint8(0), uint32(0))
+	f.Add(pkttest.TCP(f, [4]byte{198, 51, 100, 9}, pubIP, 41000, 1723, nil, pkttest.TCPOpt{SYN: true}), uint8(1), uint32(0xff000000))
+	f.Add(pkttest.GRE(f, memberA, pubIP, 5, pkttest.GREOpt{}), uint8(0), fwmark.Hairpin)
+	f.Add(pkttest.GRE(f, memberA, cl, 5, pkttest.GREOpt{}), uint8(4), fwmark.Hairpin)
+	f.Add(pkttest.GRE(f, cl, pubIP, 1, pkttest.GREOpt{}), uint8(0), uint32(0))
+	f.Add(pkttest.TCP(f, memberB, cl, 1723, 41000, (&wire.OCRP{CallID: 1, PeerCallID: 2, Result: 1}).Append(nil), pkttest.TCPOpt{ACK: true}), uint8(0), fwmark.Member(1))
+	f.Fuzz(func(t *testing.T, b []byte, mode uint8, mark uint32) {
+		e := newPoolEngine(t, []string{BalanceLeastCalls, BalanceSourceHash}[mode>>7])
+		e.hp[hpKey{cl, 1}] = memberA
+		fixup(b)
+		hook := []nfq.Hook{nfq.HookPrerouting, nfq.HookPostrouting, nfq.HookPrerouting, nfq.HookOutput, nfq.HookPostrouting}[int(mode&0x7f)%5]
+		in := []uint32{lanIf, wanIf}[mode&1]
+		p := nfq.Packet{Payload: b, InDev: in, Hook: hook, Mark: mark}
+		v, _ := e.Process(&p)
+		if p.Set.SetMark && p.Set.Mark&^fwmark.Mask != mark&^fwmark.Mask {
+			t.Fatalf("verdict mark %#x changed the operator's bits of %#x", p.Set.Mark, mark)
+		}
+		if v == pkt.Accept {
+			checkValid(t, p.Payload, "accepted")
+		}
+	})
+}

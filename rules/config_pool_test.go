@@ -100,3 +100,38 @@ func TestPoolConfigDoc(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPoolConfig: no pool configuration makes Parse or Validate panic, and
+// one that passes yields a Plan that passes Plan.check, whose rules build,
+// and whose pools have only IPv4 members, at most MaxPoolMembers.
+func FuzzPoolConfig(f *testing.F) {
+	f.Add([]byte(poolBase + "forwards: [{port: 1723, to: [10.0.1.5, 10.0.1.6], balance: source-hash, health: {interval: 1s, timeout: 1s}}]\n"))
+	f.Add([]byte(poolBase + "forwards:\n  - port: 1724\n    to: [10.0.1.5]\n  - {port: 1723, to: 10.0.1.9}\n"))
+	f.Add([]byte(poolBase + "forwards: [{port: 1723, to: [10.0.1.5, 10.0.1.6], health: {probe: none, fall: 3, rise: 1}}]\n"))
+	f.Add([]byte(poolBase + "forwards: [{port: 1723, to: [[1]]}]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil || c.Validate() != nil {
+			return
+		}
+		p := NewPlan(c)
+		if err := p.check(); err != nil {
+			t.Fatalf("valid config gives a bad plan: %v\n%s", err, b)
+		}
+		for _, f := range c.Forwards {
+			if len(f.Members()) > MaxPoolMembers {
+				t.Fatalf("%d members passed validation", len(f.Members()))
+			}
+			for _, m := range f.Members() {
+				if !m.Is4() {
+					t.Fatalf("member %v passed validation", m)
+				}
+			}
+		}
+		p.QueueImpl = QueueXT
+		var got []ruleMsg
+		if _, err := InstallConn(fakeConn(t, &got), p); err != nil {
+			t.Fatalf("install: %v", err)
+		}
+	})
+}
