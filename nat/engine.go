@@ -56,6 +56,9 @@ type Settings struct {
 	Limits   conntrack.Limits
 	MaxCalls int
 	Forwards []Forward
+
+	// pool (issue 11): the pools, defaults applied.
+	Pools []Pool
 }
 
 // Engine translates PPTP packets. Process, Handle, Tick, Calls, Collect and

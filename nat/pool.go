@@ -140,6 +140,8 @@ func (e *Engine) initPools(cfg []Pool) {
 			e.forwards[m.a4] = pc.Port
 		}
 		e.pools = append(e.pools, ps)
+		ps.cfg.Members = append([]netip.Addr(nil), pc.Members...)
+		e.set.Pools = append(e.set.Pools, ps.cfg)
 	}
 }
 

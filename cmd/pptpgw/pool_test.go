@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"pptpgw/conntrack"
+	"pptpgw/nat"
+	"pptpgw/rules"
+)
+
+// A pool of the configuration reaches the engine with its defaults, and a
+// single forward stays a plain one.
+func TestNewEngineGetsPools(t *testing.T) {
+	cfg, err := rules.Parse([]byte(`
+wan: wan0
+lan: [lan0]
+forwards:
+  - {port: 1724, to: 10.0.1.5}
+  - port: 1723
+    to: [10.0.2.5, 10.0.2.6]
+    balance: source-hash
+    health: {interval: 3s, probe: tcp, rise: 4}
+  - {port: 1725, to: [10.0.3.5, 10.0.3.6]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	res := &rules.Resolved{PublicIP: netip.MustParseAddr("203.0.113.1"), WANIndex: 2, LANIndex: []uint32{3}}
+	e := newEngine(cfg, res, conntrack.NewFakeClock(time.Time{}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := netip.MustParseAddr
+	want := []nat.Pool{
+		{Port: 1723, Members: []netip.Addr{a("10.0.2.5"), a("10.0.2.6")}, Balance: nat.BalanceSourceHash,
+			Health: nat.Health{Interval: 3 * time.Second, Timeout: 2 * time.Second, Probe: nat.ProbeTCP, Fall: 2, Rise: 4}},
+		{Port: 1725, Members: []netip.Addr{a("10.0.3.5"), a("10.0.3.6")}, Balance: nat.BalanceLeastCalls,
+			Health: nat.Health{Interval: 5 * time.Second, Timeout: 2 * time.Second, Probe: nat.ProbeControl, Fall: 2, Rise: 2}},
+	}
+	s := e.Settings()
+	if !reflect.DeepEqual(s.Pools, want) {
+		t.Errorf("engine pools\n%+v\nwant\n%+v", s.Pools, want)
+	}
+	if !reflect.DeepEqual(s.Forwards, []nat.Forward{{Port: 1724, InsideIP: a("10.0.1.5")}}) {
+		t.Errorf("plain forwards %+v", s.Forwards)
+	}
+	if got := len(e.Pools()); got != 2 {
+		t.Errorf("%d pools listed", got)
+	}
+}
+
+func TestPrintPools(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var b bytes.Buffer
+	printPools(&b, []nat.PoolInfo{{Port: 1723, Balance: "least-calls", Probe: "control", Members: []nat.MemberInfo{
+		{Addr: netip.MustParseAddr("10.0.1.5"), State: nat.MemberUp, Since: now.Add(-time.Minute), Conns: 3, Calls: 2, Picks: 7, Setups: 6,
+			Probes: []nat.ProbeResult{{OK: true}, {OK: true}}},
+		{Addr: netip.MustParseAddr("10.0.1.6"), State: nat.MemberDown, Since: now.Add(-5 * time.Second),
+			Probes: []nat.ProbeResult{{OK: true}, {OK: false, Err: "connection refused"}}},
+	}}}, now)
+	out := b.String()
+	for _, w := range []string{"port 1723  balance least-calls  probe control", "10.0.1.5  up     1m0s ago  3      2      7      6",
+		"10.0.1.6  down   5s ago", "+- (connection refused)"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("pool table lacks %q:\n%s", w, out)
+		}
+	}
+	b.Reset()
+	printPools(&b, nil, now)
+	if !strings.Contains(b.String(), "no pools") {
+		t.Errorf("empty: %q", b.String())
+	}
+}
