@@ -75,7 +75,7 @@ func (e *Engine) Calls() []CallInfo {
 			if e.memberOf(s.InsideIP) != nil {
 				c.Member = c.InsideIP
 			}
-			c.PublicPort = e.forwards[s.InsideIP]
+			c.PublicPort = e.forwardPort(s.InsideIP)
 			if c.PublicPort == 0 {
 				c.PublicPort = wire.ControlPort
 			}

@@ -174,7 +174,7 @@ func patchChecksum(seg pkt.TCP, patches []helper.Patch) {
 // ctlMu is held.
 func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen int) (*control, pkt.Verdict, string) {
 	clientInside := k.PeerPort == wire.ControlPort // the inside party is the PPTP client
-	_, forwarded := e.forwards[k.InsideIP]
+	forwarded := e.forwardPort(k.InsideIP) != 0    // a forward's server or a pool member (pool.go)
 	serverInside := !clientInside && (forwarded || k.InsideIP == e.pub)
 	// The direction in which this connection is opened by a SYN.
 	creator := (clientInside && out) || (serverInside && !out)

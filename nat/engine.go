@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,8 +91,8 @@ type Engine struct {
 	lastDrops   [numReasons]uint64
 
 	// pool (issue 11): fixed at NewEngine (pool.go).
-	pools   []*poolState
-	members map[[4]byte]*member // member address -> member
+	poolSet atomic.Pointer[poolSet] // pool.go; replaced by ApplyPools
+	poolMu  sync.Mutex              // serialises ApplyPools
 	// Hairpin (hairpin.go): the aliases of hairpin calls, and the public
 	// address for the GRE path.
 	hpMu  sync.Mutex
@@ -138,7 +139,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			e.forwards[f.InsideIP.As4()] = f.Port
 		}
 	}
-	e.initPools(cfg.Pools) // pool (issue 11)
+	e.initPools(cfg.Pools) // pool (issue 11), pool.go
 	e.alloc = NewAllocator(AllocatorConfig{Quarantine: e.set.Timeouts.CallIDQuarantine}, clk)
 	e.table = conntrack.New(conntrack.Config{
 		Timeouts: e.set.Timeouts,
@@ -180,7 +181,11 @@ func unansweredRequest(c *conntrack.Call, why string) bool {
 }
 
 // Settings returns what the engine runs with, defaults applied.
-func (e *Engine) Settings() Settings { return e.set }
+func (e *Engine) Settings() Settings {
+	s := e.set
+	s.Pools = slices.Clone(e.ps().cfg) // pool (issue 11): as last applied
+	return s
+}
 
 // SetReleaser sets the function that receives the verdict of a held packet
 // (or of one released by Tick). data is the packet to send with an Accept

@@ -53,7 +53,7 @@ const (
 // fromInside reports whether p was queued in prerouting from an inside
 // interface: only the pool's hairpin rules queue such packets.
 func (e *Engine) fromInside(p *nfq.Packet) bool {
-	return len(e.pools) > 0 && p.Hook == nfq.HookPrerouting && p.InDev != e.wan.Load()
+	return len(e.ps().pools) > 0 && p.Hook == nfq.HookPrerouting && p.InDev != e.wan.Load()
 }
 
 // hairpinTCP decides about TCP queued from inside (after poolSYN): the
@@ -64,9 +64,9 @@ func (e *Engine) hairpinTCP(p *nfq.Packet, pp *pkt.Parsed, out bool) (bool, pkt.
 		return out, 0, "", false
 	}
 	switch {
-	case pp.DstPort == wire.ControlPort && e.members[pp.Dst] != nil:
+	case pp.DstPort == wire.ControlPort && e.ps().members[pp.Dst] != nil:
 		return true, 0, "", false
-	case pp.SrcPort == wire.ControlPort && e.members[pp.Src] != nil:
+	case pp.SrcPort == wire.ControlPort && e.ps().members[pp.Src] != nil:
 		return false, 0, "", false
 	}
 	return out, pkt.Accept, ReasonHairpinNotOurs, true
@@ -75,7 +75,7 @@ func (e *Engine) hairpinTCP(p *nfq.Packet, pp *pkt.Parsed, out bool) (bool, pkt.
 // isHairpin reports whether tc is a hairpin connection: an inside client's
 // connection to a pool member.
 func (e *Engine) isHairpin(tc *conntrack.Control) bool {
-	return !tc.Forward && e.members[tc.Key.PeerIP] != nil
+	return !tc.Forward && e.ps().members[tc.Key.PeerIP] != nil
 }
 
 // hairpinEstablished records a hairpin call's alias (step 4) once the
@@ -92,7 +92,7 @@ func (e *Engine) hairpinEstablished(tc *conntrack.Control, peerID uint16) {
 // hairpinCallRemoved drops the alias of a hairpin call (OnCallRemoved,
 // Table.mu held).
 func (e *Engine) hairpinCallRemoved(c *conntrack.Call) {
-	if c.Forward() || e.members[c.PeerIP] == nil {
+	if c.Forward() || e.ps().members[c.PeerIP] == nil {
 		return
 	}
 	k := hpKey{c.InsideIP, c.PeerCallID}
@@ -106,7 +106,7 @@ func (e *Engine) hairpinCallRemoved(c *conntrack.Call) {
 // hairpinGRE handles GRE of hairpin calls (steps 3 and 4). ok is false for
 // GRE that takes the normal path.
 func (e *Engine) hairpinGRE(p *nfq.Packet, pp *pkt.Parsed) (pkt.Verdict, string, bool) {
-	if len(e.pools) == 0 {
+	if len(e.ps().pools) == 0 {
 		return 0, "", false
 	}
 	g := pp.Payload(p.Payload)
@@ -115,7 +115,7 @@ func (e *Engine) hairpinGRE(p *nfq.Packet, pp *pkt.Parsed) (pkt.Verdict, string,
 	}
 	ip := pp.IPv4(p.Payload)
 	key := binary.BigEndian.Uint16(g[wire.GREKeyCallIDOffset:])
-	if p.Hook == nfq.HookPostrouting && p.Mark&fwmark.Hairpin != 0 && e.members[pp.Src] != nil {
+	if p.Hook == nfq.HookPostrouting && p.Mark&fwmark.Hairpin != 0 && e.ps().members[pp.Src] != nil {
 		// Step 3, after routing: the member's GRE leaves from P.
 		ip.SetSourceAddressWithChecksumUpdate(e.pubAddr().As4())
 		p.Modified = true
@@ -127,7 +127,7 @@ func (e *Engine) hairpinGRE(p *nfq.Packet, pp *pkt.Parsed) (pkt.Verdict, string,
 	if _, _, err := wire.ParseGRE(g); err != nil {
 		return pkt.Accept, ReasonHairpinNotOurs, true // to the gateway itself: not ours
 	}
-	if e.members[pp.Src] != nil {
+	if e.ps().members[pp.Src] != nil {
 		// Step 3, before routing: to C, with C's own call ID.
 		inside, insideID, ok := e.table.Inbound(conntrack.InKey{PublicIP: pp.Dst, PeerIP: pp.Src, OutsideCallID: key}, pp.TotalLen)
 		if !ok {

@@ -1,8 +1,10 @@
 package nat
 
 import (
+	"fmt"
 	"hash/fnv"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -29,7 +31,7 @@ import (
 //     conntrack keeps the whole connection there.
 //  3. After dstnat the SYN is queued again like every forwarded control
 //     segment; the engine tracks the connection with the member as inside
-//     party (controlFor; the member is in e.forwards) and counts the setup
+//     party (controlFor; forwardPort knows the member) and counts the setup
 //     on the member (poolTracked).
 //  4. Calls on it get outside call IDs from the allocator's pool of
 //     (public address, client): two members that hand out the same call
@@ -85,14 +87,30 @@ type poolState struct {
 	noneUp  atomic.Uint64 // picks made with no member up
 }
 
-// member is one server of a pool. Its counters are atomics: they are
-// updated under the table's lock (OnCallRemoved, OnControlRemoved) and
-// read without one.
+// poolSet is the pools the engine runs with: replaced as a whole by
+// ApplyPools (a reload), read without a lock by the packet path.
+type poolSet struct {
+	cfg     []Pool // as applied, defaults filled in
+	pools   []*poolState
+	members map[[4]byte]*member // member address -> member
+	done    chan struct{}       // closed when a newer set replaces this one
+}
+
+// member is one server of a pool in one poolSet.
 type member struct {
-	pool  *poolState
-	idx   int
-	addr  netip.Addr
-	a4    [4]byte
+	pool *poolState
+	idx  int // its index in the pool: the mark bits fwmark.Member(idx)
+	addr netip.Addr
+	a4   [4]byte
+	*memberStats
+}
+
+// memberStats is what the engine knows about a member address: it
+// survives ApplyPools as long as the address stays a member (of any pool),
+// so live connections and calls keep being counted where they are. The
+// counters are atomics: they are updated under the table's lock
+// (OnCallRemoved, OnControlRemoved) and read without one.
+type memberStats struct {
 	down  atomic.Bool
 	conns atomic.Int64 // control connections tracked now
 	calls atomic.Int64 // calls tracked now
@@ -115,34 +133,78 @@ type ProbeResult struct {
 	Err string    `json:"error,omitempty"`
 }
 
-// initPools builds the pools of cfg (NewEngine).
-func (e *Engine) initPools(cfg []Pool) {
-	e.members = make(map[[4]byte]*member)
-	e.hp = make(map[hpKey][4]byte)
-	now := e.clk.Now()
+// ps returns the pools the engine runs with now.
+func (e *Engine) ps() *poolSet { return e.poolSet.Load() }
+
+// ApplyPools makes the engine run with pools cfg (defaults applied) from
+// now on: new connections are placed by the new pools; connections already
+// tracked stay where they are, and a member address that stays a member
+// keeps its state and counters (up or down, probe history, live
+// connections and calls). The probes (RunHealth) restart with the new set.
+// Applying the pools the engine already runs with changes nothing. The
+// kernel's half (the DNAT rules by member index) is the nftables table's.
+func (e *Engine) ApplyPools(cfg []Pool) error {
+	e.poolMu.Lock()
+	defer e.poolMu.Unlock()
+	var norm []Pool
+	seen := map[[4]byte]bool{}
 	for _, pc := range cfg {
 		if len(pc.Members) == 0 || len(pc.Members) > fwmark.MaxMembers {
-			e.log.Error("nat: pool ignored: bad number of members", "port", pc.Port, "members", len(pc.Members))
-			continue
+			return fmt.Errorf("nat: pool on port %d: %d members (1..%d)", pc.Port, len(pc.Members), fwmark.MaxMembers)
 		}
-		ps := &poolState{cfg: pc}
-		ps.cfg.Health = withHealthDefaults(pc.Health)
-		if ps.cfg.Balance == "" {
-			ps.cfg.Balance = BalanceLeastCalls
-		}
-		for i, a := range pc.Members {
+		for _, a := range pc.Members {
 			if !a.Is4() {
-				continue
+				return fmt.Errorf("nat: pool on port %d: member %v is not IPv4", pc.Port, a)
 			}
-			m := &member{pool: ps, idx: i, addr: a, a4: a.As4(), since: now}
-			ps.members = append(ps.members, m)
-			e.members[m.a4] = m
-			e.forwards[m.a4] = pc.Port
+			if seen[a.As4()] {
+				return fmt.Errorf("nat: %v is a member twice", a)
+			}
+			seen[a.As4()] = true
 		}
-		e.pools = append(e.pools, ps)
-		ps.cfg.Members = append([]netip.Addr(nil), pc.Members...)
-		e.set.Pools = append(e.set.Pools, ps.cfg)
+		pc.Members = slices.Clone(pc.Members)
+		pc.Health = withHealthDefaults(pc.Health)
+		if pc.Balance == "" {
+			pc.Balance = BalanceLeastCalls
+		}
+		norm = append(norm, pc)
 	}
+	old := e.ps()
+	if old != nil && reflect.DeepEqual(old.cfg, norm) {
+		return nil
+	}
+	now := e.clk.Now()
+	ns := &poolSet{cfg: norm, members: make(map[[4]byte]*member), done: make(chan struct{})}
+	for _, pc := range norm {
+		ps := &poolState{cfg: pc}
+		for i, a := range pc.Members {
+			m := &member{pool: ps, idx: i, addr: a, a4: a.As4()}
+			if old != nil && old.members[m.a4] != nil {
+				m.memberStats = old.members[m.a4].memberStats
+			} else {
+				m.memberStats = &memberStats{since: now}
+			}
+			ps.members = append(ps.members, m)
+			ns.members[m.a4] = m
+		}
+		ns.pools = append(ns.pools, ps)
+	}
+	e.poolSet.Store(ns)
+	if old != nil {
+		close(old.done)
+	}
+	return nil
+}
+
+// forwardPort returns the public port of a published server or pool
+// member at inside address a, or 0.
+func (e *Engine) forwardPort(a [4]byte) uint16 {
+	if p, ok := e.forwards[a]; ok {
+		return p
+	}
+	if m := e.ps().members[a]; m != nil {
+		return m.pool.cfg.Port
+	}
+	return 0
 }
 
 func withHealthDefaults(h Health) Health {
@@ -167,15 +229,16 @@ func withHealthDefaults(h Health) Health {
 // poolSYN handles the opening SYN of a pooled forward queued before dstnat
 // (step 1 above). ok is false for every other packet.
 func (e *Engine) poolSYN(p *nfq.Packet, pp *pkt.Parsed) (v pkt.Verdict, r string, ok bool) {
-	if len(e.pools) == 0 || p.Hook != nfq.HookPrerouting || pp.Fragment || pp.Err != "" ||
+	set := e.ps()
+	if len(set.pools) == 0 || p.Hook != nfq.HookPrerouting || pp.Fragment || pp.Err != "" ||
 		pp.TCPFlags&(pkt.TCPFlagSyn|pkt.TCPFlagAck) != pkt.TCPFlagSyn || fwmark.MemberOf(p.Mark) >= 0 {
 		return 0, "", false
 	}
-	if _, isMember := e.members[pp.Dst]; isMember {
+	if _, isMember := set.members[pp.Dst]; isMember {
 		return 0, "", false // after dstnat: tracked by processTCP
 	}
 	var ps *poolState
-	for _, x := range e.pools {
+	for _, x := range set.pools {
 		if x.cfg.Port == pp.DstPort {
 			ps = x
 			break
@@ -250,7 +313,7 @@ func (e *Engine) poolTracked(tc *conntrack.Control) {
 	if !tc.Forward {
 		return
 	}
-	if m := e.members[tc.Key.InsideIP]; m != nil {
+	if m := e.ps().members[tc.Key.InsideIP]; m != nil {
 		m.conns.Add(1)
 		m.setups.Add(1)
 	}
@@ -261,7 +324,7 @@ func (e *Engine) poolControlRemoved(tc *conntrack.Control, _ string) {
 	if !tc.Forward {
 		return
 	}
-	if m := e.members[tc.Key.InsideIP]; m != nil {
+	if m := e.ps().members[tc.Key.InsideIP]; m != nil {
 		m.conns.Add(-1)
 	}
 }
@@ -271,7 +334,7 @@ func (e *Engine) poolCallAdded(tc *conntrack.Control) {
 	if !tc.Forward {
 		return
 	}
-	if m := e.members[tc.Key.InsideIP]; m != nil {
+	if m := e.ps().members[tc.Key.InsideIP]; m != nil {
 		m.calls.Add(1)
 		m.callsTotal.Add(1)
 	}
@@ -283,14 +346,14 @@ func (e *Engine) poolCallRemoved(c *conntrack.Call) {
 	if !c.Forward() {
 		return
 	}
-	if m := e.members[c.InsideIP]; m != nil {
+	if m := e.ps().members[c.InsideIP]; m != nil {
 		m.calls.Add(-1)
 	}
 }
 
 // memberOf returns the member a forwarded connection's inside address is,
 // or nil.
-func (e *Engine) memberOf(inside [4]byte) *member { return e.members[inside] }
+func (e *Engine) memberOf(inside [4]byte) *member { return e.ps().members[inside] }
 
 // probeDone records one probe of m and changes its state after Fall
 // failures or Rise successes in a row. It reports the new state if it
@@ -366,8 +429,9 @@ type PoolsReply struct {
 
 // Pools returns the state of every pool.
 func (e *Engine) Pools() []PoolInfo {
-	out := make([]PoolInfo, 0, len(e.pools))
-	for _, ps := range e.pools {
+	set := e.ps()
+	out := make([]PoolInfo, 0, len(set.pools))
+	for _, ps := range set.pools {
 		pi := PoolInfo{Port: ps.cfg.Port, Balance: ps.cfg.Balance, Probe: ps.cfg.Health.Probe, NoneUp: ps.noneUp.Load()}
 		for _, m := range ps.members {
 			m.mu.Lock()
@@ -398,7 +462,7 @@ var (
 
 // collectPools emits the pools' metrics (Collect).
 func (e *Engine) collectPools(emit func(metrics.Sample)) {
-	for _, ps := range e.pools {
+	for _, ps := range e.ps().pools {
 		port := strconv.Itoa(int(ps.cfg.Port))
 		emit(metrics.Sample{Desc: descPoolNoneUp, LabelValues: []string{port}, Key: "pool_" + port + "_none_up", Value: ps.noneUp.Load()})
 		for _, m := range ps.members {
@@ -433,3 +497,13 @@ const (
 	// taken by a pool member (hairpin.go).
 	DirectionHairpin = "hairpin"
 )
+
+// initPools applies the configuration's pools at NewEngine; a bad pool is
+// logged and left out (rules.Config.Validate refuses it before).
+func (e *Engine) initPools(cfg []Pool) {
+	e.hp = make(map[hpKey][4]byte)
+	e.poolSet.Store(&poolSet{members: map[[4]byte]*member{}, done: make(chan struct{})})
+	if err := e.ApplyPools(cfg); err != nil {
+		e.log.Error("nat: pools not applied", "err", err)
+	}
+}

@@ -30,24 +30,37 @@ type Prober func(ctx context.Context, addr netip.Addr, probe string) error
 
 // RunHealth probes the members of every pool until ctx ends: one goroutine
 // per pool, each round probing the pool's members at once, every
-// Health.Interval, each probe bounded by Health.Timeout. prober nil means
+// Health.Interval, each probe bounded by Health.Timeout; when ApplyPools
+// replaces the pools, the new ones are probed. prober nil means
 // ProbeMember. State changes are logged and counted (probeDone).
 func (e *Engine) RunHealth(ctx context.Context, prober Prober) {
 	if prober == nil {
 		prober = ProbeMember
 	}
-	var wg sync.WaitGroup
-	for _, ps := range e.pools {
-		if ps.cfg.Health.Probe == ProbeNone {
-			continue
+	for {
+		set := e.ps()
+		pctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		for _, ps := range set.pools {
+			if ps.cfg.Health.Probe == ProbeNone {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e.probePool(pctx, ps, prober)
+			}()
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.probePool(ctx, ps, prober)
-		}()
+		select {
+		case <-ctx.Done():
+		case <-set.done: // ApplyPools: probe the new set
+		}
+		cancel()
+		wg.Wait()
+		if ctx.Err() != nil {
+			return
+		}
 	}
-	wg.Wait()
 }
 
 func (e *Engine) probePool(ctx context.Context, ps *poolState, prober Prober) {

@@ -59,11 +59,11 @@ func openPool(t *testing.T, e *Engine, cl [4]byte, port uint16) *poolConn {
 		t.Fatalf("mark %#x: the bits outside the member field changed", p.Set.Mark)
 	}
 	i := fwmark.MemberOf(p.Set.Mark)
-	members := [][4]byte{memberA, memberB}
+	members := e.ps().pools[0].members
 	if i < 0 || i >= len(members) {
 		t.Fatalf("mark %#x names no member", p.Set.Mark)
 	}
-	c := &poolConn{t: t, e: e, cl: cl, port: port, member: members[i], seqCl: 100, seqMb: 9000}
+	c := &poolConn{t: t, e: e, cl: cl, port: port, member: members[i].a4, seqCl: 100, seqMb: 9000}
 	// After dstnat: the same SYN, now to the member, with the mark.
 	b = pkttest.TCP(t, cl, c.member, port, 1723, nil, pkttest.TCPOpt{SYN: true, Seq: 100})
 	p = nfq.Packet{ID: 2, Payload: b, InDev: wanIf, Hook: nfq.HookPrerouting, Mark: p.Set.Mark}
@@ -196,12 +196,12 @@ func TestPoolSameMemberCallIDs(t *testing.T) {
 // still spread (and counted); Rise passes bring it back.
 func TestPoolHealth(t *testing.T) {
 	e := newPoolEngine(t, BalanceLeastCalls)
-	a := e.pools[0].members[0]
+	a := e.ps().pools[0].members[0]
 	cl := [4]byte{198, 51, 100, 30}
 	c := openPool(t, e, cl, 40000)
 	out := c.call(5, 9)
 	down := c.member
-	var dm *member = e.members[down]
+	var dm *member = e.ps().members[down]
 	now := time.Unix(1000, 0)
 	if _, changed := e.probeDone(dm, ProbeResult{At: now, Err: "refused"}); changed {
 		t.Fatal("down after one failure with fall 2")
@@ -222,15 +222,15 @@ func TestPoolHealth(t *testing.T) {
 		t.Fatal("live call on a down member stopped (from the member)")
 	}
 	// Both down: still picked (spread), counted.
-	other := e.pools[0].members[0]
+	other := e.ps().pools[0].members[0]
 	if other == dm {
-		other = e.pools[0].members[1]
+		other = e.ps().pools[0].members[1]
 	}
 	e.probeDone(other, ProbeResult{At: now, OK: true})
 	e.probeDone(other, ProbeResult{At: now, Err: "x"})
 	e.probeDone(other, ProbeResult{At: now, Err: "x"})
 	openPool(t, e, [4]byte{198, 51, 100, 99}, 40000)
-	if n := e.pools[0].noneUp.Load(); n != 1 {
+	if n := e.ps().pools[0].noneUp.Load(); n != 1 {
 		t.Fatalf("picks with none up = %d, want 1", n)
 	}
 	e.probeDone(dm, ProbeResult{At: now, OK: true})
@@ -250,7 +250,7 @@ func TestPoolHealth(t *testing.T) {
 // clients reach both; a member going down moves only its own clients.
 func TestPoolSourceHash(t *testing.T) {
 	e := newPoolEngine(t, BalanceSourceHash)
-	ps := e.pools[0]
+	ps := e.ps().pools[0]
 	first := map[[4]byte]*member{}
 	count := map[*member]int{}
 	for i := range 64 {
@@ -287,7 +287,7 @@ func TestPoolConnGone(t *testing.T) {
 	})
 	c := openPool(t, e, [4]byte{198, 51, 100, 20}, 50000)
 	c.call(1, 2)
-	m := e.members[c.member]
+	m := e.ps().members[c.member]
 	if m.conns.Load() != 1 || m.calls.Load() != 1 {
 		t.Fatalf("conns %d calls %d", m.conns.Load(), m.calls.Load())
 	}
@@ -446,4 +446,85 @@ func FuzzPoolProcess(f *testing.F) {
 			checkValid(t, p.Payload, "accepted")
 		}
 	})
+}
+
+// TestApplyPools: a reload's pools replace the running ones; a member that
+// stays keeps its state and counts (under a new index), a new one is
+// picked and probed, one that goes keeps its live call; applying the same
+// pools again changes nothing.
+func TestApplyPools(t *testing.T) {
+	e := newPoolEngine(t, BalanceLeastCalls)
+	cl := [4]byte{198, 51, 100, 20}
+	c := openPool(t, e, cl, 50000)
+	out := c.call(7, 1)
+	old := e.ps().members[c.member]
+	e.probeDone(old, ProbeResult{OK: false, Err: "x"})
+	memberC := [4]byte{10, 0, 1, 7}
+	other := memberA
+	if c.member == memberA {
+		other = memberB
+	}
+	cfg := []Pool{{Port: 1723, Members: []netip.Addr{netip.AddrFrom4(memberC), netip.AddrFrom4(c.member), netip.AddrFrom4(other)}}}
+	if err := e.ApplyPools(cfg); err != nil {
+		t.Fatal(err)
+	}
+	set := e.ps()
+	m := set.members[c.member]
+	if m.idx != 1 || m.conns.Load() != 1 || m.calls.Load() != 1 || m.probesFailed.Load() != 1 {
+		t.Fatalf("member kept through the reload: idx %d conns %d calls %d failed %d", m.idx, m.conns.Load(), m.calls.Load(), m.probesFailed.Load())
+	}
+	if err := e.ApplyPools(cfg); err != nil || e.ps() != set {
+		t.Fatalf("the same pools again replaced the set (%v)", err)
+	}
+	if got := e.Settings().Pools; len(got) != 1 || len(got[0].Members) != 3 || got[0].Health.Interval != 5*time.Second {
+		t.Fatalf("settings after reload: %+v", got)
+	}
+	// The new member gets the next connection (least-calls: it has none).
+	if n := openPool(t, e, [4]byte{198, 51, 100, 21}, 50000); n.member != memberC && n.member != other {
+		t.Fatalf("new connection went to %v, the busy member", n.member)
+	}
+	// The first member leaves the pool: its call still flows, and its end is harmless.
+	if err := e.ApplyPools([]Pool{{Port: 1723, Members: []netip.Addr{netip.AddrFrom4(memberC), netip.AddrFrom4(other)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := gre(t, e, pkttest.GRE(t, cl, pubIP, out, pkttest.GREOpt{}), wanIf); v != pkt.Accept {
+		t.Fatal("the call of a member that left the pool stopped")
+	}
+	c.seg(false, nil, pkttest.TCPOpt{RST: true})
+	if err := e.ApplyPools([]Pool{{Port: 1723, Members: []netip.Addr{netip.AddrFrom4(memberA), netip.AddrFrom4(memberA)}}}); err == nil {
+		t.Fatal("a member twice was applied")
+	}
+}
+
+// TestRunHealthFollowsApply: after ApplyPools the new set is probed.
+func TestRunHealthFollowsApply(t *testing.T) {
+	e, _ := newEngine(t, func(c *EngineConfig) {
+		c.Pools = []Pool{{Port: 1723, Members: []netip.Addr{netip.AddrFrom4(memberA), netip.AddrFrom4(memberB)},
+			Health: Health{Interval: 10 * time.Millisecond, Timeout: 5 * time.Millisecond}}}
+	})
+	memberC := netip.AddrFrom4([4]byte{10, 0, 1, 7})
+	var probedC atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		e.RunHealth(ctx, func(_ context.Context, a netip.Addr, _ string) error {
+			if a == memberC {
+				probedC.Store(true)
+			}
+			return nil
+		})
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	if err := e.ApplyPools([]Pool{{Port: 1723, Members: []netip.Addr{netip.AddrFrom4(memberA), memberC},
+		Health: Health{Interval: 10 * time.Millisecond, Timeout: 5 * time.Millisecond}}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !probedC.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the member added by ApplyPools was never probed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

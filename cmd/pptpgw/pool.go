@@ -31,6 +31,21 @@ func enginePools(cfg *rules.Config) []nat.Pool {
 	return out
 }
 
+// poolRun is the running pools' owner for reloads (issue 8's contract):
+// Apply makes the engine place and probe by cfg's pools, keeping members
+// that stay (nat.Engine.ApplyPools); the probes follow on their own
+// (nat.Engine.RunHealth). The pools' kernel half, the DNAT rules by member
+// index and the hairpin chains, belongs to the nftables table. It owns no
+// other state, so Close only stops placing new connections by pool.
+type poolRun struct{ e *nat.Engine }
+
+// Apply implements the reload contract: idempotent, no moment without
+// service (connections already tracked stay where they are).
+func (p poolRun) Apply(cfg *rules.Config) error { return p.e.ApplyPools(enginePools(cfg)) }
+
+// Close drops the pools from the engine.
+func (p poolRun) Close() error { return p.e.ApplyPools(nil) }
+
 func cmdPool(args []string) int {
 	fs := flag.NewFlagSet("pool", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")

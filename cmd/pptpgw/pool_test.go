@@ -56,6 +56,38 @@ forwards:
 	}
 }
 
+// poolRun.Apply is the reload's entry: a changed config changes the
+// engine's pools, the same config changes nothing, Close drops them.
+func TestPoolRunApply(t *testing.T) {
+	parse := func(y string) *rules.Config {
+		t.Helper()
+		c, err := rules.Parse([]byte("wan: wan0\nlan: [lan0]\n" + y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c1 := parse("forwards: [{port: 1723, to: [10.0.2.5, 10.0.2.6]}]\n")
+	res := &rules.Resolved{PublicIP: netip.MustParseAddr("203.0.113.1"), WANIndex: 2, LANIndex: []uint32{3}}
+	e := newEngine(c1, res, conntrack.NewFakeClock(time.Time{}), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := poolRun{e}
+	if err := p.Apply(c1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(parse("forwards: [{port: 1723, to: [10.0.2.5, 10.0.2.6, 10.0.2.7]}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Settings().Pools; len(got) != 1 || len(got[0].Members) != 3 {
+		t.Fatalf("after Apply: %+v", got)
+	}
+	if err := p.Close(); err != nil || len(e.Settings().Pools) != 0 || len(e.Pools()) != 0 {
+		t.Fatalf("after Close: %v %+v", err, e.Settings().Pools)
+	}
+}
+
 func TestPrintPools(t *testing.T) {
 	now := time.Unix(1000, 0)
 	var b bytes.Buffer

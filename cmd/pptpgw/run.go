@@ -199,6 +199,9 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	}, log)
 
 	followWAN(ctx, cfg, engine, res, log)
+	if err := (poolRun{engine}).Apply(cfg); err != nil { // pool (issue 11): pool.go; reload calls it too
+		return err
+	}
 	go engine.RunHealth(ctx, nil) // pool (issue 11): probes of pool members
 
 	plan := rules.NewPlan(cfg)
