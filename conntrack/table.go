@@ -278,11 +278,10 @@ func New(cfg Config, clk Clock) *Table {
 		maxConns: cfg.MaxConns,
 		maxCalls: cfg.MaxCalls,
 		onRemove: cfg.OnCallRemoved,
-		// pool (issue 11)
-		onConnRemove: cfg.OnControlRemoved,
-		out:          make(map[OutKey]*Call),
-		sources:      make(map[[4]byte]*source),
+		out:      make(map[OutKey]*Call),
+		sources:  make(map[[4]byte]*source),
 	}
+	t.onConnRemove = cfg.OnControlRemoved // pool (issue 11)
 	// NewLRU only fails for size <= 0, excluded above. The LRUs never
 	// evict on their own: AddControl and AddCall make room (early drop) or
 	// refuse before they add.

@@ -90,9 +90,9 @@ type Engine struct {
 	lastSummary time.Time
 	lastDrops   [numReasons]uint64
 
-	// pool (issue 11): fixed at NewEngine (pool.go).
-	poolSet atomic.Pointer[poolSet] // pool.go; replaced by ApplyPools
-	poolMu  sync.Mutex              // serialises ApplyPools
+	// pool (issue 11): the pools, replaced as a whole by ApplyPools (pool.go).
+	poolSet atomic.Pointer[poolSet]
+	poolMu  sync.Mutex // serialises ApplyPools
 	// Hairpin (hairpin.go): the aliases of hairpin calls, and the public
 	// address for the GRE path.
 	hpMu  sync.Mutex
