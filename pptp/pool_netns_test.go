@@ -298,3 +298,184 @@ func TestNetnsPoolScaleOut(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestNetnsPoolSharedAddress: 4 Go clients behind ONE outside address (one
+// namespace, one GRE socket: a carrier NAT or an office) reach two `pptpgw
+// serve` members, which both number their calls from 1. Through pptpgw
+// every session comes up and pings (the members' equal call IDs leave as
+// distinct outside IDs for that address). The same run first tries Linux's
+// helper with DNAT to the members in turn (testbed.KernelHelperPool); its
+// outcome is logged for the README, not asserted.
+func TestNetnsPoolSharedAddress(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, testbed.Config{Clients: 2})
+	outs, err := topo.AddOutside(1)
+	must(t, err)
+	members := []*poolMember{startPoolMember(t, topo.Clients[0], 0), startPoolMember(t, topo.Clients[1], 1)}
+	const n = 4
+	// run dials n sessions from the one outside host and pings through each;
+	// it returns how many worked, and closes them.
+	run := func(name string) int {
+		mux := muxIn(t, outs[0])
+		ok := 0
+		var cs []*Client
+		for i := range n {
+			dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := Dial(dctx, ClientConfig{Server: testbed.GWWANIP.String(), Username: "alice", Password: "s3cret pass",
+				Mux: mux, Dial: outs[0].DialContext})
+			dcancel()
+			if err != nil {
+				t.Logf("%s: session %d: %v", name, i, err)
+				continue
+			}
+			cs = append(cs, c)
+		}
+		for i, c := range cs {
+			if pingOK(c, c.Session().Info().PeerIP, 64+i) {
+				ok++
+			} else {
+				t.Logf("%s: session with call IDs %#04x/%#04x: no echo reply", name, c.LocalCallID(), c.PeerCallID())
+			}
+		}
+		for _, c := range cs {
+			c.Close()
+		}
+		waitFor(t, func() bool { return len(members[0].srv.Sessions())+len(members[1].srv.Sessions()) == 0 })
+		return ok
+	}
+
+	must(t, topo.KernelHelperPool(ctx, []netip.Addr{testbed.ClientIP(0), testbed.ClientIP(1)}))
+	kernelOK := run("kernel helper")
+	t.Logf("kernel helper + DNAT to 2 members: %d of %d sessions from one address pinged", kernelOK, n)
+	must(t, topo.KernelReset(ctx))
+
+	yaml := fmt.Sprintf("forwards:\n  - port: 1723\n    to: [%s, %s]\n", testbed.ClientIP(0), testbed.ClientIP(1))
+	path := filepath.Join(topo.Dir, "pptpgw.yaml")
+	must(t, os.WriteFile(path, []byte(yaml), 0o600))
+	gw, err := topo.StartGateway(ctx, bin, "--config", path)
+	must(t, err)
+	var rep nat.CallsReply
+	mux := muxIn(t, outs[0])
+	var cs []*Client
+	for i := range n {
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := Dial(dctx, ClientConfig{Server: testbed.GWWANIP.String(), Username: "alice", Password: "s3cret pass",
+			Mux: mux, Dial: outs[0].DialContext})
+		dcancel()
+		if err != nil {
+			t.Fatalf("pptpgw: session %d: %v\n%s", i, err, gw.Log())
+		}
+		cs = append(cs, c)
+	}
+	for i, c := range cs {
+		ping(t, c, c.Session().Info().PeerIP, 64+i)
+	}
+	rep, err = gw.Calls(ctx)
+	must(t, err)
+	ids := map[netip.Addr][]uint16{}
+	for _, c := range rep.Calls {
+		ids[c.Member] = append(ids[c.Member], c.InsideCallID)
+	}
+	t.Logf("pptpgw: %d of %d sessions from one address pinged; members' call IDs %v; %d distinct outside IDs",
+		len(cs), n, ids, testbed.DistinctOutsideIDs(rep.Calls))
+	if len(rep.Calls) != n || testbed.DistinctOutsideIDs(rep.Calls) != n || len(ids) != 2 {
+		t.Errorf("calls %d, distinct outside IDs %d, members %d; want %d, %d, 2", len(rep.Calls), testbed.DistinctOutsideIDs(rep.Calls), len(ids), n, n)
+	}
+	if !slicesOverlap(ids[testbed.ClientIP(0)], ids[testbed.ClientIP(1)]) {
+		t.Errorf("test precondition: the members used no call ID in common: %v", ids)
+	}
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+func slicesOverlap(a, b []uint16) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pingOK is ping without failing the test: whether an echo reply came
+// within 3 s.
+func pingOK(c *Client, dst netip.Addr, size int) bool {
+	src := c.Session().Info().LocalIP
+	got := make(chan []byte, 4)
+	c.OnIP(func(p []byte) {
+		select {
+		case got <- append([]byte(nil), p...):
+		default:
+		}
+	})
+	deadline := time.After(3 * time.Second)
+	for seq := uint16(1); ; seq++ {
+		if err := c.SendIP(icmpEcho(src, dst, 7, seq, size)); err != nil {
+			return false
+		}
+		select {
+		case p := <-got:
+			if len(p) == size && p[20] == 0 {
+				return true
+			}
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// TestNetnsPoolServeHairpin: Go clients on the LAN (the members' own
+// bridge) call the public address: MS-CHAPv2 + MPPE-128 sessions come up
+// on the members and ping through their tunnels (NAT loopback).
+func TestNetnsPoolServeHairpin(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, testbed.Config{Clients: 4})
+	members := []*poolMember{startPoolMember(t, topo.Clients[0], 0), startPoolMember(t, topo.Clients[1], 1)}
+	yaml := fmt.Sprintf("forwards:\n  - port: 1723\n    to: [%s, %s]\n", testbed.ClientIP(0), testbed.ClientIP(1))
+	path := filepath.Join(topo.Dir, "pptpgw.yaml")
+	must(t, os.WriteFile(path, []byte(yaml), 0o600))
+	gw, err := topo.StartGateway(ctx, bin, "--config", path)
+	must(t, err)
+	var cs []*Client
+	for _, ns := range topo.Clients[2:] {
+		dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := poolClient(t, dctx, ns)
+		dcancel()
+		if err != nil {
+			t.Fatalf("hairpin client %s: %v\n%s", ns.Name, err, gw.Log())
+		}
+		cs = append(cs, c)
+	}
+	for i, c := range cs {
+		ping(t, c, c.Session().Info().PeerIP, 64+i)
+	}
+	rep, err := gw.Calls(ctx)
+	must(t, err)
+	for _, c := range rep.Calls {
+		if c.Direction != nat.DirectionHairpin || c.Member != c.PeerIP || c.PktsIn == 0 || c.PktsOut == 0 {
+			t.Errorf("call %+v: want a hairpin call to a member with GRE both ways", c)
+		}
+	}
+	if len(rep.Calls) != len(cs) {
+		t.Errorf("%d calls listed, want %d", len(rep.Calls), len(cs))
+	}
+	// The members saw the sessions coming from the public address.
+	for i, m := range members {
+		for _, s := range m.srv.Sessions() {
+			if !strings.HasPrefix(s.Peer, testbed.GWWANIP.String()+":") {
+				t.Errorf("member %d: session peer %s, want the public address", i, s.Peer)
+			}
+		}
+	}
+	for _, c := range cs {
+		c.Close()
+	}
+}
