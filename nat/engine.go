@@ -95,9 +95,10 @@ type Engine struct {
 	poolMu  sync.Mutex // serialises ApplyPools
 	// Hairpin (hairpin.go): the aliases of hairpin calls, and the public
 	// address for the GRE path.
-	hpMu  sync.Mutex
-	hp    map[hpKey][4]byte
-	pubHP atomic.Uint32
+	hpMu    sync.Mutex
+	hp      map[hpKey][4]byte
+	pubHP   atomic.Uint32
+	hpCount [numHP]atomic.Uint64
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.

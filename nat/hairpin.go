@@ -43,12 +43,28 @@ type hpKey struct {
 	id     uint16
 }
 
-// Reasons of the hairpin path.
+// Reasons of the hairpin path, each counted in pool_hairpin_total{what}.
 const (
-	ReasonHairpinNotOurs = "pool_hairpin_not_ours" // queued from inside, not a hairpin's: untouched
-	ReasonHairpinGREIn   = "pool_hairpin_gre_member"
-	ReasonHairpinGREOut  = "pool_hairpin_gre_client"
+	ReasonHairpinNotOurs = "pool_hairpin_not_ours"   // queued from inside, not a hairpin's: untouched
+	ReasonHairpinGREIn   = "pool_hairpin_gre_member" // a member's GRE to its host (either pass)
+	ReasonHairpinGREOut  = "pool_hairpin_gre_client" // a host's GRE to its member (before routing)
 )
+
+// hairpin counter indexes (Engine.hpCount).
+const (
+	hpNotOurs = iota
+	hpGREIn
+	hpGREOut
+	numHP
+)
+
+var hpReasons = [numHP]string{hpNotOurs: ReasonHairpinNotOurs, hpGREIn: ReasonHairpinGREIn, hpGREOut: ReasonHairpinGREOut}
+
+// hpCountOf counts reason r of the hairpin path and returns it.
+func (e *Engine) hpCountOf(i int) string {
+	e.hpCount[i].Add(1)
+	return hpReasons[i]
+}
 
 // fromInside reports whether p was queued in prerouting from an inside
 // interface: only the pool's hairpin rules queue such packets.
@@ -69,7 +85,7 @@ func (e *Engine) hairpinTCP(p *nfq.Packet, pp *pkt.Parsed, out bool) (bool, pkt.
 	case pp.SrcPort == wire.ControlPort && e.ps().members[pp.Src] != nil:
 		return false, 0, "", false
 	}
-	return out, pkt.Accept, ReasonHairpinNotOurs, true
+	return out, pkt.Accept, e.hpCountOf(hpNotOurs), true
 }
 
 // isHairpin reports whether tc is a hairpin connection: an inside client's
@@ -119,35 +135,35 @@ func (e *Engine) hairpinGRE(p *nfq.Packet, pp *pkt.Parsed) (pkt.Verdict, string,
 		// Step 3, after routing: the member's GRE leaves from P.
 		ip.SetSourceAddressWithChecksumUpdate(e.pubAddr().As4())
 		p.Modified = true
-		return pkt.Accept, ReasonHairpinGREIn, true
+		return pkt.Accept, e.hpCountOf(hpGREIn), true
 	}
 	if !e.fromInside(p) {
 		return 0, "", false
 	}
 	if _, _, err := wire.ParseGRE(g); err != nil {
-		return pkt.Accept, ReasonHairpinNotOurs, true // to the gateway itself: not ours
+		return pkt.Accept, e.hpCountOf(hpNotOurs), true // to the gateway itself: not ours
 	}
 	if e.ps().members[pp.Src] != nil {
 		// Step 3, before routing: to C, with C's own call ID.
 		inside, insideID, ok := e.table.Inbound(conntrack.InKey{PublicIP: pp.Dst, PeerIP: pp.Src, OutsideCallID: key}, pp.TotalLen)
 		if !ok {
-			return pkt.Accept, ReasonHairpinNotOurs, true
+			return pkt.Accept, e.hpCountOf(hpNotOurs), true
 		}
 		ip.SetDestinationAddressWithChecksumUpdate(inside)
 		binary.BigEndian.PutUint16(g[wire.GREKeyCallIDOffset:], insideID)
 		e.hairpinMark(p)
-		return pkt.Accept, ReasonHairpinGREIn, true
+		return pkt.Accept, e.hpCountOf(hpGREIn), true
 	}
 	// Step 4, before routing: C's GRE to the member.
 	e.hpMu.Lock()
 	m, ok := e.hp[hpKey{pp.Src, key}]
 	e.hpMu.Unlock()
 	if !ok || pp.Dst != e.pubAddr().As4() {
-		return pkt.Accept, ReasonHairpinNotOurs, true
+		return pkt.Accept, e.hpCountOf(hpNotOurs), true
 	}
 	ip.SetDestinationAddressWithChecksumUpdate(m)
 	e.hairpinMark(p)
-	return pkt.Accept, ReasonHairpinGREOut, true
+	return pkt.Accept, e.hpCountOf(hpGREOut), true
 }
 
 func (e *Engine) hairpinMark(p *nfq.Packet) {

@@ -107,6 +107,10 @@ func TestPoolHairpin(t *testing.T) {
 	if v, r := checkedProcess(t, e, &q); v != pkt.Accept || r != ReasonHairpinNotOurs || q.Set.SetMark {
 		t.Fatalf("SYN to the gateway's LAN address: %v %q", v, r)
 	}
+	cnt := e.Counters()
+	if cnt[ReasonHairpinGREIn] != 2 || cnt[ReasonHairpinGREOut] != 1 || cnt[ReasonHairpinNotOurs] != 2 {
+		t.Fatalf("hairpin counters: in %d out %d not ours %d, want 2, 1, 2", cnt[ReasonHairpinGREIn], cnt[ReasonHairpinGREOut], cnt[ReasonHairpinNotOurs])
+	}
 	// The call ends: its alias goes with it.
 	send(true, (&wire.CCRQ{CallID: 77}).Append(nil), pkttest.TCPOpt{ACK: true})
 	send(false, (&wire.CDN{CallID: 1, Result: 3}).Append(nil), pkttest.TCPOpt{ACK: true})

@@ -250,7 +250,7 @@ func (e *Engine) poolSYN(p *nfq.Packet, pp *pkt.Parsed) (v pkt.Verdict, r string
 	hairpin := p.InDev != e.wan.Load()
 	if hairpin && pp.Dst != e.pubAddr().As4() {
 		// From inside to another address of the gateway: not the pool's.
-		return pkt.Accept, ReasonHairpinNotOurs, true
+		return pkt.Accept, e.hpCountOf(hpNotOurs), true
 	}
 	m := ps.pick(pp.Src, hairpin)
 	m.picks.Add(1)
@@ -456,12 +456,17 @@ var (
 		Help: "Per pool member: picks (opening SYNs sent to it), setups (control connections tracked on it), calls (mapped on it), probes_ok, probes_failed, state_changes."}
 	descPoolActive = &metrics.Desc{Name: "pool_member_active", Kind: metrics.Gauge, Labels: []string{"port", "member", "what"},
 		Help: "Per pool member: control connections and calls tracked now, and up (1) or down (0)."}
+	descHairpin = &metrics.Desc{Name: "pool_hairpin_total", Labels: []string{"what"},
+		Help: "Hairpin packets: GRE of a member to its inside host (gre_member, both passes), of a host to its member (gre_client), and packets queued from inside that were no hairpin's, accepted untouched (not_ours)."}
 	descPoolNoneUp = &metrics.Desc{Name: "pool_none_up_total", Labels: []string{"port"},
 		Help: "New connections to a pool sent to a member while no member was up (spread over all)."}
 )
 
 // collectPools emits the pools' metrics (Collect).
 func (e *Engine) collectPools(emit func(metrics.Sample)) {
+	for i, r := range hpReasons {
+		emit(metrics.Sample{Desc: descHairpin, LabelValues: []string{r[len("pool_hairpin_"):]}, Key: r, Value: e.hpCount[i].Load()})
+	}
 	for _, ps := range e.ps().pools {
 		port := strconv.Itoa(int(ps.cfg.Port))
 		emit(metrics.Sample{Desc: descPoolNoneUp, LabelValues: []string{port}, Key: "pool_" + port + "_none_up", Value: ps.noneUp.Load()})
