@@ -100,9 +100,16 @@ func (e *Engine) hairpinEstablished(tc *conntrack.Control, peerID uint16) {
 	if !e.isHairpin(tc) {
 		return
 	}
+	k := hpKey{tc.Key.InsideIP, peerID}
 	e.hpMu.Lock()
-	e.hp[hpKey{tc.Key.InsideIP, peerID}] = tc.Key.PeerIP
+	prev, clash := e.hp[k]
+	e.hp[k] = tc.Key.PeerIP
 	e.hpMu.Unlock()
+	if clash && prev != tc.Key.PeerIP {
+		e.log.Warn("pool hairpin: two members gave one inside host the same call ID; the later call takes its GRE",
+			"host", netip.AddrFrom4(k.client), "call_id", peerID, "earlier_member", netip.AddrFrom4(prev),
+			"member", netip.AddrFrom4(tc.Key.PeerIP))
+	}
 }
 
 // hairpinCallRemoved drops the alias of a hairpin call (OnCallRemoved,
