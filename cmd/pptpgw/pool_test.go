@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -108,5 +109,19 @@ func TestPrintPools(t *testing.T) {
 	printPools(&b, nil, now)
 	if !strings.Contains(b.String(), "no pools") {
 		t.Errorf("empty: %q", b.String())
+	}
+}
+
+func TestPoolCLI(t *testing.T) {
+	out, code := pptpgw(t, nil, "pool", "--help")
+	if code != 0 || !strings.Contains(out, "Usage: pptpgw pool [--json]") {
+		t.Errorf("pool --help: exit %d, output:\n%s", code, out)
+	}
+	out, code = pptpgw(t, nil, "pool", "--admin-socket", filepath.Join(t.TempDir(), "none.sock"))
+	if code != 1 || !strings.Contains(out, "no pptpgw run answers") {
+		t.Errorf("pool without daemon: exit %d, output:\n%s", code, out)
+	}
+	if out, _ := pptpgw(t, nil, "help"); !strings.Contains(out, "pool") {
+		t.Errorf("help does not list pool:\n%s", out)
 	}
 }
