@@ -218,6 +218,11 @@ type Config struct {
 	// OnCallRemoved is called, with the table lock held, for every call that
 	// leaves the table. It must not call into the Table.
 	OnCallRemoved func(c *Call, reason string)
+
+	// pool (issue 11): OnControlRemoved is called, with the table lock
+	// held, for every control connection that leaves the table (after its
+	// calls). It must not call into the Table.
+	OnControlRemoved func(cn *Control, reason string)
 }
 
 // Stats are removal and refusal counters.
@@ -241,6 +246,8 @@ type Table struct {
 	maxConns int
 	maxCalls int
 	onRemove func(*Call, string)
+	// pool (issue 11)
+	onConnRemove func(*Control, string)
 
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
@@ -277,6 +284,7 @@ func New(cfg Config, clk Clock) *Table {
 		out:      make(map[OutKey]*Call),
 		sources:  make(map[[4]byte]*source),
 	}
+	t.onConnRemove = cfg.OnControlRemoved // pool (issue 11)
 	// NewLRU only fails for size <= 0, excluded above. The LRUs never
 	// evict on their own: AddControl and AddCall make room (early drop) or
 	// refuse before they add.
@@ -345,6 +353,9 @@ func (t *Table) connEvicted(_ ControlKey, cn *Control) {
 		if s.conns <= 0 && s.calls <= 0 {
 			delete(t.sources, cn.Source())
 		}
+	}
+	if t.onConnRemove != nil { // pool (issue 11)
+		t.onConnRemove(cn, saved)
 	}
 }
 

@@ -41,6 +41,13 @@ type CallInfo struct {
 	Class      string `json:"class,omitempty"`
 	PolicedOut uint64 `json:"policed_out"`
 	PolicedIn  uint64 `json:"policed_in"`
+	// pool (issue 11): Direction is "outbound" (an inside client's call to
+	// an outside server), "published" (an outside client's call to a
+	// server behind a forward) or "hairpin" (an inside client's call to the
+	// public address, taken by a pool member); Member is the pool member
+	// that took it (omitted outside pools).
+	Direction string     `json:"direction"`
+	Member    netip.Addr `json:"member,omitzero"`
 }
 
 // CallsReply is the whole answer to the admin command "calls" (`pptpgw
@@ -65,8 +72,16 @@ func (e *Engine) Calls() []CallInfo {
 			PktsOut: s.PktsOut, PktsIn: s.PktsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
 			Class: e.qos.className(s.Class), PolicedOut: s.PolicedOut, PolicedIn: s.PolicedIn,
 		}
+		c.Direction = DirectionOutbound // pool (issue 11)
+		if !s.Forward && e.memberOf(s.PeerIP) != nil {
+			c.Direction, c.Member = DirectionHairpin, c.PeerIP
+		}
 		if s.Forward {
-			c.PublicPort = e.forwards[s.InsideIP]
+			c.Direction = DirectionPublished
+			if e.memberOf(s.InsideIP) != nil {
+				c.Member = c.InsideIP
+			}
+			c.PublicPort = e.forwardPort(s.InsideIP)
 			if c.PublicPort == 0 {
 				c.PublicPort = wire.ControlPort
 			}

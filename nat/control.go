@@ -56,12 +56,19 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 	if pp.Err != "" {
 		return e.malformed(rTCPMalformed)
 	}
+	if v, r, ok := e.poolSYN(p, pp); ok { // pool (issue 11): a pool's opening SYN, before dstnat
+		return v, r
+	}
 	sp, dp := pp.SrcPort, pp.DstPort
 	if sp != wire.ControlPort && dp != wire.ControlPort {
 		return e.count(pkt.Accept, rNotPPTP)
 	}
 	if !known {
 		return e.count(pkt.Accept, rUnknownIface)
+	}
+	out, hv, hr, done := e.hairpinTCP(p, pp, out) // pool (issue 11): from inside, hairpin.go
+	if done {
+		return hv, hr
 	}
 	if out {
 		e.counters.Inc(int(rCtlSegOut))
@@ -172,7 +179,7 @@ func patchChecksum(seg pkt.TCP, patches []helper.Patch) {
 // ctlMu is held.
 func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen int) (*control, pkt.Verdict, string) {
 	clientInside := k.PeerPort == wire.ControlPort // the inside party is the PPTP client
-	_, forwarded := e.forwards[k.InsideIP]
+	forwarded := e.forwardPort(k.InsideIP) != 0    // a forward's server or a pool member (pool.go)
 	serverInside := !clientInside && (forwarded || k.InsideIP == e.pub)
 	// The direction in which this connection is opened by a SYN.
 	creator := (clientInside && out) || (serverInside && !out)
@@ -211,6 +218,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		return nil, v, r
 	}
 	e.counters.Inc(int(r))
+	e.poolTracked(tc) // pool (issue 11)
 	c := &control{tc: tc}
 	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
 	tc.Data = c
@@ -312,6 +320,7 @@ func (m *mapper) AllocOutside(insideID uint16) (uint16, error) {
 	}
 	m.e.setupCall(tc, insideID) // shaping (issue 9): policing.go
 	m.e.counters.Inc(int(rCallsMapped))
+	m.e.poolCallAdded(tc) // pool (issue 11)
 	return id, nil
 }
 
@@ -333,6 +342,7 @@ func (m *mapper) Event(ev helper.Event) {
 		}
 		m.e.counters.Inc(int(rCallsEstablished))
 		m.e.eventCallSetup(tc, ev.InsideID, ev.OutsideID, ev.PeerID)
+		m.e.hairpinEstablished(tc, ev.PeerID) // pool (issue 11)
 		m.e.log.Debug("pptp call established", "inside", netip.AddrFrom4(tc.Key.InsideIP),
 			"inside_call_id", ev.InsideID, "outside_call_id", ev.OutsideID, "peer_call_id", ev.PeerID)
 	case helper.CallFailed, helper.CallCleared:

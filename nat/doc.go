@@ -21,6 +21,9 @@
 //	calls.go     CallInfo and CallsReply: the calls view and its JSON (`pptpgw calls`)
 //	events.go    call events for `pptpgw events`: Event, SubscribeEvents, the hub
 //	metrics_obs.go  the Prometheus-facing families (packets, bytes, drops, teardowns)
+//	pool.go      server pools: member choice, per-member accounting, `pptpgw pool`
+//	pool_probe.go health probes of pool members
+//	hairpin.go   NAT loopback to a pool from inside
 //
 // # One GRE packet
 //
@@ -85,6 +88,10 @@
 // Table.mu and only takes Allocator.mu (to release the call's outside ID).
 // The call events' hub lock (eventHub.mu, events.go) is a leaf taken under
 // either, and only while someone listens to `pptpgw events`.
-// Counters are atomics and take no lock. This is the only place the order is
-// written; the other packages point here.
+// Counters are atomics and take no lock. Pools (pool.go, hairpin.go): a
+// member's counters are atomics; its probe state has its own mutex, taken
+// alone; Engine.hpMu (the hairpin calls' aliases) is taken after Table.mu
+// (OnCallRemoved) or alone (the GRE path, never while holding Table.mu).
+// This is the only place the order is written; the other packages point
+// here.
 package nat

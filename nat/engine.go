@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,8 @@ type EngineConfig struct {
 
 	// Shaping (issue 9): classes of PPTP traffic, per-call policing.
 	QoS QoSConfig
+	// pool (issue 11): published server pools (pool.go).
+	Pools []Pool
 }
 
 // Settings are the values an Engine runs with, defaults applied: what the
@@ -56,6 +59,9 @@ type Settings struct {
 	Limits   conntrack.Limits
 	MaxCalls int
 	Forwards []Forward
+
+	// pool (issue 11): the pools, defaults applied.
+	Pools []Pool
 }
 
 // Engine translates PPTP packets. Process, Handle, Tick, Calls, Collect and
@@ -91,6 +97,15 @@ type Engine struct {
 	events eventHub          // events.go
 	// Shaping (issue 9): policing.go.
 	qos engineQoS
+	// pool (issue 11): the pools, replaced as a whole by ApplyPools (pool.go).
+	poolSet atomic.Pointer[poolSet]
+	poolMu  sync.Mutex // serialises ApplyPools
+	// Hairpin (hairpin.go): the aliases of hairpin calls, and the public
+	// address for the GRE path.
+	hpMu    sync.Mutex
+	hp      map[hpKey][4]byte
+	pubHP   atomic.Uint32
+	hpCount [numHP]atomic.Uint64
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -125,6 +140,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	e.wan.Store(cfg.WANIf)
 	if cfg.PublicIP.Is4() {
 		e.pub = cfg.PublicIP.As4()
+		e.setPubHP(e.pub) // pool (issue 11): hairpin.go
 	} else {
 		log.Error("nat: public address is not IPv4; no call will be translated", "public", cfg.PublicIP)
 	}
@@ -133,6 +149,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			e.forwards[f.InsideIP.As4()] = f.Port
 		}
 	}
+	e.initPools(cfg.Pools) // pool (issue 11), pool.go
 	e.alloc = NewAllocator(AllocatorConfig{Quarantine: e.set.Timeouts.CallIDQuarantine}, clk)
 	e.table = conntrack.New(conntrack.Config{
 		Timeouts: e.set.Timeouts,
@@ -149,7 +166,9 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 				e.counters.Inc(int(rCallsCleared))
 			}
 			e.callRemoved(c, why) // teardown counters and events (events.go)
+			e.poolCallRemoved(c) // pool (issue 11)
 		},
+		OnControlRemoved: e.poolControlRemoved, // pool (issue 11)
 	}, clk)
 	return e
 }
@@ -173,7 +192,11 @@ func unansweredRequest(c *conntrack.Call, why string) bool {
 }
 
 // Settings returns what the engine runs with, defaults applied.
-func (e *Engine) Settings() Settings { return e.set }
+func (e *Engine) Settings() Settings {
+	s := e.set
+	s.Pools = slices.Clone(e.ps().cfg) // pool (issue 11): as last applied
+	return s
+}
 
 // SetReleaser sets the function that receives the verdict of a held packet
 // (or of one released by Tick). data is the packet to send with an Accept
@@ -268,6 +291,7 @@ func (e *Engine) SetPublicIP(a netip.Addr) error {
 	}
 	e.ctlMu.Lock()
 	e.pub = a.As4()
+	e.setPubHP(e.pub) // pool (issue 11): hairpin.go
 	e.ctlMu.Unlock()
 	return nil
 }

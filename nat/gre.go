@@ -22,6 +22,9 @@ import (
 // reaches us reassembled; only the first fragment would carry the key and
 // translating it while dropping the rest would only waste bandwidth.
 func (e *Engine) processGRE(p *nfq.Packet, pp *pkt.Parsed, out bool) (pkt.Verdict, string) {
+	if v, r, ok := e.hairpinGRE(p, pp); ok { // pool (issue 11): hairpin.go
+		return v, r
+	}
 	if pp.Fragment {
 		return e.count(pkt.Drop, rGREFragment)
 	}

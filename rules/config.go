@@ -145,6 +145,11 @@ func (c *Config) flagKeys() map[string]string {
 type Forward struct {
 	Port uint16 `yaml:"port"`
 	To   string `yaml:"to"`
+
+	// pool (issue 11): `to` given as a list (config_pool.go).
+	Pool    []string `yaml:"-"` // every member when `to` was a list; To is the first
+	Balance string   `yaml:"balance"`
+	Health  Health   `yaml:"health"`
 }
 
 // Addr returns the parsed To address (valid after Validate).
@@ -480,6 +485,7 @@ func (c *Config) Validate() error {
 			bad(p+".to", "%s is not a unicast address", a)
 		}
 	}
+	c.validatePool(bad)
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}

@@ -337,6 +337,9 @@ func (p Plan) check() error {
 		if !f.Addr().Is4() || f.Port == 0 {
 			return fmt.Errorf("rules: bad forward %d -> %q", f.Port, f.To)
 		}
+		if err := checkPool(f); err != nil {
+			return err
+		}
 	}
 	switch p.QueueImpl {
 	case QueueAuto, QueueNative, QueueXT:
@@ -374,9 +377,15 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 	if len(p.Forwards) > 0 {
 		ch := chain(ChainNATPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100)
 		for _, f := range p.Forwards {
+			if f.IsPool() {
+				addPoolDNAT(c, t, ch, p.WAN, f) // pool (issue 11), nft_pool.go
+				continue
+			}
 			rule(ch, MatchIfname(expr.MetaKeyIIFNAME, p.WAN), MatchTCPPort(false, f.Port), DNAT(f.Addr(), f.Port))
 		}
 	}
+
+	addPoolQueue(c, t, p, impl) // pool (issue 11): opening SYNs of pools, nft_pool.go
 
 	// 3. PPTP control and GRE crossing the WAN go to the engine; PPTP
 	// between inside networks is none of its business. Packets from the
@@ -437,6 +446,7 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 
 	// 4. Everything else: kernel NAT on the WAN.
 	ch := chain(ChainNATPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100)
+	addPoolSNAT(c, t, ch, p) // pool (issue 11): hairpin SNAT, nft_pool.go
 	if p.PublicAddr.IsValid() {
 		rule(ch, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), SNAT(p.PublicAddr))
 	} else {

@@ -60,7 +60,7 @@ func printCalls(w io.Writer, calls []nat.CallInfo) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	// PEER, not SERVER: behind a forward the inside party is the server
 	// and the peer is the client; such calls show their public port.
-	fmt.Fprintln(tw, "INSIDE\tCALL-ID\tOUTSIDE\tCALL-ID\tPEER\tCALL-ID\tSTATE\tIDLE\tPKTS OUT/IN\tBYTES OUT/IN\tCLASS\tPOLICED OUT/IN")
+	fmt.Fprintln(tw, "INSIDE\tCALL-ID\tOUTSIDE\tCALL-ID\tPEER\tCALL-ID\tSTATE\tIDLE\tPKTS OUT/IN\tBYTES OUT/IN\tCLASS\tPOLICED OUT/IN\tDIR\tMEMBER")
 	for _, c := range calls {
 		outside := c.PublicIP.String()
 		if c.PublicPort != 0 {
@@ -70,9 +70,13 @@ func printCalls(w io.Writer, calls []nat.CallInfo) {
 		if class == "" {
 			class = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%s\t%.1fs\t%d/%d\t%d/%d\t%s\t%d/%d\n",
+		member := "-" // pool (issue 11)
+		if c.Member.IsValid() {
+			member = c.Member.String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%s\t%.1fs\t%d/%d\t%d/%d\t%s\t%d/%d\t%s\t%s\n",
 			c.InsideIP, c.InsideCallID, outside, c.OutsideCallID, c.PeerIP, c.PeerCallID,
-			c.State, c.IdleSeconds, c.PktsOut, c.PktsIn, c.BytesOut, c.BytesIn, class, c.PolicedOut, c.PolicedIn)
+			c.State, c.IdleSeconds, c.PktsOut, c.PktsIn, c.BytesOut, c.BytesIn, class, c.PolicedOut, c.PolicedIn, c.Direction, member)
 	}
 	tw.Flush()
 	if len(calls) == 0 {

@@ -207,12 +207,18 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			return eventsStream(engine), nil
 		case "qos": // shaping (issue 9)
 			return shape.reply()
+		case "pool": // pool (issue 11)
+			return nat.PoolsReply{Pools: engine.Pools()}, nil
 		default:
-			return nil, fmt.Errorf("unknown admin command %q (try: calls, events, qos)", cmd)
+			return nil, fmt.Errorf("unknown admin command %q (try: calls, events, qos, pool)", cmd)
 		}
 	}, log)
 
 	followWAN(ctx, cfg, engine, res, log)
+	if err := (poolRun{engine}).Apply(cfg); err != nil { // pool (issue 11): pool.go; reload calls it too
+		return err
+	}
+	go engine.RunHealth(ctx, nil) // pool (issue 11): probes of pool members
 
 	plan := rules.NewPlan(cfg)
 	inst, err := rules.Install(plan)
@@ -318,6 +324,9 @@ func followWAN(ctx context.Context, cfg *rules.Config, engine *nat.Engine, res *
 func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log *slog.Logger) *nat.Engine {
 	var fwds []nat.Forward
 	for _, f := range cfg.Forwards {
+		if f.IsPool() {
+			continue // pool (issue 11): enginePools
+		}
 		fwds = append(fwds, nat.Forward{Port: f.Port, InsideIP: f.Addr()})
 	}
 	return nat.NewEngine(nat.EngineConfig{
@@ -331,6 +340,7 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		Forwards: fwds,
 		Logger:   log,
 		QoS:      engineQoS(cfg), // shaping (issue 9): qos.go
+		Pools:    enginePools(cfg), // pool (issue 11), pool.go
 	}, clk)
 }
 

@@ -26,3 +26,21 @@ func TestLayout(t *testing.T) {
 		t.Fatalf("Set kept the wrong bits: %#x", got)
 	}
 }
+
+func TestMemberLayout(t *testing.T) {
+	if Member(0) != 0x1_0000 || Member(126) != 0x7f_0000 {
+		t.Fatalf("Member(0)=%#x Member(126)=%#x", Member(0), Member(126))
+	}
+	if MemberMask&(ClassMask|UplinkMask|Hairpin) != 0 || (MemberMask|Hairpin)&^Mask != 0 {
+		t.Fatal("member field overlaps another or leaves Mask")
+	}
+	for i := range MaxMembers {
+		m := Member(i) | Class(3) | Uplink(5) | Hairpin | 0x7f00_0000
+		if MemberOf(m) != i || ClassOf(m) != 3 || UplinkOf(m) != 5 {
+			t.Fatalf("member %d does not round-trip with the other fields", i)
+		}
+	}
+	if MemberOf(0xffff) != -1 {
+		t.Fatal("unset member must read as -1")
+	}
+}
