@@ -52,7 +52,7 @@ const (
 	rTeardownEvicted     // call removed: LRU bound
 	rTeardownEarlyDrop   // call removed: not set up, and the table was full
 	rTeardownOther       // call removed: replaced by a newer call, or purged
-	rGREPoliced                     // shaping (issue 9): GRE over its call's policing rate: dropped
+	rGREPoliced          // shaping (issue 9): GRE over its call's policing rate: dropped
 	numReasons
 )
 
@@ -125,7 +125,7 @@ var reasonDefs = [numReasons]metrics.Def{
 	rTeardownEvicted:     teardown(conntrack.ReasonEvicted),
 	rTeardownEarlyDrop:   teardown(conntrack.ReasonEarlyDrop),
 	rTeardownOther:       teardown("other"),
-	rGREPoliced:       packets(ReasonGREPoliced),
+	rGREPoliced:          packets(ReasonGREPoliced),
 }
 
 // packets is the Def of a reason counted in packets_total{reason}.
@@ -221,7 +221,7 @@ func (e *Engine) Collect(emit func(metrics.Sample)) {
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released"}, Key: "callid_released", Value: as.Released})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released_unused"}, Key: "callid_released_unused", Value: as.ReleasedUnused})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"collision"}, Key: "callid_collisions", Value: as.Collisions})
-	e.collectObs(emit) // issue 8 (metrics_obs.go)
+	e.collectObs(emit)   // issue 8 (metrics_obs.go)
 	e.collectPools(emit) // pool (issue 11)
 }
 

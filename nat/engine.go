@@ -166,7 +166,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 				e.counters.Inc(int(rCallsCleared))
 			}
 			e.callRemoved(c, why) // teardown counters and events (events.go)
-			e.poolCallRemoved(c) // pool (issue 11)
+			e.poolCallRemoved(c)  // pool (issue 11)
 		},
 		OnControlRemoved: e.poolControlRemoved, // pool (issue 11)
 	}, clk)

@@ -339,7 +339,7 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		MaxCalls: cfg.MaxCalls,
 		Forwards: fwds,
 		Logger:   log,
-		QoS:      engineQoS(cfg), // shaping (issue 9): qos.go
+		QoS:      engineQoS(cfg),   // shaping (issue 9): qos.go
 		Pools:    enginePools(cfg), // pool (issue 11), pool.go
 	}, clk)
 }
