@@ -215,6 +215,11 @@ type Config struct {
 	// OnCallRemoved is called, with the table lock held, for every call that
 	// leaves the table. It must not call into the Table.
 	OnCallRemoved func(c *Call, reason string)
+
+	// Kernel fast path (issue 12): OnCallEstablished is called, with the
+	// table lock held, when Establish sets a call up (GRE may flow). Like
+	// OnCallRemoved it must not call into the Table.
+	OnCallEstablished func(c *Call)
 }
 
 // Stats are removal and refusal counters.
@@ -238,6 +243,7 @@ type Table struct {
 	maxConns int
 	maxCalls int
 	onRemove func(*Call, string)
+	onUp     func(*Call) // kernel fast path (issue 12)
 
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
@@ -271,6 +277,7 @@ func New(cfg Config, clk Clock) *Table {
 		maxConns: cfg.MaxConns,
 		maxCalls: cfg.MaxCalls,
 		onRemove: cfg.OnCallRemoved,
+		onUp:     cfg.OnCallEstablished,
 		out:      make(map[OutKey]*Call),
 		sources:  make(map[[4]byte]*source),
 	}

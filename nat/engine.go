@@ -43,6 +43,11 @@ type EngineConfig struct {
 	MaxCalls int // bound of the call table (and of the control connection table); 0: conntrack.DefaultMaxCalls
 	Forwards []Forward
 	Logger   *slog.Logger // nil: slog.Default()
+
+	// Kernel fast path (issue 12): with KernelMaps set, established calls'
+	// GRE is translated by these nftables maps (kernelpath.go); nil: every
+	// GRE packet through NFQUEUE (gre_path: userspace).
+	KernelMaps KernelMaps
 }
 
 // Settings are the values an Engine runs with, defaults applied: what the
@@ -71,7 +76,7 @@ type Engine struct {
 	alloc *Allocator
 
 	counters *metrics.Counters // indexed by reason (counters.go)
-	releaser atomic.Pointer[func(id uint32, data []byte, v pkt.Verdict)]
+	releaser atomic.Pointer[func(queue uint16, id uint32, data []byte, v pkt.Verdict)]
 
 	ctlMu     sync.Mutex
 	holds     []*heldSegment
@@ -82,6 +87,8 @@ type Engine struct {
 	// per SummaryInterval listing the drop reasons that grew.
 	lastSummary time.Time
 	lastDrops   [numReasons]uint64
+
+	kp *kernelPath // kernel fast path (issue 12); nil: userspace GRE
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -137,8 +144,19 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			if why == conntrack.ReasonCleared || why == conntrack.ReasonStopped {
 				e.counters.Inc(int(rCallsCleared))
 			}
+			if e.kp != nil {
+				e.kp.down(c)
+			}
+		},
+		OnCallEstablished: func(c *conntrack.Call) {
+			if e.kp != nil {
+				e.kp.up(c)
+			}
 		},
 	}, clk)
+	if cfg.KernelMaps != nil {
+		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.set.Timeouts)
+	}
 	return e
 }
 
@@ -167,6 +185,12 @@ func (e *Engine) Settings() Settings { return e.set }
 // (or of one released by Tick). data is the packet to send with an Accept
 // verdict; it is only valid during the call.
 func (e *Engine) SetReleaser(f func(id uint32, data []byte, v pkt.Verdict)) {
+	e.SetQueueReleaser(func(_ uint16, id uint32, data []byte, v pkt.Verdict) { f(id, data, v) })
+}
+
+// SetQueueReleaser is SetReleaser for several queues: f also gets the
+// number of the queue the held packet came from (nfq.Packet.Queue).
+func (e *Engine) SetQueueReleaser(f func(queue uint16, id uint32, data []byte, v pkt.Verdict)) {
 	e.releaser.Store(&f)
 }
 

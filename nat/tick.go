@@ -31,7 +31,7 @@ func (e *Engine) Tick() {
 		if e.set.Strict {
 			v = pkt.Drop
 		}
-		rel = append(rel, release{h.id, h.buf, v})
+		rel = append(rel, release{h.queue, h.id, h.buf, v})
 	}
 	clear(e.holds[len(kept):])
 	e.holds = kept

@@ -106,6 +106,14 @@ type Config struct {
 	// optionally with a slog offset such as info+2 (logging.ParseLevel).
 	LogLevel string `yaml:"log_level"`
 
+	// Kernel fast path and queue readers (issue 12), config_fastpath.go.
+	// GREPath: "kernel", "userspace" or "auto" (the default: kernel where
+	// the kernel runs it, probed at start).
+	GREPath string `yaml:"gre_path"`
+	// Queues is the number of NFQUEUE queues (and readers) from Queue on;
+	// 0: one per CPU.
+	Queues int `yaml:"queues"`
+
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
 	lines map[string]int
@@ -229,6 +237,7 @@ func Default() *Config {
 		MSSClamp:    MSSClamp{Mode: MSSAuto},
 		IPForward:   true,
 		LogLevel:    DefaultLogLevel,
+		GREPath:     GREPathAuto,
 	}
 }
 
@@ -471,6 +480,7 @@ func (c *Config) Validate() error {
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}
+	c.validateFastPath(bad)
 	return errors.Join(errs...)
 }
 

@@ -68,6 +68,8 @@ func cmdRun(args []string) int {
 	failClosed := fs.Bool("fail-closed", false, "drop PPTP control (TCP 1723) while no daemon listens (default: let it pass, masqueraded; GRE is dropped then either way)")
 	strict := fs.Bool("strict", false, "drop malformed PPTP control messages instead of passing them")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	queuesN := fs.Int("queues", -1, "number of NFQUEUE queues and readers from --queue on (default: one per CPU)")
+	grePath := fs.String("gre-path", "", "GRE of established calls: kernel (nftables maps), userspace (NFQUEUE) or auto (default: kernel if the kernel runs it)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -104,6 +106,10 @@ func cmdRun(args []string) int {
 			cfg.Strict = *strict
 		case "log-level":
 			cfg.LogLevel = *logLevel
+		case "gre-path":
+			cfg.GREPath = *grePath
+		case "queues":
+			cfg.Queues = *queuesN
 		}
 	})
 	if *queueNum > 65535 {
@@ -167,9 +173,12 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	if err != nil {
 		return err
 	}
+	if err := resolveGREPath(cfg, log); err != nil { // kernel fast path (issue 12)
+		return err
+	}
 	engine := newEngine(cfg, res, conntrack.SystemClock{}, log)
 
-	q, err := openQueue(cfg.Queue, cfg.QueueLen, engine, log)
+	q, err := openQueues(cfg.Queue, cfg.EffectiveQueues(), cfg.QueueLen, engine, log) // several readers: issue 12
 	if err != nil {
 		return err
 	}
@@ -199,6 +208,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	followWAN(ctx, cfg, engine, res, log)
 
 	plan := rules.NewPlan(cfg)
+	adoptGRE(engine, &plan, log) // kernel fast path (issue 12)
 	inst, err := rules.Install(plan)
 	if err != nil {
 		return fmt.Errorf("install nftables table %q: %w", plan.Table, err)
@@ -221,14 +231,15 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	case inst.ReplacedFailsafe:
 		log.Info("replaced the fail-safe table left by the last clean stop", "table", plan.Table)
 	}
+	runKernelPath(qctx, engine, log) // kernel fast path (issue 12)
 	if cfg.IPForward {
 		if err := rules.EnableIPForward(); err != nil {
 			return fmt.Errorf("enable IPv4 forwarding: %w", err)
 		}
 	}
 	log.Info("ready", "wan", cfg.WAN, "lan", strings.Join(cfg.LAN, ","), "public", res.PublicIP,
-		"table", plan.Table, "queue", cfg.Queue, "queue_impl", inst.QueueImpl,
-		"queue_len", cfg.QueueLen, "fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
+		"table", plan.Table, "queue", cfg.Queue, "queues", cfg.EffectiveQueues(), "queue_impl", inst.QueueImpl,
+		"queue_len", cfg.QueueLen, "gre_path", cfg.GREPath, "fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
 		"startup", time.Since(start).Round(time.Millisecond))
 
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -305,20 +316,21 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		fwds = append(fwds, nat.Forward{Port: f.Port, InsideIP: f.Addr()})
 	}
 	return nat.NewEngine(nat.EngineConfig{
-		PublicIP: res.PublicIP,
-		WANIf:    res.WANIndex,
-		LANIfs:   res.LANIndex,
-		Strict:   cfg.Strict,
-		Timeouts: cfg.Timeouts,
-		Limits:   cfg.Limits,
-		MaxCalls: cfg.MaxCalls,
-		Forwards: fwds,
-		Logger:   log,
+		PublicIP:   res.PublicIP,
+		WANIf:      res.WANIndex,
+		LANIfs:     res.LANIndex,
+		Strict:     cfg.Strict,
+		Timeouts:   cfg.Timeouts,
+		Limits:     cfg.Limits,
+		MaxCalls:   cfg.MaxCalls,
+		Forwards:   fwds,
+		Logger:     log,
+		KernelMaps: greMaps(cfg), // kernel fast path (issue 12)
 	}, clk)
 }
 
 // callsReply answers the admin command "calls": the engine's calls and the
 // counters of the engine and the queue, from one metrics snapshot.
-func callsReply(e *nat.Engine, q *queue) nat.CallsReply {
-	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(e, q.conn).Map()}
+func callsReply(e *nat.Engine, q metrics.Source) nat.CallsReply {
+	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(e, q).Map()}
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"pptpgw/nat"
+	"pptpgw/rules"
+)
+
+// The kernel fast path for established GRE (issue 12) as the daemon sets it
+// up: resolveGREPath before the engine is made (it decides whether the
+// engine gets the maps), adoptGRE before the table is installed, and
+// runKernelPath once it is.
+
+// resolveGREPath turns cfg.GREPath into kernel or userspace (auto probes
+// the kernel) and logs the choice.
+func resolveGREPath(cfg *rules.Config, log *slog.Logger) error {
+	asked := cfg.GREPath
+	ok, err := rules.ResolveGREPath(rules.NewPlan(cfg))
+	if err != nil {
+		return err
+	}
+	cfg.GREPath = rules.GREPathUserspace
+	if ok {
+		cfg.GREPath = rules.GREPathKernel
+	}
+	if asked == rules.GREPathAuto && !ok {
+		log.Warn("the kernel cannot run the GRE fast path; all GRE goes through the queue (gre_path: userspace)")
+	}
+	return nil
+}
+
+// greMaps is the engine's KernelMaps for cfg: the table's maps with
+// gre_path kernel (after resolveGREPath), none otherwise.
+func greMaps(cfg *rules.Config) nat.KernelMaps {
+	if cfg.GREPath != rules.GREPathKernel {
+		return nil
+	}
+	m, err := rules.NewGREMaps(cfg.Table, 0)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// adoptGRE reads the fast-path elements a previous run left in the table
+// and keeps, in plan, those of calls the engine holds (restored from a
+// state snapshot): Install puts them back in the batch that replaces the
+// table, so their GRE never stops.
+func adoptGRE(engine *nat.Engine, plan *rules.Plan, log *slog.Logger) {
+	if !engine.KernelPath() {
+		return
+	}
+	out, in, err := rules.ReadGREElements(plan.Table, plan.NetNS)
+	if err != nil {
+		log.Warn("could not read the GRE fast path's maps left by an earlier run; they go with its table", "err", err)
+		return
+	}
+	plan.AdoptOut, plan.AdoptIn = engine.AdoptKernelGRE(out, in)
+	if len(out)+len(in) > 0 {
+		log.Info("GRE fast path: elements left by an earlier run", "found", len(out)+len(in),
+			"kept", len(plan.AdoptOut)+len(plan.AdoptIn))
+	}
+}
+
+// runKernelPath keeps the maps in step with the engine until ctx ends.
+func runKernelPath(ctx context.Context, engine *nat.Engine, log *slog.Logger) {
+	if !engine.KernelPath() {
+		return
+	}
+	go engine.RunKernelPath(ctx, func(err error) { log.Warn("GRE fast path", "err", err) })
+}

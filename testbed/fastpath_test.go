@@ -1,0 +1,135 @@
+package testbed_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"pptpgw/nat"
+	. "pptpgw/testbed"
+	"pptpgw/testbed/testbedtest"
+)
+
+// The kernel fast path (issue 12, gre_path: kernel): once a call is set up,
+// its GRE is translated by the table's maps and never reaches the queue;
+// its counters in `pptpgw calls` still grow; once it is cleared its
+// elements are gone and GRE with its key is queued again, dropped and
+// counted.
+
+func counter(t *testing.T, ctx context.Context, gw *Gateway, key string) uint64 {
+	t.Helper()
+	r, err := gw.Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Counters[key]
+}
+
+func waitMapLen(t *testing.T, ctx context.Context, topo *Topology, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o, err := topo.GREMapLen(ctx, "pptpgw", "gre_out")
+		if err != nil {
+			t.Fatal(err)
+		}
+		i, err := topo.GREMapLen(ctx, "pptpgw", "gre_in")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o == want && i == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fast-path maps hold %d and %d elements, want %d each", o, i, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestGatewayKernelGRE(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, Config{Clients: 1})
+	gw, err := topo.StartGateway(ctx, bin, "--gre-path", "kernel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	wan := captureWAN(t, topo)
+	c0 := topo.Clients[0]
+	const extra = 200
+	var queuedBefore, queuedAfter, userGREBefore, userGREAfter uint64
+	var callBefore, callAfter nat.CallInfo
+	var serverBefore, serverAfter int64
+	res := RunPNS(ctx, c0, PNSConfig{Server: ServerIP, Frames: 10, FramesAfterHold: 50, Timeout: 30 * time.Second, Hold: func() {
+		waitMapLen(t, ctx, topo, 1)
+		r, err := gw.Calls(ctx)
+		if err != nil || len(r.Calls) != 1 {
+			t.Errorf("calls: %v %+v", err, r.Calls)
+			return
+		}
+		callBefore = r.Calls[0]
+		serverBefore = wan.Sources()[GWWANIP]
+		queuedBefore = r.Counters["nfqueue_packets"]
+		userGREBefore = r.Counters[nat.ReasonGREOut] + r.Counters[nat.ReasonGREIn]
+		keys := make([]uint16, 10)
+		for i := range keys {
+			keys[i] = pacCallID
+		}
+		for sent := 0; sent < extra; sent += len(keys) {
+			if _, err := SendGRE(c0, c0.IP, ServerIP, keys, failsafeTag); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond)
+		r, err = gw.Calls(ctx)
+		if err != nil || len(r.Calls) != 1 {
+			t.Errorf("calls: %v %+v", err, r.Calls)
+			return
+		}
+		callAfter = r.Calls[0]
+		serverAfter = wan.Sources()[GWWANIP]
+		queuedAfter = r.Counters["nfqueue_packets"]
+		userGREAfter = r.Counters[nat.ReasonGREOut] + r.Counters[nat.ReasonGREIn]
+	}})
+	t.Logf("call: %s", res)
+	if !res.OK() || len(res.Calls) != 1 || res.Calls[0].GoodAfter != 50 {
+		t.Fatalf("the call did not carry its frames: %s\n%s", res, gw.Log())
+	}
+	if queuedAfter != queuedBefore || userGREAfter != userGREBefore {
+		t.Errorf("while %d GRE packets went out on the call, the queue took %d packets and the engine translated %d GRE",
+			extra, queuedAfter-queuedBefore, userGREAfter-userGREBefore)
+	}
+	if d := callAfter.PktsOut - callBefore.PktsOut; d != extra {
+		t.Errorf("the call's pkts_out grew by %d, want %d (the packets sent): before %+v after %+v", d, extra, callBefore, callAfter)
+	}
+	if callAfter.BytesOut <= callBefore.BytesOut || callAfter.State != "replied" || callAfter.IdleSeconds > 2 {
+		t.Errorf("call after the kernel carried its GRE: %+v", callAfter)
+	}
+	if d := serverAfter - serverBefore; d < extra {
+		t.Errorf("the server saw %d of the %d GRE packets from the public address", d, extra)
+	}
+	if n := insideSources(wan.Sources()); n != 0 {
+		t.Errorf("%d GRE packets reached the server with an inside source", n)
+	}
+
+	// The call was cleared: its elements leave the maps, and GRE with its
+	// key is queued, dropped and counted, and never reaches the server.
+	waitMapLen(t, ctx, topo, 0)
+	noCall := counter(t, ctx, gw, nat.ReasonGRENoCall)
+	atServer := wan.Sources()[GWWANIP]
+	sent := sendLANGRE(t, c0, 50)
+	time.Sleep(300 * time.Millisecond)
+	if d := counter(t, ctx, gw, nat.ReasonGRENoCall) - noCall; d != uint64(sent) {
+		t.Errorf("after the clear, %d of %d stray GRE packets were dropped as gre_no_call", d, sent)
+	}
+	if got := wan.Sources()[GWWANIP]; got != atServer {
+		t.Errorf("after the clear, %d stray GRE packets reached the server", got-atServer)
+	}
+}
