@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"pptpgw/conntrack"
+	"pptpgw/internal/metrics"
 )
 
 // The kernel fast path (issue 12). An established call's GRE is translated
@@ -397,4 +398,26 @@ func (e *Engine) SyncKernelGRE() error {
 		return nil
 	}
 	return e.kp.sync()
+}
+
+// Metrics of the fast path.
+var (
+	descKernelPath = &metrics.Desc{Name: "gre_kernel_path", Kind: metrics.Gauge,
+		Help: "1 if established calls' GRE is translated by the kernel's nftables maps (gre_path: kernel), 0 if all GRE goes through the queue."}
+	descKernelElems = &metrics.Desc{Name: "gre_kernel_elements", Kind: metrics.Gauge, Labels: []string{"map"},
+		Help: "Elements in the kernel fast path's maps (gre_out, gre_in), as last written."}
+	descKernelErrors = &metrics.Desc{Name: "gre_kernel_update_errors_total",
+		Help: "Transactions on the kernel fast path's maps the kernel refused (each is retried from what the kernel holds)."}
+)
+
+func (e *Engine) collectKernelPath(emit func(metrics.Sample)) {
+	if e.kp == nil {
+		emit(metrics.Sample{Desc: descKernelPath, Key: "gre_kernel_path", Value: 0})
+		return
+	}
+	out, in, errs := e.kp.stats()
+	emit(metrics.Sample{Desc: descKernelPath, Key: "gre_kernel_path", Value: 1})
+	emit(metrics.Sample{Desc: descKernelElems, LabelValues: []string{"gre_out"}, Key: "gre_kernel_elements_out", Value: uint64(out)})
+	emit(metrics.Sample{Desc: descKernelElems, LabelValues: []string{"gre_in"}, Key: "gre_kernel_elements_in", Value: uint64(in)})
+	emit(metrics.Sample{Desc: descKernelErrors, Key: "gre_kernel_update_errors", Value: errs})
 }

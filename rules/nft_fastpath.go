@@ -62,9 +62,9 @@ var (
 var greKeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService)
 
 func greSets(t *nftables.Table) (out, in *nftables.Set) {
-	out = &nftables.Set{Table: t, Name: SetGREOut, IsMap: true, Concatenation: true, Counter: true,
+	out = &nftables.Set{Table: t, Name: SetGREOut, IsMap: true, Counter: true,
 		KeyType: greKeyType, DataType: nftables.TypeIPAddr}
-	in = &nftables.Set{Table: t, Name: SetGREIn, IsMap: true, Concatenation: true, Counter: true,
+	in = &nftables.Set{Table: t, Name: SetGREIn, IsMap: true, Counter: true,
 		KeyType: greKeyType, DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
 	return out, in
 }

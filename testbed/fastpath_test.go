@@ -133,3 +133,23 @@ func TestGatewayKernelGRE(t *testing.T) {
 		t.Errorf("after the clear, %d stray GRE packets reached the server", got-atServer)
 	}
 }
+
+// checkKernelGRE checks, for a gateway on the kernel fast path, what
+// checkCalls checks of the queue on the userspace path: the calls carried
+// GRE both ways, counted per call (from the maps' counters). It reports
+// whether the gateway runs the kernel path.
+func checkKernelGRE(t *testing.T, rep nat.CallsReply) bool {
+	t.Helper()
+	if rep.Counters["gre_kernel_path"] != 1 {
+		return false
+	}
+	var in, out uint64
+	for _, c := range rep.Calls {
+		in += c.PktsIn
+		out += c.PktsOut
+	}
+	if in == 0 || out == 0 {
+		t.Errorf("kernel GRE path: the calls counted %d packets in and %d out, want GRE both ways", in, out)
+	}
+	return true
+}
