@@ -136,9 +136,11 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		MaxCalls: e.set.MaxCalls,
 		OnCallRemoved: func(c *conntrack.Call, why string) {
 			pk := PoolKey{c.PublicIP, c.PeerIP}
-			if c.CarriedGRE() || unansweredRequest(c, why) {
+			switch {
+			case c.CarriedGRE() || unansweredRequest(c, why):
 				e.alloc.Release(pk, c.OutsideCallID)
-			} else {
+			case e.kp != nil && e.kp.releaseLater(c, pk): // kernel fast path (issue 12): its GRE may have gone by the kernel
+			default:
 				e.alloc.ReleaseUnused(pk, c.OutsideCallID)
 			}
 			if why == conntrack.ReasonCleared || why == conntrack.ReasonStopped {
@@ -155,7 +157,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		},
 	}, clk)
 	if cfg.KernelMaps != nil {
-		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.set.Timeouts)
+		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.alloc, e.set.Timeouts)
 	}
 	return e
 }

@@ -68,6 +68,7 @@ type inHave struct {
 type kernelPath struct {
 	maps  KernelMaps
 	table *conntrack.Table
+	alloc *Allocator
 	every time.Duration
 	kick  chan struct{}
 
@@ -77,6 +78,11 @@ type kernelPath struct {
 	dirtyOut map[conntrack.OutKey]struct{}
 	dirtyIn  map[conntrack.InKey]struct{}
 	outOf    map[conntrack.InKey]conntrack.OutKey // a call's outbound key, by its inbound key
+	// Outside call IDs of calls that left the table before the table saw
+	// any of their GRE while their elements were in the kernel: whether
+	// the kernel carried GRE for them (quarantine) is read from the
+	// elements before they are deleted (flush).
+	pending []pendingRelease
 
 	fmu     sync.Mutex // the flusher's: what the kernel holds
 	haveOut map[conntrack.OutKey]outHave
@@ -85,13 +91,22 @@ type kernelPath struct {
 	lastErr error
 }
 
-func newKernelPath(maps KernelMaps, t *conntrack.Table, to conntrack.Timeouts) *kernelPath {
+// pendingRelease is an outside call ID waiting for its call's elements'
+// counters (kernelPath.pending).
+type pendingRelease struct {
+	pool PoolKey
+	id   uint16
+	out  conntrack.OutKey
+	in   conntrack.InKey
+}
+
+func newKernelPath(maps KernelMaps, t *conntrack.Table, alloc *Allocator, to conntrack.Timeouts) *kernelPath {
 	every := SyncInterval
 	if q := min(to.GREUnreplied, to.GREReplied) / 4; q > 0 && q < every {
 		every = q
 	}
 	return &kernelPath{
-		maps: maps, table: t, every: every, kick: make(chan struct{}, 1),
+		maps: maps, table: t, alloc: alloc, every: every, kick: make(chan struct{}, 1),
 		wantOut: make(map[conntrack.OutKey]outWant), wantIn: make(map[conntrack.InKey]conntrack.GREIn),
 		dirtyOut: make(map[conntrack.OutKey]struct{}), dirtyIn: make(map[conntrack.InKey]struct{}),
 		outOf:   make(map[conntrack.InKey]conntrack.OutKey),
@@ -114,6 +129,21 @@ func (k *kernelPath) up(c *conntrack.Call) {
 	k.dirtyIn[i.Key] = struct{}{}
 	k.mu.Unlock()
 	k.wake()
+}
+
+// releaseLater: c leaves the table without the table having seen its GRE
+// (Table.mu held). If its elements may have been in the kernel, the release
+// of its outside call ID waits for their counters (flush) and it returns
+// true; otherwise the caller releases it at once.
+func (k *kernelPath) releaseLater(c *conntrack.Call, pool PoolKey) bool {
+	o, i := c.GREElements()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.outOf[i.Key]; !ok {
+		return false // never set up: no element was ever wanted
+	}
+	k.pending = append(k.pending, pendingRelease{pool, c.OutsideCallID, o.Key, i.Key})
+	return true
 }
 
 // down: c left the table (Table.mu held).
@@ -171,7 +201,9 @@ func (k *kernelPath) flush() error {
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
 	k.mu.Lock()
-	if len(k.dirtyOut) == 0 && len(k.dirtyIn) == 0 {
+	pending := k.pending
+	k.pending = nil
+	if len(k.dirtyOut) == 0 && len(k.dirtyIn) == 0 && len(pending) == 0 {
 		k.mu.Unlock()
 		return nil
 	}
@@ -203,6 +235,9 @@ func (k *kernelPath) flush() error {
 	clear(k.dirtyOut)
 	clear(k.dirtyIn)
 	k.mu.Unlock()
+	if len(pending) > 0 {
+		k.releasePending(pending) // before the elements and their counters go
+	}
 	if len(delOut)+len(delIn)+len(addOut)+len(addIn) == 0 {
 		return nil
 	}
@@ -243,6 +278,36 @@ func (k *kernelPath) flush() error {
 		k.haveIn[x.Key] = inHave{inside: x.InsideIP, insideID: x.InsideCallID}
 	}
 	return nil
+}
+
+// releasePending gives the outside call IDs of removed calls back to the
+// allocator: into quarantine if the kernel carried GRE for the call (its
+// elements counted packets), else at once, as the engine does for calls
+// whose GRE it saw. If the counters cannot be read, into quarantine. fmu is
+// held.
+func (k *kernelPath) releasePending(ps []pendingRelease) {
+	outs, ins, err := k.maps.Read()
+	carried := map[conntrack.InKey]bool{}
+	if err == nil {
+		byOut := map[conntrack.OutKey]uint64{}
+		for _, o := range outs {
+			byOut[o.Key] = o.Packets
+		}
+		byIn := map[conntrack.InKey]uint64{}
+		for _, i := range ins {
+			byIn[i.Key] = i.Packets
+		}
+		for _, p := range ps {
+			carried[p.in] = byOut[p.out] > 0 || byIn[p.in] > 0
+		}
+	}
+	for _, p := range ps {
+		if err != nil || carried[p.in] {
+			k.alloc.Release(p.pool, p.id)
+		} else {
+			k.alloc.ReleaseUnused(p.pool, p.id)
+		}
+	}
 }
 
 // reloadHave replaces what the flusher believes the kernel holds by what it

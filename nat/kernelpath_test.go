@@ -275,3 +275,32 @@ func TestNoAllocsGREKernelPathEngine(t *testing.T) {
 		t.Errorf("%v allocs per GRE packet", n)
 	}
 }
+
+// A call cleared before the table read its kernel counters still has its
+// outside call ID quarantined if the kernel carried its GRE; one that
+// carried none gets it back at once.
+func TestKernelPathQuarantine(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	addCall(t, e, lanA, 40000, 8, 556)
+	flush(t, e)
+	f.carryOut(conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}, 3, 100)
+	cn, _ := e.table.LookupControl(conntrack.ControlKey{InsideIP: lanA, PeerIP: server, InsidePort: 40000, PeerPort: 1723})
+	m := &mapper{e, cn.Data.(*control)}
+	m.Event(helper.Event{Kind: helper.CallCleared, InsideID: 7})
+	m.Event(helper.Event{Kind: helper.CallCleared, InsideID: 8})
+	pk := PoolKey{pubIP, server}
+	if used, q := e.alloc.InUse(pk); used != 2 || q != 0 {
+		t.Fatalf("before the flush: %d used, %d quarantined; want both IDs held until the counters are read", used, q)
+	}
+	flush(t, e)
+	if used, q := e.alloc.InUse(pk); used != 0 || q != 1 {
+		t.Fatalf("after the flush: %d used, %d quarantined; want the call that carried GRE quarantined, the other free", used, q)
+	}
+	if st := e.alloc.Stats(); st.ReleasedUnused != 1 {
+		t.Fatalf("allocator: %+v", st)
+	}
+	if len(f.out)+len(f.in) != 0 {
+		t.Fatalf("elements left: %v %v", f.out, f.in)
+	}
+}

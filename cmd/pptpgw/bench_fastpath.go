@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"html"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"pptpgw/testbed"
+)
+
+// Issue 12's additions to `pptpgw bench`: the ratio of every case that has
+// one figure, a progress line, call setups per second, --gre-path and
+// --svg.
+
+// benchGatewayArgs are extra `pptpgw run` flags for every gateway the bench
+// starts (--gre-path).
+var benchGatewayArgs []string
+
+// benchUnits is the unit of each case's compared figure (higher is better).
+var benchUnits = map[string]string{
+	"clients": "frames/s", "greburst": "frames/s", "tunnel": "Mbit/s", "setups": "setups/s", "bulk": "Gbit/s",
+}
+
+// withRatio adds case c's figures and pptpgw's ratio to Linux's to r.
+func withRatio(r benchRow, c string, k, g *benchSide) benchRow {
+	kv, gv := k.vals[c], g.vals[c]
+	if kv <= 0 || gv <= 0 {
+		return r
+	}
+	r.KernelValue, r.PPTPGWValue, r.Unit, r.Ratio = kv, gv, benchUnits[c], gv/kv
+	return r
+}
+
+var benchStarted = time.Now()
+
+// progress prints which case runs now on stderr (one line each).
+func progress(c string, gw bool) {
+	side := "Linux helper"
+	if gw {
+		side = "pptpgw"
+	}
+	if c == "bulk" {
+		side = "masquerade and pptpgw alternating"
+	}
+	fmt.Fprintf(os.Stderr, "pptpgw bench: %6.1fs  %s (%s)\n", time.Since(benchStarted).Seconds(), c, side)
+}
+
+func progressDone() {
+	fmt.Fprintf(os.Stderr, "pptpgw bench: %6.1fs  done\n", time.Since(benchStarted).Seconds())
+}
+
+// Call setups: each is a whole PPTP session of the mini PNS against the mini
+// PAC through the gateway: TCP, Start-Control-Connection, one call, one GRE
+// frame round trip (the call works), Call-Clear, Stop-Control-Connection.
+// Sequential: one after another; parallel: 16 workers. Bounded in count and
+// time.
+const (
+	benchSetupsSeq      = 200
+	benchSetupsPar      = 16
+	benchSetupsParEach  = 25
+	benchSetupsDeadline = 60 * time.Second
+)
+
+func benchSetups(ctx context.Context, self string, s *benchSide) error {
+	return withTopology(ctx, self, 1, s.gw, func(topo *testbed.Topology) error {
+		if _, err := topo.StartPAC(topo.Server, testbed.ServerIP); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(ctx, benchSetupsDeadline)
+		defer cancel()
+		c := topo.Clients[0]
+		one := func(id uint16) bool {
+			r := testbed.RunPNS(ctx, c, testbed.PNSConfig{Server: testbed.ServerIP, Calls: 1, Frames: 1,
+				BaseCallID: id, Timeout: 5 * time.Second})
+			return r.OK()
+		}
+		start := time.Now()
+		seqOK := 0
+		for i := 0; i < benchSetupsSeq && ctx.Err() == nil; i++ {
+			if one(uint16(0x0100 + i)) {
+				seqOK++
+			}
+		}
+		seq := float64(seqOK) / time.Since(start).Seconds()
+		start = time.Now()
+		var mu sync.Mutex
+		parOK := 0
+		var wg sync.WaitGroup
+		for w := 0; w < benchSetupsPar; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; i < benchSetupsParEach && ctx.Err() == nil; i++ {
+					if one(uint16(0x1000 + w*benchSetupsParEach + i)) {
+						mu.Lock()
+						parOK++
+						mu.Unlock()
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		par := float64(parOK) / time.Since(start).Seconds()
+		s.setups = fmt.Sprintf("%.0f/s sequential (%d/%d ok), %.0f/s 16 parallel (%d/%d ok)",
+			seq, seqOK, benchSetupsSeq, par, parOK, benchSetupsPar*benchSetupsParEach)
+		s.vals["setups"] = par
+		return nil
+	})
+}
+
+// benchSVG draws the rows that have a ratio as a horizontal bar chart:
+// per case, Linux's figure and pptpgw's, scaled to the larger of the two,
+// with the values and the ratio written next to the bars. Hand-written SVG
+// 1.1, no dependency.
+func benchSVG(rows []benchRow) []byte {
+	const (
+		width  = 760
+		label  = 300
+		barMax = 300
+		barH   = 14
+		rowH   = 52
+		top    = 40
+	)
+	var rs []benchRow
+	for _, r := range rows {
+		if r.Ratio > 0 {
+			rs = append(rs, r)
+		}
+	}
+	var b strings.Builder
+	h := top + rowH*len(rs) + 30
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, h)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="10" y="20" font-size="14" font-weight="bold">pptpgw bench: pptpgw vs Linux's PPTP helper (higher is better)</text>`+"\n")
+	fmt.Fprintf(&b, `<rect x="%d" y="8" width="12" height="12" fill="#888"/><text x="%d" y="19">Linux</text>`+"\n", width-170, width-154)
+	fmt.Fprintf(&b, `<rect x="%d" y="8" width="12" height="12" fill="#2a7"/><text x="%d" y="19">pptpgw</text>`+"\n", width-100, width-84)
+	for i, r := range rs {
+		y := top + i*rowH
+		name := r.Case
+		if len(name) > 48 {
+			name = name[:45] + "..."
+		}
+		fmt.Fprintf(&b, `<text x="10" y="%d">%s</text>`+"\n", y+barH, html.EscapeString(name))
+		fmt.Fprintf(&b, `<text x="10" y="%d" fill="#555">ratio %.2f</text>`+"\n", y+2*barH+4, r.Ratio)
+		m := max(r.KernelValue, r.PPTPGWValue)
+		for j, v := range []struct {
+			val  float64
+			fill string
+		}{{r.KernelValue, "#888"}, {r.PPTPGWValue, "#2a7"}} {
+			w := int(v.val / m * barMax)
+			yy := y + j*(barH+4)
+			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", label, yy, max(w, 1), barH, v.fill)
+			fmt.Fprintf(&b, `<text x="%d" y="%d">%.4g %s</text>`+"\n", label+max(w, 1)+6, yy+barH-3, v.val, html.EscapeString(r.Unit))
+		}
+	}
+	fmt.Fprintf(&b, `<text x="10" y="%d" fill="#555">%s</text>`+"\n", h-10, html.EscapeString("made by `pptpgw bench --svg`"))
+	b.WriteString("</svg>\n")
+	return []byte(b.String())
+}
