@@ -236,7 +236,7 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 		{"split", benchRow{Case: "control messages split inside the call-ID field", Kernel: k.split, PPTPGW: g.split}},
 		{"greburst", benchRow{Case: fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), Kernel: k.gre, PPTPGW: g.gre}},
 		{"tunnel", benchRow{Case: fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), Kernel: k.tunnel, PPTPGW: g.tunnel}},
-		{"setups", benchRow{Case: "call setups (control connection, call, 1 GRE frame back, clear): sequential, 16 in parallel", Kernel: k.setups, PPTPGW: g.setups}},
+		{"setups", benchRow{Case: "call setups (control connection, call, clear): sequential, 16 in parallel", Kernel: k.setups, PPTPGW: g.setups}},
 		{"bulk", benchRow{Case: fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), Kernel: k.bulk, PPTPGW: g.bulk}},
 	} {
 		if cases[r.c] {
