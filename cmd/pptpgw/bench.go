@@ -38,6 +38,7 @@ func cmdBench(args []string) int {
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	only := fs.String("only", "", "comma-separated cases to run (default all): "+strings.Join(benchCases, ", "))
 	svg := fs.String("svg", "", "also draw the table as an SVG bar chart (pptpgw vs Linux per case) into this file")
+	placement := fs.String("placement", "ip", "tunnel case with --gre-path kernel: ip (the daemon's rules) or netdev (an experiment: the same maps at the devices' ingress with fwd)")
 	grePath := fs.String("gre-path", "", "the gateway's --gre-path (kernel, userspace, auto; default: its default)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: pptpgw bench [flags]
@@ -83,6 +84,10 @@ Flags:
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	benchGatewayArgs = nil
+	if benchPlacement = *placement; benchPlacement != "ip" && benchPlacement != "netdev" {
+		fmt.Fprintln(os.Stderr, "pptpgw bench: --placement must be ip or netdev")
+		return 2
+	}
 	if *grePath != "" {
 		benchGatewayArgs = []string{"--gre-path", *grePath}
 	}
