@@ -19,6 +19,8 @@
 //	tick.go      Tick: held segments, idle calls, quarantine, drop summary
 //	counters.go  reasons and metrics (internal/metrics): Collect, Counters
 //	calls.go     CallInfo and CallsReply: the calls view and its JSON (`pptpgw calls`)
+//	kernelpath.go the kernel fast path: the nftables maps kept in step with
+//	             the call table, their counters read back (gre_path: kernel)
 //
 // # One GRE packet
 //
@@ -81,6 +83,13 @@
 // address of new connections) -> conntrack.Table.mu -> Allocator.mu. The GRE
 // path takes only Table.mu. The table's OnCallRemoved callback runs under
 // Table.mu and only takes Allocator.mu (to release the call's outside ID).
-// Counters are atomics and take no lock. This is the only place the order is
-// written; the other packages point here.
+// Counters are atomics and take no lock. The kernel fast path
+// (kernelpath.go, issue 12): kernelPath.mu is a leaf, taken under Table.mu
+// by OnCallEstablished and OnCallRemoved; its flusher holds kernelPath.fmu
+// and takes kernelPath.mu and Allocator.mu under it, never Table.mu (it
+// reads the kernel's counters under fmu and accounts them to the table,
+// Table.AccountGRE, after releasing it). Several NFQUEUE readers (queues:
+// N) call Process concurrently; nothing above depends on which reader a
+// packet came from. This is the only place the order is written; the other
+// packages point here.
 package nat

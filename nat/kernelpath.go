@@ -34,7 +34,9 @@ import (
 // its set-up), its GRE is queued and translated by processGRE as before;
 // after they are gone, GRE with its keys is queued again and dropped and
 // counted as gre_no_call. kernelPath.mu is a leaf lock: taken under
-// Table.mu by the hooks, never the other way round.
+// Table.mu by the hooks, never the other way round. Per call the engine
+// keeps one record per map (what it wants there and what the kernel holds,
+// with the counters last read): TestMemoryKernelPathPerCall measures it.
 
 // KernelMaps is the kernel side of the fast path (rules.GREMaps).
 type KernelMaps interface {
@@ -49,21 +51,31 @@ type KernelMaps interface {
 // is); a shorter GRE timeout shortens it.
 const SyncInterval = time.Second
 
-type outWant struct {
-	e     conntrack.GREOut
-	owner conntrack.InKey // the call whose element it is
-}
-
-type outHave struct {
+// outRec is one outbound element: what the engine wants (want, public,
+// owner: the call whose element it is, by its inbound key) and what the
+// kernel holds (have, hpublic, and the counters at the last read).
+type outRec struct {
+	want, have     bool
 	public         [4]byte
-	packets, bytes uint64 // counters at the last read
-}
-
-type inHave struct {
-	inside         [4]byte
-	insideID       uint16
+	hpublic        [4]byte
+	owner          conntrack.InKey
 	packets, bytes uint64
 }
+
+// inRec is one inbound element, keyed by the call's inbound key (which
+// identifies the call), with the call's current outbound key.
+type inRec struct {
+	want, have     bool
+	inside         [4]byte
+	insideID       uint16
+	hinside        [4]byte
+	hinsideID      uint16
+	outKey         conntrack.OutKey
+	packets, bytes uint64
+}
+
+func (r *outRec) differs() bool { return r.hpublic != r.public }
+func (r *inRec) differs() bool  { return r.hinside != r.inside || r.hinsideID != r.insideID }
 
 type kernelPath struct {
 	maps  KernelMaps
@@ -72,23 +84,19 @@ type kernelPath struct {
 	every time.Duration
 	kick  chan struct{}
 
-	mu       sync.Mutex // leaf: under Table.mu in the hooks
-	wantOut  map[conntrack.OutKey]outWant
-	wantIn   map[conntrack.InKey]conntrack.GREIn
+	fmu sync.Mutex // serialises flush, sync and reload (the flusher's)
+
+	mu       sync.Mutex // leaf: under Table.mu in the hooks, under fmu in the flusher
+	out      map[conntrack.OutKey]outRec
+	in       map[conntrack.InKey]inRec
 	dirtyOut map[conntrack.OutKey]struct{}
 	dirtyIn  map[conntrack.InKey]struct{}
-	outOf    map[conntrack.InKey]conntrack.OutKey // a call's outbound key, by its inbound key
 	// Outside call IDs of calls that left the table before the table saw
 	// any of their GRE while their elements were in the kernel: whether
 	// the kernel carried GRE for them (quarantine) is read from the
 	// elements before they are deleted (flush).
 	pending []pendingRelease
-
-	fmu     sync.Mutex // the flusher's: what the kernel holds
-	haveOut map[conntrack.OutKey]outHave
-	haveIn  map[conntrack.InKey]inHave
-	errs    uint64 // failed transactions (fmu)
-	lastErr error
+	errs    uint64 // failed transactions
 }
 
 // pendingRelease is an outside call ID waiting for its call's elements'
@@ -107,10 +115,33 @@ func newKernelPath(maps KernelMaps, t *conntrack.Table, alloc *Allocator, to con
 	}
 	return &kernelPath{
 		maps: maps, table: t, alloc: alloc, every: every, kick: make(chan struct{}, 1),
-		wantOut: make(map[conntrack.OutKey]outWant), wantIn: make(map[conntrack.InKey]conntrack.GREIn),
+		out: make(map[conntrack.OutKey]outRec), in: make(map[conntrack.InKey]inRec),
 		dirtyOut: make(map[conntrack.OutKey]struct{}), dirtyIn: make(map[conntrack.InKey]struct{}),
-		outOf:   make(map[conntrack.InKey]conntrack.OutKey),
-		haveOut: make(map[conntrack.OutKey]outHave), haveIn: make(map[conntrack.InKey]inHave),
+	}
+}
+
+// wantLocked makes c's elements wanted. k.mu is held.
+func (k *kernelPath) wantLocked(o conntrack.GREOut, i conntrack.GREIn) {
+	r := k.in[i.Key]
+	if r.want && r.outKey != o.Key {
+		k.unwantOutLocked(r.outKey, i.Key) // established again with another peer call ID
+	}
+	r.want, r.inside, r.insideID, r.outKey = true, i.InsideIP, i.InsideCallID, o.Key
+	k.in[i.Key] = r
+	x := k.out[o.Key]
+	x.want, x.public, x.owner = true, o.PublicIP, i.Key
+	k.out[o.Key] = x
+	k.dirtyOut[o.Key] = struct{}{}
+	k.dirtyIn[i.Key] = struct{}{}
+}
+
+// unwantOutLocked: the outbound element key is no longer wanted by call
+// owner (another call may have taken it since). k.mu is held.
+func (k *kernelPath) unwantOutLocked(key conntrack.OutKey, owner conntrack.InKey) {
+	if x, ok := k.out[key]; ok && x.want && x.owner == owner {
+		x.want = false
+		k.out[key] = x
+		k.dirtyOut[key] = struct{}{}
 	}
 }
 
@@ -118,15 +149,7 @@ func newKernelPath(maps KernelMaps, t *conntrack.Table, alloc *Allocator, to con
 func (k *kernelPath) up(c *conntrack.Call) {
 	o, i := c.GREElements()
 	k.mu.Lock()
-	if old, ok := k.outOf[i.Key]; ok && old != o.Key && k.wantOut[old].owner == i.Key {
-		delete(k.wantOut, old) // established again with another peer call ID
-		k.dirtyOut[old] = struct{}{}
-	}
-	k.outOf[i.Key] = o.Key
-	k.wantOut[o.Key] = outWant{o, i.Key}
-	k.wantIn[i.Key] = i
-	k.dirtyOut[o.Key] = struct{}{}
-	k.dirtyIn[i.Key] = struct{}{}
+	k.wantLocked(o, i)
 	k.mu.Unlock()
 	k.wake()
 }
@@ -139,7 +162,7 @@ func (k *kernelPath) releaseLater(c *conntrack.Call, pool PoolKey) bool {
 	o, i := c.GREElements()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if _, ok := k.outOf[i.Key]; !ok {
+	if !k.in[i.Key].want {
 		return false // never set up: no element was ever wanted
 	}
 	k.pending = append(k.pending, pendingRelease{pool, c.OutsideCallID, o.Key, i.Key})
@@ -150,18 +173,15 @@ func (k *kernelPath) releaseLater(c *conntrack.Call, pool PoolKey) bool {
 func (k *kernelPath) down(c *conntrack.Call) {
 	_, i := c.GREElements()
 	k.mu.Lock()
-	o, ok := k.outOf[i.Key]
-	if !ok {
+	r, ok := k.in[i.Key]
+	if !ok || !r.want {
 		k.mu.Unlock()
 		return // never set up
 	}
-	delete(k.outOf, i.Key)
-	if k.wantOut[o].owner == i.Key {
-		delete(k.wantOut, o)
-		k.dirtyOut[o] = struct{}{}
-	}
-	delete(k.wantIn, i.Key)
+	r.want = false
+	k.in[i.Key] = r
 	k.dirtyIn[i.Key] = struct{}{}
+	k.unwantOutLocked(r.outKey, i.Key)
 	k.mu.Unlock()
 	k.wake()
 }
@@ -203,33 +223,32 @@ func (k *kernelPath) flush() error {
 	k.mu.Lock()
 	pending := k.pending
 	k.pending = nil
-	if len(k.dirtyOut) == 0 && len(k.dirtyIn) == 0 && len(pending) == 0 {
-		k.mu.Unlock()
-		return nil
-	}
 	var delOut []conntrack.OutKey
 	var delIn []conntrack.InKey
 	var addOut []conntrack.GREOut
 	var addIn []conntrack.GREIn
 	for key := range k.dirtyOut {
-		w, wok := k.wantOut[key]
-		h, hok := k.haveOut[key]
-		if hok && (!wok || h.public != w.e.PublicIP) {
+		x := k.out[key]
+		if x.have && (!x.want || x.differs()) {
 			delOut = append(delOut, key)
 		}
-		if wok && (!hok || h.public != w.e.PublicIP) {
-			addOut = append(addOut, w.e)
+		if x.want && (!x.have || x.differs()) {
+			addOut = append(addOut, conntrack.GREOut{Key: key, PublicIP: x.public})
+		}
+		if !x.want && !x.have {
+			delete(k.out, key)
 		}
 	}
 	for key := range k.dirtyIn {
-		w, wok := k.wantIn[key]
-		h, hok := k.haveIn[key]
-		same := hok && wok && h.inside == w.InsideIP && h.insideID == w.InsideCallID
-		if hok && !same {
+		r := k.in[key]
+		if r.have && (!r.want || r.differs()) {
 			delIn = append(delIn, key)
 		}
-		if wok && !same {
-			addIn = append(addIn, w)
+		if r.want && (!r.have || r.differs()) {
+			addIn = append(addIn, conntrack.GREIn{Key: key, InsideIP: r.inside, InsideCallID: r.insideID})
+		}
+		if !r.want && !r.have {
+			delete(k.in, key)
 		}
 	}
 	clear(k.dirtyOut)
@@ -242,42 +261,62 @@ func (k *kernelPath) flush() error {
 		return nil
 	}
 	if err := k.maps.Update(delOut, delIn, addOut, addIn); err != nil {
-		k.errs++
-		k.lastErr = err
-		// Start again from what the kernel holds: every key of this
-		// transaction is dirty again.
 		k.mu.Lock()
-		for _, x := range delOut {
-			k.dirtyOut[x] = struct{}{}
-		}
-		for _, x := range addOut {
-			k.dirtyOut[x.Key] = struct{}{}
-		}
-		for _, x := range delIn {
-			k.dirtyIn[x] = struct{}{}
-		}
-		for _, x := range addIn {
-			k.dirtyIn[x.Key] = struct{}{}
-		}
+		k.errs++
 		k.mu.Unlock()
-		if rerr := k.reloadHave(); rerr != nil {
+		// Start again from what the kernel holds: reloadHave marks every
+		// element dirty; those of this transaction too.
+		if rerr := k.reloadHave(delOut, delIn, addOut, addIn); rerr != nil {
 			return fmt.Errorf("kernel GRE maps: %w (and reading them back: %v)", err, rerr)
 		}
 		return fmt.Errorf("kernel GRE maps: %w", err)
 	}
-	for _, x := range delOut {
-		delete(k.haveOut, x)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, key := range delOut {
+		x := k.out[key]
+		x.have, x.packets, x.bytes = false, 0, 0
+		k.setOutLocked(key, x)
 	}
-	for _, x := range delIn {
-		delete(k.haveIn, x)
+	for _, key := range delIn {
+		r := k.in[key]
+		r.have, r.packets, r.bytes = false, 0, 0
+		k.setInLocked(key, r)
 	}
-	for _, x := range addOut {
-		k.haveOut[x.Key] = outHave{public: x.PublicIP}
+	for _, e := range addOut {
+		x := k.out[e.Key]
+		x.have, x.hpublic, x.packets, x.bytes = true, e.PublicIP, 0, 0
+		k.out[e.Key] = x
+		if !x.want || x.differs() {
+			k.dirtyOut[e.Key] = struct{}{} // changed while the transaction ran
+		}
 	}
-	for _, x := range addIn {
-		k.haveIn[x.Key] = inHave{inside: x.InsideIP, insideID: x.InsideCallID}
+	for _, e := range addIn {
+		r := k.in[e.Key]
+		r.have, r.hinside, r.hinsideID, r.packets, r.bytes = true, e.InsideIP, e.InsideCallID, 0, 0
+		k.in[e.Key] = r
+		if !r.want || r.differs() {
+			k.dirtyIn[e.Key] = struct{}{}
+		}
 	}
 	return nil
+}
+
+// setOutLocked stores x, or forgets the key if neither wanted nor held.
+func (k *kernelPath) setOutLocked(key conntrack.OutKey, x outRec) {
+	if !x.want && !x.have {
+		delete(k.out, key)
+		return
+	}
+	k.out[key] = x
+}
+
+func (k *kernelPath) setInLocked(key conntrack.InKey, r inRec) {
+	if !r.want && !r.have {
+		delete(k.in, key)
+		return
+	}
+	k.in[key] = r
 }
 
 // releasePending gives the outside call IDs of removed calls back to the
@@ -311,24 +350,49 @@ func (k *kernelPath) releasePending(ps []pendingRelease) {
 }
 
 // reloadHave replaces what the flusher believes the kernel holds by what it
-// holds (after a failed transaction). Counters read now are the new
-// baseline: what was carried since the last read is given up for those
+// holds (after a failed transaction) and marks every element concerned
+// dirty, those of the failed transaction too. Counters read now are the
+// new baseline: what was carried since the last read is given up for those
 // elements. fmu is held.
-func (k *kernelPath) reloadHave() error {
+func (k *kernelPath) reloadHave(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
 	outs, ins, err := k.maps.Read()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, key := range delOut {
+		k.dirtyOut[key] = struct{}{}
+	}
+	for _, e := range addOut {
+		k.dirtyOut[e.Key] = struct{}{}
+	}
+	for _, key := range delIn {
+		k.dirtyIn[key] = struct{}{}
+	}
+	for _, e := range addIn {
+		k.dirtyIn[e.Key] = struct{}{}
+	}
 	if err != nil {
 		return err
 	}
-	clear(k.haveOut)
-	clear(k.haveIn)
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	for key, x := range k.out {
+		x.have = false
+		k.out[key] = x
+		k.dirtyOut[key] = struct{}{}
+	}
+	for key, r := range k.in {
+		r.have = false
+		k.in[key] = r
+		k.dirtyIn[key] = struct{}{}
+	}
 	for _, o := range outs {
-		k.haveOut[o.Key] = outHave{o.PublicIP, o.Packets, o.Bytes}
+		x := k.out[o.Key]
+		x.have, x.hpublic, x.packets, x.bytes = true, o.PublicIP, o.Packets, o.Bytes
+		k.out[o.Key] = x
 		k.dirtyOut[o.Key] = struct{}{}
 	}
 	for _, i := range ins {
-		k.haveIn[i.Key] = inHave{i.InsideIP, i.InsideCallID, i.Packets, i.Bytes}
+		r := k.in[i.Key]
+		r.have, r.hinside, r.hinsideID, r.packets, r.bytes = true, i.InsideIP, i.InsideCallID, i.Packets, i.Bytes
+		k.in[i.Key] = r
 		k.dirtyIn[i.Key] = struct{}{}
 	}
 	return nil
@@ -343,31 +407,33 @@ func (k *kernelPath) sync() error {
 		return fmt.Errorf("kernel GRE maps: read counters: %w", err)
 	}
 	var ds []conntrack.GREDelta
+	k.mu.Lock()
 	for _, o := range outs {
-		h, ok := k.haveOut[o.Key]
-		if !ok {
+		x, ok := k.out[o.Key]
+		if !ok || !x.have {
 			continue // not ours (yet): the next flush settles it
 		}
-		if p, b := grew(h.packets, h.bytes, o.Packets, o.Bytes); p > 0 {
+		if p, b := grew(x.packets, x.bytes, o.Packets, o.Bytes); p > 0 {
 			ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p, Bytes: b})
 		}
-		h.packets, h.bytes = o.Packets, o.Bytes
-		k.haveOut[o.Key] = h
+		x.packets, x.bytes = o.Packets, o.Bytes
+		k.out[o.Key] = x
 	}
 	for _, i := range ins {
-		h, ok := k.haveIn[i.Key]
-		if !ok {
+		r, ok := k.in[i.Key]
+		if !ok || !r.have {
 			continue
 		}
-		if p, b := grew(h.packets, h.bytes, i.Packets, i.Bytes); p > 0 {
+		if p, b := grew(r.packets, r.bytes, i.Packets, i.Bytes); p > 0 {
 			ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p, Bytes: b})
 		}
-		h.packets, h.bytes = i.Packets, i.Bytes
-		k.haveIn[i.Key] = h
+		r.packets, r.bytes = i.Packets, i.Bytes
+		k.in[i.Key] = r
 	}
+	k.mu.Unlock()
 	k.fmu.Unlock()
 	if len(ds) > 0 {
-		k.table.AccountGRE(ds) // Table.mu after fmu is released: no order between them
+		k.table.AccountGRE(ds) // Table.mu after fmu and mu are released
 	}
 	return nil
 }
@@ -393,25 +459,22 @@ func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREI
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for i := range outs {
-		o, in := outs[i], ins[i]
-		k.outOf[in.Key] = o.Key
-		k.wantOut[o.Key] = outWant{o, in.Key}
-		k.wantIn[in.Key] = in
-		k.dirtyOut[o.Key] = struct{}{}
-		k.dirtyIn[in.Key] = struct{}{}
+		k.wantLocked(outs[i], ins[i])
 	}
 	var keptOut []conntrack.GREOut
 	var keptIn []conntrack.GREIn
 	for _, o := range foundOut {
-		if w, ok := k.wantOut[o.Key]; ok && w.e.PublicIP == o.PublicIP {
+		if x, ok := k.out[o.Key]; ok && x.want && x.public == o.PublicIP {
 			keptOut = append(keptOut, o)
-			k.haveOut[o.Key] = outHave{public: o.PublicIP} // put back with zero counters
+			x.have, x.hpublic, x.packets, x.bytes = true, o.PublicIP, 0, 0
+			k.out[o.Key] = x
 		}
 	}
 	for _, i := range foundIn {
-		if w, ok := k.wantIn[i.Key]; ok && w.InsideIP == i.InsideIP && w.InsideCallID == i.InsideCallID {
+		if r, ok := k.in[i.Key]; ok && r.want && r.inside == i.InsideIP && r.insideID == i.InsideCallID {
 			keptIn = append(keptIn, i)
-			k.haveIn[i.Key] = inHave{inside: i.InsideIP, insideID: i.InsideCallID}
+			r.have, r.hinside, r.hinsideID, r.packets, r.bytes = true, i.InsideIP, i.InsideCallID, 0, 0
+			k.in[i.Key] = r
 		}
 	}
 	k.wake()
@@ -421,9 +484,19 @@ func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREI
 // stats returns the number of elements the kernel holds and the failed
 // transactions so far.
 func (k *kernelPath) stats() (out, in int, failed uint64) {
-	k.fmu.Lock()
-	defer k.fmu.Unlock()
-	return len(k.haveOut), len(k.haveIn), k.errs
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, x := range k.out {
+		if x.have {
+			out++
+		}
+	}
+	for _, r := range k.in {
+		if r.have {
+			in++
+		}
+	}
+	return out, in, k.errs
 }
 
 // RunKernelPath keeps the kernel's GRE maps in step with the call table and

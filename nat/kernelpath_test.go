@@ -2,6 +2,7 @@ package nat
 
 import (
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -302,5 +303,44 @@ func TestKernelPathQuarantine(t *testing.T) {
 	}
 	if len(f.out)+len(f.in) != 0 {
 		t.Fatalf("elements left: %v %v", f.out, f.in)
+	}
+}
+
+// nopMaps is a kernel that takes every change and holds nothing (so that
+// only the engine's own memory is measured).
+type nopMaps struct{}
+
+func (nopMaps) Update([]conntrack.OutKey, []conntrack.InKey, []conntrack.GREOut, []conntrack.GREIn) error {
+	return nil
+}
+func (nopMaps) Read() ([]conntrack.GREOut, []conntrack.GREIn, error) { return nil, nil, nil }
+
+// boundKernelPathCall: what the fast path's bookkeeping adds to a call in
+// the daemon (what it wants and what the kernel holds, both directions).
+const boundKernelPathCall = 320
+
+func TestMemoryKernelPathPerCall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures 10k calls")
+	}
+	const n = 10000
+	per := func(maps KernelMaps) uint64 {
+		e, _ := newEngine(t, func(c *EngineConfig) { c.MaxCalls = 2 * n; c.KernelMaps = maps })
+		before := heap()
+		for i := range n {
+			addCall(t, e, insideHost(i/50), 40000, uint16(0x100+i%50), uint16(0x4000+i%50))
+		}
+		if e.kp != nil {
+			flush(t, e)
+		}
+		d := (heap() - before) / n
+		runtime.KeepAlive(e)
+		return d
+	}
+	without, with := per(nil), per(nopMaps{})
+	t.Logf("bytes per established call (no GRE yet): userspace path %d, kernel path %d (+%d; bound +%d)",
+		without, with, with-without, boundKernelPathCall)
+	if with > without+boundKernelPathCall {
+		t.Errorf("the kernel path adds %d bytes per call, over the bound %d", with-without, boundKernelPathCall)
 	}
 }

@@ -2,6 +2,8 @@ package testbed_test
 
 import (
 	"context"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,4 +154,61 @@ func checkKernelGRE(t *testing.T, rep nat.CallsReply) bool {
 		t.Errorf("kernel GRE path: the calls counted %d packets in and %d out, want GRE both ways", in, out)
 	}
 	return true
+}
+
+// While the daemon is down (kill -9), a call set up before goes on in the
+// kernel, translated; a new daemon without a state snapshot to restore the
+// call from removes its elements at start (in the batch that replaces the
+// table), and its GRE is dropped from then on.
+func TestGatewayKernelGREOutlivesDaemon(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, Config{Clients: 1})
+	gw, err := topo.StartGateway(ctx, bin, "--gre-path", "kernel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	wan := captureWAN(t, topo)
+	c0 := topo.Clients[0]
+	var whileDown, afterRestart int64
+	var log2 string
+	res := RunPNS(ctx, c0, PNSConfig{Server: ServerIP, Frames: 10, Timeout: 30 * time.Second, Hold: func() {
+		waitMapLen(t, ctx, topo, 1)
+		gw.Proc.Signal(syscall.SIGKILL)
+		<-gw.Proc.Done()
+		before := wan.Sources()[GWWANIP]
+		sent := sendLANGRE(t, c0, 50)
+		time.Sleep(300 * time.Millisecond)
+		whileDown = wan.Sources()[GWWANIP] - before
+		t.Logf("daemon killed: %d of %d GRE packets reached the server from %s", whileDown, sent, GWWANIP)
+
+		gw2, err := topo.StartGateway(ctx, bin, "--gre-path", "kernel")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		log2 = gw2.Log()
+		waitMapLen(t, ctx, topo, 0)
+		before = wan.Sources()[GWWANIP]
+		sendLANGRE(t, c0, 50)
+		time.Sleep(300 * time.Millisecond)
+		afterRestart = wan.Sources()[GWWANIP] - before
+	}})
+	t.Logf("call: %s", res)
+	if whileDown != 50 {
+		t.Errorf("with the daemon killed, %d of 50 GRE packets of the established call reached the server translated", whileDown)
+	}
+	if n := insideSources(wan.Sources()); n != 0 {
+		t.Errorf("%d GRE packets reached the server with an inside source", n)
+	}
+	if !strings.Contains(log2, "found=2 kept=0") {
+		t.Errorf("the new daemon did not report the elements it found and dropped:\n%s", log2)
+	}
+	if afterRestart != 0 {
+		t.Errorf("after a restart without the call's state, %d GRE packets of it still reached the server", afterRestart)
+	}
 }
