@@ -407,3 +407,26 @@ func fastPathComparable(t *testing.T, body []byte) []byte {
 		return kept
 	})
 }
+
+// Elements read back from the kernel decode to what was written, and any
+// bytes decode without a panic (wrong lengths are skipped).
+func FuzzGREElementDecode(f *testing.F) {
+	f.Add([]byte{10, 0, 0, 2, 198, 51, 100, 7, 0, 5, 0, 0}, []byte{203, 0, 113, 1})
+	f.Add([]byte{203, 0, 113, 1, 198, 51, 100, 7, 0, 7, 0, 0}, []byte{10, 0, 0, 2, 0, 9, 0, 0})
+	f.Add([]byte{1, 2, 3}, []byte{})
+	f.Fuzz(func(t *testing.T, key, val []byte) {
+		el := nftables.SetElement{Key: key, Val: val}
+		if o, ok := decodeOut(el); ok {
+			back := outElems([]conntrack.GREOut{o})[0]
+			if !bytes.Equal(back.Key[:10], key[:10]) || !bytes.Equal(back.Val, val) {
+				t.Fatalf("out element %x:%x decodes to %+v, which encodes to %x:%x", key, val, o, back.Key, back.Val)
+			}
+		}
+		if i, ok := decodeIn(el); ok {
+			back := inElems([]conntrack.GREIn{i})[0]
+			if !bytes.Equal(back.Key[:10], key[:10]) || !bytes.Equal(back.Val[:6], val[:6]) {
+				t.Fatalf("in element %x:%x decodes to %+v, which encodes to %x:%x", key, val, i, back.Key, back.Val)
+			}
+		}
+	})
+}

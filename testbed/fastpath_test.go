@@ -212,3 +212,55 @@ func TestGatewayKernelGREOutlivesDaemon(t *testing.T) {
 		t.Errorf("after a restart without the call's state, %d GRE packets of it still reached the server", afterRestart)
 	}
 }
+
+// queues: N (issue 12): the daemon binds N queues and reads them all;
+// control connections split inside call-ID fields (held segments, whose
+// verdict must go back to the queue they came from) and several calls per
+// connection from 4 hosts all get through, with GRE through the queues too
+// (gre_path: userspace) and with the kernel path.
+func TestGatewayQueues(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	for _, path := range []string{"userspace", "kernel"} {
+		t.Run(path, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			topo := testbedtest.New(t, Config{Clients: 4})
+			gw, err := topo.StartGateway(ctx, bin, "--queues", "3", "--gre-path", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(gw.Log(), "queues=3") {
+				t.Errorf("the ready line does not say queues=3:\n%s", gw.Log())
+			}
+			out, err := topo.GW.Output(ctx, "cat", "/proc/net/netfilter/nfnetlink_queue")
+			if err != nil {
+				t.Fatal(err)
+			}
+			bound := map[string]bool{}
+			for _, l := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(l); len(f) > 0 {
+					bound[f[0]] = true
+				}
+			}
+			if !bound["47"] || !bound["48"] || !bound["49"] || len(bound) != 3 {
+				t.Fatalf("queues bound in the gateway namespace:\n%s", out)
+			}
+			split := RunMultiCall(ctx, topo, MultiCallConfig{Clients: 4, Calls: 2, Frames: 20, Split: true})
+			if !split.OK() {
+				t.Errorf("split control messages over 3 queues: %s\n%s", split, gw.Log())
+			}
+			multi := RunMultiCall(ctx, topo, MultiCallConfig{Clients: 4, Calls: 3, Frames: 20})
+			if !multi.OK() {
+				t.Errorf("3 calls per connection from 4 hosts over 3 queues: %s\n%s", multi, gw.Log())
+			}
+			rep, err := gw.Calls(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Counters["ctl_released"] == 0 {
+				t.Errorf("no held segment was released: the split case did not exercise held verdicts: %v", rep.Counters)
+			}
+			t.Logf("queues after the run:\n%s", func() string { o, _ := topo.GW.Output(ctx, "cat", "/proc/net/netfilter/nfnetlink_queue"); return string(o) }())
+		})
+	}
+}
