@@ -260,7 +260,10 @@ func TestGatewayQueues(t *testing.T) {
 			if rep.Counters["ctl_released"] == 0 {
 				t.Errorf("no held segment was released: the split case did not exercise held verdicts: %v", rep.Counters)
 			}
-			t.Logf("queues after the run:\n%s", func() string { o, _ := topo.GW.Output(ctx, "cat", "/proc/net/netfilter/nfnetlink_queue"); return string(o) }())
+			t.Logf("queues after the run:\n%s", func() string {
+				o, _ := topo.GW.Output(ctx, "cat", "/proc/net/netfilter/nfnetlink_queue")
+				return string(o)
+			}())
 		})
 	}
 }
