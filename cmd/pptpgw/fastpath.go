@@ -64,10 +64,18 @@ func adoptGRE(engine *nat.Engine, plan *rules.Plan, log *slog.Logger) {
 	}
 }
 
-// runKernelPath keeps the maps in step with the engine until ctx ends.
-func runKernelPath(ctx context.Context, engine *nat.Engine, log *slog.Logger) {
+// runKernelPath keeps the maps in step with the engine until ctx ends or
+// the returned function is called (it waits for the flusher to stop, so
+// that no transaction races the table's reduction to its fail-safe rule).
+func runKernelPath(ctx context.Context, engine *nat.Engine, log *slog.Logger) (stop func()) {
 	if !engine.KernelPath() {
-		return
+		return func() {}
 	}
-	go engine.RunKernelPath(ctx, func(err error) { log.Warn("GRE fast path", "err", err) })
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		engine.RunKernelPath(ctx, func(err error) { log.Warn("GRE fast path", "err", err) })
+	}()
+	return func() { cancel(); <-done }
 }
