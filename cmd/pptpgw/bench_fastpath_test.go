@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/xml"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
+
+	"pptpgw/nat"
+	"pptpgw/rules"
 )
 
 // The chart is well-formed SVG with one pair of bars per case that has a
@@ -50,5 +56,38 @@ func TestWithRatio(t *testing.T) {
 	}
 	if r := withRatio(benchRow{Case: "x"}, "split", k, g); r.Ratio != 0 {
 		t.Errorf("a case without figures got a ratio: %+v", r)
+	}
+}
+
+// The fast path's reload contract: the same configuration applies again
+// (idempotent), auto keeps the running path, a different path or queue
+// count is refused with a reason, Close stops it.
+func TestFastPathApply(t *testing.T) {
+	cfg := rules.Default()
+	cfg.GREPath, cfg.Queues = rules.GREPathUserspace, 2
+	e := nat.NewEngine(nat.EngineConfig{}, nil)
+	f := newFastPath(context.Background(), e, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for i := 0; i < 2; i++ {
+		if err := f.Apply(cfg); err != nil {
+			t.Fatalf("Apply %d: %v", i, err)
+		}
+	}
+	auto := *cfg
+	auto.GREPath = rules.GREPathAuto
+	if err := f.Apply(&auto); err != nil {
+		t.Errorf("auto: %v", err)
+	}
+	other := *cfg
+	other.GREPath = rules.GREPathKernel
+	if err := f.Apply(&other); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("switching the GRE path: %v", err)
+	}
+	more := *cfg
+	more.Queues = 3
+	if err := f.Apply(&more); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("changing queues: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

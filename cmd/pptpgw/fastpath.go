@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"pptpgw/nat"
@@ -62,6 +63,51 @@ func adoptGRE(engine *nat.Engine, plan *rules.Plan, log *slog.Logger) {
 		log.Info("GRE fast path: elements left by an earlier run", "found", len(out)+len(in),
 			"kept", len(plan.AdoptOut)+len(plan.AdoptIn))
 	}
+}
+
+// fastPath is the running state of issue 12 for the reload contract: the
+// fast path's flusher (the maps themselves are declared by the table's
+// Plan and survive a reload with their elements) and the queue readers'
+// count. Apply starts the flusher the first time and afterwards only
+// accepts a configuration that keeps gre_path and queues as they run:
+// switching the GRE path or re-binding queues needs a restart (an error
+// says so). Close stops the flusher and waits for it.
+type fastPath struct {
+	ctx     context.Context
+	engine  *nat.Engine
+	log     *slog.Logger
+	grePath string // as resolved at start: kernel or userspace
+	queues  int
+	stop    func()
+}
+
+func newFastPath(ctx context.Context, engine *nat.Engine, cfg *rules.Config, log *slog.Logger) *fastPath {
+	return &fastPath{ctx: ctx, engine: engine, log: log, grePath: cfg.GREPath, queues: cfg.EffectiveQueues()}
+}
+
+// Apply brings the fast path to cfg (see fastPath); idempotent.
+func (f *fastPath) Apply(cfg *rules.Config) error {
+	switch cfg.GREPath {
+	case f.grePath, rules.GREPathAuto, "":
+	default:
+		return fmt.Errorf("gre_path %s: the daemon runs gre_path %s; changing it needs a restart", cfg.GREPath, f.grePath)
+	}
+	if n := cfg.EffectiveQueues(); n != f.queues {
+		return fmt.Errorf("queues %d: the daemon reads %d queues; changing them needs a restart", n, f.queues)
+	}
+	if f.stop == nil {
+		f.stop = runKernelPath(f.ctx, f.engine, f.log)
+	}
+	return nil
+}
+
+// Close stops the flusher (the maps stay in the table).
+func (f *fastPath) Close() error {
+	if f.stop != nil {
+		f.stop()
+		f.stop = nil
+	}
+	return nil
 }
 
 // runKernelPath keeps the maps in step with the engine until ctx ends or

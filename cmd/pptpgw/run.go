@@ -231,7 +231,11 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	case inst.ReplacedFailsafe:
 		log.Info("replaced the fail-safe table left by the last clean stop", "table", plan.Table)
 	}
-	defer runKernelPath(qctx, engine, log)() // kernel fast path (issue 12); stopped before the table is reduced
+	fp := newFastPath(qctx, engine, cfg, log) // kernel fast path and queues (issue 12): Apply/Close for reload
+	if err := fp.Apply(cfg); err != nil {
+		return err
+	}
+	defer fp.Close() // stops the flusher before the table is reduced
 	if cfg.IPForward {
 		if err := rules.EnableIPForward(); err != nil {
 			return fmt.Errorf("enable IPv4 forwarding: %w", err)
