@@ -111,7 +111,7 @@ Flags:
 }
 
 // benchCases are the cases of the table, in order, as --only names them.
-var benchCases = []string{"clients", "multicall", "split", "greburst", "tunnel", "setups", "bulk"}
+var benchCases = []string{"clients", "multicall", "split", "greburst", "grepps", "tunnel", "setups", "bulk"}
 
 // parseCases turns --only's list into a set (all cases when empty).
 func parseCases(only string) (map[string]bool, error) {
@@ -138,6 +138,7 @@ type benchSide struct {
 	ppp, multi, split, gre, bulk, tunnel string
 	bulkBest                             float64
 	setups                               string             // issue 12
+	grepps                               map[int]string     // by live calls (issue 12)
 	vals                                 map[string]float64 // the compared figure by case (issue 12)
 }
 
@@ -215,6 +216,15 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 				s.vals["tunnel"] = r.Gbps * 1000
 			}
 		}
+		if err == nil && cases["grepps"] {
+			s.grepps = map[int]string{}
+			for _, n := range benchGRECalls {
+				progress(fmt.Sprintf("grepps, %d calls", n), s.gw)
+				if s.grepps[n], err = benchGREpps(ctx, self, s, n); err != nil {
+					break
+				}
+			}
+		}
 		if err == nil && cases["setups"] {
 			progress("setups", s.gw)
 			err = benchSetups(ctx, self, s)
@@ -246,6 +256,9 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 	} {
 		if cases[r.c] {
 			rows = append(rows, withRatio(r.row, r.c, k, g))
+		}
+		if r.c == "greburst" && cases["grepps"] {
+			rows = append(rows, grePPSRows(k, g)...)
 		}
 	}
 	progressDone()
