@@ -320,15 +320,16 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		fwds = append(fwds, nat.Forward{Port: f.Port, InsideIP: f.Addr()})
 	}
 	return nat.NewEngine(nat.EngineConfig{
-		PublicIP:   res.PublicIP,
-		WANIf:      res.WANIndex,
-		LANIfs:     res.LANIndex,
-		Strict:     cfg.Strict,
-		Timeouts:   cfg.Timeouts,
-		Limits:     cfg.Limits,
-		MaxCalls:   cfg.MaxCalls,
-		Forwards:   fwds,
-		Logger:     log,
+		PublicIP: res.PublicIP,
+		WANIf:    res.WANIndex,
+		LANIfs:   res.LANIndex,
+		Strict:   cfg.Strict,
+		Timeouts: cfg.Timeouts,
+		Limits:   cfg.Limits,
+		MaxCalls: cfg.MaxCalls,
+		Forwards: fwds,
+		Logger:   log,
+
 		KernelMaps: greMaps(cfg), // kernel fast path (issue 12)
 	}, clk)
 }
