@@ -125,6 +125,9 @@ func (t *Table) Establish(cn *Control, insideID, peerID uint16) error {
 	t.setupCalls.remove(c)
 	t.establishControl(cn)
 	t.calls.Get(c.inKey())
+	if t.onUp != nil {
+		t.onUp(c)
+	}
 	return nil
 }
 

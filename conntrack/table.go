@@ -223,6 +223,10 @@ type Config struct {
 	// held, for every control connection that leaves the table (after its
 	// calls). It must not call into the Table.
 	OnControlRemoved func(cn *Control, reason string)
+	// Kernel fast path (issue 12): OnCallEstablished is called, with the
+	// table lock held, when Establish sets a call up (GRE may flow). Like
+	// OnCallRemoved it must not call into the Table.
+	OnCallEstablished func(c *Call)
 }
 
 // Stats are removal and refusal counters.
@@ -248,6 +252,7 @@ type Table struct {
 	onRemove func(*Call, string)
 	// pool (issue 11)
 	onConnRemove func(*Control, string)
+	onUp         func(*Call) // kernel fast path (issue 12)
 
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
@@ -281,6 +286,7 @@ func New(cfg Config, clk Clock) *Table {
 		maxConns: cfg.MaxConns,
 		maxCalls: cfg.MaxCalls,
 		onRemove: cfg.OnCallRemoved,
+		onUp:     cfg.OnCallEstablished,
 		out:      make(map[OutKey]*Call),
 		sources:  make(map[[4]byte]*source),
 	}

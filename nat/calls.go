@@ -59,8 +59,11 @@ type CallsReply struct {
 }
 
 // Calls returns a snapshot of the tracked calls, ordered by inside address
-// and call ID.
+// and call ID. With the kernel fast path, the maps' counters are read first.
 func (e *Engine) Calls() []CallInfo {
+	if e.kp != nil {
+		_ = e.kp.sync() // the kernel's counters up to now; on error, as of the last read
+	}
 	snap := e.table.Snapshot()
 	out := make([]CallInfo, 0, len(snap))
 	for _, s := range snap {

@@ -22,6 +22,7 @@ type control struct {
 // of the whole IPv4 packet, released (patched) by a later segment or let go
 // by Tick.
 type heldSegment struct {
+	queue    uint16 // several queues (issue 12): its verdict goes back there
 	id       uint32
 	buf      []byte
 	tcpOff   int
@@ -41,9 +42,10 @@ const MaxHeldBytes = 4 << 20
 // release is a verdict for a held segment, delivered after ctlMu is
 // released.
 type release struct {
-	id   uint32
-	data []byte
-	v    pkt.Verdict
+	queue uint16
+	id    uint32
+	data  []byte
+	v     pkt.Verdict
 }
 
 // processTCP handles TCP: segments of PPTP control connections (port 1723
@@ -131,7 +133,7 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 		}
 		e.heldBytes += len(buf)
 		e.holds = append(e.holds, &heldSegment{
-			id: p.ID, buf: buf, tcpOff: pp.IPLen, c: c, dir: dir, deadline: e.clk.Now().Add(e.set.Timeouts.Hold)})
+			queue: p.Queue, id: p.ID, buf: buf, tcpOff: pp.IPLen, c: c, dir: dir, deadline: e.clk.Now().Add(e.set.Timeouts.Hold)})
 		v, r = e.count(pkt.Hold, rCtlHeld)
 	case pkt.Accept:
 		if len(res.Patches) > 0 {
@@ -276,7 +278,7 @@ func (e *Engine) released(c *control, dir helper.Dir, res helper.Result, rel []r
 	e.heldBytes -= len(h.buf)
 	patchChecksum(pkt.TCP(h.buf[h.tcpOff:]), res.ReleasedPatches)
 	e.counters.Inc(int(rCtlReleased))
-	return append(rel, release{h.id, h.buf, pkt.Accept})
+	return append(rel, release{h.queue, h.id, h.buf, pkt.Accept})
 }
 
 // release delivers verdicts of held segments (ctlMu not held).
@@ -287,7 +289,7 @@ func (e *Engine) release(rel []release) {
 	f := e.releaser.Load()
 	for _, r := range rel {
 		if f != nil {
-			(*f)(r.id, r.data, r.v)
+			(*f)(r.queue, r.id, r.data, r.v)
 		}
 	}
 }

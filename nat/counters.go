@@ -221,8 +221,9 @@ func (e *Engine) Collect(emit func(metrics.Sample)) {
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released"}, Key: "callid_released", Value: as.Released})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"released_unused"}, Key: "callid_released_unused", Value: as.ReleasedUnused})
 	emit(metrics.Sample{Desc: descCallIDs, LabelValues: []string{"collision"}, Key: "callid_collisions", Value: as.Collisions})
-	e.collectObs(emit)   // issue 8 (metrics_obs.go)
-	e.collectPools(emit) // pool (issue 11)
+	e.collectObs(emit)        // issue 8 (metrics_obs.go)
+	e.collectPools(emit)      // pool (issue 11)
+	e.collectKernelPath(emit) // kernel fast path (issue 12)
 }
 
 // Counters returns every counter and gauge of the engine as the flat map of

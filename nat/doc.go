@@ -24,6 +24,8 @@
 //	pool.go      server pools: member choice, per-member accounting, `pptpgw pool`
 //	pool_probe.go health probes of pool members
 //	hairpin.go   NAT loopback to a pool from inside
+//	kernelpath.go the kernel fast path: the nftables maps kept in step with
+//	             the call table, their counters read back (gre_path: kernel)
 //
 // # One GRE packet
 //
@@ -92,6 +94,13 @@
 // member's counters are atomics; its probe state has its own mutex, taken
 // alone; Engine.hpMu (the hairpin calls' aliases) is taken after Table.mu
 // (OnCallRemoved) or alone (the GRE path, never while holding Table.mu).
-// This is the only place the order is written; the other packages point
-// here.
+// The kernel fast path
+// (kernelpath.go, issue 12): kernelPath.mu is a leaf, taken under Table.mu
+// by OnCallEstablished and OnCallRemoved; its flusher holds kernelPath.fmu
+// and takes kernelPath.mu and Allocator.mu under it, never Table.mu (it
+// reads the kernel's counters under fmu and accounts them to the table,
+// Table.AccountGRE, after releasing it). Several NFQUEUE readers (queues:
+// N) call Process concurrently; nothing above depends on which reader a
+// packet came from. This is the only place the order is written; the other
+// packages point here.
 package nat

@@ -49,6 +49,10 @@ type EngineConfig struct {
 	QoS QoSConfig
 	// pool (issue 11): published server pools (pool.go).
 	Pools []Pool
+	// Kernel fast path (issue 12): with KernelMaps set, established calls'
+	// GRE is translated by these nftables maps (kernelpath.go); nil: every
+	// GRE packet through NFQUEUE (gre_path: userspace).
+	KernelMaps KernelMaps
 }
 
 // Settings are the values an Engine runs with, defaults applied: what the
@@ -80,7 +84,7 @@ type Engine struct {
 	alloc *Allocator
 
 	counters *metrics.Counters // indexed by reason (counters.go)
-	releaser atomic.Pointer[func(id uint32, data []byte, v pkt.Verdict)]
+	releaser atomic.Pointer[func(queue uint16, id uint32, data []byte, v pkt.Verdict)]
 
 	ctlMu     sync.Mutex
 	holds     []*heldSegment
@@ -106,6 +110,7 @@ type Engine struct {
 	hp      map[hpKey][4]byte
 	pubHP   atomic.Uint32
 	hpCount [numHP]atomic.Uint64
+	kp      *kernelPath // kernel fast path (issue 12); nil: userspace GRE
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -157,9 +162,11 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		MaxCalls: e.set.MaxCalls,
 		OnCallRemoved: func(c *conntrack.Call, why string) {
 			pk := PoolKey{c.PublicIP, c.PeerIP}
-			if c.CarriedGRE() || unansweredRequest(c, why) {
+			switch {
+			case c.CarriedGRE() || unansweredRequest(c, why):
 				e.alloc.Release(pk, c.OutsideCallID)
-			} else {
+			case e.kp != nil && e.kp.releaseLater(c, pk): // kernel fast path (issue 12): its GRE may have gone by the kernel
+			default:
 				e.alloc.ReleaseUnused(pk, c.OutsideCallID)
 			}
 			if why == conntrack.ReasonCleared || why == conntrack.ReasonStopped {
@@ -167,9 +174,24 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			}
 			e.callRemoved(c, why) // teardown counters and events (events.go)
 			e.poolCallRemoved(c)  // pool (issue 11)
+			if e.kp != nil {
+				e.kp.down(c)
+			}
+		},
+		OnCallEstablished: func(c *conntrack.Call) {
+			// The fast path rewrites and accepts only: a call whose GRE
+			// needs the engine's verdict (a class's mark and priority, a
+			// policer) or that never crosses the WAN (hairpin) stays on
+			// the userspace path.
+			if e.kp != nil && !c.Shaped() && e.memberOf(c.PeerIP) == nil {
+				e.kp.up(c)
+			}
 		},
 		OnControlRemoved: e.poolControlRemoved, // pool (issue 11)
 	}, clk)
+	if cfg.KernelMaps != nil {
+		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.alloc, e.set.Timeouts)
+	}
 	return e
 }
 
@@ -202,6 +224,12 @@ func (e *Engine) Settings() Settings {
 // (or of one released by Tick). data is the packet to send with an Accept
 // verdict; it is only valid during the call.
 func (e *Engine) SetReleaser(f func(id uint32, data []byte, v pkt.Verdict)) {
+	e.SetQueueReleaser(func(_ uint16, id uint32, data []byte, v pkt.Verdict) { f(id, data, v) })
+}
+
+// SetQueueReleaser is SetReleaser for several queues: f also gets the
+// number of the queue the held packet came from (nfq.Packet.Queue).
+func (e *Engine) SetQueueReleaser(f func(queue uint16, id uint32, data []byte, v pkt.Verdict)) {
 	e.releaser.Store(&f)
 }
 

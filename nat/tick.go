@@ -32,7 +32,7 @@ func (e *Engine) Tick() {
 			v = pkt.Drop
 			e.drops.Inc(int(rCtlHoldExpire))
 		}
-		rel = append(rel, release{h.id, h.buf, v})
+		rel = append(rel, release{h.queue, h.id, h.buf, v})
 	}
 	clear(e.holds[len(kept):])
 	e.holds = kept

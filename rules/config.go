@@ -116,6 +116,13 @@ type Config struct {
 	Classes  []qos.Class   `yaml:"classes"`
 	Shaping  []qos.Shaping `yaml:"shaping"`
 	Policing qos.Policing  `yaml:"policing"`
+	// Kernel fast path and queue readers (issue 12), config_fastpath.go.
+	// GREPath: "kernel", "userspace" or "auto" (the default: kernel where
+	// the kernel runs it, probed at start).
+	GREPath string `yaml:"gre_path"`
+	// Queues is the number of NFQUEUE queues (and readers) from Queue on;
+	// 0: one per CPU.
+	Queues int `yaml:"queues"`
 
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
@@ -246,6 +253,7 @@ func Default() *Config {
 		MSSClamp:    MSSClamp{Mode: MSSAuto},
 		IPForward:   true,
 		LogLevel:    DefaultLogLevel,
+		GREPath:     GREPathAuto,
 	}
 }
 
@@ -491,6 +499,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateObs(bad) // issue 8 (config_obs.go)
 	c.validateQoS(bad) // shaping (issue 9): config_qos.go
+	c.validateFastPath(bad)
 	return errors.Join(errs...)
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
 
+	"pptpgw/conntrack"
 	"pptpgw/pptp/wire"
 	"pptpgw/qos"
 )
@@ -105,6 +106,18 @@ type Plan struct {
 	// Shaping (issue 9): the classes whose kernel-path matches nft_qos.go
 	// turns into the classification chain.
 	Classes []qos.Class
+	// Kernel fast path and queue readers (issue 12, nft_fastpath.go).
+	// GREPath: GREPathKernel, GREPathUserspace or GREPathAuto (probed).
+	GREPath string
+	// AdoptOut and AdoptIn are fast-path elements put into the new table's
+	// maps in the batch that installs it (nat.Engine.AdoptKernelGRE).
+	AdoptOut []conntrack.GREOut
+	AdoptIn  []conntrack.GREIn
+	// Queues is the number of queues from Queue on that GRE and control
+	// packets are balanced over (0 and 1: one).
+	Queues uint16
+
+	kernelGRE bool // resolved by InstallConn
 }
 
 // NewPlan derives the Plan from a validated Config.
@@ -119,6 +132,8 @@ func NewPlan(c *Config) Plan {
 		MSS:        c.MSSClamp,
 		Forwards:   append([]Forward(nil), c.Forwards...),
 		Classes:    c.Classes, // shaping (issue 9)
+		GREPath:    c.GREPath,
+		Queues:     uint16(c.EffectiveQueues()),
 	}
 }
 
@@ -133,6 +148,8 @@ type Installed struct {
 	// ReplacedFailsafe is true if the table found was the fail-safe table a
 	// clean stop leaves (ReduceToFailsafe); ReplacedStale is false then.
 	ReplacedFailsafe bool
+	// KernelGRE: the table has the fast path's maps and rules (issue 12).
+	KernelGRE bool
 
 	conn *nftables.Conn
 }
@@ -153,6 +170,7 @@ func InstallConn(c *nftables.Conn, plan Plan) (*Installed, error) {
 		return nil, err
 	}
 	impl := plan.QueueImpl
+	var err error
 	if impl == QueueAuto {
 		native, err := ProbeNativeQueue(c, plan.Table)
 		if err != nil {
@@ -162,6 +180,9 @@ func InstallConn(c *nftables.Conn, plan Plan) (*Installed, error) {
 		if native {
 			impl = QueueNative
 		}
+	}
+	if plan.kernelGRE, err = resolveGREPath(c, plan); err != nil {
+		return nil, err
 	}
 	found, err := findLeftover(c, plan.Table)
 	if err != nil {
@@ -174,7 +195,7 @@ func InstallConn(c *nftables.Conn, plan Plan) (*Installed, error) {
 		return nil, fmt.Errorf("nftables: install table ip %s: %w", plan.Table, explain(err))
 	}
 	return &Installed{Plan: plan, QueueImpl: impl, ReplacedStale: found == leftoverStale,
-		ReplacedFailsafe: found == leftoverFailsafe, conn: c}, nil
+		ReplacedFailsafe: found == leftoverFailsafe, KernelGRE: plan.kernelGRE, conn: c}, nil
 }
 
 // replaceTable queues, into c's batch, the deletion of table `ip name` if
@@ -365,6 +386,8 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: all})
 	}
 
+	fp := addFastPath(c, t, p) // kernel fast path (issue 12): its maps, nil if off
+
 	// 1. GRE skips conntrack, so the kernel never NATs or tracks it.
 	for _, h := range []struct {
 		name string
@@ -423,8 +446,8 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 	// untranslated (it is notracked, so no NAT of the kernel touches it),
 	// with its inside source address. TCP 1723 may bypass: the kernel
 	// masquerades it like any connection; only its call IDs go unrewritten.
-	greQ := QueueExprs(impl, p.Queue, false)
-	q := QueueExprs(impl, p.Queue, p.FailOpen)
+	greQ := QueueBalanceExprs(impl, p.Queue, p.Queues, false) // several queues: issue 12
+	q := QueueBalanceExprs(impl, p.Queue, p.Queues, p.FailOpen)
 	for _, h := range []struct {
 		ch    *nftables.Chain
 		iface expr.MetaKey
@@ -439,6 +462,7 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		// protocol jumping to per-protocol chains was dearer (measured
 		// with perf as above).
 		wan := MatchIfname(h.iface, p.WAN)
+		fp.addRule(c, t, h.ch, h.iface, p.WAN) // kernel fast path (issue 12): before GRE is queued
 		rule(h.ch, MatchGRE(), wan, greQ)
 		rule(h.ch, MatchTCPPort(false, wire.ControlPort), wan, q)
 		rule(h.ch, MatchTCPPort(true, wire.ControlPort), wan, q)

@@ -30,6 +30,7 @@ const ReadyTimeout = 5 * time.Second
 func (t *Topology) StartGateway(ctx context.Context, bin string, extra ...string) (*Gateway, error) {
 	sock := filepath.Join(t.Dir, "pptpgw-admin.sock")
 	args := append([]string{"run", "--wan", t.WANIf, "--lan", t.LANIf, "--admin-socket", sock}, extra...)
+	args = withGREPath(args) // kernel fast path (issue 12): PPTPGW_TEST_GRE_PATH
 	p, err := t.Start(t.GW.Command(ctx, bin, args...))
 	if err != nil {
 		return nil, fmt.Errorf("start pptpgw: %w", err)

@@ -108,6 +108,9 @@ func checkCalls(t *testing.T, rep nat.CallsReply, want, wantInside int) {
 	if got := DistinctOutsideIDs(rep.Calls); got != want {
 		t.Errorf("%d distinct outside call IDs for %d calls", got, want)
 	}
+	if checkKernelGRE(t, rep) { // kernel fast path (issue 12): checks its own way
+		return
+	}
 	// Every translated GRE packet came through the queue: the counter that
 	// must stay 0 for plain TCP (TestGatewayIperf) counts here.
 	greIn, greOut := testbedtest.Counter(t, rep.Counters, "gre_in"), testbedtest.Counter(t, rep.Counters, "gre_out")

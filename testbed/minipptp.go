@@ -232,6 +232,9 @@ type PNSConfig struct {
 	// Hold returns (PNSCall.GoodAfter), e.g. to show that calls survived
 	// what Hold did to the gateway.
 	FramesAfterHold int
+	// OnUp, if set, gets the calls once they are up (after Frames, before
+	// Hold), e.g. to send GRE on them (issue 12's bench).
+	OnUp func([]PNSCall)
 }
 
 // PNSCall is one call's outcome.
@@ -447,6 +450,9 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 		if err := pnsFrames(ctx, gre, cfg.Server, &res, byID); err != nil {
 			res.Error = fmt.Sprintf("GRE: %v", err)
 		}
+	}
+	if cfg.OnUp != nil {
+		cfg.OnUp(res.Calls)
 	}
 	if cfg.Hold != nil {
 		cfg.Hold()

@@ -22,6 +22,12 @@ type benchRow struct {
 	Case   string `json:"case"`
 	Kernel string `json:"kernel"` // Linux's helper (or plain masquerade for bulk TCP)
 	PPTPGW string `json:"pptpgw"`
+	// The figure compared, where a case has one (higher is better), its
+	// unit and pptpgw's ratio to Linux's (issue 12).
+	KernelValue float64 `json:"kernel_value,omitempty"`
+	PPTPGWValue float64 `json:"pptpgw_value,omitempty"`
+	Unit        string  `json:"unit,omitempty"`
+	Ratio       float64 `json:"ratio,omitempty"`
 }
 
 func cmdBench(args []string) int {
@@ -31,6 +37,9 @@ func cmdBench(args []string) int {
 	secs := fs.Int("seconds", 5, "length of each iperf3 run")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	only := fs.String("only", "", "comma-separated cases to run (default all): "+strings.Join(benchCases, ", "))
+	svg := fs.String("svg", "", "also draw the table as an SVG bar chart (pptpgw vs Linux per case) into this file")
+	placement := fs.String("placement", "ip", "tunnel case with --gre-path kernel: ip (the daemon's rules) or netdev (an experiment: the same maps at the devices' ingress with fwd)")
+	grePath := fs.String("gre-path", "", "the gateway's --gre-path (kernel, userspace, auto; default: its default)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: pptpgw bench [flags]
 
@@ -74,10 +83,24 @@ Flags:
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	benchGatewayArgs = nil
+	if benchPlacement = *placement; benchPlacement != "ip" && benchPlacement != "netdev" {
+		fmt.Fprintln(os.Stderr, "pptpgw bench: --placement must be ip or netdev")
+		return 2
+	}
+	if *grePath != "" {
+		benchGatewayArgs = []string{"--gre-path", *grePath}
+	}
 	rows, err := runBench(ctx, self, cases, *clients, *frames, *secs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw bench:", err)
 		return 1
+	}
+	if *svg != "" {
+		if err := os.WriteFile(*svg, benchSVG(rows), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "pptpgw bench:", err)
+			return 1
+		}
 	}
 	if *asJSON {
 		json.NewEncoder(os.Stdout).Encode(rows)
@@ -88,7 +111,7 @@ Flags:
 }
 
 // benchCases are the cases of the table, in order, as --only names them.
-var benchCases = []string{"clients", "multicall", "split", "greburst", "tunnel", "bulk"}
+var benchCases = []string{"clients", "multicall", "split", "greburst", "grepps", "tunnel", "setups", "bulk"}
 
 // parseCases turns --only's list into a set (all cases when empty).
 func parseCases(only string) (map[string]bool, error) {
@@ -114,6 +137,9 @@ type benchSide struct {
 	gw                                   bool
 	ppp, multi, split, gre, bulk, tunnel string
 	bulkBest                             float64
+	setups                               string             // issue 12
+	grepps                               map[int]string     // by live calls (issue 12)
+	vals                                 map[string]float64 // the compared figure by case (issue 12)
 }
 
 // withTopology runs fn in a fresh topology of n clients, behind either
@@ -125,7 +151,7 @@ func withTopology(ctx context.Context, self string, n int, gw bool, fn func(*tes
 	}
 	defer topo.Close()
 	if gw {
-		g, err := topo.StartGateway(ctx, self)
+		g, err := topo.StartGateway(ctx, self, benchGatewayArgs...)
 		if err != nil {
 			return err
 		}
@@ -138,31 +164,35 @@ func withTopology(ctx context.Context, self string, n int, gw bool, fn func(*tes
 
 func runBench(ctx context.Context, self string, cases map[string]bool, clients, frames, secs int) ([]benchRow, error) {
 	const greFrames = 5000
-	k, g := &benchSide{}, &benchSide{gw: true}
+	k, g := &benchSide{vals: map[string]float64{}}, &benchSide{gw: true, vals: map[string]float64{}}
 	for _, s := range []*benchSide{k, g} {
 		var err error
 		if cases["clients"] {
+			progress("clients", s.gw)
 			err = withTopology(ctx, self, clients, s.gw, func(topo *testbed.Topology) error {
 				if _, err := topo.StartPPTPD(ctx, testbed.PPTPDConfig{}); err != nil {
 					return err
 				}
-				s.ppp = pppSummary(testbed.RunPPTPClients(ctx, topo, topo.Clients, testbed.ServerIP, frames, nil), frames)
+				s.ppp, s.vals["clients"] = pppSummary(testbed.RunPPTPClients(ctx, topo, topo.Clients, testbed.ServerIP, frames, nil), frames)
 				return nil
 			})
 		}
 		if err == nil && cases["multicall"] {
+			progress("multicall", s.gw)
 			err = withTopology(ctx, self, 2, s.gw, func(topo *testbed.Topology) error {
 				s.multi = callsSummary(testbed.RunMultiCall(ctx, topo, testbed.MultiCallConfig{Clients: 2, Calls: 3, Frames: 20}))
 				return nil
 			})
 		}
 		if err == nil && cases["split"] {
+			progress("split", s.gw)
 			err = withTopology(ctx, self, 2, s.gw, func(topo *testbed.Topology) error {
 				s.split = callsSummary(testbed.RunSplitControl(ctx, topo, nil))
 				return nil
 			})
 		}
 		if err == nil && cases["greburst"] {
+			progress("greburst", s.gw)
 			err = withTopology(ctx, self, 1, s.gw, func(topo *testbed.Topology) error {
 				start := time.Now()
 				r := testbed.RunMultiCall(ctx, topo, testbed.MultiCallConfig{Clients: 1, Calls: 1, Frames: greFrames})
@@ -174,14 +204,30 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 					}
 				}
 				s.gre = fmt.Sprintf("%d/%d echoed (%d sent) in %.2fs", good, greFrames, sent, el.Seconds())
+				s.vals["greburst"] = float64(good) / el.Seconds()
 				return nil
 			})
 		}
 		if err == nil && cases["tunnel"] {
+			progress("tunnel", s.gw)
 			var r testbed.IperfResult
 			if r, err = tunnelIperf(ctx, self, s.gw, secs); err == nil {
 				s.tunnel = fmt.Sprintf("%.0f Mbit/s", r.Gbps*1000)
+				s.vals["tunnel"] = r.Gbps * 1000
 			}
+		}
+		if err == nil && cases["grepps"] {
+			s.grepps = map[int]string{}
+			for _, n := range benchGRECalls {
+				progress(fmt.Sprintf("grepps, %d calls", n), s.gw)
+				if s.grepps[n], err = benchGREpps(ctx, self, s, n); err != nil {
+					break
+				}
+			}
+		}
+		if err == nil && cases["setups"] {
+			progress("setups", s.gw)
+			err = benchSetups(ctx, self, s)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", map[bool]string{false: "Linux helper", true: "pptpgw"}[s.gw], err)
@@ -189,6 +235,7 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 	}
 
 	if cases["bulk"] {
+		progress("bulk", true)
 		if err := benchBulk(ctx, self, k, g, secs); err != nil {
 			return nil, err
 		}
@@ -199,17 +246,22 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 		c   string
 		row benchRow
 	}{
-		{"clients", benchRow{fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), k.ppp, g.ppp}},
-		{"multicall", benchRow{"2 control connections x 3 calls each (same call IDs)", k.multi, g.multi}},
-		{"split", benchRow{"control messages split inside the call-ID field", k.split, g.split}},
-		{"greburst", benchRow{fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), k.gre, g.gre}},
-		{"tunnel", benchRow{fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), k.tunnel, g.tunnel}},
-		{"bulk", benchRow{fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), k.bulk, g.bulk}},
+		{"clients", benchRow{Case: fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), Kernel: k.ppp, PPTPGW: g.ppp}},
+		{"multicall", benchRow{Case: "2 control connections x 3 calls each (same call IDs)", Kernel: k.multi, PPTPGW: g.multi}},
+		{"split", benchRow{Case: "control messages split inside the call-ID field", Kernel: k.split, PPTPGW: g.split}},
+		{"greburst", benchRow{Case: fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), Kernel: k.gre, PPTPGW: g.gre}},
+		{"tunnel", benchRow{Case: fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), Kernel: k.tunnel, PPTPGW: g.tunnel}},
+		{"setups", benchRow{Case: "call setups (control connection, call, clear): sequential, 16 in parallel", Kernel: k.setups, PPTPGW: g.setups}},
+		{"bulk", benchRow{Case: fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), Kernel: k.bulk, PPTPGW: g.bulk}},
 	} {
 		if cases[r.c] {
-			rows = append(rows, r.row)
+			rows = append(rows, withRatio(r.row, r.c, k, g))
+		}
+		if r.c == "greburst" && cases["grepps"] {
+			rows = append(rows, grePPSRows(k, g)...)
 		}
 	}
+	progressDone()
 	return rows, nil
 }
 
@@ -249,6 +301,7 @@ func benchBulk(ctx context.Context, self string, k, g *benchSide, secs int) erro
 	if err != nil {
 		return err
 	}
+	k.vals["bulk"], g.vals["bulk"] = k.bulkBest, g.bulkBest
 	k.bulk = fmt.Sprintf("%.2f Gbit/s", k.bulkBest)
 	g.bulk = fmt.Sprintf("%.2f Gbit/s (%.3f of masquerade)", g.bulkBest, g.bulkBest/k.bulkBest)
 	return nil
@@ -256,7 +309,7 @@ func benchBulk(ctx context.Context, self string, k, g *benchSide, secs int) erro
 
 // pppSummary says how many clients got all their frames back, with none of
 // another client's, and the aggregate echoed-frame rate.
-func pppSummary(r testbed.PPTPClientsResult, frames int) string {
+func pppSummary(r testbed.PPTPClientsResult, frames int) (string, float64) {
 	ok, good, cross := 0, 0, 0
 	var longest float64
 	for _, s := range r.Summaries {
@@ -272,10 +325,12 @@ func pppSummary(r testbed.PPTPClientsResult, frames int) string {
 	if cross > 0 {
 		out += fmt.Sprintf(", %d cross-talk", cross)
 	}
+	rate := 0.0
 	if longest > 0 {
-		out += fmt.Sprintf(", %.0f frames/s", float64(good)/longest)
+		rate = float64(good) / longest
+		out += fmt.Sprintf(", %.0f frames/s", rate)
 	}
-	return out
+	return out, rate
 }
 
 func callsSummary(r testbed.MultiCallResult) string {
@@ -293,9 +348,13 @@ func callsSummary(r testbed.MultiCallResult) string {
 
 func printBench(w io.Writer, rows []benchRow) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CASE\tLINUX HELPER\tPPTPGW")
+	fmt.Fprintln(tw, "CASE\tLINUX HELPER\tPPTPGW\tRATIO")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Case, r.Kernel, r.PPTPGW)
+		ratio := ""
+		if r.Ratio > 0 {
+			ratio = fmt.Sprintf("%.2f", r.Ratio)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Case, r.Kernel, r.PPTPGW, ratio)
 	}
 	tw.Flush()
 }

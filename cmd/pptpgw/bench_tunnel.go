@@ -89,7 +89,15 @@ func tunnelIperf(ctx context.Context, self string, gw bool, secs int) (testbed.I
 		}
 		defer dev.Close()
 		go pptp.PumpTUN(dev, c, 0)
+		if gw && benchPlacement == "netdev" { // issue 12: the other placement, measured
+			if err := benchNetdevPlacement(ctx, topo); err != nil {
+				return err
+			}
+		}
 		res, err = testbed.RunIperfTo(ctx, topo, lan, topo.Server, info.PeerIP, secs)
+		if err == nil && gw {
+			benchReportPlacement(ctx, topo)
+		}
 		return err
 	})
 	return res, err

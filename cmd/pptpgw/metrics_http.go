@@ -35,8 +35,8 @@ type gatewayMetrics struct {
 // startGatewayMetrics builds the gateway's exporter (pptpgw_*: the engine's
 // and the queue's families) and serves it on cfg.Metrics (if set) until ctx
 // ends.
-func startGatewayMetrics(ctx context.Context, cfg *rules.Config, e *nat.Engine, q *queue, log *slog.Logger) (*gatewayMetrics, error) {
-	m := &gatewayMetrics{Exp: newExporter("pptpgw_", e, q.conn)}
+func startGatewayMetrics(ctx context.Context, cfg *rules.Config, e *nat.Engine, q metrics.Source, log *slog.Logger) (*gatewayMetrics, error) {
+	m := &gatewayMetrics{Exp: newExporter("pptpgw_", e, q)}
 	m.Endpoint = promexport.NewEndpoint(m.Exp, log)
 	if err := m.Endpoint.Apply(cfg.Metrics); err != nil {
 		return nil, err

@@ -69,6 +69,8 @@ func cmdRun(args []string) int {
 	strict := fs.Bool("strict", false, "drop malformed PPTP control messages instead of passing them")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this TCP address, e.g. 127.0.0.1:9247 (default: the config's metrics key; off)")
+	queuesN := fs.Int("queues", -1, "number of NFQUEUE queues and readers from --queue on (default: one per CPU)")
+	grePath := fs.String("gre-path", "", "GRE of established calls: kernel (nftables maps), userspace (NFQUEUE) or auto (default: kernel if the kernel runs it)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -107,6 +109,10 @@ func cmdRun(args []string) int {
 			cfg.LogLevel = *logLevel
 		case "metrics":
 			cfg.Metrics = *metricsAddr
+		case "gre-path":
+			cfg.GREPath = *grePath
+		case "queues":
+			cfg.Queues = *queuesN
 		}
 	})
 	if *queueNum > 65535 {
@@ -170,9 +176,12 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	if err != nil {
 		return err
 	}
+	if err := resolveGREPath(cfg, log); err != nil { // kernel fast path (issue 12)
+		return err
+	}
 	engine := newEngine(cfg, res, conntrack.SystemClock{}, log)
 
-	q, err := openQueue(cfg.Queue, cfg.QueueLen, engine, log)
+	q, err := openQueues(cfg.Queue, cfg.EffectiveQueues(), cfg.QueueLen, engine, log) // several readers: issue 12
 	if err != nil {
 		return err
 	}
@@ -221,6 +230,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	go engine.RunHealth(ctx, nil) // pool (issue 11): probes of pool members
 
 	plan := rules.NewPlan(cfg)
+	adoptGRE(engine, &plan, log) // kernel fast path (issue 12)
 	inst, err := rules.Install(plan)
 	if err != nil {
 		return fmt.Errorf("install nftables table %q: %w", plan.Table, err)
@@ -243,14 +253,19 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	case inst.ReplacedFailsafe:
 		log.Info("replaced the fail-safe table left by the last clean stop", "table", plan.Table)
 	}
+	fp := newFastPath(qctx, engine, cfg, log) // kernel fast path and queues (issue 12): Apply/Close for reload
+	if err := fp.Apply(cfg); err != nil {
+		return err
+	}
+	defer fp.Close() // stops the flusher before the table is reduced
 	if cfg.IPForward {
 		if err := rules.EnableIPForward(); err != nil {
 			return fmt.Errorf("enable IPv4 forwarding: %w", err)
 		}
 	}
 	log.Info("ready", "wan", cfg.WAN, "lan", strings.Join(cfg.LAN, ","), "public", res.PublicIP,
-		"table", plan.Table, "queue", cfg.Queue, "queue_impl", inst.QueueImpl,
-		"queue_len", cfg.QueueLen, "fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
+		"table", plan.Table, "queue", cfg.Queue, "queues", cfg.EffectiveQueues(), "queue_impl", inst.QueueImpl,
+		"queue_len", cfg.QueueLen, "gre_path", cfg.GREPath, "fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
 		"startup", time.Since(start).Round(time.Millisecond))
 
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -341,11 +356,13 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		Logger:   log,
 		QoS:      engineQoS(cfg),   // shaping (issue 9): qos.go
 		Pools:    enginePools(cfg), // pool (issue 11), pool.go
+
+		KernelMaps: greMaps(cfg), // kernel fast path (issue 12)
 	}, clk)
 }
 
 // callsReply answers the admin command "calls": the engine's calls and the
 // counters of the engine and the queue, from one metrics snapshot.
-func callsReply(e *nat.Engine, q *queue) nat.CallsReply {
-	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(e, q.conn).Map()}
+func callsReply(e *nat.Engine, q metrics.Source) nat.CallsReply {
+	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(e, q).Map()}
 }

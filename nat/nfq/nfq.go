@@ -107,6 +107,10 @@ type Packet struct {
 	Mark uint32
 	// Set is what an Accept verdict changes besides the payload.
 	Set Attrs
+
+	// Queue is the number of the queue the packet came from (several
+	// readers, issue 12): a held packet's verdict goes back to it.
+	Queue uint16
 }
 
 // Attrs are the packet metadata an Accept verdict may set: skb->mark
@@ -586,6 +590,7 @@ func (c *Queue) handleDatagram(b []byte, h Handler) {
 				continue
 			}
 			c.packets.Add(1)
+			p.Queue = c.queue
 			switch h(p) {
 			case pkt.Accept:
 				if p.Modified && (len(p.Payload) == 0 || len(p.Payload) > 0xffff) {

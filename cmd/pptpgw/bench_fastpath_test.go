@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"encoding/xml"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"pptpgw/nat"
+	"pptpgw/rules"
+)
+
+// The chart is well-formed SVG with one pair of bars per case that has a
+// ratio, each bar as long as its figure relative to the larger one.
+func TestBenchSVG(t *testing.T) {
+	rows := []benchRow{
+		{Case: "tunnel", KernelValue: 800, PPTPGWValue: 400, Unit: "Mbit/s", Ratio: 0.5},
+		{Case: "split <calls>", Kernel: "0/4 calls ok", PPTPGW: "4/4 calls ok"}, // no figure: not drawn
+		{Case: "bulk", KernelValue: 10, PPTPGWValue: 20, Unit: "Gbit/s", Ratio: 2},
+	}
+	b := benchSVG(rows)
+	dec := xml.NewDecoder(strings.NewReader(string(b)))
+	var widths []string
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("not well-formed: %v\n%s", err, b)
+			}
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "rect" {
+			for _, a := range se.Attr {
+				if a.Name.Local == "width" && a.Value != "100%" && a.Value != "12" {
+					widths = append(widths, a.Value)
+				}
+			}
+		}
+	}
+	if got := strings.Join(widths, ","); got != "300,150,150,300" {
+		t.Errorf("bar widths %s, want 300,150,150,300 (Linux, pptpgw per case)", got)
+	}
+	if strings.Contains(string(b), "split") {
+		t.Error("a case without a figure was drawn")
+	}
+}
+
+func TestWithRatio(t *testing.T) {
+	k := &benchSide{vals: map[string]float64{"tunnel": 800}}
+	g := &benchSide{gw: true, vals: map[string]float64{"tunnel": 600}}
+	r := withRatio(benchRow{Case: "x"}, "tunnel", k, g)
+	if r.Ratio != 0.75 || r.Unit != "Mbit/s" || r.KernelValue != 800 || r.PPTPGWValue != 600 {
+		t.Errorf("%+v", r)
+	}
+	if r := withRatio(benchRow{Case: "x"}, "split", k, g); r.Ratio != 0 {
+		t.Errorf("a case without figures got a ratio: %+v", r)
+	}
+}
+
+// The fast path's reload contract: the same configuration applies again
+// (idempotent), auto keeps the running path, a different path or queue
+// count is refused with a reason, Close stops it.
+func TestFastPathApply(t *testing.T) {
+	cfg := rules.Default()
+	cfg.GREPath, cfg.Queues = rules.GREPathUserspace, 2
+	e := nat.NewEngine(nat.EngineConfig{}, nil)
+	f := newFastPath(context.Background(), e, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for i := 0; i < 2; i++ {
+		if err := f.Apply(cfg); err != nil {
+			t.Fatalf("Apply %d: %v", i, err)
+		}
+	}
+	auto := *cfg
+	auto.GREPath = rules.GREPathAuto
+	if err := f.Apply(&auto); err != nil {
+		t.Errorf("auto: %v", err)
+	}
+	other := *cfg
+	other.GREPath = rules.GREPathKernel
+	if err := f.Apply(&other); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("switching the GRE path: %v", err)
+	}
+	more := *cfg
+	more.Queues = 3
+	if err := f.Apply(&more); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("changing queues: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

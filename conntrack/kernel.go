@@ -1,0 +1,103 @@
+package conntrack
+
+// The kernel fast path (issue 12): an established call's GRE can be
+// translated by nftables maps instead of NFQUEUE (package rules programs
+// them, package nat keeps them in step with this table). The table stays
+// the one record of every call: its counters and idle time come from the
+// maps' element counters through AccountGRE.
+
+// GREOut is one element of the outbound map: GRE from InsideIP to PeerIP
+// with key PeerCallID leaves with source PublicIP.
+type GREOut struct {
+	Key      OutKey
+	PublicIP [4]byte
+	// Packets and Bytes are the element's counters when read from the
+	// kernel (zero in what is written).
+	Packets, Bytes uint64
+}
+
+// GREIn is one element of the inbound map: GRE to PublicIP from PeerIP
+// with key OutsideCallID goes to InsideIP with key InsideCallID.
+type GREIn struct {
+	Key          InKey
+	InsideIP     [4]byte
+	InsideCallID uint16
+	// Packets and Bytes as in GREOut.
+	Packets, Bytes uint64
+}
+
+// GREElements returns the map elements that carry c's GRE. Only for the
+// Config hooks (OnCallEstablished, OnCallRemoved), under the table lock.
+func (c *Call) GREElements() (GREOut, GREIn) {
+	return GREOut{Key: c.outKey(), PublicIP: c.PublicIP},
+		GREIn{Key: c.inKey(), InsideIP: c.InsideIP, InsideCallID: c.InsideCallID}
+}
+
+// GREDelta is GRE the kernel carried for one call since the last read:
+// found by its outbound key (Out) or its inbound key (!Out).
+type GREDelta struct {
+	Out            bool
+	OutKey         OutKey
+	InKey          InKey
+	Packets, Bytes uint64
+}
+
+// AccountGRE adds GRE the kernel carried to the calls it belongs to, as
+// Outbound and Inbound do for GRE through userspace: counters, the calls'
+// and their connections' last activity (now: the caller reads the kernel's
+// counters periodically, so idle times are as exact as that period) and
+// the replied state. Deltas of calls no longer tracked, or no longer set
+// up, are ignored. It returns how many deltas found their call.
+func (t *Table) AccountGRE(ds []GREDelta) int {
+	now := t.clk.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, d := range ds {
+		if d.Packets == 0 {
+			continue
+		}
+		var c *Call
+		if d.Out {
+			c = t.out[d.OutKey]
+		} else if x, ok := t.calls.Peek(d.InKey); ok && x.state != CallRequested {
+			c = x
+		}
+		if c == nil {
+			continue
+		}
+		n++
+		t.calls.Get(c.inKey())
+		c.lastSeen = now
+		c.conn.lastSeen = now
+		if d.Out {
+			c.pktsOut += d.Packets
+			c.bytesOut += d.Bytes
+			c.seenOut = true
+		} else {
+			c.pktsIn += d.Packets
+			c.bytesIn += d.Bytes
+			c.seenIn = true
+		}
+		if c.seenIn && c.seenOut {
+			c.state = CallReplied
+		}
+	}
+	return n
+}
+
+// EstablishedGRE returns the map elements of every set-up call (for
+// adopting the maps a previous run left: what the table holds decides
+// which of them stay).
+func (t *Table) EstablishedGRE() ([]GREOut, []GREIn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var outs []GREOut
+	var ins []GREIn
+	for _, c := range t.out {
+		o, i := c.GREElements()
+		outs = append(outs, o)
+		ins = append(ins, i)
+	}
+	return outs, ins
+}
