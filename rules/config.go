@@ -106,6 +106,11 @@ type Config struct {
 	// optionally with a slog offset such as info+2 (logging.ParseLevel).
 	LogLevel string `yaml:"log_level"`
 
+	// routing at the edge (issue 10): policy routing (routing.go) and the
+	// kernel's conntrack timeouts (ct_timeouts.go).
+	Routing           Routing        `yaml:"routing"`
+	ConntrackTimeouts KernelTimeouts `yaml:"conntrack_timeouts"`
+
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
 	lines map[string]int
@@ -161,6 +166,11 @@ const (
 type MSSClamp struct {
 	Mode  MSSMode
 	Value uint16 // for MSSFixed
+
+	// Rules (issue 10, mss_rules.go), from the mapping form
+	// `{default: ..., rules: [...]}`: nil for the scalar form. A pointer
+	// keeps MSSClamp comparable.
+	Rules *[]MSSRule
 }
 
 func (m MSSClamp) String() string {
@@ -194,6 +204,9 @@ func ParseMSSClamp(s string) (MSSClamp, error) {
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (m *MSSClamp) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		return m.unmarshalRules(n) // issue 10
+	}
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: mss_clamp must be \"auto\", \"off\" or a number", n.Line)
 	}
@@ -207,6 +220,9 @@ func (m *MSSClamp) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML implements yaml.Marshaler.
 func (m MSSClamp) MarshalYAML() (any, error) {
+	if m.Rules != nil {
+		return m.marshalRules() // issue 10
+	}
 	if m.Mode == MSSFixed {
 		return int(m.Value), nil
 	}
@@ -471,6 +487,7 @@ func (c *Config) Validate() error {
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}
+	c.validateEdge(bad) // routing at the edge (issue 10)
 	return errors.Join(errs...)
 }
 

@@ -100,11 +100,16 @@ type Plan struct {
 	// NetNS is an open fd of the network namespace to program; 0 means the
 	// caller's.
 	NetNS int
+
+	// routing at the edge (issue 10): conntrack timeouts (ct_timeouts.go),
+	// over the base values the configuration leaves unset.
+	CtTimeouts    KernelTimeouts
+	CtTimeoutBase KernelTimeoutBase
 }
 
 // NewPlan derives the Plan from a validated Config.
 func NewPlan(c *Config) Plan {
-	return Plan{
+	p := Plan{
 		Table:      c.Table,
 		WAN:        c.WAN,
 		LAN:        append([]string(nil), c.LAN...),
@@ -114,6 +119,8 @@ func NewPlan(c *Config) Plan {
 		MSS:        c.MSSClamp,
 		Forwards:   append([]Forward(nil), c.Forwards...),
 	}
+	p.edgeFromConfig(c) // routing at the edge (issue 10)
+	return p
 }
 
 // Installed is a ruleset Install put in the kernel.
@@ -399,7 +406,9 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 	// which the forward hook never did, and `fib saddr type != local`
 	// leaves those alone. The rule comes first: a queued SYN (to or from
 	// port 1723) resumes at the next hook entry, not at the next rule.
-	if p.MSS.Mode != MSSOff {
+	if p.MSS.Rules != nil {
+		rule(post, MatchTCPSyn(), MatchSourceNotLocal(), addMSSRules(c, t, p.MSS)) // issue 10
+	} else if p.MSS.Mode != MSSOff {
 		rule(post, MatchTCPSyn(), MatchSourceNotLocal(), SetMSS(p.MSS))
 	}
 
@@ -436,6 +445,7 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 	} else {
 		rule(ch, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), []expr.Any{&expr.Masq{}})
 	}
+	addCtTimeouts(c, t, p) // issue 10
 }
 
 // The expression builders below emit exactly what nft(8) 1.0.6 emits for the
