@@ -26,6 +26,7 @@ package rules
 // from `conntrack_timeouts.gre` and restores the values it found on Close.
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
@@ -380,10 +381,16 @@ func addCtTimeouts(c *nftables.Conn, t *nftables.Table, p Plan) {
 			if r.dst.IsValid() {
 				ex = append(ex, MatchAddr(true, r.dst)...)
 			}
-			if r.sport != 0 {
+			switch {
+			case r.sport != 0 && r.dport != 0:
+				// Both ports in one load, as nft merges them.
+				ex = append(ex,
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 4},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(
+						binaryutil.BigEndian.PutUint16(r.sport), r.dport)})
+			case r.sport != 0:
 				ex = append(ex, MatchPort(false, r.sport)...)
-			}
-			if r.dport != 0 {
+			case r.dport != 0:
 				ex = append(ex, MatchPort(true, r.dport)...)
 			}
 			ex = append(ex, &expr.Objref{Type: int(nftables.ObjTypeCtTimeout), Name: r.obj})
@@ -423,31 +430,25 @@ func MatchPort(dst bool, port uint16) []expr.Any {
 	}
 }
 
-// MatchAddr is `ip daddr PREFIX` (or `ip saddr PREFIX`); a /32 is a plain
-// compare, a shorter prefix masks first, as nft emits them.
+// MatchAddr is `ip daddr PREFIX` (or `ip saddr PREFIX`) as nft emits it:
+// a prefix ending on a byte loads and compares only its bytes, another one
+// loads the whole address and masks it first.
 func MatchAddr(dst bool, p netip.Prefix) []expr.Any {
 	off := uint32(12)
 	if dst {
 		off = 16
 	}
 	a := p.Masked().Addr().As4()
-	load := &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4}
-	if p.Bits() == 32 {
-		return []expr.Any{load, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]}}
+	n := uint32(p.Bits()) / 8
+	if p.Bits()%8 != 0 {
+		n = 4
 	}
-	m := netipMask(p.Bits())
-	return []expr.Any{load,
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: m, Xor: []byte{0, 0, 0, 0}},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]},
+	ex := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}}
+	if p.Bits()%8 != 0 {
+		m := binaryutil.BigEndian.PutUint32(^uint32(0) << (32 - p.Bits()))
+		ex = append(ex, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: m[:n], Xor: make([]byte, n)})
 	}
-}
-
-func netipMask(bits int) []byte {
-	m := binaryutil.BigEndian.PutUint32(^uint32(0) << (32 - bits))
-	if bits == 0 {
-		m = []byte{0, 0, 0, 0}
-	}
-	return m
+	return append(ex, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:n]})
 }
 
 // GRESysctls sets the GRE conntrack sysctls of the caller's network

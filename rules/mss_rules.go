@@ -46,7 +46,7 @@ type MSSRule struct {
 
 // mssClampMap is the mapping form of mss_clamp.
 type mssClampMap struct {
-	Default *yaml.Node `yaml:"default"`
+	Default yaml.Node `yaml:"default"`
 	Rules   []MSSRule  `yaml:"rules"`
 }
 
@@ -56,8 +56,8 @@ func (m *MSSClamp) unmarshalRules(n *yaml.Node) error {
 		return err
 	}
 	*m = MSSClamp{Mode: MSSAuto}
-	if v.Default != nil {
-		if err := m.UnmarshalYAML(v.Default); err != nil {
+	if v.Default.Kind != 0 {
+		if err := m.UnmarshalYAML(&v.Default); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,233 @@
+package rules
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"pptpgw/internal/nstest"
+)
+
+const ctTimeoutsYAML = `wan: wan0
+lan: [lan0]
+conntrack_timeouts:
+  tcp: {established: 1234s}
+  udp: {unreplied: 7s, replied: 9s}
+  gre: {unreplied: 33s, replied: 444s}
+  rules:
+    - {protocol: udp, dport: 53, udp: {unreplied: 55s, replied: 66s}}
+    - {protocol: udp, dport: 53, dst: 192.0.2.1, udp: {replied: 99s}}
+    - {protocol: tcp, dport: 2222, tcp: {established: 777s}}
+`
+
+func TestCtTimeoutPlan(t *testing.T) {
+	c, err := Parse([]byte(ctTimeoutsYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	objs, rules := ctTimeoutPlan(c.ConntrackTimeouts, BuiltinKernelTimeoutBase())
+	var names []string
+	for _, r := range rules {
+		names = append(names, r.obj)
+	}
+	// Defaults first, then the rules last to first (the last set wins).
+	if got := strings.Join(names, ","); got != "ct_tcp,ct_udp,ct_rule_2,ct_rule_1,ct_rule_0" {
+		t.Errorf("rule order %s", got)
+	}
+	pol := map[string][]uint32{}
+	for _, o := range objs {
+		pol[o.name] = o.policy
+	}
+	// Full policies: unset states from the base, set ones layered
+	// default -> rule.
+	if p := pol["ct_tcp"]; len(p) != 11 || p[2] != 1234 || p[0] != 120 || p[6] != 120 {
+		t.Errorf("ct_tcp %v", p)
+	}
+	if p := pol["ct_rule_2"]; p[2] != 777 || p[3] != 120 {
+		t.Errorf("ct_rule_2 %v", p)
+	}
+	if p := pol["ct_udp"]; len(p) != 2 || p[0] != 7 || p[1] != 9 {
+		t.Errorf("ct_udp %v", p)
+	}
+	if p := pol["ct_rule_1"]; p[0] != 7 || p[1] != 99 {
+		t.Errorf("ct_rule_1 %v (unreplied from udp:, replied from the rule)", p)
+	}
+	if p := pol["ct_rule_0"]; p[0] != 55 || p[1] != 66 {
+		t.Errorf("ct_rule_0 %v", p)
+	}
+}
+
+func TestCtTimeoutConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"conntrack_timeouts: {tcp: {established: -1s}}", "conntrack_timeouts.tcp.established: must be positive"},
+		{"conntrack_timeouts: {udp: {replied: 1500ms}}", "conntrack_timeouts.udp.replied: 1.5s: the kernel counts whole seconds"},
+		{"conntrack_timeouts: {rules: [{dport: 53, udp: {replied: 5s}}]}", "conntrack_timeouts.rules[0].protocol: required"},
+		{"conntrack_timeouts: {rules: [{protocol: udp, tcp: {close: 5s}}]}", "conntrack_timeouts.rules[0].tcp: a udp rule takes udp: timeouts"},
+		{"conntrack_timeouts: {rules: [{protocol: icmp, udp: {replied: 5s}}]}", "\"icmp\": must be tcp or udp"},
+		{"conntrack_timeouts: {tcp: {establised: 5s}}", "unknown field \"establised\""},
+		{"conntrack_timeouts: {gre: {replied: 9000h}}", "conntrack_timeouts.gre.replied: 9000h0m0s is longer than"},
+	} {
+		c, err := Parse([]byte("wan: wan0\nlan: [lan0]\n" + tc.yaml + "\n"))
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s:\n got %v\nwant %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// conntrackTimeout returns the remaining timeout (seconds) conntrack -L
+// shows for the first entry matching args in namespace ns.
+func conntrackTimeout(t *testing.T, ns string, args ...string) int {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "conntrack", "-L"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("conntrack -L %v: %v: %s", args, err, out)
+	}
+	m := regexp.MustCompile(`(?m)^(?:tcp|udp)\s+\d+\s+(\d+)\s`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("conntrack -L %v: no entry:\n%s", args, out)
+	}
+	t.Logf("conntrack -L %v: %s", args, strings.TrimSpace(string(out)))
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// TestCtTimeoutsNetns installs the table with conntrack_timeouts in a fresh
+// namespace, opens an established TCP flow and DNS-like UDP exchanges over
+// lo there, and reads the timeouts conntrack -L shows.
+func TestCtTimeoutsNetns(t *testing.T) {
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		t.Skip("needs conntrack(8): apt-get install conntrack")
+	}
+	ns, h := testNetns(t)
+	nsRun(t, ns, "ip", "link", "set", "lo", "up")
+	c, err := Parse([]byte(ctTimeoutsYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	plan := NewPlan(c)
+	plan.Table = "pgct"
+	plan.NetNS = int(h)
+	plan.CtTimeoutBase = BuiltinKernelTimeoutBase()
+	in, err := Install(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Remove() })
+	if out, _ := nsListTable(ns, "pgct"); !strings.Contains(out, `ct timeout set "ct_rule_0"`) ||
+		!strings.Contains(out, "ct timeout ct_udp") {
+		t.Fatalf("table lacks the ct timeouts:\n%s", out)
+	}
+
+	var tcpConn, udpConn net.Conn
+	nstest.Do(t, int(h), func() {
+		l, err := net.Listen("tcp4", "127.0.0.1:4444")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			if s, err := l.Accept(); err == nil {
+				t.Cleanup(func() { s.Close() })
+			}
+		}()
+		if tcpConn, err = net.Dial("tcp4", "127.0.0.1:4444"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tcpConn.Close() })
+		// A DNS-like responder on 127.0.0.53:53 and one on another port.
+		for _, port := range []string{"53", "5353"} {
+			u, err := net.ListenPacket("udp4", "127.0.0.53:"+port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { u.Close() })
+			go func() {
+				b := make([]byte, 512)
+				for {
+					n, a, err := u.ReadFrom(b)
+					if err != nil {
+						return
+					}
+					u.WriteTo(b[:n], a)
+				}
+			}()
+			if udpConn, err = net.Dial("udp4", "127.0.0.53:"+port); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { udpConn.Close() })
+			udpConn.SetDeadline(time.Now().Add(5 * time.Second))
+			udpConn.Write([]byte("query"))
+			if _, err := udpConn.Read(make([]byte, 16)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	// Remaining seconds: at most the configured value, and well above the
+	// kernel's default for the state (TCP established 432000 s: below
+	// 1234; UDP 30/120 s: not within [45..66] nor [0..9]).
+	if n := conntrackTimeout(t, ns, "-p", "tcp", "--dport", "4444", "--state", "ESTABLISHED"); n > 1234 || n < 1200 {
+		t.Errorf("established TCP: timeout %d, want 1200..1234 (tcp.established: 1234s)", n)
+	}
+	if n := conntrackTimeout(t, ns, "-p", "udp", "--dport", "53"); n > 66 || n < 45 {
+		t.Errorf("DNS-like UDP: timeout %d, want 45..66 (the rule: unreplied 55s, replied 66s; not udp: 7s/9s, not the kernel 30s/120s)", n)
+	}
+	if n := conntrackTimeout(t, ns, "-p", "udp", "--dport", "5353"); n > 9 {
+		t.Errorf("other UDP: timeout %d, want <= 9 (udp.replied: 9s)", n)
+	}
+}
+
+// TestGRESysctls sets the GRE sysctls in a fresh namespace and restores
+// them on Close.
+func TestGRESysctls(t *testing.T) {
+	nstest.Run(t, func() {
+		// conntrack's sysctls appear in a namespace once conntrack is used
+		// there; the proc view follows the thread.
+		p := filepath.Join(sysctlDir, SysctlGREUnreplied)
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("no %s in this namespace: %v", p, err)
+		}
+		read := func(n string) string {
+			b, err := os.ReadFile(filepath.Join(sysctlDir, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.TrimSpace(string(b))
+		}
+		u0, r0 := read(SysctlGREUnreplied), read(SysctlGREReplied)
+		var s GRESysctls
+		if err := s.Apply(GRETimeouts{Unreplied: 33 * time.Second, Replied: 444 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		if read(SysctlGREUnreplied) != "33" || read(SysctlGREReplied) != "444" {
+			t.Errorf("after Apply: %s, %s", read(SysctlGREUnreplied), read(SysctlGREReplied))
+		}
+		// A reload that drops replied: restored at once; unreplied moves.
+		if err := s.Apply(GRETimeouts{Unreplied: 34 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		if read(SysctlGREUnreplied) != "34" || read(SysctlGREReplied) != r0 {
+			t.Errorf("after the second Apply: %s, %s (found %s)", read(SysctlGREUnreplied), read(SysctlGREReplied), r0)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if read(SysctlGREUnreplied) != u0 || read(SysctlGREReplied) != r0 {
+			t.Errorf("after Close: %s, %s; want %s, %s", read(SysctlGREUnreplied), read(SysctlGREReplied), u0, r0)
+		}
+	})
+}
