@@ -47,7 +47,7 @@ type MSSRule struct {
 // mssClampMap is the mapping form of mss_clamp.
 type mssClampMap struct {
 	Default yaml.Node `yaml:"default"`
-	Rules   []MSSRule  `yaml:"rules"`
+	Rules   []MSSRule `yaml:"rules"`
 }
 
 func (m *MSSClamp) unmarshalRules(n *yaml.Node) error {
