@@ -27,6 +27,7 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -50,7 +51,34 @@ type mssClampMap struct {
 	Rules   []MSSRule `yaml:"rules"`
 }
 
+// knownKeys is KnownFields for a node decoded on its own (Node.Decode does
+// not inherit the strictness of Parse's decoder): a key not in keys is an
+// error naming its line.
+func knownKeys(n *yaml.Node, keys ...string) error {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; !slices.Contains(keys, k.Value) {
+			return fmt.Errorf("line %d: unknown field %q", k.Line, k.Value)
+		}
+	}
+	return nil
+}
+
 func (m *MSSClamp) unmarshalRules(n *yaml.Node) error {
+	if err := knownKeys(n, "default", "rules"); err != nil {
+		return err
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "rules" && n.Content[i+1].Kind == yaml.SequenceNode {
+			for _, r := range n.Content[i+1].Content {
+				if err := knownKeys(r, "dst", "interface", "mss"); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	var v mssClampMap
 	if err := n.Decode(&v); err != nil {
 		return err
