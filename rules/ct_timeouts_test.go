@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -230,4 +231,33 @@ func TestGRESysctls(t *testing.T) {
 			t.Errorf("after Close: %s, %s; want %s, %s", read(SysctlGREUnreplied), read(SysctlGREReplied), u0, r0)
 		}
 	})
+}
+
+func TestTimeoutReport(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gw.yaml")
+	os.WriteFile(p, []byte(ctTimeoutsYAML+"timeouts: {hold: 200ms}\n"), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]TimeoutLine{}
+	for _, l := range TimeoutReport(c, BuiltinKernelTimeoutBase()) {
+		got[l.Scope+"/"+l.Name] = l
+	}
+	for k, want := range map[string]string{
+		"pptpgw/hold":                                          "200ms " + p + ":11",
+		"pptpgw/gre_replied":                                   "3m0s default",
+		"kernel tcp/established":                               "20m34s " + p + ":4 (ct timeout ct_tcp)",
+		"kernel tcp/time_wait":                                 "2m0s kernel built-in",
+		"kernel udp/replied":                                   "9s " + p + ":5 (ct timeout ct_udp)",
+		"kernel gre/replied":                                   "7m24s " + p + ":6 (sysctl nf_conntrack_gre_timeout_stream)",
+		"kernel rule 0 (udp dport 53)/unreplied":               "55s " + p + ":8",
+		"kernel rule 1 (udp dst 192.0.2.1 dport 53)/unreplied": "7s " + p + ":5",
+		"kernel rule 2 (tcp dport 2222)/close":                 "10s kernel built-in",
+	} {
+		l, ok := got[k]
+		if s := fmt.Sprintf("%s %s", l.Value, strings.TrimPrefix(l.Source, "config ")); !ok || s != want {
+			t.Errorf("%s: %q, want %q", k, s, want)
+		}
+	}
 }

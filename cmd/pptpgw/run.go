@@ -215,6 +215,11 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			"table", plan.Table, "ruleset", rules.FailsafeRuleset(plan.Table, plan.WAN),
 			"remove_with", "nft delete table ip "+plan.Table)
 	}()
+	edge, err := startEdge(cfg, log) // routing at the edge (issue 10)
+	if err != nil {
+		return err
+	}
+	defer edge.Close()
 	switch {
 	case inst.ReplacedStale:
 		log.Warn("replaced a stale nftables table left by an earlier run (crashed or killed)", "table", plan.Table)
