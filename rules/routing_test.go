@@ -1,7 +1,9 @@
 package rules
 
 import (
+	"os"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -205,5 +207,28 @@ func TestRouterNetns(t *testing.T) {
 	}
 	if out := nsRun(t, ns, "ip", "route", "show", "table", "300"); !strings.Contains(out, "default via 198.51.100.9") {
 		t.Errorf("the operator's route is gone:\n%s", out)
+	}
+}
+
+// CONFIG.md documents every key of issue 10, and the yaml tags are those
+// keys (so a new field cannot go undocumented).
+func TestEdgeConfigDoc(t *testing.T) {
+	doc, err := os.ReadFile("CONFIG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, v := range []any{Routing{}, RouteTable{}, Route{}, RouteRule{}, KernelTimeouts{}, TCPTimeouts{},
+		UDPTimeouts{}, GRETimeouts{}, TimeoutRule{}, MSSRule{}} {
+		rt := reflect.TypeOf(v)
+		for i := 0; i < rt.NumField(); i++ {
+			keys = append(keys, rt.Field(i).Tag.Get("yaml"))
+		}
+	}
+	keys = append(keys, "routing", "conntrack_timeouts", "default", "rules", "147", "20000", "pptpgw timeouts")
+	for _, k := range keys {
+		if !strings.Contains(string(doc), "`"+k+"`") && !strings.Contains(string(doc), "`"+k+" ") {
+			t.Errorf("CONFIG.md does not mention `%s`", k)
+		}
 	}
 }
