@@ -215,6 +215,11 @@ type Config struct {
 	// OnCallRemoved is called, with the table lock held, for every call that
 	// leaves the table. It must not call into the Table.
 	OnCallRemoved func(c *Call, reason string)
+
+	// several uplinks (issue 10): OnControlRemoved is called, with the
+	// table lock held, for every control connection that leaves the table
+	// (after its calls). It must not call into the Table.
+	OnControlRemoved func(cn *Control, reason string)
 }
 
 // Stats are removal and refusal counters.
@@ -238,6 +243,7 @@ type Table struct {
 	maxConns int
 	maxCalls int
 	onRemove func(*Call, string)
+	onConnRm func(*Control, string) // Config.OnControlRemoved (issue 10)
 
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
@@ -271,6 +277,7 @@ func New(cfg Config, clk Clock) *Table {
 		maxConns: cfg.MaxConns,
 		maxCalls: cfg.MaxCalls,
 		onRemove: cfg.OnCallRemoved,
+		onConnRm: cfg.OnControlRemoved,
 		out:      make(map[OutKey]*Call),
 		sources:  make(map[[4]byte]*source),
 	}
@@ -342,6 +349,13 @@ func (t *Table) connEvicted(_ ControlKey, cn *Control) {
 		if s.conns <= 0 && s.calls <= 0 {
 			delete(t.sources, cn.Source())
 		}
+	}
+	if t.onConnRm != nil {
+		r := t.reason
+		if r == "" {
+			r = ReasonEvicted
+		}
+		t.onConnRm(cn, r)
 	}
 }
 

@@ -77,7 +77,7 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 	}
 
 	e.ctlMu.Lock()
-	c, v, r := e.controlFor(k, out, opening, len(payload))
+	c, v, r := e.controlFor(k, out, opening, len(payload), controlDev(p, out))
 	if c == nil {
 		e.ctlMu.Unlock()
 		return v, r
@@ -165,10 +165,10 @@ func patchChecksum(seg pkt.TCP, patches []helper.Patch) {
 // controlFor finds or creates the control connection of key k. With a nil
 // control it returns the final verdict for a segment that is not tracked.
 // ctlMu is held.
-func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen int) (*control, pkt.Verdict, string) {
+func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen int, dev uint32) (*control, pkt.Verdict, string) {
 	clientInside := k.PeerPort == wire.ControlPort // the inside party is the PPTP client
 	_, forwarded := e.forwards[k.InsideIP]
-	serverInside := !clientInside && (forwarded || k.InsideIP == e.pub)
+	serverInside := !clientInside && (forwarded || e.isPublic(k.InsideIP))
 	// The direction in which this connection is opened by a SYN.
 	creator := (clientInside && out) || (serverInside && !out)
 	tc, ok := e.table.LookupControl(k)
@@ -195,7 +195,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		v, r := e.count(pkt.Drop, rCtlNoConn)
 		return nil, v, r
 	}
-	tc, err := e.table.AddControl(k, e.pub, serverInside)
+	tc, err := e.table.AddControl(k, e.publicFor(dev), serverInside)
 	if err != nil {
 		// A full table (of established state) or a source at its limit:
 		// the segment is dropped, as the kernel drops a packet whose
@@ -205,6 +205,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		return nil, v, r
 	}
 	e.counters.Inc(int(r))
+	e.pinControl(tc) // issue 10
 	c := &control{tc: tc}
 	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
 	tc.Data = c

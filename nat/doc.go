@@ -81,6 +81,9 @@
 // address of new connections) -> conntrack.Table.mu -> Allocator.mu. The GRE
 // path takes only Table.mu. The table's OnCallRemoved callback runs under
 // Table.mu and only takes Allocator.mu (to release the call's outside ID).
-// Counters are atomics and take no lock. This is the only place the order is
-// written; the other packages point here.
+// Counters are atomics and take no lock. With several uplinks (uplinks.go),
+// Engine.ups.pinMu is a leaf taken under ctlMu (a new control connection)
+// or Table.mu (OnControlRemoved), and the Pinner it calls must not block.
+// This is the only place the order is written; the other packages point
+// here.
 package nat

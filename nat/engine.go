@@ -82,6 +82,9 @@ type Engine struct {
 	// per SummaryInterval listing the drop reasons that grew.
 	lastSummary time.Time
 	lastDrops   [numReasons]uint64
+
+	// several uplinks (issue 10, uplinks.go)
+	ups uplinkState
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -138,6 +141,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 				e.counters.Inc(int(rCallsCleared))
 			}
 		},
+		OnControlRemoved: e.controlRemoved, // issue 10
 	}, clk)
 	return e
 }
@@ -221,7 +225,7 @@ func (e *Engine) direction(p *nfq.Packet) (outbound, known bool) {
 	if p.Hook == nfq.HookOutput || p.Hook == nfq.HookPostrouting {
 		return true, true // leaving through the WAN (or router-originated)
 	}
-	if p.InDev == e.wan.Load() {
+	if p.InDev == e.wan.Load() || e.isUplinkIf(p.InDev) {
 		return false, true
 	}
 	if len(e.lan) == 0 {
@@ -255,12 +259,13 @@ func (e *Engine) SetPublicIP(a netip.Addr) error {
 	e.ctlMu.Lock()
 	e.pub = a.As4()
 	e.ctlMu.Unlock()
+	e.SetUplink(0, 0, a) // issue 10
 	return nil
 }
 
 // SetWANIndex changes the WAN's interface index: the interface was deleted
 // and created again under the same name (a PPPoE or VPN uplink reconnecting).
-func (e *Engine) SetWANIndex(i uint32) { e.wan.Store(i) }
+func (e *Engine) SetWANIndex(i uint32) { e.wan.Store(i); e.SetUplink(0, i, netip.Addr{}) }
 
 // WANIndex returns the WAN interface index the engine uses.
 func (e *Engine) WANIndex() uint32 { return e.wan.Load() }

@@ -37,9 +37,15 @@ func (e *Engine) processGRE(p *nfq.Packet, pp *pkt.Parsed, out bool) (pkt.Verdic
 		if !ok {
 			return e.count(pkt.Drop, rGRENoCall)
 		}
+		if p.Hook == nfq.HookPostrouting && e.greWrongUplink(pub, p.OutDev) { // issue 10
+			return e.count(pkt.Drop, rGREWrongUplink)
+		}
 		ip.SetSourceAddressWithChecksumUpdate(pub)
 		p.Modified = true
 		return e.count(pkt.Accept, rGREOut)
+	}
+	if e.greWrongUplink(pp.Dst, p.InDev) { // issue 10
+		return e.count(pkt.Drop, rGREWrongUplink)
 	}
 	inside, insideID, ok := e.table.Inbound(conntrack.InKey{
 		PublicIP: pp.Dst, PeerIP: pp.Src, OutsideCallID: key}, pp.TotalLen)
