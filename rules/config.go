@@ -110,6 +110,8 @@ type Config struct {
 	// kernel's conntrack timeouts (ct_timeouts.go).
 	Routing           Routing        `yaml:"routing"`
 	ConntrackTimeouts KernelTimeouts `yaml:"conntrack_timeouts"`
+	// Uplinks are several WAN interfaces (uplinks.go); the first is `wan`.
+	Uplinks []Uplink `yaml:"uplinks"`
 
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
@@ -280,6 +282,7 @@ func Parse(b []byte) (*Config, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("more than one YAML document")
 	}
+	c.applyUplinkDefaults() // issue 10
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err == nil {
 		c.lines = map[string]int{}

@@ -20,10 +20,16 @@ import (
 // the MSS rules are compared with what nft(8) sends for
 // testdata/golden-edge.nft (recorded with strace by TestCaptureGoldenEdge).
 
-const newObjType = unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWOBJ
+const (
+	newObjType  = unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWOBJ
+	newElemType = unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM
+)
 
-const edgeGoldenYAML = `wan: wan0
-lan: [lan0]
+const edgeGoldenYAML = `lan: [lan0]
+uplinks:
+  - {interface: wan0}
+  - {interface: wan1, public_address: 198.51.100.10}
+forwards: [{port: 1723, to: 10.0.1.5}]
 mss_clamp:
   default: auto
   rules:
@@ -129,8 +135,10 @@ func canonicalObj(t *testing.T, body []byte) []byte {
 func isEdge(t *testing.T, body []byte) bool {
 	r := decodeRule(t, body)
 	switch r.chain {
-	case ChainCtTimeoutsPrerouting, ChainCtTimeoutsOutput, ChainMSSClamp:
+	case ChainCtTimeoutsPrerouting, ChainCtTimeoutsOutput, ChainMSSClamp, ChainUplinkPin, UplinkChain(0), UplinkChain(1):
 		return true
+	case ChainNATPrerouting, ChainNATPostrouting:
+		return bytes.Contains(body, []byte("wan1\x00"))
 	}
 	return bytes.Contains(body, []byte(ChainMSSClamp+"\x00"))
 }
@@ -153,8 +161,11 @@ func readGoldenEdge(t *testing.T) []edgeMsg {
 			t.Fatal(err)
 		}
 		m := edgeMsg{newRuleType, body}
-		if typ == "obj" {
+		switch typ {
+		case "obj":
 			m.typ = newObjType
+		case "elem":
+			m.typ = newElemType
 		}
 		out = append(out, m)
 	}
@@ -177,7 +188,7 @@ func TestGoldenEdge(t *testing.T) {
 				if decodeRule(t, body).chain == ChainCtTimeoutsOutput {
 					body = withChain(t, decodeRule(t, body), ChainCtTimeoutsPrerouting)
 				}
-				body = asNFTSends(t, body)
+				body = withoutSetID(t, asNFTSends(t, body))
 			}
 			n++
 			found := false
@@ -185,6 +196,8 @@ func TestGoldenEdge(t *testing.T) {
 				gb := g.body
 				if g.typ == newObjType {
 					gb = canonicalObj(t, gb)
+				} else {
+					gb = withoutSetID(t, gb)
 				}
 				if g.typ == m.typ && bytes.Equal(gb, body) {
 					used[i], found = true, true
@@ -200,6 +213,11 @@ func TestGoldenEdge(t *testing.T) {
 			}
 		}
 	}
+	for i, g := range golden {
+		if g.typ == newElemType {
+			used[i] = true // TestGoldenUplinkPinElement
+		}
+	}
 	for i, u := range used {
 		if !u {
 			t.Errorf("nft message %d (%#x) is never produced", i, golden[i].typ)
@@ -208,6 +226,31 @@ func TestGoldenEdge(t *testing.T) {
 	if n < 30 {
 		t.Errorf("only %d issue-10 messages compared", n)
 	}
+}
+
+// withoutSetID drops two attributes that differ harmlessly between nft and
+// google/nftables, from either side:
+//
+//   - a lookup's NFTA_LOOKUP_SET_ID: the batch-local id of the set, which
+//     they number differently (the set name is compared);
+//   - a bitwise's NFTA_BITWISE_OP when it is NFT_BITWISE_BOOL (0): nft
+//     1.0.6 sends it for `meta mark set meta mark & M | V`, google/nftables
+//     leaves it out, and the kernel (nft_bitwise_init) reads a missing one
+//     as NFT_BITWISE_BOOL.
+func withoutSetID(t *testing.T, body []byte) []byte {
+	const bitwiseOp = 6 // NFTA_BITWISE_OP
+	return mapExprData(t, body, func(name string, data []netlink.Attribute) []netlink.Attribute {
+		kept := data[:0]
+		for _, a := range data {
+			switch {
+			case name == "lookup" && a.Type == unix.NFTA_LOOKUP_SET_ID:
+			case name == "bitwise" && a.Type == bitwiseOp && bytes.Equal(a.Data, []byte{0, 0, 0, 0}):
+			default:
+				kept = append(kept, a)
+			}
+		}
+		return kept
+	})
 }
 
 func edgeRules(t *testing.T, g []edgeMsg) []ruleMsg {
@@ -249,6 +292,8 @@ func TestCaptureGoldenEdge(t *testing.T) {
 				lines = append(lines, "rule "+hex.EncodeToString(buf[unix.NLMSG_HDRLEN:l]))
 			case newObjType:
 				lines = append(lines, "obj "+hex.EncodeToString(buf[unix.NLMSG_HDRLEN:l]))
+			case newElemType:
+				lines = append(lines, "elem "+hex.EncodeToString(buf[unix.NLMSG_HDRLEN:l]))
 			}
 			buf = buf[(l+3)&^3:]
 		}
@@ -265,4 +310,59 @@ func TestCaptureGoldenEdge(t *testing.T) {
 func execOut(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestGoldenUplinkPinElement: the element UplinkPins adds for a pin is the
+// one nft sends for `elements = { 10.0.1.2 . 203.0.113.2 : jump uplink_1 }`.
+func TestGoldenUplinkPinElement(t *testing.T) {
+	var want []byte
+	for _, g := range readGoldenEdge(t) {
+		if g.typ == newElemType {
+			want = g.body
+		}
+	}
+	if want == nil {
+		t.Fatal("golden-edge.hex has no element")
+	}
+	var got [][]byte
+	c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+		for _, m := range req {
+			if uint16(m.Header.Type) == newElemType {
+				got = append(got, append([]byte(nil), m.Data...))
+			}
+		}
+		return req, nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &UplinkPins{table: "pptpgw", conn: c, state: map[[8]byte]int{}}
+	if err := u.apply([]pinOp{{pinKey([4]byte{10, 0, 1, 2}, [4]byte{203, 0, 113, 2}), 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d NEWSETELEM messages, want 1", len(got))
+	}
+	if g, w := withoutElemSetID(t, got[0]), withoutElemSetID(t, want); !bytes.Equal(g, w) {
+		t.Errorf("element\n got %x\nwant %x (nft)", g, w)
+	}
+}
+
+// withoutElemSetID drops NFTA_SET_ELEM_LIST_SET_ID (batch-local, as for
+// lookups) and puts the attributes in type order: google/nftables sends the
+// set name before the table, nft the table first; the kernel
+// (nf_tables_newsetelem) looks each one up by type.
+func withoutElemSetID(t *testing.T, body []byte) []byte {
+	attrs, err := netlink.UnmarshalAttributes(body[4:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := attrs[:0]
+	for _, a := range attrs {
+		if a.Type != unix.NFTA_SET_ELEM_LIST_SET_ID {
+			kept = append(kept, a)
+		}
+	}
+	slices.SortStableFunc(kept, func(a, b netlink.Attribute) int { return int(a.Type&^unix.NLA_F_NESTED) - int(b.Type&^unix.NLA_F_NESTED) })
+	return append(append([]byte(nil), body[:4]...), mustMarshal(t, kept)...)
 }

@@ -165,6 +165,7 @@ func (c *Config) validateEdge(bad func(field, format string, a ...any)) {
 	c.validateRouting(bad)
 	c.validateKernelTimeouts(bad)
 	c.validateMSSRules(bad)
+	c.validateUplinks(bad)
 }
 
 // edgeFromConfig fills the Plan fields of issue 10 from c.
@@ -176,5 +177,8 @@ func (p *Plan) edgeFromConfig(c *Config) {
 	if c.MSSClamp.Rules != nil {
 		r := append([]MSSRule(nil), *c.MSSClamp.Rules...)
 		p.MSS.Rules = &r
+	}
+	if len(c.Uplinks) > 1 {
+		p.uplinkPlan(c)
 	}
 }

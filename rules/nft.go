@@ -105,6 +105,8 @@ type Plan struct {
 	// over the base values the configuration leaves unset.
 	CtTimeouts    KernelTimeouts
 	CtTimeoutBase KernelTimeoutBase
+	// Uplinks, with two or more: all of them, [0] being WAN (uplinks.go).
+	Uplinks []PlanUplink
 }
 
 // NewPlan derives the Plan from a validated Config.
@@ -196,7 +198,10 @@ func replaceTable(c *nftables.Conn, name string, fill func(*nftables.Table)) {
 // kernel would forward the GRE of calls that were live with their inside
 // source addresses. The next Install replaces it in its own batch.
 func (in *Installed) ReduceToFailsafe() error {
-	replaceTable(in.conn, in.Plan.Table, func(t *nftables.Table) { addFailsafe(in.conn, t, in.Plan.WAN) })
+	replaceTable(in.conn, in.Plan.Table, func(t *nftables.Table) {
+		addFailsafe(in.conn, t, in.Plan.WAN)
+		addFailsafeUplinks(in.conn, t, in.Plan) // issue 10
+	})
 	if err := in.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables: replace table ip %s by its fail-safe rule: %w", in.Plan.Table, explain(err))
 	}
@@ -445,7 +450,8 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 	} else {
 		rule(ch, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), []expr.Any{&expr.Masq{}})
 	}
-	addCtTimeouts(c, t, p) // issue 10
+	addCtTimeouts(c, t, p)        // issue 10
+	addUplinkRules(c, t, p, impl) // issue 10
 }
 
 // The expression builders below emit exactly what nft(8) 1.0.6 emits for the

@@ -288,6 +288,7 @@ func NewRoutingPlan(c *Config) RoutingPlan {
 		}
 		p.Rules = append(p.Rules, pr)
 	}
+	c.uplinkRoutes(&p)
 	return p
 }
 
