@@ -363,6 +363,8 @@ func withoutElemSetID(t *testing.T, body []byte) []byte {
 			kept = append(kept, a)
 		}
 	}
-	slices.SortStableFunc(kept, func(a, b netlink.Attribute) int { return int(a.Type&^unix.NLA_F_NESTED) - int(b.Type&^unix.NLA_F_NESTED) })
+	slices.SortStableFunc(kept, func(a, b netlink.Attribute) int {
+		return int(a.Type&^unix.NLA_F_NESTED) - int(b.Type&^unix.NLA_F_NESTED)
+	})
 	return append(append([]byte(nil), body[:4]...), mustMarshal(t, kept)...)
 }
