@@ -453,8 +453,14 @@ func MatchAddr(dst bool, p netip.Prefix) []expr.Any {
 
 // GRESysctls sets the GRE conntrack sysctls of the caller's network
 // namespace and restores them on Close.
+//
+// With StatePath set, the values found before the first change are also
+// kept in that file until Close restores them: a run killed with -9 leaves
+// it behind, and the next run restores the true originals from it rather
+// than taking the killed run's settings for them.
 type GRESysctls struct {
-	saved map[string]string // sysctl -> value found before the first change
+	StatePath string
+	saved     map[string]string // sysctl -> value found before the first change
 }
 
 // Apply sets the sysctls g configures and restores those it no longer
@@ -462,7 +468,17 @@ type GRESysctls struct {
 func (s *GRESysctls) Apply(g GRETimeouts) error {
 	if s.saved == nil {
 		s.saved = map[string]string{}
+		if s.StatePath != "" {
+			if b, err := os.ReadFile(s.StatePath); err == nil {
+				for _, line := range strings.Split(string(b), "\n") {
+					if k, v, ok := strings.Cut(line, "="); ok && (k == SysctlGREUnreplied || k == SysctlGREReplied) {
+						s.saved[k] = v + "\n"
+					}
+				}
+			}
+		}
 	}
+	defer s.persist()
 	for _, x := range []struct {
 		name string
 		d    time.Duration
@@ -493,3 +509,22 @@ func (s *GRESysctls) Apply(g GRETimeouts) error {
 
 // Close restores every sysctl Apply changed.
 func (s *GRESysctls) Close() error { return s.Apply(GRETimeouts{}) }
+
+// persist writes the saved originals to StatePath, or removes it when
+// nothing is changed.
+func (s *GRESysctls) persist() {
+	if s.StatePath == "" {
+		return
+	}
+	if len(s.saved) == 0 {
+		os.Remove(s.StatePath)
+		return
+	}
+	var b strings.Builder
+	for _, k := range []string{SysctlGREUnreplied, SysctlGREReplied} {
+		if v, ok := s.saved[k]; ok {
+			fmt.Fprintf(&b, "%s=%s\n", k, strings.TrimSpace(v))
+		}
+	}
+	os.WriteFile(s.StatePath, []byte(b.String()), 0o644)
+}

@@ -261,3 +261,40 @@ func TestTimeoutReport(t *testing.T) {
 		}
 	}
 }
+
+// After a run killed with -9 (its GRESysctls never closed), the next run
+// restores the values found before the killed one changed them.
+func TestGRESysctlsAfterKill(t *testing.T) {
+	nstest.Run(t, func() {
+		if _, err := os.Stat(filepath.Join(sysctlDir, SysctlGREReplied)); err != nil {
+			t.Skipf("no GRE sysctls in this namespace: %v", err)
+		}
+		read := func() string {
+			b, _ := os.ReadFile(filepath.Join(sysctlDir, SysctlGREReplied))
+			return strings.TrimSpace(string(b))
+		}
+		orig := read()
+		state := filepath.Join(t.TempDir(), "sysctls")
+		killed := GRESysctls{StatePath: state}
+		if err := killed.Apply(GRETimeouts{Replied: 444 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		// killed is never closed. The next run:
+		next := GRESysctls{StatePath: state}
+		if err := next.Apply(GRETimeouts{Replied: 555 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		if read() != "555" {
+			t.Fatalf("sysctl %s, want 555", read())
+		}
+		if err := next.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if read() != orig {
+			t.Errorf("after the next run's Close: %s, want the original %s", read(), orig)
+		}
+		if _, err := os.Stat(state); !os.IsNotExist(err) {
+			t.Errorf("state file left after Close: %v", err)
+		}
+	})
+}

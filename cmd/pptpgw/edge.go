@@ -5,13 +5,17 @@ package main
 // in the table rules.Install programs).
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"text/tabwriter"
 
+	"pptpgw/internal/fwmark"
+	"pptpgw/nat"
 	"pptpgw/rules"
 )
 
@@ -19,19 +23,87 @@ import (
 // piece behind Apply/Close.
 type edge struct {
 	router *rules.Router
-	gre    rules.GRESysctls
+	gre    rules.GRESysctls // StatePath: next to the admin socket
 	log    *slog.Logger
 }
 
+// attachUplinks gives the engine its uplink table and the writer of the
+// uplink_pin map (with two uplinks or more; nil otherwise). It runs before
+// the queue is read, so every control connection is pinned.
+func attachUplinks(cfg *rules.Config, engine *nat.Engine, log *slog.Logger) (*rules.UplinkPins, error) {
+	if len(cfg.Uplinks) < 2 {
+		return nil, nil
+	}
+	ups, err := rules.ResolveUplinks(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var nu []nat.Uplink
+	for i, u := range ups {
+		nu = append(nu, nat.Uplink{IfIndex: u.Index, PublicIP: u.Public})
+		log.Info("uplink", "index", i, "interface", cfg.Uplinks[i].Interface, "public", u.Public,
+			"table", cfg.UplinkTable(i), "mark", fmt.Sprintf("%#x", fwmark.Uplink(i)))
+	}
+	engine.SetUplinks(nu)
+	pins, err := rules.NewUplinkPins(cfg.Table, 0, log)
+	if err != nil {
+		return nil, err
+	}
+	engine.SetPinner(pins)
+	return pins, nil
+}
+
+// followUplinks keeps the engine in step with uplinks 1.. (uplink 0 is the
+// WAN, which followWAN follows): their index when they come back, and
+// their address when masqueraded.
+func followUplinks(ctx context.Context, cfg *rules.Config, engine *nat.Engine, log *slog.Logger) {
+	ups := engine.Uplinks()
+	for i := 1; i < len(ups) && i < len(cfg.Uplinks); i++ {
+		name := cfg.Uplinks[i].Interface
+		w, err := rules.WatchWAN(name)
+		if err != nil {
+			log.Warn("cannot follow uplink changes", "uplink", name, "err", err)
+			continue
+		}
+		ev := rules.WANEvents{
+			Index: func(x int) {
+				log.Info("uplink created again; following its new index", "uplink", name, "index", x)
+				engine.SetUplink(i, uint32(x), netip.Addr{})
+			},
+			Missing: func(err error) { log.Warn("uplink or its IPv4 address is gone", "uplink", name, "err", err) },
+		}
+		if cfg.Uplinks[i].PublicAddress == "" {
+			ev.Addr = func(a netip.Addr) {
+				log.Info("uplink address changed; new control connections use it", "uplink", name, "new", a)
+				engine.SetUplink(i, 0, a)
+			}
+		}
+		go func() {
+			defer w.Close()
+			if err := w.Run(ctx, rules.WANState{Index: int(ups[i].IfIndex), Addr: ups[i].PublicIP}, ev); err != nil {
+				log.Error("stopped following uplink changes", "uplink", name, "err", err)
+			}
+		}()
+	}
+}
+
 // startEdge installs cfg's routing tables and rules (replacing what a
-// killed run left: they are found by their protocol number) and sets the
-// GRE conntrack sysctls.
-func startEdge(cfg *rules.Config, log *slog.Logger) (*edge, error) {
+// killed run left: they are found by their protocol number), sets the GRE
+// conntrack sysctls, and with several uplinks starts writing pins (the
+// table exists now) and following the uplinks.
+func startEdge(ctx context.Context, cfg *rules.Config, log *slog.Logger, engine *nat.Engine, pins *rules.UplinkPins) (*edge, error) {
+	if pins != nil {
+		go pins.Run(ctx)
+		followUplinks(ctx, cfg, engine, log)
+	}
 	r, err := rules.NewRouter(0)
 	if err != nil {
 		return nil, err
 	}
 	e := &edge{router: r, log: log}
+	// Kept next to the admin socket (one per daemon and namespace) so that
+	// a start after kill -9 restores the true originals on its way out.
+	e.gre.StatePath = cfg.AdminSocket + ".gre-sysctls"
 	if ro, ru, err := r.Owned(); err == nil && ro+ru > 0 {
 		log.Warn("found routes and rules of an earlier run (crashed or killed); replacing them",
 			"routes", ro, "rules", ru, "proto", rules.RouteProtocol)

@@ -168,6 +168,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		return err
 	}
 	engine := newEngine(cfg, res, conntrack.SystemClock{}, log)
+	pins, err := attachUplinks(cfg, engine, log) // several uplinks (issue 10)
+	if err != nil {
+		return err
+	}
 
 	q, err := openQueue(cfg.Queue, cfg.QueueLen, engine, log)
 	if err != nil {
@@ -215,7 +219,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			"table", plan.Table, "ruleset", rules.FailsafeRuleset(plan.Table, plan.WAN),
 			"remove_with", "nft delete table ip "+plan.Table)
 	}()
-	edge, err := startEdge(cfg, log) // routing at the edge (issue 10)
+	edge, err := startEdge(ctx, cfg, log, engine, pins) // routing at the edge (issue 10)
 	if err != nil {
 		return err
 	}
