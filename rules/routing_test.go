@@ -219,13 +219,14 @@ func TestEdgeConfigDoc(t *testing.T) {
 	}
 	var keys []string
 	for _, v := range []any{Routing{}, RouteTable{}, Route{}, RouteRule{}, KernelTimeouts{}, TCPTimeouts{},
-		UDPTimeouts{}, GRETimeouts{}, TimeoutRule{}, MSSRule{}} {
+		UDPTimeouts{}, GRETimeouts{}, TimeoutRule{}, MSSRule{}, Uplink{}} {
 		rt := reflect.TypeOf(v)
 		for i := 0; i < rt.NumField(); i++ {
 			keys = append(keys, rt.Field(i).Tag.Get("yaml"))
 		}
 	}
-	keys = append(keys, "routing", "conntrack_timeouts", "default", "rules", "147", "20000", "pptpgw timeouts")
+	keys = append(keys, "routing", "conntrack_timeouts", "uplinks", "default", "rules", "147", "20000", "4700", "500",
+		"pptpgw timeouts", "uplink_pin", "gre_wrong_uplink")
 	for _, k := range keys {
 		if !strings.Contains(string(doc), "`"+k+"`") && !strings.Contains(string(doc), "`"+k+" ") {
 			t.Errorf("CONFIG.md does not mention `%s`", k)
