@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/google/nftables"
@@ -321,8 +322,10 @@ type UplinkPins struct {
 
 type pinOp struct {
 	key    [8]byte
-	uplink int // -1: unpin
+	uplink int // -1: unpin; resync: write every pin again
 }
+
+const resync = -2
 
 // NewUplinkPins returns the writer of table's uplink_pin map in the network
 // namespace netnsFd (0: the caller's).
@@ -358,6 +361,17 @@ func (u *UplinkPins) enqueue(op pinOp) {
 	}
 }
 
+// Reinstalled tells the writer that the table was installed again (a
+// reload replaces it with an empty map): every pin in force is written
+// again, in order with the pins queued before.
+func (u *UplinkPins) Reinstalled() {
+	select {
+	case u.ops <- pinOp{uplink: resync}:
+	default:
+		u.Dropped.Add(1)
+	}
+}
+
 // Run applies queued pins until ctx ends. Start it once the table exists.
 func (u *UplinkPins) Run(ctx context.Context) {
 	for {
@@ -375,7 +389,15 @@ func (u *UplinkPins) Run(ctx context.Context) {
 					break more
 				}
 			}
-			if err := u.apply(batch); err != nil {
+			err := u.apply(batch)
+			if err != nil {
+				// The map is not what state says (a reinstall not yet
+				// announced): read it back and try once more.
+				if rerr := u.readState(); rerr == nil {
+					err = u.apply(batch)
+				}
+			}
+			if err != nil {
 				u.Failed.Add(1)
 				if u.log != nil {
 					u.log.Error("uplink pins: nftables map update failed", "ops", len(batch), "err", err)
@@ -383,6 +405,28 @@ func (u *UplinkPins) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// readState replaces state by the kernel's map.
+func (u *UplinkPins) readState() error {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: u.table}
+	els, err := u.conn.GetSetElements(uplinkPinSet(t))
+	if err != nil {
+		return err
+	}
+	st := map[[8]byte]int{}
+	for _, e := range els {
+		if len(e.Key) != 8 || e.VerdictData == nil {
+			continue
+		}
+		i, err := strconv.Atoi(strings.TrimPrefix(e.VerdictData.Chain, uplinkChainPrefix))
+		if err != nil {
+			continue
+		}
+		st[[8]byte(e.Key)] = i
+	}
+	u.state = st
+	return nil
 }
 
 // apply writes batch to the map in one nftables batch.
@@ -396,7 +440,25 @@ func (u *UplinkPins) apply(batch []pinOp) error {
 	// The net effect per key, in order.
 	final := map[[8]byte]int{}
 	var order [][8]byte
-	for _, op := range batch {
+	for i, op := range batch {
+		if op.uplink == resync {
+			// The map is empty: forget what it held, pin again what the
+			// ops so far left pinned, then go on with the rest.
+			for _, k := range order {
+				if final[k] >= 0 {
+					u.state[k] = final[k]
+				} else {
+					delete(u.state, k)
+				}
+			}
+			pinned := u.state
+			u.state = map[[8]byte]int{}
+			redo := make([]pinOp, 0, len(pinned)+len(batch)-i-1)
+			for k, v := range pinned {
+				redo = append(redo, pinOp{k, v})
+			}
+			return u.apply(append(redo, batch[i+1:]...))
+		}
 		if _, seen := final[op.key]; !seen {
 			order = append(order, op.key)
 		}

@@ -137,6 +137,31 @@ func TestUplinksNetns(t *testing.T) {
 		t.Errorf("failed %d, dropped %d", pins.Failed.Load(), pins.Dropped.Load())
 	}
 
+	// A reload installs the table again, with an empty map: the writer
+	// puts the pins back, in order with what was queued before.
+	if in, err = Install(plan); err != nil {
+		t.Fatal(err)
+	}
+	if got := nsRun(t, ns, "nft", "list", "map", "ip", "pgup", "uplink_pin"); strings.Contains(got, "jump") {
+		t.Fatalf("map not empty after the reinstall:\n%s", got)
+	}
+	pins.Pin(a, peer, 1)
+	pins.Reinstalled()
+	pins.Unpin(b, peer)
+	wantMap("10.0.1.2 . 203.0.113.2 : jump uplink_1")
+	// A pin that meets the emptied map before Reinstalled does: the
+	// writer's state is stale (it would delete what is not there); it reads
+	// the map back and applies the pin.
+	if in, err = Install(plan); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let Run idle: the next op is a batch of its own
+	pins.Pin(a, peer, 0)
+	wantMap("10.0.1.2 . 203.0.113.2 : jump uplink_0")
+	if pins.Failed.Load() != 0 {
+		t.Errorf("a pin failed after the reinstall (%d)", pins.Failed.Load())
+	}
+
 	if err := in.ReduceToFailsafe(); err != nil {
 		t.Fatal(err)
 	}
