@@ -161,7 +161,7 @@ conntrack_timeouts:
 	}
 	t.Logf("server's control connections:\n%s", ctlPeers)
 	for _, a := range []netip.Addr{Uplink0IP, Uplink1IP} {
-		if !regexp.MustCompile(`\s` + regexp.QuoteMeta(a.String()) + `:\d+\s*$`).MatchString(strings.TrimSpace(ctlPeers)) &&
+		if !regexp.MustCompile(`\s`+regexp.QuoteMeta(a.String())+`:\d+\s*$`).MatchString(strings.TrimSpace(ctlPeers)) &&
 			!strings.Contains(ctlPeers, " "+a.String()+":") {
 			t.Errorf("the server has no control connection from %v", a)
 		}
