@@ -45,29 +45,29 @@ const (
 // Reasons returned by Process, as strings (the translator's come back with
 // their own names, helper.Reason.String).
 const (
-	ReasonGREOut         = "gre_out"
-	ReasonGREIn          = "gre_in"
-	ReasonGRENoCall      = "gre_no_call"
-	ReasonGREMalformed   = "gre_malformed"
-	ReasonGREFragment    = "gre_fragment"
-	ReasonCtl            = "ctl_ok"
-	ReasonCtlHeld        = "ctl_held"
-	ReasonCtlReleased    = "ctl_released"
-	ReasonCtlHoldExpire  = "ctl_hold_expired"
-	ReasonCtlHoldFull    = "ctl_hold_full"
-	ReasonCtlNoConn      = "ctl_no_conn"
-	ReasonCtlPickup      = "ctl_pickup"
-	ReasonCtlEmpty       = "ctl_untracked_empty"
-	ReasonCtlUntracked   = "ctl_untracked"
-	ReasonCtlNew         = "ctl_new"
-	ReasonCtlRefused     = "ctl_refused"
-	ReasonIPMalformed    = "ip_malformed"
-	ReasonTCPMalformed   = "tcp_malformed"
-	ReasonTCPFragment    = "tcp_fragment"
-	ReasonNotPPTP        = "not_pptp"
-	ReasonUnknownIface   = "unknown_iface"
-	ReasonCallIDsOut     = "callid_exhausted"
-	ReasonGREWrongUplink = "gre_wrong_uplink"
+	ReasonGREOut        = "gre_out"
+	ReasonGREIn         = "gre_in"
+	ReasonGRENoCall     = "gre_no_call"
+	ReasonGREMalformed  = "gre_malformed"
+	ReasonGREFragment   = "gre_fragment"
+	ReasonCtl           = "ctl_ok"
+	ReasonCtlHeld       = "ctl_held"
+	ReasonCtlReleased   = "ctl_released"
+	ReasonCtlHoldExpire = "ctl_hold_expired"
+	ReasonCtlHoldFull   = "ctl_hold_full"
+	ReasonCtlNoConn     = "ctl_no_conn"
+	ReasonCtlPickup     = "ctl_pickup"
+	ReasonCtlEmpty      = "ctl_untracked_empty"
+	ReasonCtlUntracked  = "ctl_untracked"
+	ReasonCtlNew        = "ctl_new"
+	ReasonCtlRefused    = "ctl_refused"
+	ReasonIPMalformed   = "ip_malformed"
+	ReasonTCPMalformed  = "tcp_malformed"
+	ReasonTCPFragment   = "tcp_fragment"
+	ReasonNotPPTP       = "not_pptp"
+	ReasonUnknownIface  = "unknown_iface"
+	ReasonCallIDsOut    = "callid_exhausted"
+	ReasonGREUplink     = "gre_wrong_uplink"
 )
 
 // reasonDefs gives each reason its key and its metric family and labels:
@@ -99,7 +99,7 @@ var reasonDefs = [numReasons]metrics.Def{
 	rCallsEstablished: {Desc: descCallEvents, LabelValues: []string{"established"}, Key: "calls_established"},
 	rCallsCleared:     {Desc: descCallEvents, LabelValues: []string{"cleared"}, Key: "calls_cleared"},
 	rEstablishNoCall:  {Desc: descCallEvents, LabelValues: []string{"establish_no_call"}, Key: "establish_no_call"},
-	rGREWrongUplink:   packets(ReasonGREWrongUplink),
+	rGREWrongUplink:   packets(ReasonGREUplink),
 }
 
 // packets is the Def of a reason counted in packets_total{reason}.

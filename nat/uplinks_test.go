@@ -143,7 +143,7 @@ func TestUplinks(t *testing.T) {
 		// Outbound: translated when it leaves by its uplink, dropped when
 		// routing sent it out of the other.
 		v, r, _ := greVia(t, e, pkttest.GRE(t, tc.from, server, tc.peerID, pkttest.GREOpt{}), nfq.HookPostrouting, lanIf, tc.bad)
-		if v != pkt.Drop || r != ReasonGREWrongUplink {
+		if v != pkt.Drop || r != ReasonGREUplink {
 			t.Errorf("GRE from %v out of the wrong uplink: %v %s", netip.AddrFrom4(tc.from), v, r)
 		}
 		v, _, p := greVia(t, e, pkttest.GRE(t, tc.from, server, tc.peerID, pkttest.GREOpt{}), nfq.HookPostrouting, lanIf, tc.dev)
@@ -152,7 +152,7 @@ func TestUplinks(t *testing.T) {
 		}
 		// Inbound: only on its call's uplink.
 		v, r, _ = greVia(t, e, pkttest.GRE(t, server, tc.pub, tc.outside, pkttest.GREOpt{}), nfq.HookPrerouting, tc.bad, 0)
-		if v != pkt.Drop || r != ReasonGREWrongUplink {
+		if v != pkt.Drop || r != ReasonGREUplink {
 			t.Errorf("GRE to %v in on the wrong uplink: %v %s", netip.AddrFrom4(tc.pub), v, r)
 		}
 		v, _, p = greVia(t, e, pkttest.GRE(t, server, tc.pub, tc.outside, pkttest.GREOpt{}), nfq.HookPrerouting, tc.dev, 0)

@@ -157,7 +157,7 @@ conntrack_timeouts:
 	if len(want) != 0 {
 		t.Errorf("no call for %v: %+v", want, rep.Calls)
 	}
-	if n := testbedtest.Counter(t, rep.Counters, nat.ReasonGREWrongUplink); n != 0 {
+	if n := testbedtest.Counter(t, rep.Counters, nat.ReasonGREUplink); n != 0 {
 		t.Errorf("gre_wrong_uplink = %d: GRE was routed out of the wrong uplink", n)
 	}
 	t.Logf("server's control connections:\n%s", ctlPeers)
