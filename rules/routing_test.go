@@ -233,3 +233,31 @@ func TestEdgeConfigDoc(t *testing.T) {
 		}
 	}
 }
+
+// FuzzEdgeConfig: no input makes the keys of issue 10 panic Parse,
+// Validate, the plans or the report, and whatever validates installs (into
+// a fake connection) without an error.
+func FuzzEdgeConfig(f *testing.F) {
+	for _, s := range []string{routingYAML, ctTimeoutsYAML, uplinksYAML, edgeGoldenYAML,
+		"wan: a\nlan: [b]\nmss_clamp: {default: off, rules: [{interface: c, mss: 1400}]}\n",
+		"wan: a\nlan: [b]\nrouting: {rules: [{from: 0.0.0.0/0, table: 7}]}\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err != nil {
+			return
+		}
+		TimeoutReport(c, BuiltinKernelTimeoutBase())
+		if c.Validate() != nil {
+			return
+		}
+		NewRoutingPlan(c)
+		p := NewPlan(c)
+		p.QueueImpl = QueueXT
+		var got []ruleMsg
+		if _, err := InstallConn(fakeConn(t, &got), p); err != nil {
+			t.Fatalf("valid config does not install: %v\n%s", err, b)
+		}
+	})
+}
