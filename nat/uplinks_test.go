@@ -216,3 +216,62 @@ func TestUplinkZeroFollowsWAN(t *testing.T) {
 		t.Error("uplink 0 does not follow the WAN index")
 	}
 }
+
+// With two uplinks the GRE path checks the packet's uplink too: still no
+// allocation.
+func TestNoAllocsGREUplinks(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	e.SetUplinks([]Uplink{{wanIf, netip.AddrFrom4(pubIP)}, {wan1If, netip.AddrFrom4(pub1)}})
+	out := addCall(t, e, lanA, 40000, 7, 555)
+	outT := pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Payload: make([]byte, 1400)})
+	inT := pkttest.GRE(t, server, pubIP, out, pkttest.GREOpt{Seq: u32p(1), Payload: make([]byte, 1400)})
+	buf := make([]byte, len(outT))
+	p := &nfq.Packet{}
+	for name, f := range map[string]func(){
+		"out": func() {
+			copy(buf, outT)
+			*p = nfq.Packet{Payload: buf, InDev: lanIf, OutDev: wanIf, Hook: nfq.HookPostrouting}
+			if v, _ := e.Process(p); v != pkt.Accept {
+				t.Fatal("out not accepted")
+			}
+		},
+		"in": func() {
+			copy(buf, inT)
+			*p = nfq.Packet{Payload: buf, InDev: wanIf}
+			if v, _ := e.Process(p); v != pkt.Accept {
+				t.Fatal("in not accepted")
+			}
+		},
+	} {
+		if n := testing.AllocsPerRun(1000, f); n != 0 {
+			t.Errorf("%s: %v allocs per packet", name, n)
+		}
+	}
+}
+
+func benchGREUplinks(b *testing.B, inbound bool) {
+	e := NewEngine(EngineConfig{PublicIP: netip.AddrFrom4(pubIP), WANIf: wanIf, LANIfs: []uint32{lanIf}}, conntrack.SystemClock{})
+	e.SetUplinks([]Uplink{{wanIf, netip.AddrFrom4(pubIP)}, {wan1If, netip.AddrFrom4(pub1)}})
+	out := addCall(b, e, lanA, 40000, 7, 555)
+	tmpl := pkttest.GRE(b, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(1), Payload: make([]byte, 1400)})
+	mk := func(buf []byte) nfq.Packet {
+		return nfq.Packet{Payload: buf, InDev: lanIf, OutDev: wanIf, Hook: nfq.HookPostrouting}
+	}
+	if inbound {
+		tmpl = pkttest.GRE(b, server, pubIP, out, pkttest.GREOpt{Seq: u32p(1), Ack: u32p(1), Payload: make([]byte, 1400)})
+		mk = func(buf []byte) nfq.Packet { return nfq.Packet{Payload: buf, InDev: wanIf} }
+	}
+	buf := make([]byte, len(tmpl))
+	b.SetBytes(int64(len(tmpl)))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf[:40], tmpl)
+		p := mk(buf)
+		if v, _ := e.Process(&p); v != pkt.Accept {
+			b.Fatal("not accepted")
+		}
+	}
+}
+
+func BenchmarkGREOutUplinks(b *testing.B) { benchGREUplinks(b, false) }
+func BenchmarkGREInUplinks(b *testing.B)  { benchGREUplinks(b, true) }
