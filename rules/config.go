@@ -270,7 +270,11 @@ func Load(path string) (*Config, error) {
 // yields the defaults.
 func Parse(b []byte) (*Config, error) {
 	c := Default()
-	dec := yaml.NewDecoder(bytes.NewReader(b))
+	nb, err := wanListAsUplinks(b) // issue 10: `wan:` may be a list
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(nb))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
 		if errors.Is(err, io.EOF) {

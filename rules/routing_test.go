@@ -240,7 +240,7 @@ func TestEdgeConfigDoc(t *testing.T) {
 func FuzzEdgeConfig(f *testing.F) {
 	for _, s := range []string{routingYAML, ctTimeoutsYAML, uplinksYAML, edgeGoldenYAML,
 		"wan: a\nlan: [b]\nmss_clamp: {default: off, rules: [{interface: c, mss: 1400}]}\n",
-		"wan: a\nlan: [b]\nrouting: {rules: [{from: 0.0.0.0/0, table: 7}]}\n"} {
+		"wan: a\nlan: [b]\nrouting: {rules: [{from: 0.0.0.0/0, table: 7}]}\n", "wan: [a, b]\nlan: [c]\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

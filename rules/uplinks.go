@@ -25,6 +25,7 @@ package rules
 // `routing:` without a smaller priority.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/sys/unix"
 
 	"pptpgw/internal/fwmark"
@@ -74,6 +76,52 @@ func (c *Config) UplinkTable(i int) uint32 {
 		return t
 	}
 	return DefaultUplinkTable + uint32(i)
+}
+
+// wanListAsUplinks rewrites `wan: [a, b, ...]` as `wan: a` plus `uplinks:
+// [{interface: a}, {interface: b}, ...]` (all masqueraded, no next hop of
+// their own: their pin tables route by device). Any other document is
+// returned as it is. Decoding errors of a rewritten document may quote
+// lines of the rewritten text; line numbers in Validate's errors come from
+// the original (Parse reads them from b).
+func wanListAsUplinks(b []byte) ([]byte, error) {
+	if !bytes.Contains(b, []byte("wan")) {
+		return b, nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return b, nil // the strict decoder reports what is wrong
+	}
+	m := doc.Content[0]
+	var wan *yaml.Node
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "wan" {
+			wan = m.Content[i+1]
+		}
+	}
+	if wan == nil || wan.Kind != yaml.SequenceNode {
+		return b, nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "uplinks" {
+			return nil, fmt.Errorf("line %d: wan is a list and uplinks is set: list the interfaces in uplinks only", wan.Line)
+		}
+	}
+	if len(wan.Content) == 0 {
+		return nil, fmt.Errorf("line %d: wan: an empty list", wan.Line)
+	}
+	ups := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+	for _, n := range wan.Content {
+		if n.Kind != yaml.ScalarNode {
+			return nil, fmt.Errorf("line %d: wan: a list of interface names", n.Line)
+		}
+		ups.Content = append(ups.Content, &yaml.Node{Kind: yaml.MappingNode, Style: yaml.FlowStyle, Content: []*yaml.Node{
+			{Kind: yaml.ScalarNode, Value: "interface"}, {Kind: yaml.ScalarNode, Value: n.Value, Style: n.Style}}})
+	}
+	first := *wan.Content[0]
+	*wan = first
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "uplinks"}, ups)
+	return yaml.Marshal(&doc)
 }
 
 // applyUplinkDefaults makes uplink 0 the WAN when `wan:` and

@@ -172,3 +172,35 @@ func TestUplinksNetns(t *testing.T) {
 		}
 	}
 }
+
+// `wan:` may be a list: the same as uplinks with those interfaces; a
+// single name keeps working.
+func TestWANList(t *testing.T) {
+	c, err := Parse([]byte("wan: [wan0, wan1]   # two uplinks\nlan: [lan0]\nqueue: 5\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.WAN != "wan0" || len(c.Uplinks) != 2 || c.Uplinks[1].Interface != "wan1" || c.Queue != 5 {
+		t.Errorf("wan %q uplinks %+v queue %d", c.WAN, c.Uplinks, c.Queue)
+	}
+	if p := NewPlan(c); len(p.Uplinks) != 2 {
+		t.Errorf("plan uplinks %+v", p.Uplinks)
+	}
+	c, err = Parse([]byte("wan: wan0\nlan: [lan0]\n"))
+	if err != nil || c.WAN != "wan0" || len(c.Uplinks) != 0 {
+		t.Errorf("single wan: %q %+v %v", c.WAN, c.Uplinks, err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"wan: [a, b]\nuplinks: [{interface: a}]\n", "line 1: wan is a list and uplinks is set"},
+		{"wan: []\n", "line 1: wan: an empty list"},
+		{"wan: [a, [b]]\n", "wan: a list of interface names"},
+		{"lan: [x]\nwan: [a, b]\nqueue: 5\ntabel: x\n", "unknown field \"tabel\""},
+	} {
+		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
