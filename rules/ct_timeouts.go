@@ -20,6 +20,8 @@ package rules
 // A ct timeout object holds a value for every state of its protocol (the
 // kernel requires a full policy); the states the configuration leaves unset
 // take the namespace's sysctls as Install finds them (KernelTimeoutBase).
+// Object names end in a hash of their policy (ct_tcp_1a2b3c4d): see
+// hashName.
 //
 // GRE the daemon does not handle would use the per-namespace sysctls
 // net.netfilter.nf_conntrack_gre_timeout{,_stream}; GRESysctls sets them
@@ -28,6 +30,7 @@ package rules
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"os"
 	"slices"
@@ -294,9 +297,36 @@ func checkKernelTimeout(bad func(field, format string, a ...any), field string, 
 
 // ctTimeoutObj is one ct timeout object of the plan.
 type ctTimeoutObj struct {
-	name   string
+	name   string // base + "_" + a hash of proto and policy
 	proto  uint8
 	policy []uint32 // in the kernel's state order
+	base   string   // ct_tcp, ct_udp, ct_rule_N
+}
+
+// hashName names o after its content. The kernel cannot update a ct
+// timeout object in place (NEWOBJ on an existing one is a silent no-op for
+// this type), so a changed policy must be a new object: with the content
+// in the name, a reload that keeps the table's objects and replaces its
+// rules refers to new objects exactly when the timeouts changed.
+func (o *ctTimeoutObj) hashName() {
+	h := fnv.New32a()
+	h.Write([]byte{o.proto})
+	for _, v := range o.policy {
+		binary.Write(h, binary.BigEndian, v)
+	}
+	o.base, o.name = o.name, fmt.Sprintf("%s_%08x", o.name, h.Sum32())
+}
+
+// CtTimeoutObjects returns the names of the ct timeout objects Install puts
+// in p's table: a reload that keeps objects may delete the table's other
+// ct timeout objects once the new rules are in.
+func CtTimeoutObjects(p Plan) []string {
+	objs, _ := ctTimeoutPlan(p.CtTimeouts, p.CtTimeoutBase)
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.name)
+	}
+	return out
 }
 
 // ctTimeoutRule assigns obj to new connections matching the rule.
@@ -315,11 +345,11 @@ func ctTimeoutPlan(k KernelTimeouts, base KernelTimeoutBase) ([]ctTimeoutObj, []
 		base = BuiltinKernelTimeoutBase()
 	}
 	if !k.TCP.isZero() {
-		objs = append(objs, ctTimeoutObj{"ct_tcp", unix.IPPROTO_TCP, tcpPolicy(base.TCP, k.TCP)})
+		objs = append(objs, ctTimeoutObj{name: "ct_tcp", proto: unix.IPPROTO_TCP, policy: tcpPolicy(base.TCP, k.TCP)})
 		rules = append(rules, ctTimeoutRule{obj: "ct_tcp", proto: unix.IPPROTO_TCP})
 	}
 	if !k.UDP.isZero() {
-		objs = append(objs, ctTimeoutObj{"ct_udp", unix.IPPROTO_UDP, udpPolicy(base.UDP, k.UDP)})
+		objs = append(objs, ctTimeoutObj{name: "ct_udp", proto: unix.IPPROTO_UDP, policy: udpPolicy(base.UDP, k.UDP)})
 		rules = append(rules, ctTimeoutRule{obj: "ct_udp", proto: unix.IPPROTO_UDP})
 	}
 	// The last `ct timeout set` a connection meets wins: rules go in
@@ -341,6 +371,14 @@ func ctTimeoutPlan(k KernelTimeouts, base KernelTimeoutBase) ([]ctTimeoutObj, []
 			ru.dst, _ = parseRoutePrefix(r.Dst)
 		}
 		rules = append(rules, ru)
+	}
+	named := map[string]string{}
+	for i := range objs {
+		objs[i].hashName()
+		named[objs[i].base] = objs[i].name
+	}
+	for i := range rules {
+		rules[i].obj = named[rules[i].obj]
 	}
 	return objs, rules
 }

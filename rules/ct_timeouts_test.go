@@ -38,7 +38,10 @@ func TestCtTimeoutPlan(t *testing.T) {
 	objs, rules := ctTimeoutPlan(c.ConntrackTimeouts, BuiltinKernelTimeoutBase())
 	var names []string
 	for _, r := range rules {
-		names = append(names, r.obj)
+		if !regexp.MustCompile(`_[0-9a-f]{8}$`).MatchString(r.obj) {
+			t.Errorf("object name %q does not end in its hash", r.obj)
+		}
+		names = append(names, r.obj[:len(r.obj)-9])
 	}
 	// Defaults first, then the rules last to first (the last set wins).
 	if got := strings.Join(names, ","); got != "ct_tcp,ct_udp,ct_rule_2,ct_rule_1,ct_rule_0" {
@@ -46,7 +49,16 @@ func TestCtTimeoutPlan(t *testing.T) {
 	}
 	pol := map[string][]uint32{}
 	for _, o := range objs {
-		pol[o.name] = o.policy
+		pol[o.base] = o.policy
+	}
+	// The same policy has the same name; another policy another name (a
+	// reload that keeps objects then refers to a new one).
+	again, _ := ctTimeoutPlan(c.ConntrackTimeouts, BuiltinKernelTimeoutBase())
+	changed := c.ConntrackTimeouts
+	changed.TCP.Established++
+	other, _ := ctTimeoutPlan(changed, BuiltinKernelTimeoutBase())
+	if again[0].name != objs[0].name || other[0].name == objs[0].name || other[1].name != objs[1].name {
+		t.Errorf("names: %s, again %s, tcp changed %s (udp %s, %s)", objs[0].name, again[0].name, other[0].name, objs[1].name, other[1].name)
 	}
 	// Full policies: unset states from the base, set ones layered
 	// default -> rule.
@@ -129,8 +141,8 @@ func TestCtTimeoutsNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { in.Remove() })
-	if out, _ := nsListTable(ns, "pgct"); !strings.Contains(out, `ct timeout set "ct_rule_0"`) ||
-		!strings.Contains(out, "ct timeout ct_udp") {
+	if out, _ := nsListTable(ns, "pgct"); !regexp.MustCompile(`ct timeout set "ct_rule_0_[0-9a-f]{8}"`).MatchString(out) ||
+		!regexp.MustCompile(`ct timeout ct_udp_[0-9a-f]{8} `).MatchString(out) {
 		t.Fatalf("table lacks the ct timeouts:\n%s", out)
 	}
 
@@ -247,9 +259,9 @@ func TestTimeoutReport(t *testing.T) {
 	for k, want := range map[string]string{
 		"pptpgw/hold":                                          "200ms " + p + ":11",
 		"pptpgw/gre_replied":                                   "3m0s default",
-		"kernel tcp/established":                               "20m34s " + p + ":4 (ct timeout ct_tcp)",
+		"kernel tcp/established":                               "20m34s " + p + ":4 (ct timeout ct_tcp_dc052063)",
 		"kernel tcp/time_wait":                                 "2m0s kernel built-in",
-		"kernel udp/replied":                                   "9s " + p + ":5 (ct timeout ct_udp)",
+		"kernel udp/replied":                                   "9s " + p + ":5 (ct timeout ct_udp_7c81937e)",
 		"kernel gre/replied":                                   "7m24s " + p + ":6 (sysctl nf_conntrack_gre_timeout_stream)",
 		"kernel rule 0 (udp dport 53)/unreplied":               "55s " + p + ":8",
 		"kernel rule 1 (udp dst 192.0.2.1 dport 53)/unreplied": "7s " + p + ":5",

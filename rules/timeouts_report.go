@@ -84,9 +84,14 @@ func TimeoutReport(c *Config, base KernelTimeoutBase) []TimeoutLine {
 		}
 	}
 	objs, _ := ctTimeoutPlan(k, base)
-	pol := map[string][]uint32{}
+	pol, name := map[string][]uint32{}, map[string]string{}
 	for _, o := range objs {
-		pol[o.name] = o.policy
+		pol[o.base], name[o.base] = o.policy, o.name
+	}
+	for i := range out {
+		for b, n := range name {
+			out[i].Source = strings.Replace(out[i].Source, "(ct timeout "+b+")", "(ct timeout "+n+")", 1)
+		}
 	}
 	for i, r := range k.Rules {
 		scope := fmt.Sprintf("kernel rule %d (%s)", i, r.match())

@@ -23,7 +23,7 @@ func TestTimeoutsCommand(t *testing.T) {
 		`(?m)^SCOPE\s+TIMEOUT\s+VALUE\s+FROM$`,
 		`(?m)^pptpgw\s+hold\s+200ms\s+config .*gw.yaml:3$`,
 		`(?m)^pptpgw\s+gre_replied\s+3m0s\s+default$`,
-		`(?m)^kernel tcp\s+established\s+2h0m0s\s+config .*gw.yaml:5 \(ct timeout ct_tcp\)$`,
+		`(?m)^kernel tcp\s+established\s+2h0m0s\s+config .*gw.yaml:5 \(ct timeout ct_tcp_[0-9a-f]{8}\)$`,
 		`(?m)^kernel tcp\s+close\s+\d+\S*\s+kernel (sysctl nf_conntrack_tcp_timeout_close|built-in)$`,
 		`(?m)^kernel rule 0 \(udp dport 53\)\s+replied\s+5s\s+config .*gw.yaml:6$`,
 	} {
