@@ -516,7 +516,7 @@ func (s *GRESysctls) Apply(g GRETimeouts) error {
 			}
 		}
 	}
-	defer s.persist()
+	defer s.persist() // the restored ones leave the file (best effort: the next run restores them again)
 	for _, x := range []struct {
 		name string
 		d    time.Duration
@@ -537,6 +537,11 @@ func (s *GRESysctls) Apply(g GRETimeouts) error {
 				return fmt.Errorf("read %s: %w", x.name, err)
 			}
 			s.saved[x.name] = string(old)
+			// On disk before the sysctl changes: a kill -9 right after
+			// the write must not lose the original.
+			if err := s.persist(); err != nil {
+				return fmt.Errorf("keep the original %s in %s: %w", x.name, s.StatePath, err)
+			}
 		}
 		if err := os.WriteFile(p, []byte(strconv.Itoa(int(secs(x.d)))+"\n"), 0o644); err != nil {
 			return fmt.Errorf("set %s: %w", x.name, err)
@@ -550,13 +555,15 @@ func (s *GRESysctls) Close() error { return s.Apply(GRETimeouts{}) }
 
 // persist writes the saved originals to StatePath, or removes it when
 // nothing is changed.
-func (s *GRESysctls) persist() {
+func (s *GRESysctls) persist() error {
 	if s.StatePath == "" {
-		return
+		return nil
 	}
 	if len(s.saved) == 0 {
-		os.Remove(s.StatePath)
-		return
+		if err := os.Remove(s.StatePath); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return nil
 	}
 	var b strings.Builder
 	for _, k := range []string{SysctlGREUnreplied, SysctlGREReplied} {
@@ -564,5 +571,10 @@ func (s *GRESysctls) persist() {
 			fmt.Fprintf(&b, "%s=%s\n", k, strings.TrimSpace(v))
 		}
 	}
-	os.WriteFile(s.StatePath, []byte(b.String()), 0o644)
+	// Written whole or not at all: a torn file would lose an original.
+	tmp := s.StatePath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.StatePath)
 }

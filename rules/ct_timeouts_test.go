@@ -310,3 +310,41 @@ func TestGRESysctlsAfterKill(t *testing.T) {
 		}
 	})
 }
+
+// The originals are on disk before a sysctl changes: when StatePath cannot
+// be written, Apply changes nothing (a kill -9 would lose the originals).
+func TestGRESysctlsStateFirst(t *testing.T) {
+	dir := t.TempDir()
+	saved := sysctlDir
+	sysctlDir = dir
+	t.Cleanup(func() { sysctlDir = saved })
+	for _, n := range []string{SysctlGREUnreplied, SysctlGREReplied} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("30\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(n string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, n))
+		return strings.TrimSpace(string(b))
+	}
+	bad := GRESysctls{StatePath: filepath.Join(dir, "missing", "state")}
+	if err := bad.Apply(GRETimeouts{Unreplied: 5 * time.Second}); err == nil {
+		t.Error("Apply succeeded without a place to keep the originals")
+	}
+	if got := read(SysctlGREUnreplied); got != "30" {
+		t.Errorf("sysctl changed to %s although its original could not be kept", got)
+	}
+	good := GRESysctls{StatePath: filepath.Join(dir, "state")}
+	if err := good.Apply(GRETimeouts{Unreplied: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(good.StatePath); string(b) != SysctlGREUnreplied+"=30\n" || read(SysctlGREUnreplied) != "5" {
+		t.Errorf("state %q, sysctl %s", b, read(SysctlGREUnreplied))
+	}
+	if err := good.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(good.StatePath); !os.IsNotExist(err) || read(SysctlGREUnreplied) != "30" {
+		t.Errorf("after Close: state file %v, sysctl %s", err, read(SysctlGREUnreplied))
+	}
+}
