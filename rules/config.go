@@ -291,6 +291,7 @@ func Parse(b []byte) (*Config, error) {
 	if err := yaml.Unmarshal(b, &root); err == nil {
 		c.lines = map[string]int{}
 		collectLines(&root, "", c.lines)
+		c.wanListLines() // issue 10
 	}
 	c.loaded = c.flagKeys()
 	return c, nil

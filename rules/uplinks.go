@@ -110,6 +110,12 @@ func wanListAsUplinks(b []byte) ([]byte, error) {
 	if len(wan.Content) == 0 {
 		return nil, fmt.Errorf("line %d: wan: an empty list", wan.Line)
 	}
+	// The rewritten text has other line numbers (yaml.Marshal drops blank
+	// lines and moves comments): every decoding error but wan's own type
+	// comes from the original text, with the operator's line numbers.
+	if err := decodeErrorsBut(b, wan.Line); err != nil {
+		return nil, err
+	}
 	ups := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
 	for _, n := range wan.Content {
 		if n.Kind != yaml.ScalarNode {
@@ -122,6 +128,50 @@ func wanListAsUplinks(b []byte) ([]byte, error) {
 	*wan = first
 	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "uplinks"}, ups)
 	return yaml.Marshal(&doc)
+}
+
+// decodeErrorsBut decodes b strictly into a scratch Config and returns its
+// errors except the one a list at line wanLine makes for the string wan.
+func decodeErrorsBut(b []byte, wanLine int) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	err := dec.Decode(Default())
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return nil // a syntax error: the same in the rewritten text, which Parse decodes next
+	}
+	wanErr := fmt.Sprintf("line %d: cannot unmarshal !!seq into string", wanLine)
+	var keep []string
+	for _, e := range te.Errors {
+		if e != wanErr {
+			keep = append(keep, e)
+		}
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	return cleanYAMLError(&yaml.TypeError{Errors: keep})
+}
+
+// wanListLines gives the uplinks a `wan: [a, b]` list stands for the
+// lines of the list's items, so that Validate's errors about them name the
+// line the operator wrote.
+func (c *Config) wanListLines() {
+	if _, list := c.lines["wan[0]"]; !list {
+		return
+	}
+	if _, set := c.lines["uplinks"]; set {
+		return
+	}
+	c.lines["uplinks"] = c.lines["wan"]
+	for i := 0; ; i++ {
+		l, ok := c.lines[fmt.Sprintf("wan[%d]", i)]
+		if !ok {
+			return
+		}
+		c.lines[fmt.Sprintf("uplinks[%d]", i)] = l
+		c.lines[fmt.Sprintf("uplinks[%d].interface", i)] = l
+	}
 }
 
 // applyUplinkDefaults makes uplink 0 the WAN when `wan:` and

@@ -198,9 +198,21 @@ func TestWANList(t *testing.T) {
 		{"wan: []\n", "line 1: wan: an empty list"},
 		{"wan: [a, [b]]\n", "wan: a list of interface names"},
 		{"lan: [x]\nwan: [a, b]\nqueue: 5\ntabel: x\n", "unknown field \"tabel\""},
+		// Decoding errors carry the lines of the text as written (the
+		// rewritten text has no blank lines or comments).
+		{"lan: [x]\n\n# c\nwan: [a, b]\n\n\n# comment\n\ntabel: x\n", "line 9: unknown field \"tabel\""},
+		{"lan: [x]\nwan:\n  - a\n\n  - b\n\nqueue: x\n", "line 7: cannot unmarshal !!str `x` into uint16"},
 	} {
 		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+	// Validate's errors about the uplinks of a list name the item's line.
+	c, err = Parse([]byte("lan: [lan0]\n\nwan:\n  - wan0\n  - \"bad name!\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "5: uplinks[1].interface") {
+		t.Errorf("bad name in the wan list: %v, want line 5", err)
 	}
 }
