@@ -336,8 +336,9 @@ func TestGoldenUplinkPinElement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &UplinkPins{table: "pptpgw", conn: c, state: map[[8]byte]int{}}
-	if err := u.apply([]pinOp{{pinKey([4]byte{10, 0, 1, 2}, [4]byte{203, 0, 113, 2}), 1}}); err != nil {
+	u := &UplinkPins{table: "pptpgw", conn: c, want: map[[8]byte]int{}, state: map[[8]byte]int{}, dirty: map[[8]byte]struct{}{}}
+	u.take(pinOp{pinKey([4]byte{10, 0, 1, 2}, [4]byte{203, 0, 113, 2}), 1})
+	if err := u.sync(); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 {

@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -406,15 +407,23 @@ func ResolveUplinks(c *Config) ([]ResolvedUplink, error) {
 // UplinkPins keeps the map uplink_pin of the daemon's table in step with
 // the engine's pins (it implements nat.Pinner). Pin and Unpin only queue;
 // Run applies the queue in batches, in order.
+//
+// Run keeps what the engine wants pinned (want) apart from what the
+// kernel's map is believed to hold (state): a batch the kernel refuses, or
+// a map emptied by a reinstall, costs a read-back and a retry, never the
+// knowledge of the pins in force. Keys not yet written stay dirty and are
+// retried every pinRetry.
 type UplinkPins struct {
 	table string
 	conn  *nftables.Conn
 	ops   chan pinOp
 	log   *slog.Logger
-	// state is what the kernel's map holds (Run only).
-	state map[[8]byte]int
+	// Run only:
+	want  map[[8]byte]int      // the pins the engine has published
+	state map[[8]byte]int      // what the kernel's map holds, as far as known
+	dirty map[[8]byte]struct{} // keys where state may differ from want
 	// Dropped counts pins not queued (the queue was full); Failed the
-	// batches the kernel refused.
+	// batches the kernel refused even after reading the map back.
 	Dropped, Failed atomic.Uint64
 }
 
@@ -425,6 +434,9 @@ type pinOp struct {
 
 const resync = -2
 
+// pinRetry is how often Run retries keys the kernel refused.
+const pinRetry = time.Second
+
 // NewUplinkPins returns the writer of table's uplink_pin map in the network
 // namespace netnsFd (0: the caller's).
 func NewUplinkPins(table string, netnsFd int, log *slog.Logger) (*UplinkPins, error) {
@@ -433,7 +445,7 @@ func NewUplinkPins(table string, netnsFd int, log *slog.Logger) (*UplinkPins, er
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	return &UplinkPins{table: table, conn: c, ops: make(chan pinOp, maxPendingPins), log: log,
-		state: map[[8]byte]int{}}, nil
+		want: map[[8]byte]int{}, state: map[[8]byte]int{}, dirty: map[[8]byte]struct{}{}}, nil
 }
 
 func pinKey(inside, peer [4]byte) [8]byte {
@@ -472,35 +484,76 @@ func (u *UplinkPins) Reinstalled() {
 
 // Run applies queued pins until ctx ends. Start it once the table exists.
 func (u *UplinkPins) Run(ctx context.Context) {
+	retry := time.NewTicker(pinRetry)
+	defer retry.Stop()
+	var dropped uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-retry.C:
+			if len(u.dirty) > 0 {
+				u.write()
+			}
 		case op := <-u.ops:
-			batch := []pinOp{op}
+			u.take(op)
 		more:
-			for len(batch) < maxPinsPerBatch {
+			for n := 1; n < maxPinsPerBatch; n++ {
 				select {
 				case op := <-u.ops:
-					batch = append(batch, op)
+					u.take(op)
 				default:
 					break more
 				}
 			}
-			err := u.apply(batch)
-			if err != nil {
-				// The map is not what state says (a reinstall not yet
-				// announced): read it back and try once more.
-				if rerr := u.readState(); rerr == nil {
-					err = u.apply(batch)
-				}
+			u.write()
+		}
+		if d := u.Dropped.Load(); d != dropped && u.log != nil {
+			u.log.Error("uplink pins: updates lost, the queue was full; the GRE of the pairs concerned may leave by the wrong uplink",
+				"lost", d-dropped, "queue", maxPendingPins)
+			dropped = d
+		}
+	}
+}
+
+// take records op in want (Run only).
+func (u *UplinkPins) take(op pinOp) {
+	switch {
+	case op.uplink == resync:
+		// The map is empty now: everything wanted is to be written.
+		clear(u.state)
+		for k := range u.want {
+			u.dirty[k] = struct{}{}
+		}
+	case op.uplink < 0:
+		delete(u.want, op.key)
+		u.dirty[op.key] = struct{}{}
+	default:
+		u.want[op.key] = op.uplink
+		u.dirty[op.key] = struct{}{}
+	}
+}
+
+// write brings the dirty keys of the map to want; when the kernel refuses
+// (state was wrong: a reinstall not yet announced), it reads the map back
+// and tries once more over every key.
+func (u *UplinkPins) write() {
+	err := u.sync()
+	if err != nil {
+		if rerr := u.readState(); rerr == nil {
+			for k := range u.state {
+				u.dirty[k] = struct{}{}
 			}
-			if err != nil {
-				u.Failed.Add(1)
-				if u.log != nil {
-					u.log.Error("uplink pins: nftables map update failed", "ops", len(batch), "err", err)
-				}
+			for k := range u.want {
+				u.dirty[k] = struct{}{}
 			}
+			err = u.sync()
+		}
+	}
+	if err != nil {
+		u.Failed.Add(1)
+		if u.log != nil {
+			u.log.Error("uplink pins: nftables map update failed; retrying", "pending", len(u.dirty), "err", err)
 		}
 	}
 }
@@ -527,72 +580,54 @@ func (u *UplinkPins) readState() error {
 	return nil
 }
 
-// apply writes batch to the map in one nftables batch.
-func (u *UplinkPins) apply(batch []pinOp) error {
+// sync writes the dirty keys, maxPinsPerBatch at a time, one nftables
+// batch each; what the kernel took leaves dirty.
+func (u *UplinkPins) sync() error {
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: u.table}
 	set := uplinkPinSet(t)
-	next := map[[8]byte]int{}
-	for k, v := range u.state {
-		next[k] = v
+	keys := make([][8]byte, 0, len(u.dirty))
+	for k := range u.dirty {
+		keys = append(keys, k)
 	}
-	// The net effect per key, in order.
-	final := map[[8]byte]int{}
-	var order [][8]byte
-	for i, op := range batch {
-		if op.uplink == resync {
-			// The map is empty: forget what it held, pin again what the
-			// ops so far left pinned, then go on with the rest.
-			for _, k := range order {
-				if final[k] >= 0 {
-					u.state[k] = final[k]
-				} else {
-					delete(u.state, k)
-				}
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), maxPinsPerBatch)]
+		keys = keys[len(chunk):]
+		var dels, adds []nftables.SetElement
+		for _, k := range chunk {
+			want, wok := u.want[k]
+			have, hok := u.state[k]
+			if wok && hok && want == have {
+				continue
 			}
-			pinned := u.state
-			u.state = map[[8]byte]int{}
-			redo := make([]pinOp, 0, len(pinned)+len(batch)-i-1)
-			for k, v := range pinned {
-				redo = append(redo, pinOp{k, v})
+			if hok {
+				dels = append(dels, nftables.SetElement{Key: append([]byte(nil), k[:]...)})
 			}
-			return u.apply(append(redo, batch[i+1:]...))
+			if wok {
+				adds = append(adds, nftables.SetElement{Key: append([]byte(nil), k[:]...),
+					VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: UplinkChain(want)}})
+			}
 		}
-		if _, seen := final[op.key]; !seen {
-			order = append(order, op.key)
+		if len(dels)+len(adds) > 0 {
+			var errs []error
+			if len(dels) > 0 {
+				errs = append(errs, u.conn.SetDeleteElements(set, dels))
+			}
+			if len(adds) > 0 {
+				errs = append(errs, u.conn.SetAddElements(set, adds))
+			}
+			errs = append(errs, u.conn.Flush())
+			if err := errors.Join(errs...); err != nil {
+				return err
+			}
 		}
-		final[op.key] = op.uplink
-	}
-	var dels, adds []nftables.SetElement
-	for _, k := range order {
-		want := final[k]
-		have, ok := u.state[k]
-		if ok && have == want {
-			continue
-		}
-		if ok {
-			dels = append(dels, nftables.SetElement{Key: k[:]})
-			delete(next, k)
-		}
-		if want >= 0 {
-			adds = append(adds, nftables.SetElement{Key: append([]byte(nil), k[:]...),
-				VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: UplinkChain(want)}})
-			next[k] = want
+		for _, k := range chunk {
+			if want, ok := u.want[k]; ok {
+				u.state[k] = want
+			} else {
+				delete(u.state, k)
+			}
+			delete(u.dirty, k)
 		}
 	}
-	if len(dels)+len(adds) == 0 {
-		return nil
-	}
-	var errs []error
-	if len(dels) > 0 {
-		errs = append(errs, u.conn.SetDeleteElements(set, dels))
-	}
-	if len(adds) > 0 {
-		errs = append(errs, u.conn.SetAddElements(set, adds))
-	}
-	errs = append(errs, u.conn.Flush())
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	u.state = next
 	return nil
 }

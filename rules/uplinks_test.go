@@ -161,6 +161,19 @@ func TestUplinksNetns(t *testing.T) {
 	if pins.Failed.Load() != 0 {
 		t.Errorf("a pin failed after the reinstall (%d)", pins.Failed.Load())
 	}
+	// Pins in force survive a pin the emptied map refuses before the
+	// reinstall is announced: a move of a (its old element is gone) must
+	// not make the writer forget b.
+	pins.Pin(b, peer, 1)
+	wantMap("10.0.1.2 . 203.0.113.2 : jump uplink_0", "10.0.1.3 . 203.0.113.2 : jump uplink_1")
+	if in, err = Install(plan); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	pins.Pin(a, peer, 1)
+	time.Sleep(50 * time.Millisecond)
+	pins.Reinstalled()
+	wantMap("10.0.1.2 . 203.0.113.2 : jump uplink_1", "10.0.1.3 . 203.0.113.2 : jump uplink_1")
 
 	if err := in.ReduceToFailsafe(); err != nil {
 		t.Fatal(err)
