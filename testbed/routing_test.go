@@ -136,7 +136,9 @@ conntrack_timeouts:
 			t.Errorf("bulk TCP from client 0: %v", err)
 			return
 		}
-		conn.Write(make([]byte, 1<<20))
+		if _, err := conn.Write(make([]byte, 1<<20)); err != nil {
+			t.Errorf("bulk TCP from client 0: write: %v", err)
+		}
 		conn.Close()
 	})
 	capt.Close()
@@ -191,6 +193,16 @@ conntrack_timeouts:
 	} {
 		if !strings.Contains(pinMap, w) {
 			t.Errorf("map uplink_pin lacks %q:\n%s", w, pinMap)
+		}
+	}
+	// The sink's Accept may run after the client's write: 1 MiB fits the
+	// socket buffers of both ends. Wait for it (bounded).
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		bulkMu.Lock()
+		n := len(bulkFrom)
+		bulkMu.Unlock()
+		if n > 0 {
+			break
 		}
 	}
 	bulkMu.Lock()
