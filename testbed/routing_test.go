@@ -211,6 +211,24 @@ conntrack_timeouts:
 	}
 	bulkMu.Unlock()
 
+	// The kernel deletes the routes of an interface that goes down; the
+	// gateway puts its own back when the uplink returns.
+	routesUp := sh(topo.GW, "ip", "route", "show", "table", "all", "proto", "147")
+	sh(topo.GW, "ip", "link", "set", wan1, "down")
+	if got := sh(topo.GW, "ip", "route", "show", "table", "all", "proto", "147"); strings.Contains(got, "dev "+wan1) {
+		t.Errorf("routes of %s kept while it is down (the premise):\n%s", wan1, got)
+	}
+	sh(topo.GW, "ip", "link", "set", wan1, "up")
+	var routesBack string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if routesBack = sh(topo.GW, "ip", "route", "show", "table", "all", "proto", "147"); routesBack == routesUp {
+			break
+		}
+	}
+	if routesBack != routesUp {
+		t.Errorf("after %s went down and up, routes:\n%s\nwant\n%s\ngateway log:\n%s", wan1, routesBack, routesUp, gw.Log())
+	}
+
 	// Crash safety.
 	ours := regexp.MustCompile(`(?m)^\d+:.* proto 147$`)
 	rulesBefore := ours.FindAllString(sh(topo.GW, "ip", "rule", "show"), -1)

@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sync"
 	"text/tabwriter"
+	"time"
 
 	"pptpgw/internal/fwmark"
 	"pptpgw/nat"
@@ -25,6 +27,10 @@ type edge struct {
 	router *rules.Router
 	gre    rules.GRESysctls // StatePath: next to the admin socket
 	log    *slog.Logger
+
+	mu       sync.Mutex        // Apply, Close and the keeper's re-applies
+	plan     rules.RoutingPlan // the plan in force
+	stopKeep func()            // ends keepRoutes (nil: not running)
 }
 
 // attachUplinks gives the engine its uplink table and the writer of the
@@ -112,12 +118,52 @@ func startEdge(ctx context.Context, cfg *rules.Config, log *slog.Logger, engine 
 		e.Close()
 		return nil, err
 	}
+	e.keepRoutes(ctx)
 	return e, nil
+}
+
+// keepRoutes applies the plan in force again after link and address
+// changes: the kernel deletes the routes of an interface that goes down,
+// loses its last address or is deleted (an uplink reconnecting), the pin
+// tables' default routes among them.
+func (e *edge) keepRoutes(ctx context.Context) {
+	w, err := rules.WatchLinks(0)
+	if err != nil {
+		e.log.Warn("cannot follow link changes: routes the kernel deletes with an interface will not be put back", "err", err)
+		return
+	}
+	kctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	e.stopKeep = func() { cancel(); <-done }
+	go func() {
+		defer close(done)
+		defer w.Close()
+		failing := false
+		err := w.Run(kctx, 200*time.Millisecond, func() error {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			err := e.router.Apply(e.plan)
+			switch {
+			case err != nil && !failing:
+				e.log.Warn("policy routing: cannot restore routes after a link change; retrying", "err", err)
+			case err == nil && failing:
+				e.log.Info("policy routing restored after a link change")
+			}
+			failing = err != nil
+			return err
+		})
+		if err != nil {
+			e.log.Error("stopped following link changes: routes the kernel deletes will not be put back", "err", err)
+		}
+	}()
 }
 
 // Apply brings routes, rules and sysctls to cfg (idempotent; reload-ready).
 func (e *edge) Apply(cfg *rules.Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	plan := rules.NewRoutingPlan(cfg)
+	e.plan = plan // what the keeper restores, also when some of it failed now
 	if err := e.router.Apply(plan); err != nil {
 		return fmt.Errorf("policy routing: %w", err)
 	}
@@ -132,6 +178,11 @@ func (e *edge) Apply(cfg *rules.Config) error {
 
 // Close removes the routes and rules and restores the sysctls.
 func (e *edge) Close() error {
+	if e.stopKeep != nil {
+		e.stopKeep()
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	return errors.Join(e.router.Close(), e.gre.Close())
 }
 

@@ -1,0 +1,66 @@
+package rules
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestLinkWatcherRestoresRoutes: the kernel deletes a table's routes with
+// their interface going down; re-applying the plan on the watcher's report
+// puts them back once the interface is up again.
+func TestLinkWatcherRestoresRoutes(t *testing.T) {
+	ns, h := testNetns(t)
+	nsRun(t, ns, "ip", "link", "add", "up1", "type", "veth", "peer", "name", "up1p")
+	for _, l := range []string{"up1", "up1p", "lo"} {
+		nsRun(t, ns, "ip", "link", "set", l, "up")
+	}
+	nsRun(t, ns, "ip", "addr", "add", "198.51.100.2/24", "dev", "up1")
+	r, err := NewRouter(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	plan := RoutingPlan{Routes: []PlanRoute{{Table: 200, Dst: netip.MustParsePrefix("0.0.0.0/0"),
+		Gw: netip.MustParseAddr("198.51.100.1"), Dev: "up1"}}}
+	if err := r.Apply(plan); err != nil {
+		t.Fatal(err)
+	}
+	w, err := WatchLinks(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var applied atomic.Int32
+	go func() {
+		done <- w.Run(ctx, 50*time.Millisecond, func() error {
+			applied.Add(1)
+			return r.Apply(plan) // fails while up1 is down: retried
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	table := func() string { return nsRun(t, ns, "ip", "route", "show", "table", "200") }
+	nsRun(t, ns, "ip", "link", "set", "up1", "down")
+	if got := table(); strings.Contains(got, "default") {
+		t.Fatalf("the kernel kept the route of a downed interface (the test premise):\n%s", got)
+	}
+	nsRun(t, ns, "ip", "link", "set", "up1", "up")
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got = table(); strings.Contains(got, "default via 198.51.100.1 dev up1") {
+			break
+		}
+	}
+	if !strings.Contains(got, "default via 198.51.100.1 dev up1") {
+		t.Errorf("route not restored after up1 came back (%d re-applies):\n%s", applied.Load(), got)
+	}
+}
