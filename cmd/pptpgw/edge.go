@@ -176,14 +176,20 @@ func (e *edge) Apply(cfg *rules.Config) error {
 	return nil
 }
 
-// Close removes the routes and rules and restores the sysctls.
+// Close removes the routes and rules and restores the sysctls; what it
+// could not do is logged too (runGateway defers it).
 func (e *edge) Close() error {
 	if e.stopKeep != nil {
 		e.stopKeep()
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return errors.Join(e.router.Close(), e.gre.Close())
+	err := errors.Join(e.router.Close(), e.gre.Close())
+	if err != nil {
+		e.log.Error("could not remove all policy routing or restore the GRE sysctls; the next start replaces or restores them",
+			"proto", rules.RouteProtocol, "err", err)
+	}
+	return err
 }
 
 // cmdTimeouts prints every timeout in force: the daemon's own and the
