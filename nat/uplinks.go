@@ -13,7 +13,9 @@ package nat
 //  2. Its (inside host, peer) pair is pinned to the uplink through the
 //     Pinner (an nftables map that marks the pair's GRE in prerouting with
 //     fwmark.Uplink(i), which an ip rule routes out of uplink i) until the
-//     last control connection of the pair leaves the table.
+//     last control connection of the pair leaves the table. With the
+//     pair's connections on several uplinks the newest one's is pinned;
+//     when it goes, the uplink of one still there.
 //  3. GRE whose public address belongs to another uplink than the one it
 //     arrives on (inbound) or is about to leave by (outbound: routing went
 //     wrong) is dropped and counted as gre_wrong_uplink, never translated.
@@ -59,8 +61,9 @@ type uplinkState struct {
 }
 
 type pinRef struct {
-	uplink int
-	n      int // control connections of the pair
+	uplink int         // the uplink published for the pair
+	n      int         // control connections of the pair
+	by     map[int]int // of which, per uplink (most pairs have one)
 }
 
 // SetUplinks sets the uplink table: u[0] must be the WAN (the engine keeps
@@ -224,7 +227,13 @@ func (e *Engine) pinControl(cn *conntrack.Control) {
 		e.ups.refs = map[[8]byte]pinRef{}
 	}
 	r := e.ups.refs[k]
+	if r.by == nil {
+		r.by = map[int]int{}
+	}
 	r.n++
+	r.by[i]++
+	// The newest connection's uplink wins (its calls are the ones being
+	// set up); controlRemoved moves the pin back when it goes.
 	changed := r.n == 1 || r.uplink != i
 	r.uplink = i
 	e.ups.refs[k] = r
@@ -246,14 +255,40 @@ func (e *Engine) controlRemoved(cn *conntrack.Control, _ string) {
 	if !ok {
 		return
 	}
-	if r.n--; r.n > 0 {
-		e.ups.refs[k] = r
+	if r.n--; r.n <= 0 {
+		delete(e.ups.refs, k)
+		if p := e.ups.pins.Load(); p != nil {
+			(*p).Unpin(cn.Key.InsideIP, cn.Key.PeerIP)
+		}
 		return
 	}
-	delete(e.ups.refs, k)
-	if p := e.ups.pins.Load(); p != nil {
-		(*p).Unpin(cn.Key.InsideIP, cn.Key.PeerIP)
+	j := -1
+	if t := e.ups.up.Load(); t != nil {
+		j, _ = t.uplinkOfPublic(cn.PublicIP)
 	}
+	if r.by[j] == 0 {
+		j = r.uplink // its uplink's address changed since: count it against the pin's
+	}
+	if r.by[j]--; r.by[j] <= 0 {
+		delete(r.by, j)
+	}
+	if r.by[r.uplink] == 0 {
+		// The pinned uplink has no connection of the pair left: pin the
+		// pair to one that has (the lowest index, to be deterministic).
+		next := -1
+		for u := range r.by {
+			if next < 0 || u < next {
+				next = u
+			}
+		}
+		if next >= 0 {
+			r.uplink = next
+			if p := e.ups.pins.Load(); p != nil {
+				(*p).Pin(cn.Key.InsideIP, cn.Key.PeerIP, next)
+			}
+		}
+	}
+	e.ups.refs[k] = r
 }
 
 // Pins returns how many (inside, peer) pairs are pinned now.

@@ -275,3 +275,38 @@ func benchGREUplinks(b *testing.B, inbound bool) {
 
 func BenchmarkGREOutUplinks(b *testing.B) { benchGREUplinks(b, false) }
 func BenchmarkGREInUplinks(b *testing.B)  { benchGREUplinks(b, true) }
+
+// Two control connections of one pair on two uplinks: the newer one's
+// uplink is pinned while it lives; when it goes, the pin moves back to the
+// uplink of the connection left (whose calls' GRE would otherwise leave by
+// the wrong uplink and be dropped), and the last one unpins.
+func TestUplinkPinFollowsConnections(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	pins := &fakePins{}
+	e.SetUplinks([]Uplink{{wanIf, netip.AddrFrom4(pubIP)}, {wan1If, netip.AddrFrom4(pub1)}})
+	e.SetPinner(pins)
+	old := &upClient{t: t, e: e, ip: lanB, port: 40000, outDev: wan1If, seqOut: 1000, seqIn: 9000}
+	old.call(1, 501)
+	newer := &upClient{t: t, e: e, ip: lanB, port: 40001, outDev: wanIf, seqOut: 1000, seqIn: 9000}
+	newer.call(2, 502)
+	B, S := netip.AddrFrom4(lanB), netip.AddrFrom4(server)
+	remove := func(port uint16) {
+		t.Helper()
+		cn, ok := e.table.LookupControl(conntrack.ControlKey{InsideIP: lanB, PeerIP: server, InsidePort: port, PeerPort: 1723})
+		if !ok {
+			t.Fatalf("no control connection from port %d", port)
+		}
+		e.table.RemoveControl(cn, conntrack.ReasonStopped)
+	}
+	remove(40001)
+	remove(40000)
+	want := []string{
+		fmt.Sprintf("pin %v %v 1", B, S),
+		fmt.Sprintf("pin %v %v 0", B, S),
+		fmt.Sprintf("pin %v %v 1", B, S),
+		fmt.Sprintf("unpin %v %v", B, S),
+	}
+	if !slices.Equal(pins.ops, want) || e.Pins() != 0 {
+		t.Errorf("ops %q (pins %d), want %q", pins.ops, e.Pins(), want)
+	}
+}
