@@ -403,7 +403,8 @@ func (rt *Router) owned() ([]netlink.Route, []netlink.Rule, error) {
 // p does not have are deleted. Entries that already match are left as they
 // are, so applying the same plan twice changes nothing, and traffic is
 // never without a route in between. It returns every failure joined; what
-// succeeded stays.
+// succeeded stays, and when a route or rule could not be written nothing
+// old is deleted (a failed change never leaves less routing than before).
 func (rt *Router) Apply(p RoutingPlan) error {
 	var errs []error
 	wantRoutes := map[string]bool{}
@@ -413,6 +414,9 @@ func (rt *Router) Apply(p RoutingPlan) error {
 		if r.Gw.IsValid() {
 			nr.Gw = r.Gw.AsSlice()
 		}
+		// A route that cannot be written keeps the one of its key in
+		// place, if any: a failed change never leaves less than before.
+		wantRoutes[r.key()] = true
 		if r.Dev != "" {
 			l, err := rt.h.LinkByName(r.Dev)
 			if err != nil {
@@ -426,9 +430,7 @@ func (rt *Router) Apply(p RoutingPlan) error {
 		}
 		if err := rt.h.RouteReplace(nr); err != nil {
 			errs = append(errs, fmt.Errorf("route %s: %w", r, err))
-			continue
 		}
-		wantRoutes[r.key()] = true
 	}
 	routes, rules, err := rt.owned()
 	if err != nil {
@@ -459,6 +461,11 @@ func (rt *Router) Apply(p RoutingPlan) error {
 			errs = append(errs, fmt.Errorf("rule %s: %w", r, err))
 		}
 		have[r.key()] = true
+	}
+	if len(errs) > 0 {
+		// Something new is not in place: the old rules and routes stay
+		// until an Apply succeeds (the kernel keeps routing as before).
+		return errors.Join(errs...)
 	}
 	for i := range rules {
 		if !want[ruleKeyOf(rules[i])] {

@@ -64,3 +64,48 @@ func TestLinkWatcherRestoresRoutes(t *testing.T) {
 		t.Errorf("route not restored after up1 came back (%d re-applies):\n%s", applied.Load(), got)
 	}
 }
+
+// TestRouterFailedChangeKeepsOld: a plan whose route cannot be written (its
+// interface does not exist) returns the error and deletes nothing: the old
+// route of that key and the old rules stay until an Apply succeeds.
+func TestRouterFailedChangeKeepsOld(t *testing.T) {
+	ns, h := testNetns(t)
+	nsRun(t, ns, "ip", "link", "add", "up1", "type", "veth", "peer", "name", "up1p")
+	for _, l := range []string{"up1", "up1p", "lo"} {
+		nsRun(t, ns, "ip", "link", "set", l, "up")
+	}
+	nsRun(t, ns, "ip", "addr", "add", "198.51.100.2/24", "dev", "up1")
+	r, err := NewRouter(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	dflt := netip.MustParsePrefix("0.0.0.0/0")
+	gw := netip.MustParseAddr("198.51.100.1")
+	a := RoutingPlan{
+		Routes: []PlanRoute{{Table: 200, Dst: dflt, Gw: gw, Dev: "up1"}},
+		Rules:  []PlanRule{{Priority: 1000, Table: 200, Src: netip.MustParsePrefix("10.7.1.0/24")}},
+	}
+	if err := r.Apply(a); err != nil {
+		t.Fatal(err)
+	}
+	b := RoutingPlan{
+		Routes: []PlanRoute{{Table: 200, Dst: dflt, Gw: gw, Dev: "nosuch0"}},
+		Rules:  []PlanRule{{Priority: 1100, Table: 200, Src: netip.MustParsePrefix("10.7.1.0/24")}},
+	}
+	if err := r.Apply(b); err == nil {
+		t.Fatal("a route through a missing interface applied without error")
+	}
+	if got := nsRun(t, ns, "ip", "route", "show", "table", "200"); !strings.Contains(got, "default via 198.51.100.1 dev up1") {
+		t.Errorf("the old route went with the failed change:\n%s", got)
+	}
+	if got := nsRun(t, ns, "ip", "rule", "show"); !strings.Contains(got, "1000:\tfrom 10.7.1.0/24 lookup 200") {
+		t.Errorf("the old rule went with the failed change:\n%s", got)
+	}
+	if err := r.Apply(a); err != nil {
+		t.Fatal(err)
+	}
+	if got := nsRun(t, ns, "ip", "rule", "show"); strings.Contains(got, "1100:") || !strings.Contains(got, "1000:\tfrom 10.7.1.0/24 lookup 200") {
+		t.Errorf("after applying the old plan again:\n%s", got)
+	}
+}
