@@ -238,6 +238,11 @@ type PlanRoute struct {
 	Gw     netip.Addr // invalid: none
 	Dev    string     // "": none
 	Metric uint32
+
+	// GwFromMain (an uplink without via): Apply takes the gateway of the
+	// main table's default route through Dev; a device route only when
+	// Dev is point-to-point.
+	GwFromMain bool
 }
 
 // PlanRule is a policy rule as installed. Mask 0 means no mark match.
@@ -424,8 +429,16 @@ func (rt *Router) Apply(p RoutingPlan) error {
 				continue
 			}
 			nr.LinkIndex = l.Attrs().Index
+			if r.GwFromMain && !r.Gw.IsValid() && l.Attrs().Flags&net.FlagPointToPoint == 0 {
+				gw, err := rt.mainGateway(nr.LinkIndex)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("route %s: %w", r, err))
+					continue
+				}
+				nr.Gw = gw.AsSlice()
+			}
 		}
-		if !r.Gw.IsValid() {
+		if nr.Gw == nil {
 			nr.Scope = netlink.SCOPE_LINK
 		}
 		if err := rt.h.RouteReplace(nr); err != nil {
@@ -487,6 +500,34 @@ func (rt *Router) Apply(p RoutingPlan) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// mainGateway is the gateway of the main table's default route out of the
+// interface ifindex (the lowest metric's).
+func (rt *Router) mainGateway(ifindex int) (netip.Addr, error) {
+	routes, err := rt.h.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN, LinkIndex: ifindex},
+		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_OIF)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("list main routes: %w", err)
+	}
+	var best netip.Addr
+	metric := -1
+	for _, r := range routes {
+		if d := netPrefix(r.Dst); d.IsValid() && d.Bits() != 0 {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(r.Gw)
+		if !ok || !a.Unmap().Is4() {
+			continue
+		}
+		if metric < 0 || r.Priority < metric {
+			best, metric = a.Unmap(), r.Priority
+		}
+	}
+	if !best.IsValid() {
+		return netip.Addr{}, errors.New("no via, and the main table has no default route with a gateway through the interface (set via)")
+	}
+	return best, nil
 }
 
 // Owned returns how many routes and rules of RouteProtocol the kernel has

@@ -109,3 +109,42 @@ func TestRouterFailedChangeKeepsOld(t *testing.T) {
 		t.Errorf("after applying the old plan again:\n%s", got)
 	}
 }
+
+// TestUplinkRoutesWithoutVia: `wan: [up1, up2]` gives uplinks without via;
+// their pin tables route through the gateway of the main table's default
+// route out of each (a device route would ARP for every destination on an
+// Ethernet uplink), and without one Apply fails instead of guessing.
+func TestUplinkRoutesWithoutVia(t *testing.T) {
+	ns, h := testNetns(t)
+	for i, l := range []string{"up1", "up2"} {
+		nsRun(t, ns, "ip", "link", "add", l, "type", "veth", "peer", "name", l+"p")
+		nsRun(t, ns, "ip", "link", "set", l, "up")
+		nsRun(t, ns, "ip", "link", "set", l+"p", "up")
+		nsRun(t, ns, "ip", "addr", "add", []string{"198.51.100.2/24", "192.0.2.2/24"}[i], "dev", l)
+	}
+	c, err := Parse([]byte("wan: [up1, up2]\nlan: [lan0]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRouter(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if err := r.Apply(NewRoutingPlan(c)); err == nil {
+		t.Error("applied without a gateway for the uplinks")
+	}
+	nsRun(t, ns, "ip", "route", "add", "default", "via", "198.51.100.1", "dev", "up1", "metric", "10")
+	nsRun(t, ns, "ip", "route", "add", "default", "via", "192.0.2.1", "dev", "up2", "metric", "20")
+	if err := r.Apply(NewRoutingPlan(c)); err != nil {
+		t.Fatal(err)
+	}
+	for table, want := range map[string]string{"4700": "default via 198.51.100.1 dev up1", "4701": "default via 192.0.2.1 dev up2"} {
+		if got := nsRun(t, ns, "ip", "route", "show", "table", table); !strings.Contains(got, want) {
+			t.Errorf("table %s: want %q:\n%s", table, want, got)
+		}
+	}
+}

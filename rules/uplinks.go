@@ -81,10 +81,10 @@ func (c *Config) UplinkTable(i int) uint32 {
 
 // wanListAsUplinks rewrites `wan: [a, b, ...]` as `wan: a` plus `uplinks:
 // [{interface: a}, {interface: b}, ...]` (all masqueraded, no next hop of
-// their own: their pin tables route by device). Any other document is
-// returned as it is. Decoding errors of a rewritten document may quote
-// lines of the rewritten text; line numbers in Validate's errors come from
-// the original (Parse reads them from b).
+// their own: their pin tables take the main table's gateways, see
+// PlanRoute.GwFromMain). Any other document is returned as it is.
+// Decoding errors come from the original text (decodeErrorsBut), and
+// Parse gives the uplinks the lines of the list's items (wanListLines).
 func wanListAsUplinks(b []byte) ([]byte, error) {
 	if !bytes.Contains(b, []byte("wan")) {
 		return b, nil
@@ -286,7 +286,7 @@ func (c *Config) uplinkRoutes(rp *RoutingPlan) {
 		gw, _ := netip.ParseAddr(u.Via)
 		t := c.UplinkTable(i)
 		rp.Routes = append(rp.Routes, PlanRoute{Table: t, Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0),
-			Gw: gw, Dev: u.Interface})
+			Gw: gw, Dev: u.Interface, GwFromMain: !gw.IsValid()})
 		rp.Rules = append(rp.Rules, PlanRule{Priority: UplinkRulePriority + i, Table: t,
 			Mark: fwmark.Uplink(i), Mask: fwmark.UplinkMask})
 	}
