@@ -207,6 +207,11 @@ func cmdTimeouts(args []string) int {
 			fmt.Fprintln(os.Stderr, "pptpgw timeouts:", err)
 			return 2
 		}
+		// What the daemon would refuse is not in force: say why instead.
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintln(os.Stderr, "pptpgw timeouts:", err)
+			return 2
+		}
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "SCOPE\tTIMEOUT\tVALUE\tFROM")

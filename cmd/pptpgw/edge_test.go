@@ -34,4 +34,12 @@ func TestTimeoutsCommand(t *testing.T) {
 	if out, code := pptpgw(t, nil, "timeouts", "--config", filepath.Join(t.TempDir(), "none.yaml")); code != 2 {
 		t.Errorf("missing config: exit %d\n%s", code, out)
 	}
+	// A configuration the daemon refuses has no timeouts in force.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("wan: eth0\nlan: [eth1]\nconntrack_timeouts:\n  tcp: {established: 1500ms}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := pptpgw(t, nil, "timeouts", "--config", bad); code != 2 || !regexp.MustCompile(`bad.yaml:4: conntrack_timeouts.tcp.established`).MatchString(out) {
+		t.Errorf("invalid config: exit %d\n%s", code, out)
+	}
 }
