@@ -2,7 +2,7 @@
 # Both install what is missing (Debian packages, as root) before they run.
 
 GO      ?= $(shell command -v go || echo /usr/local/go/bin/go)
-PKGS    := pptp-linux pptpd iperf3 nftables iptables tshark iproute2 prometheus
+PKGS    := pptp-linux pptpd iperf3 nftables iptables tshark iproute2 prometheus conntrack
 BIN     := bin/pptpgw
 FUZZTIME ?= 10s
 FUZZMINIMIZETIME ?= 5s

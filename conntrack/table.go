@@ -219,9 +219,11 @@ type Config struct {
 	// leaves the table. It must not call into the Table.
 	OnCallRemoved func(c *Call, reason string)
 
-	// pool (issue 11): OnControlRemoved is called, with the table lock
-	// held, for every control connection that leaves the table (after its
-	// calls). It must not call into the Table.
+	// OnControlRemoved is called, with the table lock held, for every
+	// control connection that leaves the table (after its calls), with the
+	// reason (ReasonEvicted if the LRU bound pushed it out). It must not
+	// call into the Table. Pools (issue 11) and uplink pins (issue 10)
+	// follow their connections with it.
 	OnControlRemoved func(cn *Control, reason string)
 	// Kernel fast path (issue 12): OnCallEstablished is called, with the
 	// table lock held, when Establish sets a call up (GRE may flow). Like
@@ -250,9 +252,8 @@ type Table struct {
 	maxConns int
 	maxCalls int
 	onRemove func(*Call, string)
-	// pool (issue 11)
-	onConnRemove func(*Control, string)
-	onUp         func(*Call) // kernel fast path (issue 12)
+	onConnRm func(*Control, string) // Config.OnControlRemoved
+	onUp     func(*Call)            // kernel fast path (issue 12)
 
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
@@ -287,10 +288,10 @@ func New(cfg Config, clk Clock) *Table {
 		maxCalls: cfg.MaxCalls,
 		onRemove: cfg.OnCallRemoved,
 		onUp:     cfg.OnCallEstablished,
+		onConnRm: cfg.OnControlRemoved,
 		out:      make(map[OutKey]*Call),
 		sources:  make(map[[4]byte]*source),
 	}
-	t.onConnRemove = cfg.OnControlRemoved // pool (issue 11)
 	// NewLRU only fails for size <= 0, excluded above. The LRUs never
 	// evict on their own: AddControl and AddCall make room (early drop) or
 	// refuse before they add.
@@ -360,8 +361,12 @@ func (t *Table) connEvicted(_ ControlKey, cn *Control) {
 			delete(t.sources, cn.Source())
 		}
 	}
-	if t.onConnRemove != nil { // pool (issue 11)
-		t.onConnRemove(cn, saved)
+	if t.onConnRm != nil {
+		r := t.reason
+		if r == "" {
+			r = ReasonEvicted
+		}
+		t.onConnRm(cn, r)
 	}
 }
 

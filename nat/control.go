@@ -91,7 +91,7 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 	}
 
 	e.ctlMu.Lock()
-	c, v, r := e.controlFor(k, out, opening, len(payload))
+	c, v, r := e.controlFor(k, out, opening, len(payload), controlDev(p, out))
 	if c == nil {
 		e.ctlMu.Unlock()
 		return v, r
@@ -179,10 +179,10 @@ func patchChecksum(seg pkt.TCP, patches []helper.Patch) {
 // controlFor finds or creates the control connection of key k. With a nil
 // control it returns the final verdict for a segment that is not tracked.
 // ctlMu is held.
-func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen int) (*control, pkt.Verdict, string) {
+func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen int, dev uint32) (*control, pkt.Verdict, string) {
 	clientInside := k.PeerPort == wire.ControlPort // the inside party is the PPTP client
 	forwarded := e.forwardPort(k.InsideIP) != 0    // a forward's server or a pool member (pool.go)
-	serverInside := !clientInside && (forwarded || k.InsideIP == e.pub)
+	serverInside := !clientInside && (forwarded || e.isPublic(k.InsideIP))
 	// The direction in which this connection is opened by a SYN.
 	creator := (clientInside && out) || (serverInside && !out)
 	tc, ok := e.table.LookupControl(k)
@@ -209,7 +209,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		v, r := e.count(pkt.Drop, rCtlNoConn)
 		return nil, v, r
 	}
-	tc, err := e.table.AddControl(k, e.pub, serverInside)
+	tc, err := e.table.AddControl(k, e.publicFor(dev), serverInside)
 	if err != nil {
 		// A full table (of established state) or a source at its limit:
 		// the segment is dropped, as the kernel drops a packet whose
@@ -221,6 +221,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 	}
 	e.counters.Inc(int(r))
 	e.poolTracked(tc) // pool (issue 11)
+	e.pinControl(tc)  // issue 10
 	c := &control{tc: tc}
 	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
 	tc.Data = c

@@ -53,6 +53,7 @@ const (
 	rTeardownEarlyDrop   // call removed: not set up, and the table was full
 	rTeardownOther       // call removed: replaced by a newer call, or purged
 	rGREPoliced          // shaping (issue 9): GRE over its call's policing rate: dropped
+	rGREWrongUplink      // GRE on another uplink than its call's (issue 10): dropped
 	numReasons
 )
 
@@ -82,6 +83,7 @@ const (
 	ReasonUnknownIface  = "unknown_iface"
 	ReasonCallIDsOut    = "callid_exhausted"
 	ReasonGREPoliced    = "gre_policed" // shaping (issue 9)
+	ReasonGREUplink     = "gre_wrong_uplink"
 )
 
 // reasonDefs gives each reason its key and its metric family and labels:
@@ -126,6 +128,7 @@ var reasonDefs = [numReasons]metrics.Def{
 	rTeardownEarlyDrop:   teardown(conntrack.ReasonEarlyDrop),
 	rTeardownOther:       teardown("other"),
 	rGREPoliced:          packets(ReasonGREPoliced),
+	rGREWrongUplink:      packets(ReasonGREUplink),
 }
 
 // packets is the Def of a reason counted in packets_total{reason}.

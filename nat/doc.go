@@ -103,4 +103,8 @@
 // N) call Process concurrently; nothing above depends on which reader a
 // packet came from. This is the only place the order is written; the other
 // packages point here.
+//
+// With several uplinks (uplinks.go, issue 10), Engine.ups.pinMu is a leaf
+// taken under ctlMu (a new control connection) or Table.mu
+// (OnControlRemoved), and the Pinner it calls must not block.
 package nat

@@ -111,6 +111,8 @@ type Engine struct {
 	pubHP   atomic.Uint32
 	hpCount [numHP]atomic.Uint64
 	kp      *kernelPath // kernel fast path (issue 12); nil: userspace GRE
+	// several uplinks (issue 10, uplinks.go)
+	ups uplinkState
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -187,7 +189,10 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 				e.kp.up(c)
 			}
 		},
-		OnControlRemoved: e.poolControlRemoved, // pool (issue 11)
+		OnControlRemoved: func(cn *conntrack.Control, why string) {
+			e.poolControlRemoved(cn, why) // pool (issue 11)
+			e.controlRemoved(cn, why)     // uplink pins (issue 10)
+		},
 	}, clk)
 	if cfg.KernelMaps != nil {
 		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.alloc, e.set.Timeouts)
@@ -286,7 +291,7 @@ func (e *Engine) direction(p *nfq.Packet) (outbound, known bool) {
 	if p.Hook == nfq.HookOutput || p.Hook == nfq.HookPostrouting {
 		return true, true // leaving through the WAN (or router-originated)
 	}
-	if p.InDev == e.wan.Load() {
+	if p.InDev == e.wan.Load() || e.isUplinkIf(p.InDev) {
 		return false, true
 	}
 	if len(e.lan) == 0 {
@@ -321,12 +326,13 @@ func (e *Engine) SetPublicIP(a netip.Addr) error {
 	e.pub = a.As4()
 	e.setPubHP(e.pub) // pool (issue 11): hairpin.go
 	e.ctlMu.Unlock()
+	e.SetUplink(0, 0, a) // issue 10
 	return nil
 }
 
 // SetWANIndex changes the WAN's interface index: the interface was deleted
 // and created again under the same name (a PPPoE or VPN uplink reconnecting).
-func (e *Engine) SetWANIndex(i uint32) { e.wan.Store(i) }
+func (e *Engine) SetWANIndex(i uint32) { e.wan.Store(i); e.SetUplink(0, i, netip.Addr{}) }
 
 // WANIndex returns the WAN interface index the engine uses.
 func (e *Engine) WANIndex() uint32 { return e.wan.Load() }

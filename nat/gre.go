@@ -40,6 +40,9 @@ func (e *Engine) processGRE(p *nfq.Packet, pp *pkt.Parsed, out bool) (pkt.Verdic
 		if !ok {
 			return e.count(pkt.Drop, rGRENoCall)
 		}
+		if p.Hook == nfq.HookPostrouting && e.greWrongUplink(pub, p.OutDev) { // issue 10
+			return e.count(pkt.Drop, rGREWrongUplink)
+		}
 		if !e.greQoS(p, q) { // shaping (issue 9): policing.go
 			return e.count(pkt.Drop, rGREPoliced)
 		}
@@ -47,6 +50,9 @@ func (e *Engine) processGRE(p *nfq.Packet, pp *pkt.Parsed, out bool) (pkt.Verdic
 		p.Modified = true
 		e.counters.Add(int(rGREBytesOut), uint64(pp.TotalLen))
 		return e.count(pkt.Accept, rGREOut)
+	}
+	if e.greWrongUplink(pp.Dst, p.InDev) { // issue 10
+		return e.count(pkt.Drop, rGREWrongUplink)
 	}
 	inside, insideID, q, ok := e.table.InboundQoS(conntrack.InKey{
 		PublicIP: pp.Dst, PeerIP: pp.Src, OutsideCallID: key}, pp.TotalLen)

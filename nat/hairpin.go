@@ -69,7 +69,7 @@ func (e *Engine) hpCountOf(i int) string {
 // fromInside reports whether p was queued in prerouting from an inside
 // interface: only the pool's hairpin rules queue such packets.
 func (e *Engine) fromInside(p *nfq.Packet) bool {
-	return len(e.ps().pools) > 0 && p.Hook == nfq.HookPrerouting && p.InDev != e.wan.Load()
+	return len(e.ps().pools) > 0 && p.Hook == nfq.HookPrerouting && p.InDev != e.wan.Load() && !e.isUplinkIf(p.InDev)
 }
 
 // hairpinTCP decides about TCP queued from inside (after poolSYN): the
@@ -175,8 +175,7 @@ func (e *Engine) hairpinGRE(p *nfq.Packet, pp *pkt.Parsed) (pkt.Verdict, string,
 
 func (e *Engine) hairpinMark(p *nfq.Packet) {
 	p.Modified = true
-	p.Set.Mark = p.Mark | fwmark.Hairpin
-	p.Set.SetMark = true
+	p.SetMarkBits(fwmark.Hairpin, fwmark.Hairpin)
 }
 
 // pubAddr is the public address for the GRE path, without ctlMu (the

@@ -101,9 +101,9 @@ func setClass(p *nfq.Packet, i int) {
 	if i < 0 {
 		return
 	}
-	p.Set.Mark = fwmark.Set(p.Mark, fwmark.ClassMask, fwmark.Class(i))
+	p.SetMarkBits(fwmark.ClassMask, fwmark.Class(i))
 	p.Set.Priority = qos.ClassID(i)
-	p.Set.SetMark, p.Set.SetPriority = true, true
+	p.Set.SetPriority = true
 }
 
 // classControl classes an accepted control segment of inside host h.

@@ -247,19 +247,18 @@ func (e *Engine) poolSYN(p *nfq.Packet, pp *pkt.Parsed) (v pkt.Verdict, r string
 	if ps == nil {
 		return 0, "", false
 	}
-	hairpin := p.InDev != e.wan.Load()
+	hairpin := p.InDev != e.wan.Load() && !e.isUplinkIf(p.InDev)
 	if hairpin && pp.Dst != e.pubAddr().As4() {
 		// From inside to another address of the gateway: not the pool's.
 		return pkt.Accept, e.hpCountOf(hpNotOurs), true
 	}
 	m := ps.pick(pp.Src, hairpin)
 	m.picks.Add(1)
-	p.Set.Mark = fwmark.Set(p.Mark, fwmark.MemberMask, fwmark.Member(m.idx))
+	p.SetMarkBits(fwmark.MemberMask, fwmark.Member(m.idx))
 	if hairpin {
-		p.Set.Mark |= fwmark.Hairpin
+		p.SetMarkBits(fwmark.Hairpin, fwmark.Hairpin)
 		m.hairpins.Add(1)
 	}
-	p.Set.SetMark = true
 	return pkt.Accept, ReasonPoolPick, true
 }
 

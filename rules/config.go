@@ -123,6 +123,12 @@ type Config struct {
 	// Queues is the number of NFQUEUE queues (and readers) from Queue on;
 	// 0: one per CPU.
 	Queues int `yaml:"queues"`
+	// routing at the edge (issue 10): policy routing (routing.go) and the
+	// kernel's conntrack timeouts (ct_timeouts.go).
+	Routing           Routing        `yaml:"routing"`
+	ConntrackTimeouts KernelTimeouts `yaml:"conntrack_timeouts"`
+	// Uplinks are several WAN interfaces (uplinks.go); the first is `wan`.
+	Uplinks []Uplink `yaml:"uplinks"`
 
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
@@ -185,6 +191,11 @@ const (
 type MSSClamp struct {
 	Mode  MSSMode
 	Value uint16 // for MSSFixed
+
+	// Rules (issue 10, mss_rules.go), from the mapping form
+	// `{default: ..., rules: [...]}`: nil for the scalar form. A pointer
+	// keeps MSSClamp comparable.
+	Rules *[]MSSRule
 }
 
 func (m MSSClamp) String() string {
@@ -218,6 +229,9 @@ func ParseMSSClamp(s string) (MSSClamp, error) {
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (m *MSSClamp) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		return m.unmarshalRules(n) // issue 10
+	}
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: mss_clamp must be \"auto\", \"off\" or a number", n.Line)
 	}
@@ -231,6 +245,9 @@ func (m *MSSClamp) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML implements yaml.Marshaler.
 func (m MSSClamp) MarshalYAML() (any, error) {
+	if m.Rules != nil {
+		return m.marshalRules() // issue 10
+	}
 	if m.Mode == MSSFixed {
 		return int(m.Value), nil
 	}
@@ -277,7 +294,11 @@ func Load(path string) (*Config, error) {
 // yields the defaults.
 func Parse(b []byte) (*Config, error) {
 	c := Default()
-	dec := yaml.NewDecoder(bytes.NewReader(b))
+	nb, err := wanListAsUplinks(b) // issue 10: `wan:` may be a list
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(nb))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -289,10 +310,12 @@ func Parse(b []byte) (*Config, error) {
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, errors.New("more than one YAML document")
 	}
+	c.applyUplinkDefaults() // issue 10
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err == nil {
 		c.lines = map[string]int{}
 		collectLines(&root, "", c.lines)
+		c.wanListLines() // issue 10
 	}
 	c.loaded = c.flagKeys()
 	return c, nil
@@ -497,9 +520,10 @@ func (c *Config) Validate() error {
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}
-	c.validateObs(bad) // issue 8 (config_obs.go)
-	c.validateQoS(bad) // shaping (issue 9): config_qos.go
-	c.validateFastPath(bad)
+	c.validateObs(bad)      // issue 8 (config_obs.go)
+	c.validateQoS(bad)      // shaping (issue 9): config_qos.go
+	c.validateFastPath(bad) // kernel fast path (issue 12)
+	c.validateEdge(bad)     // routing at the edge (issue 10)
 	return errors.Join(errs...)
 }
 

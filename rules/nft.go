@@ -118,11 +118,17 @@ type Plan struct {
 	Queues uint16
 
 	kernelGRE bool // resolved by InstallConn
+	// routing at the edge (issue 10): conntrack timeouts (ct_timeouts.go),
+	// over the base values the configuration leaves unset.
+	CtTimeouts    KernelTimeouts
+	CtTimeoutBase KernelTimeoutBase
+	// Uplinks, with two or more: all of them, [0] being WAN (uplinks.go).
+	Uplinks []PlanUplink
 }
 
 // NewPlan derives the Plan from a validated Config.
 func NewPlan(c *Config) Plan {
-	return Plan{
+	p := Plan{
 		Table:      c.Table,
 		WAN:        c.WAN,
 		LAN:        append([]string(nil), c.LAN...),
@@ -135,6 +141,8 @@ func NewPlan(c *Config) Plan {
 		GREPath:    c.GREPath,
 		Queues:     uint16(c.EffectiveQueues()),
 	}
+	p.edgeFromConfig(c) // routing at the edge (issue 10)
+	return p
 }
 
 // Installed is a ruleset Install put in the kernel.
@@ -216,7 +224,10 @@ func replaceTable(c *nftables.Conn, name string, fill func(*nftables.Table)) {
 // kernel would forward the GRE of calls that were live with their inside
 // source addresses. The next Install replaces it in its own batch.
 func (in *Installed) ReduceToFailsafe() error {
-	replaceTable(in.conn, in.Plan.Table, func(t *nftables.Table) { addFailsafe(in.conn, t, in.Plan.WAN) })
+	replaceTable(in.conn, in.Plan.Table, func(t *nftables.Table) {
+		addFailsafe(in.conn, t, in.Plan.WAN)
+		addFailsafeUplinks(in.conn, t, in.Plan) // issue 10
+	})
 	if err := in.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables: replace table ip %s by its fail-safe rule: %w", in.Plan.Table, explain(err))
 	}
@@ -437,7 +448,9 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 	// which the forward hook never did, and `fib saddr type != local`
 	// leaves those alone. The rule comes first: a queued SYN (to or from
 	// port 1723) resumes at the next hook entry, not at the next rule.
-	if p.MSS.Mode != MSSOff {
+	if p.MSS.Rules != nil {
+		rule(post, MatchTCPSyn(), MatchSourceNotLocal(), addMSSRules(c, t, p.MSS)) // issue 10
+	} else if p.MSS.Mode != MSSOff {
 		rule(post, MatchTCPSyn(), MatchSourceNotLocal(), SetMSS(p.MSS))
 	}
 
@@ -477,7 +490,9 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		rule(ch, MatchIfname(expr.MetaKeyOIFNAME, p.WAN), []expr.Any{&expr.Masq{}})
 	}
 
-	addQoSRules(c, t, p) // shaping (issue 9): nft_qos.go
+	addQoSRules(c, t, p)          // shaping (issue 9): nft_qos.go
+	addCtTimeouts(c, t, p)        // issue 10
+	addUplinkRules(c, t, p, impl) // issue 10
 }
 
 // The expression builders below emit exactly what nft(8) 1.0.6 emits for the

@@ -169,10 +169,10 @@ func QoSMatches(m qos.Match) [][]expr.Any {
 		cross([][]expr.Any{MatchL4Proto(uint8(m.Protocol))})
 	}
 	for _, r := range m.Sport {
-		sport = append(sport, MatchPort(0, r))
+		sport = append(sport, MatchPortRange(0, r))
 	}
 	for _, r := range m.Dport {
-		dport = append(dport, MatchPort(2, r))
+		dport = append(dport, MatchPortRange(2, r))
 	}
 	cross(sport)
 	cross(dport)
@@ -213,9 +213,9 @@ func MatchL4Proto(p uint8) []expr.Any {
 	}
 }
 
-// MatchPort is `th sport R` (off 0) or `th dport R` (off 2); a range is
-// `th dport lo-hi` (two compares, as nft sends it).
-func MatchPort(off uint32, r qos.PortRange) []expr.Any {
+// MatchPortRange is `th sport R` (off 0) or `th dport R` (off 2); a range
+// is `th dport lo-hi` (two compares, as nft sends it).
+func MatchPortRange(off uint32, r qos.PortRange) []expr.Any {
 	ex := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2}}
 	if r.Lo == r.Hi {
 		return append(ex, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.Lo)})

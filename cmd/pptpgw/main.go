@@ -31,6 +31,7 @@ func subcommands() []subcommand {
 		{"sessions", "list the live sessions of a running server", cmdSessions},
 		{"demo", "build a namespace topology: 3 clients behind the gateway call one server", cmdDemo},
 		{"bench", "measure pptpgw against Linux's PPTP helper and masquerade in namespaces", cmdBench},
+		{"timeouts", "print every timeout in force (the daemon's and the kernel's) and where it comes from", cmdTimeouts},
 		{"version", "print the version", cmdVersion},
 	}
 }

@@ -180,6 +180,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		return err
 	}
 	engine := newEngine(cfg, res, conntrack.SystemClock{}, log)
+	pins, err := attachUplinks(cfg, engine, log) // several uplinks (issue 10)
+	if err != nil {
+		return err
+	}
 
 	q, err := openQueues(cfg.Queue, cfg.EffectiveQueues(), cfg.QueueLen, engine, log) // several readers: issue 12
 	if err != nil {
@@ -247,6 +251,11 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			"table", plan.Table, "ruleset", rules.FailsafeRuleset(plan.Table, plan.WAN),
 			"remove_with", "nft delete table ip "+plan.Table)
 	}()
+	edge, err := startEdge(ctx, cfg, log, engine, pins) // routing at the edge (issue 10)
+	if err != nil {
+		return err
+	}
+	defer edge.Close()
 	switch {
 	case inst.ReplacedStale:
 		log.Warn("replaced a stale nftables table left by an earlier run (crashed or killed)", "table", plan.Table)

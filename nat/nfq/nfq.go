@@ -804,3 +804,16 @@ func (c *Queue) Close() error {
 	c.kmu.Unlock()
 	return err
 }
+
+// SetMarkBits makes an Accept verdict set the bits of mask in the packet's
+// mark to v's, keeping every other bit: the operator's, and those an
+// earlier SetMarkBits for the same verdict set (several features mark one
+// packet: a class, a pool member, hairpin).
+func (p *Packet) SetMarkBits(mask, v uint32) {
+	m := p.Mark
+	if p.Set.SetMark {
+		m = p.Set.Mark
+	}
+	p.Set.Mark = m&^mask | v&mask
+	p.Set.SetMark = true
+}
