@@ -49,6 +49,7 @@ type CallsReply struct {
 // and call ID.
 func (e *Engine) Calls() []CallInfo {
 	snap := e.table.Snapshot()
+	fwds := e.conf().forwards
 	out := make([]CallInfo, 0, len(snap))
 	for _, s := range snap {
 		c := CallInfo{
@@ -59,7 +60,7 @@ func (e *Engine) Calls() []CallInfo {
 			PktsOut: s.PktsOut, PktsIn: s.PktsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
 		}
 		if s.Forward {
-			c.PublicPort = e.forwards[s.InsideIP]
+			c.PublicPort = fwds[s.InsideIP]
 			if c.PublicPort == 0 {
 				c.PublicPort = wire.ControlPort
 			}

@@ -108,7 +108,7 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 			// deadline (lenient: sent as it is, with the rewrites
 			// already made; strict: dropped, and TCP resends it).
 			c.tr.ExpireHeld()
-			if e.set.Strict {
+			if e.conf().set.Strict {
 				v, r = e.count(pkt.Drop, rCtlHoldFull)
 				break
 			}
@@ -119,7 +119,7 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 		}
 		e.heldBytes += len(buf)
 		e.holds = append(e.holds, &heldSegment{
-			id: p.ID, buf: buf, tcpOff: pp.IPLen, c: c, dir: dir, deadline: e.clk.Now().Add(e.set.Timeouts.Hold)})
+			id: p.ID, buf: buf, tcpOff: pp.IPLen, c: c, dir: dir, deadline: e.clk.Now().Add(e.conf().set.Timeouts.Hold)})
 		v, r = e.count(pkt.Hold, rCtlHeld)
 	case pkt.Accept:
 		if len(res.Patches) > 0 {
@@ -167,7 +167,7 @@ func patchChecksum(seg pkt.TCP, patches []helper.Patch) {
 // ctlMu is held.
 func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen int) (*control, pkt.Verdict, string) {
 	clientInside := k.PeerPort == wire.ControlPort // the inside party is the PPTP client
-	_, forwarded := e.forwards[k.InsideIP]
+	_, forwarded := e.conf().forwards[k.InsideIP]
 	serverInside := !clientInside && (forwarded || k.InsideIP == e.pub)
 	// The direction in which this connection is opened by a SYN.
 	creator := (clientInside && out) || (serverInside && !out)
@@ -189,7 +189,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		// Pure ACK/FIN/RST of an untracked connection: nothing to rewrite.
 		v, r := e.count(pkt.Accept, rCtlEmpty)
 		return nil, v, r
-	case !e.set.Strict:
+	case !e.conf().set.Strict:
 		r = rCtlPickup
 	default:
 		v, r := e.count(pkt.Drop, rCtlNoConn)
@@ -206,7 +206,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 	}
 	e.counters.Inc(int(r))
 	c := &control{tc: tc}
-	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
+	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.conf().set.Strict})
 	tc.Data = c
 	e.log.Debug("pptp control connection tracked", "inside", addrPort(k.InsideIP, k.InsidePort),
 		"peer", addrPort(k.PeerIP, k.PeerPort), "how", r.String())

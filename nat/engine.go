@@ -23,8 +23,9 @@ type Forward struct {
 	InsideIP netip.Addr
 }
 
-// EngineConfig configures an Engine. The config is fixed for the Engine's
-// life; a reload builds a new Engine.
+// EngineConfig configures an Engine. Reconfigure (reload.go) applies a new
+// one to a running Engine, except PublicIP and WANIf (SetPublicIP,
+// SetWANIndex) and Logger.
 type EngineConfig struct {
 	PublicIP netip.Addr // the WAN address calls are translated to (IPv4)
 	WANIf    uint32     // ifindex of the WAN interface
@@ -61,9 +62,7 @@ type Settings struct {
 type Engine struct {
 	pub      [4]byte // new control connections' public address; ctlMu
 	wan      atomic.Uint32
-	lan      []uint32
-	set      Settings
-	forwards map[[4]byte]uint16 // inside server IP -> public port
+	cur      atomic.Pointer[live] // reload (issue 8): settings, LAN, forwards (reload.go)
 	clk      conntrack.Clock
 	log      *slog.Logger
 
@@ -96,16 +95,8 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	if cfg.MaxCalls <= 0 {
 		cfg.MaxCalls = conntrack.DefaultMaxCalls
 	}
+	l := newLive(cfg)
 	e := &Engine{
-		lan: append([]uint32(nil), cfg.LANIfs...),
-		set: Settings{
-			Strict:   cfg.Strict,
-			Timeouts: cfg.Timeouts.WithDefaults(),
-			Limits:   cfg.Limits.WithDefaults(),
-			MaxCalls: cfg.MaxCalls,
-			Forwards: append([]Forward(nil), cfg.Forwards...),
-		},
-		forwards: make(map[[4]byte]uint16),
 		clk:      clk,
 		log:      log,
 		counters: newCounters(),
@@ -117,16 +108,12 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	} else {
 		log.Error("nat: public address is not IPv4; no call will be translated", "public", cfg.PublicIP)
 	}
-	for _, f := range cfg.Forwards {
-		if f.InsideIP.Is4() {
-			e.forwards[f.InsideIP.As4()] = f.Port
-		}
-	}
-	e.alloc = NewAllocator(AllocatorConfig{Quarantine: e.set.Timeouts.CallIDQuarantine}, clk)
+	e.cur.Store(l)
+	e.alloc = NewAllocator(AllocatorConfig{Quarantine: l.set.Timeouts.CallIDQuarantine}, clk)
 	e.table = conntrack.New(conntrack.Config{
-		Timeouts: e.set.Timeouts,
-		Limits:   e.set.Limits,
-		MaxCalls: e.set.MaxCalls,
+		Timeouts: l.set.Timeouts,
+		Limits:   l.set.Limits,
+		MaxCalls: l.set.MaxCalls,
 		OnCallRemoved: func(c *conntrack.Call, why string) {
 			pk := PoolKey{c.PublicIP, c.PeerIP}
 			if c.CarriedGRE() || unansweredRequest(c, why) {
@@ -161,7 +148,7 @@ func unansweredRequest(c *conntrack.Call, why string) bool {
 }
 
 // Settings returns what the engine runs with, defaults applied.
-func (e *Engine) Settings() Settings { return e.set }
+func (e *Engine) Settings() Settings { return e.conf().set }
 
 // SetReleaser sets the function that receives the verdict of a held packet
 // (or of one released by Tick). data is the packet to send with an Accept
@@ -224,10 +211,11 @@ func (e *Engine) direction(p *nfq.Packet) (outbound, known bool) {
 	if p.InDev == e.wan.Load() {
 		return false, true
 	}
-	if len(e.lan) == 0 {
+	lan := e.conf().lan
+	if len(lan) == 0 {
 		return true, true
 	}
-	for _, i := range e.lan {
+	for _, i := range lan {
 		if p.InDev == i {
 			return true, true
 		}
@@ -237,7 +225,7 @@ func (e *Engine) direction(p *nfq.Packet) (outbound, known bool) {
 
 // malformed applies the strict/lenient policy to a malformed packet.
 func (e *Engine) malformed(r reason) (pkt.Verdict, string) {
-	if e.set.Strict {
+	if e.conf().set.Strict {
 		return e.count(pkt.Drop, r)
 	}
 	return e.count(pkt.Accept, r)
