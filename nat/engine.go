@@ -60,11 +60,11 @@ type Settings struct {
 // Counters are safe for concurrent use (the lock order is in the package
 // comment).
 type Engine struct {
-	pub      [4]byte // new control connections' public address; ctlMu
-	wan      atomic.Uint32
-	cur      atomic.Pointer[live] // reload (issue 8): settings, LAN, forwards (reload.go)
-	clk      conntrack.Clock
-	log      *slog.Logger
+	pub [4]byte // new control connections' public address; ctlMu
+	wan atomic.Uint32
+	cur atomic.Pointer[live] // reload (issue 8): settings, LAN, forwards (reload.go)
+	clk conntrack.Clock
+	log *slog.Logger
 
 	table *conntrack.Table
 	alloc *Allocator
