@@ -106,6 +106,11 @@ type Config struct {
 	// optionally with a slog offset such as info+2 (logging.ParseLevel).
 	LogLevel string `yaml:"log_level"`
 
+	// Reload and restart (issue 8)
+	// StateFile is where the call table is saved (on SIGTERM/SIGINT and
+	// every 10 s) and restored from at start; "" keeps no state.
+	StateFile string `yaml:"state_file"`
+
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
 	lines map[string]int
@@ -229,6 +234,7 @@ func Default() *Config {
 		MSSClamp:    MSSClamp{Mode: MSSAuto},
 		IPForward:   true,
 		LogLevel:    DefaultLogLevel,
+		StateFile:   DefaultStateFile,
 	}
 }
 
@@ -471,6 +477,7 @@ func (c *Config) Validate() error {
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		bad("log_level", "%v", err)
 	}
+	c.validateOps(bad)
 	return errors.Join(errs...)
 }
 

@@ -24,6 +24,7 @@ func subcommands() []subcommand {
 	return []subcommand{
 		{"run", "run the PPTP-aware NAT gateway (NFQUEUE + nftables)", cmdRun},
 		{"calls", "list the live PPTP calls of a running gateway", cmdCalls},
+		{"reload", "make a running gateway or server re-read its configuration", cmdReload},
 		{"serve", "run the userspace PPTP server (PAC) with TUN", cmdServe},
 		{"sessions", "list the live sessions of a running server", cmdSessions},
 		{"demo", "build a namespace topology: 3 clients behind the gateway call one server", cmdDemo},

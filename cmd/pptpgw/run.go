@@ -38,7 +38,11 @@ is replaced at start; other rulesets are left alone. No inside address leaves
 the WAN untranslated while the daemon is not running: after a crash the table
 stays and drops GRE; on SIGTERM/SIGINT it is reduced to one rule that drops
 GRE forwarded to the WAN (logged; the next start replaces it, 'nft delete
-table ip pptpgw' removes it). SIGHUP is logged and ignored. Needs root
+table ip pptpgw' removes it). SIGHUP (or 'pptpgw reload') re-reads the config
+file, the flags still overriding it, and applies it without dropping a call;
+an invalid one is refused and logged. The call table is saved to state_file
+(--state-file) on SIGTERM/SIGINT and every 10 s, and restored at start, so
+calls survive a restart or upgrade. Needs root
 (CAP_NET_ADMIN). With no --config it needs only --wan/--lan. Flags override
 the config file. See rules/CONFIG.md for every setting.
 
@@ -51,7 +55,7 @@ Flags:
 func cmdRun(args []string) int {
 	// From the first instruction on, SIGHUP must not kill the daemon (its
 	// default action): it would stop translating with its table in place.
-	// Reload is not implemented; runGateway logs and ignores it. SIGPIPE
+	// runGateway reloads the configuration on it (reload.go). SIGPIPE
 	// (a log reader gone: stderr is a broken pipe) would kill it too.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -68,6 +72,7 @@ func cmdRun(args []string) int {
 	failClosed := fs.Bool("fail-closed", false, "drop PPTP control (TCP 1723) while no daemon listens (default: let it pass, masqueraded; GRE is dropped then either way)")
 	strict := fs.Bool("strict", false, "drop malformed PPTP control messages instead of passing them")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	stateFile := fs.String("state-file", "", "where the call table is saved and restored from, \"\" for none (default "+rules.DefaultStateFile+")")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -78,43 +83,43 @@ func cmdRun(args []string) int {
 		return 2
 	}
 
-	cfg := rules.Default()
-	if *cfgPath != "" {
-		var err error
-		if cfg, err = rules.Load(*cfgPath); err != nil {
-			fmt.Fprintln(os.Stderr, "pptpgw run:", err)
-			return 2
-		}
-	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "wan":
-			cfg.WAN = *wan
-		case "lan":
-			cfg.LAN = splitList(*lan)
-		case "admin-socket":
-			cfg.AdminSocket = *adminSock
-		case "table":
-			cfg.Table = *table
-		case "queue":
-			cfg.Queue = uint16(*queueNum)
-		case "fail-closed":
-			cfg.FailOpen = !*failClosed
-		case "strict":
-			cfg.Strict = *strict
-		case "log-level":
-			cfg.LogLevel = *logLevel
-		}
-	})
 	if *queueNum > 65535 {
 		fmt.Fprintln(os.Stderr, "pptpgw run: --queue must be 0..65535")
 		return 2
 	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "pptpgw run: invalid configuration:", err)
+	// The flags given override the file, at start and at every reload.
+	src := configSource{path: *cfgPath, flags: func(cfg *rules.Config) {
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "wan":
+				cfg.WAN = *wan
+			case "lan":
+				cfg.LAN = splitList(*lan)
+			case "admin-socket":
+				cfg.AdminSocket = *adminSock
+			case "table":
+				cfg.Table = *table
+			case "queue":
+				cfg.Queue = uint16(*queueNum)
+			case "fail-closed":
+				cfg.FailOpen = !*failClosed
+			case "strict":
+				cfg.Strict = *strict
+			case "log-level":
+				cfg.LogLevel = *logLevel
+			case "state-file":
+				cfg.StateFile = *stateFile
+			}
+		})
+	}}
+	cfg, err := src.load()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw run:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	level := new(slog.LevelVar)
+	level.Set(cfg.SlogLevel())
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "pptpgw run: needs root (CAP_NET_ADMIN) to program nftables and bind NFQUEUE; try sudo")
 		return 1
@@ -134,7 +139,7 @@ func cmdRun(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := runGateway(ctx, cfg, log, hup); err != nil {
+	if err := runGateway(ctx, cfg, log, hup, src, level); err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw run:", err)
 		return 1
 	}
@@ -152,8 +157,9 @@ func splitList(s string) []string {
 }
 
 // runGateway brings the gateway up, serves until ctx ends, and leaves the
-// fail-safe table (rules.Installed.ReduceToFailsafe) behind. SIGHUPs that
-// arrive on hup are logged and ignored.
+// fail-safe table (rules.Installed.ReduceToFailsafe) behind. A SIGHUP on
+// hup reloads the configuration from src (reload.go); the call table is
+// restored from and saved to state_file (state.go).
 //
 // The order keeps inside addresses off the WAN at every step: the queue is
 // bound before the rules exist, so whatever they (or a table left by an
@@ -161,13 +167,16 @@ func splitList(s string) []string {
 // a leftover in the same batch, before IPv4 forwarding is switched on; on
 // the way out the table is reduced to its fail-safe rule while the queue is
 // still being read, and only then is the queue closed.
-func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-chan os.Signal) error {
+func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-chan os.Signal, src configSource, level *slog.LevelVar) error {
 	start := time.Now()
 	res, err := rules.Resolve(cfg)
 	if err != nil {
 		return err
 	}
 	engine := newEngine(cfg, res, conntrack.SystemClock{}, log)
+	rl := newReloader(cfg, src, log)
+	state := &stateKeeper{engine: engine, owner: cfg.StateOwner(), path: func() string { return rl.current().StateFile }, log: log}
+	state.restore()
 
 	q, err := openQueue(cfg.Queue, cfg.QueueLen, engine, log)
 	if err != nil {
@@ -190,15 +199,23 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	go serveAdmin(actx, adminL, func(cmd string) (any, error) {
 		switch cmd {
 		case "calls":
-			return callsReply(engine, q), nil
+			return callsReply(engine, q, rl), nil
+		case "reload":
+			if err := rl.reload("admin socket"); err != nil {
+				return nil, err
+			}
+			return reloadReply{Reloaded: true}, nil
 		default:
-			return nil, fmt.Errorf("unknown admin command %q (try: calls)", cmd)
+			return nil, fmt.Errorf("unknown admin command %q (try: calls, reload)", cmd)
 		}
 	}, log)
 
 	followWAN(ctx, cfg, engine, res, log)
 
 	plan := rules.NewPlan(cfg)
+	// Saved once more on the way out, after the reduction to the fail-safe
+	// table below (defers run in reverse): no packet reaches the engine then.
+	defer state.save("shutdown")
 	inst, err := rules.Install(plan)
 	if err != nil {
 		return fmt.Errorf("install nftables table %q: %w", plan.Table, err)
@@ -226,6 +243,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			return fmt.Errorf("enable IPv4 forwarding: %w", err)
 		}
 	}
+	rl.add("engine", engineApplier(engine))
+	rl.add("nftables", nftApplier(inst))
+	rl.add("daemon", miscApplier(level))
+	go state.run(actx)
 	log.Info("ready", "wan", cfg.WAN, "lan", strings.Join(cfg.LAN, ","), "public", res.PublicIP,
 		"table", plan.Table, "queue", cfg.Queue, "queue_impl", inst.QueueImpl,
 		"queue_len", cfg.QueueLen, "fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
@@ -242,7 +263,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			log.Info("shutting down", "reason", context.Cause(ctx))
 			return nil
 		case <-hup:
-			log.Warn("SIGHUP ignored: configuration reload is not supported yet; restart the daemon to apply changes")
+			_ = rl.reload("SIGHUP") // logged and counted; refused leaves everything as it was
 		case <-tick.C:
 			engine.Tick()
 		case <-drops.C:
@@ -300,11 +321,17 @@ func followWAN(ctx context.Context, cfg *rules.Config, engine *nat.Engine, res *
 // newEngine is where the configuration reaches the engine: every setting
 // the engine runs with comes from cfg here (TestNewEngineGetsConfig).
 func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log *slog.Logger) *nat.Engine {
+	return nat.NewEngine(engineConfig(cfg, res, log), clk)
+}
+
+// engineConfig is the engine's configuration from cfg, at start and at
+// every reload.
+func engineConfig(cfg *rules.Config, res *rules.Resolved, log *slog.Logger) nat.EngineConfig {
 	var fwds []nat.Forward
 	for _, f := range cfg.Forwards {
 		fwds = append(fwds, nat.Forward{Port: f.Port, InsideIP: f.Addr()})
 	}
-	return nat.NewEngine(nat.EngineConfig{
+	return nat.EngineConfig{
 		PublicIP: res.PublicIP,
 		WANIf:    res.WANIndex,
 		LANIfs:   res.LANIndex,
@@ -314,11 +341,11 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		MaxCalls: cfg.MaxCalls,
 		Forwards: fwds,
 		Logger:   log,
-	}, clk)
+	}
 }
 
 // callsReply answers the admin command "calls": the engine's calls and the
 // counters of the engine and the queue, from one metrics snapshot.
-func callsReply(e *nat.Engine, q *queue) nat.CallsReply {
-	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(e, q.conn).Map()}
+func callsReply(e *nat.Engine, q *queue, more ...metrics.Source) nat.CallsReply {
+	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(append([]metrics.Source{e, q.conn}, more...)...).Map()}
 }
