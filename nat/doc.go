@@ -19,6 +19,8 @@
 //	tick.go      Tick: held segments, idle calls, quarantine, drop summary
 //	counters.go  reasons and metrics (internal/metrics): Collect, Counters
 //	calls.go     CallInfo and CallsReply: the calls view and its JSON (`pptpgw calls`)
+//	reload.go    Reconfigure: the reloadable settings behind an atomic.Pointer
+//	state.go     SaveState/RestoreState: the call table across a restart
 //
 // # One GRE packet
 //

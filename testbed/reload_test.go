@@ -112,7 +112,7 @@ func nftTable(t *testing.T, ctx context.Context, topo *Topology) string {
 
 // Reloads while a call's GRE flows: every frame of a numbered stream comes
 // back (none lost while the engine's settings are swapped and the nftables
-// table is replaced, three times, with rules that change each time), the
+// table's rules are replaced, nine times, with rules that change each time), the
 // call keeps its outside call ID, and the new settings are in force.
 func TestGatewayReloadWhileGREFlows(t *testing.T) {
 	bin := testbedtest.PPTPGW(t)
@@ -123,14 +123,14 @@ func TestGatewayReloadWhileGREFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	configs := []string{
-		"mss_clamp: 1200\ntimeouts:\n  gre_replied: 5m\n",
+		"mss_clamp: 1200\ntimeouts:\n  gre_replied: 5m\nforwards:\n  - {port: 1724, to: 10.77.0.99}\n",
 		"mss_clamp: off\nstrict: true\nlimits:\n  calls_per_conn: 8\n",
 		"mss_clamp: auto\nmax_calls: 1000\ntimeouts:\n  hold: 1s\n",
 	}
 	gw := startGatewayConfig(t, ctx, topo, bin, "")
 	path := filepath.Join(topo.Dir, "pptpgw.yaml")
 
-	const frames = 600
+	const frames, rounds = 1000, 3
 	var back, sent int
 	var before, after []nat.CallInfo
 	var reloadErrs []string
@@ -143,8 +143,8 @@ func TestGatewayReloadWhileGREFlows(t *testing.T) {
 		}
 		before = rep.Calls
 		back, sent = greStream(t, topo.Clients[0], frames, 2*time.Millisecond, func() {
-			for _, c := range configs {
-				writeFile(t, path, c)
+			for i := range rounds * len(configs) {
+				writeFile(t, path, configs[i%len(configs)])
 				if out, ok := reloadCmd(ctx, gw); !ok {
 					reloadErrs = append(reloadErrs, out)
 				}
@@ -165,7 +165,7 @@ func TestGatewayReloadWhileGREFlows(t *testing.T) {
 	if len(reloadErrs) > 0 {
 		t.Fatalf("reloads failed: %v\n%s", reloadErrs, gw.Log())
 	}
-	t.Logf("GRE stream: %d frames sent, %d came back, across %d reloads", sent, back, len(configs))
+	t.Logf("GRE stream: %d frames sent, %d came back, across %d reloads", sent, back, len(tables))
 	if back != frames {
 		t.Errorf("%d of %d GRE frames lost across the reloads", frames-back, frames)
 	}
@@ -174,11 +174,12 @@ func TestGatewayReloadWhileGREFlows(t *testing.T) {
 		t.Errorf("the call across the reloads: before %+v, after %+v", before, after)
 	}
 	// Each reload's ruleset is the new configuration's.
-	if len(tables) == 3 {
-		for i, want := range []string{"maxseg size set 1200", "", "maxseg size set rt mtu"} {
+	if len(tables) == rounds*len(configs) {
+		for i, want := range []string{"maxseg size set 1200", "", "maxseg size set rt mtu", "maxseg size set 1200"} {
 			has := strings.Contains(tables[i], "maxseg size set")
-			if (want == "" && has) || (want != "" && !strings.Contains(tables[i], want)) {
-				t.Errorf("after reload %d the table is not the new configuration's (want %q):\n%s", i+1, want, tables[i])
+			fwd := strings.Contains(tables[i], "dnat to 10.77.0.99")
+			if (want == "" && has) || (want != "" && !strings.Contains(tables[i], want)) || fwd != (i%3 == 0) {
+				t.Errorf("after reload %d the table is not the new configuration's (want %q, forward %v):\n%s", i+1, want, i%3 == 0, tables[i])
 			}
 		}
 	}
@@ -186,8 +187,8 @@ func TestGatewayReloadWhileGREFlows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := testbedtest.Counter(t, rep.Counters, "reloads_ok"); n != 3 {
-		t.Errorf("reloads_ok = %d, want 3", n)
+	if n := testbedtest.Counter(t, rep.Counters, "reloads_ok"); n != rounds*uint64(len(configs)) {
+		t.Errorf("reloads_ok = %d, want %d", n, rounds*len(configs))
 	}
 	stopClean(t, gw)
 }
