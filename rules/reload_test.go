@@ -75,15 +75,28 @@ func TestApplyBatch(t *testing.T) {
 	}
 }
 
-func TestChainNames(t *testing.T) {
+func TestPlannedObjects(t *testing.T) {
 	p := goldenPlans(QueueXT)
 	for i, want := range [][]string{
 		{ChainRawPrerouting, ChainRawOutput, ChainNATPrerouting, ChainQueuePrerouting, ChainQueuePostrouting, ChainNATPostrouting},
 		{ChainRawPrerouting, ChainRawOutput, ChainQueuePrerouting, ChainQueuePostrouting, ChainNATPostrouting},
 	} {
-		got, err := chainNames(p[i], QueueXT)
-		if err != nil || !slices.Equal(got, want) {
-			t.Errorf("plan %d: chains %v (%v), want %v", i, got, err, want)
+		po, err := planned(p[i], QueueXT, addRules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for n := range po.chains {
+			got = append(got, n)
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) || len(po.sets) != 0 {
+			t.Errorf("plan %d: chains %v sets %v, want %v and none", i, got, po.sets, want)
+		}
+		if c := po.chains[ChainQueuePostrouting]; !c.base || c.hook != uint32(*nftables.ChainHookPostrouting) ||
+			c.priority != PriorityQueue || c.typ != "filter" {
+			t.Errorf("plan %d: %s recorded as %+v", i, ChainQueuePostrouting, c)
 		}
 	}
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"pptpgw/internal/metrics"
+	"pptpgw/rules"
+)
+
+// The reloader: a valid file goes to every applier in order and becomes
+// the running configuration; an invalid one or a fixed-key change reaches
+// no applier; a failing applier stops the reload and the ones before it get
+// the running configuration back; the flags keep overriding the file; each
+// outcome is counted.
+func TestReloader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gw.yaml")
+	write := func(s string) {
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("wan: w0\nlan: [l0]\n")
+	src := configSource{path: path, flags: func(c *rules.Config) { c.LAN = []string{"flag0"} }}
+	cur, err := src.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReloader(cur, src, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var calls []string
+	failSecond := false
+	r.add("a", func(c *rules.Config) error { calls = append(calls, "a:"+c.Timeouts.Hold.String()); return nil })
+	r.add("b", func(c *rules.Config) error {
+		calls = append(calls, "b:"+c.Timeouts.Hold.String())
+		if failSecond && c.Timeouts.Hold.String() == "1s" {
+			return errors.New("kernel said no")
+		}
+		return nil
+	})
+	counts := func() (ok, failed uint64) {
+		m := metrics.Collect(r).Map()
+		return m["reloads_ok"], m["reloads_failed"]
+	}
+
+	write("wan: w0\nlan: [l0]\ntimeouts:\n  hold: 1s\n")
+	if err := r.reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(calls, ","); got != "a:1s,b:1s" || r.current().Timeouts.Hold.String() != "1s" ||
+		r.current().LAN[0] != "flag0" {
+		t.Fatalf("valid reload: appliers %s, running hold %v lan %v", got, r.current().Timeouts.Hold, r.current().LAN)
+	}
+
+	for _, bad := range []string{
+		"wan: w0\nlan: [l0]\ntimeouts:\n  hold: 1m\n", // invalid value
+		"wan: w0\nlan: [l0]\nbogus: 1\n",              // unknown key
+		"wan: w0\nlan: [l0]\ntable: t2\n",             // fixed key
+	} {
+		calls = nil
+		write(bad)
+		err := r.reload("test")
+		if err == nil || len(calls) != 0 || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: err %v, appliers %v; want refused with the file named, before any applier", bad, err, calls)
+		}
+	}
+
+	// b fails: a gets the running configuration (hold 1s) back.
+	calls = nil
+	failSecond = true
+	write("wan: w0\nlan: [l0]\ntimeouts:\n  hold: 2s\n")
+	r.appliers[1].apply = func(c *rules.Config) error {
+		calls = append(calls, "b:"+c.Timeouts.Hold.String())
+		return errors.New("kernel said no")
+	}
+	err = r.reload("test")
+	if err == nil || !strings.Contains(err.Error(), "b: kernel said no") {
+		t.Fatalf("failing applier: %v", err)
+	}
+	if got := strings.Join(calls, ","); got != "a:2s,b:2s,a:1s" || r.current().Timeouts.Hold.String() != "1s" {
+		t.Fatalf("failing applier: appliers %s, running hold %v; want a:2s,b:2s,a:1s and 1s", got, r.current().Timeouts.Hold)
+	}
+	if ok, failed := counts(); ok != 1 || failed != 4 {
+		t.Fatalf("reloads ok %d failed %d, want 1 and 4", ok, failed)
+	}
+	if err := metrics.Collect(r).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
