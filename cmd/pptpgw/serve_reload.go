@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"pptpgw/internal/metrics"
+	"pptpgw/pptp"
+	"pptpgw/pptp/secrets"
+)
+
+// Live reload of `pptpgw serve` (issue 8): SIGHUP or the admin command
+// "reload" (`pptpgw reload --admin-socket SERVE'S SOCKET`) read the config
+// file and the chap-secrets file again, with the start-up flags still
+// overriding the file, and hand the result to pptp.Server.Reload: limits,
+// timeouts, secrets, server_name, dns, split_routes and a grown pool apply
+// to new connections and sessions; live sessions stay. An invalid file, a
+// secrets file that cannot be read, or a change to a setting fixed while
+// running (tun and admin_socket here, listen, local_ip, mru, auth,
+// encryption, mppe_*, gre.* in pptp) is refused, logged and counted
+// (reloads_total{result}), and the server goes on as it was.
+
+// serveSource reads the server's configuration as at start.
+type serveSource struct {
+	path  string
+	flags func(*pptp.FileConfig)
+}
+
+// load returns the file's settings (flags applied) and the server's Config
+// with its secrets loaded.
+func (s serveSource) load() (*pptp.FileConfig, pptp.Config, error) {
+	sc := &pptp.FileConfig{}
+	if s.path != "" {
+		var err error
+		if sc, err = pptp.LoadFileConfig(s.path); err != nil {
+			return nil, pptp.Config{}, fmt.Errorf("config: %w", err)
+		}
+	}
+	if s.flags != nil {
+		s.flags(sc)
+	}
+	if _, err := sc.Level(); err != nil {
+		return nil, pptp.Config{}, s.inFile(err)
+	}
+	cfg, err := sc.Config()
+	if err != nil {
+		return nil, pptp.Config{}, s.inFile(err)
+	}
+	if sc.Secrets == "" {
+		return nil, pptp.Config{}, errors.New("no secrets file: set --secrets FILE (pppd chap-secrets format)")
+	}
+	sec, err := secrets.Load(sc.Secrets)
+	if err != nil {
+		return nil, pptp.Config{}, err
+	}
+	cfg.Secrets = sec
+	if sc.TUN == "" {
+		sc.TUN = pptp.DefaultTUN
+	}
+	if sc.AdminSocket == "" {
+		sc.AdminSocket = pptp.DefaultAdminSocket
+	}
+	return sc, cfg, nil
+}
+
+// inFile names the config file in a validation error.
+func (s serveSource) inFile(err error) error {
+	if s.path == "" {
+		return err
+	}
+	return fmt.Errorf("config %s: %w", s.path, err)
+}
+
+// serveReloader runs the server's reloads, one at a time.
+type serveReloader struct {
+	src        serveSource
+	log        *slog.Logger
+	counters   *metrics.Counters
+	admin, tun string // fixed while running
+	srv        *pptp.Server
+
+	mu sync.Mutex
+}
+
+// Collect makes the reloader a metrics.Source (reloads_total).
+func (r *serveReloader) Collect(emit func(metrics.Sample)) { r.counters.Collect(emit) }
+
+func (r *serveReloader) reload(trigger string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	err := r.reloadLocked()
+	if err != nil {
+		r.counters.Inc(reloadFailed)
+		r.log.Error("reload refused; the running configuration is unchanged", "trigger", trigger, "err", err)
+		return err
+	}
+	r.counters.Inc(reloadOK)
+	r.log.Info("configuration reloaded", "trigger", trigger)
+	return nil
+}
+
+func (r *serveReloader) reloadLocked() error {
+	sc, cfg, err := r.src.load()
+	if err != nil {
+		return err
+	}
+	var fixed []error
+	if sc.AdminSocket != r.admin {
+		fixed = append(fixed, fmt.Errorf("admin_socket: cannot change while running (%q now, %q in the new configuration)", r.admin, sc.AdminSocket))
+	}
+	if sc.TUN != r.tun {
+		fixed = append(fixed, fmt.Errorf("tun: cannot change while running (%q now, %q in the new configuration)", r.tun, sc.TUN))
+	}
+	if len(fixed) > 0 {
+		return r.src.inFile(errors.Join(fixed...))
+	}
+	return r.srv.Reload(cfg)
+}
+
+// run reloads on every SIGHUP until ctx ends.
+func (r *serveReloader) run(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			_ = r.reload("SIGHUP")
+		}
+	}
+}
