@@ -91,4 +91,3 @@ func (p *Pool) Size() int {
 	defer p.mu.Unlock()
 	return int(binary.BigEndian.Uint32(p.end.AsSlice())-binary.BigEndian.Uint32(p.start.AsSlice())) + 1
 }
-

@@ -26,7 +26,10 @@ func TestServerReload(t *testing.T) {
 	for name, mod := range map[string]func(*Config){
 		"mru":    func(c *Config) { c.MRU = 1300 },
 		"listen": func(c *Config) { c.Listen = ":1724" },
-		"pool":   func(c *Config) { c.PoolStart = netip.MustParseAddr("10.8.0.11"); c.PoolEnd = netip.MustParseAddr("10.8.0.30") },
+		"pool": func(c *Config) {
+			c.PoolStart = netip.MustParseAddr("10.8.0.11")
+			c.PoolEnd = netip.MustParseAddr("10.8.0.30")
+		},
 	} {
 		next := cur
 		mod(&next)
