@@ -105,4 +105,3 @@ func TestServeReload(t *testing.T) {
 		t.Fatalf("serve exit: %v\n%s", err, proc.Output())
 	}
 }
-
