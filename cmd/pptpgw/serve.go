@@ -111,11 +111,13 @@ func cmdServe(args []string) int {
 	if os.Geteuid() != 0 {
 		return fail("must run as root: the TUN device needs CAP_NET_ADMIN and the GRE socket CAP_NET_RAW")
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	sr := &serveReloader{src: src, log: log, counters: newReloadCounters(), admin: sc.AdminSocket, tun: sc.TUN}
+	sr := &serveReloader{src: src, log: log, level: lv, counters: newReloadCounters(), admin: sc.AdminSocket, tun: sc.TUN}
 	if err := runServe(ctx, cfg, sc.TUN, sc.AdminSocket, log, sr, hup); err != nil {
 		return fail("%v", err)
 	}

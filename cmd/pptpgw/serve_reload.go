@@ -17,7 +17,7 @@ import (
 // "reload" (`pptpgw reload --admin-socket SERVE'S SOCKET`) read the config
 // file and the chap-secrets file again, with the start-up flags still
 // overriding the file, and hand the result to pptp.Server.Reload: limits,
-// timeouts, secrets, server_name, dns, split_routes and a grown pool apply
+// timeouts, secrets, server_name, dns, split_routes, log_level and a grown pool apply
 // to new connections and sessions; live sessions stay. An invalid file, a
 // secrets file that cannot be read, or a change to a setting fixed while
 // running (tun and admin_socket here, listen, local_ip, mru, auth,
@@ -79,6 +79,7 @@ func (s serveSource) inFile(err error) error {
 type serveReloader struct {
 	src        serveSource
 	log        *slog.Logger
+	level      *slog.LevelVar
 	counters   *metrics.Counters
 	admin, tun string // fixed while running
 	srv        *pptp.Server
@@ -118,7 +119,12 @@ func (r *serveReloader) reloadLocked() error {
 	if len(fixed) > 0 {
 		return r.src.inFile(errors.Join(fixed...))
 	}
-	return r.srv.Reload(cfg)
+	if err := r.srv.Reload(cfg); err != nil {
+		return err
+	}
+	l, _ := sc.Level() // checked by load
+	r.level.Set(l)
+	return nil
 }
 
 // run reloads on every SIGHUP until ctx ends.
