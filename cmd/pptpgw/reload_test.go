@@ -91,3 +91,22 @@ func TestReloader(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestReloadCLI(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"reload", "--help"}, 0, "Usage: pptpgw reload [--admin-socket PATH]"},
+		{[]string{"reload", "--admin-socket", filepath.Join(dir, "none.sock")}, 1, "no daemon answers at"},
+		{[]string{"reload", "extra"}, 2, `unexpected argument "extra"`},
+		{[]string{"run", "--help"}, 0, "--state-file"},
+	} {
+		out, code := pptpgw(t, nil, tc.args...)
+		if code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("pptpgw %v: exit %d, output:\n%s\nwant exit %d and %q", tc.args, code, out, tc.code, tc.want)
+		}
+	}
+}
