@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -93,6 +94,16 @@ type reloader struct {
 	mu       sync.Mutex
 	cur      *rules.Config
 	appliers []applier
+	closed   bool
+}
+
+// close waits for a reload in progress and refuses the ones after it: the
+// daemon is stopping, and its appliers' state (the nftables table) is
+// about to be reduced to the fail-safe rule.
+func (r *reloader) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
 }
 
 func newReloader(cur *rules.Config, src configSource, log *slog.Logger) *reloader {
@@ -134,6 +145,9 @@ func (r *reloader) reload(trigger string) error {
 }
 
 func (r *reloader) reloadLocked() error {
+	if r.closed {
+		return errors.New("the daemon is stopping")
+	}
 	next, err := r.src.load()
 	if err != nil {
 		return err

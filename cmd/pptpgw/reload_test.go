@@ -90,6 +90,13 @@ func TestReloader(t *testing.T) {
 	if err := metrics.Collect(r).Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// Stopping: no reload after close.
+	r.close()
+	calls = nil
+	write("wan: w0\nlan: [l0]\n")
+	if err := r.reload("test"); err == nil || len(calls) != 0 {
+		t.Fatalf("reload after close: %v, appliers %v", err, calls)
+	}
 }
 
 func TestReloadCLI(t *testing.T) {

@@ -232,6 +232,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			"table", plan.Table, "ruleset", rules.FailsafeRuleset(plan.Table, plan.WAN),
 			"remove_with", "nft delete table ip "+plan.Table)
 	}()
+	defer rl.close() // runs before the reduction registered above: no reload races it
 	switch {
 	case inst.ReplacedStale:
 		log.Warn("replaced a stale nftables table left by an earlier run (crashed or killed)", "table", plan.Table)
