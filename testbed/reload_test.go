@@ -319,6 +319,10 @@ func TestGatewayRestartKeepsCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if t.Failed() {
+		ct, _ := topo.GW.Output(ctx, "conntrack", "-L")
+		t.Logf("after the restart: calls %+v\ncounters %v\nconntrack:\n%s", rep.Calls, rep.Counters, ct)
+	}
 	if n := testbedtest.Counter(t, rep.Counters, "ctl_new"); n != 0 {
 		t.Errorf("the new daemon tracked %d new control connections; the call should have needed none", n)
 	}
