@@ -293,6 +293,8 @@ func TestGatewayRestartKeepsCall(t *testing.T) {
 				return
 			}
 			before = rep.Calls
+			down := time.Now()
+			defer func() { t.Logf("SIGTERM to the new daemon ready: %v", time.Since(down).Round(time.Millisecond)) }()
 			stopClean(t, gw)
 			if _, err := os.Stat(state); err != nil {
 				t.Errorf("no state file after SIGTERM: %v\n%s", err, gw.Log())
