@@ -62,7 +62,6 @@ type Settings struct {
 type Engine struct {
 	pub [4]byte // new control connections' public address; ctlMu
 	wan atomic.Uint32
-	cur atomic.Pointer[live] // reload (issue 8): settings, LAN, forwards (reload.go)
 	clk conntrack.Clock
 	log *slog.Logger
 
@@ -81,6 +80,10 @@ type Engine struct {
 	// per SummaryInterval listing the drop reasons that grew.
 	lastSummary time.Time
 	lastDrops   [numReasons]uint64
+
+	// Reload (issue 8): the reloadable settings, LAN interfaces and
+	// forwards, swapped whole by Reconfigure (reload.go).
+	cur atomic.Pointer[live]
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
