@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -148,6 +149,9 @@ func (r *reloader) reloadLocked() error {
 	if r.closed {
 		return errors.New("the daemon is stopping")
 	}
+	if len(r.appliers) == 0 {
+		return errors.New("the daemon is still starting")
+	}
 	next, err := r.src.load()
 	if err != nil {
 		return err
@@ -171,14 +175,20 @@ func (r *reloader) reloadLocked() error {
 }
 
 // engineApplier reconfigures the engine: strict, timeouts, limits,
-// max_calls, forwards and the LAN interfaces (resolved again, so a LAN
+// max_calls, forwards and the LAN interfaces (looked up again, so a LAN
 // interface that does not exist refuses the reload before anything
-// changed).
+// changed). The WAN is not looked up: it cannot change, it is followed
+// (followWAN), and a WAN that is down (a PPPoE uplink reconnecting) must
+// not refuse a reload.
 func engineApplier(e *nat.Engine) func(*rules.Config) error {
 	return func(cfg *rules.Config) error {
-		res, err := rules.Resolve(cfg)
-		if err != nil {
-			return err
+		res := &rules.Resolved{}
+		for _, name := range cfg.LAN {
+			l, err := net.InterfaceByName(name)
+			if err != nil {
+				return fmt.Errorf("lan interface %q: %w", name, err)
+			}
+			res.LANIndex = append(res.LANIndex, uint32(l.Index))
 		}
 		e.Reconfigure(engineConfig(cfg, res, nil))
 		return nil

@@ -32,6 +32,9 @@ func TestReloader(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newReloader(cur, src, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := r.reload("test"); err == nil || !strings.Contains(err.Error(), "starting") {
+		t.Fatalf("a reload before the appliers are in place: %v, want refused", err)
+	}
 	var calls []string
 	failSecond := false
 	r.add("a", func(c *rules.Config) error { calls = append(calls, "a:"+c.Timeouts.Hold.String()); return nil })
@@ -84,8 +87,8 @@ func TestReloader(t *testing.T) {
 	if got := strings.Join(calls, ","); got != "a:2s,b:2s,a:1s" || r.current().Timeouts.Hold.String() != "1s" {
 		t.Fatalf("failing applier: appliers %s, running hold %v; want a:2s,b:2s,a:1s and 1s", got, r.current().Timeouts.Hold)
 	}
-	if ok, failed := counts(); ok != 1 || failed != 4 {
-		t.Fatalf("reloads ok %d failed %d, want 1 and 4", ok, failed)
+	if ok, failed := counts(); ok != 1 || failed != 5 {
+		t.Fatalf("reloads ok %d failed %d, want 1 and 5", ok, failed)
 	}
 	if err := metrics.Collect(r).Validate(); err != nil {
 		t.Fatal(err)
