@@ -120,3 +120,23 @@ func TestReloadCLI(t *testing.T) {
 		}
 	}
 }
+
+// keyLine finds the line of the serve config key a validation error names.
+func TestKeyLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serve.yaml")
+	if err := os.WriteFile(path, []byte("pool: 10.8.0.10-20\nlog_level: loud\nlimits:\n  max_conns: 1\n  max_conns_per_source: -1\nsplit_routes: [x]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for msg, want := range map[string]int{
+		"limits.max_conns_per_source -1: want 0 or more": 5,
+		"limits.max_conns 1: whatever":                   4,
+		`log level "loud": want debug`:                   2,
+		`split route "x": want an IPv4 prefix`:           6,
+		`pool "10.8.0.10-20": bad`:                       1,
+		"no pool: set --pool":                            0,
+	} {
+		if got := keyLine(path, msg); got != want {
+			t.Errorf("%q: line %d, want %d", msg, got, want)
+		}
+	}
+}

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
+
+	"go.yaml.in/yaml/v3"
 
 	"pptpgw/internal/metrics"
 	"pptpgw/pptp"
@@ -67,12 +70,62 @@ func (s serveSource) load() (*pptp.FileConfig, pptp.Config, error) {
 	return sc, cfg, nil
 }
 
-// inFile names the config file in a validation error.
+// inFile names the config file in a validation error and, when the error
+// starts with a key the file sets ("limits.max_conns -1: ..."), its line.
 func (s serveSource) inFile(err error) error {
 	if s.path == "" {
 		return err
 	}
+	if line := keyLine(s.path, err.Error()); line > 0 {
+		return fmt.Errorf("config %s:%d: %w", s.path, line, err)
+	}
 	return fmt.Errorf("config %s: %w", s.path, err)
+}
+
+// serveKeyNames maps the words pptp's validation errors start with to the
+// file's keys where they differ.
+var serveKeyNames = map[string]string{"log level": "log_level", "local IP": "local_ip", "split route": "split_routes"}
+
+// keyLine returns the line of the config file at path that sets the key
+// msg starts with, or 0.
+func keyLine(path, msg string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(b, &root) != nil {
+		return 0
+	}
+	lines := map[string]int{}
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, prefix)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := prefix + n.Content[i].Value
+				lines[k] = n.Content[i].Line
+				walk(n.Content[i+1], k+".")
+			}
+		}
+	}
+	walk(&root, "")
+	best, line := "", 0
+	for k, l := range lines {
+		if strings.HasPrefix(msg, k+" ") && len(k) > len(best) {
+			best, line = k, l
+		}
+	}
+	for word, k := range serveKeyNames {
+		if strings.HasPrefix(msg, word+" ") && len(word) > len(best) && lines[k] > 0 {
+			best, line = word, lines[k]
+		}
+	}
+	return line
 }
 
 // serveReloader runs the server's reloads, one at a time.

@@ -89,7 +89,7 @@ func TestServeReload(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if out := proc.Output(); !strings.Contains(out, `msg="reload refused; the running configuration is unchanged" trigger=SIGHUP`) ||
-		!strings.Contains(out, "limits.max_conns -1") || !strings.Contains(out, cfgPath) {
+		!strings.Contains(out, cfgPath+":2: limits.max_conns -1") {
 		t.Errorf("the SIGHUP reload with an invalid file was not refused as expected:\n%s", out)
 	}
 	if proc.Exited() {
