@@ -336,3 +336,48 @@ func TestGatewayRestartKeepsCall(t *testing.T) {
 	}
 	stopClean(t, gw2)
 }
+
+// After kill -9 the last periodic save (every 10 s) brings the call back:
+// the new daemon replaces the killed one's table, restores the call, and
+// the call carries its GRE and is cleared as before.
+func TestGatewayKill9RestoresCall(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topo, gw := gatewayAndPAC(t, ctx, bin)
+	state := filepath.Join(topo.Dir, "pptpgw-state.json")
+	var gw2 *Gateway
+	res := RunPNS(ctx, topo.Clients[0], PNSConfig{Server: ServerIP, Frames: 10, FramesAfterHold: 20, Timeout: 45 * time.Second,
+		Hold: func() {
+			// Wait for a periodic save that holds the call.
+			deadline := time.Now().Add(25 * time.Second)
+			for {
+				b, _ := os.ReadFile(state)
+				if strings.Contains(string(b), `"outside_call_id"`) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("no periodic save of the call within 25 s:\n%s", gw.Log())
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			gw.Proc.Signal(syscall.SIGKILL)
+			<-gw.Proc.Done()
+			var err error
+			if gw2, err = topo.StartGateway(ctx, bin); err != nil {
+				t.Error(err)
+			}
+		}})
+	if gw2 == nil {
+		t.Fatalf("no second gateway:\n%s", gw.Log())
+	}
+	t.Logf("call across kill -9: %s", res)
+	if !strings.Contains(gw2.Log(), "replaced a stale nftables table") || !strings.Contains(gw2.Log(), "calls=1") {
+		t.Errorf("the new daemon did not take over and restore the call:\n%s", gw2.Log())
+	}
+	if !res.OK() || len(res.Calls) != 1 || res.Calls[0].GoodAfter != 20 || !res.Calls[0].Cleared {
+		t.Errorf("the call after kill -9 and restore: %s\n%s", res, gw2.Log())
+	}
+	stopClean(t, gw2)
+}
