@@ -97,11 +97,11 @@ func (e *Engine) SaveState(owner map[string]string) *State {
 			trs[tc.Key] = c.tr.State()
 		}
 	})
+	st.Quarantine = e.alloc.saveQuarantine(now) // lock order: ctlMu, then Allocator.mu
 	e.ctlMu.Unlock()
 	for _, s := range saved {
 		st.Conns = append(st.Conns, SavedConn{SavedControl: s, Translator: trs[s.Key]})
 	}
-	st.Quarantine = e.alloc.saveQuarantine(now)
 	return st
 }
 
