@@ -27,8 +27,9 @@ const reloadTag = "reload"
 // greStream sends n GRE frames, numbered 0..n-1, on the PAC's first call
 // (key pacCallID) from client c to the server, one every gap, and counts the
 // echoes of its own frames coming back (the PAC echoes each on the call).
-// during runs once the first quarter was sent. It returns how many distinct
-// frames came back, after waiting up to 2 s for stragglers.
+// during runs (in its own goroutine) once the first quarter was sent. It
+// returns how many distinct frames came back, after during has returned
+// and up to 2 s for stragglers.
 func greStream(t *testing.T, c *NS, n int, gap time.Duration, during func()) (back int, sent int) {
 	t.Helper()
 	var g *net.IPConn
@@ -62,9 +63,13 @@ func greStream(t *testing.T, c *NS, n int, gap time.Duration, during func()) (ba
 		}
 	}()
 	to := &net.IPAddr{IP: ServerIP.AsSlice()}
+	duringDone := make(chan struct{})
+	if during == nil {
+		close(duringDone)
+	}
 	for i := range n {
 		if i == n/4 && during != nil {
-			go during()
+			go func() { defer close(duringDone); during() }()
 		}
 		payload := fakeppp.MakeFrame(reloadTag, uint32(i), 16)
 		h := wire.GREHeader{CallID: pacCallID, PayloadLen: uint16(len(payload)), HasSeq: true, Seq: uint32(i)}
@@ -74,6 +79,7 @@ func greStream(t *testing.T, c *NS, n int, gap time.Duration, during func()) (ba
 		sent++
 		time.Sleep(gap)
 	}
+	<-duringDone // the stream may end first on a loaded machine: the frames are counted once it is done too
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		mu.Lock()
 		back = len(got)
@@ -144,11 +150,18 @@ func TestGatewayReloadWhileGREFlows(t *testing.T) {
 		before = rep.Calls
 		back, sent = greStream(t, topo.Clients[0], frames, 2*time.Millisecond, func() {
 			for i := range rounds * len(configs) {
-				writeFile(t, path, configs[i%len(configs)])
+				if err := os.WriteFile(path, []byte(configs[i%len(configs)]), 0o600); err != nil {
+					t.Error(err)
+					return
+				}
 				if out, ok := reloadCmd(ctx, gw); !ok {
 					reloadErrs = append(reloadErrs, out)
 				}
-				tables = append(tables, nftTable(t, ctx, topo))
+				out, err := topo.GW.Output(ctx, "nft", "list", "table", "ip", "pptpgw")
+				if err != nil {
+					t.Errorf("nft list table: %v: %s", err, out)
+				}
+				tables = append(tables, string(out))
 				time.Sleep(100 * time.Millisecond)
 			}
 		})
