@@ -301,10 +301,10 @@ func New(cfg Config, clk Clock) *Table {
 }
 
 // Timeouts returns the effective timeouts (defaults applied).
-func (t *Table) Timeouts() Timeouts { return t.to }
+func (t *Table) Timeouts() Timeouts { t.mu.Lock(); defer t.mu.Unlock(); return t.to }
 
 // Limits returns the effective limits (defaults applied).
-func (t *Table) Limits() Limits { return t.lim }
+func (t *Table) Limits() Limits { t.mu.Lock(); defer t.mu.Unlock(); return t.lim }
 
 // callEvicted is the single exit path of a call. t.mu is held.
 func (t *Table) callEvicted(_ InKey, c *Call) {

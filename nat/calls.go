@@ -73,7 +73,7 @@ func (e *Engine) Calls() []CallInfo {
 			InsideCallID: s.InsideCallID, OutsideCallID: s.OutsideCallID, PeerCallID: s.PeerCallID,
 			State: s.State.String(), IdleSeconds: s.Idle.Seconds(),
 			PktsOut: s.PktsOut, PktsIn: s.PktsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
-			Class: e.qos.className(s.Class), PolicedOut: s.PolicedOut, PolicedIn: s.PolicedIn,
+			Class: e.qos.Load().className(s.Class), PolicedOut: s.PolicedOut, PolicedIn: s.PolicedIn,
 		}
 		c.Direction = DirectionOutbound // pool (issue 11)
 		if !s.Forward && e.memberOf(s.PeerIP) != nil {

@@ -122,7 +122,7 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 			// deadline (lenient: sent as it is, with the rewrites
 			// already made; strict: dropped, and TCP resends it).
 			c.tr.ExpireHeld()
-			if e.set.Strict {
+			if e.conf().set.Strict {
 				v, r = e.count(pkt.Drop, rCtlHoldFull)
 				break
 			}
@@ -133,7 +133,7 @@ func (e *Engine) processTCP(p *nfq.Packet, pp *pkt.Parsed, out, known bool) (pkt
 		}
 		e.heldBytes += len(buf)
 		e.holds = append(e.holds, &heldSegment{
-			queue: p.Queue, id: p.ID, buf: buf, tcpOff: pp.IPLen, c: c, dir: dir, deadline: e.clk.Now().Add(e.set.Timeouts.Hold)})
+			queue: p.Queue, id: p.ID, buf: buf, tcpOff: pp.IPLen, c: c, dir: dir, deadline: e.clk.Now().Add(e.conf().set.Timeouts.Hold)})
 		v, r = e.count(pkt.Hold, rCtlHeld)
 	case pkt.Accept:
 		if len(res.Patches) > 0 {
@@ -203,7 +203,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 		// Pure ACK/FIN/RST of an untracked connection: nothing to rewrite.
 		v, r := e.count(pkt.Accept, rCtlEmpty)
 		return nil, v, r
-	case !e.set.Strict:
+	case !e.conf().set.Strict:
 		r = rCtlPickup
 	default:
 		v, r := e.count(pkt.Drop, rCtlNoConn)
@@ -223,7 +223,7 @@ func (e *Engine) controlFor(k conntrack.ControlKey, out, opening bool, dataLen i
 	e.poolTracked(tc) // pool (issue 11)
 	e.pinControl(tc)  // issue 10
 	c := &control{tc: tc}
-	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.set.Strict})
+	c.tr = helper.NewTranslator(&mapper{e: e, c: c}, helper.Config{Strict: e.conf().set.Strict})
 	tc.Data = c
 	e.eventControlNew(k, e.pub, r)
 	e.log.Debug("pptp control connection tracked", "inside", addrPort(k.InsideIP, k.InsidePort),

@@ -26,6 +26,8 @@
 //	hairpin.go   NAT loopback to a pool from inside
 //	kernelpath.go the kernel fast path: the nftables maps kept in step with
 //	             the call table, their counters read back (gre_path: kernel)
+//	reload.go    Reconfigure: the reloadable settings behind an atomic.Pointer
+//	state.go     SaveState/RestoreState: the call table across a restart
 //
 // # One GRE packet
 //

@@ -24,8 +24,9 @@ type Forward struct {
 	InsideIP netip.Addr
 }
 
-// EngineConfig configures an Engine. The config is fixed for the Engine's
-// life; a reload builds a new Engine.
+// EngineConfig configures an Engine. Reconfigure (reload.go) applies a new
+// one to a running Engine, except PublicIP and WANIf (SetPublicIP,
+// SetWANIndex) and Logger.
 type EngineConfig struct {
 	PublicIP netip.Addr // the WAN address calls are translated to (IPv4)
 	WANIf    uint32     // ifindex of the WAN interface
@@ -72,13 +73,10 @@ type Settings struct {
 // Counters are safe for concurrent use (the lock order is in the package
 // comment).
 type Engine struct {
-	pub      [4]byte // new control connections' public address; ctlMu
-	wan      atomic.Uint32
-	lan      []uint32
-	set      Settings
-	forwards map[[4]byte]uint16 // inside server IP -> public port
-	clk      conntrack.Clock
-	log      *slog.Logger
+	pub [4]byte // new control connections' public address; ctlMu
+	wan atomic.Uint32
+	clk conntrack.Clock
+	log *slog.Logger
 
 	table *conntrack.Table
 	alloc *Allocator
@@ -100,7 +98,7 @@ type Engine struct {
 	drops  *metrics.Counters // same index space as counters (metrics_obs.go)
 	events eventHub          // events.go
 	// Shaping (issue 9): policing.go.
-	qos engineQoS
+	qos atomic.Pointer[engineQoS] // reloadable: Reconfigure swaps it
 	// pool (issue 11): the pools, replaced as a whole by ApplyPools (pool.go).
 	poolSet atomic.Pointer[poolSet]
 	poolMu  sync.Mutex // serialises ApplyPools
@@ -113,6 +111,9 @@ type Engine struct {
 	kp      *kernelPath // kernel fast path (issue 12); nil: userspace GRE
 	// several uplinks (issue 10, uplinks.go)
 	ups uplinkState
+	// Reload (issue 8): the reloadable settings, LAN interfaces and
+	// forwards, swapped whole by Reconfigure (reload.go).
+	cur atomic.Pointer[live]
 }
 
 // NewEngine returns an Engine. clk nil means the system clock.
@@ -127,23 +128,15 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	if cfg.MaxCalls <= 0 {
 		cfg.MaxCalls = conntrack.DefaultMaxCalls
 	}
+	l := newLive(cfg)
 	e := &Engine{
-		lan: append([]uint32(nil), cfg.LANIfs...),
-		set: Settings{
-			Strict:   cfg.Strict,
-			Timeouts: cfg.Timeouts.WithDefaults(),
-			Limits:   cfg.Limits.WithDefaults(),
-			MaxCalls: cfg.MaxCalls,
-			Forwards: append([]Forward(nil), cfg.Forwards...),
-		},
-		forwards: make(map[[4]byte]uint16),
 		clk:      clk,
 		log:      log,
 		counters: newCounters(),
 		maxHeld:  MaxHeldBytes,
 		drops:    newDropCounters(),
 	}
-	e.qos = newEngineQoS(cfg.QoS) // shaping (issue 9)
+	e.setQoS(cfg.QoS) // shaping (issue 9)
 	e.wan.Store(cfg.WANIf)
 	if cfg.PublicIP.Is4() {
 		e.pub = cfg.PublicIP.As4()
@@ -151,17 +144,13 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	} else {
 		log.Error("nat: public address is not IPv4; no call will be translated", "public", cfg.PublicIP)
 	}
-	for _, f := range cfg.Forwards {
-		if f.InsideIP.Is4() {
-			e.forwards[f.InsideIP.As4()] = f.Port
-		}
-	}
+	e.cur.Store(l)
+	e.alloc = NewAllocator(AllocatorConfig{Quarantine: l.set.Timeouts.CallIDQuarantine}, clk)
 	e.initPools(cfg.Pools) // pool (issue 11), pool.go
-	e.alloc = NewAllocator(AllocatorConfig{Quarantine: e.set.Timeouts.CallIDQuarantine}, clk)
 	e.table = conntrack.New(conntrack.Config{
-		Timeouts: e.set.Timeouts,
-		Limits:   e.set.Limits,
-		MaxCalls: e.set.MaxCalls,
+		Timeouts: l.set.Timeouts,
+		Limits:   l.set.Limits,
+		MaxCalls: l.set.MaxCalls,
 		OnCallRemoved: func(c *conntrack.Call, why string) {
 			pk := PoolKey{c.PublicIP, c.PeerIP}
 			switch {
@@ -185,7 +174,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			// needs the engine's verdict (a class's mark and priority, a
 			// policer) or that never crosses the WAN (hairpin) stays on
 			// the userspace path.
-			if e.kp != nil && !c.Shaped() && e.memberOf(c.PeerIP) == nil {
+			if e.kp != nil && e.kernelEligible(c) {
 				e.kp.up(c)
 			}
 		},
@@ -195,7 +184,8 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		},
 	}, clk)
 	if cfg.KernelMaps != nil {
-		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.alloc, e.set.Timeouts)
+		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.alloc, e.conf().set.Timeouts)
+		e.kp.eligible = e.kernelEligible
 	}
 	return e
 }
@@ -220,7 +210,7 @@ func unansweredRequest(c *conntrack.Call, why string) bool {
 
 // Settings returns what the engine runs with, defaults applied.
 func (e *Engine) Settings() Settings {
-	s := e.set
+	s := e.conf().set
 	s.Pools = slices.Clone(e.ps().cfg) // pool (issue 11): as last applied
 	return s
 }
@@ -294,10 +284,11 @@ func (e *Engine) direction(p *nfq.Packet) (outbound, known bool) {
 	if p.InDev == e.wan.Load() || e.isUplinkIf(p.InDev) {
 		return false, true
 	}
-	if len(e.lan) == 0 {
+	lan := e.conf().lan
+	if len(lan) == 0 {
 		return true, true
 	}
-	for _, i := range e.lan {
+	for _, i := range lan {
 		if p.InDev == i {
 			return true, true
 		}
@@ -307,7 +298,7 @@ func (e *Engine) direction(p *nfq.Packet) (outbound, known bool) {
 
 // malformed applies the strict/lenient policy to a malformed packet.
 func (e *Engine) malformed(r reason) (pkt.Verdict, string) {
-	if e.set.Strict {
+	if e.conf().set.Strict {
 		return e.count(pkt.Drop, r)
 	}
 	return e.count(pkt.Accept, r)

@@ -78,11 +78,14 @@ func (r *outRec) differs() bool { return r.hpublic != r.public }
 func (r *inRec) differs() bool  { return r.hinside != r.inside || r.hinsideID != r.insideID }
 
 type kernelPath struct {
-	maps  KernelMaps
-	table *conntrack.Table
-	alloc *Allocator
-	every time.Duration
-	kick  chan struct{}
+	// eligible says whether a call's GRE may take the kernel path
+	// (Engine.kernelEligible); nil: every call.
+	eligible func(*conntrack.Call) bool
+	maps     KernelMaps
+	table    *conntrack.Table
+	alloc    *Allocator
+	every    time.Duration
+	kick     chan struct{}
 
 	fmu sync.Mutex // serialises flush, sync and reload (the flusher's)
 
@@ -453,7 +456,7 @@ func grew(p0, b0, p1, b1 uint64) (uint64, uint64) {
 // zero counters: what they counted since the snapshot is not carried over);
 // every other set-up call's elements are wanted and flushed.
 func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREIn) ([]conntrack.GREOut, []conntrack.GREIn) {
-	outs, ins := k.table.EstablishedGRE()
+	outs, ins := k.table.EstablishedGRE(k.eligible)
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
 	k.mu.Lock()
@@ -558,4 +561,12 @@ func (e *Engine) collectKernelPath(emit func(metrics.Sample)) {
 	emit(metrics.Sample{Desc: descKernelElems, LabelValues: []string{"gre_out"}, Key: "gre_kernel_elements_out", Value: uint64(out)})
 	emit(metrics.Sample{Desc: descKernelElems, LabelValues: []string{"gre_in"}, Key: "gre_kernel_elements_in", Value: uint64(in)})
 	emit(metrics.Sample{Desc: descKernelErrors, Key: "gre_kernel_update_errors", Value: errs})
+}
+
+// kernelEligible says whether c's GRE may take the kernel path, which only
+// rewrites and accepts: not a call whose GRE needs the engine's verdict (a
+// class's mark and priority, a policer), nor a hairpin call, which never
+// crosses the WAN. Table.mu held.
+func (e *Engine) kernelEligible(c *conntrack.Call) bool {
+	return !c.Shaped() && e.memberOf(c.PeerIP) == nil
 }

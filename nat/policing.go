@@ -89,10 +89,11 @@ func (q *engineQoS) className(i int) string {
 
 // setupCall gives a newly mapped call its class and policer.
 func (e *Engine) setupCall(tc *conntrack.Control, insideID uint16) {
-	if len(e.qos.gre) == 0 && !e.qos.callLimit.Enabled() {
+	q := e.qos.Load()
+	if len(q.gre) == 0 && !q.callLimit.Enabled() {
 		return
 	}
-	e.table.SetCallQoS(tc, insideID, classOf(e.qos.gre, tc.Key.InsideIP), e.qos.callLimit)
+	e.table.SetCallQoS(tc, insideID, classOf(q.gre, tc.Key.InsideIP), q.callLimit)
 }
 
 // setClass puts class i (if any) in p's verdict: the class bits of the
@@ -108,8 +109,8 @@ func setClass(p *nfq.Packet, i int) {
 
 // classControl classes an accepted control segment of inside host h.
 func (e *Engine) classControl(p *nfq.Packet, v pkt.Verdict, h [4]byte) {
-	if v == pkt.Accept && len(e.qos.ctl) > 0 {
-		setClass(p, classOf(e.qos.ctl, h))
+	if q := e.qos.Load(); v == pkt.Accept && len(q.ctl) > 0 {
+		setClass(p, classOf(q.ctl, h))
 	}
 }
 
@@ -129,4 +130,12 @@ func insideOf(pp *pkt.Parsed, out bool) [4]byte {
 		return pp.Src
 	}
 	return pp.Dst
+}
+
+// setQoS installs the classes and the per-call policer of c: at NewEngine
+// and at every Reconfigure. Calls set up before keep their class and
+// policer; new calls and control segments follow c.
+func (e *Engine) setQoS(c QoSConfig) {
+	q := newEngineQoS(c)
+	e.qos.Store(&q)
 }

@@ -198,7 +198,7 @@ func (e *Engine) ApplyPools(cfg []Pool) error {
 // forwardPort returns the public port of a published server or pool
 // member at inside address a, or 0.
 func (e *Engine) forwardPort(a [4]byte) uint16 {
-	if p, ok := e.forwards[a]; ok {
+	if p, ok := e.conf().forwards[a]; ok {
 		return p
 	}
 	if m := e.ps().members[a]; m != nil {

@@ -28,7 +28,7 @@ func (e *Engine) Tick() {
 		e.heldBytes -= len(h.buf)
 		e.counters.Inc(int(rCtlHoldExpire))
 		v := pkt.Accept
-		if e.set.Strict {
+		if e.conf().set.Strict {
 			v = pkt.Drop
 			e.drops.Inc(int(rCtlHoldExpire))
 		}

@@ -113,7 +113,7 @@ func (cc *ctrlConn) handle(m wire.Message) bool {
 		}
 		rep := &wire.SCCRP{ProtocolVersion: wire.ProtocolVersion, Result: wire.SCCRPResultOK,
 			FramingCaps: wire.FramingAsync | wire.FramingSync, BearerCaps: wire.BearerAnalog | wire.BearerDigital,
-			MaxChannels: uint16(min(s.cfg.MaxSessions, 65535)), FirmwareRevision: 1, Hostname: s.cfg.Hostname, Vendor: "pptpgw"}
+			MaxChannels: uint16(min(s.conf().MaxSessions, 65535)), FirmwareRevision: 1, Hostname: s.cfg.Hostname, Vendor: "pptpgw"}
 		if m.ProtocolVersion>>8 != 1 {
 			rep.Result = wire.SCCRPResultBadProtocolVer
 			_ = cc.send(rep)
@@ -191,7 +191,7 @@ func (cc *ctrlConn) outgoingCall(m *wire.OCRQ) {
 	cc.mu.Lock()
 	n := len(cc.calls)
 	cc.mu.Unlock()
-	if n >= s.cfg.MaxCallsPerConn {
+	if n >= s.conf().MaxCallsPerConn {
 		reject(cCallLimitConn, wire.ErrorNoResource)
 		return
 	}
@@ -302,35 +302,35 @@ func (cc *ctrlConn) tick(now time.Time) {
 	}
 	preauth := state == ctrlEstablished && !cc.authed.Load()
 	switch {
-	case state == ctrlIdle && now.Sub(started) >= s.cfg.FirstMessageTimeout:
+	case state == ctrlIdle && now.Sub(started) >= s.conf().FirstMessageTimeout:
 		if !cc.close() {
 			return
 		}
 		s.count(cTimeoutFirstMessage)
-		s.limited.Warn("control connection: no SCCRQ in time", append(cc.logAttrs(), "timeout", s.cfg.FirstMessageTimeout)...)
-	case preauth && calls == 0 && now.Sub(established) >= s.cfg.CallRequestTimeout:
+		s.limited.Warn("control connection: no SCCRQ in time", append(cc.logAttrs(), "timeout", s.conf().FirstMessageTimeout)...)
+	case preauth && calls == 0 && now.Sub(established) >= s.conf().CallRequestTimeout:
 		if !cc.close() {
 			return
 		}
 		s.count(cTimeoutCallRequest)
-		s.limited.Warn("control connection: no call request in time", append(cc.logAttrs(), "timeout", s.cfg.CallRequestTimeout)...)
-	case preauth && now.Sub(established) >= s.cfg.CallRequestTimeout+s.cfg.AuthTimeout:
+		s.limited.Warn("control connection: no call request in time", append(cc.logAttrs(), "timeout", s.conf().CallRequestTimeout)...)
+	case preauth && now.Sub(established) >= s.conf().CallRequestTimeout+s.conf().AuthTimeout:
 		cc.closeAll("not authenticated in time")
 		if !cc.close() {
 			return
 		}
 		s.count(cTimeoutAuth)
 		s.limited.Warn("control connection: no call authenticated in time", append(cc.logAttrs(),
-			"timeout", s.cfg.CallRequestTimeout+s.cfg.AuthTimeout)...)
+			"timeout", s.conf().CallRequestTimeout+s.conf().AuthTimeout)...)
 	case state != ctrlEstablished:
-	case !echoSent.IsZero() && now.Sub(echoSent) >= s.cfg.EchoTimeout:
+	case !echoSent.IsZero() && now.Sub(echoSent) >= s.conf().EchoTimeout:
 		cc.closeAll("echo timeout")
 		if !cc.close() {
 			return
 		}
 		s.count(cCtrlEchoTimeout)
 		s.limited.Warn("control connection: no Echo-Reply", cc.logAttrs()...)
-	case echoSent.IsZero() && now.Sub(lastRx) >= s.cfg.EchoIdle:
+	case echoSent.IsZero() && now.Sub(lastRx) >= s.conf().EchoIdle:
 		cc.mu.Lock()
 		cc.echoID++
 		id := cc.echoID

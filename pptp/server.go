@@ -272,6 +272,9 @@ type Server struct {
 
 	// operations (issue 8): bytes and auth failures over all sessions.
 	obsTotals ppp.ServerTotals
+	// Reload (issue 8): the configuration in force, swapped whole by
+	// Reload (reload.go); the reloadable settings are read through conf().
+	live atomic.Pointer[Config]
 }
 
 // NewServer makes a server that uses greConn for GRE and n for IP packets. It does
@@ -296,6 +299,7 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 		unauthBySource: map[netip.Addr]int{},
 		counters:       metrics.NewCounters(counterDefs[:]), pppTotals: ppp.NewCounters(), stop: make(chan struct{}),
 	}
+	s.live.Store(&cfg)
 	s.limited = newRateLog(cfg.Logger, cfg.WarnInterval, cfg.Now, func(n int) { s.counters.Add(int(cLogSuppressed), uint64(n)) })
 	if qn, ok := n.(QueueNet); ok {
 		s.qnet = qn
@@ -309,7 +313,7 @@ func NewServer(cfg Config, greConn gre.PacketConn, n Net) (*Server, error) {
 }
 
 // Config is the effective configuration.
-func (s *Server) Config() Config { return s.cfg }
+func (s *Server) Config() Config { return *s.conf() }
 
 // GRE is the server's GRE mux (counters).
 func (s *Server) GRE() *gre.Mux { return s.mux }
@@ -404,18 +408,18 @@ func (s *Server) accept(c net.Conn) {
 		s.mu.Unlock()
 		c.Close()
 		return
-	case s.perSource[src] >= s.cfg.MaxConnsPerSource:
+	case s.perSource[src] >= s.conf().MaxConnsPerSource:
 		s.mu.Unlock()
 		s.count(cConnLimitSource)
-		s.limited.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.cfg.MaxConnsPerSource)
+		s.limited.Warn("control connection refused: per-source limit", "peer", ap, "limit", s.conf().MaxConnsPerSource)
 		c.Close()
 		return
-	case len(s.conns) >= s.cfg.MaxConns:
+	case len(s.conns) >= s.conf().MaxConns:
 		evicted = s.preauth.victim(src)
 		if evicted == nil {
 			s.mu.Unlock()
 			s.count(cConnLimitGlobal)
-			s.limited.Warn("control connection refused: global limit", "peer", ap, "limit", s.cfg.MaxConns)
+			s.limited.Warn("control connection refused: global limit", "peer", ap, "limit", s.conf().MaxConns)
 			c.Close()
 			return
 		}
@@ -432,7 +436,7 @@ func (s *Server) accept(c net.Conn) {
 		evicted.close()
 		s.count(cConnEvictedUnauth)
 		s.limited.Warn("control connection evicted: connection limit reached and it has not authenticated",
-			"peer", evicted.peer.String(), "limit", s.cfg.MaxConns)
+			"peer", evicted.peer.String(), "limit", s.conf().MaxConns)
 	}
 	s.count(cConnsAccepted)
 	go cc.run()
@@ -464,11 +468,11 @@ func (s *Server) reserveUnauthCall(cc *ctrlConn) (reason counter, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.closed || s.authed >= s.cfg.MaxSessions:
+	case s.closed || s.authed >= s.conf().MaxSessions:
 		return cCallLimitGlobal, false
-	case cc.unauthCalls >= s.cfg.MaxUnauthCallsPerConn:
+	case cc.unauthCalls >= s.conf().MaxUnauthCallsPerConn:
 		return cCallLimitUnauthConn, false
-	case s.unauthBySource[cc.peerIP] >= s.cfg.MaxUnauthCallsPerSource:
+	case s.unauthBySource[cc.peerIP] >= s.conf().MaxUnauthCallsPerSource:
 		return cCallLimitUnauthSource, false
 	}
 	cc.unauthCalls++
@@ -502,7 +506,7 @@ func (s *Server) authenticated(ss *session) {
 func (s *Server) takeSessionSlot() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.authed >= s.cfg.MaxSessions {
+	if s.closed || s.authed >= s.conf().MaxSessions {
 		return false
 	}
 	s.authed++
@@ -523,7 +527,7 @@ func (s *Server) Tick(now time.Time) {
 	var late []*session
 	for ss := range s.sessions {
 		sessions = append(sessions, ss)
-		if ss.unauth && !ss.authTimedOut && now.Sub(ss.started) >= s.cfg.AuthTimeout {
+		if ss.unauth && !ss.authTimedOut && now.Sub(ss.started) >= s.conf().AuthTimeout {
 			ss.authTimedOut = true
 			late = append(late, ss)
 		}
@@ -532,7 +536,7 @@ func (s *Server) Tick(now time.Time) {
 	for _, ss := range late {
 		s.count(cTimeoutAuth)
 		s.limited.Warn("call cleared: not authenticated in time", "peer", ss.cc.peer.String(),
-			"call_id", ss.call.LocalID(), "timeout", s.cfg.AuthTimeout)
+			"call_id", ss.call.LocalID(), "timeout", s.conf().AuthTimeout)
 		ss.end("authentication timeout", true, wire.CDNResultGeneralError)
 	}
 	for _, c := range conns {
@@ -597,7 +601,7 @@ func (s *Server) readNet() {
 
 // allocIP gives the user its static address from chap-secrets, else a pool address.
 func (s *Server) allocIP(user string) (netip.Addr, error) {
-	if _, ips, ok := s.cfg.Secrets.Lookup(user, s.cfg.ServerName); ok {
+	if _, ips, ok := s.conf().Secrets.Lookup(user, s.conf().ServerName); ok {
 		for _, ip := range ips {
 			a, err := netip.ParseAddr(ip)
 			if err != nil || !a.Is4() {
@@ -613,7 +617,7 @@ func (s *Server) allocIP(user string) (netip.Addr, error) {
 }
 
 func (s *Server) lookupPassword(user string) (string, bool) {
-	secret, _, ok := s.cfg.Secrets.Lookup(user, s.cfg.ServerName)
+	secret, _, ok := s.conf().Secrets.Lookup(user, s.conf().ServerName)
 	return secret, ok
 }
 
@@ -672,11 +676,11 @@ var errNetClosed = errors.New("pptp: net closed")
 
 // answerDHCP handles a DHCPINFORM from the client when split routes are configured.
 func (s *Server) answerDHCP(b []byte) ([]byte, bool) {
-	if len(s.cfg.SplitRoutes) == 0 {
+	if len(s.conf().SplitRoutes) == 0 {
 		return nil, false
 	}
 	if !dhcpinform.IsDHCPRequest(b) {
 		return nil, false
 	}
-	return dhcpinform.Answer(b, s.cfg.LocalIP, s.cfg.SplitRoutes, s.cfg.DNS)
+	return dhcpinform.Answer(b, s.cfg.LocalIP, s.conf().SplitRoutes, s.conf().DNS)
 }

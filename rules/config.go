@@ -129,6 +129,10 @@ type Config struct {
 	ConntrackTimeouts KernelTimeouts `yaml:"conntrack_timeouts"`
 	// Uplinks are several WAN interfaces (uplinks.go); the first is `wan`.
 	Uplinks []Uplink `yaml:"uplinks"`
+	// Reload and restart (issue 8)
+	// StateFile is where the call table is saved (on SIGTERM/SIGINT and
+	// every 10 s) and restored from at start; "" keeps no state.
+	StateFile string `yaml:"state_file"`
 
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
@@ -271,6 +275,7 @@ func Default() *Config {
 		IPForward:   true,
 		LogLevel:    DefaultLogLevel,
 		GREPath:     GREPathAuto,
+		StateFile:   DefaultStateFile,
 	}
 }
 
@@ -524,6 +529,7 @@ func (c *Config) Validate() error {
 	c.validateQoS(bad)      // shaping (issue 9): config_qos.go
 	c.validateFastPath(bad) // kernel fast path (issue 12)
 	c.validateEdge(bad)     // routing at the edge (issue 10)
+	c.validateOps(bad)
 	return errors.Join(errs...)
 }
 

@@ -25,11 +25,12 @@ type Gateway struct {
 const ReadyTimeout = 5 * time.Second
 
 // StartGateway runs `BIN run --wan WANIf --lan LANIf --admin-socket SOCK
-// [extra...]` in the gateway namespace and waits (ReadyTimeout) for its
+// --state-file DIR/pptpgw-state.json [extra...]` in the gateway namespace and waits (ReadyTimeout) for its
 // msg=ready log line. The topology's Close stops it if the caller does not.
 func (t *Topology) StartGateway(ctx context.Context, bin string, extra ...string) (*Gateway, error) {
 	sock := filepath.Join(t.Dir, "pptpgw-admin.sock")
-	args := append([]string{"run", "--wan", t.WANIf, "--lan", t.LANIf, "--admin-socket", sock}, extra...)
+	args := append([]string{"run", "--wan", t.WANIf, "--lan", t.LANIf, "--admin-socket", sock,
+		"--state-file", filepath.Join(t.Dir, "pptpgw-state.json")}, extra...)
 	args = withGREPath(args) // kernel fast path (issue 12): PPTPGW_TEST_GRE_PATH
 	p, err := t.Start(t.GW.Command(ctx, bin, args...))
 	if err != nil {

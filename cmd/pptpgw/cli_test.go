@@ -152,7 +152,7 @@ func TestCallsNoDaemon(t *testing.T) {
 }
 
 // The daemon starts in a private namespace with no config file, answers
-// `calls --json` over its admin socket, logs and ignores SIGHUP, and on
+// `calls --json` over its admin socket, reloads its configuration on SIGHUP, and on
 // SIGTERM exits with status 0, reducing its table to the fail-safe rule.
 func TestRunLifecycle(t *testing.T) {
 	requireRoot(t)
@@ -165,14 +165,14 @@ func TestRunLifecycle(t *testing.T) {
 ip link set lo up
 ip link add pgw0 type veth peer name pgw1; ip link set pgw0 up; ip addr add 203.0.113.1/24 dev pgw0
 ip link add pgl0 type veth peer name pgl1; ip link set pgl0 up; ip addr add 10.99.0.1/24 dev pgl0
-"$0" run --wan pgw0 --lan pgl0 --admin-socket "$1" 2>"$2" &
+"$0" run --wan pgw0 --lan pgl0 --admin-socket "$1" --state-file "$1.state" 2>"$2" &
 pid=$!
 for i in $(seq 100); do grep -q 'msg=ready' "$2" && break; sleep 0.05; done
 grep -q 'msg=ready' "$2"
 "$0" calls --json --admin-socket "$1" > "$3"
 nft list table ip pptpgw > "$4"
 kill -HUP $pid
-for i in $(seq 100); do grep -q 'SIGHUP ignored' "$2" && break; sleep 0.05; done
+for i in $(seq 100); do grep -q 'configuration reloaded' "$2" && break; sleep 0.05; done
 kill -TERM $pid; wait $pid
 echo "exit=$?" >> "$3"
 nft list table ip pptpgw > "$5" 2>&1 || true
@@ -213,7 +213,7 @@ nft list table ip pptpgw > "$5" 2>&1 || true
 		}
 	}
 	log, _ := os.ReadFile(logf)
-	for _, want := range []string{"SIGHUP ignored", "left the fail-safe nftables table", "nft delete table ip pptpgw"} {
+	for _, want := range []string{`msg="configuration reloaded" trigger=SIGHUP`, "left the fail-safe nftables table", "nft delete table ip pptpgw"} {
 		if !strings.Contains(string(log), want) {
 			t.Errorf("daemon log lacks %q:\n%s", want, log)
 		}
@@ -221,8 +221,8 @@ nft list table ip pptpgw > "$5" 2>&1 || true
 }
 
 // With its stderr a pipe nobody reads any more (a log collector that went
-// away), the daemon keeps running when it next logs (here: that it ignored
-// a SIGHUP) instead of dying of SIGPIPE, and still stops cleanly.
+// away), the daemon keeps running when it next logs (here: that it
+// reloaded on SIGHUP) instead of dying of SIGPIPE, and still stops cleanly.
 func TestRunSurvivesBrokenLogPipe(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
@@ -233,7 +233,7 @@ ip link add pgl0 type veth peer name pgl1; ip link set pgl0 up; ip addr add 10.9
 mkfifo "$2"
 sh -c 'exec <"$1"' reader "$2" &
 reader=$!
-"$0" run --wan pgw0 --lan pgl0 --admin-socket "$1" 2>"$2" &
+"$0" run --wan pgw0 --lan pgl0 --admin-socket "$1" --state-file "$1.state" 2>"$2" &
 pid=$!
 wait $reader
 for i in $(seq 100); do "$0" calls --json --admin-socket "$1" >/dev/null 2>&1 && break; sleep 0.05; done

@@ -27,6 +27,7 @@ func subcommands() []subcommand {
 		{"events", "stream the call events of a running gateway (like conntrack -E)", cmdEvents},
 		{"qos", "show the shaped interfaces and their classes' live counters", cmdQoS}, // shaping (issue 9)
 		{"pool", "list the members of the gateway's server pools", cmdPool},
+		{"reload", "make a running gateway or server re-read its configuration", cmdReload},
 		{"serve", "run the userspace PPTP server (PAC) with TUN", cmdServe},
 		{"sessions", "list the live sessions of a running server", cmdSessions},
 		{"demo", "build a namespace topology: 3 clients behind the gateway call one server", cmdDemo},

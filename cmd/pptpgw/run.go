@@ -38,7 +38,11 @@ is replaced at start; other rulesets are left alone. No inside address leaves
 the WAN untranslated while the daemon is not running: after a crash the table
 stays and drops GRE; on SIGTERM/SIGINT it is reduced to one rule that drops
 GRE forwarded to the WAN (logged; the next start replaces it, 'nft delete
-table ip pptpgw' removes it). SIGHUP is logged and ignored. Needs root
+table ip pptpgw' removes it). SIGHUP (or 'pptpgw reload') re-reads the config
+file, the flags still overriding it, and applies it without dropping a call;
+an invalid one is refused and logged. The call table is saved to state_file
+(--state-file) on SIGTERM/SIGINT and every 10 s, and restored at start, so
+calls survive a restart or upgrade. Needs root
 (CAP_NET_ADMIN). With no --config it needs only --wan/--lan. Flags override
 the config file. See rules/CONFIG.md for every setting.
 
@@ -51,7 +55,7 @@ Flags:
 func cmdRun(args []string) int {
 	// From the first instruction on, SIGHUP must not kill the daemon (its
 	// default action): it would stop translating with its table in place.
-	// Reload is not implemented; runGateway logs and ignores it. SIGPIPE
+	// runGateway reloads the configuration on it (reload.go). SIGPIPE
 	// (a log reader gone: stderr is a broken pipe) would kill it too.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -71,6 +75,7 @@ func cmdRun(args []string) int {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics on this TCP address, e.g. 127.0.0.1:9247 (default: the config's metrics key; off)")
 	queuesN := fs.Int("queues", -1, "number of NFQUEUE queues and readers from --queue on (default: one per CPU)")
 	grePath := fs.String("gre-path", "", "GRE of established calls: kernel (nftables maps), userspace (NFQUEUE) or auto (default: kernel if the kernel runs it)")
+	stateFile := fs.String("state-file", "", "where the call table is saved and restored from, \"\" for none (default "+rules.DefaultStateFile+")")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -81,49 +86,49 @@ func cmdRun(args []string) int {
 		return 2
 	}
 
-	cfg := rules.Default()
-	if *cfgPath != "" {
-		var err error
-		if cfg, err = rules.Load(*cfgPath); err != nil {
-			fmt.Fprintln(os.Stderr, "pptpgw run:", err)
-			return 2
-		}
-	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "wan":
-			cfg.WAN = *wan
-		case "lan":
-			cfg.LAN = splitList(*lan)
-		case "admin-socket":
-			cfg.AdminSocket = *adminSock
-		case "table":
-			cfg.Table = *table
-		case "queue":
-			cfg.Queue = uint16(*queueNum)
-		case "fail-closed":
-			cfg.FailOpen = !*failClosed
-		case "strict":
-			cfg.Strict = *strict
-		case "log-level":
-			cfg.LogLevel = *logLevel
-		case "metrics":
-			cfg.Metrics = *metricsAddr
-		case "gre-path":
-			cfg.GREPath = *grePath
-		case "queues":
-			cfg.Queues = *queuesN
-		}
-	})
 	if *queueNum > 65535 {
 		fmt.Fprintln(os.Stderr, "pptpgw run: --queue must be 0..65535")
 		return 2
 	}
-	if err := cfg.Validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "pptpgw run: invalid configuration:", err)
+	// The flags given override the file, at start and at every reload.
+	src := configSource{path: *cfgPath, flags: func(cfg *rules.Config) {
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "wan":
+				cfg.WAN = *wan
+			case "lan":
+				cfg.LAN = splitList(*lan)
+			case "admin-socket":
+				cfg.AdminSocket = *adminSock
+			case "table":
+				cfg.Table = *table
+			case "queue":
+				cfg.Queue = uint16(*queueNum)
+			case "fail-closed":
+				cfg.FailOpen = !*failClosed
+			case "strict":
+				cfg.Strict = *strict
+			case "log-level":
+				cfg.LogLevel = *logLevel
+			case "state-file":
+				cfg.StateFile = *stateFile
+			case "metrics":
+				cfg.Metrics = *metricsAddr
+			case "gre-path":
+				cfg.GREPath = *grePath
+			case "queues":
+				cfg.Queues = *queuesN
+			}
+		})
+	}}
+	cfg, err := src.load()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pptpgw run:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	level := new(slog.LevelVar)
+	level.Set(cfg.SlogLevel())
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "pptpgw run: needs root (CAP_NET_ADMIN) to program nftables and bind NFQUEUE; try sudo")
 		return 1
@@ -143,7 +148,7 @@ func cmdRun(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := runGateway(ctx, cfg, log, hup); err != nil {
+	if err := runGateway(ctx, cfg, log, hup, src, level); err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw run:", err)
 		return 1
 	}
@@ -161,8 +166,9 @@ func splitList(s string) []string {
 }
 
 // runGateway brings the gateway up, serves until ctx ends, and leaves the
-// fail-safe table (rules.Installed.ReduceToFailsafe) behind. SIGHUPs that
-// arrive on hup are logged and ignored.
+// fail-safe table (rules.Installed.ReduceToFailsafe) behind. A SIGHUP on
+// hup reloads the configuration from src (reload.go); the call table is
+// restored from and saved to state_file (state.go).
 //
 // The order keeps inside addresses off the WAN at every step: the queue is
 // bound before the rules exist, so whatever they (or a table left by an
@@ -170,7 +176,7 @@ func splitList(s string) []string {
 // a leftover in the same batch, before IPv4 forwarding is switched on; on
 // the way out the table is reduced to its fail-safe rule while the queue is
 // still being read, and only then is the queue closed.
-func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-chan os.Signal) error {
+func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-chan os.Signal, src configSource, level *slog.LevelVar) error {
 	start := time.Now()
 	res, err := rules.Resolve(cfg)
 	if err != nil {
@@ -184,6 +190,9 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	if err != nil {
 		return err
 	}
+	rl := newReloader(cfg, src, log)
+	state := &stateKeeper{engine: engine, owner: cfg.StateOwner(), path: func() string { return rl.current().StateFile }, log: log}
+	state.restore()
 
 	q, err := openQueues(cfg.Queue, cfg.EffectiveQueues(), cfg.QueueLen, engine, log) // several readers: issue 12
 	if err != nil {
@@ -207,15 +216,22 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	if err != nil {
 		return err
 	}
-	if _, err := startGatewayMetrics(ctx, cfg, engine, q, log); err != nil { // issue 8 (metrics_http.go)
+	gm, err := startGatewayMetrics(ctx, cfg, engine, q, log) // issue 8 (metrics_http.go)
+	if err != nil {
 		return err
 	}
+	gm.Exp.Sources.Add(rl) // reloads_total
 	actx, acancel := context.WithCancel(ctx)
 	defer acancel()
 	go serveAdmin(actx, adminL, func(cmd string) (any, error) {
 		switch cmd {
 		case "calls":
-			return callsReply(engine, q), nil
+			return callsReply(engine, q, rl), nil
+		case "reload":
+			if err := rl.reload("admin socket"); err != nil {
+				return nil, err
+			}
+			return reloadReply{Reloaded: true}, nil
 		case "events":
 			return eventsStream(engine), nil
 		case "qos": // shaping (issue 9)
@@ -223,7 +239,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		case "pool": // pool (issue 11)
 			return nat.PoolsReply{Pools: engine.Pools()}, nil
 		default:
-			return nil, fmt.Errorf("unknown admin command %q (try: calls, events, qos, pool)", cmd)
+			return nil, fmt.Errorf("unknown admin command %q (try: calls, reload, events, qos, pool)", cmd)
 		}
 	}, log)
 
@@ -235,6 +251,9 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 
 	plan := rules.NewPlan(cfg)
 	adoptGRE(engine, &plan, log) // kernel fast path (issue 12)
+	// Saved once more on the way out, after the reduction to the fail-safe
+	// table below (defers run in reverse): no packet reaches the engine then.
+	defer state.save("shutdown")
 	inst, err := rules.Install(plan)
 	if err != nil {
 		return fmt.Errorf("install nftables table %q: %w", plan.Table, err)
@@ -256,6 +275,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		return err
 	}
 	defer edge.Close()
+	defer rl.close() // runs before the reduction registered above: no reload races it
 	switch {
 	case inst.ReplacedStale:
 		log.Warn("replaced a stale nftables table left by an earlier run (crashed or killed)", "table", plan.Table)
@@ -272,6 +292,19 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			return fmt.Errorf("enable IPv4 forwarding: %w", err)
 		}
 	}
+	// The appliers of a reload, in order (reload.go): the engine's
+	// settings, the table (sets and their elements kept), then what each
+	// feature owns in the kernel.
+	rl.add("engine", engineApplier(engine))
+	rl.add("nftables", nftApplier(inst))
+	rl.add("daemon", miscApplier(level))
+	rl.add("shaping", shape.Apply)         // issue 9: HTB trees, the engine's classes
+	rl.add("pools", poolRun{engine}.Apply) // issue 11
+	rl.add("edge", edge.Apply)             // issue 10: routing, ct timeouts, uplink pins
+	rl.add("fastpath", fp.Apply)           // issue 12: gre_path and queues are fixed
+	rl.add("metrics", gm.Apply)            // /metrics address
+	rl.add("admin_group", adminGroup{cfg.AdminSocket}.Apply)
+	go state.run(actx)
 	log.Info("ready", "wan", cfg.WAN, "lan", strings.Join(cfg.LAN, ","), "public", res.PublicIP,
 		"table", plan.Table, "queue", cfg.Queue, "queues", cfg.EffectiveQueues(), "queue_impl", inst.QueueImpl,
 		"queue_len", cfg.QueueLen, "gre_path", cfg.GREPath, "fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
@@ -288,7 +321,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			log.Info("shutting down", "reason", context.Cause(ctx))
 			return nil
 		case <-hup:
-			log.Warn("SIGHUP ignored: configuration reload is not supported yet; restart the daemon to apply changes")
+			_ = rl.reload("SIGHUP") // logged and counted; refused leaves everything as it was
 		case <-tick.C:
 			engine.Tick()
 		case <-drops.C:
@@ -346,6 +379,12 @@ func followWAN(ctx context.Context, cfg *rules.Config, engine *nat.Engine, res *
 // newEngine is where the configuration reaches the engine: every setting
 // the engine runs with comes from cfg here (TestNewEngineGetsConfig).
 func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log *slog.Logger) *nat.Engine {
+	return nat.NewEngine(engineConfig(cfg, res, log), clk)
+}
+
+// engineConfig is the engine's configuration from cfg, at start and at
+// every reload.
+func engineConfig(cfg *rules.Config, res *rules.Resolved, log *slog.Logger) nat.EngineConfig {
 	var fwds []nat.Forward
 	for _, f := range cfg.Forwards {
 		if f.IsPool() {
@@ -353,7 +392,7 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		}
 		fwds = append(fwds, nat.Forward{Port: f.Port, InsideIP: f.Addr()})
 	}
-	return nat.NewEngine(nat.EngineConfig{
+	return nat.EngineConfig{
 		PublicIP: res.PublicIP,
 		WANIf:    res.WANIndex,
 		LANIfs:   res.LANIndex,
@@ -367,11 +406,11 @@ func newEngine(cfg *rules.Config, res *rules.Resolved, clk conntrack.Clock, log 
 		Pools:    enginePools(cfg), // pool (issue 11), pool.go
 
 		KernelMaps: greMaps(cfg), // kernel fast path (issue 12)
-	}, clk)
+	}
 }
 
 // callsReply answers the admin command "calls": the engine's calls and the
 // counters of the engine and the queue, from one metrics snapshot.
-func callsReply(e *nat.Engine, q metrics.Source) nat.CallsReply {
-	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(e, q).Map()}
+func callsReply(e *nat.Engine, q metrics.Source, more ...metrics.Source) nat.CallsReply {
+	return nat.CallsReply{Calls: e.Calls(), Counters: metrics.Collect(append([]metrics.Source{e, q}, more...)...).Map()}
 }

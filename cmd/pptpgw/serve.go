@@ -17,7 +17,6 @@ import (
 	"pptpgw/pptp"
 	"pptpgw/pptp/gre"
 	"pptpgw/pptp/ppp"
-	"pptpgw/pptp/secrets"
 	"pptpgw/pptp/tun"
 )
 
@@ -83,68 +82,51 @@ func cmdServe(args []string) int {
 		fmt.Fprintf(os.Stderr, "pptpgw serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	// From here on SIGHUP reloads the configuration (serve_reload.go)
+	// instead of killing the server.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(os.Stderr, "pptpgw serve: "+format+"\n", a...)
 		return 1
 	}
-	sc := &pptp.FileConfig{}
-	if *cfgPath != "" {
-		var err error
-		if sc, err = pptp.LoadFileConfig(*cfgPath); err != nil {
-			return fail("config: %v", err)
+	src := serveSource{path: *cfgPath, flags: func(sc *pptp.FileConfig) {
+		for _, o := range []struct {
+			flag string
+			dst  *string
+		}{
+			{*listen, &sc.Listen}, {*pool, &sc.Pool}, {*secretsPath, &sc.Secrets}, {*localIP, &sc.LocalIP},
+			{*adminSock, &sc.AdminSocket}, {*tunName, &sc.TUN}, {*logLevel, &sc.LogLevel}, {*metricsAddr, &sc.Metrics},
+		} {
+			if o.flag != "" {
+				*o.dst = o.flag
+			}
 		}
-	}
-	for _, o := range []struct {
-		flag string
-		dst  *string
-	}{
-		{*listen, &sc.Listen}, {*pool, &sc.Pool}, {*secretsPath, &sc.Secrets}, {*localIP, &sc.LocalIP},
-		{*adminSock, &sc.AdminSocket}, {*tunName, &sc.TUN}, {*logLevel, &sc.LogLevel}, {*metricsAddr, &sc.Metrics},
-	} {
-		if o.flag != "" {
-			*o.dst = o.flag
-		}
-	}
-	level, err := sc.Level()
+	}}
+	sc, cfg, err := src.load()
 	if err != nil {
 		return fail("%v", err)
 	}
-	cfg, err := sc.Config()
-	if err != nil {
-		return fail("%v", err)
-	}
-	if err := validateServeObs(sc); err != nil { // issue 8 (serve_obs.go)
-		return fail("%v", err)
-	}
-	if sc.Secrets == "" {
-		return fail("no secrets file: set --secrets FILE (pppd chap-secrets format)")
-	}
-	sec, err := secrets.Load(sc.Secrets)
-	if err != nil {
-		return fail("%v", err)
-	}
-	cfg.Secrets = sec
+	level, _ := sc.Level() // checked by load
 	if os.Geteuid() != 0 {
 		return fail("must run as root: the TUN device needs CAP_NET_ADMIN and the GRE socket CAP_NET_RAW")
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	cfg.Logger = log
-	if sc.TUN == "" {
-		sc.TUN = pptp.DefaultTUN
-	}
-	if sc.AdminSocket == "" {
-		sc.AdminSocket = pptp.DefaultAdminSocket
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := runServe(ctx, cfg, sc.TUN, sc.AdminSocket, serveObs{sc.Metrics, sc.AdminGroup}, log); err != nil {
+	sr := &serveReloader{src: src, log: log, level: lv, counters: newReloadCounters(), admin: sc.AdminSocket, tun: sc.TUN}
+	if err := runServe(ctx, cfg, sc.TUN, sc.AdminSocket, serveObs{sc.Metrics, sc.AdminGroup}, log, sr, hup); err != nil {
 		return fail("%v", err)
 	}
 	return 0
 }
 
 // runServe opens the TUN and the GRE socket and serves until ctx ends.
-func runServe(ctx context.Context, cfg pptp.Config, tunName, adminSock string, obs serveObs, log *slog.Logger) error {
+func runServe(ctx context.Context, cfg pptp.Config, tunName, adminSock string, obs serveObs, log *slog.Logger, sr *serveReloader, hup <-chan os.Signal) error {
 	mru := int(cfg.MRU)
 	if mru == 0 {
 		mru = ppp.DefaultMRU
@@ -178,16 +160,24 @@ func runServe(ctx context.Context, cfg pptp.Config, tunName, adminSock string, o
 		greConn.Close()
 		return err
 	}
-	if err := startServeMetrics(ctx, obs.Metrics, srv, log); err != nil {
+	if err := startServeMetrics(ctx, obs.Metrics, srv, log, sr); err != nil {
 		adminL.Close()
 		greConn.Close()
 		return err
 	}
+	sr.srv = srv
+	go sr.run(ctx, hup)
 	go serveAdmin(ctx, adminL, func(cmd string) (any, error) {
-		if cmd != "sessions" {
-			return nil, fmt.Errorf("unknown admin command %q (try: sessions)", cmd)
+		switch cmd {
+		case "sessions":
+			return pptp.AdminReply{Sessions: srv.Sessions(), Counters: srv.Counters()}, nil
+		case "reload":
+			if err := sr.reload("admin socket"); err != nil {
+				return nil, err
+			}
+			return reloadReply{Reloaded: true}, nil
 		}
-		return pptp.AdminReply{Sessions: srv.Sessions(), Counters: srv.Counters()}, nil
+		return nil, fmt.Errorf("unknown admin command %q (try: sessions, reload)", cmd)
 	}, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe(ctx) }()

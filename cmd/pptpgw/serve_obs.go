@@ -42,11 +42,11 @@ func serverSource(srv *pptp.Server) metrics.Source {
 
 // startServeMetrics serves the server's families as pptpgw_serve_* on addr
 // until ctx ends ("" = off).
-func startServeMetrics(ctx context.Context, addr string, srv *pptp.Server, log *slog.Logger) error {
+func startServeMetrics(ctx context.Context, addr string, srv *pptp.Server, log *slog.Logger, more ...metrics.Source) error {
 	if addr == "" {
 		return nil
 	}
-	a, err := promexport.Serve(ctx, addr, newExporter("pptpgw_serve_", serverSource(srv)), log)
+	a, err := promexport.Serve(ctx, addr, newExporter("pptpgw_serve_", append([]metrics.Source{serverSource(srv)}, more...)...), log)
 	if err != nil {
 		return err
 	}
