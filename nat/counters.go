@@ -185,6 +185,11 @@ func (e *Engine) count(v pkt.Verdict, r reason) (pkt.Verdict, string) {
 
 // Collect emits every counter and gauge of the engine (metrics.Source).
 func (e *Engine) Collect(emit func(metrics.Sample)) {
+	if e.kp != nil {
+		// The kernel path's counters up to now (as Calls reads them), so
+		// a scrape and `pptpgw calls` agree; on error, as of the last read.
+		_ = e.kp.sync()
+	}
 	e.counters.Collect(func(s metrics.Sample) {
 		if s.Key != "helper_none" { // a segment with no reason is counted as ctl_ok
 			emit(s)

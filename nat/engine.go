@@ -186,6 +186,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 	if cfg.KernelMaps != nil {
 		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.alloc, e.conf().set.Timeouts)
 		e.kp.eligible = e.kernelEligible
+		e.kp.carried = e.countKernelGRE
 	}
 	return e
 }

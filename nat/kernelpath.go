@@ -81,7 +81,11 @@ type kernelPath struct {
 	// eligible says whether a call's GRE may take the kernel path
 	// (Engine.kernelEligible); nil: every call.
 	eligible func(*conntrack.Call) bool
-	maps     KernelMaps
+	// carried receives what the kernel carried since the last read (no
+	// lock held): the engine's GRE packet and byte counters count both
+	// paths.
+	carried func([]conntrack.GREDelta)
+	maps    KernelMaps
 	table    *conntrack.Table
 	alloc    *Allocator
 	every    time.Duration
@@ -437,6 +441,9 @@ func (k *kernelPath) sync() error {
 	k.fmu.Unlock()
 	if len(ds) > 0 {
 		k.table.AccountGRE(ds) // Table.mu after fmu and mu are released
+		if k.carried != nil {
+			k.carried(ds)
+		}
 	}
 	return nil
 }
@@ -569,4 +576,19 @@ func (e *Engine) collectKernelPath(emit func(metrics.Sample)) {
 // crosses the WAN. Table.mu held.
 func (e *Engine) kernelEligible(c *conntrack.Call) bool {
 	return !c.Shaped() && e.memberOf(c.PeerIP) == nil
+}
+
+// countKernelGRE adds GRE the kernel path carried to the engine's GRE
+// counters (packets_total{path="gre"}, bytes_total), so they count every
+// translated GRE packet whichever path translated it.
+func (e *Engine) countKernelGRE(ds []conntrack.GREDelta) {
+	for _, d := range ds {
+		if d.Out {
+			e.counters.Add(int(rGREOut), d.Packets)
+			e.counters.Add(int(rGREBytesOut), d.Bytes)
+		} else {
+			e.counters.Add(int(rGREIn), d.Packets)
+			e.counters.Add(int(rGREBytesIn), d.Bytes)
+		}
+	}
 }
