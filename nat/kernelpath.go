@@ -86,10 +86,10 @@ type kernelPath struct {
 	// paths.
 	carried func([]conntrack.GREDelta)
 	maps    KernelMaps
-	table    *conntrack.Table
-	alloc    *Allocator
-	every    time.Duration
-	kick     chan struct{}
+	table   *conntrack.Table
+	alloc   *Allocator
+	every   time.Duration
+	kick    chan struct{}
 
 	fmu sync.Mutex // serialises flush, sync and reload (the flusher's)
 
