@@ -54,6 +54,10 @@ func (in *Installed) apply(plan Plan, fill fillFunc) error {
 	}
 	plan.QueueImpl = in.QueueImpl
 	plan.NetNS = in.Plan.NetNS
+	// The GRE path is resolved once, at Install (gre_path cannot change
+	// live): without it the plan would declare no fast-path maps and the
+	// reload would delete them with every established call's elements.
+	plan.kernelGRE = in.Plan.kernelGRE
 	if err := plan.check(); err != nil {
 		return err
 	}
