@@ -39,7 +39,8 @@ import (
 // On error the kernel keeps the old ruleset and in is unchanged. The queue
 // implementation found by Install is kept; the table name and the queue
 // number cannot change (the daemon is bound to the queue), so Apply
-// refuses a plan that changes them.
+// refuses a plan that changes them. The GRE fast path stays as Install
+// resolved it (the maps and their elements are kept).
 func (in *Installed) Apply(plan Plan) error {
 	return in.apply(plan, addRules)
 }
@@ -54,6 +55,11 @@ func (in *Installed) apply(plan Plan, fill fillFunc) error {
 	}
 	plan.QueueImpl = in.QueueImpl
 	plan.NetNS = in.Plan.NetNS
+	// The GRE fast path was resolved (probed) by Install and cannot change
+	// while running (the engine has its maps or not): a reloaded plan
+	// carries gre_path as written (auto), never resolved, and without this
+	// its maps, with every live call's elements, would be deleted.
+	plan.kernelGRE = in.KernelGRE
 	if err := plan.check(); err != nil {
 		return err
 	}
