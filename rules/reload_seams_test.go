@@ -1,8 +1,10 @@
 package rules
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"pptpgw/conntrack"
 )
@@ -57,5 +59,48 @@ func TestApplyKeepsFastPathNetns(t *testing.T) {
 		if o, i, err := m.Read(); err != nil || len(o) != 1 || len(i) != 1 {
 			t.Errorf("gre_path %q: elements after the reload: %d out, %d in, %v", gp, len(o), len(i), err)
 		}
+	}
+}
+
+// In the kernel: a reload that changes a conntrack timeout leaves one ct
+// timeout object per policy in force, never the replaced ones (they are
+// named by a hash of their policy, so each change adds a new object), and
+// a reload without ct timeouts leaves none.
+func TestApplyCtTimeoutObjectsNetns(t *testing.T) {
+	ns, h := testNetns(t)
+	plan := Plan{Table: "pgt", WAN: "wan0", Queue: 49, FailOpen: true, MSS: MSSClamp{Mode: MSSOff}, NetNS: int(h)}
+	plan.CtTimeouts.TCP.Established = 2 * time.Hour
+	in, err := Install(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects := func() []string {
+		out := nsRun(t, ns, "nft", "list", "table", "ip", plan.Table)
+		var names []string
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) >= 3 && f[0] == "ct" && f[1] == "timeout" && strings.HasSuffix(l, "{") {
+				names = append(names, f[2])
+			}
+		}
+		return names
+	}
+	for _, est := range []time.Duration{3 * time.Hour, 4 * time.Hour, 4 * time.Hour} {
+		next := plan
+		next.CtTimeouts.TCP.Established = est
+		if err := in.Apply(next); err != nil {
+			t.Fatal(err)
+		}
+		want := CtTimeoutObjects(next)
+		if got := objects(); !slices.Equal(got, want) {
+			t.Errorf("after a reload to established %v: ct timeout objects %v, want %v", est, got, want)
+		}
+	}
+	next := plan
+	next.CtTimeouts = KernelTimeouts{}
+	if err := in.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := objects(); len(got) != 0 {
+		t.Errorf("after a reload without ct timeouts: objects %v left", got)
 	}
 }
