@@ -104,3 +104,37 @@ func TestApplyCtTimeoutObjectsNetns(t *testing.T) {
 		t.Errorf("after a reload without ct timeouts: objects %v left", got)
 	}
 }
+
+// The uplinks are fixed while running like the WAN: the engine's uplink
+// table, its pin writer and the followers of each uplink are set up at
+// start, so a reload that adds, removes or readdresses an uplink would
+// install the new uplinks' rules and routes with an engine that knows
+// nothing of them (calls leaving by a new uplink translated to another
+// uplink's address) or fail deep in the nftables transaction (uplink_pin's
+// elements jump to the chain of a removed uplink). Their via and table may
+// change: routing applies them live.
+func TestFixedChangesUplinks(t *testing.T) {
+	cur, err := Parse([]byte("wan: [w0, w1]\nlan: [l0]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		next  string
+		fixed bool
+	}{
+		{"wan: [w0, w1]\nlan: [l0]\n", false},
+		{"wan: [w0, w1, w2]\nlan: [l0]\n", true},
+		{"wan: w0\nlan: [l0]\n", true},
+		{"lan: [l0]\nuplinks:\n  - interface: w0\n  - interface: w1\n    table: 250\n", false},
+		{"lan: [l0]\nuplinks:\n  - interface: w0\n  - interface: w1\n    public_address: 203.0.113.7\n", true},
+	} {
+		next, err := Parse([]byte(tc.next))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.next, err)
+		}
+		err = cur.FixedChanges(next)
+		if got := err != nil && strings.Contains(err.Error(), "uplinks"); got != tc.fixed {
+			t.Errorf("%q: FixedChanges %v, want an uplinks change: %v", tc.next, err, tc.fixed)
+		}
+	}
+}
