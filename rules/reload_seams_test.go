@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -135,6 +136,40 @@ func TestFixedChangesUplinks(t *testing.T) {
 		err = cur.FixedChanges(next)
 		if got := err != nil && strings.Contains(err.Error(), "uplinks"); got != tc.fixed {
 			t.Errorf("%q: FixedChanges %v, want an uplinks change: %v", tc.next, err, tc.fixed)
+		}
+	}
+}
+
+// In the kernel: with a pool and several uplinks, the pool's rules for
+// traffic from inside (the hairpin queue rules, the SYN to a public
+// address from inside) exclude every uplink, not only the WAN, and an
+// outside client's opening SYN by another uplink is queued as one from the
+// WAN is. Before, a client's segments and GRE by uplink 1 were queued by
+// pool_hairpin and by queue_prerouting both.
+func TestInstallPoolUplinksNetns(t *testing.T) {
+	ns, h := testNetns(t)
+	p := goldenPoolPlan(QueueAuto)
+	p.Table, p.NetNS = "pgu", int(h)
+	p.Uplinks = []PlanUplink{{Name: p.WAN}, {Name: "wan1", Public: netip.MustParseAddr("203.0.113.9")}}
+	in, err := Install(p)
+	if err != nil {
+		t.Fatalf("Install: %v", err)
+	}
+	defer in.Remove()
+	out, err := nsListTable(ns, p.Table)
+	if err != nil {
+		t.Fatalf("nft list: %v: %s", err, out)
+	}
+	text, _ := comparable(out)
+	for _, w := range []string{
+		`tcp dport 1723 tcp flags syn / syn,ack iifname "wan1"`,
+		`fib daddr type local iifname != "wan0" iifname != "wan1"`,
+		`tcp dport 1723 ct status dnat iifname != "wan0" iifname != "wan1"`,
+		`tcp sport 1723 ct status snat iifname != "wan0" iifname != "wan1"`,
+		`ip protocol gre fib daddr type local iifname != "wan0" iifname != "wan1"`,
+	} {
+		if !strings.Contains(text, w) {
+			t.Errorf("pool ruleset with two uplinks lacks %q:\n%s", w, out)
 		}
 	}
 }
