@@ -94,8 +94,10 @@
 // either, and only while someone listens to `pptpgw events`.
 // Counters are atomics and take no lock. Pools (pool.go, hairpin.go): a
 // member's counters are atomics; its probe state has its own mutex, taken
-// alone; Engine.hpMu (the hairpin calls' aliases) is taken after Table.mu
-// (OnCallRemoved) or alone (the GRE path, never while holding Table.mu).
+// alone; Engine.hpMu (the hairpin calls' aliases) is a leaf: taken after
+// Table.mu (OnCallRemoved), under ctlMu (a hairpin call set up, or
+// restored by RestoreState) or alone (the GRE path, never while holding
+// Table.mu).
 // The kernel fast path
 // (kernelpath.go, issue 12): kernelPath.mu is a leaf, taken under Table.mu
 // by OnCallEstablished and OnCallRemoved; its flusher holds kernelPath.fmu

@@ -573,9 +573,23 @@ func (e *Engine) collectKernelPath(emit func(metrics.Sample)) {
 // kernelEligible says whether c's GRE may take the kernel path, which only
 // rewrites and accepts: not a call whose GRE needs the engine's verdict (a
 // class's mark and priority, a policer), nor a hairpin call, which never
-// crosses the WAN. Table.mu held.
+// crosses the WAN, nor a call of an uplink other than the WAN (uplink 0):
+// the fast path's rules match GRE on the WAN only and translate without the
+// engine's uplink check (gre_wrong_uplink), so such a call's elements would
+// only translate its GRE on the wrong uplink. Table.mu held.
 func (e *Engine) kernelEligible(c *conntrack.Call) bool {
-	return !c.Shaped() && e.memberOf(c.PeerIP) == nil
+	return !c.Shaped() && e.memberOf(c.PeerIP) == nil && !e.onOtherUplink(c.PublicIP)
+}
+
+// onOtherUplink reports whether pub is the public address of an uplink
+// other than uplink 0 (several uplinks, issue 10).
+func (e *Engine) onOtherUplink(pub [4]byte) bool {
+	t := e.ups.up.Load()
+	if t == nil {
+		return false
+	}
+	i, _ := t.uplinkOfPublic(pub)
+	return i > 0
 }
 
 // countKernelGRE adds GRE the kernel path carried to the engine's GRE

@@ -151,11 +151,19 @@ func (e *Engine) RestoreState(st *State, owner map[string]string) (RestoreStats,
 		tc.Data = c
 		// What a new connection and its calls get from the features
 		// decided again for the restored ones: pool accounting, the
-		// uplink pin of the pair, each call's class and policer.
+		// uplink pin of the pair, each call's class and policer, its
+		// member's call count and a hairpin call's alias.
 		e.poolTracked(tc) // pool (issue 11)
 		e.pinControl(tc)  // several uplinks (issue 10)
 		for _, call := range s.Calls {
-			e.setupCall(tc, call.InsideCallID) // shaping (issue 9); a call not restored is not found
+			if _, ok := e.table.OutsideOf(tc, call.InsideCallID); !ok {
+				continue // not restored
+			}
+			e.setupCall(tc, call.InsideCallID) // shaping (issue 9)
+			e.poolCallAdded(tc)                // pool (issue 11): its member's calls
+			if call.State != conntrack.CallRequested {
+				e.hairpinEstablished(tc, call.PeerCallID) // pool (issue 11): a hairpin call's alias
+			}
 		}
 		rs.Conns++
 		rs.Calls += n

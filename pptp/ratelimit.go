@@ -165,10 +165,11 @@ func (p *sessionShaper) shape(d int, b []byte) bool {
 	return true
 }
 
-// setRate limits the session to its user's rate (when it comes up).
+// setRate limits the session to its user's rate (when it comes up), as
+// the configuration in force says (a reload changes it for new sessions).
 func (ss *session) setRate(user string) {
 	s := ss.srv
-	ss.rate.start(s.cfg.RateLimits.For(user), ss.endCh, [2]func([]byte){
+	ss.rate.start(s.conf().RateLimits.For(user), ss.endCh, [2]func([]byte){
 		fromClient: func(b []byte) {
 			ClampMSS(b, s.cfg.MSS())
 			if err := s.net.WritePacket(b); err != nil {

@@ -31,7 +31,30 @@ func (c *Config) validateOps(bad func(field, format string, a ...any)) {
 // the WAN's address (wan, public_address). A reload that changes one of
 // them is refused; they take a restart, which keeps the calls (state_file)
 // when table, queue, wan and public_address stay the same.
-var FixedKeys = []string{"table", "queue", "queue_len", "wan", "public_address", "admin_socket"}
+// The uplinks (issue 10) are the WAN's kind: the engine's uplink table,
+// its pin writer and the followers of each uplink are set up at start, so
+// their interfaces and public addresses are fixed (their via and table
+// are routing's, applied live).
+var FixedKeys = []string{"table", "queue", "queue_len", "wan", "public_address", "admin_socket", "uplinks"}
+
+// fixedUplinks is the part of the uplinks a reload cannot change: each
+// one's interface and public address ("" with a single WAN).
+func (c *Config) fixedUplinks() string {
+	if len(c.Uplinks) < 2 {
+		return ""
+	}
+	var b strings.Builder
+	for i, u := range c.Uplinks {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(u.Interface)
+		if u.PublicAddress != "" {
+			b.WriteString(" " + u.PublicAddress)
+		}
+	}
+	return b.String()
+}
 
 // FixedChanges returns an error naming every fixed key (FixedKeys) whose
 // value differs between c (running) and next, each as a *FieldError with
@@ -41,6 +64,7 @@ func (c *Config) FixedChanges(next *Config) error {
 		return map[string]string{
 			"table": x.Table, "queue": strconv.Itoa(int(x.Queue)), "queue_len": strconv.Itoa(int(x.QueueLen)),
 			"wan": x.WAN, "public_address": x.PublicAddress, "admin_socket": x.AdminSocket,
+			"uplinks": x.fixedUplinks(),
 		}
 	}
 	a, b := val(c), val(next)

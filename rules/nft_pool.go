@@ -22,6 +22,9 @@ import (
 //	chain pool_prerouting  { type filter hook prerouting priority -150
 //	    tcp dport P tcp flags & (syn | ack) == syn iifname WAN queue num N [bypass]
 //	    tcp dport P tcp flags & (syn | ack) == syn fib daddr type local iifname != WAN queue num N [bypass] }
+//	                       // (with several uplinks, the first rule for
+//	                       //  each uplink too, and every "iifname != WAN"
+//	                       //  here and in pool_hairpin excludes them all)
 //	                       // 1. the opening SYN goes to the engine before
 //	                       //    dstnat; its verdict sets the member's
 //	                       //    bits in the mark (internal/fwmark.Member),
@@ -97,10 +100,12 @@ func addPoolQueue(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 				Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(PriorityPool),
 			})
 		}
+		for _, up := range p.outsideIfnames() {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: concat(MatchTCPPort(false, f.Port), matchOpeningSyn(),
+				MatchIfname(expr.MetaKeyIIFNAME, up), QueueExprs(impl, p.Queue, p.FailOpen))})
+		}
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: concat(MatchTCPPort(false, f.Port), matchOpeningSyn(),
-			MatchIfname(expr.MetaKeyIIFNAME, p.WAN), QueueExprs(impl, p.Queue, p.FailOpen))})
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: concat(MatchTCPPort(false, f.Port), matchOpeningSyn(),
-			matchDestLocal(), matchIfnameNot(expr.MetaKeyIIFNAME, p.WAN), QueueExprs(impl, p.Queue, p.FailOpen))})
+			matchDestLocal(), p.matchNotOutside(), QueueExprs(impl, p.Queue, p.FailOpen))})
 	}
 	if ch == nil {
 		return
@@ -109,7 +114,7 @@ func addPoolQueue(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		Name: ChainPoolHairpin, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(PriorityQueue),
 	})
-	notWAN := matchIfnameNot(expr.MetaKeyIIFNAME, p.WAN)
+	notWAN := p.matchNotOutside()
 	// From the host: DNATed to the member. From the member: SNATed too
 	// (a published server's answers to outside clients are DNAT only, and
 	// leave through queue_postrouting).
@@ -151,6 +156,34 @@ func matchDestLocal() []expr.Any {
 		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 	}
+}
+
+// outsideIfnames are the interfaces outside clients come in by: the WAN
+// and, with several uplinks (issue 10), every other uplink.
+func (p Plan) outsideIfnames() []string {
+	names := []string{p.WAN}
+	if len(p.Uplinks) > 1 {
+		for _, u := range p.Uplinks[1:] {
+			names = append(names, u.Name)
+		}
+	}
+	return names
+}
+
+// matchNotOutside is `iifname != WAN` (and `iifname != UPLINK` for every
+// other uplink): traffic from inside. Without the other uplinks, an
+// outside client's control segments and GRE arriving by uplink 1 were
+// queued by pool_hairpin as well as by queue_prerouting's rules of that
+// uplink, so the engine saw them twice; GRE translated by the first pass
+// was dropped by the second (gre_no_call) whenever pool_hairpin's hook ran
+// first (a pool added by a reload registers its chain last, and of two
+// chains of one priority the last registered runs first).
+func (p Plan) matchNotOutside() []expr.Any {
+	var ex []expr.Any
+	for _, n := range p.outsideIfnames() {
+		ex = append(ex, matchIfnameNot(expr.MetaKeyIIFNAME, n)...)
+	}
+	return ex
 }
 
 // matchIfnameNot is `iifname != NAME` / `oifname != NAME`.

@@ -19,6 +19,9 @@ import (
 //     properties changes nothing in the kernel); sets the plan declares
 //     that do not exist yet are added; sets the plan no longer declares are
 //     deleted after the rules that used them.
+//   - Named objects (the ct timeout objects, named by a hash of their
+//     policy) the plan no longer declares are deleted after the rules that
+//     referred to them; those it declares are kept.
 //   - Chains and rules are replaced: every chain of the table is flushed
 //     and plan's chains and rules are added, in the same batch, so every
 //     packet meets either the old rules or the new ones (GRE is never
@@ -39,7 +42,8 @@ import (
 // On error the kernel keeps the old ruleset and in is unchanged. The queue
 // implementation found by Install is kept; the table name and the queue
 // number cannot change (the daemon is bound to the queue), so Apply
-// refuses a plan that changes them.
+// refuses a plan that changes them. The GRE fast path stays as Install
+// resolved it (the maps and their elements are kept).
 func (in *Installed) Apply(plan Plan) error {
 	return in.apply(plan, addRules)
 }
@@ -54,10 +58,11 @@ func (in *Installed) apply(plan Plan, fill fillFunc) error {
 	}
 	plan.QueueImpl = in.QueueImpl
 	plan.NetNS = in.Plan.NetNS
-	// The GRE path is resolved once, at Install (gre_path cannot change
-	// live): without it the plan would declare no fast-path maps and the
-	// reload would delete them with every established call's elements.
-	plan.kernelGRE = in.Plan.kernelGRE
+	// The GRE fast path was resolved (probed) by Install and cannot change
+	// while running (the engine has its maps or not): a reloaded plan
+	// carries gre_path as written (auto), never resolved, and without this
+	// its maps, with every live call's elements, would be deleted.
+	plan.kernelGRE = in.KernelGRE
 	if err := plan.check(); err != nil {
 		return err
 	}
@@ -73,6 +78,10 @@ func (in *Installed) apply(plan Plan, fill fillFunc) error {
 	sets, err := in.conn.GetSets(t)
 	if err != nil {
 		return fmt.Errorf("nftables: list sets of table ip %s: %w", plan.Table, explain(err))
+	}
+	objs, err := in.conn.GetNamedObjects(t)
+	if err != nil {
+		return fmt.Errorf("nftables: list objects of table ip %s: %w", plan.Table, explain(err))
 	}
 	in.conn.AddTable(t)
 	var gone []*nftables.Chain
@@ -103,6 +112,14 @@ func (in *Installed) apply(plan Plan, fill fillFunc) error {
 			in.conn.DelSet(s)
 		}
 	}
+	// Named objects the plan no longer declares (ct timeout objects are
+	// named by a hash of their policy: every changed timeout is a new
+	// object) go after the rules that referred to them.
+	for _, o := range objs {
+		if no, ok := o.(*nftables.NamedObj); ok && !want.objs[objKey{no.Name, uint32(no.Type)}] {
+			in.conn.DeleteObject(&nftables.NamedObj{Table: t, Name: no.Name, Type: no.Type})
+		}
+	}
 	if err := in.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables: update table ip %s: %w", plan.Table, explain(err))
 	}
@@ -125,16 +142,24 @@ func (p plannedChain) sameHook(ch *nftables.Chain) bool {
 	return uint32(*ch.Hooknum) == p.hook && int32(*ch.Priority) == p.priority && string(ch.Type) == p.typ
 }
 
-// plannedObjects are the chains and named sets fill adds for a plan.
+// plannedObjects are the chains, named sets and objects fill adds for a
+// plan.
 type plannedObjects struct {
 	chains map[string]plannedChain
 	sets   map[string]bool
+	objs   map[objKey]bool
+}
+
+// objKey is a named object: its name and type.
+type objKey struct {
+	name string
+	typ  uint32
 }
 
 // planned runs fill against a connection that only records, and returns
 // the chains and named sets it adds.
 func planned(plan Plan, impl QueueImpl, fill fillFunc) (plannedObjects, error) {
-	po := plannedObjects{chains: map[string]plannedChain{}, sets: map[string]bool{}}
+	po := plannedObjects{chains: map[string]plannedChain{}, sets: map[string]bool{}, objs: map[objKey]bool{}}
 	const subsys = unix.NFNL_SUBSYS_NFTABLES << 8
 	c, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
 		for _, m := range req {
@@ -148,6 +173,10 @@ func planned(plan Plan, impl QueueImpl, fill fillFunc) (plannedObjects, error) {
 				}
 			case subsys | unix.NFT_MSG_NEWSET:
 				if err := po.addSet(m.Data[4:]); err != nil {
+					return nil, err
+				}
+			case subsys | unix.NFT_MSG_NEWOBJ:
+				if err := po.addObj(m.Data[4:]); err != nil {
 					return nil, err
 				}
 			}
@@ -214,5 +243,23 @@ func (po *plannedObjects) addSet(b []byte) error {
 	if flags&unix.NFT_SET_ANONYMOUS == 0 {
 		po.sets[name] = true
 	}
+	return ad.Err()
+}
+
+func (po *plannedObjects) addObj(b []byte) error {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return err
+	}
+	var k objKey
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_OBJ_NAME:
+			k.name = ad.String()
+		case unix.NFTA_OBJ_TYPE:
+			k.typ = binary.BigEndian.Uint32(ad.Bytes())
+		}
+	}
+	po.objs[k] = true
 	return ad.Err()
 }

@@ -203,6 +203,20 @@ func TestGatewayReloadWhileGREFlows(t *testing.T) {
 	if n := testbedtest.Counter(t, rep.Counters, "reloads_ok"); n != rounds*uint64(len(configs)) {
 		t.Errorf("reloads_ok = %d, want %d", n, rounds*len(configs))
 	}
+	// With the GRE fast path, every reload keeps its maps (the reloaded
+	// configuration says gre_path auto, never resolved) and no transaction
+	// of the flusher fails.
+	if rep.Counters["gre_kernel_path"] == 1 {
+		for i, tb := range tables {
+			if !strings.Contains(tb, "map gre_out") || !strings.Contains(tb, "map gre_in") {
+				t.Errorf("after reload %d the fast path's maps are gone:\n%s", i+1, tb)
+				break
+			}
+		}
+		if n := rep.Counters["gre_kernel_update_errors"]; n != 0 {
+			t.Errorf("gre_kernel_update_errors = %d after the reloads, want 0", n)
+		}
+	}
 	stopClean(t, gw)
 }
 

@@ -6,8 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"pptpgw/conntrack"
 	"pptpgw/nat"
 	"pptpgw/rules"
 )
@@ -89,5 +92,51 @@ func TestFastPathApply(t *testing.T) {
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// countingMaps is a KernelMaps that counts the flusher's reads.
+type countingMaps struct{ reads atomic.Int64 }
+
+func (m *countingMaps) Update([]conntrack.OutKey, []conntrack.InKey, []conntrack.GREOut, []conntrack.GREIn) error {
+	return nil
+}
+
+func (m *countingMaps) Read() ([]conntrack.GREOut, []conntrack.GREIn, error) {
+	m.reads.Add(1)
+	return nil, nil, nil
+}
+
+// Close is final: a reload that reaches the fast path's Apply after the
+// daemon closed it on its way out (the admin socket still answers then) is
+// refused and does not start the flusher again (before, it did: a flusher
+// writing to a table reduced to its fail-safe rule).
+func TestFastPathApplyAfterClose(t *testing.T) {
+	cfg := rules.Default()
+	cfg.GREPath, cfg.Queues = rules.GREPathKernel, 1
+	m := &countingMaps{}
+	// A short GRE timeout makes the flusher read the counters every 5 ms.
+	e := nat.NewEngine(nat.EngineConfig{KernelMaps: m, Timeouts: conntrack.Timeouts{GREUnreplied: 20 * time.Millisecond, GREReplied: 20 * time.Millisecond}}, nil)
+	f := newFastPath(context.Background(), e, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := f.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for m.reads.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if m.reads.Load() == 0 {
+		t.Fatal("the flusher never read the maps")
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Apply(cfg); err == nil {
+		t.Error("Apply after Close succeeded")
+	}
+	n := m.reads.Load()
+	time.Sleep(200 * time.Millisecond) // 40 periods of the flusher
+	if got := m.reads.Load(); got != n {
+		t.Errorf("the flusher runs again after Close: %d reads more", got-n)
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"pptpgw/nat"
 	"pptpgw/rules"
@@ -71,14 +73,19 @@ func adoptGRE(engine *nat.Engine, plan *rules.Plan, log *slog.Logger) {
 // count. Apply starts the flusher the first time and afterwards only
 // accepts a configuration that keeps gre_path and queues as they run:
 // switching the GRE path or re-binding queues needs a restart (an error
-// says so). Close stops the flusher and waits for it.
+// says so). Close stops the flusher and waits for it; it is final: an
+// Apply after it (a reload from the admin socket while the daemon stops)
+// is refused and starts nothing.
 type fastPath struct {
 	ctx     context.Context
 	engine  *nat.Engine
 	log     *slog.Logger
 	grePath string // as resolved at start: kernel or userspace
 	queues  int
-	stop    func()
+
+	mu     sync.Mutex // Apply and Close run on different goroutines
+	stop   func()
+	closed bool
 }
 
 func newFastPath(ctx context.Context, engine *nat.Engine, cfg *rules.Config, log *slog.Logger) *fastPath {
@@ -95,14 +102,22 @@ func (f *fastPath) Apply(cfg *rules.Config) error {
 	if n := cfg.EffectiveQueues(); n != f.queues {
 		return fmt.Errorf("queues %d: the daemon reads %d queues; changing them needs a restart", n, f.queues)
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return errors.New("the GRE fast path is stopping")
+	}
 	if f.stop == nil {
 		f.stop = runKernelPath(f.ctx, f.engine, f.log)
 	}
 	return nil
 }
 
-// Close stops the flusher (the maps stay in the table).
+// Close stops the flusher (the maps stay in the table); final.
 func (f *fastPath) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
 	if f.stop != nil {
 		f.stop()
 		f.stop = nil

@@ -23,7 +23,7 @@ import (
 //     (configSource.load). An error names file, line and key.
 //  2. Refuse a change to a setting that cannot change while running
 //     (rules.FixedKeys: table, queue, queue_len, wan, public_address,
-//     admin_socket), naming each.
+//     admin_socket, uplinks), naming each.
 //  3. Run the appliers in order. Each brings the piece of running state it
 //     owns to the new configuration and keeps what already matches; the
 //     first that fails stops the reload, and those before it get the old

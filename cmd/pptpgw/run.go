@@ -275,7 +275,6 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		return err
 	}
 	defer edge.Close()
-	defer rl.close() // runs before the reduction registered above: no reload races it
 	switch {
 	case inst.ReplacedStale:
 		log.Warn("replaced a stale nftables table left by an earlier run (crashed or killed)", "table", plan.Table)
@@ -287,6 +286,11 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		return err
 	}
 	defer fp.Close() // stops the flusher before the table is reduced
+	// Registered last of the state a reload changes, so it runs first on
+	// the way out: it waits for a reload in flight (from the admin socket,
+	// still served) and refuses the next, so no applier runs on the fast
+	// path, edge or table while they are being closed or reduced.
+	defer rl.close()
 	if cfg.IPForward {
 		if err := rules.EnableIPForward(); err != nil {
 			return fmt.Errorf("enable IPv4 forwarding: %w", err)

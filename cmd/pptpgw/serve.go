@@ -118,7 +118,8 @@ func cmdServe(args []string) int {
 	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	sr := &serveReloader{src: src, log: log, level: lv, counters: newReloadCounters(), admin: sc.AdminSocket, tun: sc.TUN}
+	sr := &serveReloader{src: src, log: log, level: lv, counters: newReloadCounters(), admin: sc.AdminSocket, tun: sc.TUN,
+		metrics: sc.Metrics, adminGroup: sc.AdminGroup}
 	if err := runServe(ctx, cfg, sc.TUN, sc.AdminSocket, serveObs{sc.Metrics, sc.AdminGroup}, log, sr, hup); err != nil {
 		return fail("%v", err)
 	}

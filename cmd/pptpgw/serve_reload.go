@@ -23,7 +23,7 @@ import (
 // timeouts, secrets, server_name, dns, split_routes, log_level and a grown pool apply
 // to new connections and sessions; live sessions stay. An invalid file, a
 // secrets file that cannot be read, or a change to a setting fixed while
-// running (tun and admin_socket here, listen, local_ip, mru, auth,
+// running (tun, admin_socket, metrics and admin_group here, listen, local_ip, mru, auth,
 // encryption, mppe_*, gre.* in pptp) is refused, logged and counted
 // (reloads_total{result}), and the server goes on as it was.
 
@@ -139,6 +139,9 @@ type serveReloader struct {
 	counters   *metrics.Counters
 	admin, tun string // fixed while running
 	srv        *pptp.Server
+	// Fixed while running too: the /metrics listener and the admin
+	// socket's group are set up once at start.
+	metrics, adminGroup string
 
 	mu sync.Mutex
 }
@@ -171,6 +174,12 @@ func (r *serveReloader) reloadLocked() error {
 	}
 	if sc.TUN != r.tun {
 		fixed = append(fixed, fmt.Errorf("tun: cannot change while running (%q now, %q in the new configuration)", r.tun, sc.TUN))
+	}
+	if sc.Metrics != r.metrics {
+		fixed = append(fixed, fmt.Errorf("metrics: cannot change while running (%q now, %q in the new configuration)", r.metrics, sc.Metrics))
+	}
+	if sc.AdminGroup != r.adminGroup {
+		fixed = append(fixed, fmt.Errorf("admin_group: cannot change while running (%q now, %q in the new configuration)", r.adminGroup, sc.AdminGroup))
 	}
 	if len(fixed) > 0 {
 		return r.src.inFile(errors.Join(fixed...))

@@ -1,0 +1,147 @@
+package nat
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+
+	"pptpgw/conntrack"
+	"pptpgw/internal/fwmark"
+	"pptpgw/internal/pkt"
+	"pptpgw/internal/pkt/pkttest"
+	"pptpgw/nat/nfq"
+	"pptpgw/pptp/wire"
+)
+
+// With several uplinks, only calls of uplink 0 (the WAN) take the kernel
+// fast path: its rules match GRE on the WAN only, and they translate
+// without the engine's uplink check, so an element of a call on another
+// uplink would translate and accept that call's GRE arriving on (or routed
+// out of) the WAN, the wrong uplink, which the engine drops as
+// gre_wrong_uplink. Such calls stay on the userspace path.
+func TestKernelPathOnlyUplinkZero(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	e.SetUplinks([]Uplink{{wanIf, netip.AddrFrom4(pubIP)}, {wan1If, netip.AddrFrom4(pub1)}})
+	e.SetPinner(&fakePins{})
+	a := &upClient{t: t, e: e, ip: lanA, port: 40000, outDev: wanIf, seqOut: 1000, seqIn: 9000}
+	b := &upClient{t: t, e: e, ip: lanB, port: 40000, outDev: wan1If, seqOut: 1000, seqIn: 9000}
+	a.call(1, 500)
+	b.call(1, 501)
+	flush(t, e)
+	for k := range f.out {
+		if k.InsideIP != lanA {
+			t.Errorf("kernel element for a call of uplink 1: %+v", k)
+		}
+	}
+	for k := range f.in {
+		if k.PublicIP != pubIP {
+			t.Errorf("kernel element for a call of uplink 1: %+v", k)
+		}
+	}
+	if len(f.out) != 1 || len(f.in) != 1 {
+		t.Errorf("elements: %d out, %d in; want the WAN call's one each", len(f.out), len(f.in))
+	}
+}
+
+// restartedPool saves e's state and restores it into a new engine with the
+// same pools, as the daemon does at start (NewEngine with the pools, then
+// RestoreState).
+func restartedPool(t *testing.T, e *Engine) *Engine {
+	t.Helper()
+	b, err := EncodeState(e.SaveState(testOwner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2 := newPoolEngine(t, BalanceLeastCalls)
+	if _, err := e2.RestoreState(st, testOwner); err != nil {
+		t.Fatal(err)
+	}
+	return e2
+}
+
+func memberCalls(e *Engine, m [4]byte) (conns, calls int64) {
+	for _, p := range e.Pools() {
+		for _, mi := range p.Members {
+			if mi.Addr == netip.AddrFrom4(m) {
+				return mi.Conns, mi.Calls
+			}
+		}
+	}
+	return -100, -100
+}
+
+// A published call restored after a restart counts on its member again
+// (calls), so that its end brings the member back to zero: before, the
+// restored engine counted it nowhere and its end made the member's calls
+// -1, which least-calls balancing then preferred for every new connection.
+func TestRestoredPoolCallsCounted(t *testing.T) {
+	e := newPoolEngine(t, BalanceLeastCalls)
+	c := openPool(t, e, [4]byte{192, 0, 2, 50}, 50000)
+	c.call(5, 6)
+	if conns, calls := memberCalls(e, c.member); conns != 1 || calls != 1 {
+		t.Fatalf("before the restart: member %v has %d conns, %d calls", netip.AddrFrom4(c.member), conns, calls)
+	}
+	e2 := restartedPool(t, e)
+	if conns, calls := memberCalls(e2, c.member); conns != 1 || calls != 1 {
+		t.Errorf("after the restart: member %v has %d conns, %d calls, want 1 and 1", netip.AddrFrom4(c.member), conns, calls)
+	}
+	for _, tc := range e2.table.Controls() {
+		e2.table.RemoveControl(tc, conntrack.ReasonStopped)
+	}
+	if conns, calls := memberCalls(e2, c.member); conns != 0 || calls != 0 {
+		t.Errorf("after its connection ended: member %v has %d conns, %d calls, want 0 and 0", netip.AddrFrom4(c.member), conns, calls)
+	}
+}
+
+// A hairpin call restored after a restart keeps its alias: the inside
+// host's GRE to the public address with the member's call ID still reaches
+// the member (before, the alias was not restored and that GRE was let go
+// untouched to the gateway itself: the call carried GRE one way only).
+func TestRestoredHairpinAlias(t *testing.T) {
+	e := newPoolEngine(t, BalanceLeastCalls)
+	host := [4]byte{10, 0, 0, 77}
+	b := pkttest.TCP(t, host, pubIP, 41000, 1723, nil, pkttest.TCPOpt{SYN: true, Seq: 10})
+	p := nfq.Packet{Payload: b, InDev: lanIf, Hook: nfq.HookPrerouting}
+	if v, r := checkedProcess(t, e, &p); v != pkt.Accept || r != ReasonPoolPick {
+		t.Fatalf("hairpin SYN: %v %q", v, r)
+	}
+	mark := p.Set.Mark
+	m := [][4]byte{memberA, memberB}[fwmark.MemberOf(mark)]
+	seq := map[bool]uint32{true: 10, false: 5000}
+	send := func(fromHost bool, pl []byte, o pkttest.TCPOpt) []byte {
+		t.Helper()
+		o.Seq = seq[fromHost]
+		var b []byte
+		if fromHost {
+			b = pkttest.TCP(t, host, m, 41000, 1723, pl, o)
+		} else {
+			b = pkttest.TCP(t, m, host, 1723, 41000, pl, o)
+		}
+		seq[fromHost] += uint32(len(pl))
+		if o.SYN {
+			seq[fromHost]++
+		}
+		q := nfq.Packet{Payload: b, InDev: lanIf, Hook: nfq.HookPrerouting, Mark: mark}
+		if v, r := checkedProcess(t, e, &q); v != pkt.Accept {
+			t.Fatalf("hairpin segment: %v %q", v, r)
+		}
+		return pkt.TCP(pkt.IPv4(b).Payload()).Payload()
+	}
+	send(true, nil, pkttest.TCPOpt{SYN: true})
+	send(false, nil, pkttest.TCPOpt{SYN: true, ACK: true})
+	send(true, (&wire.SCCRQ{ProtocolVersion: 0x100}).Append(nil), pkttest.TCPOpt{ACK: true})
+	send(false, (&wire.SCCRP{ProtocolVersion: 0x100, Result: 1}).Append(nil), pkttest.TCPOpt{ACK: true})
+	rq := send(true, (&wire.OCRQ{CallID: 77}).Append(nil), pkttest.TCPOpt{ACK: true})
+	send(false, (&wire.OCRP{CallID: 1, PeerCallID: u16at(rq, 12), Result: 1}).Append(nil), pkttest.TCPOpt{ACK: true})
+
+	e2 := restartedPool(t, e)
+	g := pkttest.GRE(t, host, pubIP, 1, pkttest.GREOpt{})
+	q := nfq.Packet{Payload: g, InDev: lanIf, Hook: nfq.HookPrerouting}
+	if v, r := checkedProcess(t, e2, &q); v != pkt.Accept || r != ReasonHairpinGREOut || !bytes.Equal(g, pkttest.GRE(t, host, m, 1, pkttest.GREOpt{})) {
+		t.Errorf("restored hairpin call: the host's GRE to its member: %v %q", v, r)
+	}
+}
