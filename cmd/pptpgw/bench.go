@@ -28,6 +28,8 @@ type benchRow struct {
 	PPTPGWValue float64 `json:"pptpgw_value,omitempty"`
 	Unit        string  `json:"unit,omitempty"`
 	Ratio       float64 `json:"ratio,omitempty"`
+	// Label is the case's short name in the --svg chart (default: Case, cut).
+	Label string `json:"label,omitempty"`
 }
 
 func cmdBench(args []string) int {
@@ -272,13 +274,13 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 		c   string
 		row benchRow
 	}{
-		{"clients", benchRow{Case: fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), Kernel: k.ppp, PPTPGW: g.ppp}},
+		{"clients", benchRow{Case: fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), Kernel: k.ppp, PPTPGW: g.ppp, Label: fmt.Sprintf("%d pptp-linux clients, echoed frames/s", clients)}},
 		{"multicall", benchRow{Case: "2 control connections x 3 calls each (same call IDs)", Kernel: k.multi, PPTPGW: g.multi}},
 		{"split", benchRow{Case: "control messages split inside the call-ID field", Kernel: k.split, PPTPGW: g.split}},
-		{"greburst", benchRow{Case: fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), Kernel: k.gre, PPTPGW: g.gre}},
-		{"tunnel", benchRow{Case: fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), Kernel: k.tunnel, PPTPGW: g.tunnel}},
-		{"setups", benchRow{Case: "call setups (control connection, call, clear): sequential, 16 in parallel", Kernel: k.setups, PPTPGW: g.setups}},
-		{"bulk", benchRow{Case: fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), Kernel: k.bulk, PPTPGW: g.bulk}},
+		{"greburst", benchRow{Case: fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), Kernel: k.gre, PPTPGW: g.gre, Label: "GRE burst on one call, echoed frames/s"}},
+		{"tunnel", benchRow{Case: fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), Kernel: k.tunnel, PPTPGW: g.tunnel, Label: "TCP inside an MPPE-128 tunnel"}},
+		{"setups", benchRow{Case: "call setups (control connection, call, clear): sequential, 16 in parallel", Kernel: k.setups, PPTPGW: g.setups, Label: "call setups/s, 16 in parallel"}},
+		{"bulk", benchRow{Case: fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), Kernel: k.bulk, PPTPGW: g.bulk, Label: "bulk TCP (Linux: plain masquerade)"}},
 	} {
 		if cases[r.c] {
 			rows = append(rows, withRatio(r.row, r.c, k, g))

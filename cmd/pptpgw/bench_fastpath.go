@@ -158,7 +158,10 @@ func benchSVG(rows []benchRow) []byte {
 	fmt.Fprintf(&b, `<rect x="%d" y="8" width="12" height="12" fill="#2a7"/><text x="%d" y="19">pptpgw</text>`+"\n", width-100, width-84)
 	for i, r := range rs {
 		y := top + i*rowH
-		name := r.Case
+		name := r.Label
+		if name == "" {
+			name = r.Case
+		}
 		if len(name) > 48 {
 			name = name[:45] + "..."
 		}
@@ -172,7 +175,7 @@ func benchSVG(rows []benchRow) []byte {
 			w := int(v.val / m * barMax)
 			yy := y + j*(barH+4)
 			fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", label, yy, max(w, 1), barH, v.fill)
-			fmt.Fprintf(&b, `<text x="%d" y="%d">%.4g %s</text>`+"\n", label+max(w, 1)+6, yy+barH-3, v.val, html.EscapeString(r.Unit))
+			fmt.Fprintf(&b, `<text x="%d" y="%d">%s %s</text>`+"\n", label+max(w, 1)+6, yy+barH-3, svgNum(v.val), html.EscapeString(r.Unit))
 		}
 	}
 	fmt.Fprintf(&b, `<text x="10" y="%d" fill="#555">%s</text>`+"\n", h-10, html.EscapeString("made by `pptpgw bench --svg`"))
@@ -206,16 +209,28 @@ func grePPSRows(k, g *benchSide) []benchRow {
 		benchUnits[c] = "packets/s"
 		rows = append(rows, withRatio(benchRow{
 			Case:   fmt.Sprintf("GRE packets/s, highest rate with < 0.1%% loss, %d live calls (paced senders: the client hosts holding them, up to 4), 64-byte payloads, echoed", n),
-			Kernel: k.grepps[n], PPTPGW: g.grepps[n]}, c, k, g))
+			Kernel: k.grepps[n], PPTPGW: g.grepps[n], Label: fmt.Sprintf("GRE packets/s (< 0.1%% loss), %d live calls", n)}, c, k, g))
 	}
 	return rows
+}
+
+// svgNum writes a figure for the chart: 717k, 1.25M, 13.4.
+func svgNum(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	default:
+		return fmt.Sprintf("%.4g", v)
+	}
 }
 
 // memoryRow is the memory case's row.
 func memoryRow(k, g *benchSide) benchRow {
 	n := benchGRECalls[len(benchGRECalls)-1]
 	r := benchRow{Case: fmt.Sprintf("memory per live call at %d calls, bytes (daemon RSS growth + kernel; ratio: Linux / pptpgw, so > 1 is less memory)", n),
-		Kernel: k.mem, PPTPGW: g.mem}
+		Kernel: k.mem, PPTPGW: g.mem, Label: fmt.Sprintf("memory/live call, %d calls (lower better)", n)}
 	kv, gv := k.vals["memory"], g.vals["memory"]
 	if kv > 0 && gv > 0 {
 		r.KernelValue, r.PPTPGWValue, r.Unit, r.Ratio = kv, gv, "bytes/call (lower is better)", kv/gv
