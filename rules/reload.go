@@ -54,6 +54,10 @@ func (in *Installed) apply(plan Plan, fill fillFunc) error {
 	}
 	plan.QueueImpl = in.QueueImpl
 	plan.NetNS = in.Plan.NetNS
+	// The kernel fast path (issue 12) stays as Install resolved it: gre_path
+	// cannot change while running, and a plan that is not resolved would
+	// have no fast path, so the reload deleted its maps and rules.
+	plan.kernelGRE = in.KernelGRE
 	if err := plan.check(); err != nil {
 		return err
 	}
