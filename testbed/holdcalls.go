@@ -189,19 +189,21 @@ func (h *HeldCalls) Release(d time.Duration) {
 
 // SendGREPaced sends GRE frames (size-byte payloads) on keys, round robin,
 // from namespace n (from: the client's address) to to, at rate packets/s
-// for d, in small bursts every few hundred microseconds. It returns what
-// the socket took (a full local queue, ENOBUFS, is not counted as sent:
-// the sender could not keep up).
-func SendGREPaced(n *NS, from, to netip.Addr, keys []uint16, size int, rate float64, d time.Duration) (uint64, error) {
+// for d (never longer: a sender behind its rate stops at d, not when it
+// has caught up), in small bursts every few hundred microseconds, until
+// ctx ends. It returns what the socket took (a full local queue, ENOBUFS,
+// is not counted as sent: the sender could not keep up) and for how long
+// it sent.
+func SendGREPaced(ctx context.Context, n *NS, from, to netip.Addr, keys []uint16, size int, rate float64, d time.Duration) (uint64, time.Duration, error) {
 	if len(keys) == 0 || rate <= 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	var g *net.IPConn
 	if err := n.Do(func() (err error) {
 		g, err = net.ListenIP("ip4:47", &net.IPAddr{IP: from.AsSlice()})
 		return err
 	}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer g.Close()
 	_ = g.SetReadBuffer(4096) // echoes arrive here too; never read
@@ -212,8 +214,8 @@ func SendGREPaced(n *NS, from, to netip.Addr, keys []uint16, size int, rate floa
 	start := time.Now()
 	for {
 		el := time.Since(start)
-		if el >= d {
-			return sent, nil
+		if el >= d || ctx.Err() != nil {
+			return sent, el, ctx.Err()
 		}
 		due := uint64(rate * el.Seconds())
 		if tries >= due {
@@ -221,13 +223,16 @@ func SendGREPaced(n *NS, from, to netip.Addr, keys []uint16, size int, rate floa
 			continue
 		}
 		for ; tries < due; tries++ {
+			if tries%32 == 31 && time.Since(start) >= d {
+				break
+			}
 			h := wire.GREHeader{CallID: keys[tries%uint64(len(keys))], PayloadLen: uint16(size), HasSeq: true, Seq: uint32(tries)}
 			buf = append(h.Append(buf[:0]), payload...)
 			if _, err := g.WriteToIP(buf, dst); err != nil {
 				if errors.Is(err, syscall.ENOBUFS) {
 					continue
 				}
-				return sent, err
+				return sent, time.Since(start), err
 			}
 			sent++
 		}

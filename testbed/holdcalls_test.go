@@ -70,12 +70,12 @@ func TestHoldCalls(t *testing.T) {
 			// (the first burst aside), all of it echoed by the PAC.
 			before := pac.Stats().Echoed
 			c := topo.Clients[0]
-			sent, err := SendGREPaced(c, c.IP, ServerIP, h.Keys[0], 64, 2000, 500*time.Millisecond)
+			sent, took, err := SendGREPaced(ctx, c, c.IP, ServerIP, h.Keys[0], 64, 2000, 500*time.Millisecond)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sent == 0 || sent > 1100 {
-				t.Fatalf("sent %d at 2000/s for 0.5s", sent)
+			if sent == 0 || sent > 1100 || took < 500*time.Millisecond || took > 5*time.Second {
+				t.Fatalf("sent %d in %v at 2000/s for 0.5s", sent, took)
 			}
 			deadline = time.Now().Add(5 * time.Second)
 			for pac.Stats().Echoed-before < sent && time.Now().Before(deadline) {
