@@ -316,8 +316,10 @@ func (nopMaps) Update([]conntrack.OutKey, []conntrack.InKey, []conntrack.GREOut,
 func (nopMaps) Read() ([]conntrack.GREOut, []conntrack.GREIn, error) { return nil, nil, nil }
 
 // boundKernelPathCall: what the fast path's bookkeeping adds to a call in
-// the daemon (what it wants and what the kernel holds, both directions).
-const boundKernelPathCall = 320
+// the daemon (what it wants and what the kernel holds, both directions):
+// 210 bytes measured after the flush drops its grown dirty sets (254
+// before), so a bound of 240 catches the dirty sets being kept again.
+const boundKernelPathCall = 240
 
 func TestMemoryKernelPathPerCall(t *testing.T) {
 	if testing.Short() {

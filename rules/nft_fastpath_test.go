@@ -430,3 +430,36 @@ func FuzzGREElementDecode(f *testing.F) {
 		}
 	})
 }
+
+// A reload keeps the fast path as Install resolved it: Apply's batch
+// declares both maps again (an existing map keeps its elements) whatever
+// the reloaded configuration's gre_path says (it cannot change while
+// running). Before, the reload's plan had the fast path unresolved, and
+// every reload deleted the maps and their rules: GRE went back to the
+// queue and what the elements had counted since the last read was lost
+// (testbed TestGatewayReloadWhileGREFlows: 751 of 1005 packets counted).
+func TestApplyKeepsFastPath(t *testing.T) {
+	var got []nlMsg
+	in, err := InstallConn(recorder(t, &got), Plan{Table: "pptpgw", WAN: "wan0", Queue: 47, FailOpen: true,
+		QueueImpl: QueueNative, GREPath: GREPathKernel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, gp := range []string{"", GREPathAuto, GREPathKernel} {
+		got = got[:0]
+		if err := in.Apply(Plan{Table: "pptpgw", WAN: "wan0", Queue: 47, FailOpen: true, GREPath: gp}); err != nil {
+			t.Fatal(err)
+		}
+		maps := 0
+		for _, m := range got {
+			if m.typ == newSetType && nameOf(t, m, 1) == "pptpgw" {
+				if n := nameOf(t, m, 2); n == SetGREOut || n == SetGREIn {
+					maps++
+				}
+			}
+		}
+		if maps != 2 {
+			t.Errorf("reload with gre_path %q: the batch declares %d of the fast path's 2 maps", gp, maps)
+		}
+	}
+}

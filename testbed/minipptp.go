@@ -57,23 +57,42 @@ type pacCall struct {
 // StartPAC listens on addr:1723 and a raw GRE socket in namespace n.
 func (t *Topology) StartPAC(n *NS, addr netip.Addr) (*PAC, error) {
 	p := &PAC{NS: n, Addr: addr, calls: map[uint16]pacCall{}, nextID: 0x4000, conns: map[net.Conn]bool{}}
-	err := n.Do(func() error {
-		var err error
-		if p.ln, err = net.Listen("tcp4", netip.AddrPortFrom(addr, wire.ControlPort).String()); err != nil {
-			return err
-		}
-		p.gre, err = net.ListenIP("ip4:47", &net.IPAddr{IP: addr.AsSlice()})
-		return err
-	})
-	if err != nil {
+	if err := n.Do(p.listen); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("mini PAC in %s: %w", n.Name, err)
 	}
 	t.OnClose(func() error { p.Close(); return nil })
+	p.start()
+	return p, nil
+}
+
+// ListenPAC starts a mini PAC on addr in the calling process's network
+// namespace (e.g. a process started in a topology's namespace, as the
+// bench's 10,000-call cases do: a process of their own for the PAC's
+// connections). Close stops it.
+func ListenPAC(addr netip.Addr) (*PAC, error) {
+	p := &PAC{Addr: addr, calls: map[uint16]pacCall{}, nextID: 0x4000, conns: map[net.Conn]bool{}}
+	if err := p.listen(); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("mini PAC: %w", err)
+	}
+	p.start()
+	return p, nil
+}
+
+func (p *PAC) listen() error {
+	var err error
+	if p.ln, err = net.Listen("tcp4", netip.AddrPortFrom(p.Addr, wire.ControlPort).String()); err != nil {
+		return err
+	}
+	p.gre, err = net.ListenIP("ip4:47", &net.IPAddr{IP: p.Addr.AsSlice()})
+	return err
+}
+
+func (p *PAC) start() {
 	p.wg.Add(2)
 	go p.acceptLoop()
 	go p.greLoop()
-	return p, nil
 }
 
 // Close stops the PAC.
@@ -123,7 +142,9 @@ func (p *PAC) serve(c net.Conn) {
 		p.mu.Unlock()
 	}()
 	peer := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-	var mine []uint16
+	// This connection's calls: the PNS's call ID -> ours (RFC 2637: call
+	// IDs are scoped to their control connection).
+	mine := map[uint16]uint16{}
 	defer func() {
 		p.mu.Lock()
 		for _, id := range mine {
@@ -155,19 +176,18 @@ func (p *PAC) serve(c net.Conn) {
 			p.nextID = id + 1
 			p.calls[id] = pacCall{peer: peer, peerID: m.CallID}
 			p.mu.Unlock()
-			mine = append(mine, id)
+			mine[m.CallID] = id
 			p.CallsOpen.Add(1)
 			reply = &wire.OCRP{CallID: id, PeerCallID: m.CallID, Result: wire.OCRPResultConnected, ConnectSpeed: 100000000,
 				RecvWindow: 64, PhysChannelID: uint32(id)}
 		case *wire.CCRQ:
-			p.mu.Lock()
-			for id, pc := range p.calls {
-				if pc.peer == peer && pc.peerID == m.CallID {
-					delete(p.calls, id)
-					reply = &wire.CDN{CallID: id, Result: wire.CDNResultAdminShutdown}
-				}
+			if id, ok := mine[m.CallID]; ok {
+				p.mu.Lock()
+				delete(p.calls, id)
+				p.mu.Unlock()
+				delete(mine, m.CallID)
+				reply = &wire.CDN{CallID: id, Result: wire.CDNResultAdminShutdown}
 			}
-			p.mu.Unlock()
 		case *wire.EchoRQ:
 			reply = &wire.EchoRP{ID: m.ID, Result: wire.EchoRPResultOK}
 		case *wire.StopCCRQ:
@@ -341,6 +361,9 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 			return err
 		}
 		conn = c.(*net.TCPConn)
+		if cfg.Frames <= 0 && cfg.FramesAfterHold <= 0 {
+			return nil // no GRE of its own (e.g. the bench's 10,000 calls send theirs elsewhere)
+		}
 		local := conn.LocalAddr().(*net.TCPAddr).IP
 		gre, err = net.ListenIP("ip4:47", &net.IPAddr{IP: local})
 		return err
@@ -358,7 +381,9 @@ func RunPNS(ctx context.Context, n *NS, cfg PNSConfig) (res PNSResult) {
 	buf := make([]byte, wire.MaxMsgLen)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
-		_ = gre.SetDeadline(dl)
+		if gre != nil {
+			_ = gre.SetDeadline(dl)
+		}
 	}
 
 	// write sends msgs; split mode cuts each inside its call-ID field.

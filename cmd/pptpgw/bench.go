@@ -28,6 +28,8 @@ type benchRow struct {
 	PPTPGWValue float64 `json:"pptpgw_value,omitempty"`
 	Unit        string  `json:"unit,omitempty"`
 	Ratio       float64 `json:"ratio,omitempty"`
+	// Label is the case's short name in the --svg chart (default: Case, cut).
+	Label string `json:"label,omitempty"`
 }
 
 func cmdBench(args []string) int {
@@ -40,6 +42,9 @@ func cmdBench(args []string) int {
 	svg := fs.String("svg", "", "also draw the table as an SVG bar chart (pptpgw vs Linux per case) into this file")
 	placement := fs.String("placement", "ip", "tunnel case with --gre-path kernel: ip (the daemon's rules) or netdev (an experiment: the same maps at the devices' ingress with fwd)")
 	grePath := fs.String("gre-path", "", "the gateway's --gre-path (kernel, userspace, auto; default: its default)")
+	gwProfile := fs.String("gateway-cpuprofile", "", "pass --cpuprofile FILE to every pptpgw run the bench starts (the last one's profile stays; e.g. with --only setups)")
+	pac := fs.String("pac", "", "internal: serve the bench's mini PAC on this address in the current namespace until stdin closes")
+	perConn := fs.Int("calls-per-conn", benchCallsPerConn, "pptpgw's calls per control connection in the 10,000-call cases (Linux's helper: always 1)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: pptpgw bench [flags]
 
@@ -51,8 +56,13 @@ Measures pptpgw against Linux's own PPTP helper (nf_conntrack_pptp/nf_nat_pptp,
   - TCP inside one PPTP session (Go client, MS-CHAPv2 + MPPE-128) to
     'pptpgw serve' on the WAN: the GRE is NATed in userspace by pptpgw,
     in the kernel by Linux's helper,
+  - GRE packets/s at 1, 100 and 10,000 live calls: the highest paced rate
+    with < 0.1%% loss (a bounded search), and memory per live call at
+    10,000 calls (the daemon's RSS growth, the kernel's map elements and
+    conntrack entries),
+  - call setups per second, sequential and 16 in parallel,
   - bulk TCP (iperf3) through the gateway vs plain kernel masquerade.
-Every load is bounded in count and time. Needs root, pptp-linux, pptpd, iperf3.
+Every load is bounded in count and time; the whole run in 12 minutes. Needs root, pptp-linux, pptpd, iperf3.
 
 Flags:
 `)
@@ -60,6 +70,9 @@ Flags:
 	}
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
+	}
+	if *pac != "" {
+		return benchServePAC(*pac)
 	}
 	cases, err := parseCases(*only)
 	if err != nil {
@@ -81,15 +94,22 @@ Flags:
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 12*time.Minute)
 	defer cancel()
 	benchGatewayArgs = nil
+	if benchCallsPerConn = *perConn; benchCallsPerConn < 1 || benchCallsPerConn > 10000 {
+		fmt.Fprintln(os.Stderr, "pptpgw bench: --calls-per-conn must be 1..10000")
+		return 2
+	}
 	if benchPlacement = *placement; benchPlacement != "ip" && benchPlacement != "netdev" {
 		fmt.Fprintln(os.Stderr, "pptpgw bench: --placement must be ip or netdev")
 		return 2
 	}
 	if *grePath != "" {
 		benchGatewayArgs = []string{"--gre-path", *grePath}
+	}
+	if *gwProfile != "" {
+		benchGatewayArgs = append(benchGatewayArgs, "--cpuprofile", *gwProfile)
 	}
 	rows, err := runBench(ctx, self, cases, *clients, *frames, *secs)
 	if err != nil {
@@ -111,7 +131,10 @@ Flags:
 }
 
 // benchCases are the cases of the table, in order, as --only names them.
-var benchCases = []string{"clients", "multicall", "split", "greburst", "grepps", "tunnel", "setups", "bulk"}
+var benchCases = []string{"clients", "multicall", "split", "greburst", "grepps", "memory", "tunnel", "setups", "bulk"}
+
+// benchWant is the set of cases this run measures.
+var benchWant map[string]bool
 
 // parseCases turns --only's list into a set (all cases when empty).
 func parseCases(only string) (map[string]bool, error) {
@@ -140,6 +163,7 @@ type benchSide struct {
 	setups                               string             // issue 12
 	grepps                               map[int]string     // by live calls (issue 12)
 	vals                                 map[string]float64 // the compared figure by case (issue 12)
+	mem                                  string             // memory per live call (issue 12)
 }
 
 // withTopology runs fn in a fresh topology of n clients, behind either
@@ -164,6 +188,7 @@ func withTopology(ctx context.Context, self string, n int, gw bool, fn func(*tes
 
 func runBench(ctx context.Context, self string, cases map[string]bool, clients, frames, secs int) ([]benchRow, error) {
 	const greFrames = 5000
+	benchWant = cases
 	k, g := &benchSide{vals: map[string]float64{}}, &benchSide{gw: true, vals: map[string]float64{}}
 	for _, s := range []*benchSide{k, g} {
 		var err error
@@ -216,9 +241,12 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 				s.vals["tunnel"] = r.Gbps * 1000
 			}
 		}
-		if err == nil && cases["grepps"] {
+		if err == nil && (cases["grepps"] || cases["memory"]) {
 			s.grepps = map[int]string{}
 			for _, n := range benchGRECalls {
+				if !cases["grepps"] && n != benchGRECalls[len(benchGRECalls)-1] {
+					continue
+				}
 				progress(fmt.Sprintf("grepps, %d calls", n), s.gw)
 				if s.grepps[n], err = benchGREpps(ctx, self, s, n); err != nil {
 					break
@@ -246,19 +274,22 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 		c   string
 		row benchRow
 	}{
-		{"clients", benchRow{Case: fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), Kernel: k.ppp, PPTPGW: g.ppp}},
+		{"clients", benchRow{Case: fmt.Sprintf("%d pptp-linux clients -> 1 pptpd, %d frames each", clients, frames), Kernel: k.ppp, PPTPGW: g.ppp, Label: fmt.Sprintf("%d pptp-linux clients, echoed frames/s", clients)}},
 		{"multicall", benchRow{Case: "2 control connections x 3 calls each (same call IDs)", Kernel: k.multi, PPTPGW: g.multi}},
 		{"split", benchRow{Case: "control messages split inside the call-ID field", Kernel: k.split, PPTPGW: g.split}},
-		{"greburst", benchRow{Case: fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), Kernel: k.gre, PPTPGW: g.gre}},
-		{"tunnel", benchRow{Case: fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), Kernel: k.tunnel, PPTPGW: g.tunnel}},
-		{"setups", benchRow{Case: "call setups (control connection, call, clear): sequential, 16 in parallel", Kernel: k.setups, PPTPGW: g.setups}},
-		{"bulk", benchRow{Case: fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), Kernel: k.bulk, PPTPGW: g.bulk}},
+		{"greburst", benchRow{Case: fmt.Sprintf("GRE burst: %d frames on one call, echoed by the PAC", greFrames), Kernel: k.gre, PPTPGW: g.gre, Label: "GRE burst on one call, echoed frames/s"}},
+		{"tunnel", benchRow{Case: fmt.Sprintf("TCP inside one PPTP session (MPPE-128) to pptpgw serve, iperf3 %ds", secs), Kernel: k.tunnel, PPTPGW: g.tunnel, Label: "TCP inside an MPPE-128 tunnel"}},
+		{"setups", benchRow{Case: "call setups (control connection, call, clear): sequential, 16 in parallel", Kernel: k.setups, PPTPGW: g.setups, Label: "call setups/s, 16 in parallel"}},
+		{"bulk", benchRow{Case: fmt.Sprintf("bulk TCP, best of 3 iperf3 %ds runs (Linux column: plain masquerade)", secs), Kernel: k.bulk, PPTPGW: g.bulk, Label: "bulk TCP (Linux: plain masquerade)"}},
 	} {
 		if cases[r.c] {
 			rows = append(rows, withRatio(r.row, r.c, k, g))
 		}
 		if r.c == "greburst" && cases["grepps"] {
 			rows = append(rows, grePPSRows(k, g)...)
+		}
+		if r.c == "greburst" && cases["memory"] {
+			rows = append(rows, memoryRow(k, g))
 		}
 	}
 	progressDone()

@@ -140,3 +140,30 @@ func TestFastPathApplyAfterClose(t *testing.T) {
 		t.Errorf("the flusher runs again after Close: %d reads more", got-n)
 	}
 }
+
+// The admin command "memory" (the bench's daemon memory): a collection,
+// then the heap and the resident set, both non-zero, the heap within what
+// the runtime holds.
+func TestMemoryNow(t *testing.T) {
+	r, err := memoryNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.RSS == 0 || r.HeapInuse == 0 || r.HeapInuse > r.Sys || r.Goroutines < 1 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+// The memory row compares bytes per call the other way round: Linux's /
+// pptpgw's, so that higher is better as in every other row.
+func TestMemoryRowRatio(t *testing.T) {
+	k := &benchSide{vals: map[string]float64{"memory": 512}, mem: "k"}
+	g := &benchSide{gw: true, vals: map[string]float64{"memory": 1024}, mem: "g"}
+	r := memoryRow(k, g)
+	if r.Ratio != 0.5 || r.KernelValue != 512 || r.PPTPGWValue != 1024 || r.Kernel != "k" || r.PPTPGW != "g" {
+		t.Fatalf("%+v", r)
+	}
+	if r := memoryRow(&benchSide{vals: map[string]float64{}}, g); r.Ratio != 0 {
+		t.Fatalf("no Linux figure, ratio %v", r.Ratio)
+	}
+}

@@ -238,8 +238,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 			return shape.reply()
 		case "pool": // pool (issue 11)
 			return nat.PoolsReply{Pools: engine.Pools()}, nil
+		case "memory": // issue 12: memory.go
+			return memoryNow()
 		default:
-			return nil, fmt.Errorf("unknown admin command %q (try: calls, reload, events, qos, pool)", cmd)
+			return nil, fmt.Errorf("unknown admin command %q (try: calls, reload, events, qos, pool, memory)", cmd)
 		}
 	}, log)
 
