@@ -60,6 +60,8 @@ Measures pptpgw against Linux's own PPTP helper (nf_conntrack_pptp/nf_nat_pptp,
     with < 0.1%% loss (a bounded search), and memory per live call at
     10,000 calls (the daemon's RSS growth, the kernel's map elements and
     conntrack entries),
+  - GRE throughput on one call, 1400-byte payloads echoed both ways: the
+    highest paced rate with < 0.1%% loss,
   - call setups per second, sequential and 16 in parallel,
   - bulk TCP (iperf3) through the gateway vs plain kernel masquerade.
 Every load is bounded in count and time; the whole run in 12 minutes. Needs root, pptp-linux, pptpd, iperf3.
@@ -131,7 +133,7 @@ Flags:
 }
 
 // benchCases are the cases of the table, in order, as --only names them.
-var benchCases = []string{"clients", "multicall", "split", "greburst", "grepps", "memory", "tunnel", "setups", "bulk"}
+var benchCases = []string{"clients", "multicall", "split", "greburst", "grepps", "grebw", "memory", "tunnel", "setups", "bulk"}
 
 // benchWant is the set of cases this run measures.
 var benchWant map[string]bool
@@ -159,6 +161,7 @@ func parseCases(only string) (map[string]bool, error) {
 type benchSide struct {
 	gw                                   bool
 	ppp, multi, split, gre, bulk, tunnel string
+	grebw                                string // GRE throughput, 1400-byte payloads (bench_calls.go)
 	bulkBest                             float64
 	setups                               string             // issue 12
 	grepps                               map[int]string     // by live calls (issue 12)
@@ -253,6 +256,10 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 				}
 			}
 		}
+		if err == nil && cases["grebw"] {
+			progress("grebw", s.gw)
+			s.grebw, err = benchGREbw(ctx, self, s)
+		}
 		if err == nil && cases["setups"] {
 			progress("setups", s.gw)
 			err = benchSetups(ctx, self, s)
@@ -287,6 +294,11 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 		}
 		if r.c == "greburst" && cases["grepps"] {
 			rows = append(rows, grePPSRows(k, g)...)
+		}
+		if r.c == "greburst" && cases["grebw"] {
+			benchUnits["grebw"] = "Mbit/s"
+			rows = append(rows, withRatio(benchRow{Case: fmt.Sprintf("GRE throughput, 1 live call, %d-byte payloads echoed both ways: highest rate with < 0.1%% loss (GRE payload, one way)", greBWSize),
+				Kernel: k.grebw, PPTPGW: g.grebw, Label: fmt.Sprintf("GRE throughput, %d-byte payloads", greBWSize)}, "grebw", k, g))
 		}
 		if r.c == "greburst" && cases["memory"] {
 			rows = append(rows, memoryRow(k, g))

@@ -69,7 +69,7 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"calls", "--help"}, 0, "Usage: pptpgw calls"},
 		{[]string{"demo", "--help"}, 0, "Usage: pptpgw demo"},
 		{[]string{"bench", "--help"}, 0, "Usage: pptpgw bench"},
-		{[]string{"bench", "--only", "tunnel,nope"}, 2, `unknown case "nope" (cases: clients, multicall, split, greburst, grepps, memory, tunnel, setups, bulk)`},
+		{[]string{"bench", "--only", "tunnel,nope"}, 2, `unknown case "nope" (cases: clients, multicall, split, greburst, grepps, grebw, memory, tunnel, setups, bulk)`},
 		{[]string{"run", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"run", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"run"}, 2, "wan"},
