@@ -42,11 +42,9 @@ func teardown(why string) metrics.Def {
 // with a Drop verdict (the engine's, then the translator's).
 var dropKinds = func() []int {
 	out := []int{int(rCtl)}
-	for _, r := range dropReasons {
+	for _, r := range append(dropReasons[:], policyDrops[:]...) {
 		out = append(out, int(r))
 	}
-	// Drops by policy rather than by fault: not in the warning summary.
-	out = append(out, int(rGREPoliced))
 	for r := helper.ReasonNone + 1; r < helper.NumReasons; r++ {
 		out = append(out, helperReason(r))
 	}

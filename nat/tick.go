@@ -44,8 +44,13 @@ func (e *Engine) Tick() {
 }
 
 // dropReasons are the reasons logged in the periodic drop summary.
+// GRE on the wrong uplink is a fault of the routing around the gateway.
 var dropReasons = [...]reason{rGRENoCall, rGREMalformed, rGREFragment, rCtlNoConn, rCtlHoldExpire,
-	rIPMalformed, rTCPMalformed, rTCPFragment, rCallIDsOut, rCtlRefused, rCtlHoldFull}
+	rIPMalformed, rTCPMalformed, rTCPFragment, rCallIDsOut, rCtlRefused, rCtlHoldFull, rGREWrongUplink}
+
+// policyDrops are drops by policy rather than by fault: counted in
+// drops_total like dropReasons, but not in the warning summary.
+var policyDrops = [...]reason{rGREPoliced}
 
 // logDrops logs, at most once per SummaryInterval, how many packets were
 // dropped (or malformed) per reason since the last line. Only Tick calls it.

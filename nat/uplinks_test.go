@@ -163,6 +163,9 @@ func TestUplinks(t *testing.T) {
 	if n := e.counters.Load(int(rGREWrongUplink)); n != 4 {
 		t.Errorf("gre_wrong_uplink = %d, want 4", n)
 	}
+	if n := e.Counters()["drop_gre_wrong_uplink"]; n != 4 { // drops_total{reason="gre_wrong_uplink"}
+		t.Errorf("drops_total of gre_wrong_uplink = %d, want 4", n)
+	}
 
 	// A second connection of b's pair, then both go: one unpin, at the end.
 	b2 := &upClient{t: t, e: e, ip: lanB, port: 40001, outDev: wan1If, seqOut: 1000, seqIn: 9000}
