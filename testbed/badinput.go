@@ -184,11 +184,8 @@ func sendStray(t *Topology, working, stale uint16, res *BadInputResult) (err err
 // sendGRE sends one GRE packet per key from namespace n (address from) to
 // to, each carrying a fakeppp frame tagged tag.
 func sendGRE(n *NS, from, to netip.Addr, keys []uint16, tag string) (int, error) {
-	var g *net.IPConn
-	if err := n.Do(func() (err error) {
-		g, err = net.ListenIP("ip4:47", &net.IPAddr{IP: from.AsSlice()})
-		return err
-	}); err != nil {
+	g, err := n.ListenGRE(from)
+	if err != nil {
 		return 0, err
 	}
 	defer g.Close()

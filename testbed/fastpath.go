@@ -54,11 +54,8 @@ func (t *Topology) GREMapLen(ctx context.Context, table, name string) (int, erro
 // bytes, the keys in turn, as fast as one raw socket goes, until deadline.
 // It returns how many packets it sent (for `pptpgw bench`).
 func SendGREUntil(n *NS, from, to netip.Addr, keys []uint16, size int, deadline time.Time) (uint64, error) {
-	var g *net.IPConn
-	if err := n.Do(func() (err error) {
-		g, err = net.ListenIP("ip4:47", &net.IPAddr{IP: from.AsSlice()})
-		return err
-	}); err != nil {
+	g, err := n.ListenGRE(from)
+	if err != nil {
 		return 0, err
 	}
 	defer g.Close()

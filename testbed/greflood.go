@@ -25,12 +25,8 @@ type FloodResult struct {
 // frame), reading until half a second after the last send. Its frames are
 // not the PNS's, which counts their echoes as foreign.
 func GREFlood(ctx context.Context, n *NS, local, server netip.Addr, peerCallID, ownCallID uint16, payload int, rate float64, d time.Duration) (FloodResult, error) {
-	var c *net.IPConn
-	if err := n.Do(func() error {
-		var err error
-		c, err = net.ListenIP("ip4:47", &net.IPAddr{IP: local.AsSlice()})
-		return err
-	}); err != nil {
+	c, err := n.ListenGRE(local)
+	if err != nil {
 		return FloodResult{}, fmt.Errorf("gre socket: %w", err)
 	}
 	defer c.Close()

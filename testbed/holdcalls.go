@@ -79,10 +79,8 @@ func HoldCalls(ctx context.Context, t *Topology, plan HoldPlan) (*HeldCalls, err
 		}
 	}()
 	for i, c := range t.Clients {
-		if err := c.Do(func() (err error) {
-			socks[i], err = net.ListenIP("ip4:47", &net.IPAddr{IP: c.IP.AsSlice()})
-			return err
-		}); err != nil {
+		var err error
+		if socks[i], err = c.ListenGRE(c.IP); err != nil {
 			return nil, fmt.Errorf("gre socket in %s: %w", c.Name, err)
 		}
 		opened = append(opened, socks[i])
@@ -198,11 +196,8 @@ func SendGREPaced(ctx context.Context, n *NS, from, to netip.Addr, keys []uint16
 	if len(keys) == 0 || rate <= 0 {
 		return 0, 0, nil
 	}
-	var g *net.IPConn
-	if err := n.Do(func() (err error) {
-		g, err = net.ListenIP("ip4:47", &net.IPAddr{IP: from.AsSlice()})
-		return err
-	}); err != nil {
+	g, err := n.ListenGRE(from)
+	if err != nil {
 		return 0, 0, err
 	}
 	defer g.Close()

@@ -384,6 +384,17 @@ func (n *NS) Do(fn func() error) error {
 	return nil
 }
 
+// ListenGRE opens a raw GRE socket (IP protocol 47) in n, bound to local:
+// it sends GRE from local and receives all GRE to it.
+func (n *NS) ListenGRE(local netip.Addr) (*net.IPConn, error) {
+	var g *net.IPConn
+	err := n.Do(func() (err error) {
+		g, err = net.ListenIP("ip4:47", &net.IPAddr{IP: local.AsSlice()})
+		return err
+	})
+	return g, err
+}
+
 // Close kills every process in the topology's namespaces, runs registered
 // cleanups, deletes the namespaces (which removes their interfaces) and the
 // scratch directory. It is safe after a partial New and safe to call twice.
