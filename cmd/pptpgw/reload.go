@@ -134,14 +134,19 @@ func (r *reloader) reload(trigger string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := time.Now()
-	err := r.reloadLocked()
+	return recordReload(r.counters, r.log, trigger, start, r.reloadLocked())
+}
+
+// recordReload counts and logs the outcome err of a reload that trigger
+// asked for at start (gateway and server alike) and returns err.
+func recordReload(c *metrics.Counters, log *slog.Logger, trigger string, start time.Time, err error) error {
 	if err != nil {
-		r.counters.Inc(reloadFailed)
-		r.log.Error("reload refused; the running configuration is unchanged", "trigger", trigger, "err", err)
+		c.Inc(reloadFailed)
+		log.Error("reload refused; the running configuration is unchanged", "trigger", trigger, "err", err)
 		return err
 	}
-	r.counters.Inc(reloadOK)
-	r.log.Info("configuration reloaded", "trigger", trigger, "took", time.Since(start).Round(time.Microsecond))
+	c.Inc(reloadOK)
+	log.Info("configuration reloaded", "trigger", trigger, "took", time.Since(start).Round(time.Microsecond))
 	return nil
 }
 

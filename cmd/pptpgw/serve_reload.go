@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -152,15 +153,8 @@ func (r *serveReloader) Collect(emit func(metrics.Sample)) { r.counters.Collect(
 func (r *serveReloader) reload(trigger string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	err := r.reloadLocked()
-	if err != nil {
-		r.counters.Inc(reloadFailed)
-		r.log.Error("reload refused; the running configuration is unchanged", "trigger", trigger, "err", err)
-		return err
-	}
-	r.counters.Inc(reloadOK)
-	r.log.Info("configuration reloaded", "trigger", trigger)
-	return nil
+	start := time.Now()
+	return recordReload(r.counters, r.log, trigger, start, r.reloadLocked())
 }
 
 func (r *serveReloader) reloadLocked() error {
