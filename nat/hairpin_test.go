@@ -37,27 +37,7 @@ func TestPoolHairpin(t *testing.T) {
 		}
 	}
 	// 2. The control stream after dstnat, both ways, queued from inside.
-	seq := map[bool]uint32{true: 10, false: 5000}
-	send := func(fromHost bool, pl []byte, o pkttest.TCPOpt) []byte {
-		t.Helper()
-		o.Seq = seq[fromHost]
-		var b []byte
-		if fromHost {
-			b = pkttest.TCP(t, c, m, 41000, 1723, pl, o)
-		} else {
-			b = pkttest.TCP(t, m, c, 1723, 41000, pl, o)
-		}
-		seq[fromHost] += uint32(len(pl))
-		if o.SYN {
-			seq[fromHost]++
-		}
-		q := nfq.Packet{Payload: b, InDev: lanIf, Hook: nfq.HookPrerouting, Mark: mark}
-		if v, r := checkedProcess(t, e, &q); v != pkt.Accept {
-			t.Fatalf("hairpin segment: %v %q", v, r)
-		}
-		pkttest.CheckSums(t, b)
-		return pkt.TCP(pkt.IPv4(b).Payload()).Payload()
-	}
+	send := hairpinStream(t, e, c, m, mark)
 	send(true, nil, pkttest.TCPOpt{SYN: true})
 	send(false, nil, pkttest.TCPOpt{SYN: true, ACK: true})
 	send(true, (&wire.SCCRQ{ProtocolVersion: 0x100}).Append(nil), pkttest.TCPOpt{ACK: true})
@@ -119,5 +99,34 @@ func TestPoolHairpin(t *testing.T) {
 	e.hpMu.Unlock()
 	if n != 0 || len(e.Calls()) != 0 {
 		t.Fatalf("after the call ended: %d aliases, %d calls", n, len(e.Calls()))
+	}
+}
+
+// hairpinStream returns a sender of the control stream between inside host
+// h (port 41000) and pool member m (1723) after dstnat, both ways, queued
+// from inside with the pick's mark; each segment must be accepted with
+// valid checksums. It returns the segment's TCP payload as the engine left
+// it. The first segment sent must be the host's SYN.
+func hairpinStream(t *testing.T, e *Engine, h, m [4]byte, mark uint32) func(fromHost bool, pl []byte, o pkttest.TCPOpt) []byte {
+	seq := map[bool]uint32{true: 10, false: 5000}
+	return func(fromHost bool, pl []byte, o pkttest.TCPOpt) []byte {
+		t.Helper()
+		o.Seq = seq[fromHost]
+		var b []byte
+		if fromHost {
+			b = pkttest.TCP(t, h, m, 41000, 1723, pl, o)
+		} else {
+			b = pkttest.TCP(t, m, h, 1723, 41000, pl, o)
+		}
+		seq[fromHost] += uint32(len(pl))
+		if o.SYN {
+			seq[fromHost]++
+		}
+		q := nfq.Packet{Payload: b, InDev: lanIf, Hook: nfq.HookPrerouting, Mark: mark}
+		if v, r := checkedProcess(t, e, &q); v != pkt.Accept {
+			t.Fatalf("hairpin segment: %v %q", v, r)
+		}
+		pkttest.CheckSums(t, b)
+		return pkt.TCP(pkt.IPv4(b).Payload()).Payload()
 	}
 }

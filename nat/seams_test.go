@@ -111,26 +111,7 @@ func TestRestoredHairpinAlias(t *testing.T) {
 	}
 	mark := p.Set.Mark
 	m := [][4]byte{memberA, memberB}[fwmark.MemberOf(mark)]
-	seq := map[bool]uint32{true: 10, false: 5000}
-	send := func(fromHost bool, pl []byte, o pkttest.TCPOpt) []byte {
-		t.Helper()
-		o.Seq = seq[fromHost]
-		var b []byte
-		if fromHost {
-			b = pkttest.TCP(t, host, m, 41000, 1723, pl, o)
-		} else {
-			b = pkttest.TCP(t, m, host, 1723, 41000, pl, o)
-		}
-		seq[fromHost] += uint32(len(pl))
-		if o.SYN {
-			seq[fromHost]++
-		}
-		q := nfq.Packet{Payload: b, InDev: lanIf, Hook: nfq.HookPrerouting, Mark: mark}
-		if v, r := checkedProcess(t, e, &q); v != pkt.Accept {
-			t.Fatalf("hairpin segment: %v %q", v, r)
-		}
-		return pkt.TCP(pkt.IPv4(b).Payload()).Payload()
-	}
+	send := hairpinStream(t, e, host, m, mark)
 	send(true, nil, pkttest.TCPOpt{SYN: true})
 	send(false, nil, pkttest.TCPOpt{SYN: true, ACK: true})
 	send(true, (&wire.SCCRQ{ProtocolVersion: 0x100}).Append(nil), pkttest.TCPOpt{ACK: true})
