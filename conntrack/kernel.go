@@ -9,8 +9,8 @@ package conntrack
 // GREOut is one element of the outbound map: GRE from InsideIP to PeerIP
 // with key PeerCallID leaves with source PublicIP.
 type GREOut struct {
-	Key      OutKey
-	PublicIP [4]byte
+	Key OutKey
+	OutData
 	// Packets and Bytes are the element's counters when read from the
 	// kernel (zero in what is written).
 	Packets, Bytes uint64
@@ -19,18 +19,30 @@ type GREOut struct {
 // GREIn is one element of the inbound map: GRE to PublicIP from PeerIP
 // with key OutsideCallID goes to InsideIP with key InsideCallID.
 type GREIn struct {
-	Key          InKey
-	InsideIP     [4]byte
-	InsideCallID uint16
+	Key InKey
+	InData
 	// Packets and Bytes as in GREOut.
 	Packets, Bytes uint64
+}
+
+// OutData is what an outbound element does to a packet (the map's data):
+// comparable, so that what the engine wants and what the kernel holds are
+// compared with ==.
+type OutData struct {
+	PublicIP [4]byte
+}
+
+// InData is what an inbound element does to a packet (the map's data).
+type InData struct {
+	InsideIP     [4]byte
+	InsideCallID uint16
 }
 
 // GREElements returns the map elements that carry c's GRE. Only for the
 // Config hooks (OnCallEstablished, OnCallRemoved), under the table lock.
 func (c *Call) GREElements() (GREOut, GREIn) {
-	return GREOut{Key: c.outKey(), PublicIP: c.PublicIP},
-		GREIn{Key: c.inKey(), InsideIP: c.InsideIP, InsideCallID: c.InsideCallID}
+	return GREOut{Key: c.outKey(), OutData: OutData{PublicIP: c.PublicIP}},
+		GREIn{Key: c.inKey(), InData: InData{InsideIP: c.InsideIP, InsideCallID: c.InsideCallID}}
 }
 
 // GREDelta is GRE the kernel carried for one call since the last read:

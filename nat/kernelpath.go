@@ -51,13 +51,12 @@ type KernelMaps interface {
 // is); a shorter GRE timeout shortens it.
 const SyncInterval = time.Second
 
-// outRec is one outbound element: what the engine wants (want, public,
+// outRec is one outbound element: what the engine wants (want, data,
 // owner: the call whose element it is, by its inbound key) and what the
-// kernel holds (have, hpublic, and the counters at the last read).
+// kernel holds (have, hdata, and the counters at the last read).
 type outRec struct {
 	want, have     bool
-	public         [4]byte
-	hpublic        [4]byte
+	data, hdata    conntrack.OutData
 	owner          conntrack.InKey
 	packets, bytes uint64
 }
@@ -66,16 +65,13 @@ type outRec struct {
 // identifies the call), with the call's current outbound key.
 type inRec struct {
 	want, have     bool
-	inside         [4]byte
-	insideID       uint16
-	hinside        [4]byte
-	hinsideID      uint16
+	data, hdata    conntrack.InData
 	outKey         conntrack.OutKey
 	packets, bytes uint64
 }
 
-func (r *outRec) differs() bool { return r.hpublic != r.public }
-func (r *inRec) differs() bool  { return r.hinside != r.inside || r.hinsideID != r.insideID }
+func (r *outRec) differs() bool { return r.hdata != r.data }
+func (r *inRec) differs() bool  { return r.hdata != r.data }
 
 type kernelPath struct {
 	// eligible says whether a call's GRE may take the kernel path
@@ -133,10 +129,10 @@ func (k *kernelPath) wantLocked(o conntrack.GREOut, i conntrack.GREIn) {
 	if r.want && r.outKey != o.Key {
 		k.unwantOutLocked(r.outKey, i.Key) // established again with another peer call ID
 	}
-	r.want, r.inside, r.insideID, r.outKey = true, i.InsideIP, i.InsideCallID, o.Key
+	r.want, r.data, r.outKey = true, i.InData, o.Key
 	k.in[i.Key] = r
 	x := k.out[o.Key]
-	x.want, x.public, x.owner = true, o.PublicIP, i.Key
+	x.want, x.data, x.owner = true, o.OutData, i.Key
 	k.out[o.Key] = x
 	k.dirtyOut[o.Key] = struct{}{}
 	k.dirtyIn[i.Key] = struct{}{}
@@ -240,7 +236,7 @@ func (k *kernelPath) flush() error {
 			delOut = append(delOut, key)
 		}
 		if x.want && (!x.have || x.differs()) {
-			addOut = append(addOut, conntrack.GREOut{Key: key, PublicIP: x.public})
+			addOut = append(addOut, conntrack.GREOut{Key: key, OutData: x.data})
 		}
 		if !x.want && !x.have {
 			delete(k.out, key)
@@ -252,7 +248,7 @@ func (k *kernelPath) flush() error {
 			delIn = append(delIn, key)
 		}
 		if r.want && (!r.have || r.differs()) {
-			addIn = append(addIn, conntrack.GREIn{Key: key, InsideIP: r.inside, InsideCallID: r.insideID})
+			addIn = append(addIn, conntrack.GREIn{Key: key, InData: r.data})
 		}
 		if !r.want && !r.have {
 			delete(k.in, key)
@@ -291,7 +287,7 @@ func (k *kernelPath) flush() error {
 	}
 	for _, e := range addOut {
 		x := k.out[e.Key]
-		x.have, x.hpublic, x.packets, x.bytes = true, e.PublicIP, 0, 0
+		x.have, x.hdata, x.packets, x.bytes = true, e.OutData, 0, 0
 		k.out[e.Key] = x
 		if !x.want || x.differs() {
 			k.dirtyOut[e.Key] = struct{}{} // changed while the transaction ran
@@ -299,7 +295,7 @@ func (k *kernelPath) flush() error {
 	}
 	for _, e := range addIn {
 		r := k.in[e.Key]
-		r.have, r.hinside, r.hinsideID, r.packets, r.bytes = true, e.InsideIP, e.InsideCallID, 0, 0
+		r.have, r.hdata, r.packets, r.bytes = true, e.InData, 0, 0
 		k.in[e.Key] = r
 		if !r.want || r.differs() {
 			k.dirtyIn[e.Key] = struct{}{}
@@ -391,13 +387,13 @@ func (k *kernelPath) reloadHave(delOut []conntrack.OutKey, delIn []conntrack.InK
 	}
 	for _, o := range outs {
 		x := k.out[o.Key]
-		x.have, x.hpublic, x.packets, x.bytes = true, o.PublicIP, o.Packets, o.Bytes
+		x.have, x.hdata, x.packets, x.bytes = true, o.OutData, o.Packets, o.Bytes
 		k.out[o.Key] = x
 		k.dirtyOut[o.Key] = struct{}{}
 	}
 	for _, i := range ins {
 		r := k.in[i.Key]
-		r.have, r.hinside, r.hinsideID, r.packets, r.bytes = true, i.InsideIP, i.InsideCallID, i.Packets, i.Bytes
+		r.have, r.hdata, r.packets, r.bytes = true, i.InData, i.Packets, i.Bytes
 		k.in[i.Key] = r
 		k.dirtyIn[i.Key] = struct{}{}
 	}
@@ -473,16 +469,16 @@ func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREI
 	var keptOut []conntrack.GREOut
 	var keptIn []conntrack.GREIn
 	for _, o := range foundOut {
-		if x, ok := k.out[o.Key]; ok && x.want && x.public == o.PublicIP {
+		if x, ok := k.out[o.Key]; ok && x.want && x.data == o.OutData {
 			keptOut = append(keptOut, o)
-			x.have, x.hpublic, x.packets, x.bytes = true, o.PublicIP, 0, 0
+			x.have, x.hdata, x.packets, x.bytes = true, o.OutData, 0, 0
 			k.out[o.Key] = x
 		}
 	}
 	for _, i := range foundIn {
-		if r, ok := k.in[i.Key]; ok && r.want && r.inside == i.InsideIP && r.insideID == i.InsideCallID {
+		if r, ok := k.in[i.Key]; ok && r.want && r.data == i.InData {
 			keptIn = append(keptIn, i)
-			r.have, r.hinside, r.hinsideID, r.packets, r.bytes = true, i.InsideIP, i.InsideCallID, 0, 0
+			r.have, r.hdata, r.packets, r.bytes = true, i.InData, 0, 0
 			k.in[i.Key] = r
 		}
 	}

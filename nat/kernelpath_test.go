@@ -234,12 +234,12 @@ func TestKernelPathAdopt(t *testing.T) {
 	outA := addCall(t, e, lanA, 40000, 7, 555) // "restored" calls
 	addCall(t, e, lanB, 40001, 9, 556)
 	found := []conntrack.GREOut{
-		{Key: conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}, PublicIP: pubIP, Packets: 5},
-		{Key: conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 777}, PublicIP: pubIP},                     // no such call
-		{Key: conntrack.OutKey{InsideIP: lanB, PeerIP: server, PeerCallID: 556}, PublicIP: [4]byte{198, 51, 100, 99}}, // other address
+		{Key: conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}, OutData: conntrack.OutData{PublicIP: pubIP}, Packets: 5},
+		{Key: conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 777}, OutData: conntrack.OutData{PublicIP: pubIP}},                     // no such call
+		{Key: conntrack.OutKey{InsideIP: lanB, PeerIP: server, PeerCallID: 556}, OutData: conntrack.OutData{PublicIP: [4]byte{198, 51, 100, 99}}}, // other address
 	}
 	foundIn := []conntrack.GREIn{
-		{Key: conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outA}, InsideIP: lanA, InsideCallID: 7},
+		{Key: conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outA}, InData: conntrack.InData{InsideIP: lanA, InsideCallID: 7}},
 	}
 	keepOut, keepIn := e.AdoptKernelGRE(found, foundIn)
 	if len(keepOut) != 1 || keepOut[0].Key.PeerCallID != 555 || len(keepIn) != 1 {
@@ -247,10 +247,10 @@ func TestKernelPathAdopt(t *testing.T) {
 	}
 	// Install puts the kept ones back; the flusher adds the rest only.
 	for _, o := range keepOut {
-		f.out[o.Key] = conntrack.GREOut{Key: o.Key, PublicIP: o.PublicIP}
+		f.out[o.Key] = conntrack.GREOut{Key: o.Key, OutData: conntrack.OutData{PublicIP: o.PublicIP}}
 	}
 	for _, i := range keepIn {
-		f.in[i.Key] = conntrack.GREIn{Key: i.Key, InsideIP: i.InsideIP, InsideCallID: i.InsideCallID}
+		f.in[i.Key] = conntrack.GREIn{Key: i.Key, InData: conntrack.InData{InsideIP: i.InsideIP, InsideCallID: i.InsideCallID}}
 	}
 	flush(t, e)
 	if len(f.out) != 2 || len(f.in) != 2 {

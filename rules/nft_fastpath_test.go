@@ -288,8 +288,8 @@ func TestGoldenFastPathElements(t *testing.T) {
 	inside, peer, pub := [4]byte{10, 0, 0, 2}, [4]byte{198, 51, 100, 7}, [4]byte{203, 0, 113, 1}
 	ko := conntrack.OutKey{InsideIP: inside, PeerIP: peer, PeerCallID: 5}
 	ki := conntrack.InKey{PublicIP: pub, PeerIP: peer, OutsideCallID: 7}
-	if err := m.Update(nil, nil, []conntrack.GREOut{{Key: ko, PublicIP: pub}},
-		[]conntrack.GREIn{{Key: ki, InsideIP: inside, InsideCallID: 9}}); err != nil {
+	if err := m.Update(nil, nil, []conntrack.GREOut{{Key: ko, OutData: conntrack.OutData{PublicIP: pub}}},
+		[]conntrack.GREIn{{Key: ki, InData: conntrack.InData{InsideIP: inside, InsideCallID: 9}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Update([]conntrack.OutKey{ko}, []conntrack.InKey{ki}, nil, nil); err != nil {

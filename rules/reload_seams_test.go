@@ -32,9 +32,9 @@ func TestApplyKeepsFastPathNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := conntrack.GREOut{Key: conntrack.OutKey{InsideIP: [4]byte{10, 0, 0, 2}, PeerIP: [4]byte{198, 51, 100, 7}, PeerCallID: 0x1234},
-		PublicIP: [4]byte{203, 0, 113, 1}}
+		OutData: conntrack.OutData{PublicIP: [4]byte{203, 0, 113, 1}}}
 	inb := conntrack.GREIn{Key: conntrack.InKey{PublicIP: [4]byte{203, 0, 113, 1}, PeerIP: [4]byte{198, 51, 100, 7}, OutsideCallID: 0x4321},
-		InsideIP: [4]byte{10, 0, 0, 2}, InsideCallID: 0x0777}
+		InData: conntrack.InData{InsideIP: [4]byte{10, 0, 0, 2}, InsideCallID: 0x0777}}
 	if err := m.Update(nil, nil, []conntrack.GREOut{out}, []conntrack.GREIn{inb}); err != nil {
 		t.Fatal(err)
 	}
