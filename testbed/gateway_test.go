@@ -194,16 +194,18 @@ func helperThenGateway(t *testing.T, name string, wantCalls int, scenario func(c
 // reaches at least bulkFloor of plain kernel masquerade in the same run.
 //
 // One 3-second iperf3 sample swings by 5-10% on this shared 2-core VM even
-// between two identical kernel runs, and mostly downwards (a sample that
-// shares its cores with something else). So the test compares best against
-// best over alternating samples, in ABBA order so neither side always runs
-// first, and stops as soon as the ratio reaches 0.95 (at most 6 samples
-// each). The floor it asserts is far below that: quiet runs of `pptpgw
-// bench` measure 0.94-0.99, and one run of this test under other load
-// measured 0.945, so asserting 0.95 would fail on noise; a bulk packet
-// through userspace would cost far more than the margin (the userspace GRE
-// path ran at 0.4-0.7 of the kernel's).
-const bulkFloor = 0.85
+// between two identical kernel runs, and by far more when other work shares
+// the cores. So the test compares best against best over alternating
+// samples, in ABBA order so neither side always runs first, and stops as
+// soon as the ratio reaches 0.95 (at most 6 samples each). The floor it
+// asserts is far below that, because it must hold on a loaded machine too:
+// quiet runs of `pptpgw bench` measure 0.94-0.99; runs of this test while
+// three other builds loaded the VM (load average 7-8) measured 0.945 and,
+// once, 0.79 (a masquerade sample of 16.2 Gbit/s among samples of 5-13.5).
+// What the floor is for is still caught with a wide margin: bulk through
+// the queue tops out near 2.5 Gbit/s (about 200k packets/s through
+// NFQUEUE), under 0.2 of masquerade; the exact check is the queue counter.
+const bulkFloor = 0.6
 
 func TestGatewayIperf(t *testing.T) {
 	bin := testbedtest.PPTPGW(t)
