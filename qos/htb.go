@@ -229,6 +229,9 @@ func (s *Shaper) applyTree(t Tree) error {
 		mine = false
 	}
 	if !mine {
+		if err := s.removeLeftRoot(link); err != nil {
+			return err
+		}
 		root := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: ix, Handle: RootHandle, Parent: netlink.HANDLE_ROOT})
 		root.Rate2Quantum = htbR2Q
 		root.Defcls = defcls
@@ -320,6 +323,30 @@ func LeafQdiscMsg(ix int, parent, handle uint32, kind string, ceil Rate) *nl.Net
 func execute(req *nl.NetlinkRequest) error {
 	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
 	return err
+}
+
+// removeLeftRoot deletes an HTB root with the daemon's handle that this
+// Shaper did not create: the tree of a run that was killed (kill -9, a
+// crash) before it could remove it. Replacing it in place is not possible:
+// HTB has no change operation for its root, and the kernel answers EINVAL
+// to a replace that keeps handle 1:. Any other root qdisc (the operator's,
+// or the interface's default) is replaced by the new tree as before.
+func (s *Shaper) removeLeftRoot(link netlink.Link) error {
+	qs, err := netlink.QdiscList(link)
+	if err != nil {
+		return fmt.Errorf("list qdiscs: %w", err)
+	}
+	for _, q := range qs {
+		a := q.Attrs()
+		if a.Parent != netlink.HANDLE_ROOT || a.Handle != RootHandle || q.Type() != "htb" {
+			continue
+		}
+		s.log.Info("qos: replacing the HTB tree an earlier run left", "interface", link.Attrs().Name)
+		if err := netlink.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete the HTB root an earlier run left: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Shaper) removeRoot(name string) error {

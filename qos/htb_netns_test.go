@@ -133,6 +133,51 @@ func TestShaperApplyClose(t *testing.T) {
 	})
 }
 
+// A tree left by a run that was killed (its Shaper never closed) is
+// replaced by the next run's: HTB cannot change its root in place, so
+// applying over it used to fail with EINVAL and the daemon could not start.
+func TestShaperReplacesLeftTree(t *testing.T) {
+	nstest.Run(t, func() {
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		a, z := "qa"+hex.EncodeToString(b[:]), "qz"+hex.EncodeToString(b[:])
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a}, PeerName: z}); err != nil {
+			t.Fatal(err)
+		}
+		tree := func(def int, rate Rate) []Tree {
+			return []Tree{{Interface: a, Rate: 20e6, Default: def, Leaves: []Leaf{
+				{Index: 0, Name: "interactive", Priority: 1, Rate: 2e6, Ceil: 20e6},
+				{Index: 1, Name: "bulk", Priority: 7, Rate: rate, Ceil: 20e6},
+			}}}
+		}
+		if err := NewShaper(nil).Apply(tree(1, 10e6)); err != nil { // "killed": never closed
+			t.Fatal(err)
+		}
+		s := NewShaper(nil)
+		if err := s.Apply(tree(0, 5e6)); err != nil {
+			t.Fatalf("apply over the tree a killed run left: %v", err)
+		}
+		l, _ := netlink.LinkByName(a)
+		cs, err := netlink.ClassList(l, RootHandle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rates := map[uint32]uint64{}
+		for _, c := range cs {
+			rates[c.Attrs().Handle] = c.(*netlink.HtbClass).Rate
+		}
+		if rates[ClassID(1)] != 5e6/8 {
+			t.Errorf("bulk class after the new run: %d bytes/s, want %d", rates[ClassID(1)], uint64(5e6/8))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if r := root(t, a); r == "htb" {
+			t.Fatalf("after Close the root is still %q", r)
+		}
+	})
+}
+
 func root(t *testing.T, name string) string {
 	t.Helper()
 	l, err := netlink.LinkByName(name)
