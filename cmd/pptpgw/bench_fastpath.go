@@ -96,6 +96,7 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 				BaseCallID: id, Timeout: 5 * time.Second})
 			return r.OK()
 		}
+		use := daemonUsage(s.gw)
 		start := time.Now()
 		seqOK := 0
 		took := make([]time.Duration, 0, benchSetupsSeq)
@@ -107,6 +108,7 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 			}
 		}
 		seq := float64(seqOK) / time.Since(start).Seconds()
+		use.phase("sequential", seqOK)
 		start = time.Now()
 		var mu sync.Mutex
 		parOK := 0
@@ -126,8 +128,9 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 		}
 		wg.Wait()
 		par := float64(parOK) / time.Since(start).Seconds()
-		s.setups = fmt.Sprintf("%.0f/s sequential (%d/%d ok, %s), %.0f/s 16 parallel (%d/%d ok)",
-			seq, seqOK, benchSetupsSeq, setupQuantiles(took), par, parOK, benchSetupsPar*benchSetupsParEach)
+		use.phase("parallel", parOK)
+		s.setups = fmt.Sprintf("%.0f/s sequential (%d/%d ok, %s), %.0f/s 16 parallel (%d/%d ok)%s",
+			seq, seqOK, benchSetupsSeq, setupQuantiles(took), par, parOK, benchSetupsPar*benchSetupsParEach, use)
 		s.vals["setups"] = par
 		return nil
 	})

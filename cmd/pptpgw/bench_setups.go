@@ -4,7 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,4 +60,91 @@ func benchSetupsPAC(ctx context.Context, self string, topo *testbed.Topology) er
 	}
 	_, err := topo.StartPAC(topo.Server, testbed.ServerIP)
 	return err
+}
+
+// benchGateway is the gateway withTopology started last (nil before any).
+var benchGateway *testbed.Gateway
+
+// procUsage is a process's CPU time and context switches so far, summed
+// over its threads.
+type procUsage struct {
+	cpu time.Duration
+	csw uint64
+}
+
+// readProcUsage reads pid's threads' run time (the first field of
+// /proc/PID/task/TID/schedstat, in ns: finer than the 10 ms ticks of
+// /proc/PID/stat) and context switches (voluntary and not, from their
+// status files).
+func readProcUsage(pid int) (procUsage, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return procUsage{}, err
+	}
+	var u procUsage
+	for _, e := range ents {
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name(), "schedstat")); err == nil {
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				u.cpu += time.Duration(ns)
+			}
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				u.csw += n
+			}
+		}
+	}
+	return u, nil
+}
+
+// setupUsage measures the gateway daemon's CPU time and context switches
+// per set-up in each phase of the setups case: the daemon's own cost of a
+// set-up, which the rates (and Linux's side) hide; it barely moves with the
+// load of other processes, where the rates swing. Empty for Linux's helper
+// (its work is spread over the senders' system calls and softirqs).
+type setupUsage struct {
+	pid    int
+	last   procUsage
+	phases []string
+}
+
+// daemonUsage starts measuring the current gateway (nil unless gw).
+func daemonUsage(gw bool) *setupUsage {
+	if !gw || benchGateway == nil || benchGateway.Proc.Cmd.Process == nil {
+		return nil
+	}
+	u := &setupUsage{pid: benchGateway.Proc.Cmd.Process.Pid}
+	var err error
+	if u.last, err = readProcUsage(u.pid); err != nil {
+		return nil
+	}
+	return u
+}
+
+// phase closes a phase of n set-ups.
+func (u *setupUsage) phase(name string, n int) {
+	if u == nil || n == 0 {
+		return
+	}
+	now, err := readProcUsage(u.pid)
+	if err != nil {
+		return
+	}
+	u.phases = append(u.phases, fmt.Sprintf("%s %.0f µs CPU, %.1f context switches", name,
+		float64((now.cpu-u.last.cpu).Microseconds())/float64(n), float64(now.csw-u.last.csw)/float64(n)))
+	u.last = now
+}
+
+func (u *setupUsage) String() string {
+	if u == nil || len(u.phases) == 0 {
+		return ""
+	}
+	return "; daemon per set-up: " + strings.Join(u.phases, ", ")
 }
