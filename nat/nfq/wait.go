@@ -33,8 +33,8 @@ import (
 // message to the kernel is handled synchronously; re-injecting the batch's
 // packets takes microseconds), so no P is ever parked in a system call for
 // sysmon to take. Measured on the project's 2-vCPU VM (README, "pptpgw
-// bench additions"): a quarter less daemon CPU and a third fewer context
-// switches for the same 3000 set-ups. WaitSyscall is the reader as it was
+// bench additions"): 28-42 % less daemon CPU and 35-43 % fewer context
+// switches per set-up. WaitSyscall is the reader as it was
 // (a blocking recvmmsg per batch): kept for comparison and as a fallback.
 
 // WaitMode is how Run waits for packets (Config.Wait).
