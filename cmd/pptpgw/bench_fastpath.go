@@ -96,7 +96,7 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 				BaseCallID: id, Timeout: 5 * time.Second})
 			return r.OK()
 		}
-		use := daemonUsage(s.gw)
+		use, own := daemonUsage(s.gw), benchUsage()
 		start := time.Now()
 		seqOK := 0
 		took := make([]time.Duration, 0, benchSetupsSeq)
@@ -109,6 +109,7 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 		}
 		seq := float64(seqOK) / time.Since(start).Seconds()
 		use.phase("sequential", seqOK)
+		own.phase("sequential", seqOK)
 		start = time.Now()
 		var mu sync.Mutex
 		parOK := 0
@@ -129,8 +130,9 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 		wg.Wait()
 		par := float64(parOK) / time.Since(start).Seconds()
 		use.phase("parallel", parOK)
-		s.setups = fmt.Sprintf("%.0f/s sequential (%d/%d ok, %s), %.0f/s 16 parallel (%d/%d ok)%s",
-			seq, seqOK, benchSetupsSeq, setupQuantiles(took), par, parOK, benchSetupsPar*benchSetupsParEach, use)
+		own.phase("parallel", parOK)
+		s.setups = fmt.Sprintf("%.0f/s sequential (%d/%d ok, %s), %.0f/s 16 parallel (%d/%d ok)%s%s",
+			seq, seqOK, benchSetupsSeq, setupQuantiles(took), par, parOK, benchSetupsPar*benchSetupsParEach, use, own)
 		s.vals["setups"] = par
 		return nil
 	})

@@ -113,6 +113,7 @@ type setupUsage struct {
 	pid    int
 	last   procUsage
 	phases []string
+	who    string // "daemon" or "bench"
 }
 
 // daemonUsage starts measuring the current gateway (nil unless gw).
@@ -120,7 +121,7 @@ func daemonUsage(gw bool) *setupUsage {
 	if !gw || benchGateway == nil || benchGateway.Proc.Cmd.Process == nil {
 		return nil
 	}
-	u := &setupUsage{pid: benchGateway.Proc.Cmd.Process.Pid}
+	u := &setupUsage{pid: benchGateway.Proc.Cmd.Process.Pid, who: "daemon"}
 	var err error
 	if u.last, err = readProcUsage(u.pid); err != nil {
 		return nil
@@ -146,5 +147,17 @@ func (u *setupUsage) String() string {
 	if u == nil || len(u.phases) == 0 {
 		return ""
 	}
-	return "; daemon per set-up: " + strings.Join(u.phases, ", ")
+	return "; " + u.who + " per set-up: " + strings.Join(u.phases, ", ")
+}
+
+// benchUsage measures the bench process itself (the mini PNS and, by
+// default, the mini PAC) per set-up, on both sides: what the endpoints
+// cost, to see whether they, not the gateway, limit one side.
+func benchUsage() *setupUsage {
+	u := &setupUsage{pid: os.Getpid(), who: "bench"}
+	var err error
+	if u.last, err = readProcUsage(u.pid); err != nil {
+		return nil
+	}
+	return u
 }

@@ -36,7 +36,10 @@ func TestSetupUsage(t *testing.T) {
 	if daemonUsage(false) != nil {
 		t.Error("usage measured for Linux's helper")
 	}
-	u := &setupUsage{pid: os.Getpid()}
+	if b := benchUsage(); b == nil || b.pid != os.Getpid() || b.who != "bench" {
+		t.Errorf("benchUsage() = %+v", b)
+	}
+	u := &setupUsage{pid: os.Getpid(), who: "daemon"}
 	u.phase("sequential", 0) // no set-up: no figure
 	for i := 0; i < 1e6; i++ {
 		_ = strings.Repeat("x", i%3)
