@@ -133,6 +133,10 @@ type Config struct {
 	// StateFile is where the call table is saved (on SIGTERM/SIGINT and
 	// every 10 s) and restored from at start; "" keeps no state.
 	StateFile string `yaml:"state_file"`
+	// Call setups per second (issue 12), config_setups.go.
+	// QueueWait is how the queue readers wait for packets: "poller" (the
+	// default) or "syscall".
+	QueueWait string `yaml:"queue_wait"`
 
 	// lines maps a field path ("timeouts.hold", "forwards[1].to") to the
 	// line it was set on, for error messages; file is the config's path.
@@ -528,6 +532,7 @@ func (c *Config) Validate() error {
 	c.validateObs(bad)      // issue 8 (config_obs.go)
 	c.validateQoS(bad)      // shaping (issue 9): config_qos.go
 	c.validateFastPath(bad) // kernel fast path (issue 12)
+	c.validateSetups(bad)   // queue readers' wait (issue 12, setups)
 	c.validateEdge(bad)     // routing at the edge (issue 10)
 	c.validateOps(bad)
 	return errors.Join(errs...)

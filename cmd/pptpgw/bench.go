@@ -44,6 +44,8 @@ func cmdBench(args []string) int {
 	grePath := fs.String("gre-path", "", "the gateway's --gre-path (kernel, userspace, auto; default: its default)")
 	gwProfile := fs.String("gateway-cpuprofile", "", "pass --cpuprofile FILE to every pptpgw run the bench starts (the last one's profile stays; e.g. with --only setups)")
 	pac := fs.String("pac", "", "internal: serve the bench's mini PAC on this address in the current namespace until stdin closes")
+	extraGW := addGatewayArgFlag(fs) // issue 12, setups
+	fs.StringVar(&benchSetupsPACMode, "setups-pac", "inprocess", "setups case: where the mini PAC runs: inprocess (in the bench process, with the mini PNS) or process (a process of its own, as a real server is)")
 	perConn := fs.Int("calls-per-conn", benchCallsPerConn, "pptpgw's calls per control connection in the 10,000-call cases (Linux's helper: always 1)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: pptpgw bench [flags]
@@ -106,6 +108,10 @@ Flags:
 		fmt.Fprintln(os.Stderr, "pptpgw bench: --calls-per-conn must be 1..10000")
 		return 2
 	}
+	if benchSetupsPACMode != "inprocess" && benchSetupsPACMode != "process" {
+		fmt.Fprintln(os.Stderr, "pptpgw bench: --setups-pac must be inprocess or process")
+		return 2
+	}
 	if benchPlacement = *placement; benchPlacement != "ip" && benchPlacement != "netdev" {
 		fmt.Fprintln(os.Stderr, "pptpgw bench: --placement must be ip or netdev")
 		return 2
@@ -116,6 +122,7 @@ Flags:
 	if *gwProfile != "" {
 		benchGatewayArgs = append(benchGatewayArgs, "--cpuprofile", *gwProfile)
 	}
+	benchGatewayArgs = append(benchGatewayArgs, *extraGW...)
 	rows, err := runBench(ctx, self, cases, *clients, *frames, *secs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw bench:", err)
@@ -187,6 +194,7 @@ func withTopology(ctx context.Context, self string, n int, gw bool, fn func(*tes
 			return err
 		}
 		defer g.Stop()
+		benchGateway = g // the setups case reads its CPU time (bench_setups.go)
 	} else if err := topo.KernelHelper(ctx); err != nil {
 		return err
 	}

@@ -86,7 +86,7 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 	benchGatewayArgs = append(append([]string(nil), saved...), "--config", cfg.Name())
 	defer func() { benchGatewayArgs = saved }()
 	return withTopology(ctx, self, 4, s.gw, func(topo *testbed.Topology) error {
-		if _, err := topo.StartPAC(topo.Server, testbed.ServerIP); err != nil {
+		if err := benchSetupsPAC(ctx, self, topo); err != nil {
 			return err
 		}
 		ctx, cancel := context.WithTimeout(ctx, benchSetupsDeadline)
@@ -96,14 +96,20 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 				BaseCallID: id, Timeout: 5 * time.Second})
 			return r.OK()
 		}
+		use, own := daemonUsage(s.gw), benchUsage()
 		start := time.Now()
 		seqOK := 0
+		took := make([]time.Duration, 0, benchSetupsSeq)
 		for i := 0; i < benchSetupsSeq && ctx.Err() == nil; i++ {
+			t0 := time.Now()
 			if one(topo.Clients[i%len(topo.Clients)], uint16(0x0100+i)) {
 				seqOK++
+				took = append(took, time.Since(t0))
 			}
 		}
 		seq := float64(seqOK) / time.Since(start).Seconds()
+		use.phase("sequential", seqOK)
+		own.phase("sequential", seqOK)
 		start = time.Now()
 		var mu sync.Mutex
 		parOK := 0
@@ -123,8 +129,10 @@ func benchSetups(ctx context.Context, self string, s *benchSide) error {
 		}
 		wg.Wait()
 		par := float64(parOK) / time.Since(start).Seconds()
-		s.setups = fmt.Sprintf("%.0f/s sequential (%d/%d ok), %.0f/s 16 parallel (%d/%d ok)",
-			seq, seqOK, benchSetupsSeq, par, parOK, benchSetupsPar*benchSetupsParEach)
+		use.phase("parallel", parOK)
+		own.phase("parallel", parOK)
+		s.setups = fmt.Sprintf("%.0f/s sequential (%d/%d ok, %s), %.0f/s 16 parallel (%d/%d ok)%s%s",
+			seq, seqOK, benchSetupsSeq, setupQuantiles(took), par, parOK, benchSetupsPar*benchSetupsParEach, use, own)
 		s.vals["setups"] = par
 		return nil
 	})

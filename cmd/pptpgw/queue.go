@@ -42,8 +42,8 @@ type queue struct {
 // (they wait until start runs the reader). The kernel keeps at most maxLen
 // of them and drops the rest (never fail-open), counting the drops
 // (nfq.Queue.KernelStats, warnKernelDrops).
-func openQueue(num uint16, maxLen uint32, engine *nat.Engine, log *slog.Logger) (*queue, error) {
-	conn, err := nfq.Open(nfq.Config{Queue: num, MaxQueueLen: maxLen})
+func openQueue(num uint16, maxLen uint32, wait nfq.WaitMode, engine *nat.Engine, log *slog.Logger) (*queue, error) {
+	conn, err := nfq.Open(nfq.Config{Queue: num, MaxQueueLen: maxLen, Wait: wait})
 	if err != nil {
 		return nil, fmt.Errorf("NFQUEUE %d: %w", num, err)
 	}

@@ -25,10 +25,10 @@ type queues struct {
 }
 
 // openQueues binds n queues from first; with n 1 it is openQueue.
-func openQueues(first uint16, n int, maxLen uint32, engine *nat.Engine, log *slog.Logger) (*queues, error) {
+func openQueues(first uint16, n int, maxLen uint32, wait nfq.WaitMode, engine *nat.Engine, log *slog.Logger) (*queues, error) {
 	s := &queues{}
 	for i := 0; i < max(n, 1); i++ {
-		q, err := openQueue(first+uint16(i), maxLen, engine, log)
+		q, err := openQueue(first+uint16(i), maxLen, wait, engine, log)
 		if err != nil {
 			s.close()
 			return nil, err

@@ -76,6 +76,7 @@ func cmdRun(args []string) int {
 	queuesN := fs.Int("queues", -1, "number of NFQUEUE queues and readers from --queue on (default: one per CPU)")
 	grePath := fs.String("gre-path", "", "GRE of established calls: kernel (nftables maps), userspace (NFQUEUE) or auto (default: kernel if the kernel runs it)")
 	stateFile := fs.String("state-file", "", "where the call table is saved and restored from, \"\" for none (default "+rules.DefaultStateFile+")")
+	queueWait := addQueueWaitFlag(fs) // issue 12, setups
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -118,6 +119,8 @@ func cmdRun(args []string) int {
 				cfg.GREPath = *grePath
 			case "queues":
 				cfg.Queues = *queuesN
+			case "queue-wait":
+				cfg.QueueWait = *queueWait
 			}
 		})
 	}}
@@ -194,7 +197,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	state := &stateKeeper{engine: engine, owner: cfg.StateOwner(), path: func() string { return rl.current().StateFile }, log: log}
 	state.restore()
 
-	q, err := openQueues(cfg.Queue, cfg.EffectiveQueues(), cfg.QueueLen, engine, log) // several readers: issue 12
+	q, err := openQueues(cfg.Queue, cfg.EffectiveQueues(), cfg.QueueLen, nfqWait(cfg.QueueWait), engine, log) // several readers: issue 12
 	if err != nil {
 		return err
 	}
@@ -310,9 +313,10 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 	rl.add("fastpath", fp.Apply)           // issue 12: gre_path and queues are fixed
 	rl.add("metrics", gm.Apply)            // /metrics address
 	rl.add("admin_group", adminGroup{cfg.AdminSocket}.Apply)
+	rl.add("queue_wait", queueWaitApplier(cfg.QueueWait).Apply)
 	go state.run(actx)
 	log.Info("ready", "wan", cfg.WAN, "lan", strings.Join(cfg.LAN, ","), "public", res.PublicIP,
-		"table", plan.Table, "queue", cfg.Queue, "queues", cfg.EffectiveQueues(), "queue_impl", inst.QueueImpl,
+		"table", plan.Table, "queue", cfg.Queue, "queues", cfg.EffectiveQueues(), "queue_wait", cfg.QueueWait, "queue_impl", inst.QueueImpl,
 		"queue_len", cfg.QueueLen, "gre_path", cfg.GREPath, "fail_open", cfg.FailOpen, "strict", cfg.Strict, "admin_socket", cfg.AdminSocket,
 		"startup", time.Since(start).Round(time.Millisecond))
 

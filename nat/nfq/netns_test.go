@@ -181,6 +181,10 @@ func TestQueueNetns(t *testing.T) {
 	}
 	raw := make([]byte, 4096)
 	n, _, err := unix.Recvfrom(c.fd, raw, 0)
+	for deadline := time.Now().Add(3 * time.Second); err == unix.EAGAIN && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // the socket is non-blocking (WaitPoller)
+		n, _, err = unix.Recvfrom(c.fd, raw, 0)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

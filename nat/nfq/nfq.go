@@ -13,8 +13,10 @@
 //  1. The kernel queues a packet (nft/xt NFQUEUE rule) and sends an
 //     NFQNL_MSG_PACKET datagram to this socket; while we fall behind they
 //     pile up in the socket's receive buffer (Config.ReadBuffer).
-//  2. One recvmmsg (MSG_WAITFORONE) returns up to Config.Batch datagrams,
-//     each in its own fixed buffer.
+//  2. One recvmmsg returns up to Config.Batch datagrams, each in its own
+//     fixed buffer: the reader waits in the Go runtime's network poller and
+//     reads without blocking (the default, wait.go), or blocks in recvmmsg
+//     (MSG_WAITFORONE; Config.Wait WaitSyscall).
 //  3. parsePacket reads ID, hook, interfaces and payload as views over the
 //     buffer; the Handler sees them (and may rewrite Payload in place).
 //  4. The verdict (+ payload if Modified) is appended to a batch: headers in a
@@ -86,6 +88,8 @@ type Config struct {
 	// NetNS, if not 0, is an open network namespace fd: the socket is created
 	// inside it (tests).
 	NetNS int
+	// Wait is how Run waits for packets (wait.go; default WaitPoller).
+	Wait WaitMode
 }
 
 // Packet is one queued packet: the one queued-packet type of the gateway
@@ -181,6 +185,10 @@ type Queue struct {
 	kbuf   []byte
 	kraw   procQueueLine // last values read
 	kstats KernelStats   // accumulated (the kernel's counters are 32 bits wide)
+
+	// poll is the socket in the runtime's network poller (Config.Wait
+	// WaitPoller, wait.go); nil: Run blocks in recvmmsg.
+	poll *poller
 }
 
 // KernelStats are the kernel's counters of a bound queue, from its line of
@@ -240,6 +248,12 @@ func Open(cfg Config) (*Queue, error) {
 	if err := c.setup(cfg); err != nil {
 		unix.Close(fd)
 		return nil, err
+	}
+	if cfg.Wait == WaitPoller {
+		if err := c.usePoller(); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("nfq: wait for packets in the runtime's poller: %w", err)
+		}
 	}
 	// The kernel's drop counters are only in /proc, per network namespace:
 	// the file is opened in the socket's and read from then on. Without
@@ -536,7 +550,7 @@ func (c *Queue) Run(ctx context.Context, h Handler) error {
 	stop := context.AfterFunc(ctx, c.wake)
 	defer stop()
 	for ctx.Err() == nil && !c.closed.Load() {
-		n, errno := recvmmsg(c.fd, c.msgs, unix.MSG_WAITFORONE)
+		n, errno := c.receive()
 		if errno != 0 {
 			switch errno {
 			case unix.EAGAIN, unix.EINTR:
@@ -642,7 +656,7 @@ func (c *Queue) flush() {
 	msg.SetIovlen(len(iov))
 	var errno unix.Errno
 	for try := 0; try < 3; try++ {
-		_, _, errno = unix.Syscall(unix.SYS_SENDMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&msg)), 0)
+		errno = c.sendBatch(&msg)
 		if errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.ENOBUFS {
 			break
 		}
@@ -794,7 +808,7 @@ func (c *Queue) Close() error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	err := unix.Close(c.fd)
+	err := c.closeFD()
 	c.fd = -1
 	c.kmu.Lock()
 	if c.proc != nil {
