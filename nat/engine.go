@@ -187,6 +187,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.alloc, e.conf().set.Timeouts)
 		e.kp.eligible = e.kernelEligible
 		e.kp.carried = e.countKernelGRE
+		e.setupKernelQoS() // kfeat (issue 12): kernelpath_qos.go
 	}
 	return e
 }
@@ -324,7 +325,11 @@ func (e *Engine) SetPublicIP(a netip.Addr) error {
 
 // SetWANIndex changes the WAN's interface index: the interface was deleted
 // and created again under the same name (a PPPoE or VPN uplink reconnecting).
-func (e *Engine) SetWANIndex(i uint32) { e.wan.Store(i); e.SetUplink(0, i, netip.Addr{}) }
+func (e *Engine) SetWANIndex(i uint32) {
+	e.wan.Store(i)
+	e.SetUplink(0, i, netip.Addr{})
+	e.refreshKernelGRE() // kfeat (issue 12)
+}
 
 // WANIndex returns the WAN interface index the engine uses.
 func (e *Engine) WANIndex() uint32 { return e.wan.Load() }
