@@ -148,7 +148,7 @@ func NewPlan(c *Config) Plan {
 		GREPath:    c.GREPath,
 		Queues:     uint16(c.EffectiveQueues()),
 	}
-	p.edgeFromConfig(c) // routing at the edge (issue 10)
+	p.edgeFromConfig(c)          // routing at the edge (issue 10)
 	p.CallPolice = callPolice(c) // kfeat (issue 12)
 	return p
 }

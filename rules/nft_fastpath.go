@@ -70,7 +70,6 @@ var (
 // byte order, as meta iif/oif load it).
 var greKeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIFIndex)
 
-
 // addGRESets queues the maps into c's batch (the elements to adopt are
 // added by addGREElements once the chains they name exist).
 func addGRESets(c *nftables.Conn, t *nftables.Table) (greMapSet, error) {
