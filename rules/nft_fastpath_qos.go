@@ -55,7 +55,8 @@ import (
 //
 // Policing (policing.pptp_call: one rate for every call, each direction):
 // the dynamic set's elements are created by the first packet of a policed
-// call, each with its own clone of the limit (nft_dynset, as nft's meters),
+// call, each with its own clone of the limit (nft_dynset, as nft's meters;
+// its bucket holds at least a second at the rate: nftLimit),
 // and refreshed by every packet; one idle for 30 s goes and the call's next
 // packet starts a full bucket. A packet over the rate passes the limit
 // ("over") and is counted in the call's element of gre_outpd/gre_inpd and
@@ -225,8 +226,7 @@ func qosChainRules(ms greMapSet, out bool, k int, policed bool, l police.Limit) 
 	if policed {
 		r := append(key(), &expr.Dynset{SrcRegKey: 1, SetName: lim.Name, SetID: lim.ID,
 			Operation: uint32(unix.NFT_DYNSET_OP_UPDATE),
-			Exprs: []expr.Any{&expr.Limit{Type: expr.LimitTypePktBytes, Rate: l.BytesPerSecond, Over: true,
-				Unit: expr.LimitTimeSecond, Burst: l.Burst}}})
+			Exprs: []expr.Any{nftLimit(l)}})
 		r = append(r, key()...)
 		r = append(r, &expr.Lookup{SourceRegister: 1, SetName: drops.Name, SetID: drops.ID},
 			&expr.Verdict{Kind: expr.VerdictDrop})
@@ -237,6 +237,25 @@ func qosChainRules(ms greMapSet, out bool, k int, policed bool, l police.Limit) 
 	}
 	return append(rs, xlate)
 }
+
+// nftLimit is `limit rate over R bytes/second burst B' bytes` for l. The
+// kernel's byte limit (nft_limit_init) holds unit * (rate + burst) / rate
+// of time, that is one second at the rate plus the burst: at least a
+// second's worth, whatever the burst. So B' is what l's burst exceeds a
+// second at the rate by (0 if it does not): the bucket holds max(rate x 1
+// s, l.Burst) bytes, the nearest the kernel can do to l's. The long-run
+// rate is l's.
+func nftLimit(l police.Limit) *expr.Limit {
+	var b uint32
+	if uint64(l.Burst) > l.BytesPerSecond {
+		b = l.Burst - uint32(l.BytesPerSecond)
+	}
+	return &expr.Limit{Type: expr.LimitTypePktBytes, Rate: l.BytesPerSecond, Over: true, Unit: expr.LimitTimeSecond, Burst: b}
+}
+
+// KernelPoliceDepth is the depth in bytes of the kernel fast path's bucket
+// for l (nftLimit): max(one second at the rate, l.Burst).
+func KernelPoliceDepth(l police.Limit) uint64 { return max(l.BytesPerSecond, uint64(l.Burst)) }
 
 // fastPathQoSJump is the rule that sends a classed or policed call's GRE to
 // its chain.
