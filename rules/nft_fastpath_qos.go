@@ -226,7 +226,7 @@ func qosChainRules(ms greMapSet, out bool, k int, policed bool, l police.Limit) 
 	if policed {
 		r := append(key(), &expr.Dynset{SrcRegKey: 1, SetName: lim.Name, SetID: lim.ID,
 			Operation: uint32(unix.NFT_DYNSET_OP_UPDATE),
-			Exprs: []expr.Any{nftLimit(l)}})
+			Exprs:     []expr.Any{nftLimit(l)}})
 		r = append(r, key()...)
 		r = append(r, &expr.Lookup{SourceRegister: 1, SetName: drops.Name, SetID: drops.ID},
 			&expr.Verdict{Kind: expr.VerdictDrop})
