@@ -34,12 +34,20 @@ func callIDs(t *testing.T, rep nat.CallsReply, ip netip.Addr) (own, peer uint16)
 	return 0, 0
 }
 
-// waitMap waits until map name of the daemon's table has n elements (with
-// counters).
+// waitMap waits until map (or set) name of the daemon's table has n
+// elements (with counters).
 func waitMap(t *testing.T, ctx context.Context, topo *Topology, name string, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		got, err := topo.GREMapLen(ctx, "pptpgw", name)
+		var got int
+		var err error
+		if strings.HasSuffix(name, "pd") { // gre_outpd, gre_inpd: sets
+			var out []byte
+			out, err = topo.GW.Output(ctx, "nft", "list", "set", "ip", "pptpgw", name)
+			got = strings.Count(string(out), "counter packets")
+		} else {
+			got, err = topo.GREMapLen(ctx, "pptpgw", name)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
