@@ -578,10 +578,11 @@ func (e *Engine) collectKernelPath(emit func(metrics.Sample)) {
 
 // kernelEligible says whether c's GRE may take the kernel path: every
 // call but a hairpin call, whose GRE never crosses an uplink (a class, a
-// policer and the uplink go into its elements: kernelpath_qos.go).
-// Table.mu held.
+// policer and the uplink go into its elements: kernelpath_qos.go), and a
+// call whose class or policer the configuration no longer has
+// (kernelQoSFits). Table.mu held.
 func (e *Engine) kernelEligible(c *conntrack.Call) bool {
-	return e.memberOf(c.PeerIP) == nil
+	return e.memberOf(c.PeerIP) == nil && e.kernelQoSFits(c)
 }
 
 // countKernelGRE adds GRE the kernel path carried to the engine's GRE

@@ -51,6 +51,19 @@ func (e *Engine) kernelFill(c *conntrack.Call, o *conntrack.GREOut, i *conntrack
 	i.IfIndex, i.Class, i.Policed = ifx, class, policed
 }
 
+// kernelQoSFits reports whether the table's chains for c's class and
+// policing exist: the configuration has that class and, for a policed
+// call, policing. The table's chains only grow during a run, so this holds
+// for every call set up in it; a call restored from a state snapshot with a
+// class or policer the configuration dropped stays on the userspace path
+// (its elements would jump to a chain that does not exist, and the kernel
+// would refuse the whole transaction).
+func (e *Engine) kernelQoSFits(c *conntrack.Call) bool {
+	class, policed := c.KernelQoS()
+	q := e.qos.Load()
+	return int(class) <= len(q.names) && (!policed || q.callLimit.Enabled())
+}
+
 // uplinkIfOf is the interface of the uplink whose public address pub is
 // (the WAN's for uplink 0, a single WAN, or an address of no uplink).
 func (e *Engine) uplinkIfOf(pub [4]byte) uint32 {

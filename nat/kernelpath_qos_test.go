@@ -93,3 +93,33 @@ func TestKernelPathPlainElements(t *testing.T) {
 		}
 	}
 }
+
+// A call whose class or policer the configuration no longer has (restored
+// from a state snapshot into a daemon started with another configuration)
+// stays on the userspace path: its elements would jump to a chain the
+// table lacks.
+func TestKernelPathQoSFits(t *testing.T) {
+	f := newFakeMaps()
+	q := QoSConfig{Classes: qosClasses(t, testClasses), CallLimit: police.Limit{BytesPerSecond: 125000, Burst: 15000}}
+	e, _ := newEngine(t, func(c *EngineConfig) { c.KernelMaps = f; c.QoS = q })
+	addCall(t, e, lanA, 40001, 8, 556) // class tunnels (index 2), policed
+	eligible := func() (r []bool) {
+		e.table.EstablishedGREFill(func(c *conntrack.Call) bool { r = append(r, e.kernelEligible(c)); return false }, nil)
+		return r
+	}
+	if got := eligible(); len(got) != 1 || !got[0] {
+		t.Fatalf("with its class and policer configured: eligible %v", got)
+	}
+	e.setQoS(QoSConfig{Classes: q.Classes}) // policing off
+	if got := eligible(); len(got) != 1 || got[0] {
+		t.Errorf("policed, policing off: eligible %v", got)
+	}
+	e.setQoS(QoSConfig{Classes: q.Classes[:2], CallLimit: q.CallLimit}) // class index 2 gone
+	if got := eligible(); len(got) != 1 || got[0] {
+		t.Errorf("class 2 of 2: eligible %v", got)
+	}
+	e.setQoS(q)
+	if got := eligible(); len(got) != 1 || !got[0] {
+		t.Errorf("configured again: eligible %v", got)
+	}
+}

@@ -366,7 +366,7 @@ func addFastPath(c *nftables.Conn, t *nftables.Table, p Plan) *fastPath {
 		panic(err)
 	}
 	addQoSChains(c, t, &ms, p) // nft_fastpath_qos.go
-	for _, op := range ms.elems(p.AdoptOut, p.AdoptIn).ops(false) {
+	for _, op := range ms.elems(adoptable(p)).ops(false) {
 		if err := c.SetAddElements(op.set, op.els); err != nil {
 			panic(err) // well-formed elements
 		}

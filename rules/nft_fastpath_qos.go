@@ -171,6 +171,28 @@ func (p *Plan) fastPathQoS(prev Plan) {
 	}
 }
 
+// adoptable returns the elements to adopt whose chain the plan has (the
+// engine adopts only those: nat's kernelQoSFits; one that jumps to a
+// missing chain would fail the whole install).
+func adoptable(p Plan) ([]conntrack.GREOut, []conntrack.GREIn) {
+	fits := func(class uint8, policed bool) bool {
+		return int(class) <= p.fpClasses && (!policed || p.fpPolice.Enabled())
+	}
+	var outs []conntrack.GREOut
+	for _, o := range p.AdoptOut {
+		if fits(o.Class, o.Policed) {
+			outs = append(outs, o)
+		}
+	}
+	var ins []conntrack.GREIn
+	for _, i := range p.AdoptIn {
+		if fits(i.Class, i.Policed) {
+			ins = append(ins, i)
+		}
+	}
+	return outs, ins
+}
+
 // callPolice is policing.pptp_call as the engine applies it
 // (cmd/pptpgw's engineQoS).
 func callPolice(c *Config) police.Limit {

@@ -173,3 +173,24 @@ func TestFastPathReloadPolicerNetns(t *testing.T) {
 		t.Errorf("the element after the second reload: %+v %v", outs, err)
 	}
 }
+
+// Elements to adopt whose chain the plan lacks (a class or a policer the
+// configuration dropped since the state snapshot) are left out: one would
+// fail the whole install. The others are kept.
+func TestAdoptableNeedsChains(t *testing.T) {
+	p := Plan{fpClasses: 2, AdoptOut: []conntrack.GREOut{
+		{OutData: conntrack.OutData{Class: 0}},
+		{OutData: conntrack.OutData{Class: 2}},
+		{OutData: conntrack.OutData{Class: 3}},
+		{OutData: conntrack.OutData{Class: 1, Policed: true}},
+	}, AdoptIn: []conntrack.GREIn{{InData: conntrack.InData{Class: 3}}, {InData: conntrack.InData{Policed: true}}}}
+	outs, ins := adoptable(p)
+	if len(outs) != 2 || outs[1].Class != 2 || len(ins) != 0 {
+		t.Errorf("without policing: %+v %+v", outs, ins)
+	}
+	p.fpPolice = police.Limit{BytesPerSecond: 1000, Burst: 2000}
+	outs, ins = adoptable(p)
+	if len(outs) != 3 || !outs[2].Policed || len(ins) != 1 || !ins[0].Policed {
+		t.Errorf("with policing: %+v %+v", outs, ins)
+	}
+}
