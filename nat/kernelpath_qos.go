@@ -76,7 +76,8 @@ func (e *Engine) uplinkIfOf(pub [4]byte) uint32 {
 }
 
 // refreshKernelGRE recomputes every call's elements (an uplink's
-// interface changed). No engine lock may be held.
+// interface changed): the flusher sends only those that changed. No engine
+// lock may be held.
 func (e *Engine) refreshKernelGRE() {
 	if e.kp == nil {
 		return
@@ -84,9 +85,7 @@ func (e *Engine) refreshKernelGRE() {
 	outs, ins := e.table.EstablishedGREFill(e.kp.eligible, e.kp.fill)
 	e.kp.mu.Lock()
 	for j := range outs {
-		if r := e.kp.in[ins[j].Key]; r.want && (r.data != ins[j].InData || e.kp.out[outs[j].Key].data != outs[j].OutData) {
-			e.kp.wantLocked(outs[j], ins[j])
-		}
+		e.kp.wantLocked(outs[j], ins[j])
 	}
 	e.kp.mu.Unlock()
 	e.kp.wake()
@@ -94,14 +93,15 @@ func (e *Engine) refreshKernelGRE() {
 
 // policedLocked returns what the kernel's policers dropped since the last
 // read, per call and direction, from the elements just read (k.mu held).
+// It keeps its own baseline per policed element (only policed calls cost
+// it anything); a drop counter that went back (the element was deleted and
+// added again) counts from zero, and deltas of calls no longer in the
+// table are ignored by AccountPoliced.
 func (k *kernelPath) policedLocked(outs []conntrack.GREOut, ins []conntrack.GREIn) []conntrack.GREDelta {
 	var ds []conntrack.GREDelta
 	seenOut := map[conntrack.OutKey]bool{}
 	for _, o := range outs {
 		if !o.Policed {
-			continue
-		}
-		if x, ok := k.out[o.Key]; !ok || !x.have || x.hdata != o.OutData {
 			continue
 		}
 		seenOut[o.Key] = true
@@ -121,9 +121,6 @@ func (k *kernelPath) policedLocked(outs []conntrack.GREOut, ins []conntrack.GREI
 	seenIn := map[conntrack.InKey]bool{}
 	for _, i := range ins {
 		if !i.Policed {
-			continue
-		}
-		if r, ok := k.in[i.Key]; !ok || !r.have || r.hdata != i.InData {
 			continue
 		}
 		seenIn[i.Key] = true
