@@ -62,6 +62,16 @@ import (
 // ("over") and is counted in the call's element of gre_outpd/gre_inpd and
 // dropped; the engine reads those counters with the others and counts them
 // as the call's policed_out/policed_in and drops_total{reason="gre_policed"}.
+// Why a dynamic set and not a limit in the translation maps themselves
+// (NFTA_SET_EXPRESSIONS, a template cloned into every element, which
+// nft_lookup evaluates): google/nftables v0.3.0 encodes a set's expressions
+// only as its fixed counter (Set.Counter) and an element's not at all,
+// while its Dynset carries any expressions (NFTA_DYNSET_EXPR), which is
+// what nft(8) sends for `update @set { key limit ... }`. The dynamic sets'
+// size is the kernel's default for them, 65535 elements per direction:
+// more policed calls than that at once, and the extra calls' GRE passes
+// the kernel's policer unlimited (nft_dynset cannot add their bucket).
+//
 // The rate is in the name of the dynamic sets and in the rules: a reload
 // that changes it creates new sets and deletes the old ones in the
 // transaction that replaces the rules (rules/reload.go deletes named sets
