@@ -170,10 +170,9 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			}
 		},
 		OnCallEstablished: func(c *conntrack.Call) {
-			// The fast path rewrites and accepts only: a call whose GRE
-			// needs the engine's verdict (a class's mark and priority, a
-			// policer) or that never crosses the WAN (hairpin) stays on
-			// the userspace path.
+			// A hairpin call, whose GRE never crosses an uplink, stays on
+			// the userspace path (kernelEligible); classes, policers and
+			// uplinks go into the elements (kfeat: kernelpath_qos.go).
 			if e.kp != nil && e.kernelEligible(c) {
 				e.kp.up(c)
 			}
