@@ -1,6 +1,8 @@
 package nat
 
 import (
+	"sync/atomic"
+
 	"pptpgw/conntrack"
 )
 
@@ -34,6 +36,26 @@ type kernelPathQoS struct {
 	droppedIn  map[conntrack.InKey]uint64
 	// policed counts drops the kernel made (drops_total{reason="gre_policed"}).
 	policed func(n uint64)
+	// chains is what the table has chains for (SetKernelQoSChains): 0
+	// unknown, else 1 + 2 x classes + 1 if it has the policed chains.
+	chains atomic.Uint64
+}
+
+// SetKernelQoSChains tells the engine which classes (1..classes) and
+// whether policed calls have chains in the table (rules.Installed.
+// FastPathChains), after each install or reload of the table: a call set
+// up with a class or policer the table has no chain for yet (a reload
+// applies the engine's configuration before the table's) stays on the
+// userspace path instead of failing the flusher's transactions.
+func (e *Engine) SetKernelQoSChains(classes int, policed bool) {
+	if e.kp == nil {
+		return
+	}
+	v := 1 + 2*uint64(max(classes, 0))
+	if policed {
+		v++
+	}
+	e.kp.q.chains.Store(v)
 }
 
 // setupKernelQoS connects the engine to its fast path (NewEngine).
@@ -57,11 +79,22 @@ func (e *Engine) kernelFill(c *conntrack.Call, o *conntrack.GREOut, i *conntrack
 // for every call set up in it; a call restored from a state snapshot with a
 // class or policer the configuration dropped stays on the userspace path
 // (its elements would jump to a chain that does not exist, and the kernel
-// would refuse the whole transaction).
+// would refuse the whole transaction). So does a call set up with a class
+// or policer the table has no chain for yet (SetKernelQoSChains).
 func (e *Engine) kernelQoSFits(c *conntrack.Call) bool {
 	class, policed := c.KernelQoS()
 	q := e.qos.Load()
-	return int(class) <= len(q.names) && (!policed || q.callLimit.Enabled())
+	if int(class) > len(q.names) || (policed && !q.callLimit.Enabled()) {
+		return false
+	}
+	if e.kp == nil {
+		return true
+	}
+	if v := e.kp.q.chains.Load(); v != 0 {
+		classes, pol := (v-1)/2, (v-1)%2 == 1
+		return uint64(class) <= classes && (!policed || pol)
+	}
+	return true
 }
 
 // uplinkIfOf is the interface of the uplink whose public address pub is

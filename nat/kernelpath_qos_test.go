@@ -122,4 +122,15 @@ func TestKernelPathQoSFits(t *testing.T) {
 	if got := eligible(); len(got) != 1 || !got[0] {
 		t.Errorf("configured again: eligible %v", got)
 	}
+	// The table's chains, once known, bound it too.
+	for _, c := range []struct {
+		classes int
+		policed bool
+		want    bool
+	}{{4, true, true}, {2, true, false}, {4, false, false}, {3, true, true}} {
+		e.SetKernelQoSChains(c.classes, c.policed)
+		if got := eligible(); len(got) != 1 || got[0] != c.want {
+			t.Errorf("table with chains for %d classes, policed %v: eligible %v, want %v", c.classes, c.policed, got, c.want)
+		}
+	}
 }

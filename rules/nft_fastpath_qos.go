@@ -203,6 +203,12 @@ func adoptable(p Plan) ([]conntrack.GREOut, []conntrack.GREIn) {
 	return outs, ins
 }
 
+// FastPathChains returns the classes (1..classes) and whether policed calls
+// have chains in the installed table (for nat.Engine.SetKernelQoSChains).
+func (in *Installed) FastPathChains() (classes int, policed bool) {
+	return in.Plan.fpClasses, in.Plan.fpPolice.Enabled()
+}
+
 // callPolice is policing.pptp_call as the engine applies it
 // (cmd/pptpgw's engineQoS).
 func callPolice(c *Config) police.Limit {
