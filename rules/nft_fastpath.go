@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -270,6 +271,16 @@ func ReadGREElements(name string, netns int) ([]conntrack.GREOut, []conntrack.GR
 		return nil, nil, fmt.Errorf("nftables: %w", err)
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: name}
+	// No table, nothing to adopt. Asked first: google/nftables wraps
+	// GetSets' error with %v, so its ENOENT for a missing table cannot be
+	// told from any other failure (a warning at every first start).
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == name }) {
+		return nil, nil, nil
+	}
 	sets, err := c.GetSets(t)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {

@@ -99,6 +99,10 @@ func TestFastPathQoSMapsNetns(t *testing.T) {
 // error, and Install replaces it with the new types.
 func TestFastPathOlderMapsNetns(t *testing.T) {
 	ns, h := testNetns(t)
+	// No table at all (a first start): nothing, and no error.
+	if outs, ins, err := ReadGREElements("pgk", int(h)); err != nil || len(outs)+len(ins) != 0 {
+		t.Fatalf("no table: %v %v %v, want nothing and no error", outs, ins, err)
+	}
 	nsRun(t, ns, "nft", `add table ip pgk
 add map ip pgk gre_out { type ipv4_addr . ipv4_addr . inet_service : ipv4_addr; counter; }
 add map ip pgk gre_in { type ipv4_addr . ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }
