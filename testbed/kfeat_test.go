@@ -108,11 +108,11 @@ shaping:
 // Two calls of class tunnels on the kernel path. Client 0's call is set up
 // without policing; a reload then turns `policing.pptp_call` on (2mbit),
 // and client 1's call is set up policed. They are flooded at twice and
-// three times the rate for 3 s: the queue takes (almost) none of their GRE; the tunnels
-// leaf of both shaped interfaces counts every frame that passed; client
-// 1's call loses frames, all counted as its policed_out/policed_in (and
-// gre_policed); client 0's call, set up before the reload, is not policed
-// and loses nothing to a policer.
+// three times the rate for 3 s: the queue takes (almost) none of their
+// GRE; the tunnels leaf of both shaped interfaces counts every frame that
+// passed; client 1's call loses frames, all counted as its
+// policed_out/policed_in (and gre_policed); client 0's call, set up before
+// the reload, is not policed and loses nothing to a policer.
 func TestKernelGREClassesAndPolicing(t *testing.T) {
 	bin := testbedtest.PPTPGW(t)
 	topo := testbedtest.New(t, Config{Clients: 2})
