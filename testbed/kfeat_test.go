@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -371,5 +372,62 @@ routing:
 	}
 	if p.pktsOut < uint64(p.f.Sent) || p.pktsIn != 0 {
 		t.Errorf("phase 1: the call counted +%d out, +%d in; want its outbound GRE only", p.pktsOut, p.pktsIn)
+	}
+}
+
+// While the daemon is down (kill -9), a classed and policed call goes on in
+// the kernel: its GRE is translated both ways (never with an inside
+// source) and still held to its rate by the kernel's policer; the next
+// daemon, without a state snapshot, drops its elements at start.
+func TestKernelGREPolicedOutlivesDaemon(t *testing.T) {
+	bin := testbedtest.PPTPGW(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	topo := testbedtest.New(t, Config{Clients: 1})
+	const rate = 2e6
+	// No shaping: a daemon killed leaves its HTB trees, and the next one
+	// refuses to start on them ("htb root: invalid argument", issue 9's).
+	yaml := "classes:\n  - {name: tunnels, match: [{pptp: gre}]}\npolicing:\n  pptp_call: {rate: 2mbit, burst: 16kb}\n"
+	gw := startGatewayConfig(t, ctx, topo, bin, yaml, "--gre-path", "kernel")
+	if _, err := topo.StartPAC(topo.Server, ServerIP); err != nil {
+		t.Fatal(err)
+	}
+	wan := captureWAN(t, topo)
+	c0 := topo.Clients[0]
+	var f FloodResult
+	var ferr error
+	var log2 string
+	res := RunPNS(ctx, c0, PNSConfig{Server: ServerIP, Frames: 3, Timeout: 40 * time.Second, Hold: func() {
+		waitMap(t, ctx, topo, "gre_outq", 1)
+		waitMap(t, ctx, topo, "gre_inpd", 1)
+		rep, err := gw.Calls(ctx)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		own, peer := callIDs(t, rep, c0.IP)
+		gw.Proc.Signal(syscall.SIGKILL)
+		<-gw.Proc.Done()
+		f, ferr = GREFlood(ctx, c0, c0.IP, ServerIP, peer, own, 1000, 3*rate, 2*time.Second)
+		gw2 := startGatewayConfig(t, ctx, topo, bin, yaml, "--gre-path", "kernel")
+		log2 = gw2.Log()
+		waitMap(t, ctx, topo, "gre_outq", 0)
+	}})
+	if !res.ControlUp || len(res.Calls) != 1 {
+		t.Fatalf("the call did not come up: %s", res)
+	}
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	allowed := (rate/8*f.Seconds + rate/8) / float64(f.IPLen)
+	t.Logf("daemon killed: sent %d frames, %d came back (the policer lets at most %.0f through)", f.Sent, f.Echoed, allowed)
+	if f.Echoed == 0 || float64(f.Echoed) > 1.1*allowed || float64(f.Sent) < 1.3*allowed {
+		t.Errorf("with the daemon killed, %d of %d frames came back; want some, at most %.0f", f.Echoed, f.Sent, allowed)
+	}
+	if n := insideSources(wan.Sources()); n != 0 {
+		t.Errorf("%d GRE packets reached the server with an inside source", n)
+	}
+	if !strings.Contains(log2, "found=2 kept=0") {
+		t.Errorf("the new daemon did not report the elements it found and dropped:\n%s", log2)
 	}
 }
