@@ -40,8 +40,9 @@ import (
 
 // KernelMaps is the kernel side of the fast path (rules.GREMaps).
 type KernelMaps interface {
-	// Update changes the maps in one transaction: the deletions first.
-	Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error
+	// Update changes the maps in one transaction: the deletions first,
+	// each as the kernel holds it (its data says which key and maps).
+	Update(delOut []conntrack.GREOut, delIn []conntrack.GREIn, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error
 	// Read returns every element with its counters.
 	Read() ([]conntrack.GREOut, []conntrack.GREIn, error)
 }
@@ -77,6 +78,9 @@ type kernelPath struct {
 	// eligible says whether a call's GRE may take the kernel path
 	// (Engine.kernelEligible); nil: every call.
 	eligible func(*conntrack.Call) bool
+	// fill completes a call's elements (uplink, class, policing: kfeat,
+	// kernelpath_qos.go); nil: as conntrack makes them. Table.mu held.
+	fill func(*conntrack.Call, *conntrack.GREOut, *conntrack.GREIn)
 	// carried receives what the kernel carried since the last read (no
 	// lock held): the engine's GRE packet and byte counters count both
 	// paths.
@@ -100,6 +104,8 @@ type kernelPath struct {
 	// elements before they are deleted (flush).
 	pending []pendingRelease
 	errs    uint64 // failed transactions
+
+	q kernelPathQoS // kfeat (issue 12): kernelpath_qos.go
 }
 
 // pendingRelease is an outside call ID waiting for its call's elements'
@@ -151,6 +157,9 @@ func (k *kernelPath) unwantOutLocked(key conntrack.OutKey, owner conntrack.InKey
 // up: c was set up (Table.mu held).
 func (k *kernelPath) up(c *conntrack.Call) {
 	o, i := c.GREElements()
+	if k.fill != nil {
+		k.fill(c, &o, &i)
+	}
 	k.mu.Lock()
 	k.wantLocked(o, i)
 	k.mu.Unlock()
@@ -226,14 +235,14 @@ func (k *kernelPath) flush() error {
 	k.mu.Lock()
 	pending := k.pending
 	k.pending = nil
-	var delOut []conntrack.OutKey
-	var delIn []conntrack.InKey
+	var delOut []conntrack.GREOut
+	var delIn []conntrack.GREIn
 	var addOut []conntrack.GREOut
 	var addIn []conntrack.GREIn
 	for key := range k.dirtyOut {
 		x := k.out[key]
 		if x.have && (!x.want || x.differs()) {
-			delOut = append(delOut, key)
+			delOut = append(delOut, conntrack.GREOut{Key: key, OutData: x.hdata})
 		}
 		if x.want && (!x.have || x.differs()) {
 			addOut = append(addOut, conntrack.GREOut{Key: key, OutData: x.data})
@@ -245,7 +254,7 @@ func (k *kernelPath) flush() error {
 	for key := range k.dirtyIn {
 		r := k.in[key]
 		if r.have && (!r.want || r.differs()) {
-			delIn = append(delIn, key)
+			delIn = append(delIn, conntrack.GREIn{Key: key, InData: r.hdata})
 		}
 		if r.want && (!r.have || r.differs()) {
 			addIn = append(addIn, conntrack.GREIn{Key: key, InData: r.data})
@@ -275,15 +284,15 @@ func (k *kernelPath) flush() error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, key := range delOut {
-		x := k.out[key]
+	for _, e := range delOut {
+		x := k.out[e.Key]
 		x.have, x.packets, x.bytes = false, 0, 0
-		k.setOutLocked(key, x)
+		k.setOutLocked(e.Key, x)
 	}
-	for _, key := range delIn {
-		r := k.in[key]
+	for _, e := range delIn {
+		r := k.in[e.Key]
 		r.have, r.packets, r.bytes = false, 0, 0
-		k.setInLocked(key, r)
+		k.setInLocked(e.Key, r)
 	}
 	for _, e := range addOut {
 		x := k.out[e.Key]
@@ -356,18 +365,18 @@ func (k *kernelPath) releasePending(ps []pendingRelease) {
 // dirty, those of the failed transaction too. Counters read now are the
 // new baseline: what was carried since the last read is given up for those
 // elements. fmu is held.
-func (k *kernelPath) reloadHave(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+func (k *kernelPath) reloadHave(delOut []conntrack.GREOut, delIn []conntrack.GREIn, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
 	outs, ins, err := k.maps.Read()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, key := range delOut {
-		k.dirtyOut[key] = struct{}{}
+	for _, e := range delOut {
+		k.dirtyOut[e.Key] = struct{}{}
 	}
 	for _, e := range addOut {
 		k.dirtyOut[e.Key] = struct{}{}
 	}
-	for _, key := range delIn {
-		k.dirtyIn[key] = struct{}{}
+	for _, e := range delIn {
+		k.dirtyIn[e.Key] = struct{}{}
 	}
 	for _, e := range addIn {
 		k.dirtyIn[e.Key] = struct{}{}
@@ -432,8 +441,10 @@ func (k *kernelPath) sync() error {
 		r.packets, r.bytes = i.Packets, i.Bytes
 		k.in[i.Key] = r
 	}
+	pol := k.policedLocked(outs, ins) // kfeat: kernelpath_qos.go
 	k.mu.Unlock()
 	k.fmu.Unlock()
+	k.accountPoliced(pol)
 	if len(ds) > 0 {
 		k.table.AccountGRE(ds) // Table.mu after fmu and mu are released
 		if k.carried != nil {
@@ -458,7 +469,7 @@ func grew(p0, b0, p1, b1 uint64) (uint64, uint64) {
 // zero counters: what they counted since the snapshot is not carried over);
 // every other set-up call's elements are wanted and flushed.
 func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREIn) ([]conntrack.GREOut, []conntrack.GREIn) {
-	outs, ins := k.table.EstablishedGRE(k.eligible)
+	outs, ins := k.table.EstablishedGREFill(k.eligible, k.fill)
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
 	k.mu.Lock()
@@ -565,26 +576,13 @@ func (e *Engine) collectKernelPath(emit func(metrics.Sample)) {
 	emit(metrics.Sample{Desc: descKernelErrors, Key: "gre_kernel_update_errors", Value: errs})
 }
 
-// kernelEligible says whether c's GRE may take the kernel path, which only
-// rewrites and accepts: not a call whose GRE needs the engine's verdict (a
-// class's mark and priority, a policer), nor a hairpin call, which never
-// crosses the WAN, nor a call of an uplink other than the WAN (uplink 0):
-// the fast path's rules match GRE on the WAN only and translate without the
-// engine's uplink check (gre_wrong_uplink), so such a call's elements would
-// only translate its GRE on the wrong uplink. Table.mu held.
+// kernelEligible says whether c's GRE may take the kernel path: every
+// call but a hairpin call, whose GRE never crosses an uplink (a class, a
+// policer and the uplink go into its elements: kernelpath_qos.go), and a
+// call whose class or policer the configuration no longer has
+// (kernelQoSFits). Table.mu held.
 func (e *Engine) kernelEligible(c *conntrack.Call) bool {
-	return !c.Shaped() && e.memberOf(c.PeerIP) == nil && !e.onOtherUplink(c.PublicIP)
-}
-
-// onOtherUplink reports whether pub is the public address of an uplink
-// other than uplink 0 (several uplinks, issue 10).
-func (e *Engine) onOtherUplink(pub [4]byte) bool {
-	t := e.ups.up.Load()
-	if t == nil {
-		return false
-	}
-	i, _ := t.uplinkOfPublic(pub)
-	return i > 0
+	return e.memberOf(c.PeerIP) == nil && e.kernelQoSFits(c)
 }
 
 // countKernelGRE adds GRE the kernel path carried to the engine's GRE

@@ -42,6 +42,7 @@ func cmdBench(args []string) int {
 	svg := fs.String("svg", "", "also draw the table as an SVG bar chart (pptpgw vs Linux per case) into this file")
 	placement := fs.String("placement", "ip", "tunnel case with --gre-path kernel: ip (the daemon's rules) or netdev (an experiment: the same maps at the devices' ingress with fwd)")
 	grePath := fs.String("gre-path", "", "the gateway's --gre-path (kernel, userspace, auto; default: its default)")
+	gwConfig := fs.String("gateway-config", "", "pass --config FILE to every pptpgw run the bench starts (e.g. classes or policing, to measure their cost on the GRE cases)")
 	gwProfile := fs.String("gateway-cpuprofile", "", "pass --cpuprofile FILE to every pptpgw run the bench starts (the last one's profile stays; e.g. with --only setups)")
 	pac := fs.String("pac", "", "internal: serve the bench's mini PAC on this address in the current namespace until stdin closes")
 	extraGW := addGatewayArgFlag(fs) // issue 12, setups
@@ -123,6 +124,9 @@ Flags:
 		benchGatewayArgs = append(benchGatewayArgs, "--cpuprofile", *gwProfile)
 	}
 	benchGatewayArgs = append(benchGatewayArgs, *extraGW...)
+	if *gwConfig != "" { // kfeat (issue 12)
+		benchGatewayArgs = append(benchGatewayArgs, "--config", *gwConfig)
+	}
 	rows, err := runBench(ctx, self, cases, *clients, *frames, *secs)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pptpgw bench:", err)
