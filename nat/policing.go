@@ -133,9 +133,15 @@ func insideOf(pp *pkt.Parsed, out bool) [4]byte {
 }
 
 // setQoS installs the classes and the per-call policer of c: at NewEngine
-// and at every Reconfigure. Calls set up before keep their class and
-// policer; new calls and control segments follow c.
+// and at every Reconfigure. Calls set up before keep their class; a new
+// rate or burst of the per-call policer applies to the calls policed at the
+// old one too (Table.RerateCalls: the kernel fast path re-rates its policed
+// calls with the reload's table), while calls keep their policer if
+// policing is turned off. New calls and control segments follow c.
 func (e *Engine) setQoS(c QoSConfig) {
 	q := newEngineQoS(c)
-	e.qos.Store(&q)
+	old := e.qos.Swap(&q)
+	if old != nil && q.callLimit.Enabled() {
+		e.table.RerateCalls(old.callLimit, q.callLimit)
+	}
 }

@@ -210,3 +210,54 @@ func BenchmarkGREOutQoS(b *testing.B) {
 		}
 	}
 }
+
+// A reload that changes the per-call rate re-rates the calls policed at the
+// old one, as the kernel fast path does with its buckets; turning policing
+// off keeps the calls' policers (the kernel keeps their chains and sets).
+func TestCallPolicingReload(t *testing.T) {
+	const size = 1400
+	ipLen := len(pkttest.GRE(t, lanA, server, 555, pkttest.GREOpt{Seq: u32p(1), Payload: make([]byte, size)}))
+	slow := police.Limit{BytesPerSecond: 125_000, Burst: 16 << 10} // 1mbit
+	fast := police.Limit{BytesPerSecond: 500_000, Burst: 16 << 10} // 4mbit
+	base := EngineConfig{PublicIP: netip.AddrFrom4(pubIP), WANIf: wanIf, LANIfs: []uint32{lanIf}, MaxCalls: 100}
+	e, clk := newEngine(t, func(c *EngineConfig) { c.QoS = QoSConfig{CallLimit: slow} })
+	out := addCall(t, e, lanA, 40000, 7, 555)
+	// passed sends outbound at 8 Mbit/s for 4 s and returns the rate that
+	// passed, in bytes per second.
+	passed := func() float64 {
+		const dur = 4 * time.Second
+		gap := time.Duration(float64(ipLen) / 1_000_000 * float64(time.Second))
+		n := 0
+		for now := time.Duration(0); now < dur; now += gap {
+			if v, _ := sendGRE(t, e, lanA, 555, out, false, size, 0); v == pkt.Accept {
+				n++
+			}
+			clk.Advance(gap)
+		}
+		return float64(n*ipLen) / dur.Seconds()
+	}
+	near := func(what string, got float64, l police.Limit) {
+		t.Helper()
+		want := float64(l.BytesPerSecond) + float64(l.Burst)/4
+		if got < want*0.95 || got > want*1.05 {
+			t.Errorf("%s: %.0f bytes/s passed, want about %.0f", what, got, want)
+		}
+	}
+	near("before the reload", passed(), slow)
+
+	cfg := base
+	cfg.QoS = QoSConfig{CallLimit: fast}
+	e.Reconfigure(cfg)
+	near("after the reload to 4mbit", passed(), fast)
+
+	cfg.QoS = QoSConfig{}
+	e.Reconfigure(cfg)
+	near("after policing was turned off", passed(), fast)
+	other := [4]byte{10, 0, 0, 9}
+	out2 := addCall(t, e, other, 40001, 8, 556)
+	for i := 0; i < 200; i++ { // 280 kB at once: far over any bucket above
+		if v, _ := sendGRE(t, e, other, 556, out2, false, size, 0); v != pkt.Accept {
+			t.Fatalf("a call set up with policing off was policed at packet %d", i)
+		}
+	}
+}
