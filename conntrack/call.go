@@ -24,8 +24,8 @@ func (t *Table) AddCall(cn *Control, insideID, outsideID uint16) error {
 		PeerIP:        cn.Key.PeerIP,
 		InsideCallID:  insideID,
 		OutsideCallID: outsideID,
-		Created:       now,
-		lastSeen:      now,
+		created:       t.nanos(now),
+		lastSeen:      t.nanos(now),
 	}
 	if t.calls.Contains(c.inKey()) {
 		return ErrCallExists
@@ -120,7 +120,7 @@ func (t *Table) Establish(cn *Control, insideID, peerID uint16) error {
 	}
 	c.state = CallUnreplied
 	c.seenIn, c.seenOut = false, false
-	c.lastSeen = now
+	c.lastSeen = t.nanos(now)
 	t.out[k] = c
 	t.setupCalls.remove(c)
 	t.establishControl(cn)

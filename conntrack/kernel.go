@@ -80,7 +80,7 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		}
 		n++
 		t.calls.Get(c.inKey())
-		c.lastSeen = now
+		c.lastSeen = t.nanos(now)
 		c.conn.lastSeen = now
 		if d.Out {
 			c.pktsOut += d.Packets

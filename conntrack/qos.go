@@ -1,10 +1,6 @@
 package conntrack
 
-import (
-	"time"
-
-	"pptpgw/qos/police"
-)
+import "pptpgw/qos/police"
 
 // Shaping (issue 9): a call's class and its GRE policers, kept on the call
 // under the table's lock and applied by OutboundQoS/InboundQoS, which
@@ -33,9 +29,9 @@ const (
 )
 
 // admit classes and polices one packet of n bytes of c (t.mu held).
-func (c *Call) admit(now time.Time, n, dir int) GREQoS {
+func (c *Call) admit(now int64, n, dir int) GREQoS {
 	q := GREQoS{Class: int(c.qos.class) - 1}
-	if c.qos.limit.Enabled() && !c.qos.bucket[dir].Allow(c.qos.limit, int64(now.Sub(c.Created)), n) {
+	if c.qos.limit.Enabled() && !c.qos.bucket[dir].Allow(c.qos.limit, now-c.created, n) {
 		c.qos.policed[dir]++
 		q.Policed = true
 	}

@@ -67,7 +67,7 @@ func (t *Table) Snapshot() []CallSnapshot {
 		s := CallSnapshot{
 			InsideIP: c.InsideIP, PublicIP: c.PublicIP, PeerIP: c.PeerIP,
 			InsideCallID: c.InsideCallID, OutsideCallID: c.OutsideCallID, PeerCallID: c.PeerCallID,
-			State: c.state, Created: c.Created, Idle: now.Sub(c.lastSeen),
+			State: c.state, Created: t.at(c.created), Idle: time.Duration(t.nanos(now) - c.lastSeen),
 			PktsOut: c.pktsOut, PktsIn: c.pktsIn, BytesOut: c.bytesOut, BytesIn: c.bytesIn,
 			Class: int(c.qos.class) - 1, PolicedOut: c.qos.policed[dirOut], PolicedIn: c.qos.policed[dirIn],
 		}
