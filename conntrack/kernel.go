@@ -97,22 +97,3 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 	}
 	return n
 }
-
-// EstablishedGRE returns the map elements of every set-up call keep
-// accepts (nil: all), for adopting the maps a previous run left: what the
-// table holds decides which of them stay. keep runs with t.mu held.
-func (t *Table) EstablishedGRE(keep func(*Call) bool) ([]GREOut, []GREIn) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var outs []GREOut
-	var ins []GREIn
-	for _, c := range t.out {
-		if keep != nil && !keep(c) {
-			continue
-		}
-		o, i := c.GREElements()
-		outs = append(outs, o)
-		ins = append(ins, i)
-	}
-	return outs, ins
-}

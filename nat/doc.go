@@ -101,9 +101,10 @@
 // The kernel fast path
 // (kernelpath.go, issue 12): kernelPath.mu is a leaf, taken under Table.mu
 // by OnCallEstablished and OnCallRemoved; its flusher holds kernelPath.fmu
-// and takes kernelPath.mu and Allocator.mu under it, never Table.mu (it
-// reads the kernel's counters under fmu and accounts them to the table,
-// Table.AccountGRE, after releasing it). Several NFQUEUE readers (queues:
+// and takes Allocator.mu, kernelPath.mu, and Table.mu then kernelPath.mu
+// (Table.View: looking calls up by element key, no I/O) under it; nothing
+// takes fmu under Table.mu or kernelPath.mu. It accounts the kernel's
+// counters to the table (Table.AccountGRE) after releasing fmu. Several NFQUEUE readers (queues:
 // N) call Process concurrently; nothing above depends on which reader a
 // packet came from. This is the only place the order is written; the other
 // packages point here.

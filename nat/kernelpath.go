@@ -3,6 +3,7 @@ package nat
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,9 +35,18 @@ import (
 // its set-up), its GRE is queued and translated by processGRE as before;
 // after they are gone, GRE with its keys is queued again and dropped and
 // counted as gre_no_call. kernelPath.mu is a leaf lock: taken under
-// Table.mu by the hooks, never the other way round. Per call the engine
-// keeps one record per map (what it wants there and what the kernel holds,
-// with the counters last read): TestMemoryKernelPathPerCall measures it.
+// Table.mu by the hooks, never the other way round.
+//
+// Per call the engine keeps one record, in the call itself
+// (conntrack.KernelRec: what it wants in each map and what the kernel
+// holds, with the held elements' counters last read; 64 bytes), not in maps
+// keyed by element (about 200 bytes per call; TestMemoryKernelPathPerCall
+// measures it). The flusher finds a call by element key through the
+// table's own indexes (Table.View), and a call that leaves the table stays
+// in the dirty list, with its record, until its elements are deleted: two
+// calls meeting at one element key (a peer reusing its call ID, an outside
+// call ID given again) are two records, one deleting and one adding, in
+// one transaction (deletions first).
 
 // KernelMaps is the kernel side of the fast path (rules.GREMaps).
 type KernelMaps interface {
@@ -51,27 +61,29 @@ type KernelMaps interface {
 // is); a shorter GRE timeout shortens it.
 const SyncInterval = time.Second
 
-// outRec is one outbound element: what the engine wants (want, data,
-// owner: the call whose element it is, by its inbound key) and what the
-// kernel holds (have, hdata, and the counters at the last read).
-type outRec struct {
-	want, have     bool
-	data, hdata    conntrack.OutData
-	owner          conntrack.InKey
-	packets, bytes uint64
-}
+// Flags of a call's kernel path record (conntrack.KernelRec.Flags): which
+// of its elements the engine wants and which the kernel holds (the data of
+// each, the peer call ID of each outbound key and the held elements'
+// counters at their last read are the record's other fields), and whether
+// the call is in kernelPath.dirty.
+const (
+	kWantOut uint8 = 1 << iota
+	kHaveOut
+	kWantIn
+	kHaveIn
+	kDirty
+)
 
-// inRec is one inbound element, keyed by the call's inbound key (which
-// identifies the call), with the call's current outbound key.
-type inRec struct {
-	want, have     bool
-	data, hdata    conntrack.InData
-	outKey         conntrack.OutKey
-	packets, bytes uint64
+// needsFlush reports whether what the kernel holds for r's call differs
+// from what is wanted.
+func needsFlush(r *conntrack.KernelRec) bool {
+	wo, ho := r.Flags&kWantOut != 0, r.Flags&kHaveOut != 0
+	wi, hi := r.Flags&kWantIn != 0, r.Flags&kHaveIn != 0
+	if wo != ho || wi != hi {
+		return true
+	}
+	return (wo && (r.Peer != r.HPeer || r.Out != r.HOut)) || (wi && r.In != r.HIn)
 }
-
-func (r *outRec) differs() bool { return r.hdata != r.data }
-func (r *inRec) differs() bool  { return r.hdata != r.data }
 
 type kernelPath struct {
 	// eligible says whether a call's GRE may take the kernel path
@@ -87,13 +99,23 @@ type kernelPath struct {
 	every   time.Duration
 	kick    chan struct{}
 
-	fmu sync.Mutex // serialises flush, sync and reload (the flusher's)
+	// fmu serialises flush, sync, adopt and reload (the flusher's); under
+	// it the flusher may take Table.mu (Table.View: lookups by key, no
+	// I/O), then mu.
+	fmu sync.Mutex
 
-	mu       sync.Mutex // leaf: under Table.mu in the hooks, under fmu in the flusher
-	out      map[conntrack.OutKey]outRec
-	in       map[conntrack.InKey]inRec
-	dirtyOut map[conntrack.OutKey]struct{}
-	dirtyIn  map[conntrack.InKey]struct{}
+	mu sync.Mutex // leaf: under Table.mu in the hooks and View, under fmu in the flusher
+	// dirty: the calls whose records (conntrack.KernelRec, in the call)
+	// may differ from what the kernel holds (flag kDirty). A call that left
+	// the table stays referenced here until its elements are deleted.
+	dirty []*conntrack.Call
+	// Elements the kernel holds that no call's record holds (found when
+	// the flusher reads the maps back after a failed transaction): the
+	// next flush deletes them.
+	orphOut []conntrack.OutKey
+	orphIn  []conntrack.InKey
+	// Elements the kernel holds (records with kHaveOut, kHaveIn).
+	nOut, nIn int
 	// Outside call IDs of calls that left the table before the table saw
 	// any of their GRE while their elements were in the kernel: whether
 	// the kernel carried GRE for them (quarantine) is read from the
@@ -116,43 +138,33 @@ func newKernelPath(maps KernelMaps, t *conntrack.Table, alloc *Allocator, to con
 	if q := min(to.GREUnreplied, to.GREReplied) / 4; q > 0 && q < every {
 		every = q
 	}
-	return &kernelPath{
-		maps: maps, table: t, alloc: alloc, every: every, kick: make(chan struct{}, 1),
-		out: make(map[conntrack.OutKey]outRec), in: make(map[conntrack.InKey]inRec),
-		dirtyOut: make(map[conntrack.OutKey]struct{}), dirtyIn: make(map[conntrack.InKey]struct{}),
+	return &kernelPath{maps: maps, table: t, alloc: alloc, every: every, kick: make(chan struct{}, 1)}
+}
+
+// dirtyLocked queues c for the next flush. k.mu is held.
+func (k *kernelPath) dirtyLocked(c *conntrack.Call) {
+	r := c.Kernel()
+	if r.Flags&kDirty == 0 {
+		r.Flags |= kDirty
+		k.dirty = append(k.dirty, c)
 	}
 }
 
-// wantLocked makes c's elements wanted. k.mu is held.
-func (k *kernelPath) wantLocked(o conntrack.GREOut, i conntrack.GREIn) {
-	r := k.in[i.Key]
-	if r.want && r.outKey != o.Key {
-		k.unwantOutLocked(r.outKey, i.Key) // established again with another peer call ID
-	}
-	r.want, r.data, r.outKey = true, i.InData, o.Key
-	k.in[i.Key] = r
-	x := k.out[o.Key]
-	x.want, x.data, x.owner = true, o.OutData, i.Key
-	k.out[o.Key] = x
-	k.dirtyOut[o.Key] = struct{}{}
-	k.dirtyIn[i.Key] = struct{}{}
-}
-
-// unwantOutLocked: the outbound element key is no longer wanted by call
-// owner (another call may have taken it since). k.mu is held.
-func (k *kernelPath) unwantOutLocked(key conntrack.OutKey, owner conntrack.InKey) {
-	if x, ok := k.out[key]; ok && x.want && x.owner == owner {
-		x.want = false
-		k.out[key] = x
-		k.dirtyOut[key] = struct{}{}
-	}
+// wantLocked makes c's elements wanted, as c is now (established again
+// with another peer call ID: the outbound key changes). Table.mu and k.mu
+// are held.
+func (k *kernelPath) wantLocked(c *conntrack.Call) {
+	o, i := c.GREElements()
+	r := c.Kernel()
+	r.Out, r.Peer, r.In = o.OutData, o.Key.PeerCallID, i.InData
+	r.Flags |= kWantOut | kWantIn
+	k.dirtyLocked(c)
 }
 
 // up: c was set up (Table.mu held).
 func (k *kernelPath) up(c *conntrack.Call) {
-	o, i := c.GREElements()
 	k.mu.Lock()
-	k.wantLocked(o, i)
+	k.wantLocked(c)
 	k.mu.Unlock()
 	k.wake()
 }
@@ -162,29 +174,27 @@ func (k *kernelPath) up(c *conntrack.Call) {
 // of its outside call ID waits for their counters (flush) and it returns
 // true; otherwise the caller releases it at once.
 func (k *kernelPath) releaseLater(c *conntrack.Call, pool PoolKey) bool {
-	o, i := c.GREElements()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if !k.in[i.Key].want {
+	r := c.Kernel()
+	if r.Flags&kWantIn == 0 {
 		return false // never set up: no element was ever wanted
 	}
-	k.pending = append(k.pending, pendingRelease{pool, c.OutsideCallID, o.Key, i.Key})
+	k.pending = append(k.pending, pendingRelease{pool, c.OutsideCallID, c.OutKeyFor(r.Peer), c.InKey()})
 	return true
 }
 
-// down: c left the table (Table.mu held).
+// down: c left the table (Table.mu held). Its record stays in the call,
+// which stays in k.dirty until the kernel no longer holds its elements.
 func (k *kernelPath) down(c *conntrack.Call) {
-	_, i := c.GREElements()
 	k.mu.Lock()
-	r, ok := k.in[i.Key]
-	if !ok || !r.want {
+	r := c.Kernel()
+	if r.Flags&(kWantOut|kHaveOut|kWantIn|kHaveIn) == 0 {
 		k.mu.Unlock()
-		return // never set up
+		return // never on the kernel path
 	}
-	r.want = false
-	k.in[i.Key] = r
-	k.dirtyIn[i.Key] = struct{}{}
-	k.unwantOutLocked(r.outKey, i.Key)
+	r.Flags &^= kWantOut | kWantIn
+	k.dirtyLocked(c)
 	k.mu.Unlock()
 	k.wake()
 }
@@ -219,106 +229,155 @@ func (k *kernelPath) run(ctx context.Context, onErr func(error)) {
 	}
 }
 
+// batch is one transaction: the elements and, in step, the calls whose
+// records they come from (nil for an orphan).
+type batch struct {
+	delOut          []conntrack.OutKey
+	delIn           []conntrack.InKey
+	addOut          []conntrack.GREOut
+	addIn           []conntrack.GREIn
+	delOutC, delInC []*conntrack.Call
+	addOutC, addInC []*conntrack.Call
+}
+
+func (b *batch) empty() bool {
+	return len(b.delOut)+len(b.delIn)+len(b.addOut)+len(b.addIn) == 0
+}
+
+// calls returns every call of the batch.
+func (b *batch) calls() []*conntrack.Call {
+	var cs []*conntrack.Call
+	for _, l := range [][]*conntrack.Call{b.delOutC, b.delInC, b.addOutC, b.addInC} {
+		for _, c := range l {
+			if c != nil {
+				cs = append(cs, c)
+			}
+		}
+	}
+	return cs
+}
+
 // flush sends what changed since the last flush in one transaction.
 func (k *kernelPath) flush() error {
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
+	var b batch
 	k.mu.Lock()
 	pending := k.pending
 	k.pending = nil
-	var delOut []conntrack.OutKey
-	var delIn []conntrack.InKey
-	var addOut []conntrack.GREOut
-	var addIn []conntrack.GREIn
-	for key := range k.dirtyOut {
-		x := k.out[key]
-		if x.have && (!x.want || x.differs()) {
-			delOut = append(delOut, key)
+	for _, key := range k.orphOut {
+		b.delOut, b.delOutC = append(b.delOut, key), append(b.delOutC, nil)
+	}
+	for _, key := range k.orphIn {
+		b.delIn, b.delInC = append(b.delIn, key), append(b.delInC, nil)
+	}
+	k.orphOut, k.orphIn = nil, nil
+	for _, c := range k.dirty {
+		r := c.Kernel()
+		r.Flags &^= kDirty
+		wo, ho := r.Flags&kWantOut != 0, r.Flags&kHaveOut != 0
+		if ho && (!wo || r.HPeer != r.Peer || r.HOut != r.Out) {
+			b.delOut, b.delOutC = append(b.delOut, c.OutKeyFor(r.HPeer)), append(b.delOutC, c)
 		}
-		if x.want && (!x.have || x.differs()) {
-			addOut = append(addOut, conntrack.GREOut{Key: key, OutData: x.data})
+		if wo && (!ho || r.HPeer != r.Peer || r.HOut != r.Out) {
+			b.addOut = append(b.addOut, conntrack.GREOut{Key: c.OutKeyFor(r.Peer), OutData: r.Out})
+			b.addOutC = append(b.addOutC, c)
 		}
-		if !x.want && !x.have {
-			delete(k.out, key)
+		wi, hi := r.Flags&kWantIn != 0, r.Flags&kHaveIn != 0
+		if hi && (!wi || r.HIn != r.In) {
+			b.delIn, b.delInC = append(b.delIn, c.InKey()), append(b.delInC, c)
+		}
+		if wi && (!hi || r.HIn != r.In) {
+			b.addIn = append(b.addIn, conntrack.GREIn{Key: c.InKey(), InData: r.In})
+			b.addInC = append(b.addInC, c)
 		}
 	}
-	for key := range k.dirtyIn {
-		r := k.in[key]
-		if r.have && (!r.want || r.differs()) {
-			delIn = append(delIn, key)
-		}
-		if r.want && (!r.have || r.differs()) {
-			addIn = append(addIn, conntrack.GREIn{Key: key, InData: r.data})
-		}
-		if !r.want && !r.have {
-			delete(k.in, key)
-		}
-	}
-	k.dirtyOut, k.dirtyIn = emptied(k.dirtyOut), emptied(k.dirtyIn)
+	k.dirty = emptiedCalls(k.dirty)
 	k.mu.Unlock()
 	if len(pending) > 0 {
 		k.releasePending(pending) // before the elements and their counters go
 	}
-	if len(delOut)+len(delIn)+len(addOut)+len(addIn) == 0 {
+	if b.empty() {
 		return nil
 	}
-	if err := k.maps.Update(delOut, delIn, addOut, addIn); err != nil {
+	if err := k.maps.Update(b.delOut, b.delIn, b.addOut, b.addIn); err != nil {
 		k.mu.Lock()
 		k.errs++
 		k.mu.Unlock()
 		// Start again from what the kernel holds: reloadHave marks every
-		// element dirty; those of this transaction too.
-		if rerr := k.reloadHave(delOut, delIn, addOut, addIn); rerr != nil {
+		// record dirty; those of this transaction too.
+		if rerr := k.reloadHave(b.calls()); rerr != nil {
 			return fmt.Errorf("kernel GRE maps: %w (and reading them back: %v)", err, rerr)
 		}
 		return fmt.Errorf("kernel GRE maps: %w", err)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, key := range delOut {
-		x := k.out[key]
-		x.have, x.packets, x.bytes = false, 0, 0
-		k.setOutLocked(key, x)
-	}
-	for _, key := range delIn {
-		r := k.in[key]
-		r.have, r.packets, r.bytes = false, 0, 0
-		k.setInLocked(key, r)
-	}
-	for _, e := range addOut {
-		x := k.out[e.Key]
-		x.have, x.hdata, x.packets, x.bytes = true, e.OutData, 0, 0
-		k.out[e.Key] = x
-		if !x.want || x.differs() {
-			k.dirtyOut[e.Key] = struct{}{} // changed while the transaction ran
+	// What the kernel holds now; records that changed while the
+	// transaction ran (or whose element was replaced by another call's)
+	// go back into dirty.
+	for j, c := range b.delOutC {
+		if r := k.rec(c); r != nil && r.Flags&kHaveOut != 0 && r.HPeer == b.delOut[j].PeerCallID {
+			k.setHaveOut(r, false)
+			r.HPeer, r.HOut, r.OutPackets, r.OutBytes = 0, conntrack.OutData{}, 0, 0
 		}
 	}
-	for _, e := range addIn {
-		r := k.in[e.Key]
-		r.have, r.hdata, r.packets, r.bytes = true, e.InData, 0, 0
-		k.in[e.Key] = r
-		if !r.want || r.differs() {
-			k.dirtyIn[e.Key] = struct{}{}
+	for _, c := range b.delInC {
+		if r := k.rec(c); r != nil && r.Flags&kHaveIn != 0 {
+			k.setHaveIn(r, false)
+			r.HIn, r.InPackets, r.InBytes = conntrack.InData{}, 0, 0
+		}
+	}
+	for j, c := range b.addOutC {
+		r, e := c.Kernel(), b.addOut[j]
+		k.setHaveOut(r, true)
+		r.HPeer, r.HOut, r.OutPackets, r.OutBytes = e.Key.PeerCallID, e.OutData, 0, 0
+	}
+	for j, c := range b.addInC {
+		r, e := c.Kernel(), b.addIn[j]
+		k.setHaveIn(r, true)
+		r.HIn, r.InPackets, r.InBytes = e.InData, 0, 0
+	}
+	for _, l := range [][]*conntrack.Call{b.delOutC, b.delInC, b.addOutC, b.addInC} {
+		for _, c := range l {
+			if c != nil && needsFlush(c.Kernel()) {
+				k.dirtyLocked(c)
+			}
 		}
 	}
 	return nil
 }
 
-// setOutLocked stores x, or forgets the key if neither wanted nor held.
-func (k *kernelPath) setOutLocked(key conntrack.OutKey, x outRec) {
-	if !x.want && !x.have {
-		delete(k.out, key)
-		return
+// rec is c's record, nil for an orphan element's (c nil).
+func (k *kernelPath) rec(c *conntrack.Call) *conntrack.KernelRec {
+	if c == nil {
+		return nil
 	}
-	k.out[key] = x
+	return c.Kernel()
 }
 
-func (k *kernelPath) setInLocked(key conntrack.InKey, r inRec) {
-	if !r.want && !r.have {
-		delete(k.in, key)
-		return
+// setHaveOut and setHaveIn set whether the kernel holds r's element,
+// keeping the count of elements held. k.mu is held.
+func (k *kernelPath) setHaveOut(r *conntrack.KernelRec, have bool) {
+	switch had := r.Flags&kHaveOut != 0; {
+	case have && !had:
+		r.Flags |= kHaveOut
+		k.nOut++
+	case !have && had:
+		r.Flags &^= kHaveOut
+		k.nOut--
 	}
-	k.in[key] = r
+}
+
+func (k *kernelPath) setHaveIn(r *conntrack.KernelRec, have bool) {
+	switch had := r.Flags&kHaveIn != 0; {
+	case have && !had:
+		r.Flags |= kHaveIn
+		k.nIn++
+	case !have && had:
+		r.Flags &^= kHaveIn
+		k.nIn--
+	}
 }
 
 // releasePending gives the outside call IDs of removed calls back to the
@@ -352,53 +411,73 @@ func (k *kernelPath) releasePending(ps []pendingRelease) {
 }
 
 // reloadHave replaces what the flusher believes the kernel holds by what it
-// holds (after a failed transaction) and marks every element concerned
-// dirty, those of the failed transaction too. Counters read now are the
-// new baseline: what was carried since the last read is given up for those
+// holds (after a failed transaction, whose calls are cs) and marks every
+// record concerned dirty. An element goes to the set-up call its key
+// belongs to (which it may not match: the next flush replaces it), or, if
+// none, is an orphan the next flush deletes. Counters read now are the new
+// baseline: what was carried since the last read is given up for those
 // elements. fmu is held.
-func (k *kernelPath) reloadHave(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+func (k *kernelPath) reloadHave(cs []*conntrack.Call) error {
 	outs, ins, err := k.maps.Read()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for _, key := range delOut {
-		k.dirtyOut[key] = struct{}{}
-	}
-	for _, e := range addOut {
-		k.dirtyOut[e.Key] = struct{}{}
-	}
-	for _, key := range delIn {
-		k.dirtyIn[key] = struct{}{}
-	}
-	for _, e := range addIn {
-		k.dirtyIn[e.Key] = struct{}{}
-	}
 	if err != nil {
+		k.mu.Lock()
+		for _, c := range cs {
+			k.dirtyLocked(c) // tried again from what was believed
+		}
+		k.mu.Unlock()
 		return err
 	}
-	for key, x := range k.out {
-		x.have = false
-		k.out[key] = x
-		k.dirtyOut[key] = struct{}{}
-	}
-	for key, r := range k.in {
-		r.have = false
-		k.in[key] = r
-		k.dirtyIn[key] = struct{}{}
-	}
-	for _, o := range outs {
-		x := k.out[o.Key]
-		x.have, x.hdata, x.packets, x.bytes = true, o.OutData, o.Packets, o.Bytes
-		k.out[o.Key] = x
-		k.dirtyOut[o.Key] = struct{}{}
-	}
-	for _, i := range ins {
-		r := k.in[i.Key]
-		r.have, r.hdata, r.packets, r.bytes = true, i.InData, i.Packets, i.Bytes
-		k.in[i.Key] = r
-		k.dirtyIn[i.Key] = struct{}{}
-	}
+	k.table.View(func(x conntrack.CallIndex) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		forget := func(c *conntrack.Call) {
+			r := c.Kernel()
+			r.Flags &^= kHaveOut | kHaveIn
+			r.HPeer, r.HOut, r.HIn = 0, conntrack.OutData{}, conntrack.InData{}
+			r.OutPackets, r.OutBytes, r.InPackets, r.InBytes = 0, 0, 0, 0
+			k.dirtyLocked(c)
+		}
+		for _, c := range slices.Clone(k.dirty) { // calls that left the table are only here or in cs
+			forget(c)
+		}
+		for _, c := range cs {
+			forget(c)
+		}
+		x.SetUp(func(c *conntrack.Call) {
+			if c.Kernel().Flags&(kWantOut|kHaveOut|kWantIn|kHaveIn) != 0 {
+				forget(c)
+			}
+		})
+		k.nOut, k.nIn = 0, 0
+		k.orphOut, k.orphIn = nil, nil
+		for _, o := range outs {
+			c := x.ByOut(o.Key)
+			if c == nil {
+				k.orphOut = append(k.orphOut, o.Key)
+				continue
+			}
+			r := c.Kernel()
+			k.setHaveOut(r, true)
+			r.HPeer, r.HOut, r.OutPackets, r.OutBytes = o.Key.PeerCallID, o.OutData, o.Packets, o.Bytes
+			k.dirtyLocked(c)
+		}
+		for _, i := range ins {
+			c := x.ByIn(i.Key)
+			if c == nil {
+				k.orphIn = append(k.orphIn, i.Key)
+				continue
+			}
+			r := c.Kernel()
+			k.setHaveIn(r, true)
+			r.HIn, r.InPackets, r.InBytes = i.InData, i.Packets, i.Bytes
+			k.dirtyLocked(c)
+		}
+	})
 	return nil
 }
+
+// syncChunk is how many elements sync looks up per holding of Table.mu.
+const syncChunk = 1024
 
 // sync reads the elements' counters and accounts what grew to the calls.
 func (k *kernelPath) sync() error {
@@ -409,33 +488,46 @@ func (k *kernelPath) sync() error {
 		return fmt.Errorf("kernel GRE maps: read counters: %w", err)
 	}
 	var ds []conntrack.GREDelta
-	k.mu.Lock()
-	for _, o := range outs {
-		x, ok := k.out[o.Key]
-		if !ok || !x.have {
-			continue // not ours (yet): the next flush settles it
-		}
-		if p, b := grew(x.packets, x.bytes, o.Packets, o.Bytes); p > 0 {
-			ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p, Bytes: b})
-		}
-		x.packets, x.bytes = o.Packets, o.Bytes
-		k.out[o.Key] = x
+	for len(outs) > 0 || len(ins) > 0 {
+		no, ni := min(len(outs), syncChunk), min(len(ins), max(0, syncChunk-len(outs)))
+		co, ci := outs[:no], ins[:ni]
+		outs, ins = outs[no:], ins[ni:]
+		k.table.View(func(x conntrack.CallIndex) {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			for _, o := range co {
+				c := x.ByOut(o.Key)
+				if c == nil {
+					continue // a call that left, or not set up: the next flush settles it
+				}
+				r := c.Kernel()
+				if r.Flags&kHaveOut == 0 || r.HPeer != o.Key.PeerCallID {
+					continue // not its element (yet)
+				}
+				if p, b := grew(r.OutPackets, r.OutBytes, o.Packets, o.Bytes); p > 0 {
+					ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p, Bytes: b})
+				}
+				r.OutPackets, r.OutBytes = o.Packets, o.Bytes
+			}
+			for _, i := range ci {
+				c := x.ByIn(i.Key)
+				if c == nil {
+					continue
+				}
+				r := c.Kernel()
+				if r.Flags&kHaveIn == 0 {
+					continue
+				}
+				if p, b := grew(r.InPackets, r.InBytes, i.Packets, i.Bytes); p > 0 {
+					ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p, Bytes: b})
+				}
+				r.InPackets, r.InBytes = i.Packets, i.Bytes
+			}
+		})
 	}
-	for _, i := range ins {
-		r, ok := k.in[i.Key]
-		if !ok || !r.have {
-			continue
-		}
-		if p, b := grew(r.packets, r.bytes, i.Packets, i.Bytes); p > 0 {
-			ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p, Bytes: b})
-		}
-		r.packets, r.bytes = i.Packets, i.Bytes
-		k.in[i.Key] = r
-	}
-	k.mu.Unlock()
 	k.fmu.Unlock()
 	if len(ds) > 0 {
-		k.table.AccountGRE(ds) // Table.mu after fmu and mu are released
+		k.table.AccountGRE(ds) // Table.mu after fmu is released
 		if k.carried != nil {
 			k.carried(ds)
 		}
@@ -458,30 +550,41 @@ func grew(p0, b0, p1, b1 uint64) (uint64, uint64) {
 // zero counters: what they counted since the snapshot is not carried over);
 // every other set-up call's elements are wanted and flushed.
 func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREIn) ([]conntrack.GREOut, []conntrack.GREIn) {
-	outs, ins := k.table.EstablishedGRE(k.eligible)
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for i := range outs {
-		k.wantLocked(outs[i], ins[i])
-	}
 	var keptOut []conntrack.GREOut
 	var keptIn []conntrack.GREIn
-	for _, o := range foundOut {
-		if x, ok := k.out[o.Key]; ok && x.want && x.data == o.OutData {
-			keptOut = append(keptOut, o)
-			x.have, x.hdata, x.packets, x.bytes = true, o.OutData, 0, 0
-			k.out[o.Key] = x
+	k.table.View(func(x conntrack.CallIndex) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		x.SetUp(func(c *conntrack.Call) {
+			if k.eligible == nil || k.eligible(c) {
+				k.wantLocked(c)
+			}
+		})
+		for _, o := range foundOut {
+			c := x.ByOut(o.Key)
+			if c == nil {
+				continue
+			}
+			if r := c.Kernel(); r.Flags&kWantOut != 0 && r.Flags&kHaveOut == 0 && r.Peer == o.Key.PeerCallID && r.Out == o.OutData {
+				keptOut = append(keptOut, o)
+				k.setHaveOut(r, true)
+				r.HPeer, r.HOut, r.OutPackets, r.OutBytes = r.Peer, o.OutData, 0, 0
+			}
 		}
-	}
-	for _, i := range foundIn {
-		if r, ok := k.in[i.Key]; ok && r.want && r.data == i.InData {
-			keptIn = append(keptIn, i)
-			r.have, r.hdata, r.packets, r.bytes = true, i.InData, 0, 0
-			k.in[i.Key] = r
+		for _, i := range foundIn {
+			c := x.ByIn(i.Key)
+			if c == nil {
+				continue
+			}
+			if r := c.Kernel(); r.Flags&kWantIn != 0 && r.Flags&kHaveIn == 0 && r.In == i.InData {
+				keptIn = append(keptIn, i)
+				k.setHaveIn(r, true)
+				r.HIn, r.InPackets, r.InBytes = i.InData, 0, 0
+			}
 		}
-	}
+	})
 	k.wake()
 	return keptOut, keptIn
 }
@@ -491,17 +594,7 @@ func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREI
 func (k *kernelPath) stats() (out, in int, failed uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, x := range k.out {
-		if x.have {
-			out++
-		}
-	}
-	for _, r := range k.in {
-		if r.have {
-			in++
-		}
-	}
-	return out, in, k.errs
+	return k.nOut, k.nIn, k.errs
 }
 
 // RunKernelPath keeps the kernel's GRE maps in step with the call table and
@@ -602,14 +695,14 @@ func (e *Engine) countKernelGRE(ds []conntrack.GREDelta) {
 	}
 }
 
-// emptied returns m emptied. A Go map keeps the size of its largest
-// contents, so a dirty set that a burst of set-ups (thousands of calls in
-// one flush interval) grew is replaced rather than cleared: kept, it would
-// cost every call about 20 bytes for good (TestMemoryKernelPathPerCall).
-func emptied[K comparable](m map[K]struct{}) map[K]struct{} {
-	if len(m) > 256 {
-		return make(map[K]struct{})
+// emptiedCalls returns the dirty list emptied. Like a Go map, a slice
+// keeps the size of its largest contents, so a list that a burst of
+// set-ups (thousands of calls in one flush interval) grew is dropped rather
+// than kept (TestMemoryKernelPathPerCall).
+func emptiedCalls(l []*conntrack.Call) []*conntrack.Call {
+	if cap(l) > 256 {
+		return nil
 	}
-	clear(m)
-	return m
+	clear(l)
+	return l[:0]
 }

@@ -1,0 +1,151 @@
+package nat
+
+import (
+	"testing"
+
+	"pptpgw/conntrack"
+	"pptpgw/helper"
+)
+
+// The kernel path's records live in the calls (conntrack.KernelRec): the
+// cases where two calls meet at one element key, and changes that happen
+// while a transaction is in flight.
+
+// hookMaps runs during once inside the next Update, after the kernel took
+// the transaction: what the engine does while a transaction is in flight.
+type hookMaps struct {
+	*fakeMaps
+	during func()
+}
+
+func (h *hookMaps) Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+	err := h.fakeMaps.Update(delOut, delIn, addOut, addIn)
+	if f := h.during; f != nil {
+		h.during = nil
+		f()
+	}
+	return err
+}
+
+func hookEngine(t *testing.T) (*Engine, *hookMaps) {
+	t.Helper()
+	h := &hookMaps{fakeMaps: newFakeMaps()}
+	e, _ := newEngine(t, func(c *EngineConfig) { c.KernelMaps = h })
+	return e, h
+}
+
+func mapperOf(t *testing.T, e *Engine, ip [4]byte, port uint16) *mapper {
+	t.Helper()
+	cn, ok := e.table.LookupControl(conntrack.ControlKey{InsideIP: ip, PeerIP: server, InsidePort: port, PeerPort: 1723})
+	if !ok {
+		t.Fatal("no control connection")
+	}
+	return &mapper{e, cn.Data.(*control)}
+}
+
+func checkStats(t *testing.T, e *Engine, f *fakeMaps) {
+	t.Helper()
+	o, i, _ := e.kp.stats()
+	if o != len(f.out) || i != len(f.in) {
+		t.Fatalf("the flusher believes the kernel holds %d and %d elements; it holds %d and %d", o, i, len(f.out), len(f.in))
+	}
+}
+
+// A call whose outbound key another call takes over (the peer reused its
+// call ID on another connection of the same host) gives its element up in
+// the transaction that adds the new call's: the new call's packets are
+// counted to it.
+func TestKernelPathOutKeyTakenOver(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	outB := addCall(t, e, lanA, 40001, 9, 555) // replaces A (same outbound key)
+	if _, n := e.table.Len(); n != 1 {
+		t.Fatalf("%d calls, want 1 (A replaced)", n)
+	}
+	flush(t, e)
+	ko := conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}
+	kiB := conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outB}
+	if len(f.out) != 1 || len(f.in) != 1 || f.in[kiB].InsideCallID != 9 || f.updates != 2 {
+		t.Fatalf("after the take-over: out %v in %v, %d transactions", f.out, f.in, f.updates)
+	}
+	checkStats(t, e, f)
+	f.carryOut(ko, 5, 100)
+	if err := e.SyncKernelGRE(); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.table.Snapshot(); len(s) != 1 || s[0].InsideCallID != 9 || s[0].PktsOut != 5 {
+		t.Fatalf("B's counters: %+v", s)
+	}
+}
+
+// A call cleared while the transaction adding its elements is in flight:
+// the next flush deletes them, and its outside call ID waits for their
+// counters.
+func TestKernelPathClearedInFlight(t *testing.T) {
+	e, h := hookEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	h.during = func() { mapperOf(t, e, lanA, 40000).Event(helper.Event{Kind: helper.CallCleared, InsideID: 7}) }
+	flush(t, e)
+	if len(h.out) != 1 || len(h.in) != 1 {
+		t.Fatalf("the transaction in flight: %v %v", h.out, h.in)
+	}
+	pk := PoolKey{pubIP, server}
+	if used, _ := e.alloc.InUse(pk); used != 1 {
+		t.Fatalf("%d outside IDs in use; want the cleared call's held until its counters are read", used)
+	}
+	flush(t, e)
+	if len(h.out)+len(h.in) != 0 {
+		t.Fatalf("elements of the cleared call left: %v %v", h.out, h.in)
+	}
+	checkStats(t, e, h.fakeMaps)
+	if used, q := e.alloc.InUse(pk); used != 0 || q != 0 {
+		t.Fatalf("after the flush: %d used, %d quarantined; want the ID free (no GRE carried)", used, q)
+	}
+	if len(e.kp.dirty) != 0 {
+		t.Fatalf("%d calls still queued", len(e.kp.dirty))
+	}
+}
+
+// A call established again with another peer call ID while its elements
+// are being added: the next flush moves the outbound element.
+func TestKernelPathReestablishedInFlight(t *testing.T) {
+	e, h := hookEngine(t)
+	out := addCall(t, e, lanA, 40000, 7, 555)
+	h.during = func() {
+		mapperOf(t, e, lanA, 40000).Event(helper.Event{Kind: helper.CallEstablished, InsideID: 7, OutsideID: out, PeerID: 601})
+	}
+	flush(t, e)
+	flush(t, e)
+	if _, ok := h.out[conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 601}]; !ok || len(h.out) != 1 || len(h.in) != 1 {
+		t.Fatalf("after the move: %v %v", h.out, h.in)
+	}
+	checkStats(t, e, h.fakeMaps)
+}
+
+// After a failed transaction the maps are read back: an element no call
+// owns (left behind our back) is deleted, the calls' elements stay or are
+// added, and what the flusher believes matches the kernel.
+func TestKernelPathRecoversOrphans(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	stray := conntrack.OutKey{InsideIP: lanB, PeerIP: server, PeerCallID: 999}
+	f.out[stray] = conntrack.GREOut{Key: stray, OutData: conntrack.OutData{PublicIP: pubIP}}
+	addCall(t, e, lanB, 40001, 9, 556)
+	f.fail = 1
+	if err := e.kp.flush(); err == nil {
+		t.Fatal("the failed transaction was not reported")
+	}
+	flush(t, e)
+	if _, ok := f.out[stray]; ok || len(f.out) != 2 || len(f.in) != 2 {
+		t.Fatalf("after the recovery: %v %v", f.out, f.in)
+	}
+	checkStats(t, e, f)
+	// And the next flush has nothing to do.
+	n := f.updates
+	flush(t, e)
+	if f.updates != n {
+		t.Fatal("a flush with nothing changed sent a transaction")
+	}
+}
