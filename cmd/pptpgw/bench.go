@@ -43,6 +43,7 @@ func cmdBench(args []string) int {
 	placement := fs.String("placement", "ip", "tunnel case with --gre-path kernel: ip (the daemon's rules) or netdev (an experiment: the same maps at the devices' ingress with fwd)")
 	grePath := fs.String("gre-path", "", "the gateway's --gre-path (kernel, userspace, auto; default: its default)")
 	gwProfile := fs.String("gateway-cpuprofile", "", "pass --cpuprofile FILE to every pptpgw run the bench starts (the last one's profile stays; e.g. with --only setups)")
+	gwMemProfile := fs.String("gateway-memprofile", "", "pass --memprofile FILE to every pptpgw run the bench starts: a heap profile at each memory reading (the last one stays; e.g. with --only memory)")
 	pac := fs.String("pac", "", "internal: serve the bench's mini PAC on this address in the current namespace until stdin closes")
 	perConn := fs.Int("calls-per-conn", benchCallsPerConn, "pptpgw's calls per control connection in the 10,000-call cases (Linux's helper: always 1)")
 	fs.Usage = func() {
@@ -112,6 +113,9 @@ Flags:
 	}
 	if *gwProfile != "" {
 		benchGatewayArgs = append(benchGatewayArgs, "--cpuprofile", *gwProfile)
+	}
+	if *gwMemProfile != "" {
+		benchGatewayArgs = append(benchGatewayArgs, "--memprofile", *gwMemProfile)
 	}
 	rows, err := runBench(ctx, self, cases, *clients, *frames, *secs)
 	if err != nil {
