@@ -257,7 +257,19 @@ func (b *batch) calls() []*conntrack.Call {
 	return cs
 }
 
-// flush sends what changed since the last flush in one transaction.
+// maxTransaction bounds the elements of one transaction on the maps. The
+// library sends a whole transaction in one sendmsg, and the kernel refuses
+// one larger than the socket's send buffer ("message too long": about
+// 20,000 elements, e.g. 10,000 calls cleared within one flush, failed every
+// time, and the flusher retried it for ever); 512 elements take about 40
+// KiB.
+const maxTransaction = 512
+
+// flush sends what changed since the last flush: in one transaction, or,
+// beyond maxTransaction elements, in several, the deletions first. Between
+// two of them GRE of a call whose element is being replaced misses the maps
+// and is queued: the engine translates it from its table as for any call
+// whose elements are not in the kernel yet.
 func (k *kernelPath) flush() error {
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
@@ -297,55 +309,122 @@ func (k *kernelPath) flush() error {
 	if len(pending) > 0 {
 		k.releasePending(pending) // before the elements and their counters go
 	}
+	parts := b.split(maxTransaction)
+	for j, p := range parts {
+		if err := k.maps.Update(p.delOut, p.delIn, p.addOut, p.addIn); err != nil {
+			k.mu.Lock()
+			k.errs++
+			k.mu.Unlock()
+			// Start again from what the kernel holds: reloadHave marks
+			// every record dirty; those of this transaction and of the
+			// ones not sent too.
+			var cs []*conntrack.Call
+			for _, q := range parts[j:] {
+				cs = append(cs, q.calls()...)
+			}
+			if rerr := k.reloadHave(cs); rerr != nil {
+				return fmt.Errorf("kernel GRE maps: %w (and reading them back: %v)", err, rerr)
+			}
+			return fmt.Errorf("kernel GRE maps: %w", err)
+		}
+		k.mu.Lock()
+		k.appliedLocked(&p)
+		k.mu.Unlock()
+	}
+	// Records that changed while the transactions ran (or whose element
+	// was replaced by another call's) go back into dirty.
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, p := range parts {
+		for _, l := range [][]*conntrack.Call{p.delOutC, p.delInC, p.addOutC, p.addInC} {
+			for _, c := range l {
+				if c != nil && needsFlush(c.Kernel()) {
+					k.dirtyLocked(c)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// split cuts b into batches of at most n elements, in b's order:
+// deletions (outbound, inbound) before additions.
+func (b *batch) split(n int) []batch {
 	if b.empty() {
 		return nil
 	}
-	if err := k.maps.Update(b.delOut, b.delIn, b.addOut, b.addIn); err != nil {
-		k.mu.Lock()
-		k.errs++
-		k.mu.Unlock()
-		// Start again from what the kernel holds: reloadHave marks every
-		// record dirty; those of this transaction too.
-		if rerr := k.reloadHave(b.calls()); rerr != nil {
-			return fmt.Errorf("kernel GRE maps: %w (and reading them back: %v)", err, rerr)
-		}
-		return fmt.Errorf("kernel GRE maps: %w", err)
+	if len(b.delOut)+len(b.delIn)+len(b.addOut)+len(b.addIn) <= n {
+		return []batch{*b}
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	// What the kernel holds now; records that changed while the
-	// transaction ran (or whose element was replaced by another call's)
-	// go back into dirty.
-	for j, c := range b.delOutC {
-		if r := k.rec(c); r != nil && r.Flags&kHaveOut != 0 && r.HPeer == b.delOut[j].PeerCallID {
+	var parts []batch
+	cur, room := batch{}, n
+	next := func() {
+		parts = append(parts, cur)
+		cur, room = batch{}, n
+	}
+	for i := 0; i < len(b.delOut); {
+		m := min(room, len(b.delOut)-i)
+		cur.delOut, cur.delOutC = b.delOut[i:i+m], b.delOutC[i:i+m]
+		i, room = i+m, room-m
+		if room == 0 {
+			next()
+		}
+	}
+	for i := 0; i < len(b.delIn); {
+		m := min(room, len(b.delIn)-i)
+		cur.delIn, cur.delInC = b.delIn[i:i+m], b.delInC[i:i+m]
+		i, room = i+m, room-m
+		if room == 0 {
+			next()
+		}
+	}
+	for i := 0; i < len(b.addOut); {
+		m := min(room, len(b.addOut)-i)
+		cur.addOut, cur.addOutC = b.addOut[i:i+m], b.addOutC[i:i+m]
+		i, room = i+m, room-m
+		if room == 0 {
+			next()
+		}
+	}
+	for i := 0; i < len(b.addIn); {
+		m := min(room, len(b.addIn)-i)
+		cur.addIn, cur.addInC = b.addIn[i:i+m], b.addInC[i:i+m]
+		i, room = i+m, room-m
+		if room == 0 {
+			next()
+		}
+	}
+	if room < n {
+		parts = append(parts, cur)
+	}
+	return parts
+}
+
+// appliedLocked records what the kernel holds after transaction p. k.mu
+// is held.
+func (k *kernelPath) appliedLocked(p *batch) {
+	for j, c := range p.delOutC {
+		if r := k.rec(c); r != nil && r.Flags&kHaveOut != 0 && r.HPeer == p.delOut[j].PeerCallID {
 			k.setHaveOut(r, false)
 			r.HPeer, r.HOut, r.OutPackets, r.OutBytes = 0, conntrack.OutData{}, 0, 0
 		}
 	}
-	for _, c := range b.delInC {
+	for _, c := range p.delInC {
 		if r := k.rec(c); r != nil && r.Flags&kHaveIn != 0 {
 			k.setHaveIn(r, false)
 			r.HIn, r.InPackets, r.InBytes = conntrack.InData{}, 0, 0
 		}
 	}
-	for j, c := range b.addOutC {
-		r, e := c.Kernel(), b.addOut[j]
+	for j, c := range p.addOutC {
+		r, e := c.Kernel(), p.addOut[j]
 		k.setHaveOut(r, true)
 		r.HPeer, r.HOut, r.OutPackets, r.OutBytes = e.Key.PeerCallID, e.OutData, 0, 0
 	}
-	for j, c := range b.addInC {
-		r, e := c.Kernel(), b.addIn[j]
+	for j, c := range p.addInC {
+		r, e := c.Kernel(), p.addIn[j]
 		k.setHaveIn(r, true)
 		r.HIn, r.InPackets, r.InBytes = e.InData, 0, 0
 	}
-	for _, l := range [][]*conntrack.Call{b.delOutC, b.delInC, b.addOutC, b.addInC} {
-		for _, c := range l {
-			if c != nil && needsFlush(c.Kernel()) {
-				k.dirtyLocked(c)
-			}
-		}
-	}
-	return nil
 }
 
 // rec is c's record, nil for an orphan element's (c nil).

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"errors"
 	"testing"
 
 	"pptpgw/conntrack"
@@ -148,4 +149,85 @@ func TestKernelPathRecoversOrphans(t *testing.T) {
 	if f.updates != n {
 		t.Fatal("a flush with nothing changed sent a transaction")
 	}
+}
+
+// sizedMaps refuses a transaction of more than max elements, as the
+// kernel refuses a netlink message larger than the socket's buffer.
+type sizedMaps struct {
+	*fakeMaps
+	max, most int
+}
+
+func (s *sizedMaps) Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+	n := len(delOut) + len(delIn) + len(addOut) + len(addIn)
+	s.most = max(s.most, n)
+	if n > s.max {
+		return errors.New("fake: message too long")
+	}
+	return s.fakeMaps.Update(delOut, delIn, addOut, addIn)
+}
+
+// Thousands of calls set up, then cleared, between two flushes: their
+// elements go in and out in transactions of at most maxTransaction
+// elements (one transaction of them all was refused for ever).
+func TestKernelPathBigBurst(t *testing.T) {
+	s := &sizedMaps{fakeMaps: newFakeMaps(), max: maxTransaction}
+	e, _ := newEngine(t, func(c *EngineConfig) {
+		c.KernelMaps = s
+		c.MaxCalls = 4000
+		c.Limits.CallsPerConn, c.Limits.CallsPerSource = 1000, 4000
+	})
+	const n = 3000
+	for i := range n {
+		addCall(t, e, insideHost(i/1000), 40000, uint16(0x100+i%1000), uint16(0x4000+i%1000))
+	}
+	flush(t, e)
+	if len(s.out) != n || len(s.in) != n || s.most > maxTransaction || s.updates < 2*n/maxTransaction {
+		t.Fatalf("after the set-ups: %d out, %d in, %d transactions, the largest %d elements", len(s.out), len(s.in), s.updates, s.most)
+	}
+	checkStats(t, e, s.fakeMaps)
+	for i := range 3 {
+		m := mapperOf(t, e, insideHost(i*1000/1000), 40000)
+		for j := range uint16(1000) {
+			m.Event(helper.Event{Kind: helper.CallCleared, InsideID: 0x100 + j})
+		}
+	}
+	flush(t, e)
+	if len(s.out)+len(s.in) != 0 || s.most > maxTransaction {
+		t.Fatalf("after the clears: %d out, %d in, the largest transaction %d elements", len(s.out), len(s.in), s.most)
+	}
+	checkStats(t, e, s.fakeMaps)
+	if len(e.kp.dirty) != 0 {
+		t.Fatalf("%d calls still queued", len(e.kp.dirty))
+	}
+}
+
+// A transaction refused in the middle of a burst: those before it stay,
+// the rest is retried from what the kernel holds.
+func TestKernelPathBurstFailsMidway(t *testing.T) {
+	f := newFakeMaps()
+	e, _ := newEngine(t, func(c *EngineConfig) {
+		c.KernelMaps = f
+		c.MaxCalls = 4000
+		c.Limits.CallsPerConn, c.Limits.CallsPerSource = 1000, 4000
+	})
+	for i := range 1000 {
+		addCall(t, e, insideHost(0), 40000, uint16(0x100+i), uint16(0x4000+i))
+	}
+	h := &hookMaps{fakeMaps: f}
+	e.kp.maps = h
+	calls := 0
+	h.during = func() { calls++; f.fail = 1 } // the second transaction fails
+	if err := e.kp.flush(); err == nil {
+		t.Fatal("the failed transaction was not reported")
+	}
+	if len(f.out) != maxTransaction || len(f.in) != 0 {
+		t.Fatalf("after the first transaction and a failed second: %d out, %d in", len(f.out), len(f.in))
+	}
+	checkStats(t, e, f)
+	flush(t, e)
+	if len(f.out) != 1000 || len(f.in) != 1000 {
+		t.Fatalf("after the retry: %d out, %d in", len(f.out), len(f.in))
+	}
+	checkStats(t, e, f)
 }
