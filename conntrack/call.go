@@ -109,19 +109,19 @@ func (t *Table) Establish(cn *Control, insideID, peerID uint16) error {
 		if c.PeerCallID == peerID {
 			return nil
 		}
-		if k := c.outKey(); t.out[k] == c {
-			delete(t.out, k)
+		if k := c.outKey(); t.out.getOut(k) == c {
+			t.out.removeOut(k)
 		}
 	}
 	c.PeerCallID = peerID
 	k := c.outKey()
-	if old := t.out[k]; old != nil && old != c {
+	if old := t.out.getOut(k); old != nil && old != c {
 		t.removeCall(old, ReasonReplaced)
 	}
 	c.state = CallUnreplied
 	c.seenIn, c.seenOut = false, false
 	c.lastSeen = t.nanos(now)
-	t.out[k] = c
+	t.out.put(c)
 	t.setupCalls.remove(c)
 	t.establishControl(cn)
 	t.calls.Get(c.inKey())

@@ -15,29 +15,30 @@ type lruHooks struct{ prev, next *Call }
 // callLRU is the primary store of calls and their inbound index, in
 // least-recently-used order.
 type callLRU struct {
-	items map[InKey]*Call
+	items *callSet // by inbound key (callset.go)
 	// head is the most recently used call, tail the least.
 	head, tail *Call
 	onEvict    func(InKey, *Call)
 }
 
 func newCallLRU(onEvict func(InKey, *Call)) *callLRU {
-	return &callLRU{items: make(map[InKey]*Call), onEvict: onEvict}
+	return &callLRU{items: newCallSet(false), onEvict: onEvict}
 }
 
-func (l *callLRU) Len() int { return len(l.items) }
+func (l *callLRU) Len() int { return l.items.len() }
 
-func (l *callLRU) Contains(k InKey) bool { _, ok := l.items[k]; return ok }
+func (l *callLRU) Contains(k InKey) bool { return l.items.getIn(k) != nil }
 
 // Peek returns the call of k without marking it used.
 func (l *callLRU) Peek(k InKey) (*Call, bool) {
-	c, ok := l.items[k]
-	return c, ok
+	c := l.items.getIn(k)
+	return c, c != nil
 }
 
 // Get returns the call of k and marks it the most recently used.
 func (l *callLRU) Get(k InKey) (*Call, bool) {
-	c, ok := l.items[k]
+	c := l.items.getIn(k)
+	ok := c != nil
 	if ok && l.head != c {
 		l.unlink(c)
 		l.pushFront(c)
@@ -45,24 +46,23 @@ func (l *callLRU) Get(k InKey) (*Call, bool) {
 	return c, ok
 }
 
-// Add adds c under k as the most recently used call (the table never adds
-// a key it holds: it checks Contains first).
+// Add adds c, whose inbound key is k, as the most recently used call (the
+// table never adds a key it holds: it checks Contains first).
 func (l *callLRU) Add(k InKey, c *Call) {
-	if old, ok := l.items[k]; ok {
+	if old := l.items.getIn(k); old != nil {
 		l.unlink(old)
 	}
-	l.items[k] = c
+	l.items.put(c)
 	l.pushFront(c)
 }
 
 // Remove removes k's call and calls the eviction callback.
 func (l *callLRU) Remove(k InKey) bool {
-	c, ok := l.items[k]
-	if !ok {
+	c := l.items.removeIn(k)
+	if c == nil {
 		return false
 	}
 	l.unlink(c)
-	delete(l.items, k)
 	if l.onEvict != nil {
 		l.onEvict(k, c)
 	}
@@ -71,7 +71,7 @@ func (l *callLRU) Remove(k InKey) bool {
 
 // Values returns the calls, the least recently used first.
 func (l *callLRU) Values() []*Call {
-	out := make([]*Call, 0, len(l.items))
+	out := make([]*Call, 0, l.items.len())
 	for c := l.tail; c != nil; c = c.lru.prev {
 		out = append(out, c)
 	}
@@ -80,12 +80,12 @@ func (l *callLRU) Values() []*Call {
 
 // Purge removes every call, calling the eviction callback for each.
 func (l *callLRU) Purge() {
-	for k, c := range l.items {
+	for _, c := range l.items.all() {
 		if l.onEvict != nil {
-			l.onEvict(k, c)
+			l.onEvict(c.inKey(), c)
 		}
-		delete(l.items, k)
 	}
+	l.items.clear()
 	for c := l.head; c != nil; {
 		next := c.lru.next
 		c.lru = lruHooks{}

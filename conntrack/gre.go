@@ -9,7 +9,7 @@ package conntrack
 func (t *Table) OutboundQoS(k OutKey, n int) (publicIP [4]byte, q GREQoS, ok bool) {
 	now := t.clk.Now()
 	t.mu.Lock()
-	c := t.out[k]
+	c := t.out.getOut(k)
 	if c == nil {
 		t.mu.Unlock()
 		return publicIP, q, false

@@ -71,7 +71,7 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		}
 		var c *Call
 		if d.Out {
-			c = t.out[d.OutKey]
+			c = t.out.getOut(d.OutKey)
 		} else if x, ok := t.calls.Peek(d.InKey); ok && x.state != CallRequested {
 			c = x
 		}

@@ -46,7 +46,7 @@ func (c *Call) InKey() InKey { return c.inKey() }
 type CallIndex struct{ t *Table }
 
 // ByOut returns the set-up call with outbound key k, nil if none.
-func (x CallIndex) ByOut(k OutKey) *Call { return x.t.out[k] }
+func (x CallIndex) ByOut(k OutKey) *Call { return x.t.out.getOut(k) }
 
 // ByIn returns the set-up call with inbound key k, nil if none.
 func (x CallIndex) ByIn(k InKey) *Call {
@@ -58,9 +58,7 @@ func (x CallIndex) ByIn(k InKey) *Call {
 
 // SetUp calls f for every set-up call (those with an outbound index).
 func (x CallIndex) SetUp(f func(*Call)) {
-	for _, c := range x.t.out {
-		f(c)
-	}
+	x.t.out.each(f)
 }
 
 // View runs f with the table locked, for lookups by GRE key (the kernel

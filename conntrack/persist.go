@@ -136,7 +136,7 @@ func (t *Table) Restore(s SavedControl, claim func(SavedCall) bool) (*Control, i
 			created: t.nanos(sc.Created), state: sc.State, lastSeen: t.nanos(now) - int64(sc.Idle), seenOut: sc.SeenOut, seenIn: sc.SeenIn,
 			pktsOut: sc.PktsOut, pktsIn: sc.PktsIn, bytesOut: sc.BytesOut, bytesIn: sc.BytesIn}
 		if t.calls.Contains(c.inKey()) || cn.byInside(sc.InsideCallID) != nil ||
-			(c.state != CallRequested && t.out[c.outKey()] != nil) {
+			(c.state != CallRequested && t.out.getOut(c.outKey()) != nil) {
 			continue
 		}
 		if len(cn.calls) >= t.lim.CallsPerConn || src.calls >= t.lim.CallsPerSource || t.calls.Len() >= t.maxCalls {
@@ -150,7 +150,7 @@ func (t *Table) Restore(s SavedControl, claim func(SavedCall) bool) (*Control, i
 		if c.state == CallRequested {
 			t.setupCalls.push(c)
 		} else {
-			t.out[c.outKey()] = c
+			t.out.put(c)
 		}
 		t.calls.Add(c.inKey(), c)
 		n++

@@ -266,8 +266,8 @@ type Table struct {
 
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
-	calls *callLRU         // primary store and inbound index
-	out   map[OutKey]*Call // outbound index (established calls only)
+	calls *callLRU // primary store and inbound index
+	out   *callSet // outbound index (established calls only; callset.go)
 	// State in setup, oldest first: the early-drop candidates.
 	setupConns setupQueue[Control, *Control]
 	setupCalls setupQueue[Call, *Call]
@@ -299,7 +299,7 @@ func New(cfg Config, clk Clock) *Table {
 		onRemove: cfg.OnCallRemoved,
 		onUp:     cfg.OnCallEstablished,
 		onConnRm: cfg.OnControlRemoved,
-		out:      make(map[OutKey]*Call),
+		out:      newCallSet(true),
 		sources:  make(map[[4]byte]*source),
 	}
 	// NewLRU only fails for size <= 0, excluded above. The LRUs never
@@ -324,8 +324,8 @@ func (t *Table) callEvicted(_ InKey, c *Call) {
 		t.stats.CallsEvicted++
 	}
 	if c.state != CallRequested {
-		if k := c.outKey(); t.out[k] == c {
-			delete(t.out, k)
+		if k := c.outKey(); t.out.getOut(k) == c {
+			t.out.removeOut(k)
 		}
 	}
 	t.setupCalls.remove(c)
