@@ -15,13 +15,30 @@ type GREQoS struct {
 	Policed bool
 }
 
-// callQoS is the shaping state of a call.
+// callQoS is the shaping state of a call. Memory (issue 12): the policer
+// (40 bytes) is allocated for the calls that get one; most calls have none.
 type callQoS struct {
-	class   int16 // 1 + class index; 0: none
+	class int16        // 1 + class index; 0: none
+	pol   *callPolicer // nil: never policed
+}
+
+// callPolicer is a call's GRE policer and what it dropped.
+type callPolicer struct {
 	limit   police.Limit
 	bucket  [2]police.Bucket // 0 out, 1 in
 	policed [2]uint64
 }
+
+// policedCount is what c's policer dropped in direction dir.
+func (q *callQoS) policedCount(dir int) uint64 {
+	if q.pol == nil {
+		return 0
+	}
+	return q.pol.policed[dir]
+}
+
+// policing reports whether the call has a policer that polices.
+func (q *callQoS) policing() bool { return q.pol != nil && q.pol.limit.Enabled() }
 
 const (
 	dirOut = 0
@@ -31,8 +48,8 @@ const (
 // admit classes and polices one packet of n bytes of c (t.mu held).
 func (c *Call) admit(now int64, n, dir int) GREQoS {
 	q := GREQoS{Class: int(c.qos.class) - 1}
-	if c.qos.limit.Enabled() && !c.qos.bucket[dir].Allow(c.qos.limit, now-c.created, n) {
-		c.qos.policed[dir]++
+	if p := c.qos.pol; p != nil && p.limit.Enabled() && !p.bucket[dir].Allow(p.limit, now-c.created, n) {
+		p.policed[dir]++
 		q.Policed = true
 	}
 	return q
@@ -49,7 +66,12 @@ func (t *Table) SetCallQoS(cn *Control, insideID uint16, class int, l police.Lim
 		return false
 	}
 	c.qos.class = int16(max(class, -1) + 1)
-	c.qos.limit = l
+	if c.qos.pol == nil && l.Enabled() {
+		c.qos.pol = &callPolicer{}
+	}
+	if c.qos.pol != nil {
+		c.qos.pol.limit = l // a policer turned off keeps what it counted
+	}
 	return true
 }
 
@@ -72,4 +94,4 @@ func (t *Table) Inbound(k InKey, n int) (insideIP [4]byte, insideID uint16, ok b
 // Shaped reports whether c has a class or a policer: its GRE needs the
 // engine's verdict (mark, priority, drops), so the kernel fast path leaves
 // it on the userspace path. Table.mu held (OnCallEstablished).
-func (c *Call) Shaped() bool { return c.qos.class != 0 || c.qos.limit.Enabled() }
+func (c *Call) Shaped() bool { return c.qos.class != 0 || c.qos.policing() }
