@@ -4,24 +4,26 @@ package conntrack
 // call (Call.kernel) instead of two maps keyed by element in package nat
 // (about 200 bytes per call with their keys and load factor).
 
-// KernelRec is the kernel fast path's record of one call: what it wants in
-// the two maps for the call and what the kernel holds, with the held
-// elements' counters at their last read. Package nat (kernelPath) owns it
-// and guards it with its own lock; the table never reads or writes it.
+// KernelRec is the kernel fast path's record of one call: what the kernel
+// holds in the two maps for the call, with the held elements' counters at
+// their last read, and flags (whether the call's elements are wanted:
+// what they are is the call's GREElements, read under the table's lock
+// when they are flushed). Package nat (kernelPath) owns it and guards it
+// with its own lock; the table never reads or writes it.
 //
 // The inbound element's key is the call's inbound key, which never
 // changes. The outbound element's key is the call's inside and peer
 // addresses, which never change, and a peer call ID, which Establish may
-// change: so the record keeps the peer call ID of the key it wants (Peer)
-// and of the key the kernel holds (HPeer).
+// change: so the record keeps the peer call ID of the key the kernel holds
+// (HPeer).
 type KernelRec struct {
 	// The held elements' counters at their last read.
 	OutPackets, OutBytes, InPackets, InBytes uint64
-	// Wanted (Out, In) and held (HOut, HIn) element data.
-	Out, HOut OutData
-	In, HIn   InData
-	// Peer call IDs of the outbound key wanted and held.
-	Peer, HPeer uint16
+	// Held element data.
+	HOut OutData
+	HIn  InData
+	// Peer call ID of the outbound key held.
+	HPeer uint16
 	// Flags belong to the kernel path (wanted and held per map, dirty, ...).
 	Flags uint8
 }

@@ -38,10 +38,13 @@ import (
 // Table.mu by the hooks, never the other way round.
 //
 // Per call the engine keeps one record, in the call itself
-// (conntrack.KernelRec: what it wants in each map and what the kernel
-// holds, with the held elements' counters last read; 64 bytes), not in maps
-// keyed by element (about 200 bytes per call; TestMemoryKernelPathPerCall
-// measures it). The flusher finds a call by element key through the
+// (conntrack.KernelRec: whether its elements are wanted, what the kernel
+// holds, with the held elements' counters last read; 48 bytes), not in
+// maps keyed by element (about 200 bytes per call;
+// TestMemoryKernelPathPerCall measures it). What a call wants is its
+// elements as they are when the flusher reads them (c.GREElements, under
+// Table.mu): kept apart, every change of a call's element data would be a
+// second copy per element. The flusher finds a call by element key through the
 // table's own indexes (Table.View), and a call that leaves the table stays
 // in the dirty list, with its record, until its elements are deleted: two
 // calls meeting at one element key (a peer reusing its call ID, an outside
@@ -62,10 +65,11 @@ type KernelMaps interface {
 const SyncInterval = time.Second
 
 // Flags of a call's kernel path record (conntrack.KernelRec.Flags): which
-// of its elements the engine wants and which the kernel holds (the data of
-// each, the peer call ID of each outbound key and the held elements'
-// counters at their last read are the record's other fields), and whether
-// the call is in kernelPath.dirty.
+// of its elements the engine wants and which the kernel holds (what the
+// kernel holds, its outbound key's peer call ID and the held elements'
+// counters at their last read are the record's other fields; what is
+// wanted is the call's elements now, c.GREElements, computed by the flusher
+// under Table.mu), and whether the call is in kernelPath.dirty.
 const (
 	kWantOut uint8 = 1 << iota
 	kHaveOut
@@ -74,15 +78,14 @@ const (
 	kDirty
 )
 
-// needsFlush reports whether what the kernel holds for r's call differs
-// from what is wanted.
+// needsFlush reports whether an element of r's call is wanted and not
+// held, or held and not wanted. (Whether a held element's data is still
+// the call's is for the flusher to see, under Table.mu; every change of a
+// call's elements goes through up, which queues it.)
 func needsFlush(r *conntrack.KernelRec) bool {
 	wo, ho := r.Flags&kWantOut != 0, r.Flags&kHaveOut != 0
 	wi, hi := r.Flags&kWantIn != 0, r.Flags&kHaveIn != 0
-	if wo != ho || wi != hi {
-		return true
-	}
-	return (wo && (r.Peer != r.HPeer || r.Out != r.HOut)) || (wi && r.In != r.HIn)
+	return wo != ho || wi != hi
 }
 
 type kernelPath struct {
@@ -150,15 +153,17 @@ func (k *kernelPath) dirtyLocked(c *conntrack.Call) {
 	}
 }
 
-// wantLocked makes c's elements wanted, as c is now (established again
-// with another peer call ID: the outbound key changes). Table.mu and k.mu
-// are held.
+// wantLocked makes c's elements wanted (again: established with another
+// peer call ID, its outbound key changes): the next flush compares them,
+// as they are then, with what the kernel holds. Table.mu and k.mu are held.
 func (k *kernelPath) wantLocked(c *conntrack.Call) {
-	o, i := c.GREElements()
-	r := c.Kernel()
-	r.Out, r.Peer, r.In = o.OutData, o.Key.PeerCallID, i.InData
-	r.Flags |= kWantOut | kWantIn
+	c.Kernel().Flags |= kWantOut | kWantIn
 	k.dirtyLocked(c)
+}
+
+// elements are the map elements c wants (Table.mu held).
+func (k *kernelPath) elements(c *conntrack.Call) (conntrack.GREOut, conntrack.GREIn) {
+	return c.GREElements()
 }
 
 // up: c was set up (Table.mu held).
@@ -180,7 +185,8 @@ func (k *kernelPath) releaseLater(c *conntrack.Call, pool PoolKey) bool {
 	if r.Flags&kWantIn == 0 {
 		return false // never set up: no element was ever wanted
 	}
-	k.pending = append(k.pending, pendingRelease{pool, c.OutsideCallID, c.OutKeyFor(r.Peer), c.InKey()})
+	o, i := c.GREElements()
+	k.pending = append(k.pending, pendingRelease{pool, c.OutsideCallID, o.Key, i.Key})
 	return true
 }
 
@@ -274,38 +280,46 @@ func (k *kernelPath) flush() error {
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
 	var b batch
-	k.mu.Lock()
-	pending := k.pending
-	k.pending = nil
-	for _, key := range k.orphOut {
-		b.delOut, b.delOutC = append(b.delOut, key), append(b.delOutC, nil)
-	}
-	for _, key := range k.orphIn {
-		b.delIn, b.delInC = append(b.delIn, key), append(b.delInC, nil)
-	}
-	k.orphOut, k.orphIn = nil, nil
-	for _, c := range k.dirty {
-		r := c.Kernel()
-		r.Flags &^= kDirty
-		wo, ho := r.Flags&kWantOut != 0, r.Flags&kHaveOut != 0
-		if ho && (!wo || r.HPeer != r.Peer || r.HOut != r.Out) {
-			b.delOut, b.delOutC = append(b.delOut, c.OutKeyFor(r.HPeer)), append(b.delOutC, c)
+	var pending []pendingRelease
+	// What the dirty calls want is read from them under Table.mu (one
+	// holding: a few hundred nanoseconds per call, no I/O).
+	k.table.View(func(conntrack.CallIndex) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		pending = k.pending
+		k.pending = nil
+		for _, key := range k.orphOut {
+			b.delOut, b.delOutC = append(b.delOut, key), append(b.delOutC, nil)
 		}
-		if wo && (!ho || r.HPeer != r.Peer || r.HOut != r.Out) {
-			b.addOut = append(b.addOut, conntrack.GREOut{Key: c.OutKeyFor(r.Peer), OutData: r.Out})
-			b.addOutC = append(b.addOutC, c)
+		for _, key := range k.orphIn {
+			b.delIn, b.delInC = append(b.delIn, key), append(b.delInC, nil)
 		}
-		wi, hi := r.Flags&kWantIn != 0, r.Flags&kHaveIn != 0
-		if hi && (!wi || r.HIn != r.In) {
-			b.delIn, b.delInC = append(b.delIn, c.InKey()), append(b.delInC, c)
+		k.orphOut, k.orphIn = nil, nil
+		for _, c := range k.dirty {
+			r := c.Kernel()
+			r.Flags &^= kDirty
+			wo, ho := r.Flags&kWantOut != 0, r.Flags&kHaveOut != 0
+			wi, hi := r.Flags&kWantIn != 0, r.Flags&kHaveIn != 0
+			var o conntrack.GREOut
+			var i conntrack.GREIn
+			if wo || wi { // a call in the table (down clears both under Table.mu)
+				o, i = k.elements(c)
+			}
+			if ho && (!wo || r.HPeer != o.Key.PeerCallID || r.HOut != o.OutData) {
+				b.delOut, b.delOutC = append(b.delOut, c.OutKeyFor(r.HPeer)), append(b.delOutC, c)
+			}
+			if wo && (!ho || r.HPeer != o.Key.PeerCallID || r.HOut != o.OutData) {
+				b.addOut, b.addOutC = append(b.addOut, o), append(b.addOutC, c)
+			}
+			if hi && (!wi || r.HIn != i.InData) {
+				b.delIn, b.delInC = append(b.delIn, c.InKey()), append(b.delInC, c)
+			}
+			if wi && (!hi || r.HIn != i.InData) {
+				b.addIn, b.addInC = append(b.addIn, i), append(b.addInC, c)
+			}
 		}
-		if wi && (!hi || r.HIn != r.In) {
-			b.addIn = append(b.addIn, conntrack.GREIn{Key: c.InKey(), InData: r.In})
-			b.addInC = append(b.addInC, c)
-		}
-	}
-	k.dirty = emptiedCalls(k.dirty)
-	k.mu.Unlock()
+		k.dirty = emptiedCalls(k.dirty)
+	})
 	if len(pending) > 0 {
 		k.releasePending(pending) // before the elements and their counters go
 	}
@@ -646,10 +660,11 @@ func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREI
 			if c == nil {
 				continue
 			}
-			if r := c.Kernel(); r.Flags&kWantOut != 0 && r.Flags&kHaveOut == 0 && r.Peer == o.Key.PeerCallID && r.Out == o.OutData {
+			want, _ := k.elements(c)
+			if r := c.Kernel(); r.Flags&kWantOut != 0 && r.Flags&kHaveOut == 0 && want.Key == o.Key && want.OutData == o.OutData {
 				keptOut = append(keptOut, o)
 				k.setHaveOut(r, true)
-				r.HPeer, r.HOut, r.OutPackets, r.OutBytes = r.Peer, o.OutData, 0, 0
+				r.HPeer, r.HOut, r.OutPackets, r.OutBytes = o.Key.PeerCallID, o.OutData, 0, 0
 			}
 		}
 		for _, i := range foundIn {
@@ -657,7 +672,8 @@ func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREI
 			if c == nil {
 				continue
 			}
-			if r := c.Kernel(); r.Flags&kWantIn != 0 && r.Flags&kHaveIn == 0 && r.In == i.InData {
+			_, want := k.elements(c)
+			if r := c.Kernel(); r.Flags&kWantIn != 0 && r.Flags&kHaveIn == 0 && want.InData == i.InData {
 				keptIn = append(keptIn, i)
 				k.setHaveIn(r, true)
 				r.HIn, r.InPackets, r.InBytes = i.InData, 0, 0
