@@ -102,10 +102,10 @@
 // (kernelpath.go, issue 12): kernelPath.mu is a leaf, taken under Table.mu
 // by OnCallEstablished and OnCallRemoved; its flusher holds kernelPath.fmu
 // and takes Allocator.mu, kernelPath.mu, and Table.mu then kernelPath.mu
-// (Table.View: what dirty calls want, calls by element key; no I/O) under it; nothing
-// takes fmu under Table.mu or kernelPath.mu. It accounts the kernel's
-// counters to the table (Table.AccountGRE) after releasing fmu. Several NFQUEUE readers (queues:
-// N) call Process concurrently; nothing above depends on which reader a
+// (Table.View: what dirty calls want, calls by element key; no I/O) under
+// it; nothing takes fmu under Table.mu or kernelPath.mu. It accounts the
+// kernel's counters to the table (Table.AccountGRE) after releasing fmu.
+// Several NFQUEUE readers (queues: N) call Process concurrently; nothing above depends on which reader a
 // packet came from. This is the only place the order is written; the other
 // packages point here.
 //
