@@ -14,6 +14,9 @@ type GREOut struct {
 	// Packets and Bytes are the element's counters when read from the
 	// kernel (zero in what is written).
 	Packets, Bytes uint64
+	// Dropped: packets the kernel dropped over the call's policing rate
+	// (kfeat, issue 12), when read.
+	Dropped uint64
 }
 
 // GREIn is one element of the inbound map: GRE to PublicIP from PeerIP
@@ -21,8 +24,9 @@ type GREOut struct {
 type GREIn struct {
 	Key InKey
 	InData
-	// Packets and Bytes as in GREOut.
+	// Packets, Bytes and Dropped as in GREOut.
 	Packets, Bytes uint64
+	Dropped        uint64
 }
 
 // OutData is what an outbound element does to a packet (the map's data):
@@ -30,12 +34,22 @@ type GREIn struct {
 // compared with ==.
 type OutData struct {
 	PublicIP [4]byte
+	// kfeat (issue 12): the uplink's interface (part of the kernel's key:
+	// GRE on another interface misses), the call's class (1 + index; 0:
+	// none) and whether its GRE is policed (kernel_qos.go).
+	IfIndex uint32
+	Class   uint8
+	Policed bool
 }
 
 // InData is what an inbound element does to a packet (the map's data).
 type InData struct {
 	InsideIP     [4]byte
 	InsideCallID uint16
+	// kfeat (issue 12): as in OutData (in this order: 12 bytes).
+	Class   uint8
+	Policed bool
+	IfIndex uint32
 }
 
 // GREElements returns the map elements that carry c's GRE. Only for the

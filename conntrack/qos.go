@@ -90,8 +90,3 @@ func (t *Table) Inbound(k InKey, n int) (insideIP [4]byte, insideID uint16, ok b
 	insideIP, insideID, _, ok = t.InboundQoS(k, n)
 	return insideIP, insideID, ok
 }
-
-// Shaped reports whether c has a class or a policer: its GRE needs the
-// engine's verdict (mark, priority, drops), so the kernel fast path leaves
-// it on the userspace path. Table.mu held (OnCallEstablished).
-func (c *Call) Shaped() bool { return c.qos.class != 0 || c.qos.policing() }

@@ -15,11 +15,11 @@ func TestPolicerAllocatedOnDemand(t *testing.T) {
 	c := cn.byInside(7)
 	k := OutKey{InsideIP: inside, PeerIP: peer, PeerCallID: 55}
 	tb.SetCallQoS(cn, 7, 2, police.Limit{})
-	if c.qos.pol != nil || c.Shaped() != true {
-		t.Fatalf("classed, not policed: policer %v, shaped %v", c.qos.pol, c.Shaped())
+	if class, policed := c.KernelQoS(); c.qos.pol != nil || class != 3 || policed {
+		t.Fatalf("classed, not policed: policer %v, KernelQoS %d %v", c.qos.pol, class, policed)
 	}
 	tb.SetCallQoS(cn, 7, -1, police.Limit{BytesPerSecond: 1000, Burst: 1500})
-	if c.qos.pol == nil || !c.Shaped() {
+	if _, policed := c.KernelQoS(); c.qos.pol == nil || !policed {
 		t.Fatal("policed call without a policer")
 	}
 	var policed int
@@ -32,7 +32,7 @@ func TestPolicerAllocatedOnDemand(t *testing.T) {
 		t.Fatalf("policed %d, snapshot %+v", policed, tb.Snapshot()[0])
 	}
 	tb.SetCallQoS(cn, 7, -1, police.Limit{})
-	if _, q, _ := tb.OutboundQoS(k, 100000); q.Policed || c.Shaped() {
+	if _, q, _ := tb.OutboundQoS(k, 100000); q.Policed || c.qos.policing() {
 		t.Fatal("a policer turned off still polices")
 	}
 	if tb.Snapshot()[0].PolicedOut != uint64(policed) {

@@ -170,10 +170,9 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			}
 		},
 		OnCallEstablished: func(c *conntrack.Call) {
-			// The fast path rewrites and accepts only: a call whose GRE
-			// needs the engine's verdict (a class's mark and priority, a
-			// policer) or that never crosses the WAN (hairpin) stays on
-			// the userspace path.
+			// A hairpin call, whose GRE never crosses an uplink, stays on
+			// the userspace path (kernelEligible); classes, policers and
+			// uplinks go into the elements (kfeat: kernelpath_qos.go).
 			if e.kp != nil && e.kernelEligible(c) {
 				e.kp.up(c)
 			}
@@ -187,6 +186,7 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 		e.kp = newKernelPath(cfg.KernelMaps, e.table, e.alloc, e.conf().set.Timeouts)
 		e.kp.eligible = e.kernelEligible
 		e.kp.carried = e.countKernelGRE
+		e.setupKernelQoS() // kfeat (issue 12): kernelpath_qos.go
 	}
 	return e
 }
@@ -324,7 +324,11 @@ func (e *Engine) SetPublicIP(a netip.Addr) error {
 
 // SetWANIndex changes the WAN's interface index: the interface was deleted
 // and created again under the same name (a PPPoE or VPN uplink reconnecting).
-func (e *Engine) SetWANIndex(i uint32) { e.wan.Store(i); e.SetUplink(0, i, netip.Addr{}) }
+func (e *Engine) SetWANIndex(i uint32) {
+	e.wan.Store(i)
+	e.SetUplink(0, i, netip.Addr{})
+	e.refreshKernelGRE() // kfeat (issue 12)
+}
 
 // WANIndex returns the WAN interface index the engine uses.
 func (e *Engine) WANIndex() uint32 { return e.wan.Load() }

@@ -39,13 +39,14 @@ import (
 //
 // Per call the engine keeps one record, in the call itself
 // (conntrack.KernelRec: whether its elements are wanted, what the kernel
-// holds, with the held elements' counters last read; 48 bytes), not in
-// maps keyed by element (about 200 bytes per call;
-// TestMemoryKernelPathPerCall measures it). What a call wants is its
-// elements as they are when the flusher reads them (c.GREElements, under
-// Table.mu): kept apart, every change of a call's element data would be a
-// second copy per element. The flusher finds a call by element key through the
-// table's own indexes (Table.View), and a call that leaves the table stays
+// holds, with the held elements' counters last read; 64 bytes), not in
+// maps keyed by element (about 200 bytes per call, 263 with the element
+// data of classes, policing and uplinks; TestMemoryKernelPathPerCall
+// measures it). What a call wants is its elements as they are when the
+// flusher reads them (kernelPath.elements: c.GREElements completed by
+// fill, under Table.mu), not a second copy of the data per element. The
+// flusher finds a call by element key through the table's own indexes
+// (Table.View), and a call that leaves the table stays
 // in the dirty list, with its record, until its elements are deleted: two
 // calls meeting at one element key (a peer reusing its call ID, an outside
 // call ID given again) are two records, one deleting and one adding, in
@@ -53,8 +54,9 @@ import (
 
 // KernelMaps is the kernel side of the fast path (rules.GREMaps).
 type KernelMaps interface {
-	// Update changes the maps in one transaction: the deletions first.
-	Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error
+	// Update changes the maps in one transaction: the deletions first,
+	// each as the kernel holds it (its data says which key and maps).
+	Update(delOut []conntrack.GREOut, delIn []conntrack.GREIn, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error
 	// Read returns every element with its counters.
 	Read() ([]conntrack.GREOut, []conntrack.GREIn, error)
 }
@@ -92,6 +94,9 @@ type kernelPath struct {
 	// eligible says whether a call's GRE may take the kernel path
 	// (Engine.kernelEligible); nil: every call.
 	eligible func(*conntrack.Call) bool
+	// fill completes a call's elements (uplink, class, policing: kfeat,
+	// kernelpath_qos.go); nil: as conntrack makes them. Table.mu held.
+	fill func(*conntrack.Call, *conntrack.GREOut, *conntrack.GREIn)
 	// carried receives what the kernel carried since the last read (no
 	// lock held): the engine's GRE packet and byte counters count both
 	// paths.
@@ -115,8 +120,8 @@ type kernelPath struct {
 	// Elements the kernel holds that no call's record holds (found when
 	// the flusher reads the maps back after a failed transaction): the
 	// next flush deletes them.
-	orphOut []conntrack.OutKey
-	orphIn  []conntrack.InKey
+	orphOut []conntrack.GREOut
+	orphIn  []conntrack.GREIn
 	// Elements the kernel holds (records with kHaveOut, kHaveIn).
 	nOut, nIn int
 	// Outside call IDs of calls that left the table before the table saw
@@ -125,6 +130,8 @@ type kernelPath struct {
 	// elements before they are deleted (flush).
 	pending []pendingRelease
 	errs    uint64 // failed transactions
+
+	q kernelPathQoS // kfeat (issue 12): kernelpath_qos.go
 }
 
 // pendingRelease is an outside call ID waiting for its call's elements'
@@ -163,7 +170,11 @@ func (k *kernelPath) wantLocked(c *conntrack.Call) {
 
 // elements are the map elements c wants (Table.mu held).
 func (k *kernelPath) elements(c *conntrack.Call) (conntrack.GREOut, conntrack.GREIn) {
-	return c.GREElements()
+	o, i := c.GREElements()
+	if k.fill != nil {
+		k.fill(c, &o, &i)
+	}
+	return o, i
 }
 
 // up: c was set up (Table.mu held).
@@ -238,8 +249,8 @@ func (k *kernelPath) run(ctx context.Context, onErr func(error)) {
 // batch is one transaction: the elements and, in step, the calls whose
 // records they come from (nil for an orphan).
 type batch struct {
-	delOut          []conntrack.OutKey
-	delIn           []conntrack.InKey
+	delOut          []conntrack.GREOut
+	delIn           []conntrack.GREIn
 	addOut          []conntrack.GREOut
 	addIn           []conntrack.GREIn
 	delOutC, delInC []*conntrack.Call
@@ -306,13 +317,15 @@ func (k *kernelPath) flush() error {
 				o, i = k.elements(c)
 			}
 			if ho && (!wo || r.HPeer != o.Key.PeerCallID || r.HOut != o.OutData) {
-				b.delOut, b.delOutC = append(b.delOut, c.OutKeyFor(r.HPeer)), append(b.delOutC, c)
+				held := conntrack.GREOut{Key: c.OutKeyFor(r.HPeer), OutData: r.HOut}
+				b.delOut, b.delOutC = append(b.delOut, held), append(b.delOutC, c)
 			}
 			if wo && (!ho || r.HPeer != o.Key.PeerCallID || r.HOut != o.OutData) {
 				b.addOut, b.addOutC = append(b.addOut, o), append(b.addOutC, c)
 			}
 			if hi && (!wi || r.HIn != i.InData) {
-				b.delIn, b.delInC = append(b.delIn, c.InKey()), append(b.delInC, c)
+				held := conntrack.GREIn{Key: c.InKey(), InData: r.HIn}
+				b.delIn, b.delInC = append(b.delIn, held), append(b.delInC, c)
 			}
 			if wi && (!hi || r.HIn != i.InData) {
 				b.addIn, b.addInC = append(b.addIn, i), append(b.addInC, c)
@@ -418,7 +431,7 @@ func (b *batch) split(n int) []batch {
 // is held.
 func (k *kernelPath) appliedLocked(p *batch) {
 	for j, c := range p.delOutC {
-		if r := k.rec(c); r != nil && r.Flags&kHaveOut != 0 && r.HPeer == p.delOut[j].PeerCallID {
+		if r := k.rec(c); r != nil && r.Flags&kHaveOut != 0 && r.HPeer == p.delOut[j].Key.PeerCallID {
 			k.setHaveOut(r, false)
 			r.HPeer, r.HOut, r.OutPackets, r.OutBytes = 0, conntrack.OutData{}, 0, 0
 		}
@@ -546,7 +559,7 @@ func (k *kernelPath) reloadHave(cs []*conntrack.Call) error {
 		for _, o := range outs {
 			c := x.ByOut(o.Key)
 			if c == nil {
-				k.orphOut = append(k.orphOut, o.Key)
+				k.orphOut = append(k.orphOut, o)
 				continue
 			}
 			r := c.Kernel()
@@ -557,7 +570,7 @@ func (k *kernelPath) reloadHave(cs []*conntrack.Call) error {
 		for _, i := range ins {
 			c := x.ByIn(i.Key)
 			if c == nil {
-				k.orphIn = append(k.orphIn, i.Key)
+				k.orphIn = append(k.orphIn, i)
 				continue
 			}
 			r := c.Kernel()
@@ -581,6 +594,9 @@ func (k *kernelPath) sync() error {
 		return fmt.Errorf("kernel GRE maps: read counters: %w", err)
 	}
 	var ds []conntrack.GREDelta
+	k.mu.Lock()
+	pol := k.policedLocked(outs, ins) // kfeat: kernelpath_qos.go
+	k.mu.Unlock()
 	for len(outs) > 0 || len(ins) > 0 {
 		no, ni := min(len(outs), syncChunk), min(len(ins), max(0, syncChunk-len(outs)))
 		co, ci := outs[:no], ins[:ni]
@@ -619,6 +635,7 @@ func (k *kernelPath) sync() error {
 		})
 	}
 	k.fmu.Unlock()
+	k.accountPoliced(pol)
 	if len(ds) > 0 {
 		k.table.AccountGRE(ds) // Table.mu after fmu is released
 		if k.carried != nil {
@@ -753,26 +770,13 @@ func (e *Engine) collectKernelPath(emit func(metrics.Sample)) {
 	emit(metrics.Sample{Desc: descKernelErrors, Key: "gre_kernel_update_errors", Value: errs})
 }
 
-// kernelEligible says whether c's GRE may take the kernel path, which only
-// rewrites and accepts: not a call whose GRE needs the engine's verdict (a
-// class's mark and priority, a policer), nor a hairpin call, which never
-// crosses the WAN, nor a call of an uplink other than the WAN (uplink 0):
-// the fast path's rules match GRE on the WAN only and translate without the
-// engine's uplink check (gre_wrong_uplink), so such a call's elements would
-// only translate its GRE on the wrong uplink. Table.mu held.
+// kernelEligible says whether c's GRE may take the kernel path: every
+// call but a hairpin call, whose GRE never crosses an uplink (a class, a
+// policer and the uplink go into its elements: kernelpath_qos.go), and a
+// call whose class or policer the configuration no longer has
+// (kernelQoSFits). Table.mu held.
 func (e *Engine) kernelEligible(c *conntrack.Call) bool {
-	return !c.Shaped() && e.memberOf(c.PeerIP) == nil && !e.onOtherUplink(c.PublicIP)
-}
-
-// onOtherUplink reports whether pub is the public address of an uplink
-// other than uplink 0 (several uplinks, issue 10).
-func (e *Engine) onOtherUplink(pub [4]byte) bool {
-	t := e.ups.up.Load()
-	if t == nil {
-		return false
-	}
-	i, _ := t.uplinkOfPublic(pub)
-	return i > 0
+	return e.memberOf(c.PeerIP) == nil && e.kernelQoSFits(c)
 }
 
 // countKernelGRE adds GRE the kernel path carried to the engine's GRE

@@ -19,7 +19,7 @@ type hookMaps struct {
 	during func()
 }
 
-func (h *hookMaps) Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+func (h *hookMaps) Update(delOut []conntrack.GREOut, delIn []conntrack.GREIn, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
 	err := h.fakeMaps.Update(delOut, delIn, addOut, addIn)
 	if f := h.during; f != nil {
 		h.during = nil
@@ -67,7 +67,7 @@ func TestKernelPathOutKeyTakenOver(t *testing.T) {
 	flush(t, e)
 	ko := conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}
 	kiB := conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outB}
-	if len(f.out) != 1 || len(f.in) != 1 || f.in[kiB].InsideCallID != 9 || f.updates != 2 {
+	if _, eB, _ := f.inElem(kiB); len(f.out) != 1 || len(f.in) != 1 || eB.InsideCallID != 9 || f.updates != 2 {
 		t.Fatalf("after the take-over: out %v in %v, %d transactions", f.out, f.in, f.updates)
 	}
 	checkStats(t, e, f)
@@ -118,7 +118,7 @@ func TestKernelPathReestablishedInFlight(t *testing.T) {
 	}
 	flush(t, e)
 	flush(t, e)
-	if _, ok := h.out[conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 601}]; !ok || len(h.out) != 1 || len(h.in) != 1 {
+	if _, _, ok := h.outElem(conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 601}); !ok || len(h.out) != 1 || len(h.in) != 1 {
 		t.Fatalf("after the move: %v %v", h.out, h.in)
 	}
 	checkStats(t, e, h.fakeMaps)
@@ -132,14 +132,15 @@ func TestKernelPathRecoversOrphans(t *testing.T) {
 	addCall(t, e, lanA, 40000, 7, 555)
 	flush(t, e)
 	stray := conntrack.OutKey{InsideIP: lanB, PeerIP: server, PeerCallID: 999}
-	f.out[stray] = conntrack.GREOut{Key: stray, OutData: conntrack.OutData{PublicIP: pubIP}}
+	se := conntrack.GREOut{Key: stray, OutData: conntrack.OutData{PublicIP: pubIP, IfIndex: wanIf}}
+	f.out[fkOut(se)] = se
 	addCall(t, e, lanB, 40001, 9, 556)
 	f.fail = 1
 	if err := e.kp.flush(); err == nil {
 		t.Fatal("the failed transaction was not reported")
 	}
 	flush(t, e)
-	if _, ok := f.out[stray]; ok || len(f.out) != 2 || len(f.in) != 2 {
+	if _, _, ok := f.outElem(stray); ok || len(f.out) != 2 || len(f.in) != 2 {
 		t.Fatalf("after the recovery: %v %v", f.out, f.in)
 	}
 	checkStats(t, e, f)
@@ -158,7 +159,7 @@ type sizedMaps struct {
 	max, most int
 }
 
-func (s *sizedMaps) Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+func (s *sizedMaps) Update(delOut []conntrack.GREOut, delIn []conntrack.GREIn, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
 	n := len(delOut) + len(delIn) + len(addOut) + len(addIn)
 	s.most = max(s.most, n)
 	if n > s.max {

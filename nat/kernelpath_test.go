@@ -13,57 +13,84 @@ import (
 	"pptpgw/nat/nfq"
 )
 
-// fakeMaps is the kernel's two maps, with element counters the test
-// advances as the kernel would for packets it translated.
+// fakeMaps is the kernel's maps, with element counters the test advances
+// as the kernel would for packets it translated. Elements are keyed as the
+// kernel keys them: the engine's key, the uplink's interface, and which
+// maps hold them (a classed or policed call's are in others).
 type fakeMaps struct {
-	out     map[conntrack.OutKey]conntrack.GREOut
-	in      map[conntrack.InKey]conntrack.GREIn
+	out     map[fakeOutKey]conntrack.GREOut
+	in      map[fakeInKey]conntrack.GREIn
 	updates int
 	fail    int // fail this many Updates (after checking them)
 }
 
+type fakeOutKey struct {
+	k       conntrack.OutKey
+	ifx     uint32
+	special bool
+}
+
+type fakeInKey struct {
+	k       conntrack.InKey
+	ifx     uint32
+	special bool
+}
+
+func fkOut(e conntrack.GREOut) fakeOutKey {
+	return fakeOutKey{e.Key, e.IfIndex, e.Class != 0 || e.Policed}
+}
+
+func fkIn(e conntrack.GREIn) fakeInKey {
+	return fakeInKey{e.Key, e.IfIndex, e.Class != 0 || e.Policed}
+}
+
 func newFakeMaps() *fakeMaps {
-	return &fakeMaps{out: map[conntrack.OutKey]conntrack.GREOut{}, in: map[conntrack.InKey]conntrack.GREIn{}}
+	return &fakeMaps{out: map[fakeOutKey]conntrack.GREOut{}, in: map[fakeInKey]conntrack.GREIn{}}
 }
 
 var errFake = errors.New("fake: transaction refused")
 
-// Update behaves as the kernel's transaction: deleting a missing element or
-// adding an existing one fails all of it.
-func (f *fakeMaps) Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
-	out := map[conntrack.OutKey]conntrack.GREOut{}
+// Update behaves as the kernel's transaction: deleting a missing element
+// (in the maps the data names: a policed call's drop counter too) or adding
+// an existing one fails all of it.
+func (f *fakeMaps) Update(delOut []conntrack.GREOut, delIn []conntrack.GREIn, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+	out := map[fakeOutKey]conntrack.GREOut{}
 	for k, v := range f.out {
 		out[k] = v
 	}
-	in := map[conntrack.InKey]conntrack.GREIn{}
+	in := map[fakeInKey]conntrack.GREIn{}
 	for k, v := range f.in {
 		in[k] = v
 	}
-	for _, k := range delOut {
-		if _, ok := out[k]; !ok {
+	for _, e := range delOut {
+		if x, ok := out[fkOut(e)]; !ok || x.Policed != e.Policed {
 			return errors.New("fake: delete of a missing out element")
 		}
-		delete(out, k)
+		delete(out, fkOut(e))
 	}
-	for _, k := range delIn {
-		if _, ok := in[k]; !ok {
+	for _, e := range delIn {
+		if x, ok := in[fkIn(e)]; !ok || x.Policed != e.Policed {
 			return errors.New("fake: delete of a missing in element")
 		}
-		delete(in, k)
+		delete(in, fkIn(e))
 	}
 	for _, e := range addOut {
-		if _, ok := out[e.Key]; ok {
-			return errors.New("fake: add of an existing out element")
+		for k := range out {
+			if k.k == e.Key && k.ifx == e.IfIndex {
+				return errors.New("fake: add of an existing out element")
+			}
 		}
-		e.Packets, e.Bytes = 0, 0
-		out[e.Key] = e
+		e.Packets, e.Bytes, e.Dropped = 0, 0, 0
+		out[fkOut(e)] = e
 	}
 	for _, e := range addIn {
-		if _, ok := in[e.Key]; ok {
-			return errors.New("fake: add of an existing in element")
+		for k := range in {
+			if k.k == e.Key && k.ifx == e.IfIndex {
+				return errors.New("fake: add of an existing in element")
+			}
 		}
-		e.Packets, e.Bytes = 0, 0
-		in[e.Key] = e
+		e.Packets, e.Bytes, e.Dropped = 0, 0, 0
+		in[fkIn(e)] = e
 	}
 	if f.fail > 0 {
 		f.fail--
@@ -86,19 +113,39 @@ func (f *fakeMaps) Read() ([]conntrack.GREOut, []conntrack.GREIn, error) {
 	return o, i, nil
 }
 
+// outElem and inElem return the element with engine key k (the test's
+// elements have one interface each).
+func (f *fakeMaps) outElem(k conntrack.OutKey) (fakeOutKey, conntrack.GREOut, bool) {
+	for fk, e := range f.out {
+		if fk.k == k {
+			return fk, e, true
+		}
+	}
+	return fakeOutKey{}, conntrack.GREOut{}, false
+}
+
+func (f *fakeMaps) inElem(k conntrack.InKey) (fakeInKey, conntrack.GREIn, bool) {
+	for fk, e := range f.in {
+		if fk.k == k {
+			return fk, e, true
+		}
+	}
+	return fakeInKey{}, conntrack.GREIn{}, false
+}
+
 // carry counts n packets of size bytes through element k, as the kernel does.
 func (f *fakeMaps) carryOut(k conntrack.OutKey, n, size uint64) {
-	e := f.out[k]
+	fk, e, _ := f.outElem(k)
 	e.Packets += n
 	e.Bytes += n * size
-	f.out[k] = e
+	f.out[fk] = e
 }
 
 func (f *fakeMaps) carryIn(k conntrack.InKey, n, size uint64) {
-	e := f.in[k]
+	fk, e, _ := f.inElem(k)
 	e.Packets += n
 	e.Bytes += n * size
-	f.in[k] = e
+	f.in[fk] = e
 }
 
 func kernelEngine(t *testing.T) (*Engine, *fakeMaps, *conntrack.FakeClock) {
@@ -125,8 +172,10 @@ func TestKernelPathFollowsCalls(t *testing.T) {
 	}
 	ko := conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}
 	ki := conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outA}
-	if f.out[ko].PublicIP != pubIP || f.in[ki].InsideIP != lanA || f.in[ki].InsideCallID != 7 {
-		t.Fatalf("elements of call A: out %+v in %+v", f.out[ko], f.in[ki])
+	_, eo, _ := f.outElem(ko)
+	_, ei, _ := f.inElem(ki)
+	if eo.PublicIP != pubIP || ei.InsideIP != lanA || ei.InsideCallID != 7 || eo.IfIndex != e.WANIndex() || ei.IfIndex != e.WANIndex() {
+		t.Fatalf("elements of call A: out %+v in %+v", eo, ei)
 	}
 
 	// The kernel carries A's GRE both ways: the table learns it at the
@@ -164,7 +213,7 @@ func TestKernelPathFollowsCalls(t *testing.T) {
 	if _, n := e.table.Len(); n != 1 || len(f.out) != 1 || len(f.in) != 1 {
 		t.Fatalf("after B's expiry: %d calls, %d out, %d in elements", n, len(f.out), len(f.in))
 	}
-	if _, ok := f.in[conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outB}]; ok {
+	if _, _, ok := f.inElem(conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outB}); ok {
 		t.Fatal("expired call B's inbound element is still there")
 	}
 
@@ -197,7 +246,7 @@ func TestKernelPathCoalesces(t *testing.T) {
 	if len(f.out) != 1 || len(f.in) != 1 {
 		t.Fatalf("re-established: %v %v", f.out, f.in)
 	}
-	if _, ok := f.out[conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 601}]; !ok {
+	if _, _, ok := f.outElem(conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 601}); !ok {
 		t.Fatalf("the outbound element did not follow the new peer call ID: %v", f.out)
 	}
 }
@@ -216,7 +265,7 @@ func TestKernelPathRecovers(t *testing.T) {
 	}
 	// Someone deleted the elements behind our back; the call is then
 	// cleared: the deletion fails, the table is read back, nothing is left.
-	f.out, f.in = map[conntrack.OutKey]conntrack.GREOut{}, map[conntrack.InKey]conntrack.GREIn{}
+	f.out, f.in = map[fakeOutKey]conntrack.GREOut{}, map[fakeInKey]conntrack.GREIn{}
 	cn, _ := e.table.LookupControl(conntrack.ControlKey{InsideIP: lanA, PeerIP: server, InsidePort: 40000, PeerPort: 1723})
 	(&mapper{e, cn.Data.(*control)}).Event(helper.Event{Kind: helper.CallCleared, InsideID: 7})
 	if err := e.kp.flush(); err == nil {
@@ -233,13 +282,15 @@ func TestKernelPathAdopt(t *testing.T) {
 	e, f, _ := kernelEngine(t)
 	outA := addCall(t, e, lanA, 40000, 7, 555) // "restored" calls
 	addCall(t, e, lanB, 40001, 9, 556)
+	wan := e.WANIndex()
 	found := []conntrack.GREOut{
-		{Key: conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}, OutData: conntrack.OutData{PublicIP: pubIP}, Packets: 5},
-		{Key: conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 777}, OutData: conntrack.OutData{PublicIP: pubIP}},                     // no such call
-		{Key: conntrack.OutKey{InsideIP: lanB, PeerIP: server, PeerCallID: 556}, OutData: conntrack.OutData{PublicIP: [4]byte{198, 51, 100, 99}}}, // other address
+		{Key: conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}, OutData: conntrack.OutData{PublicIP: pubIP, IfIndex: wan}, Packets: 5},
+		{Key: conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 777}, OutData: conntrack.OutData{PublicIP: pubIP, IfIndex: wan}},                     // no such call
+		{Key: conntrack.OutKey{InsideIP: lanB, PeerIP: server, PeerCallID: 556}, OutData: conntrack.OutData{PublicIP: [4]byte{198, 51, 100, 99}, IfIndex: wan}}, // other address
 	}
 	foundIn := []conntrack.GREIn{
-		{Key: conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outA}, InData: conntrack.InData{InsideIP: lanA, InsideCallID: 7}},
+		{Key: conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outA}, InData: conntrack.InData{InsideIP: lanA, InsideCallID: 7, IfIndex: wan}},
+		{Key: conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outA + 1}, InData: conntrack.InData{InsideIP: lanB, InsideCallID: 9, IfIndex: wan + 1}}, // an older uplink
 	}
 	keepOut, keepIn := e.AdoptKernelGRE(found, foundIn)
 	if len(keepOut) != 1 || keepOut[0].Key.PeerCallID != 555 || len(keepIn) != 1 {
@@ -247,10 +298,10 @@ func TestKernelPathAdopt(t *testing.T) {
 	}
 	// Install puts the kept ones back; the flusher adds the rest only.
 	for _, o := range keepOut {
-		f.out[o.Key] = conntrack.GREOut{Key: o.Key, OutData: conntrack.OutData{PublicIP: o.PublicIP}}
+		f.out[fkOut(o)] = conntrack.GREOut{Key: o.Key, OutData: o.OutData}
 	}
 	for _, i := range keepIn {
-		f.in[i.Key] = conntrack.GREIn{Key: i.Key, InData: conntrack.InData{InsideIP: i.InsideIP, InsideCallID: i.InsideCallID}}
+		f.in[fkIn(i)] = conntrack.GREIn{Key: i.Key, InData: i.InData}
 	}
 	flush(t, e)
 	if len(f.out) != 2 || len(f.in) != 2 {
@@ -310,7 +361,7 @@ func TestKernelPathQuarantine(t *testing.T) {
 // only the engine's own memory is measured).
 type nopMaps struct{}
 
-func (nopMaps) Update([]conntrack.OutKey, []conntrack.InKey, []conntrack.GREOut, []conntrack.GREIn) error {
+func (nopMaps) Update([]conntrack.GREOut, []conntrack.GREIn, []conntrack.GREOut, []conntrack.GREIn) error {
 	return nil
 }
 func (nopMaps) Read() ([]conntrack.GREOut, []conntrack.GREIn, error) { return nil, nil, nil }

@@ -13,13 +13,13 @@ import (
 	"pptpgw/pptp/wire"
 )
 
-// With several uplinks, only calls of uplink 0 (the WAN) take the kernel
-// fast path: its rules match GRE on the WAN only, and they translate
-// without the engine's uplink check, so an element of a call on another
-// uplink would translate and accept that call's GRE arriving on (or routed
-// out of) the WAN, the wrong uplink, which the engine drops as
-// gre_wrong_uplink. Such calls stay on the userspace path.
-func TestKernelPathOnlyUplinkZero(t *testing.T) {
+// Calls of every uplink take the kernel path (kfeat, issue 12), each with
+// its uplink's interface in its elements' key, so that the kernel
+// translates its GRE on that uplink only (on another, it misses and the
+// engine drops it as gre_wrong_uplink). When an uplink's interface changes,
+// its calls' elements move to the new key: the old one is deleted as the
+// kernel holds it (the fake refuses any other deletion).
+func TestKernelPathUplinks(t *testing.T) {
 	e, f, _ := kernelEngine(t)
 	e.SetUplinks([]Uplink{{wanIf, netip.AddrFrom4(pubIP)}, {wan1If, netip.AddrFrom4(pub1)}})
 	e.SetPinner(&fakePins{})
@@ -28,18 +28,31 @@ func TestKernelPathOnlyUplinkZero(t *testing.T) {
 	a.call(1, 500)
 	b.call(1, 501)
 	flush(t, e)
-	for k := range f.out {
-		if k.InsideIP != lanA {
-			t.Errorf("kernel element for a call of uplink 1: %+v", k)
+	check := func(if1 uint32) {
+		t.Helper()
+		if len(f.out) != 2 || len(f.in) != 2 {
+			t.Fatalf("elements: %d out, %d in; want both calls' (uplinks 0 and 1)", len(f.out), len(f.in))
+		}
+		for k, el := range f.out {
+			want := map[[4]byte]uint32{lanA: wanIf, lanB: if1}[k.k.InsideIP]
+			if k.ifx != want || el.PublicIP != map[[4]byte][4]byte{lanA: pubIP, lanB: pub1}[k.k.InsideIP] {
+				t.Errorf("out element %+v: interface %d, want %d", k, k.ifx, want)
+			}
+		}
+		for k, el := range f.in {
+			want := map[[4]byte]uint32{pubIP: wanIf, pub1: if1}[k.k.PublicIP]
+			if k.ifx != want || el.IfIndex != want {
+				t.Errorf("in element %+v: interface %d, want %d", k, k.ifx, want)
+			}
 		}
 	}
-	for k := range f.in {
-		if k.PublicIP != pubIP {
-			t.Errorf("kernel element for a call of uplink 1: %+v", k)
-		}
-	}
-	if len(f.out) != 1 || len(f.in) != 1 {
-		t.Errorf("elements: %d out, %d in; want the WAN call's one each", len(f.out), len(f.in))
+	check(wan1If)
+	const newIf = 77
+	e.SetUplink(1, newIf, netip.Addr{})
+	flush(t, e)
+	check(newIf)
+	if _, _, errs := e.kp.stats(); errs != 0 {
+		t.Errorf("%d failed transactions", errs)
 	}
 }
 

@@ -83,6 +83,7 @@ func (e *Engine) SetUplinks(u []Uplink) {
 		t.ifs, t.pubs = append(t.ifs, x.IfIndex), append(t.pubs, a)
 	}
 	e.ups.up.Store(t)
+	e.refreshKernelGRE() // kfeat (issue 12)
 }
 
 // SetUplink changes uplink i's interface index and public address (a
@@ -101,6 +102,7 @@ func (e *Engine) SetUplink(i int, ifindex uint32, pub netip.Addr) {
 			t.pubs[i] = pub.As4()
 		}
 		if e.ups.up.CompareAndSwap(old, t) {
+			e.refreshKernelGRE() // kfeat (issue 12)
 			return
 		}
 	}

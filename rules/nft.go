@@ -19,6 +19,7 @@ import (
 	"pptpgw/conntrack"
 	"pptpgw/pptp/wire"
 	"pptpgw/qos"
+	"pptpgw/qos/police"
 )
 
 // The ruleset Install programs, all in one table `ip <Plan.Table>` so other
@@ -124,6 +125,12 @@ type Plan struct {
 	CtTimeoutBase KernelTimeoutBase
 	// Uplinks, with two or more: all of them, [0] being WAN (uplinks.go).
 	Uplinks []PlanUplink
+
+	// kfeat (issue 12): the per-call policer of GRE (policing.pptp_call),
+	// which the fast path applies to policed calls (nft_fastpath_qos.go).
+	CallPolice police.Limit
+	fpClasses  int          // classes with a fast-path chain: never fewer than before a reload
+	fpPolice   police.Limit // the fast path's policer: kept by a reload that turns policing off
 }
 
 // NewPlan derives the Plan from a validated Config.
@@ -141,7 +148,8 @@ func NewPlan(c *Config) Plan {
 		GREPath:    c.GREPath,
 		Queues:     uint16(c.EffectiveQueues()),
 	}
-	p.edgeFromConfig(c) // routing at the edge (issue 10)
+	p.edgeFromConfig(c)          // routing at the edge (issue 10)
+	p.CallPolice = callPolice(c) // kfeat (issue 12)
 	return p
 }
 
@@ -189,6 +197,7 @@ func InstallConn(c *nftables.Conn, plan Plan) (*Installed, error) {
 			impl = QueueNative
 		}
 	}
+	plan.fastPathQoS(Plan{}) // kfeat (issue 12): nft_fastpath_qos.go
 	if plan.kernelGRE, err = resolveGREPath(c, plan); err != nil {
 		return nil, err
 	}
@@ -475,7 +484,7 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		// protocol jumping to per-protocol chains was dearer (measured
 		// with perf as above).
 		wan := MatchIfname(h.iface, p.WAN)
-		fp.addRule(c, t, h.ch, h.iface, p.WAN) // kernel fast path (issue 12): before GRE is queued
+		fp.addRule(c, t, h.ch, h.iface) // kernel fast path (issue 12): before GRE is queued
 		rule(h.ch, MatchGRE(), wan, greQ)
 		rule(h.ch, MatchTCPPort(false, wire.ControlPort), wan, q)
 		rule(h.ch, MatchTCPPort(true, wire.ControlPort), wan, q)

@@ -4,28 +4,37 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
 	"pptpgw/conntrack"
+	"pptpgw/qos/police"
 )
 
 // The kernel fast path for established GRE (issue 12, `gre_path: kernel`).
 // Two maps and two rules join the table Install programs (nft(8) text;
 // the call ID types print as inet_service):
 //
-//	map gre_out { type ipv4_addr . ipv4_addr . inet_service : ipv4_addr; counter; }
-//	    // inside . peer . peer's call ID (GRE key)      -> public address
-//	map gre_in  { type ipv4_addr . ipv4_addr . inet_service : ipv4_addr . inet_service; counter; }
-//	    // public . peer . outside call ID (GRE key)     -> inside address . inside call ID
-//	chain queue_prerouting {  ... (before the GRE queue rule)
-//	    ip protocol gre @th,0,32 & 0xef7fffff == 0x2001880b iifname WAN
-//	        ip daddr, @th,48,16 set (ip daddr . ip saddr . @th,48,16 map @gre_in) accept }
-//	chain queue_postrouting { ... (before the GRE queue rule)
-//	    ip protocol gre @th,0,32 & 0xef7fffff == 0x2001880b oifname WAN
-//	        ip saddr set ip saddr . ip daddr . @th,48,16 map @gre_out accept }
+//	map gre_out { type ipv4_addr . ipv4_addr . inet_service . iface_index : ipv4_addr; counter; }
+//	    // inside . peer . peer's call ID (GRE key) . uplink  -> public address
+//	map gre_in  { type ipv4_addr . ipv4_addr . inet_service . iface_index : ipv4_addr . inet_service; counter; }
+//	    // public . peer . outside call ID (GRE key) . uplink -> inside address . inside call ID
+//	chain queue_prerouting {  ... (before the GRE queue rules)
+//	    ip protocol gre @th,0,32 & 0xef7fffff == 0x2001880b
+//	        ip daddr, @th,48,16 set (ip daddr . ip saddr . @th,48,16 . meta iif map @gre_in) accept }
+//	chain queue_postrouting { ... (before the GRE queue rules)
+//	    ip protocol gre @th,0,32 & 0xef7fffff == 0x2001880b
+//	        ip saddr set ip saddr . ip daddr . @th,48,16 . meta oif map @gre_out accept }
+//
+// The uplink's interface (meta oif outbound, meta iif inbound) is part of
+// the key (kfeat): an element matches its call's GRE on its call's uplink
+// only, on any of several uplinks; GRE on another interface misses and is
+// queued, and the engine drops it as gre_wrong_uplink. Calls with a class
+// or a policer have their elements in other maps, reached only when
+// gre_out/gre_in miss (nft_fastpath_qos.go).
 //
 // The inbound rule has no nft text: one lookup fills two registers (the
 // inside address, the inside call ID) and two payload writes put them in
@@ -57,29 +66,21 @@ var (
 	greHeaderPPTP = []byte{0x20, 0x01, 0x88, 0x0b}
 )
 
-// greKeyType is ipv4_addr . ipv4_addr . inet_service (12 bytes: the call ID
-// padded to a register).
-var greKeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService)
+// greKeyType is ipv4_addr . ipv4_addr . inet_service . iface_index (16
+// bytes: the call ID padded to a register; the interface index in host
+// byte order, as meta iif/oif load it).
+var greKeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIFIndex)
 
-func greSets(t *nftables.Table) (out, in *nftables.Set) {
-	out = &nftables.Set{Table: t, Name: SetGREOut, IsMap: true, Counter: true,
-		KeyType: greKeyType, DataType: nftables.TypeIPAddr}
-	in = &nftables.Set{Table: t, Name: SetGREIn, IsMap: true, Counter: true,
-		KeyType: greKeyType, DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
-	return out, in
-}
-
-// addGRESets queues the two maps (with the elements to adopt) into c's
-// batch.
-func addGRESets(c *nftables.Conn, t *nftables.Table, adoptOut []conntrack.GREOut, adoptIn []conntrack.GREIn) (out, in *nftables.Set, err error) {
-	out, in = greSets(t)
-	if err := c.AddSet(out, outElems(adoptOut)); err != nil {
-		return nil, nil, fmt.Errorf("nftables: map %s: %w", SetGREOut, err)
+// addGRESets queues the maps into c's batch (the elements to adopt are
+// added by addGREElements once the chains they name exist).
+func addGRESets(c *nftables.Conn, t *nftables.Table) (greMapSet, error) {
+	ms := allGRESets(t)
+	for _, s := range ms.list() {
+		if err := c.AddSet(s, nil); err != nil {
+			return ms, fmt.Errorf("nftables: map %s: %w", s.Name, err)
+		}
 	}
-	if err := c.AddSet(in, inElems(adoptIn)); err != nil {
-		return nil, nil, fmt.Errorf("nftables: map %s: %w", SetGREIn, err)
-	}
-	return out, in, nil
+	return ms, nil
 }
 
 // MatchPPTPGRE is `ip protocol gre @th,0,32 & 0xef7fffff == 0x2001880b`.
@@ -91,15 +92,21 @@ func MatchPPTPGRE() []expr.Any {
 	)
 }
 
-// greKeyLoad loads addr1 . addr2 . @th,48,16 into registers 1, 9, 10 (the
-// concatenation nft builds for a lookup).
-func greKeyLoad(off1, off2 uint32) []expr.Any {
+// greKeyLoad loads addr1 . addr2 . @th,48,16 . meta dev into registers 1,
+// 9, 10, 11 (the concatenation nft builds for a lookup).
+func greKeyLoad(off1, off2 uint32, dev expr.MetaKey) []expr.Any {
 	return []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off1, Len: 4},
 		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: off2, Len: 4},
 		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 6, Len: 2},
+		&expr.Meta{Key: dev, Register: 11},
 	}
 }
+
+// greKeyOut and greKeyIn are the key loads of the outbound and inbound
+// rules.
+func greKeyOut() []expr.Any { return greKeyLoad(12, 16, expr.MetaKeyOIF) }
+func greKeyIn() []expr.Any  { return greKeyLoad(16, 12, expr.MetaKeyIIF) }
 
 // ipAddrWrite is `ip saddr set` (off 12) / `ip daddr set` (off 16) from
 // register 1, with nft's IP checksum update.
@@ -108,24 +115,30 @@ func ipAddrWrite(off uint32) *expr.Payload {
 		Offset: off, Len: 4, CsumType: expr.CsumTypeInet, CsumOffset: 10, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR}
 }
 
-// FastPathOut is the outbound rule (to the WAN, in queue_postrouting).
-func FastPathOut(set *nftables.Set, wan string) []expr.Any {
-	ex := append(MatchPPTPGRE(), MatchIfname(expr.MetaKeyOIFNAME, wan)...)
-	ex = append(ex, greKeyLoad(12, 16)...)
-	return append(ex,
+// FastPathOut is the outbound rule (to an uplink, in queue_postrouting).
+func FastPathOut(set *nftables.Set) []expr.Any {
+	return append(MatchPPTPGRE(), fastPathOutXlate(set)...)
+}
+
+// fastPathOutXlate is the outbound rule after the GRE match.
+func fastPathOutXlate(set *nftables.Set) []expr.Any {
+	return append(greKeyOut(),
 		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set.Name, SetID: set.ID},
 		ipAddrWrite(12),
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	)
 }
 
-// FastPathIn is the inbound rule (from the WAN, in queue_prerouting): the
+// FastPathIn is the inbound rule (from an uplink, in queue_prerouting): the
 // lookup's data is the inside address (register 1) and the inside call ID
 // (register 9, the second 32-bit register of the concatenation).
-func FastPathIn(set *nftables.Set, wan string) []expr.Any {
-	ex := append(MatchPPTPGRE(), MatchIfname(expr.MetaKeyIIFNAME, wan)...)
-	ex = append(ex, greKeyLoad(16, 12)...)
-	return append(ex,
+func FastPathIn(set *nftables.Set) []expr.Any {
+	return append(MatchPPTPGRE(), fastPathInXlate(set)...)
+}
+
+// fastPathInXlate is the inbound rule after the GRE match.
+func fastPathInXlate(set *nftables.Set) []expr.Any {
+	return append(greKeyIn(),
 		&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: set.Name, SetID: set.ID},
 		ipAddrWrite(16),
 		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 9, Base: expr.PayloadBaseTransportHeader,
@@ -135,43 +148,50 @@ func FastPathIn(set *nftables.Set, wan string) []expr.Any {
 }
 
 // Element encodings: keys and data as the kernel holds them (big endian,
-// each part padded to 4 bytes).
+// each part padded to 4 bytes; the interface index in host byte order).
 
-func greKey(a, b [4]byte, id uint16) []byte {
-	k := make([]byte, 12)
+func greKey(a, b [4]byte, id uint16, ifindex uint32) []byte {
+	k := make([]byte, 16)
 	copy(k, a[:])
 	copy(k[4:], b[:])
 	binary.BigEndian.PutUint16(k[8:], id)
+	binary.NativeEndian.PutUint32(k[12:], ifindex)
 	return k
 }
 
-func outElems(es []conntrack.GREOut) []nftables.SetElement {
-	r := make([]nftables.SetElement, 0, len(es))
-	for _, e := range es {
-		r = append(r, nftables.SetElement{Key: greKey(e.Key.InsideIP, e.Key.PeerIP, e.Key.PeerCallID), Val: append([]byte(nil), e.PublicIP[:]...)})
-	}
-	return r
+func outKeyOf(e conntrack.GREOut) []byte {
+	return greKey(e.Key.InsideIP, e.Key.PeerIP, e.Key.PeerCallID, e.IfIndex)
 }
 
-func inElems(es []conntrack.GREIn) []nftables.SetElement {
-	r := make([]nftables.SetElement, 0, len(es))
-	for _, e := range es {
-		v := make([]byte, 8)
-		copy(v, e.InsideIP[:])
-		binary.BigEndian.PutUint16(v[4:], e.InsideCallID)
-		r = append(r, nftables.SetElement{Key: greKey(e.Key.PublicIP, e.Key.PeerIP, e.Key.OutsideCallID), Val: v})
+func inKeyOf(e conntrack.GREIn) []byte {
+	return greKey(e.Key.PublicIP, e.Key.PeerIP, e.Key.OutsideCallID, e.IfIndex)
+}
+
+func inVal(d conntrack.InData) []byte {
+	v := make([]byte, 8)
+	copy(v, d.InsideIP[:])
+	binary.BigEndian.PutUint16(v[4:], d.InsideCallID)
+	return v
+}
+
+// decodeKey splits a 16-byte key; ok is false for any other length (a map
+// of an older type).
+func decodeKey(k []byte) (a, b [4]byte, id uint16, ifindex uint32, ok bool) {
+	if len(k) != 16 {
+		return a, b, 0, 0, false
 	}
-	return r
+	copy(a[:], k)
+	copy(b[:], k[4:])
+	return a, b, binary.BigEndian.Uint16(k[8:]), binary.NativeEndian.Uint32(k[12:]), true
 }
 
 func decodeOut(el nftables.SetElement) (conntrack.GREOut, bool) {
-	if len(el.Key) != 12 || len(el.Val) != 4 {
+	var o conntrack.GREOut
+	var ok bool
+	o.Key.InsideIP, o.Key.PeerIP, o.Key.PeerCallID, o.IfIndex, ok = decodeKey(el.Key)
+	if !ok || len(el.Val) != 4 {
 		return conntrack.GREOut{}, false
 	}
-	var o conntrack.GREOut
-	copy(o.Key.InsideIP[:], el.Key)
-	copy(o.Key.PeerIP[:], el.Key[4:])
-	o.Key.PeerCallID = binary.BigEndian.Uint16(el.Key[8:])
 	copy(o.PublicIP[:], el.Val)
 	if el.Counter != nil {
 		o.Packets, o.Bytes = el.Counter.Packets, el.Counter.Bytes
@@ -180,13 +200,12 @@ func decodeOut(el nftables.SetElement) (conntrack.GREOut, bool) {
 }
 
 func decodeIn(el nftables.SetElement) (conntrack.GREIn, bool) {
-	if len(el.Key) != 12 || len(el.Val) != 8 {
+	var i conntrack.GREIn
+	var ok bool
+	i.Key.PublicIP, i.Key.PeerIP, i.Key.OutsideCallID, i.IfIndex, ok = decodeKey(el.Key)
+	if !ok || len(el.Val) != 8 {
 		return conntrack.GREIn{}, false
 	}
-	var i conntrack.GREIn
-	copy(i.Key.PublicIP[:], el.Key)
-	copy(i.Key.PeerIP[:], el.Key[4:])
-	i.Key.OutsideCallID = binary.BigEndian.Uint16(el.Key[8:])
 	copy(i.InsideIP[:], el.Val)
 	i.InsideCallID = binary.BigEndian.Uint16(el.Val[4:])
 	if el.Counter != nil {
@@ -198,8 +217,8 @@ func decodeIn(el nftables.SetElement) (conntrack.GREIn, bool) {
 // GREMaps changes and reads the fast path's maps of an installed table
 // (nat.KernelMaps).
 type GREMaps struct {
-	conn    *nftables.Conn
-	out, in *nftables.Set
+	conn *nftables.Conn
+	s    greMapSet
 }
 
 // NewGREMaps returns the fast path's maps of table `ip table` in the
@@ -210,28 +229,16 @@ func NewGREMaps(table string, netns int) (*GREMaps, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	o, i := greSets(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table})
-	return &GREMaps{conn: c, out: o, in: i}, nil
+	return &GREMaps{conn: c, s: allGRESets(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: table})}, nil
 }
 
 // Update deletes and adds elements in one transaction (deletions first).
-func (m *GREMaps) Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
-	var dOut []nftables.SetElement
-	for _, k := range delOut {
-		dOut = append(dOut, nftables.SetElement{Key: greKey(k.InsideIP, k.PeerIP, k.PeerCallID)})
-	}
-	var dIn []nftables.SetElement
-	for _, k := range delIn {
-		dIn = append(dIn, nftables.SetElement{Key: greKey(k.PublicIP, k.PeerIP, k.OutsideCallID)})
-	}
-	for _, op := range []struct {
-		del bool
-		set *nftables.Set
-		els []nftables.SetElement
-	}{{true, m.out, dOut}, {true, m.in, dIn}, {false, m.out, outElems(addOut)}, {false, m.in, inElems(addIn)}} {
-		if len(op.els) == 0 {
-			continue
-		}
+// An element is deleted by what the kernel holds (its key includes the
+// interface; its class and policing say which maps hold it).
+func (m *GREMaps) Update(delOut []conntrack.GREOut, delIn []conntrack.GREIn, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+	dels := m.s.elems(delOut, delIn)
+	adds := m.s.elems(addOut, addIn)
+	for _, op := range append(dels.ops(true), adds.ops(false)...) {
 		var err error
 		if op.del {
 			err = m.conn.SetDeleteElements(op.set, op.els)
@@ -248,44 +255,32 @@ func (m *GREMaps) Update(delOut []conntrack.OutKey, delIn []conntrack.InKey, add
 	return nil
 }
 
-// Read returns every element of both maps with its counters.
+// Read returns every element of the maps with its counters.
 func (m *GREMaps) Read() ([]conntrack.GREOut, []conntrack.GREIn, error) {
-	return readGRE(m.conn, m.out, m.in)
-}
-
-func readGRE(c *nftables.Conn, so, si *nftables.Set) ([]conntrack.GREOut, []conntrack.GREIn, error) {
-	els, err := c.GetSetElements(so)
-	if err != nil {
-		return nil, nil, fmt.Errorf("nftables: list map %s: %w", so.Name, err)
-	}
-	outs := make([]conntrack.GREOut, 0, len(els))
-	for _, el := range els {
-		if o, ok := decodeOut(el); ok {
-			outs = append(outs, o)
-		}
-	}
-	if els, err = c.GetSetElements(si); err != nil {
-		return nil, nil, fmt.Errorf("nftables: list map %s: %w", si.Name, err)
-	}
-	ins := make([]conntrack.GREIn, 0, len(els))
-	for _, el := range els {
-		if i, ok := decodeIn(el); ok {
-			ins = append(ins, i)
-		}
-	}
-	return outs, ins, nil
+	return readGRE(m.conn, m.s)
 }
 
 // ReadGREElements returns the fast path's elements in table `ip name` of the
 // network namespace netns (0: the caller's) as a previous run left them,
 // for the engine to adopt (nat.Engine.AdoptKernelGRE) before Install
-// replaces the table. No table or no maps is no elements, not an error.
+// replaces the table. No table or no maps is no elements, not an error;
+// so are maps of an older type (their keys have another length).
 func ReadGREElements(name string, netns int) ([]conntrack.GREOut, []conntrack.GREIn, error) {
 	c, err := nftables.New(nftables.WithNetNSFd(netns))
 	if err != nil {
 		return nil, nil, fmt.Errorf("nftables: %w", err)
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: name}
+	// No table, nothing to adopt. Asked first: google/nftables wraps
+	// GetSets' error with %v, so its ENOENT for a missing table cannot be
+	// told from any other failure (a warning at every first start).
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == name }) {
+		return nil, nil, nil
+	}
 	sets, err := c.GetSets(t)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -293,35 +288,33 @@ func ReadGREElements(name string, netns int) ([]conntrack.GREOut, []conntrack.GR
 		}
 		return nil, nil, fmt.Errorf("nftables: list sets of ip %s: %w", name, err)
 	}
-	have := 0
+	have := map[string]bool{}
 	for _, s := range sets {
-		if s.Name == SetGREOut || s.Name == SetGREIn {
-			have++
+		have[s.Name] = true
+	}
+	ms := allGRESets(t)
+	for _, s := range ms.list() {
+		if !have[s.Name] {
+			return nil, nil, nil // an older table: nothing to adopt
 		}
 	}
-	if have != 2 {
-		return nil, nil, nil
-	}
-	so, si := greSets(t)
-	return readGRE(c, so, si)
+	return readGRE(c, ms)
 }
 
 // ProbeKernelGRE reports whether the kernel runs the fast path's maps and
-// rules: one batch adds a scratch table with both maps and both rules (in
-// unhooked chains, so no packet sees them) and deletes it again, as
-// ProbeNativeQueue does.
+// rules: one batch adds a scratch table with the maps and rules (in
+// unhooked chains, so no packet sees them), classed and policed ones too,
+// and deletes it again, as ProbeNativeQueue does.
 func ProbeKernelGRE(c *nftables.Conn, table string) (bool, error) {
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: probeName(table) + "_gre"}
 	c.AddTable(t)
-	so, si, err := addGRESets(c, t, nil, nil)
-	if err != nil {
-		return false, err
-	}
+	fp := addFastPath(c, t, Plan{kernelGRE: true, fpClasses: 1,
+		fpPolice: police.Limit{BytesPerSecond: 125000, Burst: 15000}})
 	ch := c.AddChain(&nftables.Chain{Name: "probe", Table: t})
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: FastPathOut(so, "probe0")})
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: FastPathIn(si, "probe0")})
+	fp.addRule(c, t, ch, expr.MetaKeyOIFNAME)
+	fp.addRule(c, t, ch, expr.MetaKeyIIFNAME)
 	c.DelTable(t)
-	err = c.Flush()
+	err := c.Flush()
 	switch {
 	case err == nil:
 		return true, nil
@@ -369,31 +362,41 @@ func resolveGREPath(c *nftables.Conn, p Plan) (bool, error) {
 }
 
 // fastPath is the fast path being added to a table in one batch.
-type fastPath struct{ out, in *nftables.Set }
+type fastPath struct{ s greMapSet }
 
-// addFastPath queues the fast path's maps (and the elements to adopt) into
-// the batch if the plan has it, and returns nil otherwise.
+// addFastPath queues the fast path's maps, its chains for classed and
+// policed calls and the elements to adopt into the batch if the plan has
+// it, and returns nil otherwise.
 func addFastPath(c *nftables.Conn, t *nftables.Table, p Plan) *fastPath {
 	if !p.kernelGRE {
 		return nil
 	}
-	out, in, err := addGRESets(c, t, p.AdoptOut, p.AdoptIn)
+	ms, err := addGRESets(c, t)
 	if err != nil {
-		// Fixed types and well-formed elements: AddSet cannot fail here.
+		// Fixed types: AddSet cannot fail here.
 		panic(err)
 	}
-	return &fastPath{out, in}
+	addQoSChains(c, t, &ms, p) // nft_fastpath_qos.go
+	for _, op := range ms.elems(adoptable(p)).ops(false) {
+		if err := c.SetAddElements(op.set, op.els); err != nil {
+			panic(err) // well-formed elements
+		}
+	}
+	return &fastPath{ms}
 }
 
-// addRule adds the fast path's rule for chain ch (iface: the interface
-// match of that chain, IIFNAME inbound, OIFNAME outbound).
-func (fp *fastPath) addRule(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, iface expr.MetaKey, wan string) {
+// addRule adds the fast path's rules for chain ch (iface: the interface
+// match of that chain, IIFNAME inbound, OIFNAME outbound): the one for
+// calls without class or policer, then the one that sends the others'
+// GRE to their chain (nft_fastpath_qos.go).
+func (fp *fastPath) addRule(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, iface expr.MetaKey) {
 	if fp == nil {
 		return
 	}
-	ex := FastPathOut(fp.out, wan)
+	ex, qx := FastPathOut(fp.s.out), fastPathQoSJump(fp.s.outp, true)
 	if iface == expr.MetaKeyIIFNAME {
-		ex = FastPathIn(fp.in, wan)
+		ex, qx = FastPathIn(fp.s.in), fastPathQoSJump(fp.s.inp, false)
 	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ex})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: qx})
 }

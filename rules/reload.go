@@ -63,6 +63,7 @@ func (in *Installed) apply(plan Plan, fill fillFunc) error {
 	// carries gre_path as written (auto), never resolved, and without this
 	// its maps, with every live call's elements, would be deleted.
 	plan.kernelGRE = in.KernelGRE
+	plan.fastPathQoS(in.Plan) // kfeat (issue 12)
 	if err := plan.check(); err != nil {
 		return err
 	}

@@ -98,7 +98,7 @@ func TestFastPathApply(t *testing.T) {
 // countingMaps is a KernelMaps that counts the flusher's reads.
 type countingMaps struct{ reads atomic.Int64 }
 
-func (m *countingMaps) Update([]conntrack.OutKey, []conntrack.InKey, []conntrack.GREOut, []conntrack.GREIn) error {
+func (m *countingMaps) Update([]conntrack.GREOut, []conntrack.GREIn, []conntrack.GREOut, []conntrack.GREIn) error {
 	return nil
 }
 

@@ -83,6 +83,10 @@ type fastPath struct {
 	grePath string // as resolved at start: kernel or userspace
 	queues  int
 
+	// inst is the installed table: after each install or reload, the
+	// engine learns which classes and policers have chains (kfeat).
+	inst *rules.Installed
+
 	mu     sync.Mutex // Apply and Close run on different goroutines
 	stop   func()
 	closed bool
@@ -106,6 +110,9 @@ func (f *fastPath) Apply(cfg *rules.Config) error {
 	defer f.mu.Unlock()
 	if f.closed {
 		return errors.New("the GRE fast path is stopping")
+	}
+	if f.inst != nil { // kfeat: after the nftables applier
+		f.engine.SetKernelQoSChains(f.inst.FastPathChains())
 	}
 	if f.stop == nil {
 		f.stop = runKernelPath(f.ctx, f.engine, f.log)

@@ -286,6 +286,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		log.Info("replaced the fail-safe table left by the last clean stop", "table", plan.Table)
 	}
 	fp := newFastPath(qctx, engine, cfg, log) // kernel fast path and queues (issue 12): Apply/Close for reload
+	fp.inst = inst                            // kfeat (issue 12): which classes and policers have chains
 	if err := fp.Apply(cfg); err != nil {
 		return err
 	}

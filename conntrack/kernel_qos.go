@@ -1,0 +1,68 @@
+package conntrack
+
+// kfeat (issue 12): classes, policing and uplinks on the kernel fast path.
+// A call's elements carry its class, whether it is policed and its
+// uplink's interface (OutData, InData); the kernel's policing drops are
+// read back from the maps and accounted here as OutboundQoS/InboundQoS
+// account the drops of the userspace policer.
+
+// KernelQoS returns c's class (1 + index in `classes:`; 0: none) and
+// whether its GRE is policed. Table.mu held (the Config hooks).
+func (c *Call) KernelQoS() (class uint8, policed bool) {
+	return uint8(c.qos.class), c.qos.policing()
+}
+
+// EstablishedGREFill is EstablishedGRE with fill completing each call's
+// elements (the uplink's interface, class, policing) under t.mu.
+func (t *Table) EstablishedGREFill(keep func(*Call) bool, fill func(*Call, *GREOut, *GREIn)) ([]GREOut, []GREIn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var outs []GREOut
+	var ins []GREIn
+	for _, c := range t.out.all() {
+		if keep != nil && !keep(c) {
+			continue
+		}
+		o, i := c.GREElements()
+		if fill != nil {
+			fill(c, &o, &i)
+		}
+		outs = append(outs, o)
+		ins = append(ins, i)
+	}
+	return outs, ins
+}
+
+// AccountPoliced adds GRE the kernel dropped over the calls' policing rate
+// (Packets of each delta) to the calls' policed counters, as the userspace
+// policer counts them. Deltas of calls no longer tracked are ignored. It
+// returns how many found their call.
+func (t *Table) AccountPoliced(ds []GREDelta) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, d := range ds {
+		if d.Packets == 0 {
+			continue
+		}
+		var c *Call
+		if d.Out {
+			c = t.out.getOut(d.OutKey)
+		} else if x, ok := t.calls.Peek(d.InKey); ok {
+			c = x
+		}
+		if c == nil {
+			continue
+		}
+		n++
+		if c.qos.pol == nil { // a policer the configuration no longer has
+			c.qos.pol = &callPolicer{}
+		}
+		if d.Out {
+			c.qos.pol.policed[dirOut] += d.Packets
+		} else {
+			c.qos.pol.policed[dirIn] += d.Packets
+		}
+	}
+	return n
+}

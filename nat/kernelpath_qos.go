@@ -1,0 +1,195 @@
+package nat
+
+import (
+	"sync/atomic"
+
+	"pptpgw/conntrack"
+)
+
+// kfeat (issue 12): classes, per-call policing and uplinks on the kernel
+// fast path. Every call but hairpin calls (pools: their GRE never crosses
+// an uplink and is rewritten by hairpinGRE) takes the kernel path. Its
+// elements carry (kernelFill):
+//
+//   - the interface of its uplink (the WAN's or, with several uplinks, that
+//     of the uplink whose public address the call has), part of the
+//     kernel's key: GRE on another interface misses, is queued, and
+//     processGRE drops it as gre_wrong_uplink, as before;
+//   - its class and whether it is policed: such calls' elements go to maps
+//     whose chains set the class's mark bits and priority and police each
+//     direction with the call's own bucket (rules/nft_fastpath_qos.go).
+//
+// What the kernel's policers dropped is read with the element counters
+// (sync) and counted as the userspace policer counts it: the call's
+// policed_out/policed_in and drops_total{reason="gre_policed"}.
+//
+// When an uplink's interface changes (SetWANIndex, SetUplink, SetUplinks),
+// refreshKernelGRE gives every call's elements the new interface: the
+// flusher deletes the keys the kernel holds and adds the new ones in one
+// transaction.
+
+// kernelPathQoS is the fast path's policing state (a field of kernelPath;
+// under kernelPath.mu).
+type kernelPathQoS struct {
+	// dropped are the policed elements' drop counters at the last read.
+	droppedOut map[conntrack.OutKey]uint64
+	droppedIn  map[conntrack.InKey]uint64
+	// policed counts drops the kernel made (drops_total{reason="gre_policed"}).
+	policed func(n uint64)
+	// chains is what the table has chains for (SetKernelQoSChains): 0
+	// unknown, else 1 + 2 x classes + 1 if it has the policed chains.
+	chains atomic.Uint64
+}
+
+// SetKernelQoSChains tells the engine which classes (1..classes) and
+// whether policed calls have chains in the table (rules.Installed.
+// FastPathChains), after each install or reload of the table: a call set
+// up with a class or policer the table has no chain for yet (a reload
+// applies the engine's configuration before the table's) stays on the
+// userspace path instead of failing the flusher's transactions.
+func (e *Engine) SetKernelQoSChains(classes int, policed bool) {
+	if e.kp == nil {
+		return
+	}
+	v := 1 + 2*uint64(max(classes, 0))
+	if policed {
+		v++
+	}
+	e.kp.q.chains.Store(v)
+}
+
+// setupKernelQoS connects the engine to its fast path (NewEngine).
+func (e *Engine) setupKernelQoS() {
+	e.kp.fill = e.kernelFill
+	e.kp.q.policed = func(n uint64) { e.counters.Add(int(rGREPoliced), n) }
+}
+
+// kernelFill completes c's elements: its uplink's interface, its class
+// and policing. Table.mu held.
+func (e *Engine) kernelFill(c *conntrack.Call, o *conntrack.GREOut, i *conntrack.GREIn) {
+	ifx := e.uplinkIfOf(c.PublicIP)
+	class, policed := c.KernelQoS()
+	o.IfIndex, o.Class, o.Policed = ifx, class, policed
+	i.IfIndex, i.Class, i.Policed = ifx, class, policed
+}
+
+// kernelQoSFits reports whether the table's chains for c's class and
+// policing exist: the configuration has that class and, for a policed
+// call, policing. The table's chains only grow during a run, so this holds
+// for every call set up in it; a call restored from a state snapshot with a
+// class or policer the configuration dropped stays on the userspace path
+// (its elements would jump to a chain that does not exist, and the kernel
+// would refuse the whole transaction). So does a call set up with a class
+// or policer the table has no chain for yet (SetKernelQoSChains).
+func (e *Engine) kernelQoSFits(c *conntrack.Call) bool {
+	class, policed := c.KernelQoS()
+	q := e.qos.Load()
+	if int(class) > len(q.names) || (policed && !q.callLimit.Enabled()) {
+		return false
+	}
+	if e.kp == nil {
+		return true
+	}
+	if v := e.kp.q.chains.Load(); v != 0 {
+		classes, pol := (v-1)/2, (v-1)%2 == 1
+		return uint64(class) <= classes && (!policed || pol)
+	}
+	return true
+}
+
+// uplinkIfOf is the interface of the uplink whose public address pub is
+// (the WAN's for uplink 0, a single WAN, or an address of no uplink).
+func (e *Engine) uplinkIfOf(pub [4]byte) uint32 {
+	if t := e.ups.up.Load(); t != nil {
+		if i, ifx := t.uplinkOfPublic(pub); i > 0 {
+			return ifx
+		}
+	}
+	return e.wan.Load()
+}
+
+// refreshKernelGRE recomputes every call's elements (an uplink's
+// interface changed): the flusher sends only those that changed. No engine
+// lock may be held.
+func (e *Engine) refreshKernelGRE() {
+	if e.kp == nil {
+		return
+	}
+	// Every eligible set-up call is queued: the flusher reads their
+	// elements (with fill) and sends those that differ from what the
+	// kernel holds (the records keep only that: mem, issue 12).
+	e.table.View(func(x conntrack.CallIndex) {
+		e.kp.mu.Lock()
+		defer e.kp.mu.Unlock()
+		x.SetUp(func(c *conntrack.Call) {
+			if e.kp.eligible == nil || e.kp.eligible(c) {
+				e.kp.wantLocked(c)
+			}
+		})
+	})
+	e.kp.wake()
+}
+
+// policedLocked returns what the kernel's policers dropped since the last
+// read, per call and direction, from the elements just read (k.mu held).
+// It keeps its own baseline per policed element (only policed calls cost
+// it anything); a drop counter that went back (the element was deleted and
+// added again) counts from zero, and deltas of calls no longer in the
+// table are ignored by AccountPoliced.
+func (k *kernelPath) policedLocked(outs []conntrack.GREOut, ins []conntrack.GREIn) []conntrack.GREDelta {
+	var ds []conntrack.GREDelta
+	seenOut := map[conntrack.OutKey]bool{}
+	for _, o := range outs {
+		if !o.Policed {
+			continue
+		}
+		seenOut[o.Key] = true
+		if k.q.droppedOut == nil {
+			k.q.droppedOut = map[conntrack.OutKey]uint64{}
+		}
+		if p, _ := grew(k.q.droppedOut[o.Key], 0, o.Dropped, 0); p > 0 {
+			ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p})
+		}
+		k.q.droppedOut[o.Key] = o.Dropped
+	}
+	for key := range k.q.droppedOut {
+		if !seenOut[key] {
+			delete(k.q.droppedOut, key)
+		}
+	}
+	seenIn := map[conntrack.InKey]bool{}
+	for _, i := range ins {
+		if !i.Policed {
+			continue
+		}
+		seenIn[i.Key] = true
+		if k.q.droppedIn == nil {
+			k.q.droppedIn = map[conntrack.InKey]uint64{}
+		}
+		if p, _ := grew(k.q.droppedIn[i.Key], 0, i.Dropped, 0); p > 0 {
+			ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p})
+		}
+		k.q.droppedIn[i.Key] = i.Dropped
+	}
+	for key := range k.q.droppedIn {
+		if !seenIn[key] {
+			delete(k.q.droppedIn, key)
+		}
+	}
+	return ds
+}
+
+// accountPoliced counts the kernel's policing drops (no lock held).
+func (k *kernelPath) accountPoliced(ds []conntrack.GREDelta) {
+	if len(ds) == 0 {
+		return
+	}
+	k.table.AccountPoliced(ds)
+	if k.q.policed != nil {
+		var n uint64
+		for _, d := range ds {
+			n += d.Packets
+		}
+		k.q.policed(n)
+	}
+}

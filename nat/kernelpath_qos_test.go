@@ -1,0 +1,136 @@
+package nat
+
+import (
+	"testing"
+
+	"pptpgw/conntrack"
+	"pptpgw/qos/police"
+)
+
+// kfeat (issue 12): a classed or policed call takes the kernel path with
+// its class and policing in its elements; what the kernel's policers drop
+// is counted as the call's policed_out/policed_in and gre_policed drops.
+func TestKernelPathClassesAndPolicing(t *testing.T) {
+	f := newFakeMaps()
+	e, _ := newEngine(t, func(c *EngineConfig) {
+		c.KernelMaps = f
+		c.QoS = QoSConfig{Classes: qosClasses(t, testClasses),
+			CallLimit: police.Limit{BytesPerSecond: 125000, Burst: 15000}}
+	})
+	boss := [4]byte{10, 0, 0, 77}
+	outBoss := addCall(t, e, boss, 40000, 7, 555)
+	outA := addCall(t, e, lanA, 40001, 8, 556)
+	flush(t, e)
+	if len(f.out) != 2 || len(f.in) != 2 {
+		t.Fatalf("elements: %d out, %d in; want both calls' (classed and policed calls take the kernel path)", len(f.out), len(f.in))
+	}
+	kb := conntrack.OutKey{InsideIP: boss, PeerIP: server, PeerCallID: 555}
+	ka := conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 556}
+	kbIn := conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outBoss}
+	kaIn := conntrack.InKey{PublicIP: pubIP, PeerIP: server, OutsideCallID: outA}
+	for _, c := range []struct {
+		out   conntrack.OutKey
+		in    conntrack.InKey
+		class uint8
+	}{{kb, kbIn, 2}, {ka, kaIn, 3}} { // boss (index 1), tunnels (index 2)
+		_, o, _ := f.outElem(c.out)
+		_, i, _ := f.inElem(c.in)
+		if o.Class != c.class || !o.Policed || i.Class != c.class || !i.Policed || o.IfIndex != wanIf || i.IfIndex != wanIf {
+			t.Errorf("elements of %v: out %+v in %+v, want class %d, policed, interface %d", c.out, o, i, c.class, wanIf)
+		}
+	}
+
+	// The kernel drops 7 of boss's outbound and 3 of A's inbound packets.
+	drop := func(n uint64, out conntrack.OutKey, in conntrack.InKey) {
+		if out != (conntrack.OutKey{}) {
+			fk, el, _ := f.outElem(out)
+			el.Dropped += n
+			f.out[fk] = el
+		} else {
+			fk, el, _ := f.inElem(in)
+			el.Dropped += n
+			f.in[fk] = el
+		}
+	}
+	drop(7, kb, conntrack.InKey{})
+	drop(3, conntrack.OutKey{}, kaIn)
+	if err := e.SyncKernelGRE(); err != nil {
+		t.Fatal(err)
+	}
+	drop(2, kb, conntrack.InKey{})
+	if err := e.SyncKernelGRE(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SyncKernelGRE(); err != nil { // nothing new: nothing counted twice
+		t.Fatal(err)
+	}
+	got := map[string][2]uint64{}
+	for _, c := range e.Calls() {
+		got[c.Class] = [2]uint64{c.PolicedOut, c.PolicedIn}
+	}
+	if got["boss"] != [2]uint64{9, 0} || got["tunnels"] != [2]uint64{0, 3} {
+		t.Errorf("policed per call: %v, want boss 9 out, tunnels 3 in", got)
+	}
+	if n := e.counters.Load(int(rGREPoliced)); n != 12 {
+		t.Errorf("gre_policed drops %d, want 12", n)
+	}
+}
+
+// Without classes or policing the elements are the plain ones (the common
+// case's maps).
+func TestKernelPathPlainElements(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	for _, o := range f.out {
+		if o.Class != 0 || o.Policed || o.IfIndex != wanIf {
+			t.Errorf("out element %+v", o)
+		}
+	}
+	for _, i := range f.in {
+		if i.Class != 0 || i.Policed || i.IfIndex != wanIf {
+			t.Errorf("in element %+v", i)
+		}
+	}
+}
+
+// A call whose class or policer the configuration no longer has (restored
+// from a state snapshot into a daemon started with another configuration)
+// stays on the userspace path: its elements would jump to a chain the
+// table lacks.
+func TestKernelPathQoSFits(t *testing.T) {
+	f := newFakeMaps()
+	q := QoSConfig{Classes: qosClasses(t, testClasses), CallLimit: police.Limit{BytesPerSecond: 125000, Burst: 15000}}
+	e, _ := newEngine(t, func(c *EngineConfig) { c.KernelMaps = f; c.QoS = q })
+	addCall(t, e, lanA, 40001, 8, 556) // class tunnels (index 2), policed
+	eligible := func() (r []bool) {
+		e.table.EstablishedGREFill(func(c *conntrack.Call) bool { r = append(r, e.kernelEligible(c)); return false }, nil)
+		return r
+	}
+	if got := eligible(); len(got) != 1 || !got[0] {
+		t.Fatalf("with its class and policer configured: eligible %v", got)
+	}
+	e.setQoS(QoSConfig{Classes: q.Classes}) // policing off
+	if got := eligible(); len(got) != 1 || got[0] {
+		t.Errorf("policed, policing off: eligible %v", got)
+	}
+	e.setQoS(QoSConfig{Classes: q.Classes[:2], CallLimit: q.CallLimit}) // class index 2 gone
+	if got := eligible(); len(got) != 1 || got[0] {
+		t.Errorf("class 2 of 2: eligible %v", got)
+	}
+	e.setQoS(q)
+	if got := eligible(); len(got) != 1 || !got[0] {
+		t.Errorf("configured again: eligible %v", got)
+	}
+	// The table's chains, once known, bound it too.
+	for _, c := range []struct {
+		classes int
+		policed bool
+		want    bool
+	}{{4, true, true}, {2, true, false}, {4, false, false}, {3, true, true}} {
+		e.SetKernelQoSChains(c.classes, c.policed)
+		if got := eligible(); len(got) != 1 || got[0] != c.want {
+			t.Errorf("table with chains for %d classes, policed %v: eligible %v, want %v", c.classes, c.policed, got, c.want)
+		}
+	}
+}
