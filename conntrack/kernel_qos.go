@@ -9,7 +9,7 @@ package conntrack
 // KernelQoS returns c's class (1 + index in `classes:`; 0: none) and
 // whether its GRE is policed. Table.mu held (the Config hooks).
 func (c *Call) KernelQoS() (class uint8, policed bool) {
-	return uint8(c.qos.class), c.qos.policing()
+	return uint8(c.class), c.qos.policing()
 }
 
 // EstablishedGREFill is EstablishedGRE with fill completing each call's

@@ -17,8 +17,10 @@ package conntrack
 // change: so the record keeps the peer call ID of the key the kernel holds
 // (HPeer).
 type KernelRec struct {
-	// The held elements' counters at their last read.
-	OutPackets, OutBytes, InPackets, InBytes uint64
+	// The held elements' counters at their last read (packets: the low 32
+	// bits, enough to tell what one read interval added).
+	OutBytes, InBytes     uint64
+	OutPackets, InPackets uint32
 	// Held element data.
 	HOut OutData
 	HIn  InData

@@ -15,11 +15,11 @@ type GREQoS struct {
 	Policed bool
 }
 
-// callQoS is the shaping state of a call. Memory (issue 12): the policer
-// (40 bytes) is allocated for the calls that get one; most calls have none.
+// callQoS is the policing state of a call (its class is Call.class).
+// Memory (issue 12): the policer (40 bytes) is allocated for the calls that
+// get one; most calls have none.
 type callQoS struct {
-	class int16        // 1 + class index; 0: none
-	pol   *callPolicer // nil: never policed
+	pol *callPolicer // nil: never policed
 }
 
 // callPolicer is a call's GRE policer and what it dropped.
@@ -47,7 +47,7 @@ const (
 
 // admit classes and polices one packet of n bytes of c (t.mu held).
 func (c *Call) admit(now int64, n, dir int) GREQoS {
-	q := GREQoS{Class: int(c.qos.class) - 1}
+	q := GREQoS{Class: int(c.class) - 1}
 	if p := c.qos.pol; p != nil && p.limit.Enabled() && !p.bucket[dir].Allow(p.limit, now-c.created, n) {
 		p.policed[dir]++
 		q.Policed = true
@@ -65,7 +65,7 @@ func (t *Table) SetCallQoS(cn *Control, insideID uint16, class int, l police.Lim
 	if c == nil {
 		return false
 	}
-	c.qos.class = int16(max(class, -1) + 1)
+	c.class = int16(max(class, -1) + 1)
 	if c.qos.pol == nil && l.Enabled() {
 		c.qos.pol = &callPolicer{}
 	}

@@ -186,6 +186,10 @@ type Call struct {
 
 	state           CallState
 	seenOut, seenIn bool
+	// class is the call's class, 1 + index in `classes:`, 0 for none
+	// (shaping, issue 9: qos.go; here, not in callQoS, it fills what
+	// would be padding: memory, issue 12).
+	class int16
 	// created and lastSeen are nanoseconds of the table's clock since its
 	// epoch (Table.nanos): 8 bytes each instead of a time.Time's 24.
 	created, lastSeen                  int64

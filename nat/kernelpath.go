@@ -39,7 +39,7 @@ import (
 //
 // Per call the engine keeps one record, in the call itself
 // (conntrack.KernelRec: whether its elements are wanted, what the kernel
-// holds, with the held elements' counters last read; 64 bytes), not in
+// holds, with the held elements' counters last read; 56 bytes), not in
 // maps keyed by element (about 200 bytes per call, 263 with the element
 // data of classes, policing and uplinks; TestMemoryKernelPathPerCall
 // measures it). What a call wants is its elements as they are when the
@@ -564,7 +564,7 @@ func (k *kernelPath) reloadHave(cs []*conntrack.Call) error {
 			}
 			r := c.Kernel()
 			k.setHaveOut(r, true)
-			r.HPeer, r.HOut, r.OutPackets, r.OutBytes = o.Key.PeerCallID, o.OutData, o.Packets, o.Bytes
+			r.HPeer, r.HOut, r.OutPackets, r.OutBytes = o.Key.PeerCallID, o.OutData, uint32(o.Packets), o.Bytes
 			k.dirtyLocked(c)
 		}
 		for _, i := range ins {
@@ -575,7 +575,7 @@ func (k *kernelPath) reloadHave(cs []*conntrack.Call) error {
 			}
 			r := c.Kernel()
 			k.setHaveIn(r, true)
-			r.HIn, r.InPackets, r.InBytes = i.InData, i.Packets, i.Bytes
+			r.HIn, r.InPackets, r.InBytes = i.InData, uint32(i.Packets), i.Bytes
 			k.dirtyLocked(c)
 		}
 	})
@@ -613,10 +613,10 @@ func (k *kernelPath) sync() error {
 				if r.Flags&kHaveOut == 0 || r.HPeer != o.Key.PeerCallID {
 					continue // not its element (yet)
 				}
-				if p, b := grew(r.OutPackets, r.OutBytes, o.Packets, o.Bytes); p > 0 {
+				if p, b := grewRec(r.OutPackets, r.OutBytes, o.Packets, o.Bytes); p > 0 {
 					ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p, Bytes: b})
 				}
-				r.OutPackets, r.OutBytes = o.Packets, o.Bytes
+				r.OutPackets, r.OutBytes = uint32(o.Packets), o.Bytes
 			}
 			for _, i := range ci {
 				c := x.ByIn(i.Key)
@@ -627,10 +627,10 @@ func (k *kernelPath) sync() error {
 				if r.Flags&kHaveIn == 0 {
 					continue
 				}
-				if p, b := grew(r.InPackets, r.InBytes, i.Packets, i.Bytes); p > 0 {
+				if p, b := grewRec(r.InPackets, r.InBytes, i.Packets, i.Bytes); p > 0 {
 					ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p, Bytes: b})
 				}
-				r.InPackets, r.InBytes = i.Packets, i.Bytes
+				r.InPackets, r.InBytes = uint32(i.Packets), i.Bytes
 			}
 		})
 	}
@@ -652,6 +652,22 @@ func grew(p0, b0, p1, b1 uint64) (uint64, uint64) {
 		return p1, b1
 	}
 	return p1 - p0, b1 - b0
+}
+
+// grewRec is grew for a record's baseline, which keeps the low 32 bits of
+// the packet counter (memory, issue 12): the packets added are counted
+// modulo 2^32 (one read interval never adds as many). Counters that went
+// back count from zero: bytes lower than the baseline, or more packets
+// added than bytes (each packet counts at least one byte).
+func grewRec(p0 uint32, b0, p1, b1 uint64) (uint64, uint64) {
+	if b1 < b0 {
+		return p1, b1
+	}
+	p := uint64(uint32(p1) - p0)
+	if p > b1-b0 {
+		return p1, b1
+	}
+	return p, b1 - b0
 }
 
 // adopt decides which elements found in the kernel at start stay: those of

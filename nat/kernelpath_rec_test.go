@@ -232,3 +232,26 @@ func TestKernelPathBurstFailsMidway(t *testing.T) {
 	}
 	checkStats(t, e, f)
 }
+
+// A record keeps the low 32 bits of an element's packet counter: what a
+// read interval added is still exact across the wrap, and a counter that
+// went back (the element replaced behind the daemon's back) counts from
+// zero as with full counters.
+func TestGrewRec(t *testing.T) {
+	for _, tc := range []struct {
+		p0     uint32
+		b0     uint64
+		p1, b1 uint64
+		wp, wb uint64
+	}{
+		{10, 1000, 15, 1500, 5, 500},
+		{0xfffffffe, 1 << 40, 1<<32 + 3, 1<<40 + 500, 5, 500}, // the packets' low bits wrapped
+		{10, 1000, 4, 400, 4, 400},                             // bytes went back: replaced
+		{10, 1000, 4, 5000, 4, 5000},                           // packets went back, bytes not: replaced
+		{10, 1000, 10, 1000, 0, 0},
+	} {
+		if p, b := grewRec(tc.p0, tc.b0, tc.p1, tc.b1); p != tc.wp || b != tc.wb {
+			t.Errorf("grewRec(%d, %d, %d, %d) = %d, %d; want %d, %d", tc.p0, tc.b0, tc.p1, tc.b1, p, b, tc.wp, tc.wb)
+		}
+	}
+}

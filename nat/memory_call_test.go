@@ -12,8 +12,7 @@ import (
 // boundCallKernel: a call with GRE both ways on an established connection
 // shared by 100 calls, with the kernel fast path on (its elements wanted
 // and held): the bench's memory case (`pptpgw bench --only memory`), the
-// engine alone. 268 bytes measured, 285 with the kernel path's uplink,
-// class and policing data (651 before issue 12's memory work: the
+// engine alone. 268 bytes measured (651 before issue 12's memory work: the
 // kernel path's two maps, golang-lru's entries, the indexes' Go maps,
 // time.Time fields, every call's policer, the wanted element data kept).
 const boundCallKernel = 320

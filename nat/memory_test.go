@@ -24,8 +24,7 @@ const (
 	// patch memory in both directions (the most one can cost).
 	boundConnFull = 6144
 	// boundCall: a call with GRE both ways, on an established connection
-	// (268 bytes measured after issue 12's memory work, 283 with the kernel
-	// path's uplink, class and policing data in each record; 440 before).
+	// (267 bytes measured after issue 12's memory work; 440 before).
 	boundCall = 320
 	// boundPool: an outside call-ID pool (one per public IP and server)
 	// holding a single call.
