@@ -246,8 +246,8 @@ func TestGrewRec(t *testing.T) {
 	}{
 		{10, 1000, 15, 1500, 5, 500},
 		{0xfffffffe, 1 << 40, 1<<32 + 3, 1<<40 + 500, 5, 500}, // the packets' low bits wrapped
-		{10, 1000, 4, 400, 4, 400},                             // bytes went back: replaced
-		{10, 1000, 4, 5000, 4, 5000},                           // packets went back, bytes not: replaced
+		{10, 1000, 4, 400, 4, 400},                            // bytes went back: replaced
+		{10, 1000, 4, 5000, 4, 5000},                          // packets went back, bytes not: replaced
 		{10, 1000, 10, 1000, 0, 0},
 	} {
 		if p, b := grewRec(tc.p0, tc.b0, tc.p1, tc.b1); p != tc.wp || b != tc.wb {
