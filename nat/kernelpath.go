@@ -96,6 +96,8 @@ type kernelPath struct {
 	eligible func(*conntrack.Call) bool
 	// fill completes a call's elements (uplink, class, policing: kfeat,
 	// kernelpath_qos.go); nil: as conntrack makes them. Table.mu held.
+	// eligible and fill run under mu too (adopt, refresh, flush): they
+	// must take no lock (they read the engine's atomics only).
 	fill func(*conntrack.Call, *conntrack.GREOut, *conntrack.GREIn)
 	// carried receives what the kernel carried since the last read (no
 	// lock held): the engine's GRE packet and byte counters count both
