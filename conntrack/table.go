@@ -17,10 +17,12 @@
 //	inbound  (peer -> public): InKey{PublicIP, PeerIP, OutsideCallID} (the GRE key the peer sends)
 //
 // The inbound key is unique by construction (nat allocates OutsideCallID per
-// (PublicIP, PeerIP)), so it doubles as the primary key: the LRU
-// (hashicorp/golang-lru/v2 simplelru) is keyed by InKey and every removal,
-// whatever its cause (early drop, idle expiry, call clear, control stop),
-// goes through the LRU's eviction callback, which cleans the outbound index,
+// (PublicIP, PeerIP)), so it doubles as the primary key: the calls' LRU
+// (calllru.go: intrusive, with simplelru's semantics; its index and the
+// outbound one are hash sets of calls, callset.go) is keyed by InKey and
+// every removal, whatever its cause (early drop, idle expiry, call clear,
+// control stop), goes through the LRU's eviction callback, which cleans
+// the outbound index,
 // the connection's call list and reports the removal (nat releases the
 // outside call ID there, into quarantine if the call carried GRE).
 //
