@@ -22,9 +22,9 @@
 // outbound one are hash sets of calls, callset.go) is keyed by InKey and
 // every removal, whatever its cause (early drop, idle expiry, call clear,
 // control stop), goes through the LRU's eviction callback, which cleans
-// the outbound index,
-// the connection's call list and reports the removal (nat releases the
-// outside call ID there, into quarantine if the call carried GRE).
+// the outbound index and the connection's call list and reports the
+// removal (nat releases the outside call ID there, into quarantine if the
+// call carried GRE).
 //
 // # Bounds, early drop and limits
 //
