@@ -134,3 +134,36 @@ func TestKernelPathQoSFits(t *testing.T) {
 		}
 	}
 }
+
+// The WAN's interface comes back with another index: every call's elements
+// move to the new key in one transaction (the old ones deleted as the
+// kernel holds them; the fake refuses any other deletion).
+func TestKernelPathWANIndexChange(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	addCall(t, e, lanB, 40001, 9, 556)
+	flush(t, e)
+	updates := f.updates
+	e.SetWANIndex(wanIf + 40)
+	flush(t, e)
+	if f.updates != updates+1 {
+		t.Errorf("%d transactions for the move, want 1", f.updates-updates)
+	}
+	if len(f.out) != 2 || len(f.in) != 2 {
+		t.Fatalf("elements after the move: %d out, %d in", len(f.out), len(f.in))
+	}
+	for k := range f.out {
+		if k.ifx != wanIf+40 {
+			t.Errorf("out element %+v on interface %d, want %d", k, k.ifx, wanIf+40)
+		}
+	}
+	for k := range f.in {
+		if k.ifx != wanIf+40 {
+			t.Errorf("in element %+v on interface %d, want %d", k, k.ifx, wanIf+40)
+		}
+	}
+	flush(t, e) // nothing left to do
+	if f.updates != updates+1 {
+		t.Errorf("a flush with nothing changed sent a transaction")
+	}
+}

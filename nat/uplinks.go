@@ -72,6 +72,7 @@ type pinRef struct {
 func (e *Engine) SetUplinks(u []Uplink) {
 	if len(u) < 2 {
 		e.ups.up.Store(nil)
+		e.refreshKernelGRE() // kfeat (issue 12)
 		return
 	}
 	t := &uplinkTable{}

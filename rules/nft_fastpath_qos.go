@@ -475,7 +475,8 @@ func verdictChain(b []byte) string {
 	}
 	for _, a := range as {
 		if a.Type == unix.NFTA_VERDICT_CHAIN {
-			return strings.TrimRight(string(a.Data), "\x00")
+			name, _, _ := strings.Cut(string(a.Data), "\x00") // a C string
+			return name
 		}
 	}
 	return ""

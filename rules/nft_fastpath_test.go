@@ -584,6 +584,9 @@ func FuzzGREElementDecode(f *testing.F) {
 			}
 		}
 		out := len(key)%2 == 0
+		if ch := verdictChain(val); ch != "" && strings.ContainsRune(ch, 0) {
+			t.Fatalf("verdict chain %q of %x keeps a NUL", ch, val)
+		}
 		if c, p, ok := parseQoSChain(string(val), out); ok {
 			if c2, p2, ok2 := parseQoSChain(greQoSChain(out, c, p), out); !ok2 || c2 != c || p2 != p {
 				t.Fatalf("chain %q parses to %d %v, which names %q", val, c, p, greQoSChain(out, c, p))

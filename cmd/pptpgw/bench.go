@@ -42,6 +42,7 @@ func cmdBench(args []string) int {
 	svg := fs.String("svg", "", "also draw the table as an SVG bar chart (pptpgw vs Linux per case) into this file")
 	placement := fs.String("placement", "ip", "tunnel case with --gre-path kernel: ip (the daemon's rules) or netdev (an experiment: the same maps at the devices' ingress with fwd)")
 	grePath := fs.String("gre-path", "", "the gateway's --gre-path (kernel, userspace, auto; default: its default)")
+	gwConfig := fs.String("gateway-config", "", "pass --config FILE to every pptpgw run the bench starts (e.g. classes or policing, to measure their cost on the GRE cases)")
 	gwProfile := fs.String("gateway-cpuprofile", "", "pass --cpuprofile FILE to every pptpgw run the bench starts (the last one's profile stays; e.g. with --only setups)")
 	gwMemProfile := fs.String("gateway-memprofile", "", "pass --memprofile FILE to every pptpgw run the bench starts: a heap profile at each memory reading (the last one stays; e.g. with --only memory)")
 	pac := fs.String("pac", "", "internal: serve the bench's mini PAC on this address in the current namespace until stdin closes")
@@ -116,6 +117,9 @@ Flags:
 	}
 	if *gwMemProfile != "" {
 		benchGatewayArgs = append(benchGatewayArgs, "--memprofile", *gwMemProfile)
+	}
+	if *gwConfig != "" { // kfeat (issue 12)
+		benchGatewayArgs = append(benchGatewayArgs, "--config", *gwConfig)
 	}
 	rows, err := runBench(ctx, self, cases, *clients, *frames, *secs)
 	if err != nil {
