@@ -23,7 +23,8 @@ import (
 //     stop being wanted (kernelPath.down).
 //  3. The flusher (RunKernelPath, one goroutine, never the packet path)
 //     sends the difference between what is wanted and what the kernel holds
-//     in one netlink transaction, deletions before additions; changes that
+//     in one netlink transaction (several of at most maxTransaction
+//     elements after a burst), deletions before additions; changes that
 //     arrive while one is in flight go together in the next.
 //  4. The flusher reads the elements' counters every SyncInterval (and
 //     Calls reads them before answering) and adds what the kernel carried
