@@ -111,23 +111,35 @@ func (e *Engine) uplinkIfOf(pub [4]byte) uint32 {
 // refreshKernelGRE recomputes every call's elements (an uplink's
 // interface changed): the flusher sends only those that changed. No engine
 // lock may be held.
+//
+// It queues, under Table.mu (Table.View, then kernelPath.mu: the lock
+// order), every call in the table whose elements are wanted, and sets no
+// record wanted: a call removed meanwhile is out of the table and its
+// record unwanted (down, also under Table.mu), so its elements cannot be
+// wanted again, and two refreshes at once queue the same calls. The
+// flusher reads the queued calls' elements as they are then (with fill:
+// the current interfaces). Calls whose class or policer the configuration
+// has dropped since (kernelEligible would not take them now) are refreshed
+// too: their maps' chains stay in the table.
 func (e *Engine) refreshKernelGRE() {
 	if e.kp == nil {
 		return
 	}
-	// Every eligible set-up call is queued: the flusher reads their
-	// elements (with fill) and sends those that differ from what the
-	// kernel holds (the records keep only that: mem, issue 12).
-	e.table.View(func(x conntrack.CallIndex) {
-		e.kp.mu.Lock()
-		defer e.kp.mu.Unlock()
+	e.kp.refresh()
+	e.kp.wake()
+}
+
+// refresh queues every call in the table whose elements are wanted.
+func (k *kernelPath) refresh() {
+	k.table.View(func(x conntrack.CallIndex) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
 		x.SetUp(func(c *conntrack.Call) {
-			if e.kp.eligible == nil || e.kp.eligible(c) {
-				e.kp.wantLocked(c)
+			if c.Kernel().Flags&(kWantOut|kWantIn) != 0 {
+				k.dirtyLocked(c)
 			}
 		})
 	})
-	e.kp.wake()
 }
 
 // policedLocked returns what the kernel's policers dropped since the last

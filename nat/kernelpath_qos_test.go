@@ -1,9 +1,11 @@
 package nat
 
 import (
+	"sync"
 	"testing"
 
 	"pptpgw/conntrack"
+	"pptpgw/helper"
 	"pptpgw/qos/police"
 )
 
@@ -165,5 +167,62 @@ func TestKernelPathWANIndexChange(t *testing.T) {
 	flush(t, e) // nothing left to do
 	if f.updates != updates+1 {
 		t.Errorf("a flush with nothing changed sent a transaction")
+	}
+}
+
+// A refresh (the WAN's interface index changing) racing calls being set up
+// and cleared never wants a cleared call's elements again: once all calls
+// are gone, so are their elements (the refresh queues calls under the
+// table's lock and sets no record wanted).
+func TestKernelPathRefreshRacesRemoval(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := uint32(0); ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			e.SetWANIndex(wanIf + 1 + i%2)
+		}
+	}()
+	for i := range 3000 {
+		id := uint16(0x100 + i%20)
+		addCall(t, e, lanA, 40000, id, 0x4000+id)
+		if i%7 == 0 {
+			flush(t, e)
+		}
+		mapperOf(t, e, lanA, 40000).Event(helper.Event{Kind: helper.CallCleared, InsideID: id})
+	}
+	close(done)
+	wg.Wait()
+	flush(t, e)
+	if _, n := e.table.Len(); n != 0 || len(f.out)+len(f.in) != 0 {
+		t.Fatalf("%d calls, %d out and %d in elements left", n, len(f.out), len(f.in))
+	}
+	checkStats(t, e, f)
+}
+
+// A call the configuration would no longer put on the kernel path (its
+// class or policer dropped by a reload) still gets its elements moved when
+// the WAN's interface changes: they stay in the kernel until the call ends.
+func TestKernelPathRefreshKeepsUnfitCalls(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	e.kp.eligible = func(*conntrack.Call) bool { return false } // as after such a reload
+	e.SetWANIndex(wanIf + 40)
+	flush(t, e)
+	if len(f.out) != 1 || len(f.in) != 1 {
+		t.Fatalf("elements after the move: %d out, %d in", len(f.out), len(f.in))
+	}
+	for k := range f.out {
+		if k.ifx != wanIf+40 {
+			t.Errorf("out element on interface %d, want %d", k.ifx, wanIf+40)
+		}
 	}
 }
