@@ -6,6 +6,16 @@ package conntrack
 // read back from the maps and accounted here as OutboundQoS/InboundQoS
 // account the drops of the userspace policer.
 
+// KernelUplink returns 1 + the index of the uplink the kernel path put c
+// on, 0 if it has not yet; SetKernelUplink records it (u: 1 + index).
+// The uplink's interface is part of the elements' key, and an uplink's
+// address may change under a call (its calls keep their uplink). Table.mu
+// held (the Config hooks, Table.View).
+func (c *Call) KernelUplink() uint8 { return c.uplink }
+
+// SetKernelUplink: see KernelUplink.
+func (c *Call) SetKernelUplink(u uint8) { c.uplink = u }
+
 // KernelQoS returns c's class (1 + index in `classes:`; 0: none) and
 // whether its GRE is policed. Table.mu held (the Config hooks).
 func (c *Call) KernelQoS() (class uint8, policed bool) {

@@ -188,9 +188,12 @@ type Call struct {
 
 	state           CallState
 	seenOut, seenIn bool
+	// uplink is 1 + the index of the uplink the kernel path put the call
+	// on, 0 until it did (KernelUplink; kfeat, issue 12).
+	uplink uint8
 	// class is the call's class, 1 + index in `classes:`, 0 for none
-	// (shaping, issue 9: qos.go; here, not in callQoS, it fills what
-	// would be padding: memory, issue 12).
+	// (shaping, issue 9: qos.go). uplink and class sit here, not in
+	// callQoS, to fill what would be padding (memory, issue 12).
 	class int16
 	// created and lastSeen are nanoseconds of the table's clock since its
 	// epoch (Table.nanos): 8 bytes each instead of a time.Time's 24.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"pptpgw/conntrack"
@@ -135,6 +136,9 @@ type kernelPath struct {
 	errs    uint64 // failed transactions
 
 	q kernelPathQoS // kfeat (issue 12): kernelpath_qos.go
+	// refreshes counts refresh calls (each walks every call: tests check
+	// that one change makes one).
+	refreshes atomic.Uint64
 }
 
 // pendingRelease is an outside call ID waiting for its call's elements'

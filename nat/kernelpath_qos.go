@@ -67,7 +67,7 @@ func (e *Engine) setupKernelQoS() {
 // kernelFill completes c's elements: its uplink's interface, its class
 // and policing. Table.mu held.
 func (e *Engine) kernelFill(c *conntrack.Call, o *conntrack.GREOut, i *conntrack.GREIn) {
-	ifx := e.uplinkIfOf(c.PublicIP)
+	ifx := e.kernelUplinkIf(c)
 	class, policed := c.KernelQoS()
 	o.IfIndex, o.Class, o.Policed = ifx, class, policed
 	i.IfIndex, i.Class, i.Policed = ifx, class, policed
@@ -97,12 +97,33 @@ func (e *Engine) kernelQoSFits(c *conntrack.Call) bool {
 	return true
 }
 
-// uplinkIfOf is the interface of the uplink whose public address pub is
-// (the WAN's for uplink 0, a single WAN, or an address of no uplink).
-func (e *Engine) uplinkIfOf(pub [4]byte) uint32 {
+// uplinkOf is the uplink whose public address pub is, and its interface
+// (0 and the WAN's for uplink 0, a single WAN, or an address of no uplink).
+func (e *Engine) uplinkOf(pub [4]byte) (int, uint32) {
 	if t := e.ups.up.Load(); t != nil {
 		if i, ifx := t.uplinkOfPublic(pub); i > 0 {
-			return ifx
+			return i, ifx
+		}
+	}
+	return 0, e.wan.Load()
+}
+
+// kernelUplinkIf is the interface of the uplink c's elements are on: the
+// one whose address c had when its elements were first made (recorded on
+// the call), so that an address-only change of the uplink (R4) leaves its
+// calls where they are. Table.mu held.
+func (e *Engine) kernelUplinkIf(c *conntrack.Call) uint32 {
+	u := c.KernelUplink()
+	if u == 0 {
+		i, ifx := e.uplinkOf(c.PublicIP)
+		if i < 255 {
+			c.SetKernelUplink(uint8(i + 1))
+		}
+		return ifx
+	}
+	if u > 1 {
+		if t := e.ups.up.Load(); t != nil && int(u-1) < len(t.ifs) {
+			return t.ifs[u-1]
 		}
 	}
 	return e.wan.Load()
@@ -121,20 +142,29 @@ func (e *Engine) uplinkIfOf(pub [4]byte) uint32 {
 // the current interfaces). Calls whose class or policer the configuration
 // has dropped since (kernelEligible would not take them now) are refreshed
 // too: their maps' chains stay in the table.
-func (e *Engine) refreshKernelGRE() {
+func (e *Engine) refreshKernelGRE() { e.refreshKernel(false) }
+
+// refreshKernel is refreshKernelGRE; with newTable (a new uplink table:
+// SetUplinks) the calls' recorded uplinks are forgotten too, and found
+// again from their addresses (the indexes may mean other uplinks now).
+func (e *Engine) refreshKernel(newTable bool) {
 	if e.kp == nil {
 		return
 	}
-	e.kp.refresh()
+	e.kp.refresh(newTable)
 	e.kp.wake()
 }
 
 // refresh queues every call in the table whose elements are wanted.
-func (k *kernelPath) refresh() {
+func (k *kernelPath) refresh(forgetUplinks bool) {
+	k.refreshes.Add(1)
 	k.table.View(func(x conntrack.CallIndex) {
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		x.SetUp(func(c *conntrack.Call) {
+			if forgetUplinks {
+				c.SetKernelUplink(0)
+			}
 			if c.Kernel().Flags&(kWantOut|kWantIn) != 0 {
 				k.dirtyLocked(c)
 			}
