@@ -15,8 +15,8 @@ type GREOut struct {
 	// kernel (zero in what is written).
 	Packets, Bytes uint64
 	// Dropped: packets the kernel dropped over the call's policing rate
-	// (kfeat, issue 12), when read.
-	Dropped uint64
+	// (kfeat, issue 12), when read; DroppedBytes their bytes.
+	Dropped, DroppedBytes uint64
 }
 
 // GREIn is one element of the inbound map: GRE to PublicIP from PeerIP
@@ -24,9 +24,9 @@ type GREOut struct {
 type GREIn struct {
 	Key InKey
 	InData
-	// Packets, Bytes and Dropped as in GREOut.
-	Packets, Bytes uint64
-	Dropped        uint64
+	// Packets, Bytes, Dropped and DroppedBytes as in GREOut.
+	Packets, Bytes        uint64
+	Dropped, DroppedBytes uint64
 }
 
 // OutData is what an outbound element does to a packet (the map's data):

@@ -44,10 +44,14 @@ func (t *Table) EstablishedGREFill(keep func(*Call) bool, fill func(*Call, *GREO
 }
 
 // AccountPoliced adds GRE the kernel dropped over the calls' policing rate
-// (Packets of each delta) to the calls' policed counters, as the userspace
-// policer counts them. Deltas of calls no longer tracked are ignored. It
-// returns how many found their call.
+// to the calls as OutboundQoS/InboundQoS count a packet their policer
+// drops: in the call's packets and bytes, its and its connection's last
+// activity and its direction seen (D3: the kernel path left them out), and
+// in its policed counters. Deltas of calls no longer tracked are ignored.
+// It returns how many found their call.
 func (t *Table) AccountPoliced(ds []GREDelta) int {
+	nowT := t.clk.Now()
+	now := t.nanos(nowT)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
@@ -58,21 +62,33 @@ func (t *Table) AccountPoliced(ds []GREDelta) int {
 		var c *Call
 		if d.Out {
 			c = t.out.getOut(d.OutKey)
-		} else if x, ok := t.calls.Peek(d.InKey); ok {
+		} else if x, ok := t.calls.Peek(d.InKey); ok && x.state != CallRequested {
 			c = x
 		}
 		if c == nil {
 			continue
 		}
 		n++
+		t.calls.Get(c.inKey())
 		if c.qos.pol == nil { // a policer the configuration no longer has
 			c.qos.pol = &callPolicer{}
 		}
 		if d.Out {
 			c.qos.pol.policed[dirOut] += d.Packets
+			c.pktsOut += d.Packets
+			c.bytesOut += d.Bytes
+			c.seenOut = true
 		} else {
 			c.qos.pol.policed[dirIn] += d.Packets
+			c.pktsIn += d.Packets
+			c.bytesIn += d.Bytes
+			c.seenIn = true
 		}
+		if c.seenIn && c.seenOut {
+			c.state = CallReplied
+		}
+		c.lastSeen = now
+		c.conn.lastSeen = nowT
 	}
 	return n
 }

@@ -31,9 +31,10 @@ import (
 // kernelPathQoS is the fast path's policing state (a field of kernelPath;
 // under kernelPath.mu).
 type kernelPathQoS struct {
-	// dropped are the policed elements' drop counters at the last read.
-	droppedOut map[conntrack.OutKey]uint64
-	droppedIn  map[conntrack.InKey]uint64
+	// dropped are the policed elements' drop counters (packets, bytes) at
+	// the last read.
+	droppedOut map[conntrack.OutKey][2]uint64
+	droppedIn  map[conntrack.InKey][2]uint64
 	// policed counts drops the kernel made (drops_total{reason="gre_policed"}).
 	policed func(n uint64)
 	// chains is what the table has chains for (SetKernelQoSChains): 0
@@ -187,12 +188,13 @@ func (k *kernelPath) policedLocked(outs []conntrack.GREOut, ins []conntrack.GREI
 		}
 		seenOut[o.Key] = true
 		if k.q.droppedOut == nil {
-			k.q.droppedOut = map[conntrack.OutKey]uint64{}
+			k.q.droppedOut = map[conntrack.OutKey][2]uint64{}
 		}
-		if p, _ := grew(k.q.droppedOut[o.Key], 0, o.Dropped, 0); p > 0 {
-			ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p})
+		d0 := k.q.droppedOut[o.Key]
+		if p, b := grew(d0[0], d0[1], o.Dropped, o.DroppedBytes); p > 0 {
+			ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p, Bytes: b})
 		}
-		k.q.droppedOut[o.Key] = o.Dropped
+		k.q.droppedOut[o.Key] = [2]uint64{o.Dropped, o.DroppedBytes}
 	}
 	for key := range k.q.droppedOut {
 		if !seenOut[key] {
@@ -206,12 +208,13 @@ func (k *kernelPath) policedLocked(outs []conntrack.GREOut, ins []conntrack.GREI
 		}
 		seenIn[i.Key] = true
 		if k.q.droppedIn == nil {
-			k.q.droppedIn = map[conntrack.InKey]uint64{}
+			k.q.droppedIn = map[conntrack.InKey][2]uint64{}
 		}
-		if p, _ := grew(k.q.droppedIn[i.Key], 0, i.Dropped, 0); p > 0 {
-			ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p})
+		d0 := k.q.droppedIn[i.Key]
+		if p, b := grew(d0[0], d0[1], i.Dropped, i.DroppedBytes); p > 0 {
+			ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p, Bytes: b})
 		}
-		k.q.droppedIn[i.Key] = i.Dropped
+		k.q.droppedIn[i.Key] = [2]uint64{i.Dropped, i.DroppedBytes}
 	}
 	for key := range k.q.droppedIn {
 		if !seenIn[key] {

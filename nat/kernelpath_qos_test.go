@@ -3,6 +3,7 @@ package nat
 import (
 	"sync"
 	"testing"
+	"time"
 
 	"pptpgw/conntrack"
 	"pptpgw/helper"
@@ -224,5 +225,43 @@ func TestKernelPathRefreshKeepsUnfitCalls(t *testing.T) {
 		if k.ifx != wanIf+40 {
 			t.Errorf("out element on interface %d, want %d", k.ifx, wanIf+40)
 		}
+	}
+}
+
+// What the kernel's policer drops counts in the call's packets, bytes and
+// activity, as on the userspace path, which counts every packet and then
+// polices it (D3: `pptpgw calls` showed fewer packets out than were sent).
+// The engine's GRE counters count it as gre_policed only, as there.
+func TestKernelPathPolicedCounted(t *testing.T) {
+	f := newFakeMaps()
+	e, clk := newEngine(t, func(c *EngineConfig) {
+		c.KernelMaps = f
+		c.QoS = QoSConfig{CallLimit: police.Limit{BytesPerSecond: 125000, Burst: 15000}}
+	})
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	ko := conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}
+	clk.Advance(30 * time.Second)
+	fk, el, ok := f.outElem(ko)
+	if !ok || !el.Policed {
+		t.Fatalf("the call's outbound element: %+v (found %v), want policed", el, ok)
+	}
+	el.Packets, el.Bytes = 10, 1000
+	el.Dropped, el.DroppedBytes = 7, 700
+	f.out[fk] = el
+	gre0 := e.counters.Load(int(rGREOut))
+	calls := e.Calls()
+	if len(calls) != 1 {
+		t.Fatalf("%d calls", len(calls))
+	}
+	c := calls[0]
+	if c.PktsOut != 17 || c.BytesOut != 1700 || c.PolicedOut != 7 || c.IdleSeconds != 0 {
+		t.Errorf("call: %d packets, %d bytes out, %d policed, idle %vs; want 17, 1700, 7, 0", c.PktsOut, c.BytesOut, c.PolicedOut, c.IdleSeconds)
+	}
+	if d := e.counters.Load(int(rGREOut)) - gre0; d != 10 {
+		t.Errorf("GRE out counted %d, want the 10 carried (the policed ones are gre_policed)", d)
+	}
+	if n := e.counters.Load(int(rGREPoliced)); n != 7 {
+		t.Errorf("gre_policed %d, want 7", n)
 	}
 }
