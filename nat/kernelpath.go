@@ -353,10 +353,28 @@ func (k *kernelPath) flush() error {
 			// every record dirty; those of this transaction and of the
 			// ones not sent too.
 			var cs []*conntrack.Call
+			var orphOut []conntrack.GREOut
+			var orphIn []conntrack.GREIn
 			for _, q := range parts[j:] {
 				cs = append(cs, q.calls()...)
+				for i, c := range q.delOutC {
+					if c == nil {
+						orphOut = append(orphOut, q.delOut[i])
+					}
+				}
+				for i, c := range q.delInC {
+					if c == nil {
+						orphIn = append(orphIn, q.delIn[i])
+					}
+				}
 			}
 			if rerr := k.reloadHave(cs); rerr != nil {
+				// Not read back: the orphans not deleted are tried again
+				// (reloadHave found them afresh otherwise).
+				k.mu.Lock()
+				k.orphOut = append(k.orphOut, orphOut...)
+				k.orphIn = append(k.orphIn, orphIn...)
+				k.mu.Unlock()
 				return fmt.Errorf("kernel GRE maps: %w (and reading them back: %v)", err, rerr)
 			}
 			return fmt.Errorf("kernel GRE maps: %w", err)

@@ -255,3 +255,50 @@ func TestGrewRec(t *testing.T) {
 		}
 	}
 }
+
+// readFailMaps fails the next reads of the maps.
+type readFailMaps struct {
+	*fakeMaps
+	failReads int
+}
+
+func (r *readFailMaps) Read() ([]conntrack.GREOut, []conntrack.GREIn, error) {
+	if r.failReads > 0 {
+		r.failReads--
+		return nil, nil, errors.New("fake: read refused")
+	}
+	return r.fakeMaps.Read()
+}
+
+// An element no call owns, whose deletion fails together with reading the
+// maps back, is deleted by a later flush, not forgotten (a stale element
+// would go on translating in the kernel).
+func TestKernelPathOrphanSurvivesFailedRead(t *testing.T) {
+	f := newFakeMaps()
+	r := &readFailMaps{fakeMaps: f}
+	e, _ := newEngine(t, func(c *EngineConfig) { c.KernelMaps = r })
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	stray := conntrack.OutKey{InsideIP: lanB, PeerIP: server, PeerCallID: 999}
+	se := conntrack.GREOut{Key: stray, OutData: conntrack.OutData{PublicIP: pubIP, IfIndex: wanIf}}
+	f.out[fkOut(se)] = se
+	addCall(t, e, lanB, 40001, 9, 556)
+	f.fail = 1
+	if err := e.kp.flush(); err == nil { // fails; the read back finds the stray: an orphan
+		t.Fatal("the failed transaction was not reported")
+	}
+	if len(e.kp.orphOut) != 1 {
+		t.Fatalf("%d orphans after the read back, want the stray", len(e.kp.orphOut))
+	}
+	f.fail, r.failReads = 1, 1 // the orphan's deletion fails, and so does the read back
+	if err := e.kp.flush(); err == nil {
+		t.Fatal("the failed transaction was not reported")
+	}
+	flush(t, e)
+	if _, _, ok := f.outElem(stray); ok {
+		t.Fatal("the stray element is still in the kernel")
+	}
+	if len(f.out) != 2 || len(f.in) != 2 {
+		t.Fatalf("elements: %d out, %d in; want the two calls'", len(f.out), len(f.in))
+	}
+}
