@@ -262,6 +262,9 @@ type batch struct {
 	addIn           []conntrack.GREIn
 	delOutC, delInC []*conntrack.Call
 	addOutC, addInC []*conntrack.Call
+	// replaces: it deletes an element of a call that stays (its key or
+	// data changed: a refresh, another peer call ID).
+	replaces bool
 }
 
 func (b *batch) empty() bool {
@@ -326,6 +329,7 @@ func (k *kernelPath) flush() error {
 			if ho && (!wo || r.HPeer != o.Key.PeerCallID || r.HOut != o.OutData) {
 				held := conntrack.GREOut{Key: c.OutKeyFor(r.HPeer), OutData: r.HOut}
 				b.delOut, b.delOutC = append(b.delOut, held), append(b.delOutC, c)
+				b.replaces = b.replaces || wo
 			}
 			if wo && (!ho || r.HPeer != o.Key.PeerCallID || r.HOut != o.OutData) {
 				b.addOut, b.addOutC = append(b.addOut, o), append(b.addOutC, c)
@@ -333,6 +337,7 @@ func (k *kernelPath) flush() error {
 			if hi && (!wi || r.HIn != i.InData) {
 				held := conntrack.GREIn{Key: c.InKey(), InData: r.HIn}
 				b.delIn, b.delInC = append(b.delIn, held), append(b.delInC, c)
+				b.replaces = b.replaces || wi
 			}
 			if wi && (!hi || r.HIn != i.InData) {
 				b.addIn, b.addInC = append(b.addIn, i), append(b.addInC, c)
@@ -342,6 +347,14 @@ func (k *kernelPath) flush() error {
 	})
 	if len(pending) > 0 {
 		k.releasePending(pending) // before the elements and their counters go
+	}
+	if b.replaces {
+		// What the elements about to be replaced carried since the last
+		// read goes to their calls first (their new elements count from
+		// zero); on a read error it is given up, as before.
+		if ds, pol, err := k.readLocked(); err == nil {
+			k.account(ds, pol)
+		}
 	}
 	parts := b.split(maxTransaction)
 	for j, p := range parts {
@@ -613,14 +626,38 @@ const syncChunk = 1024
 // sync reads the elements' counters and accounts what grew to the calls.
 func (k *kernelPath) sync() error {
 	k.fmu.Lock()
+	ds, pol, err := k.readLocked()
+	k.fmu.Unlock()
+	if err != nil {
+		return err
+	}
+	k.account(ds, pol)
+	return nil
+}
+
+// account adds what the kernel carried (ds) and what its policers dropped
+// (pol) to the calls and the engine's counters. No kernelPath lock, or
+// fmu only (Table.mu comes after it).
+func (k *kernelPath) account(ds, pol []conntrack.GREDelta) {
+	k.accountPoliced(pol)
+	if len(ds) > 0 {
+		k.table.AccountGRE(ds)
+		if k.carried != nil {
+			k.carried(ds)
+		}
+	}
+}
+
+// readLocked reads the elements' counters and returns what grew since the
+// last read, carried and policed, moving the records' baselines. fmu is
+// held.
+func (k *kernelPath) readLocked() (ds, pol []conntrack.GREDelta, err error) {
 	outs, ins, err := k.maps.Read()
 	if err != nil {
-		k.fmu.Unlock()
-		return fmt.Errorf("kernel GRE maps: read counters: %w", err)
+		return nil, nil, fmt.Errorf("kernel GRE maps: read counters: %w", err)
 	}
-	var ds []conntrack.GREDelta
 	k.mu.Lock()
-	pol := k.policedLocked(outs, ins) // kfeat: kernelpath_qos.go
+	pol = k.policedLocked(outs, ins) // kfeat: kernelpath_qos.go
 	k.mu.Unlock()
 	for len(outs) > 0 || len(ins) > 0 {
 		no, ni := min(len(outs), syncChunk), min(len(ins), max(0, syncChunk-len(outs)))
@@ -659,15 +696,7 @@ func (k *kernelPath) sync() error {
 			}
 		})
 	}
-	k.fmu.Unlock()
-	k.accountPoliced(pol)
-	if len(ds) > 0 {
-		k.table.AccountGRE(ds) // Table.mu after fmu is released
-		if k.carried != nil {
-			k.carried(ds)
-		}
-	}
-	return nil
+	return ds, pol, nil
 }
 
 // grew returns how much a counter pair grew; a counter that went back (the

@@ -265,3 +265,24 @@ func TestKernelPathPolicedCounted(t *testing.T) {
 		t.Errorf("gre_policed %d, want 7", n)
 	}
 }
+
+// What a call's elements carried since the last read is counted before a
+// refresh replaces them (their successors count from zero): reviewer's R1,
+// up to one read interval of packets lost per refresh.
+func TestKernelPathRefreshKeepsCounts(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	ko := conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}
+	f.carryOut(ko, 5, 100)
+	e.SetWANIndex(wanIf + 40)
+	flush(t, e)
+	if _, el, ok := f.outElem(ko); !ok || el.IfIndex != wanIf+40 {
+		t.Fatalf("the element did not move: %+v", el)
+	}
+	f.carryOut(ko, 2, 100)
+	calls := e.Calls()
+	if len(calls) != 1 || calls[0].PktsOut != 7 || calls[0].BytesOut != 700 {
+		t.Fatalf("calls %+v: want 7 packets, 700 bytes out", calls)
+	}
+}
