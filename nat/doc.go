@@ -104,8 +104,9 @@
 // and takes Allocator.mu, kernelPath.mu, and Table.mu then kernelPath.mu
 // (Table.View: what dirty calls want, calls by element key; no I/O) under
 // it; nothing takes fmu under Table.mu or kernelPath.mu. It accounts the
-// kernel's counters to the table (Table.AccountGRE, AccountPoliced) after
-// releasing fmu. refreshKernelGRE (an uplink's interface changed:
+// kernel's counters to the table (Table.AccountGRE, AccountPoliced) with
+// no kernelPath lock held: sync after releasing fmu, flush (before a
+// transaction replaces elements of calls that stay) under fmu. refreshKernelGRE (an uplink's interface changed:
 // SetWANIndex, SetUplink, SetUplinks; kernelpath_qos.go) takes Table.mu
 // then kernelPath.mu (Table.View) and is called with no engine lock held;
 // kernelPath's eligible and fill hooks run under both and take no lock.

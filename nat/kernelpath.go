@@ -533,13 +533,15 @@ func (k *kernelPath) releasePending(ps []pendingRelease) {
 	outs, ins, err := k.maps.Read()
 	carried := map[conntrack.InKey]bool{}
 	if err == nil {
+		// A packet the kernel's policer dropped was GRE of the call too
+		// (the userspace path counts a packet before policing it).
 		byOut := map[conntrack.OutKey]uint64{}
 		for _, o := range outs {
-			byOut[o.Key] = o.Packets
+			byOut[o.Key] = o.Packets + o.Dropped
 		}
 		byIn := map[conntrack.InKey]uint64{}
 		for _, i := range ins {
-			byIn[i.Key] = i.Packets
+			byIn[i.Key] = i.Packets + i.Dropped
 		}
 		for _, p := range ps {
 			carried[p.in] = byOut[p.out] > 0 || byIn[p.in] > 0

@@ -286,3 +286,24 @@ func TestKernelPathRefreshKeepsCounts(t *testing.T) {
 		t.Fatalf("calls %+v: want 7 packets, 700 bytes out", calls)
 	}
 }
+
+// A policed call cleared before the table read its counters, whose GRE
+// the kernel's policer dropped entirely, still carried GRE: its outside
+// call ID goes into quarantine (reviewer's N3).
+func TestKernelPathQuarantinePolicedOnly(t *testing.T) {
+	f := newFakeMaps()
+	e, _ := newEngine(t, func(c *EngineConfig) {
+		c.KernelMaps = f
+		c.QoS = QoSConfig{CallLimit: police.Limit{BytesPerSecond: 125000, Burst: 15000}}
+	})
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	fk, el, _ := f.outElem(conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555})
+	el.Dropped, el.DroppedBytes = 3, 300
+	f.out[fk] = el
+	mapperOf(t, e, lanA, 40000).Event(helper.Event{Kind: helper.CallCleared, InsideID: 7})
+	flush(t, e)
+	if used, q := e.alloc.InUse(PoolKey{pubIP, server}); used != 0 || q != 1 {
+		t.Fatalf("after the flush: %d used, %d quarantined; want the ID quarantined", used, q)
+	}
+}
