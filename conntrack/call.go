@@ -24,8 +24,8 @@ func (t *Table) AddCall(cn *Control, insideID, outsideID uint16) error {
 		PeerIP:        cn.Key.PeerIP,
 		InsideCallID:  insideID,
 		OutsideCallID: outsideID,
-		Created:       now,
-		lastSeen:      now,
+		created:       t.nanos(now),
+		lastSeen:      t.nanos(now),
 	}
 	if t.calls.Contains(c.inKey()) {
 		return ErrCallExists
@@ -109,19 +109,19 @@ func (t *Table) Establish(cn *Control, insideID, peerID uint16) error {
 		if c.PeerCallID == peerID {
 			return nil
 		}
-		if k := c.outKey(); t.out[k] == c {
-			delete(t.out, k)
+		if k := c.outKey(); t.out.getOut(k) == c {
+			t.out.removeOut(k)
 		}
 	}
 	c.PeerCallID = peerID
 	k := c.outKey()
-	if old := t.out[k]; old != nil && old != c {
+	if old := t.out.getOut(k); old != nil && old != c {
 		t.removeCall(old, ReasonReplaced)
 	}
 	c.state = CallUnreplied
 	c.seenIn, c.seenOut = false, false
-	c.lastSeen = now
-	t.out[k] = c
+	c.lastSeen = t.nanos(now)
+	t.out.put(c)
 	t.setupCalls.remove(c)
 	t.establishControl(cn)
 	t.calls.Get(c.inKey())

@@ -105,7 +105,7 @@ func (t *Table) RefreshCalls(cn *Control) {
 	cn.lastSeen = now
 	t.conns.Get(cn.Key)
 	for _, c := range cn.calls {
-		c.lastSeen = now
+		c.lastSeen = t.nanos(now)
 		t.calls.Get(c.inKey())
 	}
 }

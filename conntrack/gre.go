@@ -9,7 +9,7 @@ package conntrack
 func (t *Table) OutboundQoS(k OutKey, n int) (publicIP [4]byte, q GREQoS, ok bool) {
 	now := t.clk.Now()
 	t.mu.Lock()
-	c := t.out[k]
+	c := t.out.getOut(k)
 	if c == nil {
 		t.mu.Unlock()
 		return publicIP, q, false
@@ -21,7 +21,7 @@ func (t *Table) OutboundQoS(k OutKey, n int) (publicIP [4]byte, q GREQoS, ok boo
 		return publicIP, q, false
 	}
 	t.calls.Get(c.inKey())
-	c.lastSeen = now
+	c.lastSeen = t.nanos(now)
 	c.conn.lastSeen = now // a live call keeps its control connection alive
 	c.pktsOut++
 	c.bytesOut += uint64(n)
@@ -30,7 +30,7 @@ func (t *Table) OutboundQoS(k OutKey, n int) (publicIP [4]byte, q GREQoS, ok boo
 		c.state = CallReplied
 	}
 	publicIP = c.PublicIP
-	q = c.admit(now, n, dirOut)
+	q = c.admit(t.nanos(now), n, dirOut)
 	t.mu.Unlock()
 	return publicIP, q, true
 }
@@ -52,7 +52,7 @@ func (t *Table) InboundQoS(k InKey, n int) (insideIP [4]byte, insideID uint16, q
 		t.mu.Unlock()
 		return insideIP, 0, q, false
 	}
-	c.lastSeen = now
+	c.lastSeen = t.nanos(now)
 	c.conn.lastSeen = now
 	c.pktsIn++
 	c.bytesIn += uint64(n)
@@ -61,7 +61,7 @@ func (t *Table) InboundQoS(k InKey, n int) (insideIP [4]byte, insideID uint16, q
 		c.state = CallReplied
 	}
 	insideIP, insideID = c.InsideIP, c.InsideCallID
-	q = c.admit(now, n, dirIn)
+	q = c.admit(t.nanos(now), n, dirIn)
 	t.mu.Unlock()
 	return insideIP, insideID, q, true
 }

@@ -15,8 +15,8 @@ type GREOut struct {
 	// kernel (zero in what is written).
 	Packets, Bytes uint64
 	// Dropped: packets the kernel dropped over the call's policing rate
-	// (kfeat, issue 12), when read.
-	Dropped uint64
+	// (kfeat, issue 12), when read; DroppedBytes their bytes.
+	Dropped, DroppedBytes uint64
 }
 
 // GREIn is one element of the inbound map: GRE to PublicIP from PeerIP
@@ -24,9 +24,9 @@ type GREOut struct {
 type GREIn struct {
 	Key InKey
 	InData
-	// Packets, Bytes and Dropped as in GREOut.
-	Packets, Bytes uint64
-	Dropped        uint64
+	// Packets, Bytes, Dropped and DroppedBytes as in GREOut.
+	Packets, Bytes        uint64
+	Dropped, DroppedBytes uint64
 }
 
 // OutData is what an outbound element does to a packet (the map's data):
@@ -85,7 +85,7 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		}
 		var c *Call
 		if d.Out {
-			c = t.out[d.OutKey]
+			c = t.out.getOut(d.OutKey)
 		} else if x, ok := t.calls.Peek(d.InKey); ok && x.state != CallRequested {
 			c = x
 		}
@@ -94,7 +94,7 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		}
 		n++
 		t.calls.Get(c.inKey())
-		c.lastSeen = now
+		c.lastSeen = t.nanos(now)
 		c.conn.lastSeen = now
 		if d.Out {
 			c.pktsOut += d.Packets
@@ -110,23 +110,4 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		}
 	}
 	return n
-}
-
-// EstablishedGRE returns the map elements of every set-up call keep
-// accepts (nil: all), for adopting the maps a previous run left: what the
-// table holds decides which of them stay. keep runs with t.mu held.
-func (t *Table) EstablishedGRE(keep func(*Call) bool) ([]GREOut, []GREIn) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var outs []GREOut
-	var ins []GREIn
-	for _, c := range t.out {
-		if keep != nil && !keep(c) {
-			continue
-		}
-		o, i := c.GREElements()
-		outs = append(outs, o)
-		ins = append(ins, i)
-	}
-	return outs, ins
 }

@@ -6,10 +6,20 @@ package conntrack
 // read back from the maps and accounted here as OutboundQoS/InboundQoS
 // account the drops of the userspace policer.
 
+// KernelUplink returns 1 + the index of the uplink the kernel path put c
+// on, 0 if it has not yet; SetKernelUplink records it (u: 1 + index).
+// The uplink's interface is part of the elements' key, and an uplink's
+// address may change under a call (its calls keep their uplink). Table.mu
+// held (the Config hooks, Table.View).
+func (c *Call) KernelUplink() uint8 { return c.uplink }
+
+// SetKernelUplink: see KernelUplink.
+func (c *Call) SetKernelUplink(u uint8) { c.uplink = u }
+
 // KernelQoS returns c's class (1 + index in `classes:`; 0: none) and
 // whether its GRE is policed. Table.mu held (the Config hooks).
 func (c *Call) KernelQoS() (class uint8, policed bool) {
-	return uint8(c.qos.class), c.qos.limit.Enabled()
+	return uint8(c.class), c.qos.policing()
 }
 
 // EstablishedGREFill is EstablishedGRE with fill completing each call's
@@ -19,7 +29,7 @@ func (t *Table) EstablishedGREFill(keep func(*Call) bool, fill func(*Call, *GREO
 	defer t.mu.Unlock()
 	var outs []GREOut
 	var ins []GREIn
-	for _, c := range t.out {
+	for _, c := range t.out.all() {
 		if keep != nil && !keep(c) {
 			continue
 		}
@@ -34,10 +44,14 @@ func (t *Table) EstablishedGREFill(keep func(*Call) bool, fill func(*Call, *GREO
 }
 
 // AccountPoliced adds GRE the kernel dropped over the calls' policing rate
-// (Packets of each delta) to the calls' policed counters, as the userspace
-// policer counts them. Deltas of calls no longer tracked are ignored. It
-// returns how many found their call.
+// to the calls as OutboundQoS/InboundQoS count a packet their policer
+// drops: in the call's packets and bytes, its and its connection's last
+// activity and its direction seen (D3: the kernel path left them out), and
+// in its policed counters. Deltas of calls no longer tracked are ignored.
+// It returns how many found their call.
 func (t *Table) AccountPoliced(ds []GREDelta) int {
+	nowT := t.clk.Now()
+	now := t.nanos(nowT)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
@@ -47,19 +61,34 @@ func (t *Table) AccountPoliced(ds []GREDelta) int {
 		}
 		var c *Call
 		if d.Out {
-			c = t.out[d.OutKey]
-		} else if x, ok := t.calls.Peek(d.InKey); ok {
+			c = t.out.getOut(d.OutKey)
+		} else if x, ok := t.calls.Peek(d.InKey); ok && x.state != CallRequested {
 			c = x
 		}
 		if c == nil {
 			continue
 		}
 		n++
-		if d.Out {
-			c.qos.policed[dirOut] += d.Packets
-		} else {
-			c.qos.policed[dirIn] += d.Packets
+		t.calls.Get(c.inKey())
+		if c.qos.pol == nil { // a policer the configuration no longer has
+			c.qos.pol = &callPolicer{}
 		}
+		if d.Out {
+			c.qos.pol.policed[dirOut] += d.Packets
+			c.pktsOut += d.Packets
+			c.bytesOut += d.Bytes
+			c.seenOut = true
+		} else {
+			c.qos.pol.policed[dirIn] += d.Packets
+			c.pktsIn += d.Packets
+			c.bytesIn += d.Bytes
+			c.seenIn = true
+		}
+		if c.seenIn && c.seenOut {
+			c.state = CallReplied
+		}
+		c.lastSeen = now
+		c.conn.lastSeen = nowT
 	}
 	return n
 }

@@ -66,7 +66,7 @@ func (t *Table) Export(f func(*Control, *SavedControl)) []SavedControl {
 			}
 			s.Calls = append(s.Calls, SavedCall{
 				InsideCallID: c.InsideCallID, OutsideCallID: c.OutsideCallID, PeerCallID: c.PeerCallID,
-				State: c.state, Created: c.Created, Idle: now.Sub(c.lastSeen), SeenOut: c.seenOut, SeenIn: c.seenIn,
+				State: c.state, Created: t.at(c.created), Idle: time.Duration(t.nanos(now) - c.lastSeen), SeenOut: c.seenOut, SeenIn: c.seenIn,
 				PktsOut: c.pktsOut, PktsIn: c.pktsIn, BytesOut: c.bytesOut, BytesIn: c.bytesIn,
 			})
 		}
@@ -133,10 +133,10 @@ func (t *Table) Restore(s SavedControl, claim func(SavedCall) bool) (*Control, i
 		}
 		c := &Call{conn: cn, InsideIP: cn.Key.InsideIP, PublicIP: cn.PublicIP, PeerIP: cn.Key.PeerIP,
 			InsideCallID: sc.InsideCallID, OutsideCallID: sc.OutsideCallID, PeerCallID: sc.PeerCallID,
-			Created: sc.Created, state: sc.State, lastSeen: now.Add(-sc.Idle), seenOut: sc.SeenOut, seenIn: sc.SeenIn,
+			created: t.nanos(sc.Created), state: sc.State, lastSeen: t.nanos(now) - int64(sc.Idle), seenOut: sc.SeenOut, seenIn: sc.SeenIn,
 			pktsOut: sc.PktsOut, pktsIn: sc.PktsIn, bytesOut: sc.BytesOut, bytesIn: sc.BytesIn}
 		if t.calls.Contains(c.inKey()) || cn.byInside(sc.InsideCallID) != nil ||
-			(c.state != CallRequested && t.out[c.outKey()] != nil) {
+			(c.state != CallRequested && t.out.getOut(c.outKey()) != nil) {
 			continue
 		}
 		if len(cn.calls) >= t.lim.CallsPerConn || src.calls >= t.lim.CallsPerSource || t.calls.Len() >= t.maxCalls {
@@ -150,7 +150,7 @@ func (t *Table) Restore(s SavedControl, claim func(SavedCall) bool) (*Control, i
 		if c.state == CallRequested {
 			t.setupCalls.push(c)
 		} else {
-			t.out[c.outKey()] = c
+			t.out.put(c)
 		}
 		t.calls.Add(c.inKey(), c)
 		n++

@@ -1,10 +1,6 @@
 package conntrack
 
-import (
-	"time"
-
-	"pptpgw/qos/police"
-)
+import "pptpgw/qos/police"
 
 // Shaping (issue 9): a call's class and its GRE policers, kept on the call
 // under the table's lock and applied by OutboundQoS/InboundQoS, which
@@ -19,13 +15,30 @@ type GREQoS struct {
 	Policed bool
 }
 
-// callQoS is the shaping state of a call.
+// callQoS is the policing state of a call (its class is Call.class).
+// Memory (issue 12): the policer (40 bytes) is allocated for the calls that
+// get one; most calls have none.
 type callQoS struct {
-	class   int16 // 1 + class index; 0: none
+	pol *callPolicer // nil: never policed
+}
+
+// callPolicer is a call's GRE policer and what it dropped.
+type callPolicer struct {
 	limit   police.Limit
 	bucket  [2]police.Bucket // 0 out, 1 in
 	policed [2]uint64
 }
+
+// policedCount is what c's policer dropped in direction dir.
+func (q *callQoS) policedCount(dir int) uint64 {
+	if q.pol == nil {
+		return 0
+	}
+	return q.pol.policed[dir]
+}
+
+// policing reports whether the call has a policer that polices.
+func (q *callQoS) policing() bool { return q.pol != nil && q.pol.limit.Enabled() }
 
 const (
 	dirOut = 0
@@ -33,10 +46,10 @@ const (
 )
 
 // admit classes and polices one packet of n bytes of c (t.mu held).
-func (c *Call) admit(now time.Time, n, dir int) GREQoS {
-	q := GREQoS{Class: int(c.qos.class) - 1}
-	if c.qos.limit.Enabled() && !c.qos.bucket[dir].Allow(c.qos.limit, int64(now.Sub(c.Created)), n) {
-		c.qos.policed[dir]++
+func (c *Call) admit(now int64, n, dir int) GREQoS {
+	q := GREQoS{Class: int(c.class) - 1}
+	if p := c.qos.pol; p != nil && p.limit.Enabled() && !p.bucket[dir].Allow(p.limit, now-c.created, n) {
+		p.policed[dir]++
 		q.Policed = true
 	}
 	return q
@@ -52,8 +65,13 @@ func (t *Table) SetCallQoS(cn *Control, insideID uint16, class int, l police.Lim
 	if c == nil {
 		return false
 	}
-	c.qos.class = int16(max(class, -1) + 1)
-	c.qos.limit = l
+	c.class = int16(max(class, -1) + 1)
+	if c.qos.pol == nil && l.Enabled() {
+		c.qos.pol = &callPolicer{}
+	}
+	if c.qos.pol != nil {
+		c.qos.pol.limit = l // a policer turned off keeps what it counted
+	}
 	return true
 }
 

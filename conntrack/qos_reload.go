@@ -18,9 +18,9 @@ func (t *Table) RerateCalls(old, l police.Limit) int {
 	defer t.mu.Unlock()
 	n := 0
 	for _, c := range t.calls.Values() {
-		if c.qos.limit == old {
-			c.qos.limit = l
-			c.qos.bucket = [2]police.Bucket{}
+		if p := c.qos.pol; p != nil && p.limit == old {
+			p.limit = l
+			p.bucket = [2]police.Bucket{}
 			n++
 		}
 	}

@@ -1,9 +1,9 @@
 package conntrack
 
-// setupHooks link an entry into a setupQueue.
+// setupHooks link an entry into a setupQueue. An entry is queued if it has
+// a predecessor or is the queue's head (no flag: 8 bytes less per entry).
 type setupHooks[T any] struct {
 	prev, next *T
-	queued     bool
 }
 
 // setupQueue is an intrusive FIFO of entries in setup (control connections
@@ -18,12 +18,17 @@ type setupQueue[T any, P interface {
 	n          int
 }
 
+// queued reports whether x is in q.
+func (q *setupQueue[T, P]) queued(x P) bool {
+	return x.hooks().prev != nil || q.head == (*T)(x)
+}
+
 func (q *setupQueue[T, P]) push(x P) {
 	h := x.hooks()
-	if h.queued {
+	if q.queued(x) {
 		return
 	}
-	h.prev, h.next, h.queued = q.tail, nil, true
+	h.prev, h.next = q.tail, nil
 	if q.tail != nil {
 		P(q.tail).hooks().next = x
 	} else {
@@ -35,7 +40,7 @@ func (q *setupQueue[T, P]) push(x P) {
 
 func (q *setupQueue[T, P]) remove(x P) {
 	h := x.hooks()
-	if !h.queued {
+	if !q.queued(x) {
 		return
 	}
 	if h.prev != nil {

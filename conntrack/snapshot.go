@@ -67,9 +67,9 @@ func (t *Table) Snapshot() []CallSnapshot {
 		s := CallSnapshot{
 			InsideIP: c.InsideIP, PublicIP: c.PublicIP, PeerIP: c.PeerIP,
 			InsideCallID: c.InsideCallID, OutsideCallID: c.OutsideCallID, PeerCallID: c.PeerCallID,
-			State: c.state, Created: c.Created, Idle: now.Sub(c.lastSeen),
+			State: c.state, Created: t.at(c.created), Idle: time.Duration(t.nanos(now) - c.lastSeen),
 			PktsOut: c.pktsOut, PktsIn: c.pktsIn, BytesOut: c.bytesOut, BytesIn: c.bytesIn,
-			Class: int(c.qos.class) - 1, PolicedOut: c.qos.policed[dirOut], PolicedIn: c.qos.policed[dirIn],
+			Class: int(c.class) - 1, PolicedOut: c.qos.policedCount(dirOut), PolicedIn: c.qos.policedCount(dirIn),
 		}
 		if c.conn != nil {
 			s.InsidePort, s.PeerPort, s.Forward = c.conn.Key.InsidePort, c.conn.Key.PeerPort, c.conn.Forward

@@ -17,12 +17,14 @@
 //	inbound  (peer -> public): InKey{PublicIP, PeerIP, OutsideCallID} (the GRE key the peer sends)
 //
 // The inbound key is unique by construction (nat allocates OutsideCallID per
-// (PublicIP, PeerIP)), so it doubles as the primary key: the LRU
-// (hashicorp/golang-lru/v2 simplelru) is keyed by InKey and every removal,
-// whatever its cause (early drop, idle expiry, call clear, control stop),
-// goes through the LRU's eviction callback, which cleans the outbound index,
-// the connection's call list and reports the removal (nat releases the
-// outside call ID there, into quarantine if the call carried GRE).
+// (PublicIP, PeerIP)), so it doubles as the primary key: the calls' LRU
+// (calllru.go: intrusive, with simplelru's semantics; its index and the
+// outbound one are hash sets of calls, callset.go) is keyed by InKey and
+// every removal, whatever its cause (early drop, idle expiry, call clear,
+// control stop), goes through the LRU's eviction callback, which cleans
+// the outbound index and the connection's call list and reports the
+// removal (nat releases the outside call ID there, into quarantine if the
+// call carried GRE).
 //
 // # Bounds, early drop and limits
 //
@@ -183,16 +185,29 @@ type Call struct {
 	InsideCallID               uint16
 	OutsideCallID              uint16
 	PeerCallID                 uint16
-	Created                    time.Time
 
-	state                              CallState
-	lastSeen                           time.Time
+	state           CallState
+	seenOut, seenIn bool
+	// uplink is 1 + the index of the uplink the kernel path put the call
+	// on, 0 until it did (KernelUplink; kfeat, issue 12).
+	uplink uint8
+	// class is the call's class, 1 + index in `classes:`, 0 for none
+	// (shaping, issue 9: qos.go). uplink and class sit here, not in
+	// callQoS, to fill what would be padding (memory, issue 12).
+	class int16
+	// created and lastSeen are nanoseconds of the table's clock since its
+	// epoch (Table.nanos): 8 bytes each instead of a time.Time's 24.
+	created, lastSeen                  int64
 	setup                              setupHooks[Call] // in Table.setupCalls until its reply
-	seenOut, seenIn                    bool
 	pktsOut, pktsIn, bytesOut, bytesIn uint64
 
 	// Shaping (issue 9): class and policers (qos.go).
 	qos callQoS
+
+	// Memory (issue 12): the LRU's links (calllru.go) and the kernel fast
+	// path's record (kernelrec.go).
+	lru    lruHooks
+	kernel KernelRec
 }
 
 func (c *Call) hooks() *setupHooks[Call] { return &c.setup }
@@ -255,10 +270,13 @@ type Table struct {
 	onConnRm func(*Control, string) // Config.OnControlRemoved
 	onUp     func(*Call)            // kernel fast path (issue 12)
 
+	// epoch is the instant calls' times count from (Table.nanos).
+	epoch time.Time
+
 	mu    sync.Mutex
 	conns *simplelru.LRU[ControlKey, *Control]
-	calls *simplelru.LRU[InKey, *Call] // primary store and inbound index
-	out   map[OutKey]*Call             // outbound index (established calls only)
+	calls *callLRU // primary store and inbound index
+	out   *callSet // outbound index (established calls only; callset.go)
 	// State in setup, oldest first: the early-drop candidates.
 	setupConns setupQueue[Control, *Control]
 	setupCalls setupQueue[Call, *Call]
@@ -282,6 +300,7 @@ func New(cfg Config, clk Clock) *Table {
 	}
 	t := &Table{
 		clk:      clk,
+		epoch:    clk.Now(),
 		to:       cfg.Timeouts.WithDefaults(),
 		lim:      cfg.Limits.WithDefaults(),
 		maxConns: cfg.MaxConns,
@@ -289,13 +308,13 @@ func New(cfg Config, clk Clock) *Table {
 		onRemove: cfg.OnCallRemoved,
 		onUp:     cfg.OnCallEstablished,
 		onConnRm: cfg.OnControlRemoved,
-		out:      make(map[OutKey]*Call),
+		out:      newCallSet(true),
 		sources:  make(map[[4]byte]*source),
 	}
 	// NewLRU only fails for size <= 0, excluded above. The LRUs never
 	// evict on their own: AddControl and AddCall make room (early drop) or
 	// refuse before they add.
-	t.calls, _ = simplelru.NewLRU[InKey, *Call](cfg.MaxCalls, t.callEvicted)
+	t.calls = newCallLRU(t.callEvicted)
 	t.conns, _ = simplelru.NewLRU[ControlKey, *Control](cfg.MaxConns, t.connEvicted)
 	return t
 }
@@ -314,8 +333,8 @@ func (t *Table) callEvicted(_ InKey, c *Call) {
 		t.stats.CallsEvicted++
 	}
 	if c.state != CallRequested {
-		if k := c.outKey(); t.out[k] == c {
-			delete(t.out, k)
+		if k := c.outKey(); t.out.getOut(k) == c {
+			t.out.removeOut(k)
 		}
 	}
 	t.setupCalls.remove(c)
@@ -429,8 +448,15 @@ func (t *Table) earlyDropCall() bool {
 }
 
 func (t *Table) callExpired(c *Call, now time.Time) bool {
-	return now.Sub(c.lastSeen) > t.callTimeout(c)
+	return time.Duration(t.nanos(now)-c.lastSeen) > t.callTimeout(c)
 }
+
+// nanos is now as a call's time: nanoseconds since the table's epoch (with
+// the clock's monotonic reading when both have one).
+func (t *Table) nanos(now time.Time) int64 { return int64(now.Sub(t.epoch)) }
+
+// at is the instant of a call's time ns.
+func (t *Table) at(ns int64) time.Time { return t.epoch.Add(time.Duration(ns)) }
 
 func (t *Table) connExpired(cn *Control, now time.Time) bool {
 	return now.Sub(cn.lastSeen) > t.connTimeout(cn)

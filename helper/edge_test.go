@@ -487,3 +487,24 @@ func TestPatchMemoryGrowsLazily(t *testing.T) {
 		t.Fatalf("ring %d/%d, floor %d (%v): want %d entries, wrapped", len(s.ring), cap(s.ring), s.floor, s.hasFloor, ringSize)
 	}
 }
+
+// A segment carrying many call requests (a GSO burst) grows the patch
+// scratch; the next segment drops it rather than keep its size for the
+// connection's life (memory, issue 12). Small segments keep theirs
+// (TestNoAllocs).
+func TestPatchScratchShrinks(t *testing.T) {
+	cv := pnsInside()
+	r := start(t, cv, Config{Strict: true}, 2)
+	var burst []byte
+	for i := range uint16(20) {
+		burst = (&wire.OCRQ{CallID: 0x0100 + i, CallSerial: i}).Append(burst)
+	}
+	if res := r.process(Outbound, r.seq[Outbound], false, burst); len(res.Patches) != 40 {
+		t.Fatalf("20 OCRQs in one segment: %d patches", len(res.Patches))
+	}
+	echo := (&wire.EchoRQ{ID: 1}).Append(nil)
+	r.process(Outbound, r.seq[Outbound], false, echo)
+	if c := cap(r.c.patches); c >= 40 || c > maxKeptPatches {
+		t.Fatalf("after a small segment the scratch still holds %d patches", c)
+	}
+}

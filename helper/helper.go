@@ -344,6 +344,23 @@ func NewTranslator(m Mapper, cfg Config) *Translator {
 	return &Translator{m: m, cfg: cfg}
 }
 
+// maxKeptPatches bounds the patch scratch a Translator keeps between
+// segments (memory, issue 12): one large segment (a burst of call requests
+// in one GSO segment: hundreds of call IDs) would otherwise leave every
+// connection holding its size for good (about 2 KiB per connection, 20
+// bytes per call at 100 calls per connection, in `pptpgw bench`).
+const maxKeptPatches = 16
+
+// reusePatches empties a patch scratch for the next segment, or drops it
+// if a large segment grew it beyond maxKeptPatches (the Result that
+// returned it has been used by then).
+func reusePatches(p []Patch) []Patch {
+	if cap(p) > maxKeptPatches {
+		return nil
+	}
+	return p[:0]
+}
+
 // Serial-number comparisons of TCP sequence numbers.
 func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
 func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
@@ -354,8 +371,8 @@ func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
 // Hold the Translator keeps payload (the caller must own it and keep the packet)
 // until a later Result reports Released, or ExpireHeld.
 func (c *Translator) Process(dir Dir, seq uint32, syn, fin, rst bool, payload []byte) Result {
-	c.patches = c.patches[:0]
-	c.relPatches = c.relPatches[:0]
+	c.patches = reusePatches(c.patches) // memory (issue 12)
+	c.relPatches = reusePatches(c.relPatches)
 	c.res = Result{}
 	if dir > Inbound {
 		return Result{Verdict: pkt.Drop, Reason: ReasonBadDir}

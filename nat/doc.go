@@ -101,10 +101,16 @@
 // The kernel fast path
 // (kernelpath.go, issue 12): kernelPath.mu is a leaf, taken under Table.mu
 // by OnCallEstablished and OnCallRemoved; its flusher holds kernelPath.fmu
-// and takes kernelPath.mu and Allocator.mu under it, never Table.mu (it
-// reads the kernel's counters under fmu and accounts them to the table,
-// Table.AccountGRE, after releasing it). Several NFQUEUE readers (queues:
-// N) call Process concurrently; nothing above depends on which reader a
+// and takes Allocator.mu, kernelPath.mu, and Table.mu then kernelPath.mu
+// (Table.View: what dirty calls want, calls by element key; no I/O) under
+// it; nothing takes fmu under Table.mu or kernelPath.mu. It accounts the
+// kernel's counters to the table (Table.AccountGRE, AccountPoliced) with
+// no kernelPath lock held: sync after releasing fmu, flush (before a
+// transaction replaces elements of calls that stay) under fmu. refreshKernelGRE (an uplink's interface changed:
+// SetWANIndex, SetUplink, SetUplinks; kernelpath_qos.go) takes Table.mu
+// then kernelPath.mu (Table.View) and is called with no engine lock held;
+// kernelPath's eligible and fill hooks run under both and take no lock.
+// Several NFQUEUE readers (queues: N) call Process concurrently; nothing above depends on which reader a
 // packet came from. This is the only place the order is written; the other
 // packages point here.
 //

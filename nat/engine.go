@@ -325,9 +325,13 @@ func (e *Engine) SetPublicIP(a netip.Addr) error {
 // SetWANIndex changes the WAN's interface index: the interface was deleted
 // and created again under the same name (a PPPoE or VPN uplink reconnecting).
 func (e *Engine) SetWANIndex(i uint32) {
-	e.wan.Store(i)
-	e.SetUplink(0, i, netip.Addr{})
-	e.refreshKernelGRE() // kfeat (issue 12)
+	old := e.wan.Swap(i)
+	// Refresh the kernel path's elements once: setUplink does when the
+	// uplink table's index changed (several uplinks), else here if the
+	// WAN's did (kfeat, issue 12).
+	if !e.setUplink(0, i, netip.Addr{}) && old != i {
+		e.refreshKernelGRE()
+	}
 }
 
 // WANIndex returns the WAN interface index the engine uses.

@@ -3,7 +3,9 @@ package nat
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"pptpgw/conntrack"
@@ -22,7 +24,8 @@ import (
 //     stop being wanted (kernelPath.down).
 //  3. The flusher (RunKernelPath, one goroutine, never the packet path)
 //     sends the difference between what is wanted and what the kernel holds
-//     in one netlink transaction, deletions before additions; changes that
+//     in one netlink transaction (several of at most maxTransaction
+//     elements after a burst), deletions before additions; changes that
 //     arrive while one is in flight go together in the next.
 //  4. The flusher reads the elements' counters every SyncInterval (and
 //     Calls reads them before answering) and adds what the kernel carried
@@ -34,9 +37,22 @@ import (
 // its set-up), its GRE is queued and translated by processGRE as before;
 // after they are gone, GRE with its keys is queued again and dropped and
 // counted as gre_no_call. kernelPath.mu is a leaf lock: taken under
-// Table.mu by the hooks, never the other way round. Per call the engine
-// keeps one record per map (what it wants there and what the kernel holds,
-// with the counters last read): TestMemoryKernelPathPerCall measures it.
+// Table.mu by the hooks, never the other way round.
+//
+// Per call the engine keeps one record, in the call itself
+// (conntrack.KernelRec: whether its elements are wanted, what the kernel
+// holds, with the held elements' counters last read; 56 bytes), not in
+// maps keyed by element (about 200 bytes per call, 263 with the element
+// data of classes, policing and uplinks; TestMemoryKernelPathPerCall
+// measures it). What a call wants is its elements as they are when the
+// flusher reads them (kernelPath.elements: c.GREElements completed by
+// fill, under Table.mu), not a second copy of the data per element. The
+// flusher finds a call by element key through the table's own indexes
+// (Table.View), and a call that leaves the table stays
+// in the dirty list, with its record, until its elements are deleted: two
+// calls meeting at one element key (a peer reusing its call ID, an outside
+// call ID given again) are two records, one deleting and one adding, in
+// one transaction (deletions first).
 
 // KernelMaps is the kernel side of the fast path (rules.GREMaps).
 type KernelMaps interface {
@@ -52,27 +68,29 @@ type KernelMaps interface {
 // is); a shorter GRE timeout shortens it.
 const SyncInterval = time.Second
 
-// outRec is one outbound element: what the engine wants (want, data,
-// owner: the call whose element it is, by its inbound key) and what the
-// kernel holds (have, hdata, and the counters at the last read).
-type outRec struct {
-	want, have     bool
-	data, hdata    conntrack.OutData
-	owner          conntrack.InKey
-	packets, bytes uint64
-}
+// Flags of a call's kernel path record (conntrack.KernelRec.Flags): which
+// of its elements the engine wants and which the kernel holds (what the
+// kernel holds, its outbound key's peer call ID and the held elements'
+// counters at their last read are the record's other fields; what is
+// wanted is the call's elements now, c.GREElements, computed by the flusher
+// under Table.mu), and whether the call is in kernelPath.dirty.
+const (
+	kWantOut uint8 = 1 << iota
+	kHaveOut
+	kWantIn
+	kHaveIn
+	kDirty
+)
 
-// inRec is one inbound element, keyed by the call's inbound key (which
-// identifies the call), with the call's current outbound key.
-type inRec struct {
-	want, have     bool
-	data, hdata    conntrack.InData
-	outKey         conntrack.OutKey
-	packets, bytes uint64
+// needsFlush reports whether an element of r's call is wanted and not
+// held, or held and not wanted. (Whether a held element's data is still
+// the call's is for the flusher to see, under Table.mu; every change of a
+// call's elements goes through up, which queues it.)
+func needsFlush(r *conntrack.KernelRec) bool {
+	wo, ho := r.Flags&kWantOut != 0, r.Flags&kHaveOut != 0
+	wi, hi := r.Flags&kWantIn != 0, r.Flags&kHaveIn != 0
+	return wo != ho || wi != hi
 }
-
-func (r *outRec) differs() bool { return r.hdata != r.data }
-func (r *inRec) differs() bool  { return r.hdata != r.data }
 
 type kernelPath struct {
 	// eligible says whether a call's GRE may take the kernel path
@@ -80,6 +98,8 @@ type kernelPath struct {
 	eligible func(*conntrack.Call) bool
 	// fill completes a call's elements (uplink, class, policing: kfeat,
 	// kernelpath_qos.go); nil: as conntrack makes them. Table.mu held.
+	// eligible and fill run under mu too (adopt, refresh, flush): they
+	// must take no lock (they read the engine's atomics only).
 	fill func(*conntrack.Call, *conntrack.GREOut, *conntrack.GREIn)
 	// carried receives what the kernel carried since the last read (no
 	// lock held): the engine's GRE packet and byte counters count both
@@ -91,13 +111,23 @@ type kernelPath struct {
 	every   time.Duration
 	kick    chan struct{}
 
-	fmu sync.Mutex // serialises flush, sync and reload (the flusher's)
+	// fmu serialises flush, sync, adopt and reload (the flusher's); under
+	// it the flusher may take Table.mu (Table.View: lookups by key, no
+	// I/O), then mu.
+	fmu sync.Mutex
 
-	mu       sync.Mutex // leaf: under Table.mu in the hooks, under fmu in the flusher
-	out      map[conntrack.OutKey]outRec
-	in       map[conntrack.InKey]inRec
-	dirtyOut map[conntrack.OutKey]struct{}
-	dirtyIn  map[conntrack.InKey]struct{}
+	mu sync.Mutex // leaf: under Table.mu in the hooks and View, under fmu in the flusher
+	// dirty: the calls whose records (conntrack.KernelRec, in the call)
+	// may differ from what the kernel holds (flag kDirty). A call that left
+	// the table stays referenced here until its elements are deleted.
+	dirty []*conntrack.Call
+	// Elements the kernel holds that no call's record holds (found when
+	// the flusher reads the maps back after a failed transaction): the
+	// next flush deletes them.
+	orphOut []conntrack.GREOut
+	orphIn  []conntrack.GREIn
+	// Elements the kernel holds (records with kHaveOut, kHaveIn).
+	nOut, nIn int
 	// Outside call IDs of calls that left the table before the table saw
 	// any of their GRE while their elements were in the kernel: whether
 	// the kernel carried GRE for them (quarantine) is read from the
@@ -106,6 +136,9 @@ type kernelPath struct {
 	errs    uint64 // failed transactions
 
 	q kernelPathQoS // kfeat (issue 12): kernelpath_qos.go
+	// refreshes counts refresh calls (each walks every call: tests check
+	// that one change makes one).
+	refreshes atomic.Uint64
 }
 
 // pendingRelease is an outside call ID waiting for its call's elements'
@@ -122,46 +155,39 @@ func newKernelPath(maps KernelMaps, t *conntrack.Table, alloc *Allocator, to con
 	if q := min(to.GREUnreplied, to.GREReplied) / 4; q > 0 && q < every {
 		every = q
 	}
-	return &kernelPath{
-		maps: maps, table: t, alloc: alloc, every: every, kick: make(chan struct{}, 1),
-		out: make(map[conntrack.OutKey]outRec), in: make(map[conntrack.InKey]inRec),
-		dirtyOut: make(map[conntrack.OutKey]struct{}), dirtyIn: make(map[conntrack.InKey]struct{}),
+	return &kernelPath{maps: maps, table: t, alloc: alloc, every: every, kick: make(chan struct{}, 1)}
+}
+
+// dirtyLocked queues c for the next flush. k.mu is held.
+func (k *kernelPath) dirtyLocked(c *conntrack.Call) {
+	r := c.Kernel()
+	if r.Flags&kDirty == 0 {
+		r.Flags |= kDirty
+		k.dirty = append(k.dirty, c)
 	}
 }
 
-// wantLocked makes c's elements wanted. k.mu is held.
-func (k *kernelPath) wantLocked(o conntrack.GREOut, i conntrack.GREIn) {
-	r := k.in[i.Key]
-	if r.want && r.outKey != o.Key {
-		k.unwantOutLocked(r.outKey, i.Key) // established again with another peer call ID
-	}
-	r.want, r.data, r.outKey = true, i.InData, o.Key
-	k.in[i.Key] = r
-	x := k.out[o.Key]
-	x.want, x.data, x.owner = true, o.OutData, i.Key
-	k.out[o.Key] = x
-	k.dirtyOut[o.Key] = struct{}{}
-	k.dirtyIn[i.Key] = struct{}{}
+// wantLocked makes c's elements wanted (again: established with another
+// peer call ID, its outbound key changes): the next flush compares them,
+// as they are then, with what the kernel holds. Table.mu and k.mu are held.
+func (k *kernelPath) wantLocked(c *conntrack.Call) {
+	c.Kernel().Flags |= kWantOut | kWantIn
+	k.dirtyLocked(c)
 }
 
-// unwantOutLocked: the outbound element key is no longer wanted by call
-// owner (another call may have taken it since). k.mu is held.
-func (k *kernelPath) unwantOutLocked(key conntrack.OutKey, owner conntrack.InKey) {
-	if x, ok := k.out[key]; ok && x.want && x.owner == owner {
-		x.want = false
-		k.out[key] = x
-		k.dirtyOut[key] = struct{}{}
-	}
-}
-
-// up: c was set up (Table.mu held).
-func (k *kernelPath) up(c *conntrack.Call) {
+// elements are the map elements c wants (Table.mu held).
+func (k *kernelPath) elements(c *conntrack.Call) (conntrack.GREOut, conntrack.GREIn) {
 	o, i := c.GREElements()
 	if k.fill != nil {
 		k.fill(c, &o, &i)
 	}
+	return o, i
+}
+
+// up: c was set up (Table.mu held).
+func (k *kernelPath) up(c *conntrack.Call) {
 	k.mu.Lock()
-	k.wantLocked(o, i)
+	k.wantLocked(c)
 	k.mu.Unlock()
 	k.wake()
 }
@@ -171,29 +197,28 @@ func (k *kernelPath) up(c *conntrack.Call) {
 // of its outside call ID waits for their counters (flush) and it returns
 // true; otherwise the caller releases it at once.
 func (k *kernelPath) releaseLater(c *conntrack.Call, pool PoolKey) bool {
-	o, i := c.GREElements()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if !k.in[i.Key].want {
+	r := c.Kernel()
+	if r.Flags&kWantIn == 0 {
 		return false // never set up: no element was ever wanted
 	}
+	o, i := c.GREElements()
 	k.pending = append(k.pending, pendingRelease{pool, c.OutsideCallID, o.Key, i.Key})
 	return true
 }
 
-// down: c left the table (Table.mu held).
+// down: c left the table (Table.mu held). Its record stays in the call,
+// which stays in k.dirty until the kernel no longer holds its elements.
 func (k *kernelPath) down(c *conntrack.Call) {
-	_, i := c.GREElements()
 	k.mu.Lock()
-	r, ok := k.in[i.Key]
-	if !ok || !r.want {
+	r := c.Kernel()
+	if r.Flags&(kWantOut|kHaveOut|kWantIn|kHaveIn) == 0 {
 		k.mu.Unlock()
-		return // never set up
+		return // never on the kernel path
 	}
-	r.want = false
-	k.in[i.Key] = r
-	k.dirtyIn[i.Key] = struct{}{}
-	k.unwantOutLocked(r.outKey, i.Key)
+	r.Flags &^= kWantOut | kWantIn
+	k.dirtyLocked(c)
 	k.mu.Unlock()
 	k.wake()
 }
@@ -228,106 +253,275 @@ func (k *kernelPath) run(ctx context.Context, onErr func(error)) {
 	}
 }
 
-// flush sends what changed since the last flush in one transaction.
+// batch is one transaction: the elements and, in step, the calls whose
+// records they come from (nil for an orphan).
+type batch struct {
+	delOut          []conntrack.GREOut
+	delIn           []conntrack.GREIn
+	addOut          []conntrack.GREOut
+	addIn           []conntrack.GREIn
+	delOutC, delInC []*conntrack.Call
+	addOutC, addInC []*conntrack.Call
+	// replaces: it deletes an element of a call that stays (its key or
+	// data changed: a refresh, another peer call ID).
+	replaces bool
+}
+
+func (b *batch) empty() bool {
+	return len(b.delOut)+len(b.delIn)+len(b.addOut)+len(b.addIn) == 0
+}
+
+// calls returns every call of the batch.
+func (b *batch) calls() []*conntrack.Call {
+	var cs []*conntrack.Call
+	for _, l := range [][]*conntrack.Call{b.delOutC, b.delInC, b.addOutC, b.addInC} {
+		for _, c := range l {
+			if c != nil {
+				cs = append(cs, c)
+			}
+		}
+	}
+	return cs
+}
+
+// maxTransaction bounds the elements of one transaction on the maps. The
+// library sends a whole transaction in one sendmsg, and the kernel refuses
+// one larger than the socket's send buffer ("message too long": about
+// 20,000 elements, e.g. 10,000 calls cleared within one flush, failed every
+// time, and the flusher retried it for ever); 512 elements take about 40
+// KiB.
+const maxTransaction = 512
+
+// flush sends what changed since the last flush: in one transaction, or,
+// beyond maxTransaction elements, in several, the deletions first. Between
+// two of them GRE of a call whose element is being replaced misses the maps
+// and is queued: the engine translates it from its table as for any call
+// whose elements are not in the kernel yet.
 func (k *kernelPath) flush() error {
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
-	k.mu.Lock()
-	pending := k.pending
-	k.pending = nil
-	var delOut []conntrack.GREOut
-	var delIn []conntrack.GREIn
-	var addOut []conntrack.GREOut
-	var addIn []conntrack.GREIn
-	for key := range k.dirtyOut {
-		x := k.out[key]
-		if x.have && (!x.want || x.differs()) {
-			delOut = append(delOut, conntrack.GREOut{Key: key, OutData: x.hdata})
+	var b batch
+	var pending []pendingRelease
+	// What the dirty calls want is read from them under Table.mu (one
+	// holding: a few hundred nanoseconds per call, no I/O).
+	k.table.View(func(conntrack.CallIndex) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		pending = k.pending
+		k.pending = nil
+		for _, key := range k.orphOut {
+			b.delOut, b.delOutC = append(b.delOut, key), append(b.delOutC, nil)
 		}
-		if x.want && (!x.have || x.differs()) {
-			addOut = append(addOut, conntrack.GREOut{Key: key, OutData: x.data})
+		for _, key := range k.orphIn {
+			b.delIn, b.delInC = append(b.delIn, key), append(b.delInC, nil)
 		}
-		if !x.want && !x.have {
-			delete(k.out, key)
+		k.orphOut, k.orphIn = nil, nil
+		for _, c := range k.dirty {
+			r := c.Kernel()
+			r.Flags &^= kDirty
+			wo, ho := r.Flags&kWantOut != 0, r.Flags&kHaveOut != 0
+			wi, hi := r.Flags&kWantIn != 0, r.Flags&kHaveIn != 0
+			var o conntrack.GREOut
+			var i conntrack.GREIn
+			if wo || wi { // a call in the table (down clears both under Table.mu)
+				o, i = k.elements(c)
+			}
+			if ho && (!wo || r.HPeer != o.Key.PeerCallID || r.HOut != o.OutData) {
+				held := conntrack.GREOut{Key: c.OutKeyFor(r.HPeer), OutData: r.HOut}
+				b.delOut, b.delOutC = append(b.delOut, held), append(b.delOutC, c)
+				b.replaces = b.replaces || wo
+			}
+			if wo && (!ho || r.HPeer != o.Key.PeerCallID || r.HOut != o.OutData) {
+				b.addOut, b.addOutC = append(b.addOut, o), append(b.addOutC, c)
+			}
+			if hi && (!wi || r.HIn != i.InData) {
+				held := conntrack.GREIn{Key: c.InKey(), InData: r.HIn}
+				b.delIn, b.delInC = append(b.delIn, held), append(b.delInC, c)
+				b.replaces = b.replaces || wi
+			}
+			if wi && (!hi || r.HIn != i.InData) {
+				b.addIn, b.addInC = append(b.addIn, i), append(b.addInC, c)
+			}
 		}
-	}
-	for key := range k.dirtyIn {
-		r := k.in[key]
-		if r.have && (!r.want || r.differs()) {
-			delIn = append(delIn, conntrack.GREIn{Key: key, InData: r.hdata})
-		}
-		if r.want && (!r.have || r.differs()) {
-			addIn = append(addIn, conntrack.GREIn{Key: key, InData: r.data})
-		}
-		if !r.want && !r.have {
-			delete(k.in, key)
-		}
-	}
-	k.dirtyOut, k.dirtyIn = emptied(k.dirtyOut), emptied(k.dirtyIn)
-	k.mu.Unlock()
+		k.dirty = emptiedCalls(k.dirty)
+	})
 	if len(pending) > 0 {
 		k.releasePending(pending) // before the elements and their counters go
 	}
-	if len(delOut)+len(delIn)+len(addOut)+len(addIn) == 0 {
-		return nil
-	}
-	if err := k.maps.Update(delOut, delIn, addOut, addIn); err != nil {
-		k.mu.Lock()
-		k.errs++
-		k.mu.Unlock()
-		// Start again from what the kernel holds: reloadHave marks every
-		// element dirty; those of this transaction too.
-		if rerr := k.reloadHave(delOut, delIn, addOut, addIn); rerr != nil {
-			return fmt.Errorf("kernel GRE maps: %w (and reading them back: %v)", err, rerr)
+	if b.replaces {
+		// What the elements about to be replaced carried since the last
+		// read goes to their calls first (their new elements count from
+		// zero); on a read error it is given up, as before.
+		if ds, pol, err := k.readLocked(); err == nil {
+			k.account(ds, pol)
 		}
-		return fmt.Errorf("kernel GRE maps: %w", err)
 	}
+	parts := b.split(maxTransaction)
+	for j, p := range parts {
+		if err := k.maps.Update(p.delOut, p.delIn, p.addOut, p.addIn); err != nil {
+			k.mu.Lock()
+			k.errs++
+			k.mu.Unlock()
+			// Start again from what the kernel holds: reloadHave marks
+			// every record dirty; those of this transaction and of the
+			// ones not sent too.
+			var cs []*conntrack.Call
+			var orphOut []conntrack.GREOut
+			var orphIn []conntrack.GREIn
+			for _, q := range parts[j:] {
+				cs = append(cs, q.calls()...)
+				for i, c := range q.delOutC {
+					if c == nil {
+						orphOut = append(orphOut, q.delOut[i])
+					}
+				}
+				for i, c := range q.delInC {
+					if c == nil {
+						orphIn = append(orphIn, q.delIn[i])
+					}
+				}
+			}
+			if rerr := k.reloadHave(cs); rerr != nil {
+				// Not read back: the orphans not deleted are tried again
+				// (reloadHave found them afresh otherwise).
+				k.mu.Lock()
+				k.orphOut = append(k.orphOut, orphOut...)
+				k.orphIn = append(k.orphIn, orphIn...)
+				k.mu.Unlock()
+				return fmt.Errorf("kernel GRE maps: %w (and reading them back: %v)", err, rerr)
+			}
+			return fmt.Errorf("kernel GRE maps: %w", err)
+		}
+		k.mu.Lock()
+		k.appliedLocked(&p)
+		k.mu.Unlock()
+	}
+	// Records that changed while the transactions ran (or whose element
+	// was replaced by another call's) go back into dirty.
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, e := range delOut {
-		x := k.out[e.Key]
-		x.have, x.packets, x.bytes = false, 0, 0
-		k.setOutLocked(e.Key, x)
-	}
-	for _, e := range delIn {
-		r := k.in[e.Key]
-		r.have, r.packets, r.bytes = false, 0, 0
-		k.setInLocked(e.Key, r)
-	}
-	for _, e := range addOut {
-		x := k.out[e.Key]
-		x.have, x.hdata, x.packets, x.bytes = true, e.OutData, 0, 0
-		k.out[e.Key] = x
-		if !x.want || x.differs() {
-			k.dirtyOut[e.Key] = struct{}{} // changed while the transaction ran
-		}
-	}
-	for _, e := range addIn {
-		r := k.in[e.Key]
-		r.have, r.hdata, r.packets, r.bytes = true, e.InData, 0, 0
-		k.in[e.Key] = r
-		if !r.want || r.differs() {
-			k.dirtyIn[e.Key] = struct{}{}
+	for _, p := range parts {
+		for _, l := range [][]*conntrack.Call{p.delOutC, p.delInC, p.addOutC, p.addInC} {
+			for _, c := range l {
+				if c != nil && needsFlush(c.Kernel()) {
+					k.dirtyLocked(c)
+				}
+			}
 		}
 	}
 	return nil
 }
 
-// setOutLocked stores x, or forgets the key if neither wanted nor held.
-func (k *kernelPath) setOutLocked(key conntrack.OutKey, x outRec) {
-	if !x.want && !x.have {
-		delete(k.out, key)
-		return
+// split cuts b into batches of at most n elements, in b's order:
+// deletions (outbound, inbound) before additions.
+func (b *batch) split(n int) []batch {
+	if b.empty() {
+		return nil
 	}
-	k.out[key] = x
+	if len(b.delOut)+len(b.delIn)+len(b.addOut)+len(b.addIn) <= n {
+		return []batch{*b}
+	}
+	var parts []batch
+	cur, room := batch{}, n
+	next := func() {
+		parts = append(parts, cur)
+		cur, room = batch{}, n
+	}
+	for i := 0; i < len(b.delOut); {
+		m := min(room, len(b.delOut)-i)
+		cur.delOut, cur.delOutC = b.delOut[i:i+m], b.delOutC[i:i+m]
+		i, room = i+m, room-m
+		if room == 0 {
+			next()
+		}
+	}
+	for i := 0; i < len(b.delIn); {
+		m := min(room, len(b.delIn)-i)
+		cur.delIn, cur.delInC = b.delIn[i:i+m], b.delInC[i:i+m]
+		i, room = i+m, room-m
+		if room == 0 {
+			next()
+		}
+	}
+	for i := 0; i < len(b.addOut); {
+		m := min(room, len(b.addOut)-i)
+		cur.addOut, cur.addOutC = b.addOut[i:i+m], b.addOutC[i:i+m]
+		i, room = i+m, room-m
+		if room == 0 {
+			next()
+		}
+	}
+	for i := 0; i < len(b.addIn); {
+		m := min(room, len(b.addIn)-i)
+		cur.addIn, cur.addInC = b.addIn[i:i+m], b.addInC[i:i+m]
+		i, room = i+m, room-m
+		if room == 0 {
+			next()
+		}
+	}
+	if room < n {
+		parts = append(parts, cur)
+	}
+	return parts
 }
 
-func (k *kernelPath) setInLocked(key conntrack.InKey, r inRec) {
-	if !r.want && !r.have {
-		delete(k.in, key)
-		return
+// appliedLocked records what the kernel holds after transaction p. k.mu
+// is held.
+func (k *kernelPath) appliedLocked(p *batch) {
+	for j, c := range p.delOutC {
+		if r := k.rec(c); r != nil && r.Flags&kHaveOut != 0 && r.HPeer == p.delOut[j].Key.PeerCallID {
+			k.setHaveOut(r, false)
+			r.HPeer, r.HOut, r.OutPackets, r.OutBytes = 0, conntrack.OutData{}, 0, 0
+		}
 	}
-	k.in[key] = r
+	for _, c := range p.delInC {
+		if r := k.rec(c); r != nil && r.Flags&kHaveIn != 0 {
+			k.setHaveIn(r, false)
+			r.HIn, r.InPackets, r.InBytes = conntrack.InData{}, 0, 0
+		}
+	}
+	for j, c := range p.addOutC {
+		r, e := c.Kernel(), p.addOut[j]
+		k.setHaveOut(r, true)
+		r.HPeer, r.HOut, r.OutPackets, r.OutBytes = e.Key.PeerCallID, e.OutData, 0, 0
+	}
+	for j, c := range p.addInC {
+		r, e := c.Kernel(), p.addIn[j]
+		k.setHaveIn(r, true)
+		r.HIn, r.InPackets, r.InBytes = e.InData, 0, 0
+	}
+}
+
+// rec is c's record, nil for an orphan element's (c nil).
+func (k *kernelPath) rec(c *conntrack.Call) *conntrack.KernelRec {
+	if c == nil {
+		return nil
+	}
+	return c.Kernel()
+}
+
+// setHaveOut and setHaveIn set whether the kernel holds r's element,
+// keeping the count of elements held. k.mu is held.
+func (k *kernelPath) setHaveOut(r *conntrack.KernelRec, have bool) {
+	switch had := r.Flags&kHaveOut != 0; {
+	case have && !had:
+		r.Flags |= kHaveOut
+		k.nOut++
+	case !have && had:
+		r.Flags &^= kHaveOut
+		k.nOut--
+	}
+}
+
+func (k *kernelPath) setHaveIn(r *conntrack.KernelRec, have bool) {
+	switch had := r.Flags&kHaveIn != 0; {
+	case have && !had:
+		r.Flags |= kHaveIn
+		k.nIn++
+	case !have && had:
+		r.Flags &^= kHaveIn
+		k.nIn--
+	}
 }
 
 // releasePending gives the outside call IDs of removed calls back to the
@@ -339,13 +533,15 @@ func (k *kernelPath) releasePending(ps []pendingRelease) {
 	outs, ins, err := k.maps.Read()
 	carried := map[conntrack.InKey]bool{}
 	if err == nil {
+		// A packet the kernel's policer dropped was GRE of the call too
+		// (the userspace path counts a packet before policing it).
 		byOut := map[conntrack.OutKey]uint64{}
 		for _, o := range outs {
-			byOut[o.Key] = o.Packets
+			byOut[o.Key] = o.Packets + o.Dropped
 		}
 		byIn := map[conntrack.InKey]uint64{}
 		for _, i := range ins {
-			byIn[i.Key] = i.Packets
+			byIn[i.Key] = i.Packets + i.Dropped
 		}
 		for _, p := range ps {
 			carried[p.in] = byOut[p.out] > 0 || byIn[p.in] > 0
@@ -361,97 +557,148 @@ func (k *kernelPath) releasePending(ps []pendingRelease) {
 }
 
 // reloadHave replaces what the flusher believes the kernel holds by what it
-// holds (after a failed transaction) and marks every element concerned
-// dirty, those of the failed transaction too. Counters read now are the
-// new baseline: what was carried since the last read is given up for those
+// holds (after a failed transaction, whose calls are cs) and marks every
+// record concerned dirty. An element goes to the set-up call its key
+// belongs to (which it may not match: the next flush replaces it), or, if
+// none, is an orphan the next flush deletes. Counters read now are the new
+// baseline: what was carried since the last read is given up for those
 // elements. fmu is held.
-func (k *kernelPath) reloadHave(delOut []conntrack.GREOut, delIn []conntrack.GREIn, addOut []conntrack.GREOut, addIn []conntrack.GREIn) error {
+func (k *kernelPath) reloadHave(cs []*conntrack.Call) error {
 	outs, ins, err := k.maps.Read()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for _, e := range delOut {
-		k.dirtyOut[e.Key] = struct{}{}
-	}
-	for _, e := range addOut {
-		k.dirtyOut[e.Key] = struct{}{}
-	}
-	for _, e := range delIn {
-		k.dirtyIn[e.Key] = struct{}{}
-	}
-	for _, e := range addIn {
-		k.dirtyIn[e.Key] = struct{}{}
-	}
 	if err != nil {
+		k.mu.Lock()
+		for _, c := range cs {
+			k.dirtyLocked(c) // tried again from what was believed
+		}
+		k.mu.Unlock()
 		return err
 	}
-	for key, x := range k.out {
-		x.have = false
-		k.out[key] = x
-		k.dirtyOut[key] = struct{}{}
-	}
-	for key, r := range k.in {
-		r.have = false
-		k.in[key] = r
-		k.dirtyIn[key] = struct{}{}
-	}
-	for _, o := range outs {
-		x := k.out[o.Key]
-		x.have, x.hdata, x.packets, x.bytes = true, o.OutData, o.Packets, o.Bytes
-		k.out[o.Key] = x
-		k.dirtyOut[o.Key] = struct{}{}
-	}
-	for _, i := range ins {
-		r := k.in[i.Key]
-		r.have, r.hdata, r.packets, r.bytes = true, i.InData, i.Packets, i.Bytes
-		k.in[i.Key] = r
-		k.dirtyIn[i.Key] = struct{}{}
-	}
+	k.table.View(func(x conntrack.CallIndex) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		forget := func(c *conntrack.Call) {
+			r := c.Kernel()
+			r.Flags &^= kHaveOut | kHaveIn
+			r.HPeer, r.HOut, r.HIn = 0, conntrack.OutData{}, conntrack.InData{}
+			r.OutPackets, r.OutBytes, r.InPackets, r.InBytes = 0, 0, 0, 0
+			k.dirtyLocked(c)
+		}
+		for _, c := range slices.Clone(k.dirty) { // calls that left the table are only here or in cs
+			forget(c)
+		}
+		for _, c := range cs {
+			forget(c)
+		}
+		x.SetUp(func(c *conntrack.Call) {
+			if c.Kernel().Flags&(kWantOut|kHaveOut|kWantIn|kHaveIn) != 0 {
+				forget(c)
+			}
+		})
+		k.nOut, k.nIn = 0, 0
+		k.orphOut, k.orphIn = nil, nil
+		for _, o := range outs {
+			c := x.ByOut(o.Key)
+			if c == nil {
+				k.orphOut = append(k.orphOut, o)
+				continue
+			}
+			r := c.Kernel()
+			k.setHaveOut(r, true)
+			r.HPeer, r.HOut, r.OutPackets, r.OutBytes = o.Key.PeerCallID, o.OutData, uint32(o.Packets), o.Bytes
+			k.dirtyLocked(c)
+		}
+		for _, i := range ins {
+			c := x.ByIn(i.Key)
+			if c == nil {
+				k.orphIn = append(k.orphIn, i)
+				continue
+			}
+			r := c.Kernel()
+			k.setHaveIn(r, true)
+			r.HIn, r.InPackets, r.InBytes = i.InData, uint32(i.Packets), i.Bytes
+			k.dirtyLocked(c)
+		}
+	})
 	return nil
 }
+
+// syncChunk is how many elements sync looks up per holding of Table.mu.
+const syncChunk = 1024
 
 // sync reads the elements' counters and accounts what grew to the calls.
 func (k *kernelPath) sync() error {
 	k.fmu.Lock()
-	outs, ins, err := k.maps.Read()
-	if err != nil {
-		k.fmu.Unlock()
-		return fmt.Errorf("kernel GRE maps: read counters: %w", err)
-	}
-	var ds []conntrack.GREDelta
-	k.mu.Lock()
-	for _, o := range outs {
-		x, ok := k.out[o.Key]
-		if !ok || !x.have {
-			continue // not ours (yet): the next flush settles it
-		}
-		if p, b := grew(x.packets, x.bytes, o.Packets, o.Bytes); p > 0 {
-			ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p, Bytes: b})
-		}
-		x.packets, x.bytes = o.Packets, o.Bytes
-		k.out[o.Key] = x
-	}
-	for _, i := range ins {
-		r, ok := k.in[i.Key]
-		if !ok || !r.have {
-			continue
-		}
-		if p, b := grew(r.packets, r.bytes, i.Packets, i.Bytes); p > 0 {
-			ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p, Bytes: b})
-		}
-		r.packets, r.bytes = i.Packets, i.Bytes
-		k.in[i.Key] = r
-	}
-	pol := k.policedLocked(outs, ins) // kfeat: kernelpath_qos.go
-	k.mu.Unlock()
+	ds, pol, err := k.readLocked()
 	k.fmu.Unlock()
+	if err != nil {
+		return err
+	}
+	k.account(ds, pol)
+	return nil
+}
+
+// account adds what the kernel carried (ds) and what its policers dropped
+// (pol) to the calls and the engine's counters. No kernelPath lock, or
+// fmu only (Table.mu comes after it).
+func (k *kernelPath) account(ds, pol []conntrack.GREDelta) {
 	k.accountPoliced(pol)
 	if len(ds) > 0 {
-		k.table.AccountGRE(ds) // Table.mu after fmu and mu are released
+		k.table.AccountGRE(ds)
 		if k.carried != nil {
 			k.carried(ds)
 		}
 	}
-	return nil
+}
+
+// readLocked reads the elements' counters and returns what grew since the
+// last read, carried and policed, moving the records' baselines. fmu is
+// held.
+func (k *kernelPath) readLocked() (ds, pol []conntrack.GREDelta, err error) {
+	outs, ins, err := k.maps.Read()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kernel GRE maps: read counters: %w", err)
+	}
+	k.mu.Lock()
+	pol = k.policedLocked(outs, ins) // kfeat: kernelpath_qos.go
+	k.mu.Unlock()
+	for len(outs) > 0 || len(ins) > 0 {
+		no, ni := min(len(outs), syncChunk), min(len(ins), max(0, syncChunk-len(outs)))
+		co, ci := outs[:no], ins[:ni]
+		outs, ins = outs[no:], ins[ni:]
+		k.table.View(func(x conntrack.CallIndex) {
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			for _, o := range co {
+				c := x.ByOut(o.Key)
+				if c == nil {
+					continue // a call that left, or not set up: the next flush settles it
+				}
+				r := c.Kernel()
+				if r.Flags&kHaveOut == 0 || r.HPeer != o.Key.PeerCallID {
+					continue // not its element (yet)
+				}
+				if p, b := grewRec(r.OutPackets, r.OutBytes, o.Packets, o.Bytes); p > 0 {
+					ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p, Bytes: b})
+				}
+				r.OutPackets, r.OutBytes = uint32(o.Packets), o.Bytes
+			}
+			for _, i := range ci {
+				c := x.ByIn(i.Key)
+				if c == nil {
+					continue
+				}
+				r := c.Kernel()
+				if r.Flags&kHaveIn == 0 {
+					continue
+				}
+				if p, b := grewRec(r.InPackets, r.InBytes, i.Packets, i.Bytes); p > 0 {
+					ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p, Bytes: b})
+				}
+				r.InPackets, r.InBytes = uint32(i.Packets), i.Bytes
+			}
+		})
+	}
+	return ds, pol, nil
 }
 
 // grew returns how much a counter pair grew; a counter that went back (the
@@ -463,36 +710,65 @@ func grew(p0, b0, p1, b1 uint64) (uint64, uint64) {
 	return p1 - p0, b1 - b0
 }
 
+// grewRec is grew for a record's baseline, which keeps the low 32 bits of
+// the packet counter (memory, issue 12): the packets added are counted
+// modulo 2^32 (one read interval never adds as many). Counters that went
+// back count from zero: bytes lower than the baseline, or more packets
+// added than bytes (each packet counts at least one byte).
+func grewRec(p0 uint32, b0, p1, b1 uint64) (uint64, uint64) {
+	if b1 < b0 {
+		return p1, b1
+	}
+	p := uint64(uint32(p1) - p0)
+	if p > b1-b0 {
+		return p1, b1
+	}
+	return p, b1 - b0
+}
+
 // adopt decides which elements found in the kernel at start stay: those of
 // calls the table holds (restored from a state snapshot), with the same
 // translation. They become what the kernel holds (put back by Install with
 // zero counters: what they counted since the snapshot is not carried over);
 // every other set-up call's elements are wanted and flushed.
 func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREIn) ([]conntrack.GREOut, []conntrack.GREIn) {
-	outs, ins := k.table.EstablishedGREFill(k.eligible, k.fill)
 	k.fmu.Lock()
 	defer k.fmu.Unlock()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for i := range outs {
-		k.wantLocked(outs[i], ins[i])
-	}
 	var keptOut []conntrack.GREOut
 	var keptIn []conntrack.GREIn
-	for _, o := range foundOut {
-		if x, ok := k.out[o.Key]; ok && x.want && x.data == o.OutData {
-			keptOut = append(keptOut, o)
-			x.have, x.hdata, x.packets, x.bytes = true, o.OutData, 0, 0
-			k.out[o.Key] = x
+	k.table.View(func(x conntrack.CallIndex) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		x.SetUp(func(c *conntrack.Call) {
+			if k.eligible == nil || k.eligible(c) {
+				k.wantLocked(c)
+			}
+		})
+		for _, o := range foundOut {
+			c := x.ByOut(o.Key)
+			if c == nil {
+				continue
+			}
+			want, _ := k.elements(c)
+			if r := c.Kernel(); r.Flags&kWantOut != 0 && r.Flags&kHaveOut == 0 && want.Key == o.Key && want.OutData == o.OutData {
+				keptOut = append(keptOut, o)
+				k.setHaveOut(r, true)
+				r.HPeer, r.HOut, r.OutPackets, r.OutBytes = o.Key.PeerCallID, o.OutData, 0, 0
+			}
 		}
-	}
-	for _, i := range foundIn {
-		if r, ok := k.in[i.Key]; ok && r.want && r.data == i.InData {
-			keptIn = append(keptIn, i)
-			r.have, r.hdata, r.packets, r.bytes = true, i.InData, 0, 0
-			k.in[i.Key] = r
+		for _, i := range foundIn {
+			c := x.ByIn(i.Key)
+			if c == nil {
+				continue
+			}
+			_, want := k.elements(c)
+			if r := c.Kernel(); r.Flags&kWantIn != 0 && r.Flags&kHaveIn == 0 && want.InData == i.InData {
+				keptIn = append(keptIn, i)
+				k.setHaveIn(r, true)
+				r.HIn, r.InPackets, r.InBytes = i.InData, 0, 0
+			}
 		}
-	}
+	})
 	k.wake()
 	return keptOut, keptIn
 }
@@ -502,17 +778,7 @@ func (k *kernelPath) adopt(foundOut []conntrack.GREOut, foundIn []conntrack.GREI
 func (k *kernelPath) stats() (out, in int, failed uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, x := range k.out {
-		if x.have {
-			out++
-		}
-	}
-	for _, r := range k.in {
-		if r.have {
-			in++
-		}
-	}
-	return out, in, k.errs
+	return k.nOut, k.nIn, k.errs
 }
 
 // RunKernelPath keeps the kernel's GRE maps in step with the call table and
@@ -600,14 +866,14 @@ func (e *Engine) countKernelGRE(ds []conntrack.GREDelta) {
 	}
 }
 
-// emptied returns m emptied. A Go map keeps the size of its largest
-// contents, so a dirty set that a burst of set-ups (thousands of calls in
-// one flush interval) grew is replaced rather than cleared: kept, it would
-// cost every call about 20 bytes for good (TestMemoryKernelPathPerCall).
-func emptied[K comparable](m map[K]struct{}) map[K]struct{} {
-	if len(m) > 256 {
-		return make(map[K]struct{})
+// emptiedCalls returns the dirty list emptied. Like a Go map, a slice
+// keeps the size of its largest contents, so a list that a burst of
+// set-ups (thousands of calls in one flush interval) grew is dropped rather
+// than kept (TestMemoryKernelPathPerCall).
+func emptiedCalls(l []*conntrack.Call) []*conntrack.Call {
+	if cap(l) > 256 {
+		return nil
 	}
-	clear(m)
-	return m
+	clear(l)
+	return l[:0]
 }

@@ -31,9 +31,10 @@ import (
 // kernelPathQoS is the fast path's policing state (a field of kernelPath;
 // under kernelPath.mu).
 type kernelPathQoS struct {
-	// dropped are the policed elements' drop counters at the last read.
-	droppedOut map[conntrack.OutKey]uint64
-	droppedIn  map[conntrack.InKey]uint64
+	// dropped are the policed elements' drop counters (packets, bytes) at
+	// the last read.
+	droppedOut map[conntrack.OutKey][2]uint64
+	droppedIn  map[conntrack.InKey][2]uint64
 	// policed counts drops the kernel made (drops_total{reason="gre_policed"}).
 	policed func(n uint64)
 	// chains is what the table has chains for (SetKernelQoSChains): 0
@@ -67,7 +68,7 @@ func (e *Engine) setupKernelQoS() {
 // kernelFill completes c's elements: its uplink's interface, its class
 // and policing. Table.mu held.
 func (e *Engine) kernelFill(c *conntrack.Call, o *conntrack.GREOut, i *conntrack.GREIn) {
-	ifx := e.uplinkIfOf(c.PublicIP)
+	ifx := e.kernelUplinkIf(c)
 	class, policed := c.KernelQoS()
 	o.IfIndex, o.Class, o.Policed = ifx, class, policed
 	i.IfIndex, i.Class, i.Policed = ifx, class, policed
@@ -97,12 +98,33 @@ func (e *Engine) kernelQoSFits(c *conntrack.Call) bool {
 	return true
 }
 
-// uplinkIfOf is the interface of the uplink whose public address pub is
-// (the WAN's for uplink 0, a single WAN, or an address of no uplink).
-func (e *Engine) uplinkIfOf(pub [4]byte) uint32 {
+// uplinkOf is the uplink whose public address pub is, and its interface
+// (0 and the WAN's for uplink 0, a single WAN, or an address of no uplink).
+func (e *Engine) uplinkOf(pub [4]byte) (int, uint32) {
 	if t := e.ups.up.Load(); t != nil {
 		if i, ifx := t.uplinkOfPublic(pub); i > 0 {
-			return ifx
+			return i, ifx
+		}
+	}
+	return 0, e.wan.Load()
+}
+
+// kernelUplinkIf is the interface of the uplink c's elements are on: the
+// one whose address c had when its elements were first made (recorded on
+// the call), so that an address-only change of the uplink (R4) leaves its
+// calls where they are. Table.mu held.
+func (e *Engine) kernelUplinkIf(c *conntrack.Call) uint32 {
+	u := c.KernelUplink()
+	if u == 0 {
+		i, ifx := e.uplinkOf(c.PublicIP)
+		if i < 255 {
+			c.SetKernelUplink(uint8(i + 1))
+		}
+		return ifx
+	}
+	if u > 1 {
+		if t := e.ups.up.Load(); t != nil && int(u-1) < len(t.ifs) {
+			return t.ifs[u-1]
 		}
 	}
 	return e.wan.Load()
@@ -111,17 +133,44 @@ func (e *Engine) uplinkIfOf(pub [4]byte) uint32 {
 // refreshKernelGRE recomputes every call's elements (an uplink's
 // interface changed): the flusher sends only those that changed. No engine
 // lock may be held.
-func (e *Engine) refreshKernelGRE() {
+//
+// It queues, under Table.mu (Table.View, then kernelPath.mu: the lock
+// order), every call in the table whose elements are wanted, and sets no
+// record wanted: a call removed meanwhile is out of the table and its
+// record unwanted (down, also under Table.mu), so its elements cannot be
+// wanted again, and two refreshes at once queue the same calls. The
+// flusher reads the queued calls' elements as they are then (with fill:
+// the current interfaces). Calls whose class or policer the configuration
+// has dropped since (kernelEligible would not take them now) are refreshed
+// too: their maps' chains stay in the table.
+func (e *Engine) refreshKernelGRE() { e.refreshKernel(false) }
+
+// refreshKernel is refreshKernelGRE; with newTable (a new uplink table:
+// SetUplinks) the calls' recorded uplinks are forgotten too, and found
+// again from their addresses (the indexes may mean other uplinks now).
+func (e *Engine) refreshKernel(newTable bool) {
 	if e.kp == nil {
 		return
 	}
-	outs, ins := e.table.EstablishedGREFill(e.kp.eligible, e.kp.fill)
-	e.kp.mu.Lock()
-	for j := range outs {
-		e.kp.wantLocked(outs[j], ins[j])
-	}
-	e.kp.mu.Unlock()
+	e.kp.refresh(newTable)
 	e.kp.wake()
+}
+
+// refresh queues every call in the table whose elements are wanted.
+func (k *kernelPath) refresh(forgetUplinks bool) {
+	k.refreshes.Add(1)
+	k.table.View(func(x conntrack.CallIndex) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		x.SetUp(func(c *conntrack.Call) {
+			if forgetUplinks {
+				c.SetKernelUplink(0)
+			}
+			if c.Kernel().Flags&(kWantOut|kWantIn) != 0 {
+				k.dirtyLocked(c)
+			}
+		})
+	})
 }
 
 // policedLocked returns what the kernel's policers dropped since the last
@@ -139,12 +188,13 @@ func (k *kernelPath) policedLocked(outs []conntrack.GREOut, ins []conntrack.GREI
 		}
 		seenOut[o.Key] = true
 		if k.q.droppedOut == nil {
-			k.q.droppedOut = map[conntrack.OutKey]uint64{}
+			k.q.droppedOut = map[conntrack.OutKey][2]uint64{}
 		}
-		if p, _ := grew(k.q.droppedOut[o.Key], 0, o.Dropped, 0); p > 0 {
-			ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p})
+		d0 := k.q.droppedOut[o.Key]
+		if p, b := grew(d0[0], d0[1], o.Dropped, o.DroppedBytes); p > 0 {
+			ds = append(ds, conntrack.GREDelta{Out: true, OutKey: o.Key, Packets: p, Bytes: b})
 		}
-		k.q.droppedOut[o.Key] = o.Dropped
+		k.q.droppedOut[o.Key] = [2]uint64{o.Dropped, o.DroppedBytes}
 	}
 	for key := range k.q.droppedOut {
 		if !seenOut[key] {
@@ -158,12 +208,13 @@ func (k *kernelPath) policedLocked(outs []conntrack.GREOut, ins []conntrack.GREI
 		}
 		seenIn[i.Key] = true
 		if k.q.droppedIn == nil {
-			k.q.droppedIn = map[conntrack.InKey]uint64{}
+			k.q.droppedIn = map[conntrack.InKey][2]uint64{}
 		}
-		if p, _ := grew(k.q.droppedIn[i.Key], 0, i.Dropped, 0); p > 0 {
-			ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p})
+		d0 := k.q.droppedIn[i.Key]
+		if p, b := grew(d0[0], d0[1], i.Dropped, i.DroppedBytes); p > 0 {
+			ds = append(ds, conntrack.GREDelta{InKey: i.Key, Packets: p, Bytes: b})
 		}
-		k.q.droppedIn[i.Key] = i.Dropped
+		k.q.droppedIn[i.Key] = [2]uint64{i.Dropped, i.DroppedBytes}
 	}
 	for key := range k.q.droppedIn {
 		if !seenIn[key] {

@@ -1,9 +1,12 @@
 package nat
 
 import (
+	"sync"
 	"testing"
+	"time"
 
 	"pptpgw/conntrack"
+	"pptpgw/helper"
 	"pptpgw/qos/police"
 )
 
@@ -165,5 +168,142 @@ func TestKernelPathWANIndexChange(t *testing.T) {
 	flush(t, e) // nothing left to do
 	if f.updates != updates+1 {
 		t.Errorf("a flush with nothing changed sent a transaction")
+	}
+}
+
+// A refresh (the WAN's interface index changing) racing calls being set up
+// and cleared never wants a cleared call's elements again: once all calls
+// are gone, so are their elements (the refresh queues calls under the
+// table's lock and sets no record wanted).
+func TestKernelPathRefreshRacesRemoval(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := uint32(0); ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			e.SetWANIndex(wanIf + 1 + i%2)
+		}
+	}()
+	for i := range 3000 {
+		id := uint16(0x100 + i%20)
+		addCall(t, e, lanA, 40000, id, 0x4000+id)
+		if i%7 == 0 {
+			flush(t, e)
+		}
+		mapperOf(t, e, lanA, 40000).Event(helper.Event{Kind: helper.CallCleared, InsideID: id})
+	}
+	close(done)
+	wg.Wait()
+	flush(t, e)
+	if _, n := e.table.Len(); n != 0 || len(f.out)+len(f.in) != 0 {
+		t.Fatalf("%d calls, %d out and %d in elements left", n, len(f.out), len(f.in))
+	}
+	checkStats(t, e, f)
+}
+
+// A call the configuration would no longer put on the kernel path (its
+// class or policer dropped by a reload) still gets its elements moved when
+// the WAN's interface changes: they stay in the kernel until the call ends.
+func TestKernelPathRefreshKeepsUnfitCalls(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	e.kp.eligible = func(*conntrack.Call) bool { return false } // as after such a reload
+	e.SetWANIndex(wanIf + 40)
+	flush(t, e)
+	if len(f.out) != 1 || len(f.in) != 1 {
+		t.Fatalf("elements after the move: %d out, %d in", len(f.out), len(f.in))
+	}
+	for k := range f.out {
+		if k.ifx != wanIf+40 {
+			t.Errorf("out element on interface %d, want %d", k.ifx, wanIf+40)
+		}
+	}
+}
+
+// What the kernel's policer drops counts in the call's packets, bytes and
+// activity, as on the userspace path, which counts every packet and then
+// polices it (D3: `pptpgw calls` showed fewer packets out than were sent).
+// The engine's GRE counters count it as gre_policed only, as there.
+func TestKernelPathPolicedCounted(t *testing.T) {
+	f := newFakeMaps()
+	e, clk := newEngine(t, func(c *EngineConfig) {
+		c.KernelMaps = f
+		c.QoS = QoSConfig{CallLimit: police.Limit{BytesPerSecond: 125000, Burst: 15000}}
+	})
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	ko := conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}
+	clk.Advance(30 * time.Second)
+	fk, el, ok := f.outElem(ko)
+	if !ok || !el.Policed {
+		t.Fatalf("the call's outbound element: %+v (found %v), want policed", el, ok)
+	}
+	el.Packets, el.Bytes = 10, 1000
+	el.Dropped, el.DroppedBytes = 7, 700
+	f.out[fk] = el
+	gre0 := e.counters.Load(int(rGREOut))
+	calls := e.Calls()
+	if len(calls) != 1 {
+		t.Fatalf("%d calls", len(calls))
+	}
+	c := calls[0]
+	if c.PktsOut != 17 || c.BytesOut != 1700 || c.PolicedOut != 7 || c.IdleSeconds != 0 {
+		t.Errorf("call: %d packets, %d bytes out, %d policed, idle %vs; want 17, 1700, 7, 0", c.PktsOut, c.BytesOut, c.PolicedOut, c.IdleSeconds)
+	}
+	if d := e.counters.Load(int(rGREOut)) - gre0; d != 10 {
+		t.Errorf("GRE out counted %d, want the 10 carried (the policed ones are gre_policed)", d)
+	}
+	if n := e.counters.Load(int(rGREPoliced)); n != 7 {
+		t.Errorf("gre_policed %d, want 7", n)
+	}
+}
+
+// What a call's elements carried since the last read is counted before a
+// refresh replaces them (their successors count from zero): reviewer's R1,
+// up to one read interval of packets lost per refresh.
+func TestKernelPathRefreshKeepsCounts(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	ko := conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555}
+	f.carryOut(ko, 5, 100)
+	e.SetWANIndex(wanIf + 40)
+	flush(t, e)
+	if _, el, ok := f.outElem(ko); !ok || el.IfIndex != wanIf+40 {
+		t.Fatalf("the element did not move: %+v", el)
+	}
+	f.carryOut(ko, 2, 100)
+	calls := e.Calls()
+	if len(calls) != 1 || calls[0].PktsOut != 7 || calls[0].BytesOut != 700 {
+		t.Fatalf("calls %+v: want 7 packets, 700 bytes out", calls)
+	}
+}
+
+// A policed call cleared before the table read its counters, whose GRE
+// the kernel's policer dropped entirely, still carried GRE: its outside
+// call ID goes into quarantine (reviewer's N3).
+func TestKernelPathQuarantinePolicedOnly(t *testing.T) {
+	f := newFakeMaps()
+	e, _ := newEngine(t, func(c *EngineConfig) {
+		c.KernelMaps = f
+		c.QoS = QoSConfig{CallLimit: police.Limit{BytesPerSecond: 125000, Burst: 15000}}
+	})
+	addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	fk, el, _ := f.outElem(conntrack.OutKey{InsideIP: lanA, PeerIP: server, PeerCallID: 555})
+	el.Dropped, el.DroppedBytes = 3, 300
+	f.out[fk] = el
+	mapperOf(t, e, lanA, 40000).Event(helper.Event{Kind: helper.CallCleared, InsideID: 7})
+	flush(t, e)
+	if used, q := e.alloc.InUse(PoolKey{pubIP, server}); used != 0 || q != 1 {
+		t.Fatalf("after the flush: %d used, %d quarantined; want the ID quarantined", used, q)
 	}
 }

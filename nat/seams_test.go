@@ -139,3 +139,65 @@ func TestRestoredHairpinAlias(t *testing.T) {
 		t.Errorf("restored hairpin call: the host's GRE to its member: %v %q", v, r)
 	}
 }
+
+// One change of an interface index refreshes the kernel path's elements
+// once (N1: SetWANIndex with several uplinks did twice); an address-only
+// change of an uplink refreshes none, and its calls keep their uplink's
+// interface (R4: recomputed, a call on the old address found no uplink and
+// got the WAN's).
+func TestKernelPathRefreshOnce(t *testing.T) {
+	e, f, _ := kernelEngine(t)
+	n := func() uint64 { return e.kp.refreshes.Load() }
+	r0 := n()
+	e.SetWANIndex(wanIf + 40)
+	e.SetWANIndex(wanIf + 40) // no change
+	if d := n() - r0; d != 1 {
+		t.Errorf("single WAN: %d refreshes for one index change, want 1", d)
+	}
+	e.SetWANIndex(wanIf)
+	e.SetUplinks([]Uplink{{wanIf, netip.AddrFrom4(pubIP)}, {wan1If, netip.AddrFrom4(pub1)}})
+	e.SetPinner(&fakePins{})
+	b := &upClient{t: t, e: e, ip: lanB, port: 40000, outDev: wan1If, seqOut: 1000, seqIn: 9000}
+	b.call(1, 501)
+	flush(t, e)
+	r0 = n()
+	e.SetWANIndex(wanIf + 41)
+	if d := n() - r0; d != 1 {
+		t.Errorf("several uplinks: %d refreshes for one WAN index change, want 1", d)
+	}
+	r0 = n()
+	e.SetUplink(1, 0, netip.MustParseAddr("198.51.100.99"))
+	if d := n() - r0; d != 0 {
+		t.Errorf("%d refreshes for an address-only change, want 0", d)
+	}
+	e.SetUplink(1, wan1If, netip.Addr{}) // same index
+	if d := n() - r0; d != 0 {
+		t.Errorf("%d refreshes for an unchanged index, want 0", d)
+	}
+	flush(t, e)
+	for k := range f.in {
+		if k.k.PublicIP == pub1 && k.ifx != wan1If {
+			t.Errorf("uplink 1's call moved to interface %d, want %d", k.ifx, wan1If)
+		}
+	}
+	if len(f.in) != 1 {
+		t.Fatalf("%d inbound elements, want 1", len(f.in))
+	}
+	// A later refresh (the WAN's index changes) leaves the call on its
+	// uplink although no uplink has its address now.
+	e.SetWANIndex(wanIf + 42)
+	flush(t, e)
+	for k := range f.in {
+		if k.ifx != wan1If {
+			t.Errorf("after a WAN change, uplink 1's call is on interface %d, want %d", k.ifx, wan1If)
+		}
+	}
+	// A new uplink table: the call's uplink is found again by address.
+	e.SetUplinks([]Uplink{{wanIf + 42, netip.AddrFrom4(pubIP)}, {wan1If + 5, netip.AddrFrom4(pub1)}})
+	flush(t, e)
+	for k := range f.in {
+		if k.ifx != wan1If+5 {
+			t.Errorf("after a new uplink table, the call is on interface %d, want %d", k.ifx, wan1If+5)
+		}
+	}
+}

@@ -72,7 +72,7 @@ type pinRef struct {
 func (e *Engine) SetUplinks(u []Uplink) {
 	if len(u) < 2 {
 		e.ups.up.Store(nil)
-		e.refreshKernelGRE() // kfeat (issue 12)
+		e.refreshKernel(true) // kfeat (issue 12)
 		return
 	}
 	t := &uplinkTable{}
@@ -84,16 +84,23 @@ func (e *Engine) SetUplinks(u []Uplink) {
 		t.ifs, t.pubs = append(t.ifs, x.IfIndex), append(t.pubs, a)
 	}
 	e.ups.up.Store(t)
-	e.refreshKernelGRE() // kfeat (issue 12)
+	e.refreshKernel(true) // kfeat (issue 12)
 }
 
 // SetUplink changes uplink i's interface index and public address (a
 // watcher saw its interface come back or its address change).
-func (e *Engine) SetUplink(i int, ifindex uint32, pub netip.Addr) {
+func (e *Engine) SetUplink(i int, ifindex uint32, pub netip.Addr) { e.setUplink(i, ifindex, pub) }
+
+// setUplink is SetUplink; it reports whether it refreshed the kernel
+// path's elements: only when the interface index changed (kfeat, issue
+// 12). An address-only change moves no element: its calls keep the
+// uplink's interface (recomputed, calls on the old address would find no
+// uplink and get the WAN's).
+func (e *Engine) setUplink(i int, ifindex uint32, pub netip.Addr) bool {
 	for {
 		old := e.ups.up.Load()
 		if old == nil || i < 0 || i >= len(old.ifs) {
-			return
+			return false
 		}
 		t := &uplinkTable{ifs: append([]uint32(nil), old.ifs...), pubs: append([][4]byte(nil), old.pubs...)}
 		if ifindex != 0 {
@@ -103,8 +110,11 @@ func (e *Engine) SetUplink(i int, ifindex uint32, pub netip.Addr) {
 			t.pubs[i] = pub.As4()
 		}
 		if e.ups.up.CompareAndSwap(old, t) {
+			if t.ifs[i] == old.ifs[i] {
+				return false
+			}
 			e.refreshKernelGRE() // kfeat (issue 12)
-			return
+			return true
 		}
 	}
 }

@@ -410,13 +410,13 @@ func readGRE(c *nftables.Conn, ms greMapSet) ([]conntrack.GREOut, []conntrack.GR
 		}
 		return r
 	}
-	drops := func(els []nftables.SetElement) map[string]uint64 {
-		r := map[string]uint64{}
+	drops := func(els []nftables.SetElement) map[string][2]uint64 {
+		r := map[string][2]uint64{}
 		for _, el := range els {
 			if el.Counter != nil {
-				r[string(el.Key)] = el.Counter.Packets
+				r[string(el.Key)] = [2]uint64{el.Counter.Packets, el.Counter.Bytes}
 			} else {
-				r[string(el.Key)] = 0
+				r[string(el.Key)] = [2]uint64{}
 			}
 		}
 		return r
@@ -439,7 +439,7 @@ func readGRE(c *nftables.Conn, ms greMapSet) ([]conntrack.GREOut, []conntrack.GR
 		if d, dok := outD[string(el.Key)]; o.Policed && !dok {
 			continue
 		} else {
-			o.Dropped = d
+			o.Dropped, o.DroppedBytes = d[0], d[1]
 		}
 		outs = append(outs, o)
 	}
@@ -459,7 +459,7 @@ func readGRE(c *nftables.Conn, ms greMapSet) ([]conntrack.GREOut, []conntrack.GR
 		if d, dok := inD[string(el.Key)]; i.Policed && !dok {
 			continue
 		} else {
-			i.Dropped = d
+			i.Dropped, i.DroppedBytes = d[0], d[1]
 		}
 		ins = append(ins, i)
 	}

@@ -44,6 +44,7 @@ func cmdBench(args []string) int {
 	grePath := fs.String("gre-path", "", "the gateway's --gre-path (kernel, userspace, auto; default: its default)")
 	gwConfig := fs.String("gateway-config", "", "pass --config FILE to every pptpgw run the bench starts (e.g. classes or policing, to measure their cost on the GRE cases)")
 	gwProfile := fs.String("gateway-cpuprofile", "", "pass --cpuprofile FILE to every pptpgw run the bench starts (the last one's profile stays; e.g. with --only setups)")
+	gwMemProfile := fs.String("gateway-memprofile", "", "pass --memprofile FILE to every pptpgw run the bench starts: a heap profile at each memory reading (the last one stays; e.g. with --only memory)")
 	pac := fs.String("pac", "", "internal: serve the bench's mini PAC on this address in the current namespace until stdin closes")
 	extraGW := addGatewayArgFlag(fs) // issue 12, setups
 	fs.StringVar(&benchSetupsPACMode, "setups-pac", "inprocess", "setups case: where the mini PAC runs: inprocess (in the bench process, with the mini PNS) or process (a process of its own, as a real server is)")
@@ -124,6 +125,9 @@ Flags:
 		benchGatewayArgs = append(benchGatewayArgs, "--cpuprofile", *gwProfile)
 	}
 	benchGatewayArgs = append(benchGatewayArgs, *extraGW...)
+	if *gwMemProfile != "" {
+		benchGatewayArgs = append(benchGatewayArgs, "--memprofile", *gwMemProfile)
+	}
 	if *gwConfig != "" { // kfeat (issue 12)
 		benchGatewayArgs = append(benchGatewayArgs, "--config", *gwConfig)
 	}

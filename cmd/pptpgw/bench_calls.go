@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,8 +210,10 @@ func greRateSearch(ctx context.Context, topo *testbed.Topology, keys [][]uint16,
 
 // benchMem is one reading of memory for the memory case.
 type benchMem struct {
-	rss, heap uint64 // the daemon's VmRSS and Go heap in use after a collection, bytes (pptpgw only)
-	conntrack uint64 // entries in the gateway namespace
+	rss, heap  uint64            // the daemon's VmRSS and Go heap in use after a collection, bytes (pptpgw only)
+	conntrack  uint64            // entries in the gateway namespace
+	classes    map[string]uint64 // the daemon's runtime/metrics memory classes (memoryReply.Classes)
+	anon, file uint64            // VmRSS's anonymous and file-backed parts
 }
 
 // readBenchMem reads the gateway's conntrack count and, with pptpgw, the
@@ -236,7 +239,7 @@ func readBenchMem(ctx context.Context, topo *testbed.Topology, gw *testbed.Gatew
 	if err := json.Unmarshal(b, &r); err != nil {
 		return m, fmt.Errorf("admin command memory: %w: %q", err, b)
 	}
-	m.rss, m.heap = r.RSS, r.HeapInuse
+	m.rss, m.heap, m.classes, m.anon, m.file = r.RSS, r.HeapInuse, r.Classes, r.RSSAnon, r.RSSFile
 	return m, nil
 }
 
@@ -408,8 +411,45 @@ func memSummary(ctx context.Context, topo *testbed.Topology, s *benchSide, m0, m
 	}
 	kern := float64(elems)*per/float64(calls) + ctBytes
 	s.vals["memory"] = daemon + kern
-	return fmt.Sprintf("%.0f B/call: daemon RSS +%.0f B/call (Go heap +%.0f); kernel %.0f B/call (%.2f map elements/call x %.0f B, %.2f conntrack entries/call x %d B)",
-		daemon+kern, daemon, heap, kern, float64(elems)/float64(calls), per, ct/float64(calls), ctSize)
+	return fmt.Sprintf("%.0f B/call: daemon RSS +%.0f B/call (anonymous %+.0f, file-backed %+.0f; Go heap +%.0f); kernel %.0f B/call (%.2f map elements/call x %.0f B, %.2f conntrack entries/call x %d B)%s",
+		daemon+kern, daemon, (float64(m1.anon)-float64(m0.anon))/float64(calls), (float64(m1.file)-float64(m0.file))/float64(calls), heap, kern, float64(elems)/float64(calls), per, ct/float64(calls), ctSize,
+		classesGrowth(m0.classes, m1.classes, float64(m1.rss)-float64(m0.rss), calls))
+}
+
+// classesGrowth says where the daemon's memory grew, per call, by
+// runtime/metrics memory class (issue 12: what the resident set holds
+// beyond the heap): the classes that grew or shrank by at least 1 byte
+// per call, largest first, and what VmRSS grew beyond what the runtime
+// holds without having released it to the kernel (total - heap/released).
+func classesGrowth(c0, c1 map[string]uint64, rss float64, calls int) string {
+	if len(c0) == 0 || len(c1) == 0 || calls == 0 {
+		return ""
+	}
+	type g struct {
+		name string
+		d    float64
+	}
+	var gs []g
+	for name, v := range c1 {
+		if name == "total" {
+			continue
+		}
+		if d := (float64(v) - float64(c0[name])) / float64(calls); d >= 1 || d <= -1 {
+			gs = append(gs, g{name, d})
+		}
+	}
+	sort.Slice(gs, func(i, j int) bool { return gs[i].d > gs[j].d || (gs[i].d == gs[j].d && gs[i].name < gs[j].name) })
+	var b strings.Builder
+	b.WriteString("; Go runtime per call:")
+	for i, x := range gs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %s %+.0f", x.name, x.d)
+	}
+	held := func(c map[string]uint64) float64 { return float64(c["total"]) - float64(c["heap/released"]) }
+	fmt.Fprintf(&b, "; RSS beyond what the runtime holds %+.0f", (rss-(held(c1)-held(c0)))/float64(calls))
+	return b.String()
 }
 
 // benchStartPACProcess runs the mini PAC in a process of its own in the

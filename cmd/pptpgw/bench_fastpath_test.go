@@ -149,8 +149,32 @@ func TestMemoryNow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.RSS == 0 || r.HeapInuse == 0 || r.HeapInuse > r.Sys || r.Goroutines < 1 {
+	if r.RSS == 0 || r.HeapInuse == 0 || r.HeapInuse > r.Sys || r.Goroutines < 1 || r.RSSAnon == 0 || r.RSSFile == 0 || r.RSSAnon+r.RSSFile > r.RSS {
 		t.Fatalf("%+v", r)
+	}
+	// The memory classes cover what the runtime holds: they add up to
+	// their total, and the heap's objects are among them.
+	var sum uint64
+	for name, v := range r.Classes {
+		if name != "total" {
+			sum += v
+		}
+	}
+	if r.Classes["heap/objects"] == 0 || sum != r.Classes["total"] {
+		t.Fatalf("memory classes %v: sum %d", r.Classes, sum)
+	}
+}
+
+func TestClassesGrowth(t *testing.T) {
+	c0 := map[string]uint64{"heap/objects": 1000, "heap/released": 0, "os-stacks": 10, "total": 1010}
+	c1 := map[string]uint64{"heap/objects": 5000, "heap/released": 1000, "os-stacks": 10, "total": 6010}
+	got := classesGrowth(c0, c1, 8000, 2)
+	want := "; Go runtime per call: heap/objects +2000, heap/released +500; RSS beyond what the runtime holds +2000"
+	if got != want {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+	if classesGrowth(nil, c1, 1, 1) != "" {
+		t.Fatal("no classes from an older daemon: nothing to say")
 	}
 }
 

@@ -78,6 +78,7 @@ func cmdRun(args []string) int {
 	stateFile := fs.String("state-file", "", "where the call table is saved and restored from, \"\" for none (default "+rules.DefaultStateFile+")")
 	queueWait := addQueueWaitFlag(fs) // issue 12, setups
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile to this file until the daemon exits (for diagnosing load)")
+	memProfile := fs.String("memprofile", "", "write a Go heap profile to this file at every admin command memory (for diagnosing memory; issue 12)")
 	fs.Usage = runUsage(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagExit(err)
@@ -149,6 +150,7 @@ func cmdRun(args []string) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	setMemProfile(*memProfile) // issue 12: memory.go
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := runGateway(ctx, cfg, log, hup, src, level); err != nil {
@@ -242,7 +244,7 @@ func runGateway(ctx context.Context, cfg *rules.Config, log *slog.Logger, hup <-
 		case "pool": // pool (issue 11)
 			return nat.PoolsReply{Pools: engine.Pools()}, nil
 		case "memory": // issue 12: memory.go
-			return memoryNow()
+			return memoryProfiled(memProfileFile)
 		default:
 			return nil, fmt.Errorf("unknown admin command %q (try: calls, reload, events, qos, pool, memory)", cmd)
 		}
