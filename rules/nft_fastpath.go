@@ -84,8 +84,15 @@ func addGRESets(c *nftables.Conn, t *nftables.Table) (greMapSet, error) {
 }
 
 // MatchPPTPGRE is `ip protocol gre @th,0,32 & 0xef7fffff == 0x2001880b`.
-func MatchPPTPGRE() []expr.Any {
-	return append(MatchGRE(),
+func MatchPPTPGRE() []expr.Any { return matchPPTPGREOn(nil) }
+
+// matchPPTPGREOn is MatchPPTPGRE with guard (an interface match) between the
+// protocol and the header: GRE crossing the chain on another interface (a
+// packet's other direction: every forwarded packet crosses both queue
+// chains) leaves the rule at the interface compare instead of costing the
+// map lookups of a direction it is not in.
+func matchPPTPGREOn(guard []expr.Any) []expr.Any {
+	return append(append(MatchGRE(), guard...),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 4},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: greHeaderMask, Xor: []byte{0, 0, 0, 0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: greHeaderPPTP},
@@ -116,8 +123,8 @@ func ipAddrWrite(off uint32) *expr.Payload {
 }
 
 // FastPathOut is the outbound rule (to an uplink, in queue_postrouting).
-func FastPathOut(set *nftables.Set) []expr.Any {
-	return append(MatchPPTPGRE(), fastPathOutXlate(set)...)
+func FastPathOut(set *nftables.Set, guard []expr.Any) []expr.Any {
+	return append(matchPPTPGREOn(guard), fastPathOutXlate(set)...)
 }
 
 // fastPathOutXlate is the outbound rule after the GRE match.
@@ -132,8 +139,8 @@ func fastPathOutXlate(set *nftables.Set) []expr.Any {
 // FastPathIn is the inbound rule (from an uplink, in queue_prerouting): the
 // lookup's data is the inside address (register 1) and the inside call ID
 // (register 9, the second 32-bit register of the concatenation).
-func FastPathIn(set *nftables.Set) []expr.Any {
-	return append(MatchPPTPGRE(), fastPathInXlate(set)...)
+func FastPathIn(set *nftables.Set, guard []expr.Any) []expr.Any {
+	return append(matchPPTPGREOn(guard), fastPathInXlate(set)...)
 }
 
 // fastPathInXlate is the inbound rule after the GRE match.
@@ -311,8 +318,8 @@ func ProbeKernelGRE(c *nftables.Conn, table string) (bool, error) {
 	fp := addFastPath(c, t, Plan{kernelGRE: true, fpClasses: 1,
 		fpPolice: police.Limit{BytesPerSecond: 125000, Burst: 15000}})
 	ch := c.AddChain(&nftables.Chain{Name: "probe", Table: t})
-	fp.addRule(c, t, ch, expr.MetaKeyOIFNAME)
-	fp.addRule(c, t, ch, expr.MetaKeyIIFNAME)
+	fp.addRule(c, t, ch, expr.MetaKeyOIFNAME, []string{"probe0"})
+	fp.addRule(c, t, ch, expr.MetaKeyIIFNAME, []string{"probe0"})
 	c.DelTable(t)
 	err := c.Flush()
 	switch {
@@ -389,14 +396,39 @@ func addFastPath(c *nftables.Conn, t *nftables.Table, p Plan) *fastPath {
 // match of that chain, IIFNAME inbound, OIFNAME outbound): the one for
 // calls without class or policer, then the one that sends the others'
 // GRE to their chain (nft_fastpath_qos.go).
-func (fp *fastPath) addRule(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, iface expr.MetaKey) {
+//
+// The rules come once per uplink, each guarded by the uplink's name (iface:
+// iifname in prerouting, oifname in postrouting) right after the protocol:
+// the key's interface index already confines an element to its uplink, but
+// without the guard every GRE packet would also pay two failing lookups in
+// the chain of the direction it is not in (a LAN's GRE in prerouting, the
+// WAN's in postrouting), which measurably slowed the common case (`pptpgw
+// bench`, GRE throughput and packets/s at one call: 0.88-0.93 of Linux's
+// helper without the guard, 2 December 01:33-01:43 UTC).
+func (fp *fastPath) addRule(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, iface expr.MetaKey, uplinks []string) {
 	if fp == nil {
 		return
 	}
-	ex, qx := FastPathOut(fp.s.out), fastPathQoSJump(fp.s.outp, true)
-	if iface == expr.MetaKeyIIFNAME {
-		ex, qx = FastPathIn(fp.s.in), fastPathQoSJump(fp.s.inp, false)
+	for _, name := range uplinks {
+		guard := MatchIfname(iface, name)
+		ex, qx := FastPathOut(fp.s.out, guard), fastPathQoSJump(fp.s.outp, true, guard)
+		if iface == expr.MetaKeyIIFNAME {
+			ex, qx = FastPathIn(fp.s.in, guard), fastPathQoSJump(fp.s.inp, false, guard)
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ex})
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: qx})
 	}
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ex})
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: qx})
+}
+
+// uplinkNames is the names of the plan's uplinks: the WAN alone, or every
+// uplink with several.
+func (p Plan) uplinkNames() []string {
+	if len(p.Uplinks) < 2 {
+		return []string{p.WAN}
+	}
+	names := make([]string, len(p.Uplinks))
+	for i, u := range p.Uplinks {
+		names[i] = u.Name
+	}
+	return names
 }

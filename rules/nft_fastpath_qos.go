@@ -297,12 +297,12 @@ func KernelPoliceDepth(l police.Limit) uint64 { return max(l.BytesPerSecond, uin
 
 // fastPathQoSJump is the rule that sends a classed or policed call's GRE to
 // its chain.
-func fastPathQoSJump(vmap *nftables.Set, out bool) []expr.Any {
+func fastPathQoSJump(vmap *nftables.Set, out bool, guard []expr.Any) []expr.Any {
 	key := greKeyIn()
 	if out {
 		key = greKeyOut()
 	}
-	ex := append(MatchPPTPGRE(), key...)
+	ex := append(matchPPTPGREOn(guard), key...)
 	return append(ex, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: vmap.Name, SetID: vmap.ID})
 }
 

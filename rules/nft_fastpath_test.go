@@ -429,10 +429,11 @@ func TestGoldenFastPathRules(t *testing.T) {
 		t.Fatalf("%d rules in ref_in, want 4", len(rin))
 	}
 	refx, daddr, key, pol := rin[0], rin[1], rin[2], rin[3]
-	// nft's inbound reference: 5 match expressions, meta l4proto + cmp (a
-	// dependency of dnat's port), 4 loads, the lookup, nat.
-	want := append([]exprAttr{}, refx.exprs[:5]...)
-	want = append(want, refx.exprs[7:12]...)
+	// nft's inbound reference: 7 match expressions (the protocol, the
+	// uplink's name, the GRE header), meta l4proto + cmp (a dependency of
+	// dnat's port), 4 loads, the lookup, nat.
+	want := append([]exprAttr{}, refx.exprs[:7]...)
+	want = append(want, refx.exprs[9:14]...)
 	want = append(want, daddr.exprs[1])
 	want = append(want, withSreg(t, key.exprs[1], 9))
 	want = append(want, post[0].exprs[len(post[0].exprs)-1]) // accept
@@ -458,7 +459,7 @@ func TestGoldenFastPathRules(t *testing.T) {
 		t.Errorf("inbound class rule [%s] differs from the outbound one", gin[1].exprNames())
 	}
 	// ... which looks up gre_inq where the inbound rule looks up gre_in.
-	tail := in.exprs[5:]
+	tail := in.exprs[7:]
 	if len(gin[2].exprs) != len(tail) {
 		t.Fatalf("inbound translation in gre_in_c1p [%s], want [%s]", gin[2].exprNames(), in.exprNames())
 	}
