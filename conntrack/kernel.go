@@ -83,12 +83,7 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		if d.Packets == 0 {
 			continue
 		}
-		var c *Call
-		if d.Out {
-			c = t.out.getOut(d.OutKey)
-		} else if x, ok := t.calls.Peek(d.InKey); ok && x.state != CallRequested {
-			c = x
-		}
+		c := t.deltaCall(d)
 		if c == nil {
 			continue
 		}
@@ -110,4 +105,16 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		}
 	}
 	return n
+}
+
+// deltaCall is the set-up call a delta read from the kernel belongs to, or
+// nil. t.mu is held.
+func (t *Table) deltaCall(d GREDelta) *Call {
+	if d.Out {
+		return t.out.getOut(d.OutKey)
+	}
+	if c, ok := t.calls.Peek(d.InKey); ok && c.state != CallRequested {
+		return c
+	}
+	return nil
 }

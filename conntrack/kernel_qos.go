@@ -59,12 +59,7 @@ func (t *Table) AccountPoliced(ds []GREDelta) int {
 		if d.Packets == 0 {
 			continue
 		}
-		var c *Call
-		if d.Out {
-			c = t.out.getOut(d.OutKey)
-		} else if x, ok := t.calls.Peek(d.InKey); ok && x.state != CallRequested {
-			c = x
-		}
+		c := t.deltaCall(d)
 		if c == nil {
 			continue
 		}

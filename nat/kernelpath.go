@@ -427,42 +427,27 @@ func (b *batch) split(n int) []batch {
 		parts = append(parts, cur)
 		cur, room = batch{}, n
 	}
-	for i := 0; i < len(b.delOut); {
-		m := min(room, len(b.delOut)-i)
-		cur.delOut, cur.delOutC = b.delOut[i:i+m], b.delOutC[i:i+m]
-		i, room = i+m, room-m
-		if room == 0 {
-			next()
-		}
-	}
-	for i := 0; i < len(b.delIn); {
-		m := min(room, len(b.delIn)-i)
-		cur.delIn, cur.delInC = b.delIn[i:i+m], b.delInC[i:i+m]
-		i, room = i+m, room-m
-		if room == 0 {
-			next()
-		}
-	}
-	for i := 0; i < len(b.addOut); {
-		m := min(room, len(b.addOut)-i)
-		cur.addOut, cur.addOutC = b.addOut[i:i+m], b.addOutC[i:i+m]
-		i, room = i+m, room-m
-		if room == 0 {
-			next()
-		}
-	}
-	for i := 0; i < len(b.addIn); {
-		m := min(room, len(b.addIn)-i)
-		cur.addIn, cur.addInC = b.addIn[i:i+m], b.addInC[i:i+m]
-		i, room = i+m, room-m
-		if room == 0 {
-			next()
-		}
-	}
+	cut(b.delOut, b.delOutC, &room, next, func(e []conntrack.GREOut, c []*conntrack.Call) { cur.delOut, cur.delOutC = e, c })
+	cut(b.delIn, b.delInC, &room, next, func(e []conntrack.GREIn, c []*conntrack.Call) { cur.delIn, cur.delInC = e, c })
+	cut(b.addOut, b.addOutC, &room, next, func(e []conntrack.GREOut, c []*conntrack.Call) { cur.addOut, cur.addOutC = e, c })
+	cut(b.addIn, b.addInC, &room, next, func(e []conntrack.GREIn, c []*conntrack.Call) { cur.addIn, cur.addInC = e, c })
 	if room < n {
 		parts = append(parts, cur)
 	}
 	return parts
+}
+
+// cut hands es (and their calls cs) to put in pieces that fit the current
+// batch's room, starting a new batch (next) whenever the room runs out.
+func cut[E any](es []E, cs []*conntrack.Call, room *int, next func(), put func([]E, []*conntrack.Call)) {
+	for i := 0; i < len(es); {
+		m := min(*room, len(es)-i)
+		put(es[i:i+m], cs[i:i+m])
+		i, *room = i+m, *room-m
+		if *room == 0 {
+			next()
+		}
+	}
 }
 
 // appliedLocked records what the kernel holds after transaction p. k.mu
