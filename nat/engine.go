@@ -173,8 +173,16 @@ func NewEngine(cfg EngineConfig, clk conntrack.Clock) *Engine {
 			// A hairpin call, whose GRE never crosses an uplink, stays on
 			// the userspace path (kernelEligible); classes, policers and
 			// uplinks go into the elements (kfeat: kernelpath_qos.go).
-			if e.kp != nil && e.kernelEligible(c) {
+			// A call set up again (another peer call ID) that no longer
+			// qualifies (a reload dropped its class or policer) gives its
+			// elements up: left in the kernel under its old key, they
+			// would translate until the call ends.
+			switch {
+			case e.kp == nil:
+			case e.kernelEligible(c):
 				e.kp.up(c)
+			default:
+				e.kp.down(c)
 			}
 		},
 		OnControlRemoved: func(cn *conntrack.Control, why string) {

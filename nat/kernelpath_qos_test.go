@@ -7,6 +7,7 @@ import (
 
 	"pptpgw/conntrack"
 	"pptpgw/helper"
+	"pptpgw/internal/pkt"
 	"pptpgw/qos/police"
 )
 
@@ -305,5 +306,28 @@ func TestKernelPathQuarantinePolicedOnly(t *testing.T) {
 	flush(t, e)
 	if used, q := e.alloc.InUse(PoolKey{pubIP, server}); used != 0 || q != 1 {
 		t.Fatalf("after the flush: %d used, %d quarantined; want the ID quarantined", used, q)
+	}
+}
+
+// A policed call on the kernel path that is set up again with another peer
+// call ID after a reload turned policing off (it no longer qualifies)
+// gives its elements up instead of leaving them under the old key.
+func TestKernelPathReestablishedUnfit(t *testing.T) {
+	f := newFakeMaps()
+	q := QoSConfig{CallLimit: police.Limit{BytesPerSecond: 125000, Burst: 15000}}
+	e, _ := newEngine(t, func(c *EngineConfig) { c.KernelMaps = f; c.QoS = q })
+	out := addCall(t, e, lanA, 40000, 7, 555)
+	flush(t, e)
+	if len(f.out) != 1 || len(f.in) != 1 {
+		t.Fatalf("policed call set up: %d out, %d in elements", len(f.out), len(f.in))
+	}
+	e.setQoS(QoSConfig{}) // policing off: the call keeps its policer, the kernel path no longer fits it
+	mapperOf(t, e, lanA, 40000).Event(helper.Event{Kind: helper.CallEstablished, InsideID: 7, OutsideID: out, PeerID: 601})
+	flush(t, e)
+	if len(f.out) != 0 || len(f.in) != 0 {
+		t.Errorf("after the call was set up again, unfit: elements out %v in %v, want none", f.out, f.in)
+	}
+	if v, _ := sendGRE(t, e, lanA, 601, out, false, 100, 0); v != pkt.Accept {
+		t.Errorf("its GRE through the queue: %v", v)
 	}
 }
