@@ -97,7 +97,7 @@ func (t *Table) Controls() []*Control {
 // of its calls were restored.
 func (t *Table) Restore(s SavedControl, claim func(SavedCall) bool) (*Control, int, error) {
 	now := t.clk.Now()
-	if s.Idle < 0 {
+	if s.Idle < 0 || s.Idle > maxSavedAge {
 		return nil, 0, ErrRestoreInvalid
 	}
 	t.mu.Lock()
@@ -128,12 +128,12 @@ func (t *Table) Restore(s SavedControl, claim func(SavedCall) bool) (*Control, i
 	t.conns.Add(s.Key, cn)
 	n := 0
 	for _, sc := range s.Calls {
-		if sc.State > CallReplied || sc.OutsideCallID == 0 || sc.Idle < 0 || s.Closing {
+		if sc.State > CallReplied || sc.OutsideCallID == 0 || sc.Idle < 0 || sc.Idle > maxSavedAge || s.Closing {
 			continue
 		}
 		c := &Call{conn: cn, InsideIP: cn.Key.InsideIP, PublicIP: cn.PublicIP, PeerIP: cn.Key.PeerIP,
 			InsideCallID: sc.InsideCallID, OutsideCallID: sc.OutsideCallID, PeerCallID: sc.PeerCallID,
-			created: t.nanos(sc.Created), state: sc.State, lastSeen: t.nanos(now) - int64(sc.Idle), seenOut: sc.SeenOut, seenIn: sc.SeenIn,
+			created: t.savedCreated(sc.Created, now), state: sc.State, lastSeen: t.nanos(now) - int64(sc.Idle), seenOut: sc.SeenOut, seenIn: sc.SeenIn,
 			pktsOut: sc.PktsOut, pktsIn: sc.PktsIn, bytesOut: sc.BytesOut, bytesIn: sc.BytesIn}
 		if t.calls.Contains(c.inKey()) || cn.byInside(sc.InsideCallID) != nil ||
 			(c.state != CallRequested && t.out.getOut(c.outKey()) != nil) {
@@ -156,4 +156,21 @@ func (t *Table) Restore(s SavedControl, claim func(SavedCall) bool) (*Control, i
 		n++
 	}
 	return cn, n, nil
+}
+
+// maxSavedAge bounds the ages a snapshot may give (a call's or a
+// connection's idle time, a call's age): far beyond any timeout, and far
+// from the int64 nanoseconds' limits, so that what the table computes from
+// them (expiry, the policer's time line) cannot overflow. A file that gives
+// more was not written by the daemon.
+const maxSavedAge = 10 * 365 * 24 * time.Hour
+
+// savedCreated is a restored call's creation time on the table's clock: a
+// time from the snapshot, or now if it is missing, in the future, or older
+// than maxSavedAge.
+func (t *Table) savedCreated(created, now time.Time) int64 {
+	if age := now.Sub(created); created.IsZero() || age < 0 || age > maxSavedAge {
+		return t.nanos(now)
+	}
+	return t.nanos(created)
 }

@@ -87,3 +87,39 @@ func TestExportRestore(t *testing.T) {
 		t.Fatalf("swept %d", calls)
 	}
 }
+
+// A snapshot with ages the daemon never writes (a crafted or corrupted
+// file) restores nothing that could overflow the table's int64 times: a
+// call idle for ages is skipped, a connection idle for ages is refused, a
+// call created at the zero time counts its age from now.
+func TestRestoreBoundsAges(t *testing.T) {
+	tb, _, _ := newTable(t, Config{})
+	setup(t, tb)
+	saved := tb.Export(nil)[0]
+
+	tb2, _, _ := newTable(t, Config{})
+	bad := saved
+	bad.Idle = 1 << 62
+	if _, _, err := tb2.Restore(bad, nil); err != ErrRestoreInvalid {
+		t.Fatalf("a connection idle for %v: %v, want ErrRestoreInvalid", bad.Idle, err)
+	}
+	idle := saved
+	idle.Calls = append([]SavedCall(nil), saved.Calls...)
+	idle.Calls[0].Idle = 1 << 62
+	if _, n, err := tb2.Restore(idle, nil); err != nil || n != 0 {
+		t.Fatalf("a call idle for ages: %v, %d calls restored, want 0", err, n)
+	}
+
+	tb3, clk3, _ := newTable(t, Config{})
+	zero := saved
+	zero.Calls = append([]SavedCall(nil), saved.Calls...)
+	zero.Calls[0].Created = time.Time{}
+	if _, n, err := tb3.Restore(zero, nil); err != nil || n != 1 {
+		t.Fatalf("a call created at the zero time: %v, %d calls", err, n)
+	}
+	// Its timers still run: it expires when idle past its timeout.
+	clk3.Advance(DefaultGREReplied + time.Second)
+	if calls, _ := tb3.Sweep(); calls != 1 {
+		t.Fatalf("the restored call did not expire: swept %d", calls)
+	}
+}
