@@ -27,7 +27,7 @@ func TestGatewayKernelPathManyCalls(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("limits:\n  calls_per_source: 65536\n  calls_per_conn: 65535\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	gw, err := topo.StartGateway(ctx, bin, "--config", cfg)
+	gw, err := topo.StartGateway(ctx, bin, "--config", cfg, "--gre-path", "kernel")
 	if err != nil {
 		t.Fatal(err)
 	}
