@@ -29,10 +29,14 @@ demo: deps build
 # test: every unit, fuzz-seed, and (as root) network-namespace integration test.
 # Packages run one at a time (-p 1): the netns tests compare throughput
 # (pptpgw vs kernel masquerade) within one run, and another package's load on
-# a 2-core machine would only add noise. The whole run takes about a minute.
+# a 2-core machine would only add noise. The gateway suite (testbed) runs a
+# second time with every gateway on the userspace GRE path (gre_path:
+# userspace; tests of the kernel path pin --gre-path kernel), so both paths
+# stay tested. The whole run takes about six minutes.
 test: deps
 	$(GO) vet ./...
 	$(GO) test -p 1 -count=1 -timeout 25m ./...
+	PPTPGW_TEST_GRE_PATH=userspace $(GO) test -p 1 -count=1 -timeout 15m ./testbed
 
 # bench: the performance table of the README (needs root).
 bench: deps build
