@@ -74,8 +74,14 @@ type GREDelta struct {
 // counters periodically, so idle times are as exact as that period) and
 // the replied state. Deltas of calls no longer tracked, or no longer set
 // up, are ignored. It returns how many deltas found their call.
-func (t *Table) AccountGRE(ds []GREDelta) int {
-	now := t.clk.Now()
+func (t *Table) AccountGRE(ds []GREDelta) int { return t.accountKernel(ds, false) }
+
+// accountKernel adds deltas read from the kernel's counters to their calls
+// (AccountGRE; AccountPoliced with policed: what the kernel's policers
+// dropped, which also counts in the call's policed counters).
+func (t *Table) accountKernel(ds []GREDelta, policed bool) int {
+	nowT := t.clk.Now()
+	now := t.nanos(nowT)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
@@ -89,9 +95,11 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		}
 		n++
 		t.calls.Get(c.inKey())
-		c.lastSeen = t.nanos(now)
-		c.conn.lastSeen = now
+		c.lastSeen = now
+		c.conn.lastSeen = nowT
+		dir := dirIn
 		if d.Out {
+			dir = dirOut
 			c.pktsOut += d.Packets
 			c.bytesOut += d.Bytes
 			c.seenOut = true
@@ -102,6 +110,12 @@ func (t *Table) AccountGRE(ds []GREDelta) int {
 		}
 		if c.seenIn && c.seenOut {
 			c.state = CallReplied
+		}
+		if policed {
+			if c.qos.pol == nil { // a policer the configuration no longer has
+				c.qos.pol = &callPolicer{}
+			}
+			c.qos.pol.policed[dir] += d.Packets
 		}
 	}
 	return n

@@ -49,41 +49,4 @@ func (t *Table) EstablishedGREFill(keep func(*Call) bool, fill func(*Call, *GREO
 // activity and its direction seen (D3: the kernel path left them out), and
 // in its policed counters. Deltas of calls no longer tracked are ignored.
 // It returns how many found their call.
-func (t *Table) AccountPoliced(ds []GREDelta) int {
-	nowT := t.clk.Now()
-	now := t.nanos(nowT)
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for _, d := range ds {
-		if d.Packets == 0 {
-			continue
-		}
-		c := t.deltaCall(d)
-		if c == nil {
-			continue
-		}
-		n++
-		t.calls.Get(c.inKey())
-		if c.qos.pol == nil { // a policer the configuration no longer has
-			c.qos.pol = &callPolicer{}
-		}
-		if d.Out {
-			c.qos.pol.policed[dirOut] += d.Packets
-			c.pktsOut += d.Packets
-			c.bytesOut += d.Bytes
-			c.seenOut = true
-		} else {
-			c.qos.pol.policed[dirIn] += d.Packets
-			c.pktsIn += d.Packets
-			c.bytesIn += d.Bytes
-			c.seenIn = true
-		}
-		if c.seenIn && c.seenOut {
-			c.state = CallReplied
-		}
-		c.lastSeen = now
-		c.conn.lastSeen = nowT
-	}
-	return n
-}
+func (t *Table) AccountPoliced(ds []GREDelta) int { return t.accountKernel(ds, true) }
