@@ -185,7 +185,6 @@ type benchSide struct {
 	grepps                               map[int]string     // by live calls (issue 12)
 	vals                                 map[string]float64 // the compared figure by case (issue 12)
 	mem                                  string             // memory per live call (issue 12)
-	roundBest                            float64            // the best round so far (benchAlternated)
 }
 
 // withTopology runs fn in a fresh topology of n clients, behind either
@@ -282,26 +281,22 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 	// kept, as bulk does: load that comes and goes while the bench runs
 	// then weighs on both sides alike.
 	if cases["tunnel"] {
-		if err := benchAlternated(ctx, "tunnel", k, g, func(s *benchSide) (float64, error) {
+		if err := benchAlternated(ctx, "tunnel", k, g, func(s *benchSide) (float64, string, error) {
 			r, err := tunnelIperf(ctx, self, s.gw, secs)
-			return r.Gbps * 1000, err
-		}, func(s *benchSide, best float64, all []float64) {
+			return r.Gbps * 1000, "", err
+		}, func(s *benchSide, best float64, _ string, all []float64) {
 			s.tunnel = fmt.Sprintf("%.0f Mbit/s (%s)", best, roundsNote(all, "%.0f"))
 		}); err != nil {
 			return nil, err
 		}
 	}
 	if cases["grebw"] {
-		var notes [2]string
-		if err := benchAlternated(ctx, "grebw", k, g, func(s *benchSide) (float64, error) {
+		if err := benchAlternated(ctx, "grebw", k, g, func(s *benchSide) (float64, string, error) {
 			s.vals["grebw"] = 0
 			note, err := benchGREbw(ctx, self, s)
-			if err == nil && (notes[b2i(s.gw)] == "" || s.vals["grebw"] > s.roundBest) {
-				notes[b2i(s.gw)] = note
-			}
-			return s.vals["grebw"], err
-		}, func(s *benchSide, best float64, all []float64) {
-			s.grebw = fmt.Sprintf("%s; %s Mbit/s", notes[b2i(s.gw)], roundsNote(all, "%.0f"))
+			return s.vals["grebw"], note, err
+		}, func(s *benchSide, _ float64, note string, all []float64) {
+			s.grebw = fmt.Sprintf("%s; %s Mbit/s", note, roundsNote(all, "%.0f"))
 		}); err != nil {
 			return nil, err
 		}
@@ -353,28 +348,34 @@ func runBench(ctx context.Context, self string, cases map[string]bool, clients, 
 const benchRounds = 3
 
 // benchAlternated runs one case benchRounds times on each side, alternating
-// Linux's helper and pptpgw, keeps each side's best (the compared figure,
-// vals[c]) and hands every round's figure to done.
-func benchAlternated(ctx context.Context, c string, k, g *benchSide, run func(*benchSide) (float64, error), done func(s *benchSide, best float64, all []float64)) error {
+// Linux's helper and pptpgw, keeps each side's best figure (the compared
+// one, vals[c]) and hands it, the note of the round that made it and every
+// round's figure to done.
+func benchAlternated(ctx context.Context, c string, k, g *benchSide, run func(*benchSide) (float64, string, error), done func(s *benchSide, best float64, note string, all []float64)) error {
 	var all [2][]float64
+	var best [2]float64
+	var notes [2]string
 	for round := 0; round < benchRounds; round++ {
 		for _, s := range []*benchSide{k, g} {
 			progress(fmt.Sprintf("%s, round %d of %d", c, round+1, benchRounds), s.gw)
-			v, err := run(s)
+			v, note, err := run(s)
 			if err != nil {
 				return fmt.Errorf("%s: %s: %w", map[bool]string{false: "Linux helper", true: "pptpgw"}[s.gw], c, err)
 			}
-			all[b2i(s.gw)] = append(all[b2i(s.gw)], v)
-			s.roundBest = max(s.roundBest, v)
+			i := b2i(s.gw)
+			all[i] = append(all[i], v)
+			if len(all[i]) == 1 || v > best[i] {
+				best[i], notes[i] = v, note
+			}
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 	}
 	for _, s := range []*benchSide{k, g} {
-		s.vals[c] = s.roundBest
-		done(s, s.roundBest, all[b2i(s.gw)])
-		s.roundBest = 0
+		i := b2i(s.gw)
+		s.vals[c] = best[i]
+		done(s, best[i], notes[i], all[i])
 	}
 	return nil
 }

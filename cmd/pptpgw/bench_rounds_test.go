@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -14,13 +15,15 @@ func TestBenchAlternated(t *testing.T) {
 	var order []bool
 	figures := map[bool][]float64{false: {5, 9, 7}, true: {8, 6, 10}}
 	got := map[bool][]float64{}
-	err := benchAlternated(context.Background(), "x", k, g, func(s *benchSide) (float64, error) {
+	notes := map[bool]string{}
+	err := benchAlternated(context.Background(), "x", k, g, func(s *benchSide) (float64, string, error) {
 		order = append(order, s.gw)
 		v := figures[s.gw][0]
 		figures[s.gw] = figures[s.gw][1:]
-		return v, nil
-	}, func(s *benchSide, best float64, all []float64) {
+		return v, fmt.Sprint("round with ", v), nil
+	}, func(s *benchSide, best float64, note string, all []float64) {
 		got[s.gw] = all
+		notes[s.gw] = note
 		if best != s.vals["x"] {
 			t.Errorf("side %v: best %v, vals %v", s.gw, best, s.vals["x"])
 		}
@@ -37,18 +40,18 @@ func TestBenchAlternated(t *testing.T) {
 	if !slices.Equal(got[false], []float64{5, 9, 7}) || !slices.Equal(got[true], []float64{8, 6, 10}) {
 		t.Errorf("rounds %v", got)
 	}
-	if k.roundBest != 0 || g.roundBest != 0 {
-		t.Errorf("roundBest left at %v, %v", k.roundBest, g.roundBest)
+	if notes[false] != "round with 9" || notes[true] != "round with 10" {
+		t.Errorf("notes of the best rounds: %v", notes)
 	}
 
 	runs := 0
-	err = benchAlternated(context.Background(), "y", k, g, func(s *benchSide) (float64, error) {
+	err = benchAlternated(context.Background(), "y", k, g, func(s *benchSide) (float64, string, error) {
 		runs++
 		if s.gw {
-			return 0, errors.New("boom")
+			return 0, "", errors.New("boom")
 		}
-		return 1, nil
-	}, func(*benchSide, float64, []float64) { t.Error("done called after an error") })
+		return 1, "", nil
+	}, func(*benchSide, float64, string, []float64) { t.Error("done called after an error") })
 	if err == nil || runs != 2 {
 		t.Errorf("err %v after %d runs, want an error after 2", err, runs)
 	}
