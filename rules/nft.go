@@ -484,7 +484,7 @@ func addRules(c *nftables.Conn, t *nftables.Table, p Plan, impl QueueImpl) {
 		// protocol jumping to per-protocol chains was dearer (measured
 		// with perf as above).
 		wan := MatchIfname(h.iface, p.WAN)
-		fp.addRule(c, t, h.ch, h.iface, p.uplinkNames()) // kernel fast path (issue 12): before GRE is queued
+		fp.addRule(c, t, h.ch, h.iface, p.outsideIfnames()) // kernel fast path (issue 12): before GRE is queued
 		rule(h.ch, MatchGRE(), wan, greQ)
 		rule(h.ch, MatchTCPPort(false, wire.ControlPort), wan, q)
 		rule(h.ch, MatchTCPPort(true, wire.ControlPort), wan, q)

@@ -419,16 +419,3 @@ func (fp *fastPath) addRule(c *nftables.Conn, t *nftables.Table, ch *nftables.Ch
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: qx})
 	}
 }
-
-// uplinkNames is the names of the plan's uplinks: the WAN alone, or every
-// uplink with several.
-func (p Plan) uplinkNames() []string {
-	if len(p.Uplinks) < 2 {
-		return []string{p.WAN}
-	}
-	names := make([]string, len(p.Uplinks))
-	for i, u := range p.Uplinks {
-		names[i] = u.Name
-	}
-	return names
-}
