@@ -61,28 +61,38 @@ func waitMap(t *testing.T, ctx context.Context, topo *Topology, name string, n i
 	}
 }
 
-// classPackets returns the packets of class name on each shaped interface
-// (`pptpgw qos --json`).
-func classPackets(t *testing.T, ctx context.Context, topo *Topology, gw *Gateway, bin, name string) map[string]uint64 {
+// qosReport is `pptpgw qos --json`: each shaped interface's classes with
+// their packets, and the raw output.
+type qosReport struct {
+	Interfaces []struct {
+		Interface string `json:"interface"`
+		Classes   []struct {
+			Class   string `json:"class"`
+			Packets uint64 `json:"packets"`
+		} `json:"classes"`
+	} `json:"interfaces"`
+	raw []byte
+}
+
+func readQoS(t *testing.T, ctx context.Context, topo *Topology, gw *Gateway, bin string) qosReport {
 	t.Helper()
 	out, err := topo.GW.Output(ctx, bin, "qos", "--json", "--admin-socket", gw.Socket)
 	if err != nil {
 		t.Fatalf("pptpgw qos: %v: %s", err, out)
 	}
-	var q struct {
-		Interfaces []struct {
-			Interface string `json:"interface"`
-			Classes   []struct {
-				Class   string `json:"class"`
-				Packets uint64 `json:"packets"`
-			} `json:"classes"`
-		} `json:"interfaces"`
-	}
+	q := qosReport{raw: out}
 	if err := json.Unmarshal(out, &q); err != nil {
 		t.Fatal(err)
 	}
+	return q
+}
+
+// classPackets returns the packets of class name on each shaped interface
+// (`pptpgw qos --json`).
+func classPackets(t *testing.T, ctx context.Context, topo *Topology, gw *Gateway, bin, name string) map[string]uint64 {
+	t.Helper()
 	r := map[string]uint64{}
-	for _, is := range q.Interfaces {
+	for _, is := range readQoS(t, ctx, topo, gw, bin).Interfaces {
 		for _, c := range is.Classes {
 			if c.Class == name {
 				r[is.Interface] = c.Packets

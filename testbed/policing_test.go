@@ -2,7 +2,6 @@ package testbed_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -140,27 +139,12 @@ shaping:
 	}
 	// The GRE that passed, classed by the engine, in the tunnels leaf of
 	// both shaped interfaces: out on the WAN, its echo in on the LAN.
-	out, err := topo.GW.Output(ctx, bin, "qos", "--json", "--admin-socket", gw.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var q struct {
-		Interfaces []struct {
-			Interface string `json:"interface"`
-			Classes   []struct {
-				Class   string `json:"class"`
-				Packets uint64 `json:"packets"`
-			} `json:"classes"`
-		} `json:"interfaces"`
-	}
-	if err := json.Unmarshal(out, &q); err != nil {
-		t.Fatal(err)
-	}
+	q := readQoS(t, ctx, topo, gw, bin)
 	passed := uint64(floods[0].Echoed + floods[1].Echoed)
 	for _, is := range q.Interfaces {
 		if len(is.Classes) != 2 || is.Classes[0].Class != "tunnels" || is.Classes[0].Packets < passed {
 			t.Errorf("qos %s: %+v; want at least the %d GRE frames that passed in tunnels", is.Interface, is.Classes, passed)
 		}
 	}
-	t.Logf("pptpgw qos --json: %s", out)
+	t.Logf("pptpgw qos --json: %s", q.raw)
 }
